@@ -1,0 +1,551 @@
+//! Decoding a layer blob into its uncompressed tar stream, in two ways:
+//!
+//! - streaming, during ingest: gzip, zstd or plain bytes are decoded once
+//!   while span checkpoints are recorded (for gzip, zran-style: at a deflate
+//!   block boundary every `SPAN` bytes of output, with the bit offset and the
+//!   32 KiB window), with a CRC32 of each span and the sha256 (diff_id) of
+//!   the whole stream;
+//! - randomly, when a mounted file is read: one span is decoded from its
+//!   checkpoint and checked against its CRC, so damage on disk is detected.
+//!
+//! zstd frames cannot be entered mid-way, so a zstd span is decoded from the
+//! start of its frame (the spans passed on the way are returned for caching).
+
+use super::compression::Compression;
+use super::index::{Checkpoint, LayerIndex};
+use super::zlib::{self, Inflater, Status};
+use crate::oci::{Digest, Sha256Writer};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+/// Uncompressed bytes between checkpoints. 4 MiB keeps the index under 1% of
+/// the layer (a 32 KiB window per span, deflated) and a cold random read
+/// to one span's inflate (a few ms).
+pub const SPAN: u64 = 4 << 20;
+const IN_BUF: usize = 256 * 1024;
+
+/// Splits the decoded stream into spans and hashes it.
+pub struct SpanTracker {
+    checkpoints: Vec<Checkpoint>,
+    open: Checkpoint,
+    crc: u32,
+    pos: u64,
+    diff: Sha256Writer,
+    windows: Vec<u8>,
+}
+
+/// What the streaming pass learned.
+pub struct Decoded {
+    pub checkpoints: Vec<Checkpoint>,
+    pub windows: Vec<u8>,
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+}
+
+impl SpanTracker {
+    fn new() -> Self {
+        SpanTracker {
+            checkpoints: Vec::new(),
+            open: restart_at(0, 0),
+            crc: 0,
+            pos: 0,
+            diff: Sha256Writer::new(),
+            windows: Vec::new(),
+        }
+    }
+
+    fn since_open(&self) -> u64 {
+        self.pos - self.open.out_offset
+    }
+
+    /// Hashes `data`; with `auto`, cuts a span every SPAN bytes (restartable
+    /// there when `auto` says so).
+    fn feed(&mut self, mut data: &[u8], auto: Option<bool>) -> io::Result<()> {
+        self.diff.update(data);
+        while let Some(restart) = auto {
+            let room = (SPAN - self.since_open()) as usize;
+            if data.len() < room {
+                break;
+            }
+            self.crc = zlib::crc32(self.crc, &data[..room]);
+            self.pos += room as u64;
+            data = &data[room..];
+            let next = if restart {
+                restart_at(self.pos, self.pos)
+            } else {
+                continuation()
+            };
+            self.cut(next)?;
+        }
+        self.crc = zlib::crc32(self.crc, data);
+        self.pos += data.len() as u64;
+        if self.since_open() > u32::MAX as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a deflate block longer than 4 GiB",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Closes the open span at the current position and opens `next` there.
+    fn cut(&mut self, mut next: Checkpoint) -> io::Result<()> {
+        let len = self.since_open();
+        next.out_offset = self.pos;
+        if len == 0 {
+            // An empty span (two cuts in a row) is replaced, keeping the
+            // earlier restart ability if the new one has none.
+            if self.open.restart && !next.restart {
+                return Ok(());
+            }
+            self.open = next;
+            return Ok(());
+        }
+        let mut closed = self.open;
+        closed.out_len = len as u32;
+        closed.crc = self.crc;
+        self.checkpoints.push(closed);
+        self.open = next;
+        self.crc = 0;
+        Ok(())
+    }
+
+    fn add_window(&mut self, window: &[u8]) -> io::Result<(u64, u32)> {
+        use std::io::Write;
+        let off = self.windows.len() as u64;
+        let mut enc =
+            flate2::write::DeflateEncoder::new(&mut self.windows, flate2::Compression::fast());
+        enc.write_all(window)?;
+        enc.finish()?;
+        Ok((off, (self.windows.len() as u64 - off) as u32))
+    }
+
+    fn finish(mut self) -> io::Result<Decoded> {
+        self.cut(continuation())?;
+        Ok(Decoded {
+            checkpoints: self.checkpoints,
+            windows: self.windows,
+            diff_id: self.diff.finish(),
+            uncompressed_size: self.pos,
+        })
+    }
+}
+
+fn restart_at(out: u64, input: u64) -> Checkpoint {
+    Checkpoint {
+        out_offset: out,
+        out_len: 0,
+        crc: 0,
+        in_offset: input,
+        bits: 0,
+        restart: true,
+        window_offset: 0,
+        window_len: 0,
+    }
+}
+
+fn continuation() -> Checkpoint {
+    Checkpoint {
+        restart: false,
+        ..restart_at(0, 0)
+    }
+}
+
+fn corrupt(kind: &str, msg: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt {kind} stream: {msg}"),
+    )
+}
+
+fn truncated(kind: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("{kind} stream is truncated"),
+    )
+}
+
+/// The streaming decoder used by ingest: reads the blob, yields tar bytes.
+pub struct StreamDecoder<R: Read> {
+    src: R,
+    inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    /// Compressed bytes consumed by the decoder.
+    in_pos: u64,
+    eof: bool,
+    done: bool,
+    kind: Kind,
+    tracker: SpanTracker,
+}
+
+enum Kind {
+    Plain,
+    Gzip(Inflater),
+    Zstd {
+        dctx: zstd::zstd_safe::DCtx<'static>,
+        frame_start: bool,
+        frame_open: bool,
+    },
+}
+
+impl<R: Read> StreamDecoder<R> {
+    pub fn new(src: R, compression: Compression) -> io::Result<Self> {
+        let kind = match compression {
+            Compression::None => Kind::Plain,
+            Compression::Gzip => {
+                Kind::Gzip(Inflater::new(zlib::GZIP).map_err(|e| corrupt("gzip", e))?)
+            }
+            Compression::Zstd => {
+                let mut dctx = zstd::zstd_safe::DCtx::create();
+                // Allow long-distance windows as `zstd --long` writes them.
+                dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(31))
+                    .map_err(|c| corrupt("zstd", zstd::zstd_safe::get_error_name(c)))?;
+                Kind::Zstd {
+                    dctx,
+                    frame_start: true,
+                    frame_open: false,
+                }
+            }
+        };
+        Ok(StreamDecoder {
+            src,
+            inbuf: vec![0u8; IN_BUF],
+            in_start: 0,
+            in_end: 0,
+            in_pos: 0,
+            eof: false,
+            done: false,
+            kind,
+            tracker: SpanTracker::new(),
+        })
+    }
+
+    /// Reads the rest of the source, so that it is hashed whole, and returns
+    /// what the pass recorded. Call after the tar stream has been read to its end.
+    pub fn finish(mut self) -> io::Result<(Decoded, R)> {
+        let mut sink = vec![0u8; 64 * 1024];
+        while self.read(&mut sink)? > 0 {}
+        while !self.eof {
+            self.refill()?;
+            self.in_start = self.in_end;
+        }
+        Ok((self.tracker.finish()?, self.src))
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        if self.in_start < self.in_end || self.eof {
+            return Ok(());
+        }
+        loop {
+            match self.src.read(&mut self.inbuf) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.in_start = 0;
+                    self.in_end = 0;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.in_start = 0;
+                    self.in_end = n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = loop {
+            match self.src.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            self.done = true;
+            self.eof = true;
+        }
+        self.in_pos += n as u64;
+        self.tracker.feed(&buf[..n], Some(true))?;
+        Ok(n)
+    }
+
+    fn read_gzip(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.refill()?;
+            let Kind::Gzip(inf) = &mut self.kind else {
+                unreachable!()
+            };
+            let input = &self.inbuf[self.in_start..self.in_end];
+            let (c, p, status) = inf
+                .inflate(input, buf, libz_rs_sys::Z_BLOCK)
+                .map_err(|e| corrupt("gzip", e))?;
+            self.in_start += c;
+            self.in_pos += c as u64;
+            self.tracker.feed(&buf[..p], None)?;
+            match status {
+                Status::StreamEnd => {
+                    self.next_gzip_member()?;
+                }
+                _ => {
+                    let dt = inf.data_type();
+                    let block_end = dt & 128 != 0 && dt & 64 == 0;
+                    if block_end && self.tracker.since_open() >= SPAN {
+                        let window = inf.dictionary();
+                        let (window_offset, window_len) = self.tracker.add_window(&window)?;
+                        let cp = Checkpoint {
+                            in_offset: self.in_pos,
+                            bits: (dt & 7) as u8,
+                            restart: true,
+                            window_offset,
+                            window_len,
+                            ..continuation()
+                        };
+                        self.tracker.cut(cp)?;
+                    }
+                    if p == 0 && c == 0 && self.eof {
+                        return Err(truncated("gzip"));
+                    }
+                }
+            }
+            if p > 0 || self.done {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// After a gzip member: another member follows, or the stream is done
+    /// (trailing zero padding or garbage is ignored, as gzip does).
+    fn next_gzip_member(&mut self) -> io::Result<()> {
+        while self.in_end - self.in_start < 2 && !self.eof {
+            // Keep what is left and read more behind it.
+            let left = self.in_end - self.in_start;
+            self.inbuf.copy_within(self.in_start..self.in_end, 0);
+            self.in_start = 0;
+            self.in_end = left;
+            let n = self.src.read(&mut self.inbuf[left..])?;
+            if n == 0 {
+                self.eof = true;
+            }
+            self.in_end += n;
+        }
+        let rest = &self.inbuf[self.in_start..self.in_end];
+        if rest.starts_with(&[0x1f, 0x8b]) {
+            let Kind::Gzip(inf) = &mut self.kind else {
+                unreachable!()
+            };
+            inf.reset().map_err(|e| corrupt("gzip", e))?;
+            self.tracker.cut(restart_at(0, self.in_pos))?;
+        } else {
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    fn read_zstd(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.refill()?;
+            let Kind::Zstd {
+                dctx,
+                frame_start,
+                frame_open,
+            } = &mut self.kind
+            else {
+                unreachable!()
+            };
+            if self.in_start == self.in_end {
+                if *frame_open {
+                    return Err(truncated("zstd"));
+                }
+                self.done = true;
+                return Ok(0);
+            }
+            if *frame_start {
+                *frame_start = false;
+                self.tracker.cut(restart_at(0, self.in_pos))?;
+            }
+            let mut inb =
+                zstd::zstd_safe::InBuffer::around(&self.inbuf[self.in_start..self.in_end]);
+            let mut outb = zstd::zstd_safe::OutBuffer::around(&mut buf[..]);
+            let hint = dctx
+                .decompress_stream(&mut outb, &mut inb)
+                .map_err(|c| corrupt("zstd", zstd::zstd_safe::get_error_name(c)))?;
+            let (c, p) = (inb.pos(), outb.pos());
+            *frame_open = hint != 0;
+            if hint == 0 {
+                *frame_start = true;
+            }
+            self.in_start += c;
+            self.in_pos += c as u64;
+            self.tracker.feed(&buf[..p], Some(false))?;
+            if p > 0 {
+                return Ok(p);
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for StreamDecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        match self.kind {
+            Kind::Plain => self.read_plain(buf),
+            Kind::Gzip(_) => self.read_gzip(buf),
+            Kind::Zstd { .. } => self.read_zstd(buf),
+        }
+    }
+}
+
+/// Why a span could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum SpanError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("span at uncompressed offset {offset}: {why}")]
+    Damaged { offset: u64, why: String },
+}
+
+/// Decodes span `i` (and, for zstd, the spans from its frame start up to it).
+/// Returns (span id, bytes) pairs, each checked against its CRC.
+pub fn decode_spans(
+    index: &LayerIndex,
+    blob: &File,
+    i: u32,
+) -> Result<Vec<(u32, Vec<u8>)>, SpanError> {
+    let cp = index.checkpoint(i);
+    let damaged = |why: String| SpanError::Damaged {
+        offset: cp.out_offset,
+        why,
+    };
+    let out = match index.compression() {
+        Compression::None => {
+            let mut data = vec![0u8; cp.out_len as usize];
+            blob.read_exact_at(&mut data, cp.in_offset)
+                .map_err(|e| damaged(e.to_string()))?;
+            vec![(i, data)]
+        }
+        Compression::Gzip => vec![(i, inflate_span(index, blob, &cp).map_err(damaged)?)],
+        Compression::Zstd => zstd_spans(index, blob, i).map_err(damaged)?,
+    };
+    for (id, data) in &out {
+        let c = index.checkpoint(*id);
+        if zlib::crc32(0, data) != c.crc || data.len() != c.out_len as usize {
+            return Err(SpanError::Damaged {
+                offset: c.out_offset,
+                why: "checksum mismatch: the blob is damaged".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads compressed input for span decoding, from `offset` on.
+struct BlobCursor<'a> {
+    blob: &'a File,
+    offset: u64,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> BlobCursor<'a> {
+    fn new(blob: &'a File, offset: u64) -> Self {
+        BlobCursor {
+            blob,
+            offset,
+            buf: vec![0u8; 128 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        if self.start == self.end {
+            let n = self.blob.read_at(&mut self.buf, self.offset)?;
+            self.offset += n as u64;
+            self.start = 0;
+            self.end = n;
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+}
+
+fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<u8>, String> {
+    let mut inf;
+    let mut cursor = BlobCursor::new(blob, cp.in_offset);
+    if cp.window_len > 0 {
+        inf = Inflater::new(zlib::RAW)?;
+        if cp.bits > 0 {
+            let mut b = [0u8; 1];
+            blob.read_exact_at(&mut b, cp.in_offset - 1)
+                .map_err(|e| e.to_string())?;
+            inf.prime(cp.bits as i32, (b[0] >> (8 - cp.bits)) as i32)?;
+        }
+        let mut window = Vec::with_capacity(zlib::WINDOW);
+        flate2::read::DeflateDecoder::new(index.window(cp))
+            .read_to_end(&mut window)
+            .map_err(|e| format!("stored window: {e}"))?;
+        inf.set_dictionary(&window)?;
+    } else {
+        inf = Inflater::new(zlib::GZIP)?;
+    }
+    let mut out = vec![0u8; cp.out_len as usize];
+    let mut produced = 0;
+    while produced < out.len() {
+        let input = cursor.fill().map_err(|e| e.to_string())?;
+        let at_eof = input.is_empty();
+        let (c, p, status) = inf.inflate(input, &mut out[produced..], libz_rs_sys::Z_NO_FLUSH)?;
+        cursor.consume(c);
+        produced += p;
+        if status == Status::StreamEnd && produced < out.len() {
+            return Err("gzip member ends inside the span".into());
+        }
+        if c == 0 && p == 0 && at_eof {
+            return Err("blob ends inside the span".into());
+        }
+    }
+    Ok(out)
+}
+
+fn zstd_spans(index: &LayerIndex, blob: &File, i: u32) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    let mut start = i;
+    while !index.checkpoint(start).restart {
+        if start == 0 {
+            return Err("no frame start before the span".into());
+        }
+        start -= 1;
+    }
+    let first = index.checkpoint(start);
+    let mut dctx = zstd::zstd_safe::DCtx::create();
+    dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(31))
+        .map_err(|c| zstd::zstd_safe::get_error_name(c).to_string())?;
+    let mut cursor = BlobCursor::new(blob, first.in_offset);
+    let mut out = Vec::new();
+    for id in start..=i {
+        let cp = index.checkpoint(id);
+        let mut data = vec![0u8; cp.out_len as usize];
+        let mut produced = 0;
+        while produced < data.len() {
+            let input = cursor.fill().map_err(|e| e.to_string())?;
+            if input.is_empty() {
+                return Err("blob ends inside the span".into());
+            }
+            let mut inb = zstd::zstd_safe::InBuffer::around(input);
+            let mut outb = zstd::zstd_safe::OutBuffer::around(&mut data[produced..]);
+            dctx.decompress_stream(&mut outb, &mut inb)
+                .map_err(|c| zstd::zstd_safe::get_error_name(c).to_string())?;
+            let (c, p) = (inb.pos(), outb.pos());
+            cursor.consume(c);
+            produced += p;
+        }
+        out.push((id, data));
+    }
+    Ok(out)
+}

@@ -1,0 +1,46 @@
+//! Errors of layer ingest, indexing and reading.
+
+use crate::store::StoreError;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("empty file: a layer is a tar archive, plain, gzip or zstd")]
+    Empty,
+    /// A corrupt or truncated gzip/zstd stream, or a read error of the source.
+    #[error("{0}")]
+    Stream(std::io::Error),
+    #[error(transparent)]
+    Tar(#[from] super::tar::TarError),
+    #[error("bad entry path {path:?}: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("layer index {}: {why}", path.display())]
+    BadIndex { path: PathBuf, why: String },
+}
+
+impl LayerError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        LayerError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LayerError::Store(s) => s.is_disk_full(),
+            LayerError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            ),
+            _ => false,
+        }
+    }
+}

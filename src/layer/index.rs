@@ -1,0 +1,1050 @@
+//! The layer index: a table of every entry of one layer (path, kind, owner,
+//! mode, mtime, size, link target, xattrs, hardlink target, whiteout and
+//! opaque flags, and the offset of its data in the uncompressed stream) plus
+//! the checkpoints that let any byte range be decoded from the nearest one.
+//!
+//! It is derived data, written beside the blob and mapped, never read whole,
+//! so opening it costs the same for any layer size. A sha256 over its
+//! metadata sections and the layer's digest in its header make a damaged or
+//! foreign index detectable; it is then rebuilt from the blob.
+//!
+//! ```text
+//! header (192 bytes)
+//! entries      n_entries × 96 bytes, grouped by parent directory, each group
+//!              sorted by name (a whiteout before a real entry of the same name);
+//!              entry 0 is the layer's root directory
+//! dirs         n_dirs × 24 bytes, sorted by full path: path, own entry,
+//!              range of child entries, flags (opaque)
+//! groups       n_groups × 8: range into `members` (hardlink groups)
+//! members      u32 entry ids
+//! sparse       n_sparse × 16: (offset in file, length) extents
+//! checkpoints  n_checkpoints × 40
+//! strings      names, dir paths, link targets
+//! xattrs       per entry: (u16 name len, u32 value len, name, value)*
+//! windows      deflated 32 KiB inflate windows of gzip checkpoints
+//! ```
+
+use super::LayerError;
+use super::compression::Compression;
+use crate::oci::Digest;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 192;
+const ENTRY_LEN: usize = 96;
+const DIR_LEN: usize = 24;
+const GROUP_LEN: usize = 8;
+const SPARSE_LEN: usize = 16;
+const CHECKPOINT_LEN: usize = 40;
+pub const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    Regular,
+    Directory,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+    /// `.wh.NAME`: hides NAME in lower layers.
+    Whiteout,
+    /// A hard link; `target()` is the entry it names in this layer, or NONE
+    /// when the target lives in a lower layer (`link()` holds its path).
+    HardLink,
+}
+
+impl EntryKind {
+    fn to_u8(self) -> u8 {
+        match self {
+            EntryKind::Regular => 1,
+            EntryKind::Directory => 2,
+            EntryKind::Symlink => 3,
+            EntryKind::CharDevice => 4,
+            EntryKind::BlockDevice => 5,
+            EntryKind::Fifo => 6,
+            EntryKind::Socket => 7,
+            EntryKind::Whiteout => 8,
+            EntryKind::HardLink => 9,
+        }
+    }
+    fn from_u8(v: u8) -> EntryKind {
+        match v {
+            2 => EntryKind::Directory,
+            3 => EntryKind::Symlink,
+            4 => EntryKind::CharDevice,
+            5 => EntryKind::BlockDevice,
+            6 => EntryKind::Fifo,
+            7 => EntryKind::Socket,
+            8 => EntryKind::Whiteout,
+            9 => EntryKind::HardLink,
+            _ => EntryKind::Regular,
+        }
+    }
+}
+
+pub const FLAG_IMPLICIT: u8 = 1;
+const DIR_OPAQUE: u32 = 1;
+const CP_RESTART: u8 = 1;
+const CP_WINDOW: u8 = 2;
+
+/// Where decoding can start: the uncompressed span `[out_offset, out_offset+out_len)`
+/// and its CRC32, and for gzip the compressed position and inflate window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub out_offset: u64,
+    pub out_len: u32,
+    pub crc: u32,
+    pub in_offset: u64,
+    /// Bits of the byte before `in_offset` that belong to this span (gzip).
+    pub bits: u8,
+    /// Decoding can begin here: a gzip member or zstd frame starts, or a
+    /// window is stored; otherwise decoding starts at an earlier checkpoint.
+    pub restart: bool,
+    pub window_offset: u64,
+    pub window_len: u32,
+}
+
+/// An entry as the builder collects it.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    pub flags: u8,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub size: u64,
+    pub data_offset: u64,
+    pub link: Vec<u8>,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub sparse: Vec<(u64, u64)>,
+}
+
+impl NewEntry {
+    fn implicit_dir(path: Vec<u8>) -> NewEntry {
+        NewEntry {
+            path,
+            kind: EntryKind::Directory,
+            flags: FLAG_IMPLICIT,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: 0,
+            data_offset: 0,
+            link: Vec::new(),
+            rdev_major: 0,
+            rdev_minor: 0,
+            xattrs: Vec::new(),
+            sparse: Vec::new(),
+        }
+    }
+}
+
+/// Collects the entries of one layer in stream order and lays out the index.
+#[derive(Default)]
+pub struct IndexBuilder {
+    entries: Vec<NewEntry>,
+    /// Stream position of each entry's (last) appearance, for "the last one wins".
+    seq: Vec<u64>,
+    /// Real entries by path; the last one with a path wins.
+    by_path: HashMap<Vec<u8>, usize>,
+    /// Whiteouts by the path they hide.
+    whiteouts: HashMap<Vec<u8>, usize>,
+    opaque: std::collections::HashSet<Vec<u8>>,
+    next_seq: u64,
+}
+
+impl IndexBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an entry whose path is already normalized (no `./`, no leading or
+    /// trailing `/`, `""` for the root).
+    pub fn add(&mut self, e: NewEntry) {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let map = if e.kind == EntryKind::Whiteout {
+            &mut self.whiteouts
+        } else {
+            &mut self.by_path
+        };
+        match map.get(&e.path) {
+            // A directory listed twice keeps its children: only its metadata changes.
+            Some(&i) => {
+                self.entries[i] = e;
+                self.seq[i] = seq;
+            }
+            None => {
+                map.insert(e.path.clone(), self.entries.len());
+                self.entries.push(e);
+                self.seq.push(seq);
+            }
+        }
+    }
+
+    /// Marks directory `path` opaque (`path/.wh..wh..opq`).
+    pub fn add_opaque(&mut self, path: Vec<u8>) {
+        self.opaque.insert(path);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Lays out and serializes the index.
+    pub fn finish(
+        mut self,
+        meta: &IndexMeta,
+        checkpoints: &[Checkpoint],
+        windows: &[u8],
+    ) -> Result<Vec<u8>, LayerError> {
+        self.add_missing_parents();
+        let live = self.live_entries();
+
+        // Directories sorted by path get their ids; entry 0 is the root.
+        let mut dir_paths: Vec<&[u8]> = live
+            .iter()
+            .filter(|&&i| self.entries[i].kind == EntryKind::Directory)
+            .map(|&i| self.entries[i].path.as_slice())
+            .collect();
+        dir_paths.sort_unstable();
+        let dir_id: HashMap<&[u8], u32> = dir_paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as u32))
+            .collect();
+
+        // Entry order: root, then grouped by parent dir id, by name, whiteout first.
+        let parent_of = |p: &[u8]| -> Option<u32> {
+            if p.is_empty() {
+                return None;
+            }
+            let parent = match p.iter().rposition(|&c| c == b'/') {
+                Some(i) => &p[..i],
+                None => &p[..0],
+            };
+            dir_id.get(parent).copied()
+        };
+        let mut order: Vec<usize> = live.clone();
+        order.sort_by(|&a, &b| {
+            let (ea, eb) = (&self.entries[a], &self.entries[b]);
+            let key = |e: &NewEntry| {
+                (
+                    parent_of(&e.path).map_or(-1i64, |d| d as i64),
+                    base_name(&e.path).to_vec(),
+                    e.kind != EntryKind::Whiteout,
+                )
+            };
+            key(ea).cmp(&key(eb))
+        });
+        let mut new_id = vec![NONE; self.entries.len()];
+        for (n, &old) in order.iter().enumerate() {
+            new_id[old] = n as u32;
+        }
+
+        // Hardlinks: resolve each to its final target within this layer.
+        let mut target = vec![NONE; order.len()];
+        for (n, &old) in order.iter().enumerate() {
+            let e = &self.entries[old];
+            if e.kind != EntryKind::HardLink {
+                continue;
+            }
+            let mut seen = 0;
+            let mut cur = self.by_path.get(&e.link).copied();
+            while let Some(c) = cur {
+                let ce = &self.entries[c];
+                if ce.kind != EntryKind::HardLink || seen > 64 || new_id[c] == NONE {
+                    break;
+                }
+                seen += 1;
+                cur = self.by_path.get(&ce.link).copied();
+            }
+            if let Some(c) = cur {
+                let t = &self.entries[c];
+                if new_id[c] != NONE
+                    && !matches!(t.kind, EntryKind::HardLink | EntryKind::Directory)
+                    && c != old
+                {
+                    target[n] = new_id[c];
+                }
+            }
+        }
+        let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (n, &t) in target.iter().enumerate() {
+            if t != NONE {
+                groups.entry(t).or_insert_with(|| vec![t]).push(n as u32);
+            }
+        }
+        let mut group_list: Vec<(u32, Vec<u32>)> = groups.into_iter().collect();
+        group_list.sort_unstable();
+        let mut group_of = vec![NONE; order.len()];
+        for (g, (_, members)) in group_list.iter().enumerate() {
+            for &m in members {
+                group_of[m as usize] = g as u32;
+            }
+        }
+
+        // Serialize.
+        let mut w = Writer::default();
+        let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; dir_paths.len()];
+        for (n, &old) in order.iter().enumerate() {
+            let e = &self.entries[old];
+            let parent = parent_of(&e.path).unwrap_or(NONE);
+            if parent != NONE {
+                let d = &mut dirs_out[parent as usize];
+                if d[4] == 0 {
+                    d[3] = n as u32;
+                }
+                d[4] += 1;
+            }
+            let (name_off, name_len) = w.string(base_name(&e.path));
+            let (link_off, link_len) = w.string(&e.link);
+            let (x_off, x_len) = w.xattrs(&e.xattrs);
+            let sparse_off = (w.sparse.len() / SPARSE_LEN) as u32;
+            for (o, l) in &e.sparse {
+                w.sparse.extend_from_slice(&o.to_le_bytes());
+                w.sparse.extend_from_slice(&l.to_le_bytes());
+            }
+            let slot = match e.kind {
+                EntryKind::Directory => dir_id.get(e.path.as_slice()).copied().unwrap_or(NONE),
+                _ => target[n],
+            };
+            let rec = &mut w.entries;
+            rec.extend_from_slice(&name_off.to_le_bytes());
+            rec.extend_from_slice(&name_len.to_le_bytes());
+            rec.extend_from_slice(&parent.to_le_bytes());
+            rec.push(e.kind.to_u8());
+            rec.push(e.flags);
+            rec.extend_from_slice(&[0, 0]);
+            rec.extend_from_slice(&(e.mode & 0o7777).to_le_bytes());
+            rec.extend_from_slice(&e.uid.to_le_bytes());
+            rec.extend_from_slice(&e.gid.to_le_bytes());
+            rec.extend_from_slice(&e.mtime_nsec.to_le_bytes());
+            rec.extend_from_slice(&e.mtime.to_le_bytes());
+            rec.extend_from_slice(&e.size.to_le_bytes());
+            rec.extend_from_slice(&e.data_offset.to_le_bytes());
+            rec.extend_from_slice(&link_off.to_le_bytes());
+            rec.extend_from_slice(&link_len.to_le_bytes());
+            rec.extend_from_slice(&slot.to_le_bytes());
+            rec.extend_from_slice(&group_of[n].to_le_bytes());
+            rec.extend_from_slice(&e.rdev_major.to_le_bytes());
+            rec.extend_from_slice(&e.rdev_minor.to_le_bytes());
+            rec.extend_from_slice(&x_off.to_le_bytes());
+            rec.extend_from_slice(&x_len.to_le_bytes());
+            rec.extend_from_slice(&sparse_off.to_le_bytes());
+            rec.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
+            if e.kind == EntryKind::Directory
+                && let Some(&d) = dir_id.get(e.path.as_slice())
+            {
+                dirs_out[d as usize][2] = n as u32;
+            }
+        }
+        for (d, path) in dir_paths.iter().enumerate() {
+            let (off, len) = w.string(path);
+            let rec = &mut dirs_out[d];
+            rec[0] = off;
+            rec[1] = len;
+            rec[5] = if self.opaque.contains(*path) {
+                DIR_OPAQUE
+            } else {
+                0
+            };
+        }
+        let mut dirs = Vec::with_capacity(dirs_out.len() * DIR_LEN);
+        for rec in &dirs_out {
+            for v in rec {
+                dirs.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let mut groups_bytes = Vec::new();
+        let mut members = Vec::new();
+        for (_, m) in &group_list {
+            groups_bytes.extend_from_slice(&((members.len() / 4) as u32).to_le_bytes());
+            groups_bytes.extend_from_slice(&(m.len() as u32).to_le_bytes());
+            for id in m {
+                members.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        let mut cps = Vec::with_capacity(checkpoints.len() * CHECKPOINT_LEN);
+        for c in checkpoints {
+            cps.extend_from_slice(&c.out_offset.to_le_bytes());
+            cps.extend_from_slice(&c.in_offset.to_le_bytes());
+            cps.extend_from_slice(&c.window_offset.to_le_bytes());
+            cps.extend_from_slice(&c.out_len.to_le_bytes());
+            cps.extend_from_slice(&c.crc.to_le_bytes());
+            cps.extend_from_slice(&c.window_len.to_le_bytes());
+            let flags = if c.restart { CP_RESTART } else { 0 }
+                | if c.window_len > 0 { CP_WINDOW } else { 0 };
+            cps.extend_from_slice(&[c.bits, flags, 0, 0]);
+        }
+        let counts = Counts {
+            entries: order.len(),
+            dirs: dir_paths.len(),
+            groups: group_list.len(),
+            members: members.len() / 4,
+            sparse: w.sparse.len() / SPARSE_LEN,
+            checkpoints: checkpoints.len(),
+            strings: w.strings.len(),
+            xattrs: w.xattr_area.len(),
+            windows: windows.len(),
+        };
+        let sections: [&[u8]; 9] = [
+            &w.entries,
+            &dirs,
+            &groups_bytes,
+            &members,
+            &w.sparse,
+            &cps,
+            &w.strings,
+            &w.xattr_area,
+            windows,
+        ];
+        let mut hasher = Sha256::new();
+        for s in &sections[..8] {
+            hasher.update(s);
+        }
+        let meta_hash: [u8; 32] = hasher.finalize().into();
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>());
+        out.extend_from_slice(&encode_header(meta, &counts, &meta_hash));
+        for s in sections {
+            out.extend_from_slice(s);
+        }
+        Ok(out)
+    }
+
+    /// Every ancestor of every entry must be a directory of this layer. An
+    /// entry under a path that a later member made a non-directory is gone,
+    /// as extracting the archive would lose it; ancestors the tar did not
+    /// list become implicit directories (their metadata does not override a
+    /// lower layer's).
+    fn add_missing_parents(&mut self) {
+        let is_dead = |b: &IndexBuilder, i: usize| -> bool {
+            let p = &b.entries[i].path;
+            ancestors(p).any(|a| match b.by_path.get(a) {
+                Some(&j) => b.entries[j].kind != EntryKind::Directory && b.seq[j] > b.seq[i],
+                None => false,
+            })
+        };
+        let candidates: Vec<usize> = self
+            .by_path
+            .values()
+            .chain(self.whiteouts.values())
+            .copied()
+            .collect();
+        let dead: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&i| is_dead(self, i))
+            .collect();
+        for i in dead {
+            let p = self.entries[i].path.clone();
+            if self.entries[i].kind == EntryKind::Whiteout {
+                self.whiteouts.remove(&p);
+            } else {
+                self.by_path.remove(&p);
+            }
+        }
+        let mut need: Vec<Vec<u8>> = vec![Vec::new()];
+        let live = self.by_path.keys().chain(self.whiteouts.keys());
+        for p in live {
+            need.extend(ancestors(p).map(<[u8]>::to_vec));
+        }
+        for p in &self.opaque {
+            need.push(p.clone());
+            need.extend(ancestors(p).map(<[u8]>::to_vec));
+        }
+        need.sort_unstable();
+        need.dedup();
+        for dir in need {
+            match self.by_path.get(&dir) {
+                Some(&i) if self.entries[i].kind == EntryKind::Directory => {}
+                _ => self.add(NewEntry::implicit_dir(dir)),
+            }
+        }
+    }
+
+    /// Indexes of the entries that survive: the last of each path.
+    fn live_entries(&self) -> Vec<usize> {
+        let mut live: Vec<usize> = self.by_path.values().copied().collect();
+        live.extend(self.whiteouts.values().copied());
+        live.sort_unstable();
+        live
+    }
+}
+
+/// The proper ancestors of a path, nearest first, ending with the root `""`.
+fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = if p.is_empty() { None } else { Some(p.len()) };
+    std::iter::from_fn(move || {
+        let e = end?;
+        match p[..e].iter().rposition(|&c| c == b'/') {
+            Some(i) => {
+                end = Some(i);
+                Some(&p[..i])
+            }
+            None => {
+                end = None;
+                Some(&p[..0])
+            }
+        }
+    })
+}
+
+fn base_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// What the header records about the layer itself.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexMeta {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub compression: Compression,
+    pub blob_size: u64,
+    pub uncompressed_size: u64,
+}
+
+struct Counts {
+    entries: usize,
+    dirs: usize,
+    groups: usize,
+    members: usize,
+    sparse: usize,
+    checkpoints: usize,
+    strings: usize,
+    xattrs: usize,
+    windows: usize,
+}
+
+fn encode_header(meta: &IndexMeta, c: &Counts, meta_hash: &[u8; 32]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&[meta.compression.as_u8(), 0, 0, 0]);
+    h.extend_from_slice(&meta.blob_size.to_le_bytes());
+    h.extend_from_slice(&meta.uncompressed_size.to_le_bytes());
+    h.extend_from_slice(meta.digest.as_bytes());
+    h.extend_from_slice(meta.diff_id.as_bytes());
+    for n in [
+        c.entries,
+        c.dirs,
+        c.groups,
+        c.members,
+        c.sparse,
+        c.checkpoints,
+    ] {
+        h.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    for n in [c.strings, c.xattrs, c.windows] {
+        h.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    h.extend_from_slice(meta_hash);
+    h.resize(HEADER_LEN, 0);
+    h
+}
+
+#[derive(Default)]
+struct Writer {
+    entries: Vec<u8>,
+    strings: Vec<u8>,
+    xattr_area: Vec<u8>,
+    sparse: Vec<u8>,
+}
+
+impl Writer {
+    fn string(&mut self, s: &[u8]) -> (u32, u32) {
+        let off = self.strings.len() as u32;
+        self.strings.extend_from_slice(s);
+        (off, s.len() as u32)
+    }
+
+    fn xattrs(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> (u32, u32) {
+        let off = self.xattr_area.len();
+        let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = xattrs.iter().collect();
+        sorted.sort();
+        for (k, v) in sorted {
+            self.xattr_area
+                .extend_from_slice(&(k.len() as u16).to_le_bytes());
+            self.xattr_area
+                .extend_from_slice(&(v.len() as u32).to_le_bytes());
+            self.xattr_area.extend_from_slice(k);
+            self.xattr_area.extend_from_slice(v);
+        }
+        (off as u32, (self.xattr_area.len() - off) as u32)
+    }
+}
+
+/// A layer index opened for reading. The file is mapped; nothing is copied.
+pub struct LayerIndex {
+    map: memmap2::Mmap,
+    meta: IndexMeta,
+    n_entries: u32,
+    n_dirs: u32,
+    n_checkpoints: u32,
+    entries: usize,
+    dirs: usize,
+    groups: usize,
+    members: usize,
+    sparse: usize,
+    checkpoints: usize,
+    strings: usize,
+    xattrs: usize,
+    windows: usize,
+    windows_len: usize,
+}
+
+impl std::fmt::Debug for LayerIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LayerIndex({}, {} entries)",
+            self.meta.digest, self.n_entries
+        )
+    }
+}
+
+fn rd_u16(b: &[u8], off: usize) -> u16 {
+    b.get(off..off + 2)
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+fn rd_u32(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+fn rd_u64(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 8).map_or(0, |s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_le_bytes(a)
+    })
+}
+
+impl LayerIndex {
+    /// Opens and checks an index: magic, version, section sizes, the sha256
+    /// of its metadata, and that it belongs to blob `digest`.
+    pub fn open(path: &Path, digest: &Digest) -> Result<LayerIndex, LayerError> {
+        let bad = |why: &str| LayerError::BadIndex {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        };
+        let file = File::open(path).map_err(|e| LayerError::io(path, e))?;
+        // SAFETY: index files are only ever replaced by rename, never written in
+        // place, so the mapped bytes cannot change under us.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LayerError::io(path, e))?;
+        let b = &map[..];
+        if b.len() < HEADER_LEN || &b[0..8] != MAGIC {
+            return Err(bad("not a layerfs index"));
+        }
+        if rd_u32(b, 8) != VERSION {
+            return Err(bad("index version is not supported"));
+        }
+        let compression = Compression::from_u8(b[12]).ok_or_else(|| bad("unknown compression"))?;
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&b[32..64]);
+        let mut diff = [0u8; 32];
+        diff.copy_from_slice(&b[64..96]);
+        let meta = IndexMeta {
+            digest: Digest::from_bytes(d),
+            diff_id: Digest::from_bytes(diff),
+            compression,
+            blob_size: rd_u64(b, 16),
+            uncompressed_size: rd_u64(b, 24),
+        };
+        if meta.digest != *digest {
+            return Err(bad("index belongs to another blob"));
+        }
+        let n = |i: usize| rd_u32(b, 96 + 4 * i) as usize;
+        let (n_entries, n_dirs, n_groups, n_members, n_sparse, n_cps) =
+            (n(0), n(1), n(2), n(3), n(4), n(5));
+        let strings_len = rd_u64(b, 120) as usize;
+        let xattrs_len = rd_u64(b, 128) as usize;
+        let windows_len = rd_u64(b, 136) as usize;
+        let sizes = [
+            n_entries.checked_mul(ENTRY_LEN),
+            n_dirs.checked_mul(DIR_LEN),
+            n_groups.checked_mul(GROUP_LEN),
+            n_members.checked_mul(4),
+            n_sparse.checked_mul(SPARSE_LEN),
+            n_cps.checked_mul(CHECKPOINT_LEN),
+            Some(strings_len),
+            Some(xattrs_len),
+            Some(windows_len),
+        ];
+        let mut offs = [0usize; 10];
+        offs[0] = HEADER_LEN;
+        for (i, s) in sizes.iter().enumerate() {
+            offs[i + 1] = s
+                .and_then(|s| offs[i].checked_add(s))
+                .ok_or_else(|| bad("section sizes overflow"))?;
+        }
+        if offs[9] != b.len() {
+            return Err(bad("truncated or oversized"));
+        }
+        let hash: [u8; 32] = Sha256::digest(&b[offs[0]..offs[8]]).into();
+        if hash[..] != b[144..176] {
+            return Err(bad("checksum mismatch"));
+        }
+        if n_entries == 0 || n_dirs == 0 {
+            return Err(bad("has no root directory"));
+        }
+        Ok(LayerIndex {
+            meta,
+            n_entries: n_entries as u32,
+            n_dirs: n_dirs as u32,
+            n_checkpoints: n_cps as u32,
+            entries: offs[0],
+            dirs: offs[1],
+            groups: offs[2],
+            members: offs[3],
+            sparse: offs[4],
+            checkpoints: offs[5],
+            strings: offs[6],
+            xattrs: offs[7],
+            windows: offs[8],
+            windows_len,
+            map,
+        })
+    }
+
+    pub fn meta(&self) -> &IndexMeta {
+        &self.meta
+    }
+    pub fn digest(&self) -> &Digest {
+        &self.meta.digest
+    }
+    pub fn diff_id(&self) -> &Digest {
+        &self.meta.diff_id
+    }
+    pub fn compression(&self) -> Compression {
+        self.meta.compression
+    }
+    pub fn len(&self) -> u32 {
+        self.n_entries
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n_entries <= 1
+    }
+    /// Bytes of the index file.
+    pub fn file_size(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    fn string(&self, off: u32, len: u32) -> &[u8] {
+        let start = self.strings + off as usize;
+        self.bytes().get(start..start + len as usize).unwrap_or(&[])
+    }
+
+    pub fn entry(&self, id: u32) -> Entry<'_> {
+        let id = if id < self.n_entries { id } else { 0 };
+        Entry {
+            index: self,
+            id,
+            base: self.entries + id as usize * ENTRY_LEN,
+        }
+    }
+
+    pub fn root(&self) -> Dir<'_> {
+        self.dir(0)
+    }
+
+    pub fn dir(&self, id: u32) -> Dir<'_> {
+        let id = if id < self.n_dirs { id } else { 0 };
+        Dir {
+            index: self,
+            id,
+            base: self.dirs + id as usize * DIR_LEN,
+        }
+    }
+
+    /// The directory at `path` (`""` for the root), by binary search.
+    pub fn find_dir(&self, path: &[u8]) -> Option<Dir<'_>> {
+        let (mut lo, mut hi) = (0u32, self.n_dirs);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let d = self.dir(mid);
+            match d.path().cmp(path) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(d),
+            }
+        }
+        None
+    }
+
+    /// All entries of hardlink group `g`.
+    pub fn group_members(&self, g: u32) -> impl Iterator<Item = u32> + '_ {
+        let base = self.groups + g as usize * GROUP_LEN;
+        let start = rd_u32(self.bytes(), base) as usize;
+        let len = rd_u32(self.bytes(), base + 4) as usize;
+        (start..start + len).map(move |i| rd_u32(self.bytes(), self.members + 4 * i))
+    }
+
+    pub fn checkpoints(&self) -> u32 {
+        self.n_checkpoints
+    }
+
+    pub fn checkpoint(&self, i: u32) -> Checkpoint {
+        let b = self.bytes();
+        let base = self.checkpoints + i as usize * CHECKPOINT_LEN;
+        let flags = b.get(base + 37).copied().unwrap_or(0);
+        Checkpoint {
+            out_offset: rd_u64(b, base),
+            in_offset: rd_u64(b, base + 8),
+            window_offset: rd_u64(b, base + 16),
+            out_len: rd_u32(b, base + 24),
+            crc: rd_u32(b, base + 28),
+            window_len: rd_u32(b, base + 32),
+            bits: b.get(base + 36).copied().unwrap_or(0),
+            restart: flags & CP_RESTART != 0,
+        }
+    }
+
+    /// The checkpoint whose span holds uncompressed offset `off`.
+    pub fn checkpoint_for(&self, off: u64) -> Option<u32> {
+        if self.n_checkpoints == 0 {
+            return None;
+        }
+        let (mut lo, mut hi) = (0u32, self.n_checkpoints);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.checkpoint(mid).out_offset <= off {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let c = self.checkpoint(lo);
+        (off >= c.out_offset && off < c.out_offset + c.out_len as u64).then_some(lo)
+    }
+
+    /// The deflated inflate window stored for a checkpoint.
+    pub fn window(&self, c: &Checkpoint) -> &[u8] {
+        let start = c.window_offset as usize;
+        let end = start.saturating_add(c.window_len as usize);
+        if end > self.windows_len {
+            return &[];
+        }
+        self.bytes()
+            .get(self.windows + start..self.windows + end)
+            .unwrap_or(&[])
+    }
+}
+
+/// One directory of a layer.
+#[derive(Clone, Copy)]
+pub struct Dir<'a> {
+    index: &'a LayerIndex,
+    id: u32,
+    base: usize,
+}
+
+impl<'a> Dir<'a> {
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    pub fn path(&self) -> &'a [u8] {
+        let b = self.index.bytes();
+        self.index
+            .string(rd_u32(b, self.base), rd_u32(b, self.base + 4))
+    }
+    pub fn entry(&self) -> Entry<'a> {
+        self.index.entry(rd_u32(self.index.bytes(), self.base + 8))
+    }
+    pub fn is_opaque(&self) -> bool {
+        rd_u32(self.index.bytes(), self.base + 20) & DIR_OPAQUE != 0
+    }
+    /// Child entry ids, sorted by name (whiteouts before real entries).
+    pub fn children(&self) -> std::ops::Range<u32> {
+        let b = self.index.bytes();
+        let first = rd_u32(b, self.base + 12);
+        let count = rd_u32(b, self.base + 16);
+        first..first.saturating_add(count).min(self.index.n_entries)
+    }
+
+    /// The real entry and whether a whiteout for `name` is in this directory.
+    pub fn lookup(&self, name: &[u8]) -> (Option<Entry<'a>>, bool) {
+        let r = self.children();
+        let (mut lo, mut hi) = (r.start, r.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.index.entry(mid).name() < name {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut real = None;
+        let mut whiteout = false;
+        let mut i = lo;
+        while i < r.end {
+            let e = self.index.entry(i);
+            if e.name() != name {
+                break;
+            }
+            if e.kind() == EntryKind::Whiteout {
+                whiteout = true;
+            } else {
+                real = Some(e);
+            }
+            i += 1;
+        }
+        (real, whiteout)
+    }
+}
+
+/// One entry of a layer: a view into the mapped index.
+#[derive(Clone, Copy)]
+pub struct Entry<'a> {
+    index: &'a LayerIndex,
+    id: u32,
+    base: usize,
+}
+
+impl<'a> Entry<'a> {
+    fn u32_at(&self, off: usize) -> u32 {
+        rd_u32(self.index.bytes(), self.base + off)
+    }
+    fn u64_at(&self, off: usize) -> u64 {
+        rd_u64(self.index.bytes(), self.base + off)
+    }
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    pub fn name(&self) -> &'a [u8] {
+        self.index.string(self.u32_at(0), self.u32_at(4))
+    }
+    /// The id of the directory holding this entry (NONE for the root).
+    pub fn parent(&self) -> u32 {
+        self.u32_at(8)
+    }
+    pub fn kind(&self) -> EntryKind {
+        EntryKind::from_u8(self.index.bytes().get(self.base + 12).copied().unwrap_or(1))
+    }
+    pub fn is_implicit(&self) -> bool {
+        self.index.bytes().get(self.base + 13).copied().unwrap_or(0) & FLAG_IMPLICIT != 0
+    }
+    pub fn mode(&self) -> u32 {
+        self.u32_at(16)
+    }
+    pub fn uid(&self) -> u32 {
+        self.u32_at(20)
+    }
+    pub fn gid(&self) -> u32 {
+        self.u32_at(24)
+    }
+    pub fn mtime(&self) -> (i64, u32) {
+        (self.u64_at(32) as i64, self.u32_at(28))
+    }
+    pub fn size(&self) -> u64 {
+        self.u64_at(40)
+    }
+    pub fn data_offset(&self) -> u64 {
+        self.u64_at(48)
+    }
+    /// Symlink target, or the path a hard link names.
+    pub fn link(&self) -> &'a [u8] {
+        self.index.string(self.u32_at(56), self.u32_at(60))
+    }
+    /// For a hard link, the entry it names in this layer (NONE if in a lower one).
+    pub fn target(&self) -> u32 {
+        match self.kind() {
+            EntryKind::HardLink => self.u32_at(64),
+            _ => NONE,
+        }
+    }
+    /// For a directory, its `Dir`.
+    pub fn as_dir(&self) -> Option<Dir<'a>> {
+        (self.kind() == EntryKind::Directory).then(|| self.index.dir(self.u32_at(64)))
+    }
+    /// The hardlink group this entry belongs to, if any.
+    pub fn group(&self) -> Option<u32> {
+        let g = self.u32_at(68);
+        (g != NONE).then_some(g)
+    }
+    pub fn rdev(&self) -> (u32, u32) {
+        (self.u32_at(72), self.u32_at(76))
+    }
+    pub fn has_xattrs(&self) -> bool {
+        self.u32_at(84) > 0
+    }
+    /// Extended attributes as (name, value) byte pairs, sorted by name.
+    pub fn xattrs(&self) -> XattrIter<'a> {
+        let start = self.index.xattrs + self.u32_at(80) as usize;
+        let end = start + self.u32_at(84) as usize;
+        XattrIter {
+            data: self.index.bytes().get(start..end).unwrap_or(&[]),
+        }
+    }
+    /// Stored extents of a sparse file: (offset in file, length).
+    pub fn sparse(&self) -> Vec<(u64, u64)> {
+        let first = self.u32_at(88) as usize;
+        let n = self.u32_at(92) as usize;
+        (first..first + n)
+            .map(|i| {
+                let base = self.index.sparse + i * SPARSE_LEN;
+                (
+                    rd_u64(self.index.bytes(), base),
+                    rd_u64(self.index.bytes(), base + 8),
+                )
+            })
+            .collect()
+    }
+    pub fn is_sparse(&self) -> bool {
+        self.u32_at(92) > 0
+    }
+    /// The entry's path in the layer, rebuilt from its directory.
+    pub fn path(&self) -> Vec<u8> {
+        let parent = self.parent();
+        if parent == NONE {
+            return Vec::new();
+        }
+        let mut p = self.index.dir(parent).path().to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(self.name());
+        p
+    }
+}
+
+pub struct XattrIter<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Iterator for XattrIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.data.len() < 6 {
+            return None;
+        }
+        let kl = rd_u16(self.data, 0) as usize;
+        let vl = rd_u32(self.data, 2) as usize;
+        let k = self.data.get(6..6 + kl)?;
+        let v = self.data.get(6 + kl..6 + kl + vl)?;
+        self.data = &self.data[6 + kl + vl..];
+        Some((k, v))
+    }
+}

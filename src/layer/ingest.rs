@@ -1,0 +1,369 @@
+//! Ingest: one streaming pass over a layer blob that stores it (temp file,
+//! fsync, rename, verified against its digest), computes its diff_id, records
+//! decoding checkpoints and builds its index. The same pass, without storing,
+//! rebuilds a missing or damaged index from a stored blob.
+
+use super::LayerError;
+use super::compression::Compression;
+use super::decode::StreamDecoder;
+use super::index::{EntryKind, IndexBuilder, IndexMeta, LayerIndex, NewEntry};
+use super::tar::{Kind, TarEntry, TarReader};
+use crate::oci::{Digest, Sha256Writer};
+use crate::store::{BlobWriter, Store, StoreError};
+use std::io::{self, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+/// What ingest learned about a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub compression: Compression,
+    pub uncompressed_size: u64,
+}
+
+impl LayerInfo {
+    pub fn from_index(index: &LayerIndex) -> LayerInfo {
+        let m = index.meta();
+        LayerInfo {
+            digest: m.digest,
+            diff_id: m.diff_id,
+            size: m.blob_size,
+            compression: m.compression,
+            uncompressed_size: m.uncompressed_size,
+        }
+    }
+}
+
+/// Passes bytes through while storing them in a blob (ingest) or hashing
+/// them (re-indexing a stored blob, which is never trusted unverified).
+pub struct TeeReader<R> {
+    src: R,
+    blob: Option<BlobWriter>,
+    hash: Sha256Writer,
+    /// A failed blob write (a full disk), kept so it is reported as such and
+    /// not as whatever the decoder made of the failed read.
+    write_error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl<R: Read> TeeReader<R> {
+    pub fn storing(src: R, blob: BlobWriter) -> Self {
+        TeeReader {
+            src,
+            blob: Some(blob),
+            hash: Sha256Writer::new(),
+            write_error: Default::default(),
+        }
+    }
+    pub fn hashing(src: R) -> Self {
+        TeeReader {
+            src,
+            blob: None,
+            hash: Sha256Writer::new(),
+            write_error: Default::default(),
+        }
+    }
+}
+
+impl<R: Read> Read for TeeReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.src.read(buf)?;
+        match &mut self.blob {
+            Some(w) => {
+                if let Err(e) = w.write_all(&buf[..n]) {
+                    let kind = e.kind();
+                    if let Ok(mut slot) = self.write_error.lock() {
+                        *slot = Some(e);
+                    }
+                    return Err(io::Error::new(kind, "writing the blob failed"));
+                }
+            }
+            None => self.hash.update(&buf[..n]),
+        }
+        Ok(n)
+    }
+}
+
+/// Stores and indexes a layer blob read from `src`. With `expected`, the
+/// bytes must hash to it; a blob the store already has with a valid index is
+/// not read again.
+pub fn ingest(
+    store: &Store,
+    src: impl Read,
+    expected: Option<&Digest>,
+) -> Result<LayerInfo, LayerError> {
+    if let Some(d) = expected
+        && store.has_blob(d)
+        && let Ok(index) = LayerIndex::open(&store.layer_index_path(d), d)
+    {
+        return Ok(LayerInfo::from_index(&index));
+    }
+    let tee = TeeReader::storing(src, store.blob_writer()?);
+    let write_error = tee.write_error.clone();
+    let (index_bytes, decoded, mut tee) = match index_stream(tee) {
+        Ok(v) => v,
+        Err(e) => {
+            let failed_write = write_error.lock().ok().and_then(|mut slot| slot.take());
+            return Err(failed_write.map_or(e, |w| blob_write_error(store, w)));
+        }
+    };
+    let blob = tee.blob.take().ok_or(LayerError::Empty)?;
+    let (digest, size) = blob.commit(expected)?;
+    let meta = IndexMeta {
+        digest,
+        diff_id: decoded.0,
+        compression: decoded.1,
+        blob_size: size,
+        uncompressed_size: decoded.2,
+    };
+    write_index(store, &meta, index_bytes)?;
+    Ok(LayerInfo {
+        digest,
+        diff_id: meta.diff_id,
+        size,
+        compression: meta.compression,
+        uncompressed_size: meta.uncompressed_size,
+    })
+}
+
+fn blob_write_error(store: &Store, e: io::Error) -> LayerError {
+    LayerError::Store(StoreError::io(&store.root().join("layerfs/tmp"), e))
+}
+
+/// Rebuilds the index of a stored blob, verifying the blob on the way.
+pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
+    let file = store.open_blob(digest)?;
+    let size = file
+        .metadata()
+        .map_err(|e| LayerError::io(&store.blob_path(digest), e))?
+        .len();
+    let tee = TeeReader::hashing(file);
+    let (index_bytes, decoded, tee) = index_stream(tee)?;
+    let actual = tee.hash.finish();
+    if actual != *digest {
+        return Err(StoreError::DigestMismatch {
+            expected: *digest,
+            actual,
+        }
+        .into());
+    }
+    let meta = IndexMeta {
+        digest: *digest,
+        diff_id: decoded.0,
+        compression: decoded.1,
+        blob_size: size,
+        uncompressed_size: decoded.2,
+    };
+    write_index(store, &meta, index_bytes)?;
+    LayerIndex::open(&store.layer_index_path(digest), digest)
+}
+
+fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
+    let (builder, checkpoints, windows) = index_bytes;
+    let bytes = builder.finish(meta, &checkpoints, &windows)?;
+    let path = store.layer_index_path(&meta.digest);
+    let mut w = store.blob_writer()?;
+    w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
+    // Index files are named by the blob they describe, not by their own hash.
+    w.commit_to(&path)?;
+    Ok(())
+}
+
+type IndexParts = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
+type DecodedMeta = (Digest, Compression, u64);
+
+/// The single pass: detect compression, decode, parse tar headers, index.
+fn index_stream<R: Read>(
+    mut src: TeeReader<R>,
+) -> Result<(IndexParts, DecodedMeta, TeeReader<R>), LayerError> {
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match src.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(LayerError::Stream(e)),
+        }
+    }
+    if got == 0 {
+        return Err(LayerError::Empty);
+    }
+    let compression = Compression::detect(&head[..got]);
+    let chained = io::Cursor::new(head[..got].to_vec()).chain(src);
+    let decoder = StreamDecoder::new(chained, compression).map_err(LayerError::Stream)?;
+    let mut tar = TarReader::new(BufReader::with_capacity(256 * 1024, decoder));
+    let mut builder = IndexBuilder::new();
+    let parsed: Result<(), LayerError> = (|| {
+        while let Some(e) = tar.next_entry()? {
+            add_entry(&mut builder, e)?;
+        }
+        Ok(())
+    })();
+    let decoder = tar.into_inner().into_inner();
+    if let Err(e) = parsed {
+        let e = match e {
+            LayerError::Tar(super::tar::TarError::Io(io)) => LayerError::Stream(io),
+            other => other,
+        };
+        return Err(e);
+    }
+    let (decoded, chained) = decoder.finish().map_err(LayerError::Stream)?;
+    let (_, tee) = chained.into_inner();
+    Ok((
+        (builder, decoded.checkpoints, decoded.windows),
+        (decoded.diff_id, compression, decoded.uncompressed_size),
+        tee,
+    ))
+}
+
+/// Normalizes a member path: no `./`, no empty or `.` components, no trailing
+/// `/`; the root is `""`. Paths with `..` or a leading `/` are refused.
+pub fn normalize_path(raw: &[u8]) -> Result<Vec<u8>, LayerError> {
+    let lossy = || String::from_utf8_lossy(raw).into_owned();
+    if raw.starts_with(b"/") && raw.iter().any(|&c| c != b'/') {
+        return Err(LayerError::BadPath {
+            path: lossy(),
+            why: "absolute paths are not allowed in a layer",
+        });
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for comp in raw.split(|&c| c == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                return Err(LayerError::BadPath {
+                    path: lossy(),
+                    why: "'..' is not allowed in a layer",
+                });
+            }
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> {
+    let path = normalize_path(&e.path)?;
+    let (parent, name) = match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&path[..0], &path[..]),
+    };
+    if name == OPAQUE_MARKER {
+        builder.add_opaque(parent.to_vec());
+        return Ok(());
+    }
+    let whiteout = name.strip_prefix(WHITEOUT_PREFIX);
+    let id = |v: u64, what: &'static str| {
+        u32::try_from(v).map_err(|_| LayerError::BadPath {
+            path: String::from_utf8_lossy(&e.path).into_owned(),
+            why: what,
+        })
+    };
+    let (kind, path) = match whiteout {
+        Some(hidden) => {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(LayerError::BadPath {
+                    path: String::from_utf8_lossy(&e.path).into_owned(),
+                    why: "whiteout of nothing",
+                });
+            }
+            let mut p = parent.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(hidden);
+            (EntryKind::Whiteout, p)
+        }
+        None => {
+            let kind = match e.kind {
+                Kind::Regular => EntryKind::Regular,
+                Kind::HardLink => EntryKind::HardLink,
+                Kind::Symlink => EntryKind::Symlink,
+                Kind::CharDevice => EntryKind::CharDevice,
+                Kind::BlockDevice => EntryKind::BlockDevice,
+                Kind::Directory => EntryKind::Directory,
+                Kind::Fifo => EntryKind::Fifo,
+            };
+            (kind, path)
+        }
+    };
+    if path.is_empty() && kind != EntryKind::Directory {
+        return Err(LayerError::BadPath {
+            path: String::from_utf8_lossy(&e.path).into_owned(),
+            why: "the root of a layer must be a directory",
+        });
+    }
+    let link = match kind {
+        EntryKind::HardLink => {
+            let target = normalize_path(&e.link)?;
+            if target.is_empty() {
+                return Err(LayerError::BadPath {
+                    path: String::from_utf8_lossy(&e.path).into_owned(),
+                    why: "hard link to the root",
+                });
+            }
+            target
+        }
+        EntryKind::Symlink => e.link.clone(),
+        _ => Vec::new(),
+    };
+    builder.add(NewEntry {
+        path,
+        kind,
+        flags: 0,
+        mode: e.mode,
+        uid: id(e.uid, "uid does not fit in 32 bits")?,
+        gid: id(e.gid, "gid does not fit in 32 bits")?,
+        mtime: e.mtime,
+        mtime_nsec: e.mtime_nsec,
+        size: if kind == EntryKind::Regular {
+            e.size
+        } else {
+            0
+        },
+        data_offset: e.data_offset,
+        link,
+        rdev_major: e.dev_major,
+        rdev_minor: e.dev_minor,
+        xattrs: e.xattrs,
+        sparse: e.sparse.unwrap_or_default(),
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        let ok: &[(&[u8], &[u8])] = &[
+            (b"./", b""),
+            (b".", b""),
+            (b"./etc/passwd", b"etc/passwd"),
+            (b"etc//x/./y/", b"etc/x/y"),
+            (b"/", b""),
+            (b"caf\xe9", b"caf\xe9"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(normalize_path(raw).unwrap(), *want);
+        }
+        for bad in [&b"../x"[..], b"a/../../b", b"/etc/passwd"] {
+            assert!(
+                normalize_path(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Layers: ingest (one streaming pass that verifies a blob's digest, computes
+//! its diff_id and builds its index), the index itself, random-access reads
+//! into a layer's files, and writing new layers.
+//!
+//! Nothing here knows about images or mounts; `union` stacks layers.
+
+mod compression;
+mod decode;
+mod error;
+pub mod index;
+mod ingest;
+mod reader;
+mod tar;
+mod writer;
+mod zlib;
+
+pub use compression::Compression;
+pub use decode::SPAN;
+pub use error::LayerError;
+pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
+pub use ingest::{LayerInfo, TeeReader, index_blob, ingest, normalize_path};
+pub use reader::{Layer, ReadError, SpanCache};
+pub use writer::{LayerWriter, TarMeta};
+
+#[cfg(test)]
+mod tests;

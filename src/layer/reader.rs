@@ -1,0 +1,256 @@
+//! Reading a layer's files: any byte range of an entry, decoding only the
+//! span(s) that hold it, through an LRU cache of decoded spans bounded in
+//! bytes and shared by all layers of a process.
+
+use super::LayerError;
+use super::decode::{SpanError, decode_spans};
+use super::index::{Entry, LayerIndex};
+use super::ingest::index_blob;
+use crate::oci::Digest;
+use crate::store::Store;
+use lru::LruCache;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Decoded spans, shared by every layer a process has open.
+pub struct SpanCache {
+    state: Mutex<CacheState>,
+    ready: Condvar,
+    limit: usize,
+    decoded: AtomicU64,
+}
+
+struct CacheState {
+    lru: LruCache<(u64, u32), Arc<Vec<u8>>>,
+    bytes: usize,
+    /// Spans some thread is decoding now; others wait instead of decoding twice.
+    busy: std::collections::HashSet<(u64, u32)>,
+}
+
+impl SpanCache {
+    /// A cache holding at most `limit` bytes of decoded spans.
+    pub fn new(limit: usize) -> Arc<SpanCache> {
+        Arc::new(SpanCache {
+            state: Mutex::new(CacheState {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                busy: Default::default(),
+            }),
+            ready: Condvar::new(),
+            limit,
+            decoded: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes decoded (inflated) since the cache was made.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
+    }
+
+    fn insert(&self, st: &mut CacheState, key: (u64, u32), data: Arc<Vec<u8>>) {
+        st.bytes += data.len();
+        if let Some(old) = st.lru.put(key, data) {
+            st.bytes -= old.len();
+        }
+        while st.bytes > self.limit && st.lru.len() > 1 {
+            match st.lru.pop_lru() {
+                Some((_, old)) => st.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("layer {digest}: {source}")]
+    Span { digest: Digest, source: SpanError },
+}
+
+static NEXT_LAYER_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// One layer opened for reading: its index and its blob.
+pub struct Layer {
+    pub index: LayerIndex,
+    blob: File,
+    key: u64,
+    cache: Arc<SpanCache>,
+}
+
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Layer({})", self.index.digest())
+    }
+}
+
+impl Layer {
+    /// Opens the layer of blob `digest`, rebuilding its index from the blob
+    /// if the index is missing or damaged.
+    pub fn open(
+        store: &Store,
+        digest: &Digest,
+        cache: Arc<SpanCache>,
+    ) -> Result<Layer, LayerError> {
+        let blob = store.open_blob(digest)?;
+        let path = store.layer_index_path(digest);
+        let index = match LayerIndex::open(&path, digest) {
+            Ok(i) => i,
+            Err(e) => {
+                log::warn!("{e}; rebuilding it from the blob");
+                index_blob(store, digest)?
+            }
+        };
+        Ok(Layer {
+            index,
+            blob,
+            key: NEXT_LAYER_KEY.fetch_add(1, Ordering::Relaxed),
+            cache,
+        })
+    }
+
+    pub fn digest(&self) -> &Digest {
+        self.index.digest()
+    }
+
+    /// Reads from file `entry` at `offset` into `buf`; returns the bytes read
+    /// (short only at the end of the file). Holes of sparse files read as zeros.
+    pub fn read_at(
+        &self,
+        entry: &Entry<'_>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, ReadError> {
+        let size = entry.size();
+        if offset >= size {
+            return Ok(0);
+        }
+        let want = buf.len().min((size - offset) as usize);
+        let buf = &mut buf[..want];
+        if !entry.is_sparse() {
+            self.read_stream(entry.data_offset() + offset, buf)?;
+            return Ok(want);
+        }
+        buf.fill(0);
+        let mut stream_pos = entry.data_offset();
+        for (ext_off, ext_len) in entry.sparse() {
+            let (lo, hi) = (
+                ext_off.max(offset),
+                (ext_off + ext_len).min(offset + want as u64),
+            );
+            if lo < hi {
+                let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
+                self.read_stream(stream_pos + (lo - ext_off), dst)?;
+            }
+            stream_pos += ext_len;
+        }
+        Ok(want)
+    }
+
+    /// The next data or hole boundary at or after `offset`, for SEEK_DATA
+    /// (`data` true) and SEEK_HOLE; None past the end.
+    pub fn seek_data(&self, entry: &Entry<'_>, offset: u64, data: bool) -> Option<u64> {
+        let size = entry.size();
+        if offset >= size {
+            return None;
+        }
+        if !entry.is_sparse() {
+            return Some(if data { offset } else { size });
+        }
+        let extents: Vec<(u64, u64)> = entry.sparse().into_iter().filter(|e| e.1 > 0).collect();
+        let inside = extents.iter().find(|(o, l)| offset >= *o && offset < o + l);
+        if data {
+            match inside {
+                Some(_) => Some(offset),
+                None => extents.iter().map(|e| e.0).filter(|&o| o > offset).min(),
+            }
+        } else {
+            match inside {
+                Some(&(o, l)) => {
+                    // Adjacent extents continue the data.
+                    let mut end = o + l;
+                    while let Some(&(no, nl)) = extents.iter().find(|e| e.0 == end) {
+                        end = no + nl;
+                    }
+                    Some(end.min(size))
+                }
+                None => Some(offset),
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes of the uncompressed stream at `off`.
+    fn read_stream(&self, mut off: u64, mut buf: &mut [u8]) -> Result<(), ReadError> {
+        while !buf.is_empty() {
+            let Some(i) = self.index.checkpoint_for(off) else {
+                return Err(ReadError::Span {
+                    digest: *self.digest(),
+                    source: SpanError::Damaged {
+                        offset: off,
+                        why: "offset outside the layer".into(),
+                    },
+                });
+            };
+            let cp = self.index.checkpoint(i);
+            let span = self.span(i)?;
+            let start = (off - cp.out_offset) as usize;
+            let n = buf.len().min(span.len().saturating_sub(start));
+            if n == 0 {
+                return Err(ReadError::Span {
+                    digest: *self.digest(),
+                    source: SpanError::Damaged {
+                        offset: off,
+                        why: "short span".into(),
+                    },
+                });
+            }
+            buf[..n].copy_from_slice(&span[start..start + n]);
+            buf = &mut buf[n..];
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    fn span(&self, i: u32) -> Result<Arc<Vec<u8>>, ReadError> {
+        let key = (self.key, i);
+        {
+            let mut st = self.cache.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(s) = st.lru.get(&key) {
+                    return Ok(s.clone());
+                }
+                if !st.busy.contains(&key) {
+                    st.busy.insert(key);
+                    break;
+                }
+                st = self.cache.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let result = decode_spans(&self.index, &self.blob, i);
+        let mut st = self.cache.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.busy.remove(&key);
+        self.cache.ready.notify_all();
+        let spans = result.map_err(|source| ReadError::Span {
+            digest: *self.digest(),
+            source,
+        })?;
+        let mut wanted = None;
+        for (id, data) in spans {
+            self.cache
+                .decoded
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let data = Arc::new(data);
+            if id == i {
+                wanted = Some(data.clone());
+            }
+            self.cache.insert(&mut st, (self.key, id), data);
+        }
+        wanted.ok_or_else(|| ReadError::Span {
+            digest: *self.digest(),
+            source: SpanError::Damaged {
+                offset: 0,
+                why: "span not decoded".into(),
+            },
+        })
+    }
+}

@@ -1,0 +1,394 @@
+//! Layer ingest, index and reader, on tar layers written in code.
+
+use super::*;
+use crate::oci::Digest;
+use crate::testutil::{TarBuilder, gzip, noise, temp_store, text, zstd};
+use std::sync::Arc;
+
+fn open(store: &crate::store::Store, info: &LayerInfo) -> Layer {
+    Layer::open(store, &info.digest, SpanCache::new(64 << 20)).expect("open layer")
+}
+
+fn entry_path<'a>(layer: &'a Layer, path: &str) -> Option<Entry<'a>> {
+    let (dir, name) = match path.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", path),
+    };
+    let d = layer.index.find_dir(dir.as_bytes())?;
+    d.lookup(name.as_bytes()).0
+}
+
+fn read_all(layer: &Layer, e: &Entry<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; e.size() as usize];
+    let n = layer.read_at(e, 0, &mut out).expect("read");
+    assert_eq!(n, out.len());
+    out
+}
+
+fn sample_tar(big: &[u8]) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    t.dir("./", 0o755)
+        .dir("./etc/", 0o755)
+        .file("./etc/hostname", 0o644, b"box\n")
+        .file("./usr/bin/app", 0o4755, b"#!/bin/sh\necho hi\n")
+        .file("./data/big.bin", 0o600, big)
+        .symlink("./bin", "usr/bin")
+        .hardlink("./usr/bin/app2", "./usr/bin/app")
+        .file("./data/after", 0o644, b"after the big file")
+        .fifo("./run/fifo");
+    t.finish()
+}
+
+fn check_sample(store: &crate::store::Store, info: &LayerInfo, big: &[u8]) {
+    let layer = open(store, info);
+    assert_eq!(
+        read_all(&layer, &entry_path(&layer, "etc/hostname").unwrap()),
+        b"box\n"
+    );
+    let app = entry_path(&layer, "usr/bin/app").unwrap();
+    assert_eq!(app.mode(), 0o4755);
+    let app2 = entry_path(&layer, "usr/bin/app2").unwrap();
+    assert_eq!(app2.kind(), EntryKind::HardLink);
+    assert_eq!(app2.target(), app.id());
+    let members: Vec<u32> = layer.index.group_members(app.group().unwrap()).collect();
+    assert_eq!(members.len(), 2);
+    let bin = entry_path(&layer, "bin").unwrap();
+    assert_eq!(
+        (bin.kind(), bin.link()),
+        (EntryKind::Symlink, &b"usr/bin"[..])
+    );
+    // implicit parents
+    let usr = entry_path(&layer, "usr").unwrap();
+    assert!(usr.is_implicit() && usr.kind() == EntryKind::Directory);
+    assert_eq!(
+        entry_path(&layer, "run/fifo").unwrap().kind(),
+        EntryKind::Fifo
+    );
+    let b = entry_path(&layer, "data/big.bin").unwrap();
+    assert_eq!(b.size(), big.len() as u64);
+    // random ranges
+    for (off, len) in [
+        (0usize, 10usize),
+        (4095, 9000),
+        (big.len() / 2, 70000),
+        (big.len() - 4096, 4096),
+        (big.len() - 1, 100),
+    ] {
+        let mut buf = vec![0u8; len];
+        let n = layer.read_at(&b, off as u64, &mut buf).unwrap();
+        let want = &big[off..(off + len).min(big.len())];
+        assert_eq!(&buf[..n], want, "range {off}+{len}");
+    }
+    assert_eq!(
+        read_all(&layer, &entry_path(&layer, "data/after").unwrap()),
+        b"after the big file"
+    );
+}
+
+#[test]
+fn ingests_plain_gzip_and_zstd_alike() {
+    let big = text(11 << 20, 7);
+    let tar = sample_tar(&big);
+    let diff_id = Digest::of(&tar);
+    for (name, blob, comp) in [
+        ("plain", tar.clone(), Compression::None),
+        ("gzip", gzip(&tar), Compression::Gzip),
+        ("zstd", zstd(&tar), Compression::Zstd),
+    ] {
+        let (_d, store) = temp_store();
+        let info = ingest(&store, &blob[..], Some(&Digest::of(&blob)))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(info.compression, comp, "{name}");
+        assert_eq!(info.diff_id, diff_id, "{name}");
+        assert_eq!(info.size, blob.len() as u64);
+        assert_eq!(
+            std::fs::read(store.blob_path(&info.digest)).unwrap(),
+            blob,
+            "{name}: stored byte for byte"
+        );
+        check_sample(&store, &info, &big);
+    }
+}
+
+#[test]
+fn multi_member_gzip_is_read_whole() {
+    let mut t = TarBuilder::new();
+    t.file("a", 0o644, &text(5 << 20, 1));
+    let part1 = t.finish();
+    // Split the tar in two gzip members.
+    let cut = part1.len() / 3;
+    let mut blob = gzip(&part1[..cut]);
+    blob.extend_from_slice(&gzip(&part1[cut..]));
+    let (_d, store) = temp_store();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    assert_eq!(info.diff_id, Digest::of(&part1));
+    let layer = open(&store, &info);
+    let a = entry_path(&layer, "a").unwrap();
+    assert_eq!(read_all(&layer, &a), text(5 << 20, 1));
+}
+
+#[test]
+fn last_4k_of_a_big_gzip_file_inflates_one_span() {
+    let big = noise(48 << 20, 3);
+    let mut t = TarBuilder::new();
+    t.file("big", 0o644, &big);
+    let blob = gzip(&t.finish());
+    let (_d, store) = temp_store();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let cache = SpanCache::new(64 << 20);
+    let layer = Layer::open(&store, &info.digest, cache.clone()).unwrap();
+    assert!(
+        layer.index.checkpoints() > 8,
+        "{} checkpoints",
+        layer.index.checkpoints()
+    );
+    let e = entry_path(&layer, "big").unwrap();
+    let mut buf = vec![0u8; 4096];
+    layer
+        .read_at(&e, big.len() as u64 - 4096, &mut buf)
+        .unwrap();
+    assert_eq!(&buf[..], &big[big.len() - 4096..]);
+    let inflated = cache.decoded_bytes();
+    assert!(
+        inflated > 0 && inflated <= 2 * SPAN,
+        "inflated {inflated} bytes for 4 KiB"
+    );
+    let index_size = std::fs::metadata(store.layer_index_path(&info.digest))
+        .unwrap()
+        .len();
+    assert!(
+        index_size * 100 < blob.len() as u64 * 3,
+        "index {index_size} vs blob {}",
+        blob.len()
+    );
+}
+
+#[test]
+fn whiteouts_opaque_duplicates_and_order() {
+    let mut t = TarBuilder::new();
+    t.file("etc/x", 0o644, b"old")
+        .file(".wh.gone", 0o644, b"")
+        .file("etc/x", 0o600, b"new") // duplicate: the last one wins
+        .file("dir/keep", 0o644, b"k")
+        .file("dir/.wh..wh..opq", 0o644, b"") // after a sibling: still applies to the dir
+        .file("sub/.wh.both", 0o644, b"")
+        .file("sub/both", 0o644, b"re-added");
+    let blob = t.finish();
+    let (_d, store) = temp_store();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let layer = open(&store, &info);
+    let x = entry_path(&layer, "etc/x").unwrap();
+    assert_eq!((x.mode(), read_all(&layer, &x)), (0o600, b"new".to_vec()));
+    let (real, wh) = layer.index.root().lookup(b"gone");
+    assert!(real.is_none() && wh);
+    assert!(layer.index.find_dir(b"dir").unwrap().is_opaque());
+    let (real, wh) = layer.index.find_dir(b"sub").unwrap().lookup(b"both");
+    assert!(
+        real.is_some() && wh,
+        "a whiteout and a re-added entry coexist"
+    );
+    // whiteout names are never entries of their own
+    let names: Vec<Vec<u8>> = layer
+        .index
+        .root()
+        .children()
+        .map(|i| layer.index.entry(i).name().to_vec())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with(b".wh.")), "{names:?}");
+}
+
+#[test]
+fn a_file_replacing_a_directory_drops_its_children() {
+    let mut t = TarBuilder::new();
+    t.file("d/child", 0o644, b"c")
+        .file("d", 0o644, b"now a file");
+    let blob = t.finish();
+    let (_d, store) = temp_store();
+    let layer = open(&store, &ingest(&store, &blob[..], None).unwrap());
+    let d = entry_path(&layer, "d").unwrap();
+    assert_eq!(d.kind(), EntryKind::Regular);
+    assert!(layer.index.find_dir(b"d").is_none());
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_stored() {
+    let mut good = TarBuilder::new();
+    good.file("a", 0o644, &text(300_000, 2));
+    let good = good.finish();
+    let gz = gzip(&good);
+    let mut bad_sum = good.clone();
+    bad_sum[0] ^= 1;
+    let mut dotdot = TarBuilder::new();
+    dotdot.raw(b"../escape", ::tar::EntryType::Regular, b"x");
+    let mut abs = TarBuilder::new();
+    abs.raw(b"/etc/passwd", ::tar::EntryType::Regular, b"x");
+    let mut corrupt_gz = gz.clone();
+    let mid = corrupt_gz.len() / 2;
+    for b in &mut corrupt_gz[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "empty file"),
+        ("truncated gzip", gz[..gz.len() / 2].to_vec(), "truncated"),
+        ("corrupt gzip", corrupt_gz, "corrupt gzip"),
+        ("truncated zstd", zstd(&good)[..200].to_vec(), "truncated"),
+        ("bad checksum", bad_sum, "checksum"),
+        ("dotdot", dotdot.finish(), "'..'"),
+        ("absolute", abs.finish(), "absolute"),
+    ];
+    for (name, blob, want) in cases {
+        let (_d, store) = temp_store();
+        let err = ingest(&store, &blob[..], None).expect_err(name).to_string();
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(
+            store.list_blobs().unwrap().is_empty(),
+            "{name}: a blob was stored"
+        );
+        assert_eq!(
+            std::fs::read_dir(store.root().join("layerfs/tmp"))
+                .unwrap()
+                .count(),
+            0,
+            "{name}: temp left"
+        );
+    }
+    // A digest mismatch stores nothing either.
+    let (_d, store) = temp_store();
+    let wrong = Digest::of(b"other");
+    let err = ingest(&store, &gz[..], Some(&wrong))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(store.list_blobs().unwrap().is_empty());
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt_and_a_damaged_blob_is_detected() {
+    let big = text(9 << 20, 5);
+    let mut t = TarBuilder::new();
+    t.file("f", 0o644, &big).file("g", 0o644, b"small");
+    let blob = gzip(&t.finish());
+    let (_d, store) = temp_store();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let idx = store.layer_index_path(&info.digest);
+    let mut bytes = std::fs::read(&idx).unwrap();
+    let n = bytes.len();
+    bytes[n / 3] ^= 0xff;
+    std::fs::write(&idx, &bytes).unwrap();
+    let layer = open(&store, &info);
+    assert_eq!(
+        read_all(&layer, &entry_path(&layer, "g").unwrap()),
+        b"small"
+    );
+    drop(layer);
+    // Damage the blob after import: reads of the damaged span fail, others work.
+    let path = store.blob_path(&info.digest);
+    let mut b = std::fs::read(&path).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x10;
+    std::fs::write(&path, &b).unwrap();
+    let layer = Layer::open(&store, &info.digest, Arc::clone(&SpanCache::new(1 << 20))).unwrap();
+    let f = entry_path(&layer, "f").unwrap();
+    let mut buf = vec![0u8; big.len()];
+    assert!(layer.read_at(&f, 0, &mut buf).is_err());
+}
+
+#[test]
+fn long_names_big_ids_and_binary_xattrs() {
+    let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+    let cap: &[u8] = b"\x00\x00\x00\x02\x00\x20\x00\x00";
+    let mut t = TarBuilder::new();
+    t.file(&long, 0o644, b"long")
+        .file_owned("big-ids", 0o644, 4_294_967_294, 3_000_000, b"x")
+        .xattr_file(
+            "cap",
+            &[("security.capability", cap), ("user.a", b"1")],
+            b"c",
+        )
+        .symlink("sym", &"t".repeat(300));
+    let blob = t.finish();
+    let (_d, store) = temp_store();
+    let layer = open(&store, &ingest(&store, &blob[..], None).unwrap());
+    assert_eq!(
+        read_all(&layer, &entry_path(&layer, &long).unwrap()),
+        b"long"
+    );
+    let b = entry_path(&layer, "big-ids").unwrap();
+    assert_eq!((b.uid(), b.gid()), (4_294_967_294, 3_000_000));
+    let c = entry_path(&layer, "cap").unwrap();
+    let x: Vec<(Vec<u8>, Vec<u8>)> = c.xattrs().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    assert_eq!(
+        x,
+        vec![
+            (b"security.capability".to_vec(), cap.to_vec()),
+            (b"user.a".to_vec(), b"1".to_vec())
+        ]
+    );
+    assert_eq!(entry_path(&layer, "sym").unwrap().link().len(), 300);
+}
+
+#[test]
+fn layer_writer_round_trips() {
+    let (_d, store) = temp_store();
+    let mut w = LayerWriter::new(&store, Compression::Gzip).unwrap();
+    let meta = TarMeta {
+        mode: 0o755,
+        uid: 1,
+        gid: 2,
+        mtime: 1_600_000_000,
+        xattrs: vec![(b"user.k".to_vec(), b"\0v".to_vec())],
+    };
+    w.add_dir(b"etc", &meta).unwrap();
+    w.add_file(
+        b"etc/motd",
+        &TarMeta {
+            mode: 0o644,
+            ..meta.clone()
+        },
+        3,
+        &b"hi\n"[..],
+    )
+    .unwrap();
+    w.add_hardlink(b"etc/motd2", &TarMeta::default(), b"etc/motd")
+        .unwrap();
+    w.add_whiteout(b"usr/share/doc").unwrap();
+    w.add_opaque(b"var").unwrap();
+    w.add_symlink(b"s", &meta, b"/etc/motd").unwrap();
+    let info = w.finish().unwrap();
+    let layer = open(&store, &info);
+    let etc = entry_path(&layer, "etc").unwrap();
+    assert_eq!(
+        (etc.mode(), etc.uid(), etc.gid(), etc.mtime().0),
+        (0o755, 1, 2, 1_600_000_000)
+    );
+    assert_eq!(etc.xattrs().next().unwrap().1, b"\0v");
+    assert_eq!(
+        read_all(&layer, &entry_path(&layer, "etc/motd").unwrap()),
+        b"hi\n"
+    );
+    assert_eq!(
+        entry_path(&layer, "etc/motd2").unwrap().kind(),
+        EntryKind::HardLink
+    );
+    assert!(layer.index.find_dir(b"usr/share").unwrap().lookup(b"doc").1);
+    assert!(layer.index.find_dir(b"var").unwrap().is_opaque());
+    // Same entries, same digest.
+    let mut w2 = LayerWriter::new(&store, Compression::Gzip).unwrap();
+    w2.add_dir(b"etc", &meta).unwrap();
+    w2.add_file(
+        b"etc/motd",
+        &TarMeta {
+            mode: 0o644,
+            ..meta.clone()
+        },
+        3,
+        &b"hi\n"[..],
+    )
+    .unwrap();
+    w2.add_hardlink(b"etc/motd2", &TarMeta::default(), b"etc/motd")
+        .unwrap();
+    w2.add_whiteout(b"usr/share/doc").unwrap();
+    w2.add_opaque(b"var").unwrap();
+    w2.add_symlink(b"s", &meta, b"/etc/motd").unwrap();
+    assert_eq!(w2.finish().unwrap().digest, info.digest);
+}

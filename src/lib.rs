@@ -1,0 +1,12 @@
+//! layerfs: container images kept as shared, content-addressed OCI layers and
+//! served as FUSE filesystems.
+//!
+//! Dependencies point one way:
+//! `cli → build, run, registry, commit, mount → union, layer → store → oci`.
+
+pub mod layer;
+pub mod oci;
+pub mod store;
+
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,119 @@
+//! The store: content-addressed blobs and image tags, kept as an OCI image
+//! layout so that skopeo, umoci and other OCI tools read and write it as is.
+//!
+//! ```text
+//! ROOT/
+//!   oci-layout                 {"imageLayoutVersion":"1.0.0"}
+//!   index.json                 one entry per image; a tag is the entry's
+//!                              org.opencontainers.image.ref.name annotation
+//!   blobs/sha256/<hex>         layers, configs, manifests, indexes; each once
+//!   layerfs/                   our own data, all of it rebuildable or small
+//!     lock                     flock: shared while blobs are written, exclusive for gc
+//!     refs.lock                flock: exclusive around each update of index.json
+//!     tmp/                     blobs being written: temp file, fsync, rename
+//!     index/<hex>.idx          layer indexes, derived from the blob of that digest
+//!     containers/, mounts/     owned by the modules of those names
+//! ```
+//!
+//! Crash safety: a blob becomes visible only by rename after fsync, and
+//! index.json is replaced the same way, after the blobs it names. So at any
+//! moment every image listed is whole; a crash leaves at worst a temp file,
+//! which `gc` removes.
+
+mod blobs;
+mod error;
+mod lock;
+mod refs;
+
+pub use blobs::BlobWriter;
+pub use error::StoreError;
+pub use lock::StoreLock;
+pub use refs::{ImageEntry, ResolvedImage};
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+const OCI_LAYOUT: &str = "oci-layout";
+const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+const INDEX_JSON: &str = "index.json";
+const EMPTY_INDEX: &[u8] =
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+const OWN_DIR: &str = "layerfs";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating its layout if it is missing. An
+    /// existing OCI layout (made by skopeo or umoci) is adopted as it is.
+    pub fn open(root: &Path) -> Result<Store> {
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        for dir in [
+            store.root.join("blobs/sha256"),
+            store.own_dir(),
+            store.tmp_dir(),
+            store.index_dir(),
+        ] {
+            fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        }
+        store.create_if_missing(OCI_LAYOUT, OCI_LAYOUT_CONTENT)?;
+        store.create_if_missing(INDEX_JSON, EMPTY_INDEX)?;
+        Ok(store)
+    }
+
+    /// `/var/lib/layerfs` for root, `$XDG_DATA_HOME/layerfs` (or
+    /// `~/.local/share/layerfs`) for anyone else.
+    pub fn default_root() -> PathBuf {
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/layerfs");
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        data.join("layerfs")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder for layerfs's own data of a kind (`containers`, `mounts`, …).
+    pub fn own_dir_for(&self, kind: &str) -> Result<PathBuf> {
+        let dir = self.own_dir().join(kind);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        Ok(dir)
+    }
+
+    fn own_dir(&self) -> PathBuf {
+        self.root.join(OWN_DIR)
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.own_dir().join("tmp")
+    }
+
+    fn index_dir(&self) -> PathBuf {
+        self.own_dir().join("index")
+    }
+
+    /// Where the layer index derived from blob `digest` lives.
+    pub fn layer_index_path(&self, digest: &crate::oci::Digest) -> PathBuf {
+        self.index_dir().join(format!("{}.idx", digest.hex()))
+    }
+
+    fn create_if_missing(&self, name: &str, content: &[u8]) -> Result<()> {
+        let path = self.root.join(name);
+        if path.exists() {
+            return Ok(());
+        }
+        blobs::write_atomic(&self.tmp_dir(), &path, content)
+    }
+}
