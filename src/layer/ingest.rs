@@ -133,6 +133,8 @@ fn blob_write_error(store: &Store, e: io::Error) -> LayerError {
 
 /// Rebuilds the index of a stored blob, verifying the blob on the way.
 pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
+    // Keeps gc from removing the temp file of the index being written.
+    let _lock = store.lock_shared()?;
     let file = store.open_blob(digest)?;
     let size = file
         .metadata()

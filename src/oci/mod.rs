@@ -8,6 +8,7 @@ mod manifest;
 pub mod media_type;
 mod platform;
 mod reference;
+pub mod time;
 
 pub use config::{ContainerConfig, HistoryEntry, ImageConfig, RootFs};
 pub use digest::{Digest, DigestError, Sha256Writer};

@@ -12,6 +12,7 @@
 //!     refs.lock                flock: exclusive around each update of index.json
 //!     tmp/                     blobs being written: temp file, fsync, rename
 //!     index/<hex>.idx          layer indexes, derived from the blob of that digest
+//!     holds/<id>.json          what mounts, containers and builds use (kept by gc)
 //!     containers/, mounts/     owned by the modules of those names
 //! ```
 //!
@@ -22,11 +23,15 @@
 
 mod blobs;
 mod error;
+mod gc;
+mod holds;
 mod lock;
 mod refs;
 
 pub use blobs::BlobWriter;
 pub use error::StoreError;
+pub use gc::GcReport;
+pub use holds::{Hold, process_alive};
 pub use lock::StoreLock;
 pub use refs::{ImageEntry, ResolvedImage};
 
@@ -100,7 +105,7 @@ impl Store {
         self.own_dir().join("tmp")
     }
 
-    fn index_dir(&self) -> PathBuf {
+    pub(crate) fn index_dir(&self) -> PathBuf {
         self.own_dir().join("index")
     }
 

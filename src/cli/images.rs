@@ -1,0 +1,144 @@
+//! `layerfs images [REPOSITORY[:TAG]] [-q] [--format json] [--no-trunc]`
+
+use super::Ctx;
+use super::format::{human_size, print_table, repo_and_tag};
+use anyhow::Result;
+use layerfs::oci::time::human_age;
+use layerfs::store::Store;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Show only images whose repository (and tag) match
+    filter: Option<String>,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Output format: table or json
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Show full image IDs
+    #[arg(long)]
+    no_trunc: bool,
+    /// Show manifest digests
+    #[arg(long)]
+    digests: bool,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageJson {
+    id: String,
+    names: Vec<String>,
+    digest: String,
+    created: Option<String>,
+    size: u64,
+    layers: usize,
+    architecture: String,
+    os: String,
+}
+
+struct Row {
+    name: Option<String>,
+    id: String,
+    digest: String,
+    created: Option<String>,
+    size: u64,
+    layers: usize,
+    arch: String,
+    os: String,
+}
+
+fn rows(store: &Store) -> Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for e in store.image_entries()? {
+        let r = store.resolve(&e.descriptor.digest.to_string())?;
+        let size = r.manifest.config.size + r.manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        out.push(Row {
+            name: e.name().map(str::to_string),
+            id: r.id().to_string(),
+            digest: e.descriptor.digest.to_string(),
+            created: r.config.created.clone(),
+            size,
+            layers: r.manifest.layers.len(),
+            arch: r.config.architecture.clone(),
+            os: r.config.os.clone(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let store = ctx.store()?;
+    let mut rows = rows(&store)?;
+    if let Some(f) = &a.filter {
+        rows.retain(|r| {
+            let (repo, tag) = repo_and_tag(r.name.as_deref());
+            repo == *f || format!("{repo}:{tag}") == *f
+        });
+    }
+    match a.format.as_str() {
+        "json" => {
+            let mut images: Vec<ImageJson> = Vec::new();
+            for r in rows {
+                match images.iter_mut().find(|i| i.digest == r.digest) {
+                    Some(i) => i.names.extend(r.name),
+                    None => images.push(ImageJson {
+                        id: r.id,
+                        names: r.name.into_iter().collect(),
+                        digest: r.digest,
+                        created: r.created,
+                        size: r.size,
+                        layers: r.layers,
+                        architecture: r.arch,
+                        os: r.os,
+                    }),
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&images)?);
+        }
+        "table" if a.quiet => {
+            let mut seen = Vec::new();
+            for r in rows {
+                let id = short(&r.id, a.no_trunc);
+                if !seen.contains(&id) {
+                    println!("{id}");
+                    seen.push(id);
+                }
+            }
+        }
+        "table" => {
+            let mut headers = vec!["REPOSITORY", "TAG"];
+            if a.digests {
+                headers.push("DIGEST");
+            }
+            headers.extend(["IMAGE ID", "CREATED", "SIZE"]);
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let (repo, tag) = repo_and_tag(r.name.as_deref());
+                    let mut row = vec![repo, tag];
+                    if a.digests {
+                        row.push(r.digest.clone());
+                    }
+                    row.extend([
+                        short(&r.id, a.no_trunc),
+                        human_age(r.created.as_deref()),
+                        human_size(r.size),
+                    ]);
+                    row
+                })
+                .collect();
+            print_table(&headers, &table);
+        }
+        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+fn short(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        id.trim_start_matches("sha256:").chars().take(12).collect()
+    }
+}

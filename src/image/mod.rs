@@ -1,0 +1,113 @@
+//! Images as wholes: writing a config and manifest over stored layers,
+//! importing a rootfs tarball, and the `--change` instructions that edit a
+//! config. Archive formats live in `archive`, registries in `registry`.
+
+mod change;
+mod fsck;
+mod import;
+mod usage;
+
+pub use change::{ChangeError, apply_change};
+pub use fsck::{FsckReport, fsck};
+pub use import::{ImportOptions, import};
+pub use usage::{ImageUsage, StoreUsage, usage};
+
+use crate::layer::{LayerError, LayerInfo};
+use crate::oci::{
+    Descriptor, Digest, ImageConfig, Manifest, Platform, Reference, media_type as mt,
+};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error("hard link {path:?} names {target:?}, which no layer of the image holds")]
+    MissingLinkTarget { path: String, target: String },
+}
+
+/// An image just written: its ID (config digest) and manifest descriptor.
+#[derive(Clone, Debug)]
+pub struct StoredImage {
+    pub id: Digest,
+    pub manifest: Descriptor,
+}
+
+/// A new, empty config for this machine's platform.
+pub fn new_config() -> ImageConfig {
+    let p = Platform::host();
+    ImageConfig {
+        architecture: p.architecture,
+        os: p.os,
+        variant: p.variant,
+        ..Default::default()
+    }
+}
+
+/// Stores `config` and a manifest over `layers`, then tags it as `tag` (or
+/// records it untagged). Returns the manifest's descriptor.
+pub fn write_image(
+    store: &Store,
+    config: &ImageConfig,
+    layers: &[Descriptor],
+    tag: Option<&Reference>,
+) -> Result<Descriptor, ImageError> {
+    let config_bytes = config.to_json();
+    let config_digest = store.put_blob(&config_bytes, None)?;
+    let manifest = Manifest::new_oci(
+        Descriptor::new(mt::OCI_CONFIG, config_digest, config_bytes.len() as u64),
+        layers.to_vec(),
+    );
+    let manifest_bytes = manifest.to_json();
+    let digest = store.put_blob(&manifest_bytes, None)?;
+    let desc = Descriptor::new(mt::OCI_MANIFEST, digest, manifest_bytes.len() as u64);
+    match tag {
+        Some(r) => store.tag(&r.canonical(), &desc)?,
+        None => store.add_untagged(&desc)?,
+    }
+    Ok(desc)
+}
+
+/// The descriptor of an ingested layer, with the media type its bytes have.
+pub fn layer_descriptor(info: &LayerInfo) -> Descriptor {
+    Descriptor::new(info.compression.oci_media_type(), info.digest, info.size)
+}
+
+/// Checks that each hard link whose target is not in its own layer finds it
+/// in a layer below (images in the wild do this; a link to nothing is an error).
+pub fn check_hardlinks(store: &Store, layers: &[Digest]) -> Result<(), ImageError> {
+    use crate::layer::{EntryKind, LayerIndex, NONE};
+    let mut opened: Vec<LayerIndex> = Vec::new();
+    for d in layers {
+        let idx = match LayerIndex::open(&store.layer_index_path(d), d) {
+            Ok(i) => i,
+            Err(_) => crate::layer::index_blob(store, d)?,
+        };
+        for id in 0..idx.len() {
+            let e = idx.entry(id);
+            if e.kind() != EntryKind::HardLink || e.target() != NONE {
+                continue;
+            }
+            let target = e.link();
+            let found = opened.iter().rev().any(|lower| {
+                let (dir, name) = match target.iter().rposition(|&c| c == b'/') {
+                    Some(i) => (&target[..i], &target[i + 1..]),
+                    None => (&target[..0], target),
+                };
+                lower.find_dir(dir).and_then(|d| d.lookup(name).0).is_some()
+            });
+            if !found {
+                return Err(ImageError::MissingLinkTarget {
+                    path: String::from_utf8_lossy(&e.path()).into_owned(),
+                    target: String::from_utf8_lossy(target).into_owned(),
+                });
+            }
+        }
+        opened.push(idx);
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Disk usage per image: total, unique and shared bytes, with every shared
+//! blob counted once in the store's total (`df`).
+
+use crate::oci::Digest;
+use crate::store::{Result, Store};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImageUsage {
+    /// The image's tags (none for an untagged image).
+    pub names: Vec<String>,
+    pub id: Digest,
+    pub manifest: Digest,
+    pub total: u64,
+    /// Bytes of blobs no other image uses.
+    pub unique: u64,
+    /// Bytes of blobs other images use too.
+    pub shared: u64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoreUsage {
+    pub images: Vec<ImageUsage>,
+    /// Bytes of the distinct blobs the images use, each counted once.
+    pub images_total: u64,
+    /// Bytes of all blobs on disk (including those only gc would remove).
+    pub blobs_total: u64,
+    /// Bytes of layer indexes (derived data).
+    pub indexes_total: u64,
+}
+
+pub fn usage(store: &Store) -> Result<StoreUsage> {
+    let mut by_manifest: Vec<(Digest, Vec<String>)> = Vec::new();
+    for e in store.image_entries()? {
+        let d = e.descriptor.digest;
+        match by_manifest.iter_mut().find(|(m, _)| *m == d) {
+            Some((_, names)) => names.extend(e.name().map(str::to_string)),
+            None => by_manifest.push((d, e.name().map(str::to_string).into_iter().collect())),
+        }
+    }
+    let mut blob_sets: Vec<HashSet<Digest>> = Vec::new();
+    let mut users: HashMap<Digest, usize> = HashMap::new();
+    for (m, _) in &by_manifest {
+        let set = store.reachable_from(&[*m])?;
+        for b in &set {
+            *users.entry(*b).or_default() += 1;
+        }
+        blob_sets.push(set);
+    }
+    let size = |d: &Digest| store.blob_size(d).unwrap_or(0);
+    let mut images = Vec::new();
+    let mut all = HashSet::new();
+    for ((manifest, names), set) in by_manifest.into_iter().zip(blob_sets) {
+        let (mut unique, mut shared) = (0, 0);
+        for b in &set {
+            if users.get(b).copied().unwrap_or(0) > 1 {
+                shared += size(b);
+            } else {
+                unique += size(b);
+            }
+        }
+        let id = store
+            .image_entries()?
+            .into_iter()
+            .find(|e| e.descriptor.digest == manifest)
+            .and_then(|e| store.image_id(&e.descriptor).ok())
+            .unwrap_or(manifest);
+        all.extend(set);
+        images.push(ImageUsage {
+            names,
+            id,
+            manifest,
+            total: unique + shared,
+            unique,
+            shared,
+        });
+    }
+    let images_total = all.iter().map(size).sum();
+    let blobs_total = store.list_blobs()?.iter().map(size).sum();
+    let indexes_total = store
+        .list_blobs()?
+        .iter()
+        .filter_map(|d| std::fs::metadata(store.layer_index_path(d)).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(StoreUsage {
+        images,
+        images_total,
+        blobs_total,
+        indexes_total,
+    })
+}

@@ -1,0 +1,91 @@
+//! Garbage collection: blobs that no image, no hold (mounts, containers,
+//! builds) and no root given by the caller reaches are removed with their indexes,
+//! together with temp files that crashed writers left.
+
+use super::{Result, Store, StoreError};
+use crate::oci::{Digest, ManifestKind};
+use std::collections::HashSet;
+use std::fs;
+
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub removed: Vec<(Digest, u64)>,
+    pub temp_files: usize,
+    pub freed: u64,
+}
+
+impl Store {
+    /// Every blob reachable from index.json and from the manifests or
+    /// indexes in `roots`. Missing blobs are skipped (fsck reports them).
+    pub fn reachable(&self, roots: &[Digest]) -> Result<HashSet<Digest>> {
+        let mut all: Vec<Digest> = self
+            .image_entries()?
+            .into_iter()
+            .map(|e| e.descriptor.digest)
+            .collect();
+        all.extend_from_slice(roots);
+        all.extend(self.held_manifests()?);
+        self.reachable_from(&all)
+    }
+
+    /// Every blob reachable from the manifests or indexes in `roots` alone.
+    pub fn reachable_from(&self, roots: &[Digest]) -> Result<HashSet<Digest>> {
+        let mut todo = roots.to_vec();
+        let mut seen = HashSet::new();
+        while let Some(d) = todo.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            match self.read_manifest_kind(&d) {
+                Ok(ManifestKind::Image(m)) => {
+                    seen.insert(m.config.digest);
+                    seen.extend(m.layers.iter().map(|l| l.digest));
+                }
+                Ok(ManifestKind::Index(i)) => todo.extend(i.manifests.iter().map(|m| m.digest)),
+                Err(_) => {}
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Removes what nothing reaches. Waits for writers to finish (they hold
+    /// the store lock shared) and keeps them out while it runs.
+    pub fn gc(&self, roots: &[Digest]) -> Result<GcReport> {
+        let _lock = self.lock_exclusive()?;
+        let keep = self.reachable(roots)?;
+        let mut report = GcReport::default();
+        for d in self.list_blobs()? {
+            if keep.contains(&d) {
+                continue;
+            }
+            let size = self.blob_size(&d).unwrap_or(0);
+            self.remove_blob(&d)?;
+            report.freed += size;
+            report.removed.push((d, size));
+        }
+        // Indexes whose blob is gone.
+        let index_dir = self.index_dir();
+        for entry in fs::read_dir(&index_dir).map_err(|e| StoreError::io(&index_dir, e))? {
+            let entry = entry.map_err(|e| StoreError::io(&index_dir, e))?;
+            let name = entry.file_name();
+            let hex = name.to_str().and_then(|n| n.strip_suffix(".idx"));
+            let orphan = match hex.and_then(|h| Digest::from_hex(h).ok()) {
+                Some(d) => !self.has_blob(&d),
+                None => true,
+            };
+            if orphan {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        // No writer is active: every temp file is left over from a crash.
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))? {
+            let entry = entry.map_err(|e| StoreError::io(&tmp, e))?;
+            report.freed += entry.metadata().map_or(0, |m| m.len());
+            if fs::remove_file(entry.path()).is_ok() {
+                report.temp_files += 1;
+            }
+        }
+        Ok(report)
+    }
+}
