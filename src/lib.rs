@@ -8,6 +8,7 @@ pub mod image;
 pub mod layer;
 pub mod oci;
 pub mod store;
+pub mod union;
 
 #[cfg(test)]
 mod testutil;

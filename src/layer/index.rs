@@ -17,6 +17,7 @@
 //!              range of child entries, flags (opaque)
 //! groups       n_groups × 8: range into `members` (hardlink groups)
 //! members      u32 entry ids
+//! externals    u32 ids of hard links whose target is in a lower layer
 //! sparse       n_sparse × 16: (offset in file, length) extents
 //! checkpoints  n_checkpoints × 40
 //! strings      names, dir paths, link targets
@@ -393,7 +394,14 @@ impl IndexBuilder {
                 | if c.window_len > 0 { CP_WINDOW } else { 0 };
             cps.extend_from_slice(&[c.bits, flags, 0, 0]);
         }
+        let mut externals = Vec::new();
+        for (n, &old) in order.iter().enumerate() {
+            if self.entries[old].kind == EntryKind::HardLink && target[n] == NONE {
+                externals.extend_from_slice(&(n as u32).to_le_bytes());
+            }
+        }
         let counts = Counts {
+            externals: externals.len() / 4,
             entries: order.len(),
             dirs: dir_paths.len(),
             groups: group_list.len(),
@@ -404,11 +412,12 @@ impl IndexBuilder {
             xattrs: w.xattr_area.len(),
             windows: windows.len(),
         };
-        let sections: [&[u8]; 9] = [
+        let sections: [&[u8]; 10] = [
             &w.entries,
             &dirs,
             &groups_bytes,
             &members,
+            &externals,
             &w.sparse,
             &cps,
             &w.strings,
@@ -416,7 +425,7 @@ impl IndexBuilder {
             windows,
         ];
         let mut hasher = Sha256::new();
-        for s in &sections[..8] {
+        for s in &sections[..9] {
             hasher.update(s);
         }
         let meta_hash: [u8; 32] = hasher.finalize().into();
@@ -524,6 +533,7 @@ pub struct IndexMeta {
 }
 
 struct Counts {
+    externals: usize,
     entries: usize,
     dirs: usize,
     groups: usize,
@@ -551,9 +561,11 @@ fn encode_header(meta: &IndexMeta, c: &Counts, meta_hash: &[u8; 32]) -> Vec<u8> 
         c.members,
         c.sparse,
         c.checkpoints,
+        c.externals,
     ] {
         h.extend_from_slice(&(n as u32).to_le_bytes());
     }
+    h.extend_from_slice(&[0u8; 4]); // keeps the u64 counts aligned
     for n in [c.strings, c.xattrs, c.windows] {
         h.extend_from_slice(&(n as u64).to_le_bytes());
     }
@@ -600,10 +612,12 @@ pub struct LayerIndex {
     n_entries: u32,
     n_dirs: u32,
     n_checkpoints: u32,
+    n_externals: u32,
     entries: usize,
     dirs: usize,
     groups: usize,
     members: usize,
+    externals: usize,
     sparse: usize,
     checkpoints: usize,
     strings: usize,
@@ -673,34 +687,35 @@ impl LayerIndex {
             return Err(bad("index belongs to another blob"));
         }
         let n = |i: usize| rd_u32(b, 96 + 4 * i) as usize;
-        let (n_entries, n_dirs, n_groups, n_members, n_sparse, n_cps) =
-            (n(0), n(1), n(2), n(3), n(4), n(5));
-        let strings_len = rd_u64(b, 120) as usize;
-        let xattrs_len = rd_u64(b, 128) as usize;
-        let windows_len = rd_u64(b, 136) as usize;
+        let (n_entries, n_dirs, n_groups, n_members, n_sparse, n_cps, n_ext) =
+            (n(0), n(1), n(2), n(3), n(4), n(5), n(6));
+        let strings_len = rd_u64(b, 128) as usize;
+        let xattrs_len = rd_u64(b, 136) as usize;
+        let windows_len = rd_u64(b, 144) as usize;
         let sizes = [
             n_entries.checked_mul(ENTRY_LEN),
             n_dirs.checked_mul(DIR_LEN),
             n_groups.checked_mul(GROUP_LEN),
             n_members.checked_mul(4),
+            n_ext.checked_mul(4),
             n_sparse.checked_mul(SPARSE_LEN),
             n_cps.checked_mul(CHECKPOINT_LEN),
             Some(strings_len),
             Some(xattrs_len),
             Some(windows_len),
         ];
-        let mut offs = [0usize; 10];
+        let mut offs = [0usize; 11];
         offs[0] = HEADER_LEN;
         for (i, s) in sizes.iter().enumerate() {
             offs[i + 1] = s
                 .and_then(|s| offs[i].checked_add(s))
                 .ok_or_else(|| bad("section sizes overflow"))?;
         }
-        if offs[9] != b.len() {
+        if offs[10] != b.len() {
             return Err(bad("truncated or oversized"));
         }
-        let hash: [u8; 32] = Sha256::digest(&b[offs[0]..offs[8]]).into();
-        if hash[..] != b[144..176] {
+        let hash: [u8; 32] = Sha256::digest(&b[offs[0]..offs[9]]).into();
+        if hash[..] != b[152..184] {
             return Err(bad("checksum mismatch"));
         }
         if n_entries == 0 || n_dirs == 0 {
@@ -711,15 +726,17 @@ impl LayerIndex {
             n_entries: n_entries as u32,
             n_dirs: n_dirs as u32,
             n_checkpoints: n_cps as u32,
+            n_externals: n_ext as u32,
             entries: offs[0],
             dirs: offs[1],
             groups: offs[2],
             members: offs[3],
-            sparse: offs[4],
-            checkpoints: offs[5],
-            strings: offs[6],
-            xattrs: offs[7],
-            windows: offs[8],
+            externals: offs[4],
+            sparse: offs[5],
+            checkpoints: offs[6],
+            strings: offs[7],
+            xattrs: offs[8],
+            windows: offs[9],
             windows_len,
             map,
         })
@@ -800,6 +817,11 @@ impl LayerIndex {
         let start = rd_u32(self.bytes(), base) as usize;
         let len = rd_u32(self.bytes(), base + 4) as usize;
         (start..start + len).map(move |i| rd_u32(self.bytes(), self.members + 4 * i))
+    }
+
+    /// Hard links whose target lives in a lower layer (resolved by the union).
+    pub fn external_links(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.n_externals as usize).map(move |i| rd_u32(self.bytes(), self.externals + 4 * i))
     }
 
     pub fn checkpoints(&self) -> u32 {
