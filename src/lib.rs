@@ -6,6 +6,7 @@
 
 pub mod image;
 pub mod layer;
+pub mod mount;
 pub mod oci;
 pub mod store;
 pub mod union;

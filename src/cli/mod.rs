@@ -9,8 +9,11 @@ mod history;
 mod images;
 mod import;
 mod inspect;
+mod mount;
+mod mounts;
 mod rmi;
 mod tag;
+mod umount;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,11 +54,17 @@ enum Command {
     Gc(gc::Args),
     /// Verify every blob, image and layer index
     Fsck(fsck::Args),
+    /// Mount an image as a read-only filesystem
+    Mount(mount::Args),
+    /// Unmount a layerfs mount (also one whose daemon died)
+    Umount(umount::Args),
+    /// List layerfs mounts
+    Mounts(mounts::Args),
 }
 
 /// What every command gets: the store, opened on first use.
 pub struct Ctx {
-    root: PathBuf,
+    pub root: PathBuf,
 }
 
 impl Ctx {
@@ -87,6 +96,9 @@ pub fn main() -> i32 {
         Command::Df(a) => df::run(&ctx, a),
         Command::Gc(a) => gc::run(&ctx, a),
         Command::Fsck(a) => fsck::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
+        Command::Umount(a) => umount::run(&ctx, a),
+        Command::Mounts(a) => mounts::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,

@@ -28,7 +28,7 @@ fn list(fs: &UnionFs, path: &str) -> Vec<String> {
     let ino = walk(fs, path).unwrap().ino;
     let fh = fs.opendir(ino).unwrap();
     let mut names = Vec::new();
-    fs.readdir(fh, 0, false, |e, _| {
+    fs.readdir(ino, fh, 0, false, |e, _| {
         names.push(String::from_utf8_lossy(e.name).into_owned());
         true
     })
@@ -40,9 +40,8 @@ fn list(fs: &UnionFs, path: &str) -> Vec<String> {
 
 fn read(fs: &UnionFs, path: &str) -> Vec<u8> {
     let a = walk(fs, path).unwrap();
-    let fh = fs.open(a.ino).unwrap();
     let mut buf = vec![0u8; a.size as usize + 10];
-    let n = fs.read(fh, 0, &mut buf).unwrap();
+    let n = fs.read(a.ino, 0, &mut buf).unwrap();
     buf.truncate(n);
     buf
 }
@@ -179,7 +178,7 @@ fn inode_numbers_agree_between_lookup_and_readdirplus() {
     let (_d, fs) = union_of(vec![base]);
     let fh = fs.opendir(ROOT_INO).unwrap();
     let mut seen = Vec::new();
-    fs.readdir(fh, 0, true, |e, a| {
+    fs.readdir(ROOT_INO, fh, 0, true, |e, a| {
         seen.push((
             String::from_utf8_lossy(e.name).into_owned(),
             e.ino,
@@ -195,14 +194,14 @@ fn inode_numbers_agree_between_lookup_and_readdirplus() {
     assert_eq!(walk(&fs, "").unwrap().nlink, 3, "root: . .. and d");
     // Resuming from every offset gives the rest of the listing.
     let mut all = Vec::new();
-    fs.readdir(fh, 0, false, |e, _| {
+    fs.readdir(ROOT_INO, 0, 0, false, |e, _| {
         all.push(e.offset);
         true
     })
     .unwrap();
     for (i, off) in all.iter().enumerate() {
         let mut rest = 0;
-        fs.readdir(fh, *off, false, |_, _| {
+        fs.readdir(ROOT_INO, fh, *off, false, |_, _| {
             rest += 1;
             true
         })

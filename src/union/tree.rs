@@ -425,23 +425,40 @@ impl UnionFs {
         Ok(fh)
     }
 
+    fn parent_of(&self, t: &Table, ino: u64) -> u64 {
+        if ino == ROOT_INO {
+            ROOT_INO
+        } else {
+            t.parents.get(&ino).copied().unwrap_or(ROOT_INO)
+        }
+    }
+
     pub fn releasedir(&self, fh: u64) {
         self.lock().dirs.remove(&fh);
     }
 
-    /// Lists entries after `offset` (0 = from the start) until `add` says the
-    /// reply is full. With `plus`, each entry's attributes are given too and
-    /// count as a lookup, as readdirplus requires ("." and ".." excepted).
+    /// Lists entries of directory `ino` after `offset` (0 = from the start)
+    /// until `add` says the reply is full. `fh` is a handle from `opendir`, or
+    /// 0 to list the directory as it is now (stable offsets while it does not
+    /// change). With `plus`, each entry's attributes are given too and count
+    /// as a lookup, as readdirplus requires ("." and ".." excepted).
     pub fn readdir(
         &self,
+        ino: u64,
         fh: u64,
         offset: u64,
         plus: bool,
         mut add: impl FnMut(&DirEntry<'_>, Option<&Attr>) -> bool,
     ) -> Result<()> {
         let mut t = self.lock();
-        let h = t.dirs.get(&fh).ok_or(UnionError::BadHandle)?;
-        let (ino, parent, listing) = (h.ino, h.parent, h.listing.clone());
+        let (parent, listing) = match t.dirs.get(&fh) {
+            Some(h) if fh != 0 && h.ino == ino => (h.parent, h.listing.clone()),
+            Some(_) | None if fh != 0 => return Err(UnionError::BadHandle),
+            _ => {
+                let listing = self.listing(&mut t, ino)?;
+                (self.parent_of(&t, ino), listing)
+            }
+        };
         let mut i = offset;
         // Offsets: 1 = ".", 2 = "..", 3.. = children; each names the next entry.
         while i < 2 {
@@ -490,21 +507,26 @@ impl UnionFs {
         Ok(())
     }
 
-    /// Opens a file for reading; the handle names the layer entry, so reads
-    /// take no lock.
-    pub fn open(&self, ino: u64) -> Result<u64> {
-        let t = self.lock();
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        match node.kind {
-            FileKind::Directory => Err(UnionError::IsDir),
-            _ => Ok(((node.src.0 as u64) << 32) | node.src.1 as u64),
+    /// The layer entry a file inode reads from: its number says it, so reads
+    /// take no lock and need no open handle.
+    fn file_src(&self, ino: u64) -> Result<(&crate::layer::Layer, Entry<'_>)> {
+        let layer = (ino >> 40).checked_sub(1).ok_or(UnionError::BadHandle)?;
+        let l = self
+            .stack
+            .layers
+            .get(layer as usize)
+            .ok_or(UnionError::BadHandle)?;
+        let id = (ino & ((1 << 40) - 1)) as u32;
+        let e = l.index.entry(id);
+        match e.kind() {
+            EntryKind::Regular => Ok((l, e)),
+            EntryKind::Directory => Err(UnionError::IsDir),
+            _ => Err(UnionError::Invalid),
         }
     }
 
-    pub fn read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let (l, id) = ((fh >> 32) as usize, fh as u32);
-        let layer = self.stack.layers.get(l).ok_or(UnionError::BadHandle)?;
-        let e = layer.index.entry(id);
+    pub fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let (layer, e) = self.file_src(ino)?;
         match layer.read_at(&e, offset, buf) {
             Ok(n) => Ok(n),
             Err(err) => {
@@ -515,10 +537,8 @@ impl UnionFs {
     }
 
     /// SEEK_DATA (`data`) / SEEK_HOLE from `offset`; ENXIO past the data.
-    pub fn seek(&self, fh: u64, offset: u64, data: bool) -> Result<u64> {
-        let (l, id) = ((fh >> 32) as usize, fh as u32);
-        let layer = self.stack.layers.get(l).ok_or(UnionError::BadHandle)?;
-        let e = layer.index.entry(id);
+    pub fn seek(&self, ino: u64, offset: u64, data: bool) -> Result<u64> {
+        let (layer, e) = self.file_src(ino)?;
         layer
             .seek_data(&e, offset, data)
             .ok_or_else(|| UnionError::Io(std::io::Error::from_raw_os_error(libc::ENXIO)))

@@ -1,0 +1,317 @@
+//! The mount daemon: checks the mountpoint, opens the image's layers (their
+//! indexes only), mounts one FUSE filesystem for the whole union and serves
+//! it until unmounted or signalled (SIGTERM, SIGINT, SIGHUP unmount cleanly).
+//! Started in the background, it tells its parent through a pipe when the
+//! mount is ready, or why it failed.
+
+use super::MountError;
+use super::fuse::FuseFs;
+use super::records::{self, MountRecord, is_mounted, mount_id};
+use crate::layer::SpanCache;
+use crate::oci::time;
+use crate::store::{Hold, Store};
+use crate::union::{Stack, UnionFs};
+use fuser::{Config, MountOption, Session, SessionACL};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub image: String,
+    pub mountpoint: PathBuf,
+    /// Honour setuid bits (`--suid`) and device nodes (`--dev`), for chroot use.
+    pub suid: bool,
+    pub dev: bool,
+    /// Extra `-o` options passed to the kernel (e.g. `allow_other`, `ro`).
+    pub options: Vec<String>,
+    /// Bytes of decoded layer spans kept in memory.
+    pub cache_bytes: usize,
+    pub threads: usize,
+}
+
+/// The mountpoint, canonical, checked: a directory, empty, not mounted.
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => MountError::NoMountpoint(path.to_path_buf()),
+        _ => MountError::io(path, e),
+    })?;
+    if !meta.is_dir() {
+        return Err(MountError::NotADirectory(path.to_path_buf()));
+    }
+    let canon = path.canonicalize().map_err(|e| MountError::io(path, e))?;
+    if is_mounted(&canon) {
+        return Err(MountError::AlreadyMounted(canon));
+    }
+    let mut rd = std::fs::read_dir(&canon).map_err(|e| MountError::io(&canon, e))?;
+    if rd.next().is_some() {
+        return Err(MountError::NotEmpty(canon));
+    }
+    Ok(canon)
+}
+
+fn check_fuse() -> Result<(), MountError> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err(MountError::NoFuse);
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let has_fusermount = [
+        "/usr/bin/fusermount3",
+        "/bin/fusermount3",
+        "/usr/local/bin/fusermount3",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    if !root && !has_fusermount {
+        return Err(MountError::NoFusermount);
+    }
+    Ok(())
+}
+
+/// Mounts and serves until unmounted. `ready` is called once: with Ok when
+/// the mount answers, or with the error that stopped it.
+pub fn serve(
+    store: &Store,
+    opts: &MountOptions,
+    ready: impl FnOnce(Result<(), &MountError>),
+) -> Result<(), MountError> {
+    let mut ready = Some(ready);
+    let result = serve_inner(store, opts, &mut ready);
+    if let (Err(e), Some(r)) = (&result, ready.take()) {
+        r(Err(e));
+    }
+    result
+}
+
+fn serve_inner(
+    store: &Store,
+    opts: &MountOptions,
+    ready: &mut Option<impl FnOnce(Result<(), &MountError>)>,
+) -> Result<(), MountError> {
+    let mountpoint = check_mountpoint(&opts.mountpoint)?;
+    check_fuse()?;
+    let image = store.resolve(&opts.image)?;
+    let cache = SpanCache::new(opts.cache_bytes);
+    let stack = Stack::open(store, &image.layer_digests(), cache)?;
+    let fs = Arc::new(UnionFs::new(stack));
+
+    let record = MountRecord {
+        id: mount_id(&mountpoint),
+        mountpoint: mountpoint.clone(),
+        image: opts.image.clone(),
+        manifest: image.top.digest,
+        pid: std::process::id(),
+        writable: false,
+        container: None,
+        started: time::now_rfc3339(),
+    };
+    store.add_hold(&Hold {
+        id: record.hold_id(),
+        manifests: vec![image.top.digest],
+        what: format!("the mount at {}", mountpoint.display()),
+        pid: Some(record.pid),
+    })?;
+    let cleanup = |store: &Store| {
+        records::remove(store, &record.id);
+        let _ = store.remove_hold(&record.hold_id());
+    };
+    records::write(store, &record).inspect_err(|_| cleanup(store))?;
+
+    // Signals are taken by one thread; every other thread (the FUSE workers
+    // included) inherits the blocked mask.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::SIGTERM,
+        nix::sys::signal::SIGINT,
+        nix::sys::signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    let _ = signals.thread_block();
+
+    let config = fuse_config(
+        opts,
+        &image.name.clone().unwrap_or_else(|| image.id().short()),
+    );
+    let mut session = match Session::new(FuseFs::new(fs), &mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(store);
+            return Err(MountError::io(&mountpoint, e));
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                log::info!("{sig:?}: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| MountError::io(&mountpoint, e))?;
+
+    if let Some(r) = ready.take() {
+        r(Ok(()));
+    }
+    let result = session.run();
+    cleanup(store);
+    result.map_err(|e| MountError::io(&mountpoint, e))
+}
+
+fn fuse_config(opts: &MountOptions, name: &str) -> Config {
+    let root = nix::unistd::geteuid().is_root();
+    let mut mo = vec![
+        MountOption::FSName(format!("layerfs:{name}")),
+        MountOption::Subtype("layerfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::RO,
+        if opts.suid {
+            MountOption::Suid
+        } else {
+            MountOption::NoSuid
+        },
+        if opts.dev {
+            MountOption::Dev
+        } else {
+            MountOption::NoDev
+        },
+    ];
+    let mut allow_other = root;
+    for o in &opts.options {
+        match o.as_str() {
+            "allow_other" => allow_other = true,
+            "ro" | "rw" => {}
+            other => mo.push(MountOption::CUSTOM(other.to_string())),
+        }
+    }
+    let mut config = Config::default();
+    config.mount_options = mo;
+    config.acl = if allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    config
+}
+
+/// The environment variable that gives a daemon its readiness pipe.
+pub const READY_FD_ENV: &str = "LAYERFS_READY_FD";
+
+/// Starts `exe args...` in its own process group with output to `log` and
+/// its readiness pipe in `LAYERFS_READY_FD`, and waits until it reports the
+/// mount ready or fails.
+pub fn spawn_daemon(exe: &Path, args: &[String], log: &Path) -> Result<u32, MountError> {
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| MountError::io(exe, e.into()))?;
+    // The child inherits a duplicate of the write end, without CLOEXEC.
+    let wr_fd = {
+        use std::os::fd::AsRawFd;
+        let fd = nix::unistd::dup(&wr).map_err(|e| MountError::io(exe, e.into()))?;
+        let _ = nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+        drop(wr);
+        let raw = fd.as_raw_fd();
+        (fd, raw)
+    };
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| MountError::io(log, e))?;
+    let log_err = log_file.try_clone().map_err(|e| MountError::io(log, e))?;
+    let mut cmd = Command::new(exe);
+    use std::os::unix::process::CommandExt;
+    cmd.args(args)
+        .env(READY_FD_ENV, wr_fd.1.to_string())
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| MountError::io(exe, e))?;
+    drop(wr_fd);
+    let mut msg = String::new();
+    let _ = File::from(rd).read_to_string(&mut msg);
+    match msg.trim() {
+        "ok" => Ok(child.id()),
+        "" => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err(MountError::Daemon(format!(
+                "it exited ({status}); see {}",
+                log.display()
+            )))
+        }
+        m => {
+            let _ = child.wait();
+            Err(MountError::Daemon(
+                m.strip_prefix("error: ").unwrap_or(m).to_string(),
+            ))
+        }
+    }
+}
+
+/// Reports readiness on an inherited pipe descriptor (the daemon side).
+pub fn report_ready(fd: i32, result: Result<(), &MountError>) {
+    // SAFETY: fd was passed by our parent (spawn_daemon) for this one use and
+    // is not used anywhere else in this process.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let _ = match result {
+        Ok(()) => writeln!(f, "ok"),
+        Err(e) => writeln!(f, "error: {e}"),
+    };
+}
+
+/// Unmounts `mountpoint` (the daemon then exits on its own), or clears a
+/// mount whose daemon is dead; waits for the daemon to finish.
+pub fn unmount(store: &Store, mountpoint: &Path, lazy: bool) -> Result<(), MountError> {
+    let canon = mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| mountpoint.to_path_buf());
+    let record = records::find(store, &canon)?;
+    if !is_mounted(&canon) {
+        if let Some(r) = record {
+            records::remove(store, &r.id);
+            return Ok(());
+        }
+        return Err(MountError::NotMounted(canon));
+    }
+    let flags = if lazy {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    match nix::mount::umount2(&canon, flags) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EBUSY) => return Err(MountError::Busy(canon)),
+        Err(nix::errno::Errno::EPERM) => {
+            let status = Command::new("fusermount3").arg("-u").arg(&canon).status();
+            if !status.is_ok_and(|s| s.success()) {
+                return Err(MountError::io(
+                    &canon,
+                    std::io::Error::from_raw_os_error(libc::EPERM),
+                ));
+            }
+        }
+        Err(e) => return Err(MountError::io(&canon, e.into())),
+    }
+    if let Some(r) = record {
+        // The daemon removes its record and hold when its session ends.
+        for _ in 0..500 {
+            if !crate::store::process_alive(r.pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        records::remove(store, &r.id);
+        let _ = store.remove_hold(&r.hold_id());
+    }
+    Ok(())
+}

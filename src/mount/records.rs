@@ -1,0 +1,133 @@
+//! Mount records: one small JSON file per live mount under the store, so
+//! `mounts`, `umount`, `rmi` and `gc` know what is mounted where and by
+//! which daemon. A record whose daemon died is pruned when listed.
+
+use super::MountError;
+use crate::oci::Digest;
+use crate::store::{Store, process_alive};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub id: String,
+    pub mountpoint: PathBuf,
+    /// The image as the user named it.
+    pub image: String,
+    pub manifest: Digest,
+    pub pid: u32,
+    pub writable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    pub started: String,
+}
+
+impl MountRecord {
+    pub fn hold_id(&self) -> String {
+        format!("mount-{}", self.id)
+    }
+}
+
+/// A stable id for a mountpoint path.
+pub fn mount_id(mountpoint: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    Digest::of(mountpoint.as_os_str().as_bytes()).hex()[..16].to_string()
+}
+
+pub fn dir(store: &Store) -> Result<PathBuf, MountError> {
+    Ok(store.own_dir_for("mounts")?)
+}
+
+pub fn write(store: &Store, r: &MountRecord) -> Result<(), MountError> {
+    let path = dir(store)?.join(format!("{}.json", r.id));
+    let bytes = serde_json::to_vec_pretty(r).unwrap_or_default();
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|e| MountError::io(&path, e))
+}
+
+pub fn remove(store: &Store, id: &str) {
+    if let Ok(d) = dir(store) {
+        let _ = fs::remove_file(d.join(format!("{id}.json")));
+    }
+}
+
+/// Every recorded mount, with whether its daemon still lives.
+pub fn list(store: &Store) -> Result<Vec<(MountRecord, bool)>, MountError> {
+    let d = dir(store)?;
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&d).map_err(|e| MountError::io(&d, e))? {
+        let entry = entry.map_err(|e| MountError::io(&d, e))?;
+        if entry.path().extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Ok(bytes) = fs::read(entry.path()) else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_slice::<MountRecord>(&bytes) else {
+            continue;
+        };
+        let alive = process_alive(r.pid);
+        if !alive && !is_mounted(&r.mountpoint) {
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
+        out.push((r, alive));
+    }
+    out.sort_by(|a, b| a.0.mountpoint.cmp(&b.0.mountpoint));
+    Ok(out)
+}
+
+pub fn find(store: &Store, mountpoint: &Path) -> Result<Option<MountRecord>, MountError> {
+    Ok(list(store)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .find(|r| r.mountpoint == mountpoint))
+}
+
+/// Whether something is mounted at `path` (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    mount_fstype(path).is_some()
+}
+
+/// The filesystem type mounted at `path`, if any.
+pub fn mount_fstype(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let info = fs::read("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_bytes();
+    let mut found = None;
+    for line in info.split(|&c| c == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|&c| c == b' ').collect();
+        if fields.len() < 10 || unescape(fields[4]) != want {
+            continue;
+        }
+        // Fields after the "-" separator: fstype, source, options.
+        if let Some(sep) = fields.iter().position(|f| *f == b"-") {
+            found = fields
+                .get(sep + 1)
+                .map(|t| String::from_utf8_lossy(t).into_owned());
+        }
+    }
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
