@@ -14,7 +14,7 @@ use crate::union::{Stack, UnionFs};
 use fuser::{Config, MountOption, Session, SessionACL};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
