@@ -83,13 +83,13 @@ impl Store {
     }
 }
 
+/// Whether process `pid` is running. A zombie (exited, not yet reaped, as
+/// daemons whose parent left become where no init reaps them) is not.
 pub fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    let state = stat.iter().rposition(|&c| c == b')').and_then(|i| stat.get(i + 2).copied());
+    !matches!(state, None | Some(b'Z') | Some(b'X'))
 }
