@@ -1,1 +1,7 @@
+//! Tests on real mounts: they need root and /dev/fuse. Run by hand without
+//! them they skip with a loud message; with LAYERFS_CI=1 (as CI runs them)
+//! a skip is a failure.
 
+mod support;
+
+mod readonly;

@@ -392,3 +392,28 @@ fn layer_writer_round_trips() {
     w2.add_symlink(b"s", &meta, b"/etc/motd").unwrap();
     assert_eq!(w2.finish().unwrap().digest, info.digest);
 }
+
+#[test]
+fn damage_is_confined_to_its_span() {
+    let mut t = TarBuilder::new();
+    t.file("early", 0o644, &noise(24 << 20, 5))
+        .file("late", 0o644, b"still readable");
+    let tar = t.finish();
+    let blob = gzip(&tar);
+    let (_d, store) = temp_store();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let path = store.blob_path(&info.digest);
+    let mut b = std::fs::read(&path).unwrap();
+    let at = b.len() / 3;
+    b[at] ^= 0x55;
+    std::fs::write(&path, &b).unwrap();
+    let layer = open(&store, &info);
+    assert!(layer.index.checkpoints() > 4);
+    assert_eq!(
+        read_all(&layer, &entry_path(&layer, "late").unwrap()),
+        b"still readable"
+    );
+    let early = entry_path(&layer, "early").unwrap();
+    let mut buf = vec![0u8; early.size() as usize];
+    assert!(layer.read_at(&early, 0, &mut buf).is_err());
+}

@@ -90,6 +90,9 @@ pub fn process_alive(pid: u32) -> bool {
         return false;
     };
     // The state follows the command name, which is in parentheses and may hold any byte.
-    let state = stat.iter().rposition(|&c| c == b')').and_then(|i| stat.get(i + 2).copied());
+    let state = stat
+        .iter()
+        .rposition(|&c| c == b')')
+        .and_then(|i| stat.get(i + 2).copied());
     !matches!(state, None | Some(b'Z') | Some(b'X'))
 }

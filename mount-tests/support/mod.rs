@@ -1,0 +1,360 @@
+//! What mount tests share: a throwaway store driven through the `layerfs`
+//! binary, a mount guard that waits for the mount and unmounts on drop,
+//! images built in code, and a tree listing in treelist.py's format.
+
+#![allow(dead_code)]
+
+pub mod tree;
+
+use layerfs::image::{layer_descriptor, new_config, write_image};
+use layerfs::layer::{Compression, LayerInfo, ingest};
+use layerfs::oci::Reference;
+use layerfs::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Whether this machine can mount: root and /dev/fuse. Without them the test
+/// is skipped loudly, unless LAYERFS_CI=1 says it must run.
+pub fn can_mount(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let fuse = Path::new("/dev/fuse").exists();
+    if root && fuse {
+        return true;
+    }
+    let why = if !root { "not root" } else { "no /dev/fuse" };
+    if std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
+        panic!("{test}: cannot run ({why}) but LAYERFS_CI=1 requires every mount test to run");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why}; mount tests need root and /dev/fuse ***\n");
+    false
+}
+
+/// Skips (loudly) or fails (in CI) when `tool` is not installed.
+pub fn have_tool(test: &str, tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    if std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
+        panic!("{test}: {tool} is missing but LAYERFS_CI=1 requires it");
+    }
+    eprintln!("\n*** SKIPPED {test}: {tool} is not installed ***\n");
+    false
+}
+
+/// A temporary store and the `layerfs` binary pointed at it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("layerfs-test-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("store");
+        Env { dir, store }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// A fresh empty directory inside the test's temp dir.
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_layerfs"));
+        c.arg("--root").arg(self.root()).args(args);
+        c
+    }
+
+    /// Runs `layerfs ARGS`; returns its output whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run layerfs")
+    }
+
+    /// Runs `layerfs ARGS` and fails the test unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "layerfs {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stores an image of `layers` (tar bytes, any compression) as `name`.
+    pub fn image(&self, name: &str, layers: &[Vec<u8>]) -> Vec<LayerInfo> {
+        let infos: Vec<LayerInfo> = layers
+            .iter()
+            .map(|l| ingest(&self.store, &l[..], None).expect("ingest"))
+            .collect();
+        let mut config = new_config();
+        config.rootfs.diff_ids = infos.iter().map(|i| i.diff_id).collect();
+        let descs: Vec<_> = infos.iter().map(layer_descriptor).collect();
+        write_image(
+            &self.store,
+            &config,
+            &descs,
+            Some(&Reference::parse(name).expect("name")),
+        )
+        .expect("write image");
+        infos
+    }
+
+    /// Mounts `image` (extra `layerfs mount` flags in `flags`) on a new dir.
+    pub fn mount(&self, image: &str, flags: &[&str]) -> Mounted<'_> {
+        let mnt = self.mkdir(&format!("mnt-{}", rand_suffix()));
+        let mut args = vec!["mount"];
+        args.extend_from_slice(flags);
+        args.push(image);
+        let m = mnt.to_str().expect("utf-8 path");
+        args.push(m);
+        self.ok(&args);
+        wait_until(|| is_mounted(&mnt), "the mount to appear");
+        Mounted {
+            env: self,
+            path: mnt,
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A mounted image; unmounted on drop (lazily if a test left it busy).
+pub struct Mounted<'a> {
+    env: &'a Env,
+    pub path: PathBuf,
+}
+
+impl Mounted<'_> {
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn unmount(&self) {
+        let out = self
+            .env
+            .run(&["umount", self.path.to_str().expect("utf-8")]);
+        assert!(
+            out.status.success(),
+            "umount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!is_mounted(&self.path), "still mounted after umount");
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if is_mounted(&self.path) {
+            let _ = self.env.run(&["umount", self.path.to_str().unwrap_or("")]);
+        }
+        if is_mounted(&self.path) {
+            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    layerfs::mount::is_mounted(&path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))
+}
+
+/// Polls `cond` for up to 10 s (no fixed sleeps: the machine may be slow).
+pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs a shell command line, returning (status ok, stdout, stderr).
+pub fn sh(script: &str) -> (bool, String, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Builds a tar layer member by member (tests of the mount need shapes the
+/// layer writer would never produce: whiteouts anywhere, duplicates...).
+pub struct Tar {
+    b: tar::Builder<Vec<u8>>,
+    pub mtime: u64,
+}
+
+impl Tar {
+    pub fn new() -> Tar {
+        let mut b = tar::Builder::new(Vec::new());
+        b.mode(tar::HeaderMode::Complete);
+        Tar {
+            b,
+            mtime: 1_700_000_000,
+        }
+    }
+
+    fn header(
+        &self,
+        kind: tar::EntryType,
+        mode: u32,
+        size: u64,
+        uid: u64,
+        gid: u64,
+    ) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(self.mtime);
+        h.set_size(size);
+        h
+    }
+
+    pub fn file(mut self, path: &str, mode: u32, data: &[u8]) -> Self {
+        let mut h = self.header(tar::EntryType::Regular, mode, data.len() as u64, 0, 0);
+        self.b.append_data(&mut h, path, data).expect("append");
+        self
+    }
+
+    pub fn owned(mut self, path: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) -> Self {
+        let mut h = self.header(tar::EntryType::Regular, mode, data.len() as u64, uid, gid);
+        self.b.append_data(&mut h, path, data).expect("append");
+        self
+    }
+
+    pub fn dir(mut self, path: &str, mode: u32) -> Self {
+        let mut h = self.header(tar::EntryType::Directory, mode, 0, 0, 0);
+        self.b
+            .append_data(&mut h, path, std::io::empty())
+            .expect("append");
+        self
+    }
+
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        let mut h = self.header(tar::EntryType::Symlink, 0o777, 0, 0, 0);
+        self.b.append_link(&mut h, path, target).expect("append");
+        self
+    }
+
+    pub fn hardlink(mut self, path: &str, target: &str) -> Self {
+        let mut h = self.header(tar::EntryType::Link, 0o644, 0, 0, 0);
+        self.b.append_link(&mut h, path, target).expect("append");
+        self
+    }
+
+    pub fn special(
+        mut self,
+        path: &str,
+        kind: tar::EntryType,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Self {
+        let mut h = self.header(kind, mode, 0, 0, 0);
+        h.set_device_major(major).expect("major");
+        h.set_device_minor(minor).expect("minor");
+        self.b
+            .append_data(&mut h, path, std::io::empty())
+            .expect("append");
+        self
+    }
+
+    pub fn xattrs(mut self, path: &str, xattrs: &[(&str, &[u8])], data: &[u8]) -> Self {
+        let keys: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+            .collect();
+        self.b
+            .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
+            .expect("pax");
+        self.file(path, 0o644, data)
+    }
+
+    /// A large file whose content is generated as it is written.
+    pub fn big(mut self, path: &str, size: u64, seed: u64) -> Self {
+        let mut h = self.header(tar::EntryType::Regular, 0o644, size, 0, 0);
+        self.b
+            .append_data(&mut h, path, std::io::Read::take(Noise::new(seed), size))
+            .expect("append");
+        self
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.b.into_inner().expect("tar")
+    }
+}
+
+/// Deterministic pseudo-random bytes as a reader.
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed | 1)
+    }
+    pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        std::io::Read::read_exact(&mut Noise::new(seed), &mut v).expect("noise");
+        v
+    }
+}
+
+impl std::io::Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let b = self.0.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        Ok(buf.len())
+    }
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).expect("zstd")
+}
+
+pub fn compression_of(c: Compression) -> &'static str {
+    c.name()
+}
