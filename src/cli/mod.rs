@@ -9,7 +9,9 @@ mod history;
 mod images;
 mod import;
 mod inspect;
+mod load;
 mod rmi;
+mod save;
 mod tag;
 
 use anyhow::Result;
@@ -51,6 +53,10 @@ enum Command {
     Gc(gc::Args),
     /// Verify every blob, image and layer index
     Fsck(fsck::Args),
+    /// Load images from a docker-archive, an oci-archive or an OCI layout (- for stdin)
+    Load(load::Args),
+    /// Save images to a docker-archive or an oci-archive
+    Save(save::Args),
 }
 
 /// What every command gets: the store, opened on first use.
@@ -87,6 +93,8 @@ pub fn main() -> i32 {
         Command::Df(a) => df::run(&ctx, a),
         Command::Gc(a) => gc::run(&ctx, a),
         Command::Fsck(a) => fsck::run(&ctx, a),
+        Command::Load(a) => load::run(&ctx, a),
+        Command::Save(a) => save::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,
