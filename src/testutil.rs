@@ -188,3 +188,16 @@ pub fn external_tool(name: &str, test: &str) -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// Whether the test runs as root; if not, says so loudly (and fails when
+/// LAYERFS_CI=1 requires every test to run).
+pub fn is_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
+        panic!("{test}: needs root, and LAYERFS_CI=1 requires every test to run");
+    }
+    eprintln!("\n*** SKIPPED {test}: needs root ***\n");
+    false
+}

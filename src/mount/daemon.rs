@@ -96,7 +96,7 @@ fn serve_inner(
     let image = store.resolve(&opts.image)?;
     let cache = SpanCache::new(opts.cache_bytes);
     let stack = Stack::open(store, &image.layer_digests(), cache)?;
-    let fs = Arc::new(UnionFs::new(stack));
+    let fs = Arc::new(UnionFs::new(stack, None));
 
     let record = MountRecord {
         id: mount_id(&mountpoint),

@@ -5,13 +5,21 @@
 
 mod attr;
 mod error;
+mod merge;
 mod stack;
 mod tree;
+pub mod upper;
+mod write;
 
 pub use attr::{Attr, FileKind, Timestamp};
 pub use error::{Result, UnionError};
 pub use stack::{LowerRef, Stack};
 pub use tree::{DirEntry, ROOT_INO, UnionFs};
+pub use upper::UpperDir;
+pub use write::{Caller, OpenFile, Opened, SetAttr, SetTime};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod write_tests;

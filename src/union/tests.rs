@@ -11,7 +11,7 @@ fn union_of(layers: Vec<Vec<u8>>) -> (tempfile::TempDir, UnionFs) {
         .map(|l| ingest(&store, &l[..], None).unwrap().digest)
         .collect();
     let stack = Stack::open(&store, &digests, SpanCache::new(8 << 20)).unwrap();
-    (dir, UnionFs::new(stack))
+    (dir, UnionFs::new(stack, None))
 }
 
 fn walk(fs: &UnionFs, path: &str) -> Result<Attr> {

@@ -1,27 +1,70 @@
-//! `UnionFs`: the merged view of a stack of layers, as a filesystem sees it —
-//! inodes, lookup, attributes, directory listings, reads, links and xattrs —
-//! with no FUSE types, so it is tested without mounting.
+//! `UnionFs`: the merged view of a stack of layers (and, for a container, its
+//! upper directory), as a filesystem sees it — inodes, lookup, attributes,
+//! directory listings, reads, links and xattrs — with no FUSE types, so it is
+//! tested without mounting. Changes are in `write.rs`, merging in `merge.rs`.
 //!
-//! Each directory is merged once, on first use, from the layers that
-//! contribute to it (top first, stopping at an opaque marker or a non-directory),
-//! and the sorted result is cached on its inode; a lookup is then a binary
-//! search, whatever the number of layers. Inode numbers are derived from the
-//! topmost layer entry of a path (a hard link uses its target's), so they are
-//! stable for the mount's life, equal in lookup and readdir, and the same for
-//! every name of a hard-linked file.
+//! Each directory is merged once, on first use, and the sorted result is
+//! cached on its inode (and edited in place by changes); a lookup is then a
+//! binary search, whatever the number of layers. Inode numbers come from the
+//! topmost layer entry of a path (a hard link uses its target's; a copied-up
+//! file keeps its lower one, recorded as `origin`), so they are stable for
+//! the mount's life, equal in lookup and readdir, and the same for every name
+//! of a hard-linked file. Files only the container has use their host inode.
 
 use super::attr::{Attr, FileKind, Timestamp};
 use super::error::{Result, UnionError};
 use super::stack::{LowerRef, Stack};
-use crate::layer::{Entry, EntryKind, NONE};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use super::upper::UpperDir;
+use crate::layer::{Entry, EntryKind};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub const ROOT_INO: u64 = 1;
+const LOWER_SHIFT: u32 = 40;
+const UPPER_INO: u64 = 1 << 62;
 
 /// Inode number of a lower entry: layer+1 in the high bits, entry id low.
-fn lower_ino((layer, entry): LowerRef) -> u64 {
-    ((layer as u64 + 1) << 40) | entry as u64
+pub(crate) fn lower_ino((layer, entry): LowerRef) -> u64 {
+    ((layer as u64 + 1) << LOWER_SHIFT) | entry as u64
+}
+
+/// The lower entry an inode number names, if it names one.
+pub(crate) fn lower_of_ino(ino: u64) -> Option<LowerRef> {
+    if ino & UPPER_INO != 0 {
+        return None;
+    }
+    let layer = (ino >> LOWER_SHIFT).checked_sub(1)?;
+    Some((
+        u16::try_from(layer).ok()?,
+        (ino & ((1 << LOWER_SHIFT) - 1)) as u32,
+    ))
+}
+
+pub(crate) fn upper_ino(host_ino: u64) -> u64 {
+    UPPER_INO | (host_ino & (UPPER_INO - 1))
+}
+
+/// Whether (and how) a name exists in the container's upper directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Upper {
+    No,
+    Full,
+    /// Metadata only: the data is still the lower entry's.
+    MetaCopy,
+}
+
+/// Where a name's content comes from.
+#[derive(Clone, Debug)]
+pub(crate) struct Source {
+    pub kind: FileKind,
+    /// The lower entry behind it (a hard link's target; a directory's topmost).
+    pub lower: Option<LowerRef>,
+    /// For a directory: every layer directory merged into it, top first.
+    pub chain: Arc<[(u16, u32)]>,
+    pub upper: Upper,
+    /// A lower entry is visible at this very path (so deleting the name needs
+    /// a whiteout).
+    pub lower_here: bool,
 }
 
 /// One name in a merged directory.
@@ -29,37 +72,73 @@ fn lower_ino((layer, entry): LowerRef) -> u64 {
 pub struct Child {
     pub name: Box<[u8]>,
     pub ino: u64,
-    pub kind: FileKind,
-    /// The entry that gives this name its data and metadata (for a hard link:
-    /// the link's target; for a directory: its topmost layer).
-    src: LowerRef,
-    /// For a directory: every layer directory merged into it, top first.
-    chain: Arc<[(u16, u32)]>,
+    pub(crate) src: Source,
 }
 
 /// A merged directory listing, sorted by name.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub children: Vec<Child>,
-    subdirs: u32,
+    pub(crate) subdirs: u32,
 }
 
 impl Listing {
-    fn find(&self, name: &[u8]) -> Option<&Child> {
+    pub(crate) fn new(mut children: Vec<Child>) -> Listing {
+        children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let subdirs = children
+            .iter()
+            .filter(|c| c.src.kind == FileKind::Directory)
+            .count() as u32;
+        Listing { children, subdirs }
+    }
+
+    pub(crate) fn find(&self, name: &[u8]) -> Option<&Child> {
         self.children
             .binary_search_by(|c| (*c.name).cmp(name))
             .ok()
             .map(|i| &self.children[i])
     }
+
+    /// Adds `child`, replacing a child of the same name.
+    pub(crate) fn put(&mut self, child: Child) {
+        if child.src.kind == FileKind::Directory {
+            self.subdirs += 1;
+        }
+        match self
+            .children
+            .binary_search_by(|c| (*c.name).cmp(&child.name))
+        {
+            Ok(i) => {
+                if self.children[i].src.kind == FileKind::Directory {
+                    self.subdirs -= 1;
+                }
+                self.children[i] = child;
+            }
+            Err(i) => self.children.insert(i, child),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, name: &[u8]) -> Option<Child> {
+        let i = self
+            .children
+            .binary_search_by(|c| (*c.name).cmp(name))
+            .ok()?;
+        let c = self.children.remove(i);
+        if c.src.kind == FileKind::Directory {
+            self.subdirs -= 1;
+        }
+        Some(c)
+    }
 }
 
-struct Node {
-    kind: FileKind,
-    src: LowerRef,
-    chain: Arc<[(u16, u32)]>,
+pub(crate) struct Node {
+    pub src: Source,
+    /// One path of this inode: its parent and its name there.
+    pub parent: u64,
+    pub name: Box<[u8]>,
     /// References the kernel holds (lookups minus forgets).
-    lookups: u64,
-    listing: Option<Arc<Listing>>,
+    pub lookups: u64,
+    pub listing: Option<Arc<Listing>>,
 }
 
 struct DirHandle {
@@ -69,14 +148,19 @@ struct DirHandle {
 }
 
 #[derive(Default)]
-struct Table {
-    nodes: HashMap<u64, Node>,
-    /// Parent of each directory inode, for "..".
-    parents: HashMap<u64, u64>,
+pub(crate) struct Table {
+    pub nodes: HashMap<u64, Node>,
     dirs: HashMap<u64, DirHandle>,
     next_fh: u64,
-    /// st_nlink of hard-linked files, counted over the merged view.
-    nlinks: HashMap<u64, u32>,
+    /// st_nlink of hard-linked lower files, counted over the merged view.
+    pub nlinks: HashMap<u64, u32>,
+}
+
+impl Table {
+    pub(crate) fn next_fh(&mut self) -> u64 {
+        self.next_fh += 1;
+        self.next_fh
+    }
 }
 
 /// An entry as `readdir` reports it; `offset` resumes after it.
@@ -88,27 +172,45 @@ pub struct DirEntry<'a> {
 }
 
 pub struct UnionFs {
-    stack: Stack,
+    pub(crate) stack: Stack,
+    pub(crate) upper: Option<UpperDir>,
     table: Mutex<Table>,
+    pub(crate) files: RwLock<HashMap<u64, Arc<super::write::OpenFile>>>,
+    /// Held shared by every change, exclusively while a commit reads the
+    /// upper directory.
+    pub(crate) frozen: RwLock<()>,
 }
 
 impl UnionFs {
-    pub fn new(stack: Stack) -> UnionFs {
+    /// A read-only union of `stack`, or a container's view when `upper` is given.
+    pub fn new(stack: Stack, upper: Option<UpperDir>) -> UnionFs {
         let fs = UnionFs {
             stack,
-            table: Mutex::new(Table {
-                next_fh: 1,
-                ..Default::default()
-            }),
+            upper,
+            table: Mutex::new(Table::default()),
+            files: RwLock::new(HashMap::new()),
+            frozen: RwLock::new(()),
         };
         let chain = fs.root_chain();
-        let src = chain.first().map_or((0, 0), |&(l, _)| (l, 0));
+        let lower = chain.first().map(|&(l, _)| (l, 0));
+        let upper = if fs.upper.is_some() {
+            Upper::Full
+        } else {
+            Upper::No
+        };
+        let src = Source {
+            kind: FileKind::Directory,
+            lower,
+            chain,
+            upper,
+            lower_here: true,
+        };
         fs.lock().nodes.insert(
             ROOT_INO,
             Node {
-                kind: FileKind::Directory,
                 src,
-                chain,
+                parent: ROOT_INO,
+                name: Box::from(&b""[..]),
                 lookups: 1,
                 listing: None,
             },
@@ -120,12 +222,16 @@ impl UnionFs {
         &self.stack
     }
 
-    fn lock(&self) -> MutexGuard<'_, Table> {
+    pub fn is_writable(&self) -> bool {
+        self.upper.is_some()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The root directories of the layers, top first, down to an opaque one.
-    fn root_chain(&self) -> Arc<[(u16, u32)]> {
+    pub(crate) fn root_chain(&self) -> Arc<[(u16, u32)]> {
         let mut chain = Vec::new();
         for l in (0..self.stack.layers.len()).rev() {
             let root = self.stack.layers[l].index.root();
@@ -137,116 +243,44 @@ impl UnionFs {
         chain.into()
     }
 
-    fn entry(&self, (l, id): LowerRef) -> Entry<'_> {
+    pub(crate) fn entry(&self, (l, id): LowerRef) -> Entry<'_> {
         self.stack.layers[l as usize].index.entry(id)
     }
 
-    /// Merges the layer directories of `chain` into one sorted listing.
-    fn merge(&self, chain: &[(u16, u32)]) -> Listing {
-        struct Building {
-            child: Child,
-            chain: Vec<(u16, u32)>,
-            /// Lower layers may still add to this directory.
-            open: bool,
-        }
-        let mut out: Vec<Building> = Vec::new();
-        let mut pos: HashMap<Box<[u8]>, usize> = HashMap::new();
-        let mut hidden: HashSet<Box<[u8]>> = HashSet::new();
-        for &(l, d) in chain {
-            let index = &self.stack.layers[l as usize].index;
-            let dir = index.dir(d);
-            let mut whiteouts: Vec<&[u8]> = Vec::new();
-            for id in dir.children() {
-                let e = index.entry(id);
-                let name = e.name();
-                if e.kind() == EntryKind::Whiteout {
-                    whiteouts.push(name);
-                    continue;
-                }
-                if hidden.contains(name) {
-                    continue;
-                }
-                let whited_here = whiteouts.last() == Some(&name);
-                if let Some(&i) = pos.get(name) {
-                    let b = &mut out[i];
-                    match e.as_dir() {
-                        Some(sub) if b.open && b.child.kind == FileKind::Directory => {
-                            b.chain.push((l, sub.id()));
-                            b.open = !sub.is_opaque();
-                        }
-                        _ => b.open = false,
+    /// The path of `ino` from the root (`""` for the root itself).
+    pub(crate) fn path(&self, t: &Table, ino: u64) -> Result<Vec<u8>> {
+        let mut names: Vec<&[u8]> = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                let mut p = Vec::new();
+                for n in names.iter().rev() {
+                    if !p.is_empty() {
+                        p.push(b'/');
                     }
-                    continue;
+                    p.extend_from_slice(n);
                 }
-                let Some((src, kind)) = self.resolve(l, &e) else {
-                    continue;
-                };
-                let (sub_chain, open) = match e.as_dir() {
-                    Some(sub) => (vec![(l, sub.id())], !sub.is_opaque() && !whited_here),
-                    None => (Vec::new(), false),
-                };
-                pos.insert(name.into(), out.len());
-                out.push(Building {
-                    child: Child {
-                        name: name.into(),
-                        ino: lower_ino(src),
-                        kind,
-                        src,
-                        chain: Arc::from([]),
-                    },
-                    chain: sub_chain,
-                    open,
-                });
+                return Ok(p);
             }
-            for name in whiteouts {
-                match pos.get(name) {
-                    Some(&i) => out[i].open = false,
-                    None => {
-                        hidden.insert(name.into());
-                    }
-                }
-            }
-            if dir.is_opaque() {
-                break;
-            }
+            let n = t.nodes.get(&cur).ok_or(UnionError::BadHandle)?;
+            names.push(&n.name);
+            cur = n.parent;
         }
-        let mut children: Vec<Child> = out
-            .into_iter()
-            .map(|b| Child {
-                chain: b.chain.into(),
-                ..b.child
-            })
-            .collect();
-        children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        let subdirs = children
-            .iter()
-            .filter(|c| c.kind == FileKind::Directory)
-            .count() as u32;
-        Listing { children, subdirs }
-    }
-
-    /// The entry that serves `e` (a hard link's target) and its kind; None for
-    /// a link whose target is missing.
-    fn resolve(&self, layer: u16, e: &Entry<'_>) -> Option<(LowerRef, FileKind)> {
-        let src = match e.kind() {
-            EntryKind::HardLink if e.target() != NONE => (layer, e.target()),
-            EntryKind::HardLink => *self.stack.external.get(&(layer, e.id()))?,
-            _ => (layer, e.id()),
-        };
-        Some((src, kind_of(self.entry(src).kind())?))
+        Err(UnionError::BadHandle)
     }
 
     /// The listing of directory `ino`, merged on first use.
-    fn listing(&self, t: &mut Table, ino: u64) -> Result<Arc<Listing>> {
+    pub(crate) fn listing(&self, t: &mut Table, ino: u64) -> Result<Arc<Listing>> {
         let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if node.kind != FileKind::Directory {
+        if node.src.kind != FileKind::Directory {
             return Err(UnionError::NotDir);
         }
         if let Some(l) = &node.listing {
             return Ok(l.clone());
         }
-        let chain = node.chain.clone();
-        let listing = Arc::new(self.merge(&chain));
+        let src = node.src.clone();
+        let path = self.path(t, ino)?;
+        let listing = Arc::new(self.merge(&src, &path)?);
         if let Some(n) = t.nodes.get_mut(&ino) {
             n.listing = Some(listing.clone());
         }
@@ -254,18 +288,18 @@ impl UnionFs {
     }
 
     /// Records a kernel reference to `child` of `parent`.
-    fn remember(t: &mut Table, parent: u64, c: &Child) {
+    pub(crate) fn remember(t: &mut Table, parent: u64, c: &Child) {
         let node = t.nodes.entry(c.ino).or_insert_with(|| Node {
-            kind: c.kind,
-            src: c.src,
-            chain: c.chain.clone(),
+            src: c.src.clone(),
+            parent,
+            name: c.name.clone(),
             lookups: 0,
             listing: None,
         });
         node.lookups += 1;
-        if c.kind == FileKind::Directory {
-            t.parents.insert(c.ino, parent);
-        }
+        // The latest path wins: a hard link's other names stay valid.
+        node.parent = parent;
+        node.name = c.name.clone();
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
@@ -286,7 +320,6 @@ impl UnionFs {
             node.lookups = node.lookups.saturating_sub(n);
             if node.lookups == 0 {
                 t.nodes.remove(&ino);
-                t.parents.remove(&ino);
             }
         }
     }
@@ -296,41 +329,51 @@ impl UnionFs {
         self.attr(&mut t, ino)
     }
 
-    fn attr(&self, t: &mut Table, ino: u64) -> Result<Attr> {
+    pub(crate) fn attr(&self, t: &mut Table, ino: u64) -> Result<Attr> {
         let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        let (kind, src, chain) = (node.kind, node.src, node.chain.clone());
-        if kind == FileKind::Directory {
-            let listing = self.listing(t, ino)?;
-            // Metadata from the topmost directory a tar listed; one a layer only
-            // implied (a missing parent) does not override it.
-            let meta = chain
+        let src = node.src.clone();
+        let mut a = if src.upper != Upper::No {
+            let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
+            let path = self.path(t, ino)?;
+            let st = upper.lstat(&path)?.ok_or(UnionError::NotFound)?;
+            stat_attr(ino, &st)
+        } else if src.kind == FileKind::Directory {
+            // Metadata from the topmost directory a tar listed; one a layer
+            // only implied (a missing parent) does not override it.
+            let meta = src
+                .chain
                 .iter()
                 .map(|&(l, d)| self.stack.layers[l as usize].index.dir(d).entry())
                 .find(|e| !e.is_implicit())
-                .unwrap_or_else(|| self.entry(src));
-            let mut a = entry_attr(ino, &meta, kind);
-            a.nlink = 2 + listing.subdirs;
-            return Ok(a);
-        }
-        let e = self.entry(src);
-        let mut a = entry_attr(ino, &e, kind);
-        if e.group().is_some() || self.stack.external_members.contains_key(&src) {
-            a.nlink = match t.nlinks.get(&ino) {
-                Some(&n) => n,
-                None => {
-                    let n = self.count_links(t, src);
-                    t.nlinks.insert(ino, n);
-                    n
-                }
-            };
+                .or_else(|| src.lower.map(|r| self.entry(r)))
+                .ok_or(UnionError::BadHandle)?;
+            entry_attr(ino, &meta, src.kind)
+        } else {
+            let lower = src.lower.ok_or(UnionError::BadHandle)?;
+            let e = self.entry(lower);
+            let mut a = entry_attr(ino, &e, src.kind);
+            if e.group().is_some() || self.stack.external_members.contains_key(&lower) {
+                a.nlink = match t.nlinks.get(&ino) {
+                    Some(&n) => n,
+                    None => {
+                        let n = self.count_links(t, lower);
+                        t.nlinks.insert(ino, n);
+                        n
+                    }
+                };
+            }
+            a
+        };
+        if src.kind == FileKind::Directory {
+            a.nlink = 2 + self.listing(t, ino)?.subdirs;
         }
         Ok(a)
     }
 
-    /// How many names of the merged view reach the hard-linked entry `src`:
-    /// its group in its layer and the links to it from higher layers, each
-    /// counted only if no higher layer hides or replaces its path.
-    fn count_links(&self, t: &mut Table, src: LowerRef) -> u32 {
+    /// The visible paths of the hard-linked lower entry `src`: its group in
+    /// its layer and the links to it from higher layers, each only if no
+    /// higher layer (or the container) hides or replaces its path.
+    pub(crate) fn link_paths(&self, t: &mut Table, src: LowerRef) -> Vec<Vec<u8>> {
         let e = self.entry(src);
         let index = &self.stack.layers[src.0 as usize].index;
         let mut members: Vec<LowerRef> = match e.group() {
@@ -345,75 +388,77 @@ impl UnionFs {
                 .flatten()
                 .copied(),
         );
-        let visible = members
+        members
             .iter()
-            .filter(|&&m| {
-                self.resolve_path(t, &self.entry(m).path())
-                    .is_some_and(|c| c.src == src)
+            .map(|&m| self.entry(m).path())
+            .filter(|p| {
+                self.resolve_path(t, p)
+                    .is_some_and(|c| c.src.lower == Some(src) && c.src.upper == Upper::No)
             })
-            .count() as u32;
-        visible.max(1)
+            .collect()
     }
 
-    /// The child a path names in the merged view, merging directories on the way.
-    fn resolve_path(&self, t: &mut Table, path: &[u8]) -> Option<Child> {
+    fn count_links(&self, t: &mut Table, src: LowerRef) -> u32 {
+        (self.link_paths(t, src).len() as u32).max(1)
+    }
+
+    /// The child a path names in the merged view, merging directories on the
+    /// way (cached listings are used, new ones are not kept).
+    pub(crate) fn resolve_path(&self, t: &mut Table, path: &[u8]) -> Option<Child> {
         let mut dir_ino = ROOT_INO;
-        let mut dir_chain: Option<Arc<[(u16, u32)]>> = None;
+        let mut dir_src: Option<Source> = None;
+        let mut dir_path: Vec<u8> = Vec::new();
         let mut comps = path
             .split(|&c| c == b'/')
             .filter(|c| !c.is_empty())
             .peekable();
         while let Some(name) = comps.next() {
-            let listing = match (
-                &dir_chain,
-                t.nodes.get(&dir_ino).and_then(|n| n.listing.clone()),
-            ) {
-                (_, Some(l)) => l,
+            let cached = t.nodes.get(&dir_ino).and_then(|n| n.listing.clone());
+            let listing = match (cached, &dir_src) {
+                (Some(l), _) => l,
                 (None, None) => self.listing(t, dir_ino).ok()?,
-                (Some(chain), None) => Arc::new(self.merge(chain)),
+                (None, Some(src)) => Arc::new(self.merge(src, &dir_path).ok()?),
             };
             let child = listing.find(name)?.clone();
             if comps.peek().is_none() {
                 return Some(child);
             }
-            if child.kind != FileKind::Directory {
+            if child.src.kind != FileKind::Directory {
                 return None;
             }
             dir_ino = child.ino;
-            dir_chain = Some(child.chain.clone());
+            dir_path = super::upper::join(&dir_path, name);
+            dir_src = Some(child.src);
         }
         None
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        let src = self.src_of(ino)?;
-        let e = self.entry(src);
-        if e.kind() != EntryKind::Symlink {
+        let t = self.lock();
+        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        if node.src.kind != FileKind::Symlink {
             return Err(UnionError::Invalid);
         }
-        Ok(e.link().to_vec())
-    }
-
-    fn src_of(&self, ino: u64) -> Result<LowerRef> {
-        self.lock()
-            .nodes
-            .get(&ino)
-            .map(|n| n.src)
-            .ok_or(UnionError::BadHandle)
+        if node.src.upper != Upper::No {
+            let path = self.path(&t, ino)?;
+            return Ok(self
+                .upper
+                .as_ref()
+                .ok_or(UnionError::BadHandle)?
+                .read_link(&path)?);
+        }
+        let lower = node.src.lower.ok_or(UnionError::BadHandle)?;
+        Ok(self.entry(lower).link().to_vec())
     }
 
     /// Opens directory `ino` for reading: a snapshot of its listing, so
-    /// offsets stay valid for the handle's life (seekdir/telldir).
+    /// offsets stay valid for the handle's life (seekdir/telldir) while the
+    /// directory changes.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let mut t = self.lock();
         let listing = self.listing(&mut t, ino)?;
-        let parent = if ino == ROOT_INO {
-            ROOT_INO
-        } else {
-            t.parents.get(&ino).copied().unwrap_or(ROOT_INO)
-        };
-        let fh = t.next_fh;
-        t.next_fh += 1;
+        let parent = t.nodes.get(&ino).map_or(ROOT_INO, |n| n.parent);
+        let fh = t.next_fh();
         t.dirs.insert(
             fh,
             DirHandle {
@@ -423,14 +468,6 @@ impl UnionFs {
             },
         );
         Ok(fh)
-    }
-
-    fn parent_of(&self, t: &Table, ino: u64) -> u64 {
-        if ino == ROOT_INO {
-            ROOT_INO
-        } else {
-            t.parents.get(&ino).copied().unwrap_or(ROOT_INO)
-        }
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -453,10 +490,10 @@ impl UnionFs {
         let mut t = self.lock();
         let (parent, listing) = match t.dirs.get(&fh) {
             Some(h) if fh != 0 && h.ino == ino => (h.parent, h.listing.clone()),
-            Some(_) | None if fh != 0 => return Err(UnionError::BadHandle),
+            _ if fh != 0 => return Err(UnionError::BadHandle),
             _ => {
                 let listing = self.listing(&mut t, ino)?;
-                (self.parent_of(&t, ino), listing)
+                (t.nodes.get(&ino).map_or(ROOT_INO, |n| n.parent), listing)
             }
         };
         let mut i = offset;
@@ -484,20 +521,21 @@ impl UnionFs {
             let ent = DirEntry {
                 ino: c.ino,
                 offset: i,
-                kind: c.kind,
+                kind: c.src.kind,
                 name: &c.name,
             };
             if plus {
                 Self::remember(&mut t, ino, c);
-                let attr = self.attr(&mut t, c.ino)?;
+                let attr = match self.attr(&mut t, c.ino) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        Self::unremember(&mut t, c.ino);
+                        return Err(e);
+                    }
+                };
                 if !add(&ent, Some(&attr)) {
                     // Not sent: the reference it took is not the kernel's.
-                    if let Some(n) = t.nodes.get_mut(&c.ino) {
-                        n.lookups -= 1;
-                        if n.lookups == 0 {
-                            t.nodes.remove(&c.ino);
-                        }
-                    }
+                    Self::unremember(&mut t, c.ino);
                     return Ok(());
                 }
             } else if !add(&ent, None) {
@@ -507,17 +545,24 @@ impl UnionFs {
         Ok(())
     }
 
-    /// The layer entry a file inode reads from: its number says it, so reads
-    /// take no lock and need no open handle.
-    fn file_src(&self, ino: u64) -> Result<(&crate::layer::Layer, Entry<'_>)> {
-        let layer = (ino >> 40).checked_sub(1).ok_or(UnionError::BadHandle)?;
+    pub(crate) fn unremember(t: &mut Table, ino: u64) {
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            n.lookups -= 1;
+            if n.lookups == 0 {
+                t.nodes.remove(&ino);
+            }
+        }
+    }
+
+    /// The layer entry a lower file inode reads from: its number says it, so
+    /// reads of a read-only mount take no lock and need no open handle.
+    pub(crate) fn file_src(&self, lower: LowerRef) -> Result<(&crate::layer::Layer, Entry<'_>)> {
         let l = self
             .stack
             .layers
-            .get(layer as usize)
+            .get(lower.0 as usize)
             .ok_or(UnionError::BadHandle)?;
-        let id = (ino & ((1 << 40) - 1)) as u32;
-        let e = l.index.entry(id);
+        let e = l.index.entry(lower.1);
         match e.kind() {
             EntryKind::Regular => Ok((l, e)),
             EntryKind::Directory => Err(UnionError::IsDir),
@@ -525,8 +570,14 @@ impl UnionFs {
         }
     }
 
+    /// Reads a file of a read-only mount by inode number.
     pub fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let (layer, e) = self.file_src(ino)?;
+        let lower = lower_of_ino(ino).ok_or(UnionError::BadHandle)?;
+        self.read_lower(lower, offset, buf)
+    }
+
+    pub(crate) fn read_lower(&self, lower: LowerRef, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let (layer, e) = self.file_src(lower)?;
         match layer.read_at(&e, offset, buf) {
             Ok(n) => Ok(n),
             Err(err) => {
@@ -536,9 +587,15 @@ impl UnionFs {
         }
     }
 
-    /// SEEK_DATA (`data`) / SEEK_HOLE from `offset`; ENXIO past the data.
+    /// SEEK_DATA (`data`) / SEEK_HOLE from `offset` in a lower file; ENXIO
+    /// past the data.
     pub fn seek(&self, ino: u64, offset: u64, data: bool) -> Result<u64> {
-        let (layer, e) = self.file_src(ino)?;
+        let lower = lower_of_ino(ino).ok_or(UnionError::BadHandle)?;
+        self.seek_lower(lower, offset, data)
+    }
+
+    pub(crate) fn seek_lower(&self, lower: LowerRef, offset: u64, data: bool) -> Result<u64> {
+        let (layer, e) = self.file_src(lower)?;
         layer
             .seek_data(&e, offset, data)
             .ok_or_else(|| UnionError::Io(std::io::Error::from_raw_os_error(libc::ENXIO)))
@@ -546,18 +603,27 @@ impl UnionFs {
 
     /// NUL-separated attribute names.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        let src = self.meta_src(ino)?;
         let mut out = Vec::new();
-        for (k, _) in self.entry(src).xattrs() {
-            out.extend_from_slice(k);
+        for (k, _) in self.xattrs(ino)? {
+            out.extend_from_slice(&k);
             out.push(0);
         }
         Ok(out)
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        let src = self.meta_src(ino)?;
-        let e = self.entry(src);
+        let t = self.lock();
+        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        if node.src.upper != Upper::No {
+            if name.starts_with(super::upper::XATTR_PREFIX) {
+                return Err(UnionError::NoData);
+            }
+            let path = self.path(&t, ino)?;
+            let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
+            let name = std::str::from_utf8(name).map_err(|_| UnionError::NoData)?;
+            return upper.get_xattr(&path, name)?.ok_or(UnionError::NoData);
+        }
+        let e = self.entry(self.meta_src(&node.src)?);
         if !e.has_xattrs() {
             return Err(UnionError::NoData);
         }
@@ -567,23 +633,37 @@ impl UnionFs {
             .ok_or(UnionError::NoData)
     }
 
-    /// The entry whose metadata an inode shows (for a directory, the topmost
-    /// one a tar listed).
-    fn meta_src(&self, ino: u64) -> Result<LowerRef> {
+    /// Extended attributes of an inode, as (name, value) pairs.
+    pub(crate) fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let t = self.lock();
         let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if node.kind != FileKind::Directory {
-            return Ok(node.src);
+        if node.src.upper != Upper::No {
+            let path = self.path(&t, ino)?;
+            return Ok(self
+                .upper
+                .as_ref()
+                .ok_or(UnionError::BadHandle)?
+                .xattrs(&path)?);
         }
-        Ok(node
-            .chain
+        let e = self.entry(self.meta_src(&node.src)?);
+        Ok(e.xattrs().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+    }
+
+    /// The lower entry whose metadata a name shows (for a directory, the
+    /// topmost one a tar listed).
+    pub(crate) fn meta_src(&self, src: &Source) -> Result<LowerRef> {
+        if src.kind != FileKind::Directory {
+            return src.lower.ok_or(UnionError::BadHandle);
+        }
+        src.chain
             .iter()
             .map(|&(l, d)| (l, self.stack.layers[l as usize].index.dir(d).entry().id()))
             .find(|&r| !self.entry(r).is_implicit())
-            .unwrap_or(node.src))
+            .or(src.lower)
+            .ok_or(UnionError::BadHandle)
     }
 
-    /// Total bytes and entries of the layers, for statfs.
+    /// Total bytes and entries of the layers, for statfs of a read-only mount.
     pub fn usage(&self) -> (u64, u64) {
         let bytes = self
             .stack
@@ -596,20 +676,7 @@ impl UnionFs {
     }
 }
 
-fn kind_of(k: EntryKind) -> Option<FileKind> {
-    Some(match k {
-        EntryKind::Regular => FileKind::Regular,
-        EntryKind::Directory => FileKind::Directory,
-        EntryKind::Symlink => FileKind::Symlink,
-        EntryKind::CharDevice => FileKind::CharDevice,
-        EntryKind::BlockDevice => FileKind::BlockDevice,
-        EntryKind::Fifo => FileKind::Fifo,
-        EntryKind::Socket => FileKind::Socket,
-        EntryKind::Whiteout | EntryKind::HardLink => return None,
-    })
-}
-
-fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {
+pub(crate) fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {
     let (secs, nsecs) = e.mtime();
     let t = Timestamp { secs, nsecs };
     let size = match kind {
@@ -641,5 +708,26 @@ fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {
         atime: t,
         mtime: t,
         ctime: t,
+    }
+}
+
+pub(crate) fn stat_attr(ino: u64, st: &libc::stat) -> Attr {
+    let ts = |s: i64, n: i64| Timestamp {
+        secs: s,
+        nsecs: n as u32,
+    };
+    Attr {
+        ino,
+        kind: FileKind::from_mode(st.st_mode).unwrap_or(FileKind::Regular),
+        perm: st.st_mode & 0o7777,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        rdev: st.st_rdev,
+        atime: ts(st.st_atime, st.st_atime_nsec),
+        mtime: ts(st.st_mtime, st.st_mtime_nsec),
+        ctime: ts(st.st_ctime, st.st_ctime_nsec),
     }
 }

@@ -31,6 +31,17 @@ pub const XATTR_ORIGIN: &str = "trusted.layerfs.origin";
 pub const XATTR_METACOPY: &str = "trusted.layerfs.metacopy";
 pub const XATTR_REDIRECT: &str = "trusted.layerfs.redirect";
 
+/// What an entry copied up from a lower layer keeps.
+#[derive(Clone, Debug, Default)]
+pub struct Meta {
+    pub uid: u32,
+    pub gid: u32,
+    /// None for a symlink (its mode cannot be set).
+    pub mode: Option<u32>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub mtime: (i64, u32),
+}
+
 /// A host directory entry of the upper dir.
 #[derive(Clone, Debug)]
 pub struct UpperEntry {
@@ -80,10 +91,17 @@ impl UpperDir {
             let p = e?.path();
             let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
         }
+        // Modes are applied exactly as the kernel passes them (already masked).
+        nix::sys::stat::umask(Mode::empty());
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(errno)?;
         let work_fd = nix::fcntl::open(work, flags, Mode::empty()).map_err(errno)?;
-        Ok(UpperDir { root: root.to_path_buf(), root_fd, work_fd, next_tmp: AtomicU64::new(0) })
+        Ok(UpperDir {
+            root: root.to_path_buf(),
+            root_fd,
+            work_fd,
+            next_tmp: AtomicU64::new(0),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -94,7 +112,11 @@ impl UpperDir {
     pub fn dir_fd(&self, rel: &[u8]) -> io::Result<OwnedFd> {
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
         let path: &[u8] = if rel.is_empty() { b"." } else { rel };
         openat2(&self.root_fd, os(path), how).map_err(errno)
     }
@@ -113,7 +135,9 @@ impl UpperDir {
         let (dir, name) = split(rel);
         let fd = match self.dir_fd(dir) {
             Ok(fd) => fd,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         let target: &[u8] = if name.is_empty() { b"." } else { name };
@@ -127,8 +151,13 @@ impl UpperDir {
     /// The entries of directory `rel` (whiteout files included), unsorted.
     pub fn read_dir(&self, rel: &[u8]) -> io::Result<Vec<UpperEntry>> {
         let fd = self.dir_fd(rel)?;
-        let dir_fd = nix::fcntl::openat(&fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(errno)?;
+        let dir_fd = nix::fcntl::openat(
+            &fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
         let mut dir = nix::dir::Dir::from_fd(dir_fd).map_err(errno)?;
         let mut out = Vec::new();
         for e in dir.iter() {
@@ -137,8 +166,12 @@ impl UpperDir {
             if name == b"." || name == b".." {
                 continue;
             }
-            let st = nix::sys::stat::fstatat(&fd, os(name), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
-            out.push(UpperEntry { name: name.to_vec(), stat: st });
+            let st = nix::sys::stat::fstatat(&fd, os(name), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(errno)?;
+            out.push(UpperEntry {
+                name: name.to_vec(),
+                stat: st,
+            });
         }
         Ok(out)
     }
@@ -183,7 +216,9 @@ impl UpperDir {
     pub fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        nix::fcntl::readlinkat(&fd, os(base)).map(|s| s.as_bytes().to_vec()).map_err(errno)
+        nix::fcntl::readlinkat(&fd, os(base))
+            .map(|s| s.as_bytes().to_vec())
+            .map_err(errno)
     }
 
     /// Opens regular file `rel` (never following a symlink).
@@ -191,7 +226,8 @@ impl UpperDir {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
         let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let f = nix::fcntl::openat(&fd, os(base), flags, Mode::from_bits_truncate(mode)).map_err(errno)?;
+        let f = nix::fcntl::openat(&fd, os(base), flags, Mode::from_bits_truncate(mode))
+            .map_err(errno)?;
         Ok(File::from(f))
     }
 
@@ -204,7 +240,8 @@ impl UpperDir {
     pub fn mknod(&self, rel: &[u8], kind: SFlag, mode: u32, rdev: u64) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        nix::sys::stat::mknodat(&fd, os(base), kind, Mode::from_bits_truncate(mode), rdev).map_err(errno)
+        nix::sys::stat::mknodat(&fd, os(base), kind, Mode::from_bits_truncate(mode), rdev)
+            .map_err(errno)
     }
 
     pub fn symlink(&self, rel: &[u8], target: &[u8]) -> io::Result<()> {
@@ -230,7 +267,8 @@ impl UpperDir {
     /// Removes directory `rel` and the whiteout files it may hold.
     pub fn rmdir(&self, rel: &[u8]) -> io::Result<()> {
         for e in self.read_dir(rel)? {
-            if e.name.starts_with(WHITEOUT_PREFIX) && e.stat.st_mode & libc::S_IFMT == libc::S_IFREG {
+            if e.name.starts_with(WHITEOUT_PREFIX) && e.stat.st_mode & libc::S_IFMT == libc::S_IFREG
+            {
                 self.unlink(&join(rel, &e.name))?;
             }
         }
@@ -253,7 +291,12 @@ impl UpperDir {
         let mut wh = WHITEOUT_PREFIX.to_vec();
         wh.extend_from_slice(base);
         let fd = self.dir_fd(dir)?;
-        match nix::fcntl::openat(&fd, os(&wh), OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        match nix::fcntl::openat(
+            &fd,
+            os(&wh),
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(_) => Ok(()),
             Err(e) => Err(errno(e)),
         }
@@ -263,30 +306,53 @@ impl UpperDir {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
         let target: &[u8] = if base.is_empty() { b"." } else { base };
-        nix::unistd::fchownat(&fd, os(target), uid.map(Uid::from_raw), gid.map(Gid::from_raw), AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(errno)
+        nix::unistd::fchownat(
+            &fd,
+            os(target),
+            uid.map(Uid::from_raw),
+            gid.map(Gid::from_raw),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)
     }
 
     pub fn chmod(&self, rel: &[u8], mode: u32) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
         let target: &[u8] = if base.is_empty() { b"." } else { base };
-        nix::sys::stat::fchmodat(&fd, os(target), Mode::from_bits_truncate(mode), FchmodatFlags::FollowSymlink).map_err(errno)
+        nix::sys::stat::fchmodat(
+            &fd,
+            os(target),
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(errno)
     }
 
-    pub fn utimens(&self, rel: &[u8], atime: &libc::timespec, mtime: &libc::timespec) -> io::Result<()> {
+    pub fn utimens(
+        &self,
+        rel: &[u8],
+        atime: &libc::timespec,
+        mtime: &libc::timespec,
+    ) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
         let target: &[u8] = if base.is_empty() { b"." } else { base };
         let a = nix::sys::time::TimeSpec::from(*atime);
         let m = nix::sys::time::TimeSpec::from(*mtime);
-        nix::sys::stat::utimensat(&fd, os(target), &a, &m, UtimensatFlags::NoFollowSymlink).map_err(errno)
+        nix::sys::stat::utimensat(&fd, os(target), &a, &m, UtimensatFlags::NoFollowSymlink)
+            .map_err(errno)
     }
 
     /// A fresh name in the work dir, for building an entry before it is
     /// renamed into place.
     pub fn temp_name(&self) -> Vec<u8> {
-        format!("tmp.{}.{}", std::process::id(), self.next_tmp.fetch_add(1, Ordering::Relaxed)).into_bytes()
+        format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        )
+        .into_bytes()
     }
 
     pub fn work_fd(&self) -> &OwnedFd {
@@ -303,14 +369,90 @@ impl UpperDir {
     /// Creates a regular file in the work dir.
     pub fn create_temp(&self, mode: u32) -> io::Result<(Vec<u8>, File)> {
         let name = self.temp_name();
-        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let f = nix::fcntl::openat(&self.work_fd, os(&name), flags, Mode::from_bits_truncate(mode)).map_err(errno)?;
+        let flags =
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let f = nix::fcntl::openat(
+            &self.work_fd,
+            os(&name),
+            flags,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(errno)?;
         Ok((name, File::from(f)))
+    }
+
+    /// Gives work-dir entry `tmp` its owner, mode (not for a symlink), xattrs
+    /// and mtime, before it is installed.
+    pub fn set_temp_meta(&self, tmp: &[u8], m: &Meta) -> io::Result<()> {
+        nix::unistd::fchownat(
+            &self.work_fd,
+            os(tmp),
+            Some(Uid::from_raw(m.uid)),
+            Some(Gid::from_raw(m.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)?;
+        if let Some(mode) = m.mode {
+            nix::sys::stat::fchmodat(
+                &self.work_fd,
+                os(tmp),
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(errno)?;
+        }
+        let path = self.work_path(tmp);
+        for (k, v) in &m.xattrs {
+            if let Err(e) = xattr::set(&path, os(k), v) {
+                // Our own marks must hold; an image's xattr this filesystem
+                // refuses (an invalid capability, an unknown namespace) must
+                // not stop the copy.
+                if k.starts_with(XATTR_PREFIX) {
+                    return Err(e);
+                }
+                log::warn!(
+                    "copy-up: xattr {} not kept: {e}",
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+        let t = nix::sys::time::TimeSpec::new(m.mtime.0, m.mtime.1 as i64);
+        nix::sys::stat::utimensat(
+            &self.work_fd,
+            os(tmp),
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(errno)
+    }
+
+    pub fn mkdir_temp(&self, tmp: &[u8]) -> io::Result<()> {
+        nix::sys::stat::mkdirat(&self.work_fd, os(tmp), Mode::from_bits_truncate(0o700))
+            .map_err(errno)
+    }
+
+    pub fn symlink_temp(&self, tmp: &[u8], target: &[u8]) -> io::Result<()> {
+        nix::unistd::symlinkat(os(target), &self.work_fd, os(tmp)).map_err(errno)
+    }
+
+    pub fn mknod_temp(&self, tmp: &[u8], kind: SFlag, rdev: u64) -> io::Result<()> {
+        nix::sys::stat::mknodat(
+            &self.work_fd,
+            os(tmp),
+            kind,
+            Mode::from_bits_truncate(0o600),
+            rdev,
+        )
+        .map_err(errno)
     }
 
     /// The path of a work-dir entry for calls that need a path.
     pub fn work_path(&self, tmp: &[u8]) -> PathBuf {
-        let mut p = PathBuf::from(format!("/proc/self/fd/{}", self.work_fd.as_fd().as_raw_fd()));
+        let mut p = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            self.work_fd.as_fd().as_raw_fd()
+        ));
         p.push(os(tmp));
         p
     }

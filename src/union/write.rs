@@ -1,0 +1,856 @@
+//! Changes to a container's view: copy-up (whole files, or metadata only
+//! for chmod/chown/utimens/setxattr), new entries, unlink and rmdir (with
+//! whiteouts where a lower layer has the name), rename (also of directories
+//! that exist only in lower layers: they move by a redirect, never EXDEV),
+//! hard links, attributes, and open files (lower data, or an upper file the
+//! FUSE layer can pass through to the kernel).
+//!
+//! Every change holds the freeze lock shared, so a commit can stop them for
+//! the moment it reads the upper directory.
+
+use super::attr::{Attr, FileKind};
+use super::error::{Result, UnionError};
+use super::stack::LowerRef;
+use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, upper_ino};
+use super::upper::{
+    Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_PREFIX, XATTR_REDIRECT,
+    join, split,
+};
+use nix::fcntl::{OFlag, RenameFlags};
+use nix::sys::stat::SFlag;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
+
+/// An open file: lower data (read through its layer) or a host file of the
+/// upper directory.
+pub enum OpenFile {
+    Lower(LowerRef),
+    Upper(File),
+}
+
+/// What `open` and `create` hand back.
+pub struct Opened {
+    pub fh: u64,
+    /// The upper file, for the FUSE layer to register for passthrough.
+    pub upper: Option<File>,
+}
+
+/// Who makes a new entry: its owner, unless the directory's setgid bit says
+/// the group.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    Now,
+    At(i64, u32),
+}
+
+/// The changes of one setattr call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub fh: Option<u64>,
+}
+
+const COPY_CHUNK: usize = 1 << 20;
+
+impl UnionFs {
+    fn upper_dir(&self) -> Result<&UpperDir> {
+        self.upper.as_ref().ok_or(UnionError::ReadOnly)
+    }
+
+    fn changing(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        self.upper_dir()?;
+        Ok(self.frozen.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Stops every change until the guard is dropped (a commit's snapshot).
+    pub fn freeze(&self) -> RwLockWriteGuard<'_, ()> {
+        self.frozen.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to the cached listing entry `name` of directory `parent`.
+    fn edit_child(t: &mut Table, parent: u64, name: &[u8], f: impl FnOnce(&mut Child)) {
+        if let Some(listing) = t.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+            let l = Arc::make_mut(listing);
+            if let Ok(i) = l.children.binary_search_by(|c| (*c.name).cmp(name)) {
+                f(&mut l.children[i]);
+            }
+        }
+    }
+
+    fn edit_listing(t: &mut Table, parent: u64, f: impl FnOnce(&mut Listing)) {
+        if let Some(listing) = t.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
+            f(Arc::make_mut(listing));
+        }
+    }
+
+    fn mark_upper(t: &mut Table, parent: u64, name: &[u8], ino: u64, state: Upper) {
+        Self::edit_child(t, parent, name, |c| c.src.upper = state);
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            n.src.upper = state;
+        }
+    }
+
+    fn lower_meta(&self, src: &Source) -> Result<Meta> {
+        let e = self.entry(self.meta_src(src)?);
+        Ok(Meta {
+            uid: e.uid(),
+            gid: e.gid(),
+            mode: (src.kind != FileKind::Symlink).then(|| e.mode()),
+            xattrs: e.xattrs().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            mtime: e.mtime(),
+        })
+    }
+
+    /// Makes sure directory `path` and its parents exist in the upper dir, with
+    /// their lower metadata; returns nothing new when they already do.
+    fn copy_up_dir_path(&self, t: &mut Table, path: &[u8]) -> Result<()> {
+        let upper = self.upper_dir()?;
+        let mut cur_ino = ROOT_INO;
+        let mut cur_path: Vec<u8> = Vec::new();
+        let mut cur_src: Option<Source> = None;
+        for comp in path.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+            let cached = t.nodes.get(&cur_ino).and_then(|n| n.listing.clone());
+            let listing = match (cached, &cur_src) {
+                (Some(l), _) => l,
+                (None, None) => self.listing(t, cur_ino)?,
+                (None, Some(src)) => Arc::new(self.merge(src, &cur_path)?),
+            };
+            let mut child = listing.find(comp).ok_or(UnionError::NotFound)?.clone();
+            if child.src.kind != FileKind::Directory {
+                return Err(UnionError::NotDir);
+            }
+            let child_path = join(&cur_path, comp);
+            if child.src.upper == Upper::No {
+                let meta = self.lower_meta(&child.src)?;
+                let tmp = upper.temp_name();
+                upper.mkdir_temp(&tmp)?;
+                upper.set_temp_meta(&tmp, &meta)?;
+                upper.install(&tmp, &child_path)?;
+                Self::mark_upper(t, cur_ino, comp, child.ino, Upper::Full);
+                child.src.upper = Upper::Full;
+            }
+            cur_ino = child.ino;
+            cur_path = child_path;
+            cur_src = Some(child.src);
+        }
+        Ok(())
+    }
+
+    /// Makes sure directory `ino` exists in the upper dir; returns its path.
+    fn copy_up_dir(&self, t: &mut Table, ino: u64) -> Result<Vec<u8>> {
+        let path = self.path(t, ino)?;
+        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        if node.src.kind != FileKind::Directory {
+            return Err(UnionError::NotDir);
+        }
+        if node.src.upper == Upper::No {
+            self.copy_up_dir_path(t, &path)?;
+        }
+        Ok(path)
+    }
+
+    /// Copies non-directory `ino` up: its data too when `data`, else (for a
+    /// regular file) only its metadata. A hard-linked lower file comes up
+    /// with all its visible names, linked, so they stay one file.
+    fn copy_up(&self, t: &mut Table, ino: u64, data: bool) -> Result<Vec<u8>> {
+        let upper = self.upper_dir()?;
+        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        let src = node.src.clone();
+        let parent = node.parent;
+        let name = node.name.clone();
+        if src.kind == FileKind::Directory {
+            return self.copy_up_dir(t, ino);
+        }
+        let path = self.path(t, ino)?;
+        match src.upper {
+            Upper::Full => return Ok(path),
+            Upper::MetaCopy if !data => return Ok(path),
+            Upper::MetaCopy => {
+                self.fill_metacopy(upper, &path, src.lower.ok_or(UnionError::BadHandle)?)?;
+                Self::mark_upper(t, parent, &name, ino, Upper::Full);
+                return Ok(path);
+            }
+            Upper::No => {}
+        }
+        let lower = src.lower.ok_or(UnionError::BadHandle)?;
+        let links = if src.kind == FileKind::Regular {
+            self.link_paths(t, lower)
+        } else {
+            Vec::new()
+        };
+        let (dir, _) = split(&path);
+        self.copy_up_dir_path(t, dir)?;
+        let e = self.entry(lower);
+        let mut meta = self.lower_meta(&src)?;
+        meta.xattrs
+            .push((XATTR_ORIGIN.as_bytes().to_vec(), ino.to_le_bytes().to_vec()));
+        let tmp = match src.kind {
+            FileKind::Regular => {
+                let (tmp, file) = upper.create_temp(0o600)?;
+                if data {
+                    self.copy_data(lower, &file)?;
+                } else {
+                    file.set_len(e.size())?;
+                    meta.xattrs
+                        .push((XATTR_METACOPY.as_bytes().to_vec(), Vec::new()));
+                }
+                tmp
+            }
+            FileKind::Symlink => {
+                let tmp = upper.temp_name();
+                upper.symlink_temp(&tmp, e.link())?;
+                tmp
+            }
+            kind => {
+                let tmp = upper.temp_name();
+                let (major, minor) = e.rdev();
+                upper.mknod_temp(&tmp, sflag(kind), libc::makedev(major, minor))?;
+                tmp
+            }
+        };
+        upper.set_temp_meta(&tmp, &meta)?;
+        upper.install(&tmp, &path)?;
+        let state = if data || src.kind != FileKind::Regular {
+            Upper::Full
+        } else {
+            Upper::MetaCopy
+        };
+        Self::mark_upper(t, parent, &name, ino, state);
+        for other in links.iter().filter(|p| **p != path) {
+            let (odir, oname) = split(other);
+            self.copy_up_dir_path(t, odir)?;
+            upper.link(&path, other)?;
+            if let Some(pino) = self
+                .resolve_path(t, odir)
+                .map(|c| c.ino)
+                .or((odir.is_empty()).then_some(ROOT_INO))
+            {
+                Self::edit_child(t, pino, oname, |c| c.src.upper = state);
+            }
+        }
+        t.nlinks.remove(&ino);
+        Ok(path)
+    }
+
+    /// Writes the lower data into a metadata-only upper file, in place (so
+    /// its hard links stay linked), then drops the mark.
+    fn fill_metacopy(&self, upper: &UpperDir, path: &[u8], lower: LowerRef) -> Result<()> {
+        let file = upper.open_file(path, OFlag::O_WRONLY, 0)?;
+        self.copy_data(lower, &file)?;
+        file.sync_data()?;
+        upper.remove_xattr(path, XATTR_METACOPY.as_bytes())?;
+        Ok(())
+    }
+
+    fn copy_data(&self, lower: LowerRef, file: &File) -> Result<()> {
+        let mut buf = vec![0u8; COPY_CHUNK];
+        let mut off = 0u64;
+        loop {
+            let n = self.read_lower(lower, off, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            // Holes stay holes.
+            if buf[..n].iter().any(|&b| b != 0) {
+                file.write_all_at(&buf[..n], off)?;
+            }
+            off += n as u64;
+        }
+        file.set_len(off)?;
+        Ok(())
+    }
+
+    /// Common part of create, mkdir, mknod and symlink: the name is free, the
+    /// parent comes up, `make` creates the entry, it gets its owner.
+    fn new_entry(
+        &self,
+        parent: u64,
+        name: &[u8],
+        caller: Caller,
+        make: impl FnOnce(&UpperDir, &[u8]) -> std::io::Result<Option<File>>,
+    ) -> Result<(Attr, Option<File>)> {
+        let _g = self.changing()?;
+        let upper = self.upper_dir()?;
+        if name.starts_with(WHITEOUT_PREFIX) {
+            // Such a name would read as a deletion in the upper dir and in a layer.
+            return Err(UnionError::NotPermitted);
+        }
+        let mut t = self.lock();
+        if self.listing(&mut t, parent)?.find(name).is_some() {
+            return Err(UnionError::Exists);
+        }
+        let dir = self.copy_up_dir(&mut t, parent)?;
+        let path = join(&dir, name);
+        let file = make(upper, &path)?;
+        let dir_st = upper.lstat(&dir)?.ok_or(UnionError::NotFound)?;
+        let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
+            dir_st.st_gid
+        } else {
+            caller.gid
+        };
+        upper.chown(&path, Some(caller.uid), Some(gid))?;
+        let st = upper.lstat(&path)?.ok_or(UnionError::NotFound)?;
+        let kind = FileKind::from_mode(st.st_mode).ok_or(UnionError::Invalid)?;
+        let child = Child {
+            name: name.into(),
+            ino: upper_ino(st.st_ino),
+            src: Source {
+                kind,
+                lower: None,
+                chain: Arc::from([]),
+                upper: Upper::Full,
+                lower_here: false,
+            },
+        };
+        Self::edit_listing(&mut t, parent, |l| l.put(child.clone()));
+        Self::remember(&mut t, parent, &child);
+        let attr = self.attr(&mut t, child.ino)?;
+        Ok((attr, file))
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
+        self.new_entry(parent, name, caller, |u, p| {
+            u.mkdir(p, mode & 0o7777).map(|()| None)
+        })
+        .map(|r| r.0)
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> Result<Attr> {
+        let kind = FileKind::from_mode(mode).ok_or(UnionError::Invalid)?;
+        if kind == FileKind::Regular {
+            return self
+                .new_entry(parent, name, caller, |u, p| {
+                    u.open_file(
+                        p,
+                        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
+                        mode & 0o7777,
+                    )
+                    .map(|_| None)
+                })
+                .map(|r| r.0);
+        }
+        self.new_entry(parent, name, caller, |u, p| {
+            u.mknod(p, sflag(kind), mode & 0o7777, rdev).map(|()| None)
+        })
+        .map(|r| r.0)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], caller: Caller) -> Result<Attr> {
+        self.new_entry(parent, name, caller, |u, p| {
+            u.symlink(p, target).map(|()| None)
+        })
+        .map(|r| r.0)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> Result<(Attr, Opened)> {
+        let (attr, file) = self.new_entry(parent, name, caller, |u, p| {
+            u.open_file(
+                p,
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+                mode & 0o7777,
+            )
+            .map(Some)
+        })?;
+        let file = file.ok_or(UnionError::BadHandle)?;
+        let opened = self.add_file(OpenFile::Upper(file.try_clone()?), Some(file));
+        Ok((attr, opened))
+    }
+
+    fn add_file(&self, f: OpenFile, upper: Option<File>) -> Opened {
+        let fh = self.lock().next_fh();
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, Arc::new(f));
+        Opened { fh, upper }
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        let _g = self.changing()?;
+        let upper = self.upper_dir()?;
+        if newname.starts_with(WHITEOUT_PREFIX) {
+            return Err(UnionError::NotPermitted);
+        }
+        let mut t = self.lock();
+        let src = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.src.clone();
+        if src.kind == FileKind::Directory {
+            return Err(UnionError::NotPermitted);
+        }
+        if self.listing(&mut t, newparent)?.find(newname).is_some() {
+            return Err(UnionError::Exists);
+        }
+        let from = self.copy_up(&mut t, ino, false)?;
+        let dir = self.copy_up_dir(&mut t, newparent)?;
+        let to = join(&dir, newname);
+        upper.link(&from, &to)?;
+        let state = t.nodes.get(&ino).map_or(Upper::Full, |n| n.src.upper);
+        let child = Child {
+            name: newname.into(),
+            ino,
+            src: Source {
+                upper: state,
+                lower_here: false,
+                ..src
+            },
+        };
+        Self::edit_listing(&mut t, newparent, |l| l.put(child.clone()));
+        Self::remember(&mut t, newparent, &child);
+        t.nlinks.remove(&ino);
+        self.attr(&mut t, ino)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        let _g = self.changing()?;
+        let upper = self.upper_dir()?;
+        let mut t = self.lock();
+        let child = self
+            .listing(&mut t, parent)?
+            .find(name)
+            .cloned()
+            .ok_or(UnionError::NotFound)?;
+        let is_dir = child.src.kind == FileKind::Directory;
+        if dir != is_dir {
+            return Err(if dir {
+                UnionError::NotDir
+            } else {
+                UnionError::IsDir
+            });
+        }
+        let parent_path = self.copy_up_dir(&mut t, parent)?;
+        let path = join(&parent_path, name);
+        if is_dir && !self.dir_listing(&mut t, &child, &path)?.children.is_empty() {
+            return Err(UnionError::NotEmpty);
+        }
+        // The whiteout first: a crash in between leaves the name still there,
+        // never a lower file come back.
+        if child.src.lower_here {
+            upper.whiteout(&path)?;
+        }
+        if child.src.upper != Upper::No {
+            if is_dir {
+                upper.rmdir(&path)?
+            } else {
+                upper.unlink(&path)?
+            }
+        }
+        Self::edit_listing(&mut t, parent, |l| {
+            l.remove(name);
+        });
+        t.nlinks.remove(&child.ino);
+        Ok(())
+    }
+
+    /// The listing of a child directory, cached if it has an inode.
+    fn dir_listing(&self, t: &mut Table, child: &Child, path: &[u8]) -> Result<Arc<Listing>> {
+        if t.nodes.contains_key(&child.ino) {
+            return self.listing(t, child.ino);
+        }
+        Ok(Arc::new(self.merge(&child.src, path)?))
+    }
+
+    /// Renames `name` in `parent` to `newname` in `newparent`, replacing what
+    /// is there as rename(2) does. A directory that lives in lower layers
+    /// moves by a redirect to its old path; its inode number stays.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        if flags & !(libc::RENAME_NOREPLACE) != 0 {
+            return Err(UnionError::Invalid);
+        }
+        let _g = self.changing()?;
+        let upper = self.upper_dir()?;
+        if newname.starts_with(WHITEOUT_PREFIX) {
+            return Err(UnionError::NotPermitted);
+        }
+        let mut t = self.lock();
+        let src = self
+            .listing(&mut t, parent)?
+            .find(name)
+            .cloned()
+            .ok_or(UnionError::NotFound)?;
+        let dst = self.listing(&mut t, newparent)?.find(newname).cloned();
+        let src_dir = src.src.kind == FileKind::Directory;
+        let src_parent_path = self.copy_up_dir(&mut t, parent)?;
+        let src_path = join(&src_parent_path, name);
+        let dst_parent_path = self.copy_up_dir(&mut t, newparent)?;
+        let dst_path = join(&dst_parent_path, newname);
+        if let Some(d) = &dst {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(UnionError::Exists);
+            }
+            if d.ino == src.ino {
+                return Ok(());
+            }
+            match (src_dir, d.src.kind == FileKind::Directory) {
+                (true, false) => return Err(UnionError::NotDir),
+                (false, true) => return Err(UnionError::IsDir),
+                (true, true) if !self.dir_listing(&mut t, d, &dst_path)?.children.is_empty() => {
+                    return Err(UnionError::NotEmpty);
+                }
+                _ => {}
+            }
+        }
+        // Bring the source into the upper dir.
+        if src_dir {
+            if src.src.upper == Upper::No {
+                self.copy_up_dir_path(&mut t, &src_path)?;
+            }
+            // Without a redirect it merges the lower directories at its own path.
+            if !src.src.chain.is_empty() && upper.get_xattr(&src_path, XATTR_REDIRECT)?.is_none() {
+                upper.set_xattr(&src_path, XATTR_REDIRECT.as_bytes(), &src_path)?;
+            }
+            upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
+        } else {
+            // copy_up works on inodes; the kernel normally holds one for `name`.
+            let borrowed = !t.nodes.contains_key(&src.ino);
+            if borrowed {
+                Self::remember(&mut t, parent, &src);
+            }
+            let copied = self.copy_up(&mut t, src.ino, false);
+            if borrowed {
+                Self::unremember(&mut t, src.ino);
+            }
+            copied?;
+            if upper.get_xattr(&src_path, XATTR_ORIGIN)?.is_none() {
+                upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
+            }
+        }
+        if src.src.lower_here {
+            upper.whiteout(&src_path)?;
+        }
+        let dst_lower = dst.as_ref().is_some_and(|d| d.src.lower_here);
+        if let Some(d) = &dst {
+            if d.src.kind == FileKind::Directory && d.src.upper != Upper::No {
+                upper.rmdir(&dst_path)?;
+            }
+        }
+        upper.rename(&src_path, &dst_path, RenameFlags::empty())?;
+        if src_dir && dst_lower {
+            // The lower directory at the new name must not merge into it.
+            upper.whiteout(&dst_path)?;
+        }
+        let state = t
+            .nodes
+            .get(&src.ino)
+            .map_or(Upper::Full, |n| n.src.upper)
+            .max_upper();
+        let moved = Child {
+            name: newname.into(),
+            ino: src.ino,
+            src: Source {
+                upper: state,
+                lower_here: dst_lower && !src_dir,
+                ..src.src.clone()
+            },
+        };
+        Self::edit_listing(&mut t, parent, |l| {
+            l.remove(name);
+        });
+        Self::edit_listing(&mut t, newparent, |l| l.put(moved.clone()));
+        if let Some(n) = t.nodes.get_mut(&src.ino) {
+            n.parent = newparent;
+            n.name = newname.into();
+            n.src = moved.src.clone();
+        }
+        t.nlinks.remove(&src.ino);
+        if let Some(d) = dst {
+            t.nlinks.remove(&d.ino);
+        }
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, a: SetAttr) -> Result<Attr> {
+        let _g = self.changing()?;
+        let upper = self.upper_dir()?;
+        let mut t = self.lock();
+        let kind = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.src.kind;
+        let path = if let Some(size) = a.size {
+            if kind != FileKind::Regular {
+                return Err(if kind == FileKind::Directory {
+                    UnionError::IsDir
+                } else {
+                    UnionError::Invalid
+                });
+            }
+            let p = self.copy_up(&mut t, ino, true)?;
+            match a.fh.and_then(|fh| self.file(fh)) {
+                Some(f) if matches!(*f, OpenFile::Upper(_)) => {
+                    if let OpenFile::Upper(file) = &*f {
+                        file.set_len(size)?;
+                    }
+                }
+                _ => upper.open_file(&p, OFlag::O_WRONLY, 0)?.set_len(size)?,
+            }
+            p
+        } else {
+            self.copy_up(&mut t, ino, false)?
+        };
+        if a.uid.is_some() || a.gid.is_some() {
+            upper.chown(&path, a.uid, a.gid)?;
+        }
+        if let Some(mode) = a.mode {
+            if kind != FileKind::Symlink {
+                upper.chmod(&path, mode & 0o7777)?;
+            }
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let ts = |t: Option<SetTime>| match t {
+                None => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_OMIT,
+                },
+                Some(SetTime::Now) => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_NOW,
+                },
+                Some(SetTime::At(s, n)) => libc::timespec {
+                    tv_sec: s,
+                    tv_nsec: n as i64,
+                },
+            };
+            upper.utimens(&path, &ts(a.atime), &ts(a.mtime))?;
+        }
+        self.attr(&mut t, ino)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        let _g = self.changing()?;
+        let upper = self.upper_dir()?;
+        if name.starts_with(XATTR_PREFIX) {
+            return Err(UnionError::NotPermitted);
+        }
+        let mut t = self.lock();
+        let path = self.copy_up(&mut t, ino, false)?;
+        let exists = upper
+            .get_xattr(
+                &path,
+                std::str::from_utf8(name).map_err(|_| UnionError::Invalid)?,
+            )?
+            .is_some();
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(UnionError::Exists);
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(UnionError::NoData);
+        }
+        upper.set_xattr(&path, name, value)?;
+        Ok(())
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        let _g = self.changing()?;
+        let upper = self.upper_dir()?;
+        if name.starts_with(XATTR_PREFIX) {
+            return Err(UnionError::NoData);
+        }
+        let mut t = self.lock();
+        let path = self.copy_up(&mut t, ino, false)?;
+        upper
+            .remove_xattr(&path, name)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENODATA) => UnionError::NoData,
+                _ => e.into(),
+            })
+    }
+
+    /// Opens a file of a container's view: writing (or O_TRUNC) copies it up
+    /// first; reading a file still in a lower layer reads the layer.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+        let upper = self.upper_dir()?;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let t = self.lock();
+        let src = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.src.clone();
+        if src.kind == FileKind::Directory {
+            return Err(UnionError::IsDir);
+        }
+        let extra =
+            OFlag::from_bits_truncate(flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME));
+        if write || trunc {
+            drop(t);
+            let _g = self.changing()?;
+            let mut t = self.lock();
+            // O_TRUNC discards the data: a metadata copy is enough.
+            let path = self.copy_up(&mut t, ino, !trunc)?;
+            let file = upper.open_file(&path, OFlag::O_RDWR | extra, 0)?;
+            if trunc {
+                file.set_len(0)?;
+                if t.nodes
+                    .get(&ino)
+                    .is_some_and(|n| n.src.upper == Upper::MetaCopy)
+                {
+                    upper.remove_xattr(&path, XATTR_METACOPY.as_bytes())?;
+                    let (parent, name) = t
+                        .nodes
+                        .get(&ino)
+                        .map(|n| (n.parent, n.name.clone()))
+                        .ok_or(UnionError::BadHandle)?;
+                    Self::mark_upper(&mut t, parent, &name, ino, Upper::Full);
+                }
+            }
+            drop(t);
+            return Ok(self.add_file(OpenFile::Upper(file.try_clone()?), Some(file)));
+        }
+        if src.upper == Upper::Full {
+            let path = self.path(&t, ino)?;
+            let file = upper.open_file(&path, OFlag::O_RDONLY | extra, 0)?;
+            drop(t);
+            return Ok(self.add_file(OpenFile::Upper(file.try_clone()?), Some(file)));
+        }
+        let lower = src.lower.ok_or(UnionError::BadHandle)?;
+        drop(t);
+        Ok(self.add_file(OpenFile::Lower(lower), None))
+    }
+
+    pub(crate) fn file(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+    }
+
+    pub fn read_fh(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match &*self.file(fh).ok_or(UnionError::BadHandle)? {
+            OpenFile::Lower(l) => self.read_lower(*l, offset, buf),
+            OpenFile::Upper(f) => {
+                let mut done = 0;
+                while done < buf.len() {
+                    let n = f.read_at(&mut buf[done..], offset + done as u64)?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                }
+                Ok(done)
+            }
+        }
+    }
+
+    pub fn write_fh(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let _g = self.changing()?;
+        match &*self.file(fh).ok_or(UnionError::BadHandle)? {
+            OpenFile::Upper(f) => {
+                f.write_all_at(data, offset)?;
+                Ok(data.len())
+            }
+            OpenFile::Lower(_) => Err(UnionError::BadHandle),
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        if let OpenFile::Upper(f) = &*self.file(fh).ok_or(UnionError::BadHandle)? {
+            if datasync {
+                f.sync_data()?
+            } else {
+                f.sync_all()?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let _g = self.changing()?;
+        match &*self.file(fh).ok_or(UnionError::BadHandle)? {
+            OpenFile::Upper(f) => {
+                let flags = nix::fcntl::FallocateFlags::from_bits_truncate(mode);
+                nix::fcntl::fallocate(f, flags, offset as i64, len as i64)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+                Ok(())
+            }
+            OpenFile::Lower(_) => Err(UnionError::BadHandle),
+        }
+    }
+
+    /// SEEK_DATA / SEEK_HOLE on an open file.
+    pub fn seek_fh(&self, fh: u64, offset: u64, data: bool) -> Result<u64> {
+        match &*self.file(fh).ok_or(UnionError::BadHandle)? {
+            OpenFile::Lower(l) => self.seek_lower(*l, offset, data),
+            OpenFile::Upper(f) => {
+                use std::os::fd::AsRawFd;
+                let whence = if data {
+                    libc::SEEK_DATA
+                } else {
+                    libc::SEEK_HOLE
+                };
+                // SAFETY: f is an open file; lseek only moves its offset.
+                let r = unsafe { libc::lseek(f.as_raw_fd(), offset as i64, whence) };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error().into());
+                }
+                Ok(r as u64)
+            }
+        }
+    }
+
+    /// Blocks, files and free space of the filesystem holding the upper dir.
+    pub fn upper_statfs(&self) -> Result<nix::sys::statvfs::Statvfs> {
+        Ok(self.upper_dir()?.statvfs()?)
+    }
+}
+
+impl Upper {
+    /// After a rename the entry is in the upper dir in some form.
+    fn max_upper(self) -> Upper {
+        match self {
+            Upper::No => Upper::Full,
+            s => s,
+        }
+    }
+}
+
+fn sflag(kind: FileKind) -> SFlag {
+    match kind {
+        FileKind::CharDevice => SFlag::S_IFCHR,
+        FileKind::BlockDevice => SFlag::S_IFBLK,
+        FileKind::Fifo => SFlag::S_IFIFO,
+        FileKind::Socket => SFlag::S_IFSOCK,
+        _ => SFlag::S_IFREG,
+    }
+}

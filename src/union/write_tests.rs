@@ -1,0 +1,338 @@
+//! Changes to a container's view, without mounting: copy-up, whiteouts,
+//! renames, links; and that a fresh view over the same upper dir shows the
+//! same tree. They need root (owners and trusted.* xattrs in the upper dir).
+
+use super::*;
+use crate::layer::{SpanCache, ingest};
+use crate::oci::Digest;
+use crate::testutil::{TarBuilder, temp_store};
+use std::sync::Arc;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+/// A valid v2 file capability (cap_net_raw=p).
+const CAP: &[u8] =
+    b"\x00\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: crate::store::Store,
+    digests: Vec<Digest>,
+    upper: std::path::PathBuf,
+    work: std::path::PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        if !crate::testutil::is_root("union write tests") {
+            return None;
+        }
+        let (dir, store) = temp_store();
+        let mut base = TarBuilder::new();
+        base.dir("etc", 0o755)
+            .file("etc/motd", 0o644, b"hello\n")
+            .file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\n")
+            .file("usr/share/doc/a/README", 0o644, b"doc a")
+            .file("usr/share/doc/a/sub/deep", 0o644, b"deep")
+            .file("usr/share/doc/b/README", 0o644, b"doc b")
+            .file("bin/h1", 0o755, b"linked")
+            .hardlink("bin/h2", "bin/h1")
+            .xattr_file("bin/cap", &[("security.capability", CAP)], b"cap");
+        let base = base.finish();
+        let digests = vec![ingest(&store, &base[..], None).unwrap().digest];
+        let upper = dir.path().join("c/upper");
+        let work = dir.path().join("c/work");
+        Some(Fixture {
+            _dir: dir,
+            store,
+            digests,
+            upper,
+            work,
+        })
+    }
+
+    fn fs(&self) -> UnionFs {
+        let stack = Stack::open(&self.store, &self.digests, SpanCache::new(8 << 20)).unwrap();
+        UnionFs::new(
+            stack,
+            Some(UpperDir::open(&self.upper, &self.work).unwrap()),
+        )
+    }
+}
+
+fn walk(fs: &UnionFs, path: &str) -> Result<Attr> {
+    let mut attr = fs.getattr(ROOT_INO)?;
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        attr = fs.lookup(attr.ino, c.as_bytes())?;
+    }
+    Ok(attr)
+}
+
+fn parent_and_name(fs: &UnionFs, path: &str) -> (u64, Vec<u8>) {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    (walk(fs, dir).unwrap().ino, name.as_bytes().to_vec())
+}
+
+fn read(fs: &UnionFs, path: &str) -> Vec<u8> {
+    let a = walk(fs, path).unwrap();
+    let o = fs.open(a.ino, libc::O_RDONLY).unwrap();
+    let mut buf = vec![0u8; a.size as usize + 16];
+    let n = fs.read_fh(o.fh, 0, &mut buf).unwrap();
+    fs.release(o.fh);
+    buf.truncate(n);
+    buf
+}
+
+fn write(fs: &UnionFs, path: &str, data: &[u8], flags: i32) {
+    let a = walk(fs, path).unwrap();
+    let o = fs.open(a.ino, libc::O_WRONLY | flags).unwrap();
+    fs.write_fh(o.fh, 0, data).unwrap();
+    fs.release(o.fh);
+}
+
+fn list(fs: &UnionFs, path: &str) -> Vec<String> {
+    let ino = walk(fs, path).unwrap().ino;
+    let fh = fs.opendir(ino).unwrap();
+    let mut names = Vec::new();
+    fs.readdir(ino, fh, 0, false, |e, _| {
+        names.push(String::from_utf8_lossy(e.name).into_owned());
+        true
+    })
+    .unwrap();
+    fs.releasedir(fh);
+    names.retain(|n| n != "." && n != "..");
+    names
+}
+
+/// Every path with its kind, mode, size and content, for comparing views.
+fn snapshot(fs: &UnionFs) -> Vec<String> {
+    fn rec(fs: &UnionFs, path: &str, out: &mut Vec<String>) {
+        for name in list(fs, path) {
+            let p = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            let a = walk(fs, &p).unwrap();
+            let content = if a.kind == FileKind::Regular {
+                String::from_utf8_lossy(&read(fs, &p)).into_owned()
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{p} {:?} {:o} {} {} {content:?}",
+                a.kind, a.perm, a.size, a.nlink
+            ));
+            if a.kind == FileKind::Directory {
+                rec(fs, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(fs, "", &mut out);
+    out
+}
+
+#[test]
+fn writing_copies_up_and_keeps_the_inode() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let before = walk(&fs, "etc/motd").unwrap();
+    write(&fs, "etc/motd", b"changed\n", libc::O_TRUNC);
+    assert_eq!(read(&fs, "etc/motd"), b"changed\n");
+    assert_eq!(walk(&fs, "etc/motd").unwrap().ino, before.ino);
+    assert!(fx.upper.join("etc/motd").is_file());
+    assert!(
+        !fx.upper.join("etc/passwd").exists(),
+        "only the changed file comes up"
+    );
+}
+
+#[test]
+fn chmod_copies_metadata_only() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let a = walk(&fs, "etc/passwd").unwrap();
+    let after = fs
+        .setattr(
+            a.ino,
+            SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(after.perm, 0o600);
+    assert_eq!(after.size, a.size);
+    let meta = std::fs::metadata(fx.upper.join("etc/passwd")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.blocks(), 0, "no data was copied");
+    assert!(
+        xattr::get(fx.upper.join("etc/passwd"), upper::XATTR_METACOPY)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(read(&fs, "etc/passwd"), b"root:x:0:0::/root:/bin/sh\n");
+    // Writing fills the data in.
+    let o = fs.open(a.ino, libc::O_WRONLY).unwrap();
+    fs.write_fh(o.fh, 0, b"ROOT").unwrap();
+    fs.release(o.fh);
+    assert_eq!(read(&fs, "etc/passwd"), b"ROOT:x:0:0::/root:/bin/sh\n");
+    assert!(
+        xattr::get(fx.upper.join("etc/passwd"), upper::XATTR_METACOPY)
+            .unwrap()
+            .is_none()
+    );
+    // The capability xattr comes up with the file.
+    let c = walk(&fs, "bin/cap").unwrap();
+    fs.setattr(
+        c.ino,
+        SetAttr {
+            mtime: Some(SetTime::At(1_000_000, 0)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(fs.getxattr(c.ino, b"security.capability").unwrap(), CAP);
+    assert_eq!(
+        fs.listxattr(c.ino).unwrap(),
+        b"security.capability\0",
+        "our own marks are hidden"
+    );
+    assert_eq!(walk(&fs, "bin/cap").unwrap().mtime.secs, 1_000_000);
+    // chown drops file capabilities, as on any Linux filesystem.
+    fs.setattr(
+        c.ino,
+        SetAttr {
+            uid: Some(7),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        fs.getxattr(c.ino, b"security.capability"),
+        Err(UnionError::NoData)
+    ));
+}
+
+#[test]
+fn unlink_rmdir_and_recreate() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let (etc, motd) = parent_and_name(&fs, "etc/motd");
+    fs.unlink(etc, &motd).unwrap();
+    assert!(matches!(walk(&fs, "etc/motd"), Err(UnionError::NotFound)));
+    assert!(fx.upper.join("etc/.wh.motd").is_file());
+    let (doc, a) = parent_and_name(&fs, "usr/share/doc/a");
+    assert!(matches!(fs.rmdir(doc, &a), Err(UnionError::NotEmpty)));
+    let (sub_p, sub) = parent_and_name(&fs, "usr/share/doc/a/sub");
+    let (deep_p, deep) = parent_and_name(&fs, "usr/share/doc/a/sub/deep");
+    fs.unlink(deep_p, &deep).unwrap();
+    fs.rmdir(sub_p, &sub).unwrap();
+    let (readme_p, readme) = parent_and_name(&fs, "usr/share/doc/a/README");
+    fs.unlink(readme_p, &readme).unwrap();
+    fs.rmdir(doc, &a).unwrap();
+    assert_eq!(list(&fs, "usr/share/doc"), vec!["b"]);
+    // rmdir then mkdir gives an empty directory.
+    fs.mkdir(doc, &a, 0o750, ME).unwrap();
+    assert_eq!(list(&fs, "usr/share/doc/a"), Vec::<String>::new());
+    assert_eq!(walk(&fs, "usr/share/doc/a").unwrap().perm, 0o750);
+    let before = snapshot(&fs);
+    drop(fs);
+    assert_eq!(snapshot(&fx.fs()), before, "the same tree after a restart");
+}
+
+#[test]
+fn renames_of_files_and_lower_directories() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let motd = walk(&fs, "etc/motd").unwrap();
+    let (etc, name) = parent_and_name(&fs, "etc/motd");
+    fs.rename(etc, &name, etc, b"motd.old", 0).unwrap();
+    assert_eq!(read(&fs, "etc/motd.old"), b"hello\n");
+    assert_eq!(
+        walk(&fs, "etc/motd.old").unwrap().ino,
+        motd.ino,
+        "same inode after rename"
+    );
+    assert!(matches!(walk(&fs, "etc/motd"), Err(UnionError::NotFound)));
+    // A directory that exists only in the lower layer: no EXDEV.
+    let a = walk(&fs, "usr/share/doc/a").unwrap();
+    let (doc, an) = parent_and_name(&fs, "usr/share/doc/a");
+    let root_ino = ROOT_INO;
+    fs.rename(doc, &an, root_ino, b"moved", 0).unwrap();
+    assert_eq!(list(&fs, "moved"), vec!["README", "sub"]);
+    assert_eq!(read(&fs, "moved/sub/deep"), b"deep");
+    assert_eq!(walk(&fs, "moved").unwrap().ino, a.ino);
+    assert_eq!(list(&fs, "usr/share/doc"), vec!["b"]);
+    // A new file inside the moved directory, then a rename over an existing file.
+    let moved = walk(&fs, "moved").unwrap().ino;
+    let (_, o) = fs.create(moved, b"new", 0o644, ME).unwrap();
+    fs.write_fh(o.fh, 0, b"fresh").unwrap();
+    fs.release(o.fh);
+    fs.rename(moved, b"new", moved, b"README", 0).unwrap();
+    assert_eq!(read(&fs, "moved/README"), b"fresh");
+    // Renaming a directory onto a deleted lower directory's name shows only it.
+    let (doc, b) = parent_and_name(&fs, "usr/share/doc/b");
+    let (bp, readme) = parent_and_name(&fs, "usr/share/doc/b/README");
+    fs.unlink(bp, &readme).unwrap();
+    fs.rmdir(doc, &b).unwrap();
+    fs.mkdir(root_ino, b"other", 0o755, ME).unwrap();
+    fs.rename(root_ino, b"other", doc, b"b", 0).unwrap();
+    assert_eq!(list(&fs, "usr/share/doc/b"), Vec::<String>::new());
+    let before = snapshot(&fs);
+    drop(fs);
+    assert_eq!(snapshot(&fx.fs()), before, "the same tree after a restart");
+}
+
+#[test]
+fn hard_links_stay_one_file() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let h1 = walk(&fs, "bin/h1").unwrap();
+    assert_eq!(h1.nlink, 2);
+    // Writing one name of a lower hard link changes both.
+    write(&fs, "bin/h1", b"LINKED", 0);
+    assert_eq!(read(&fs, "bin/h2"), b"LINKED");
+    assert_eq!(walk(&fs, "bin/h2").unwrap().ino, h1.ino);
+    assert_eq!(walk(&fs, "bin/h2").unwrap().nlink, 2);
+    // A new link to a lower file.
+    let motd = walk(&fs, "etc/motd").unwrap();
+    let etc = walk(&fs, "etc").unwrap().ino;
+    let l = fs.link(motd.ino, etc, b"motd.link").unwrap();
+    assert_eq!((l.ino, l.nlink), (motd.ino, 2));
+    assert_eq!(read(&fs, "etc/motd.link"), b"hello\n");
+    let before = snapshot(&fs);
+    drop(fs);
+    assert_eq!(snapshot(&fx.fs()), before);
+}
+
+#[test]
+fn new_entries_of_every_kind() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let etc = walk(&fs, "etc").unwrap().ino;
+    fs.symlink(etc, b"sym", b"motd", ME).unwrap();
+    assert_eq!(
+        fs.readlink(walk(&fs, "etc/sym").unwrap().ino).unwrap(),
+        b"motd"
+    );
+    fs.mknod(etc, b"fifo", libc::S_IFIFO | 0o600, 0, ME)
+        .unwrap();
+    assert_eq!(walk(&fs, "etc/fifo").unwrap().kind, FileKind::Fifo);
+    let me = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
+    let (a, o) = fs.create(etc, b"owned", 0o640, me).unwrap();
+    fs.release(o.fh);
+    assert_eq!((a.uid, a.gid, a.perm), (1000, 1000, 0o640));
+    assert!(matches!(
+        fs.create(etc, b"owned", 0o640, me),
+        Err(UnionError::Exists)
+    ));
+    assert!(matches!(
+        fs.mkdir(etc, b".wh.x", 0o755, ME),
+        Err(UnionError::NotPermitted)
+    ));
+    let _ = Arc::new(());
+}
