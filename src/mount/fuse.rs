@@ -5,18 +5,29 @@
 //! kernel then opens files and directories without asking, keeps their pages
 //! cached across opens (what FOPEN_KEEP_CACHE and FOPEN_CACHE_DIR give) and
 //! saves a round trip per open; reads name the inode, which is all the union
-//! needs. Layers never change, so entries, attributes and even misses
-//! (negative entries) are cached for a long time.
+//! needs. Layers never change, and a container changes only through this
+//! mount, so entries, attributes and even misses (negative entries) are
+//! cached for a long time.
+//!
+//! In a writable mount, files of the upper dir are handed to the kernel for
+//! passthrough (Linux 6.9+) where it applies: reads and writes then never
+//! reach the daemon. An inode is either passthrough or cached for all its
+//! opens (the kernel refuses a mix), so a file still open from a lower layer
+//! keeps later opens on the daemon path.
 
-use crate::union::{Attr, FileKind, UnionError, UnionFs};
+use crate::union::{Attr, Caller, FileKind, Opened, SetAttr, SetTime, UnionError, UnionFs};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may trust entries and attributes: layers are immutable.
@@ -25,12 +36,138 @@ const READAHEAD: u32 = 1 << 20;
 
 pub struct FuseFs {
     fs: Arc<UnionFs>,
+    writable: bool,
+    /// The kernel accepted FUSE_PASSTHROUGH.
+    passthrough: AtomicBool,
+    modes: Mutex<IoModes>,
+}
+
+/// Per inode: its backing file (shared by all its passthrough opens) and how
+/// many opens go through the daemon; per handle: its inode and mode.
+#[derive(Default)]
+struct IoModes {
+    backing: HashMap<u64, (Arc<BackingId>, u32)>,
+    cached: HashMap<u64, u32>,
+    handles: HashMap<u64, (u64, bool)>,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<UnionFs>) -> Self {
-        FuseFs { fs }
+        let writable = fs.is_writable();
+        FuseFs {
+            fs,
+            writable,
+            passthrough: AtomicBool::new(false),
+            modes: Mutex::new(IoModes::default()),
+        }
     }
+
+    fn modes(&self) -> std::sync::MutexGuard<'_, IoModes> {
+        self.modes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The backing id to pass `opened` through with, if this open can be.
+    fn backing_for(
+        &self,
+        ino: u64,
+        opened: &Opened,
+        open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let file = opened.upper.as_ref()?;
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut m = self.modes();
+        if m.cached.get(&ino).is_some_and(|&n| n > 0) {
+            return None;
+        }
+        if let Some((id, n)) = m.backing.get_mut(&ino) {
+            *n += 1;
+            let id = id.clone();
+            m.handles.insert(opened.fh, (ino, true));
+            return Some(id);
+        }
+        match open_backing(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                m.backing.insert(ino, (id.clone(), 1));
+                m.handles.insert(opened.fh, (ino, true));
+                Some(id)
+            }
+            Err(e) => {
+                log::warn!("passthrough unavailable ({e}); serving reads and writes in the daemon");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Records an open served by the daemon (no passthrough for its inode
+    /// while it lasts).
+    fn note_cached(&self, ino: u64, fh: u64) {
+        let mut m = self.modes();
+        *m.cached.entry(ino).or_default() += 1;
+        m.handles.insert(fh, (ino, false));
+    }
+
+    fn forget_handle(&self, fh: u64) {
+        let mut m = self.modes();
+        let Some((ino, through)) = m.handles.remove(&fh) else {
+            return;
+        };
+        if through {
+            if let Some((_, n)) = m.backing.get_mut(&ino) {
+                *n -= 1;
+                if *n == 0 {
+                    m.backing.remove(&ino);
+                }
+            }
+        } else if let Some(n) = m.cached.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                m.cached.remove(&ino);
+            }
+        }
+    }
+
+    fn reply_entry(&self, r: crate::union::Result<Attr>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn reply_empty(r: crate::union::Result<()>, reply: ReplyEmpty) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                let (s, n) = (d.as_secs() as i64, d.subsec_nanos());
+                if n == 0 {
+                    SetTime::At(-s, 0)
+                } else {
+                    SetTime::At(-s - 1, 1_000_000_000 - n)
+                }
+            }
+        },
+    })
 }
 
 fn errno(e: &UnionError) -> Errno {
@@ -85,10 +222,18 @@ impl Filesystem for FuseFs {
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ASYNC_DIO,
-            InitFlags::FUSE_NO_OPEN_SUPPORT,
-            InitFlags::FUSE_NO_OPENDIR_SUPPORT,
         ] {
             let _ = config.add_capabilities(flag);
+        }
+        if self.writable {
+            // Upper files live on a plain filesystem: stacking depth 1 lets
+            // them back passthrough opens (and lets overlayfs stack on us).
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough.store(ok, Ordering::Relaxed);
+        } else {
+            let _ = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT);
+            let _ = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         }
         let _ = config.set_max_readahead(READAHEAD);
         let _ = config.set_max_background(64);
@@ -131,19 +276,324 @@ impl Filesystem for FuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("open {} {:?}", ino.0, flags);
-        reply.error(Errno::ENOSYS);
+        if !self.writable {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.fs.open(ino.0, flags.0) {
+            Ok(opened) => match self.backing_for(ino.0, &opened, |f| reply.open_backing(f)) {
+                Some(id) => {
+                    reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id)
+                }
+                None => {
+                    self.note_cached(ino.0, opened.fh);
+                    // Layer data never changes: keep its pages between opens.
+                    let keep = if opened.upper.is_none() {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(opened.fh), keep)
+                }
+            },
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        log::debug!("create {} {:?} {mode:o}", parent.0, name);
+        match self.fs.create(parent.0, name.as_bytes(), mode, caller(req)) {
+            Ok((attr, opened)) => {
+                let fa = file_attr(&attr);
+                match self.backing_for(attr.ino, &opened, |f| reply.open_backing(f)) {
+                    Some(id) => reply.created_passthrough(
+                        &TTL,
+                        &fa,
+                        Generation(0),
+                        FileHandle(opened.fh),
+                        FopenFlags::empty(),
+                        &id,
+                    ),
+                    None => {
+                        self.note_cached(attr.ino, opened.fh);
+                        reply.created(
+                            &TTL,
+                            &fa,
+                            Generation(0),
+                            FileHandle(opened.fh),
+                            FopenFlags::empty(),
+                        )
+                    }
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.forget_handle(fh.0);
+        self.fs.release(fh.0);
+        reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("opendir {}", ino.0);
-        reply.error(Errno::ENOSYS);
+        if !self.writable {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write_fh(fh.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(self.fs.fsync(fh.0, datasync), reply);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(self.fs.fallocate(fh.0, offset, length, mode), reply);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        log::debug!(
+            "setattr {} mode {mode:?} uid {uid:?} gid {gid:?} size {size:?}",
+            ino.0
+        );
+        let a = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+            fh: fh.map(|f| f.0),
+        };
+        match self.fs.setattr(ino.0, a) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        log::debug!("mknod {} {:?} {mode:o}", parent.0, name);
+        self.reply_entry(
+            self.fs
+                .mknod(parent.0, name.as_bytes(), mode, rdev as u64, caller(req)),
+            reply,
+        );
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        log::debug!("mkdir {} {:?} {mode:o}", parent.0, name);
+        self.reply_entry(
+            self.fs.mkdir(parent.0, name.as_bytes(), mode, caller(req)),
+            reply,
+        );
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        log::debug!("symlink {} {:?} -> {:?}", parent.0, link_name, target);
+        let r = self.fs.symlink(
+            parent.0,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            caller(req),
+        );
+        self.reply_entry(r, reply);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        log::debug!("link {} -> {} {:?}", ino.0, newparent.0, newname);
+        self.reply_entry(self.fs.link(ino.0, newparent.0, newname.as_bytes()), reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        log::debug!("unlink {} {:?}", parent.0, name);
+        Self::reply_empty(self.fs.unlink(parent.0, name.as_bytes()), reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        log::debug!("rmdir {} {:?}", parent.0, name);
+        Self::reply_empty(self.fs.rmdir(parent.0, name.as_bytes()), reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        log::debug!(
+            "rename {} {:?} -> {} {:?}",
+            parent.0,
+            name,
+            newparent.0,
+            newname
+        );
+        let r = self.fs.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            flags.bits(),
+        );
+        Self::reply_empty(r, reply);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(
+            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
+            reply,
+        );
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(self.fs.removexattr(ino.0, name.as_bytes()), reply);
     }
 
     fn read(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -152,7 +602,12 @@ impl Filesystem for FuseFs {
     ) {
         log::debug!("read {} {offset}+{size}", ino.0);
         let mut buf = vec![0u8; size as usize];
-        match self.fs.read(ino.0, offset, &mut buf) {
+        let r = if fh.0 != 0 {
+            self.fs.read_fh(fh.0, offset, &mut buf)
+        } else {
+            self.fs.read(ino.0, offset, &mut buf)
+        };
+        match r {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(&e)),
         }
@@ -222,6 +677,21 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if self.writable {
+            return match self.fs.upper_statfs() {
+                Ok(s) => reply.statfs(
+                    s.blocks(),
+                    s.blocks_free(),
+                    s.blocks_available(),
+                    s.files(),
+                    s.files_free(),
+                    s.block_size() as u32,
+                    255,
+                    s.fragment_size() as u32,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let (bytes, files) = self.fs.usage();
         reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
     }
@@ -246,7 +716,7 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
@@ -259,7 +729,12 @@ impl Filesystem for FuseFs {
         if offset < 0 {
             return reply.error(Errno::ENXIO);
         }
-        match self.fs.seek(ino.0, offset as u64, data) {
+        let r = if fh.0 != 0 {
+            self.fs.seek_fh(fh.0, offset as u64, data)
+        } else {
+            self.fs.seek(ino.0, offset as u64, data)
+        };
+        match r {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(errno(&e)),
         }
