@@ -5,6 +5,7 @@
 //! `cli → build, run, registry, commit, mount → union, layer → store → oci`.
 
 pub mod archive;
+pub mod container;
 pub mod image;
 pub mod layer;
 pub mod mount;

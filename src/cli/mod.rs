@@ -68,6 +68,18 @@ enum Command {
     Save(save::Args),
 }
 
+/// A mistake in how a command was called (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// What every command gets: the store, opened on first use.
 pub struct Ctx {
     pub root: PathBuf,
@@ -112,7 +124,12 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("layerfs: {}", one_line(&e));
-            1
+            // Usage mistakes exit 2, as clap's own do.
+            if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     }
 }

@@ -5,12 +5,15 @@
 //! mount is ready, or why it failed.
 
 use super::MountError;
+use super::control;
 use super::fuse::FuseFs;
 use super::records::{self, MountRecord, is_mounted, mount_id};
+use crate::container;
 use crate::layer::SpanCache;
 use crate::oci::time;
+use crate::oci::{Descriptor, Digest, Platform};
 use crate::store::{Hold, Store};
-use crate::union::{Stack, UnionFs};
+use crate::union::{Stack, UnionFs, UpperDir};
 use fuser::{Config, MountOption, Session, SessionACL};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -19,9 +22,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MountOptions {
+    /// The image to mount (empty when mounting an existing container).
     pub image: String,
+    /// Mount writable, as a new container (named `name`, or a generated name).
+    pub writable: bool,
+    pub name: Option<String>,
+    /// Mount an existing container again.
+    pub container: Option<String>,
     pub mountpoint: PathBuf,
     /// Honour setuid bits (`--suid`) and device nodes (`--dev`), for chroot use.
     pub suid: bool,
@@ -93,24 +102,82 @@ fn serve_inner(
 ) -> Result<(), MountError> {
     let mountpoint = check_mountpoint(&opts.mountpoint)?;
     check_fuse()?;
-    let image = store.resolve(&opts.image)?;
     let cache = SpanCache::new(opts.cache_bytes);
-    let stack = Stack::open(store, &image.layer_digests(), cache)?;
-    let fs = Arc::new(UnionFs::new(stack, None));
+    let (container, image_name, top, layers) = match &opts.container {
+        Some(name) => {
+            let c = container::load(store, name)?;
+            let mounted = records::list(store)?
+                .into_iter()
+                .find(|(r, alive)| *alive && r.container.as_deref() == Some(name));
+            if let Some((r, _)) = mounted {
+                return Err(MountError::ContainerMounted {
+                    name: name.clone(),
+                    at: r.mountpoint,
+                });
+            }
+            let desc = Descriptor::new(crate::oci::media_type::OCI_MANIFEST, c.manifest, 0);
+            let (_, manifest) = store.manifest_for_platform(&desc, &Platform::host())?;
+            let layers: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+            let image = c.image.clone();
+            let top = c.manifest;
+            (Some((c, false)), image, top, layers)
+        }
+        None => {
+            let image = store.resolve(&opts.image)?;
+            let c = match opts.writable {
+                true => Some((
+                    container::create(store, opts.name.as_deref(), &opts.image, image.top.digest)?,
+                    true,
+                )),
+                false => None,
+            };
+            (
+                c,
+                opts.image.clone(),
+                image.top.digest,
+                image.layer_digests(),
+            )
+        }
+    };
+    let stack = match Stack::open(store, &layers, cache) {
+        Ok(s) => s,
+        Err(e) => {
+            discard_new(store, &container);
+            return Err(e.into());
+        }
+    };
+    let upper = match &container {
+        Some((c, _)) => match UpperDir::open(&c.upper(), &c.work()) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                discard_new(store, &container);
+                return Err(MountError::io(&c.upper(), e));
+            }
+        },
+        None => None,
+    };
+    let fs = Arc::new(UnionFs::new(stack, upper));
+    if let Some((_, true)) = &container {
+        // A new container's root starts as the image's root.
+        if let Err(e) = fs.adopt_lower_root() {
+            discard_new(store, &container);
+            return Err(MountError::Daemon(format!("preparing the container: {e}")));
+        }
+    }
 
     let record = MountRecord {
         id: mount_id(&mountpoint),
         mountpoint: mountpoint.clone(),
-        image: opts.image.clone(),
-        manifest: image.top.digest,
+        image: image_name,
+        manifest: top,
         pid: std::process::id(),
-        writable: false,
-        container: None,
+        writable: container.is_some(),
+        container: container.as_ref().map(|(c, _)| c.name.clone()),
         started: time::now_rfc3339(),
     };
     store.add_hold(&Hold {
         id: record.hold_id(),
-        manifests: vec![image.top.digest],
+        manifests: vec![top],
         what: format!("the mount at {}", mountpoint.display()),
         pid: Some(record.pid),
     })?;
@@ -132,11 +199,8 @@ fn serve_inner(
     }
     let _ = signals.thread_block();
 
-    let config = fuse_config(
-        opts,
-        &image.name.clone().unwrap_or_else(|| image.id().short()),
-    );
-    let mut session = match Session::new(FuseFs::new(fs), &mountpoint, &config) {
+    let config = fuse_config(opts, container.is_some(), &record.image);
+    let mut session = match Session::new(FuseFs::new(fs.clone()), &mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
             cleanup(store);
@@ -156,21 +220,40 @@ fn serve_inner(
         })
         .map_err(|e| MountError::io(&mountpoint, e))?;
 
+    if let Some((c, _)) = &container {
+        control::listen(&c.control_socket(), fs.clone())
+            .map_err(|e| MountError::io(&c.control_socket(), e))?;
+    }
     if let Some(r) = ready.take() {
         r(Ok(()));
     }
     let result = session.run();
+    if let Some((c, _)) = &container {
+        let _ = std::fs::remove_file(c.control_socket());
+    }
     cleanup(store);
     result.map_err(|e| MountError::io(&mountpoint, e))
 }
 
-fn fuse_config(opts: &MountOptions, name: &str) -> Config {
+/// Removes a container this mount created before it could be used.
+fn discard_new(store: &Store, c: &Option<(container::Container, bool)>) {
+    if let Some((c, true)) = c {
+        let _ = container::remove(store, c);
+    }
+}
+
+fn fuse_config(opts: &MountOptions, writable: bool, name: &str) -> Config {
     let root = nix::unistd::geteuid().is_root();
+    let read_only = !writable || opts.options.iter().any(|o| o == "ro");
     let mut mo = vec![
         MountOption::FSName(format!("layerfs:{name}")),
         MountOption::Subtype("layerfs".into()),
         MountOption::DefaultPermissions,
-        MountOption::RO,
+        if read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
         if opts.suid {
             MountOption::Suid
         } else {

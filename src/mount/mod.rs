@@ -2,6 +2,7 @@
 //! background with a readiness pipe), its records, and unmounting — also of a
 //! mount whose daemon was killed.
 
+mod control;
 mod daemon;
 mod fuse;
 pub mod records;
@@ -31,6 +32,10 @@ pub enum MountError {
     NoFuse,
     #[error("mounting as a normal user needs fusermount3 (apt-get install fuse3)")]
     NoFusermount,
+    #[error("container {name} is already mounted at {}", at.display())]
+    ContainerMounted { name: String, at: PathBuf },
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerError),
     #[error("the mount daemon failed: {0}")]
     Daemon(String),
     #[error("{}: {source}", path.display())]

@@ -74,6 +74,32 @@ impl UnionFs {
         Ok(self.frozen.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Gives a new container's upper root the image root's owner, mode,
+    /// xattrs and mtime (the root always exists in the upper dir).
+    pub fn adopt_lower_root(&self) -> Result<()> {
+        let upper = self.upper_dir()?;
+        let src = self
+            .lock()
+            .nodes
+            .get(&ROOT_INO)
+            .map(|n| n.src.clone())
+            .ok_or(UnionError::BadHandle)?;
+        let meta = self.lower_meta(&src)?;
+        upper.chown(b"", Some(meta.uid), Some(meta.gid))?;
+        if let Some(mode) = meta.mode {
+            upper.chmod(b"", mode)?;
+        }
+        for (k, v) in &meta.xattrs {
+            upper.set_xattr(b"", k, v)?;
+        }
+        let t = libc::timespec {
+            tv_sec: meta.mtime.0,
+            tv_nsec: meta.mtime.1 as i64,
+        };
+        upper.utimens(b"", &t, &t)?;
+        Ok(())
+    }
+
     /// Stops every change until the guard is dropped (a commit's snapshot).
     pub fn freeze(&self) -> RwLockWriteGuard<'_, ()> {
         self.frozen.write().unwrap_or_else(|p| p.into_inner())
@@ -558,10 +584,11 @@ impl UnionFs {
             upper.whiteout(&src_path)?;
         }
         let dst_lower = dst.as_ref().is_some_and(|d| d.src.lower_here);
-        if let Some(d) = &dst {
-            if d.src.kind == FileKind::Directory && d.src.upper != Upper::No {
-                upper.rmdir(&dst_path)?;
-            }
+        if let Some(d) = &dst
+            && d.src.kind == FileKind::Directory
+            && d.src.upper != Upper::No
+        {
+            upper.rmdir(&dst_path)?;
         }
         upper.rename(&src_path, &dst_path, RenameFlags::empty())?;
         if src_dir && dst_lower {
@@ -627,10 +654,10 @@ impl UnionFs {
         if a.uid.is_some() || a.gid.is_some() {
             upper.chown(&path, a.uid, a.gid)?;
         }
-        if let Some(mode) = a.mode {
-            if kind != FileKind::Symlink {
-                upper.chmod(&path, mode & 0o7777)?;
-            }
+        if let Some(mode) = a.mode
+            && kind != FileKind::Symlink
+        {
+            upper.chmod(&path, mode & 0o7777)?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let ts = |t: Option<SetTime>| match t {

@@ -1,0 +1,252 @@
+//! Containers: an image plus a writable upper directory, kept under the
+//! store until removed, whether mounted or not.
+//!
+//! ```text
+//! ROOT/layerfs/containers/<name>/
+//!   container.json   name, image, manifest digest, created
+//!   upper/           the changes (see union::upper for their form)
+//!   work/            scratch on the same filesystem, for atomic copy-ups
+//!   control.sock     while mounted: commit asks the daemon to hold changes
+//! ```
+//!
+//! The control protocol is one line each way: the client sends `freeze`, the
+//! daemon stops every change and answers `frozen`; the changes resume when
+//! the client sends `thaw` or goes away.
+
+use crate::oci::{Digest, time};
+use crate::store::{Hold, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("a container named {0} already exists")]
+    Exists(String),
+    #[error("invalid container name {0:?}: use letters, digits, '_', '.' and '-'")]
+    BadName(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub const FREEZE: &str = "freeze";
+pub const FROZEN: &str = "frozen";
+pub const THAW: &str = "thaw";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image's top-level manifest (or index) digest, as stored.
+    pub manifest: Digest,
+    pub created: String,
+    #[serde(skip)]
+    dir: PathBuf,
+}
+
+impl Container {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+    fn hold_id(&self) -> String {
+        format!("container-{}", self.name)
+    }
+
+    /// Bytes the container's changes use on disk.
+    pub fn size(&self) -> u64 {
+        fn du(p: &Path) -> u64 {
+            let Ok(md) = fs::symlink_metadata(p) else {
+                return 0;
+            };
+            let own = std::os::unix::fs::MetadataExt::blocks(&md) * 512;
+            if !md.is_dir() {
+                return own;
+            }
+            own + fs::read_dir(p).map_or(0, |rd| rd.flatten().map(|e| du(&e.path())).sum())
+        }
+        du(&self.upper())
+    }
+}
+
+fn containers_dir(store: &Store) -> Result<PathBuf, ContainerError> {
+    Ok(store.own_dir_for("containers")?)
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A name as Docker gives one: adjective_noun, unused in this store.
+fn random_name(store: &Store) -> Result<String, ContainerError> {
+    const ADJ: [&str; 16] = [
+        "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nifty", "proud", "quiet", "sharp", "tender", "vivid",
+    ];
+    const NOUN: [&str; 16] = [
+        "archimedes",
+        "babbage",
+        "curie",
+        "darwin",
+        "euler",
+        "fermat",
+        "gauss",
+        "hopper",
+        "kepler",
+        "lovelace",
+        "noether",
+        "pascal",
+        "ritchie",
+        "shannon",
+        "turing",
+        "wozniak",
+    ];
+    let mut seed = [0u8; 8];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut seed);
+    }
+    let mut x = u64::from_le_bytes(seed) | 1;
+    for _ in 0..64 {
+        let name = format!(
+            "{}_{}",
+            ADJ[(x & 15) as usize],
+            NOUN[((x >> 4) & 15) as usize]
+        );
+        let name = if containers_dir(store)?.join(&name).exists() {
+            format!("{name}_{}", (x >> 8) % 1000)
+        } else {
+            name
+        };
+        if !containers_dir(store)?.join(&name).exists() {
+            return Ok(name);
+        }
+        x = x.rotate_left(13) ^ 0x9e37_79b9_7f4a_7c15;
+    }
+    Ok(format!("container_{}", x % 1_000_000))
+}
+
+/// Creates a container over image `image` (its top-level manifest `manifest`).
+pub fn create(
+    store: &Store,
+    name: Option<&str>,
+    image: &str,
+    manifest: Digest,
+) -> Result<Container, ContainerError> {
+    let name = match name {
+        Some(n) if !valid_name(n) => return Err(ContainerError::BadName(n.to_string())),
+        Some(n) => n.to_string(),
+        None => random_name(store)?,
+    };
+    let dir = containers_dir(store)?.join(&name);
+    if dir.exists() {
+        return Err(ContainerError::Exists(name));
+    }
+    let c = Container {
+        name: name.clone(),
+        image: image.to_string(),
+        manifest,
+        created: time::now_rfc3339(),
+        dir: dir.clone(),
+    };
+    // The hold comes first, so gc cannot remove the image in between.
+    store.add_hold(&Hold {
+        id: c.hold_id(),
+        manifests: vec![manifest],
+        what: format!("container {name}"),
+        pid: None,
+    })?;
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(ContainerError::Exists(name));
+        }
+        Err(e) => {
+            return Err(ContainerError::Io {
+                path: dir,
+                source: e,
+            });
+        }
+    }
+    fs::create_dir(c.upper()).map_err(io(&dir))?;
+    fs::create_dir(c.work()).map_err(io(&dir))?;
+    let record = dir.join("container.json");
+    let tmp = dir.join("container.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(&c).unwrap_or_default()).map_err(io(&tmp))?;
+    fs::rename(&tmp, &record).map_err(io(&record))?;
+    Ok(c)
+}
+
+pub fn load(store: &Store, name: &str) -> Result<Container, ContainerError> {
+    let dir = containers_dir(store)?.join(name);
+    let record = dir.join("container.json");
+    let bytes = match fs::read(&record) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ContainerError::NotFound(name.to_string()));
+        }
+        Err(e) => {
+            return Err(ContainerError::Io {
+                path: record,
+                source: e,
+            });
+        }
+    };
+    let mut c: Container = serde_json::from_slice(&bytes).map_err(|e| ContainerError::Io {
+        path: record.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    c.dir = dir;
+    Ok(c)
+}
+
+pub fn list(store: &Store) -> Result<Vec<Container>, ContainerError> {
+    let dir = containers_dir(store)?;
+    let mut out = Vec::new();
+    for e in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+        if let Some(name) = e.file_name().to_str()
+            && let Ok(c) = load(store, name)
+        {
+            out.push(c);
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+    Ok(out)
+}
+
+/// Deletes a container's changes and record (it must not be mounted).
+pub fn remove(store: &Store, c: &Container) -> Result<(), ContainerError> {
+    // Rename first, so a crash mid-delete never leaves a half container listed.
+    let trash = c.dir.with_file_name(format!(".removing-{}", c.name));
+    fs::rename(&c.dir, &trash).map_err(io(&c.dir))?;
+    fs::remove_dir_all(&trash).map_err(io(&trash))?;
+    store.remove_hold(&c.hold_id())?;
+    Ok(())
+}
