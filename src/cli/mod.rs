@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one file per subcommand, each a few
 //! lines over the library. Exit codes as Docker's: 0 ok, 1 failed, 2 usage.
 
+mod commit;
 mod df;
 mod format;
 mod fsck;
@@ -12,6 +13,8 @@ mod inspect;
 mod load;
 mod mount;
 mod mounts;
+mod ps;
+mod rm;
 mod rmi;
 mod save;
 mod tag;
@@ -62,6 +65,12 @@ enum Command {
     Umount(umount::Args),
     /// List layerfs mounts
     Mounts(mounts::Args),
+    /// Make a new image from a container's changes
+    Commit(commit::Args),
+    /// List containers
+    Ps(ps::Args),
+    /// Remove containers
+    Rm(rm::Args),
     /// Load images from a docker-archive, an oci-archive or an OCI layout (- for stdin)
     Load(load::Args),
     /// Save images to a docker-archive or an oci-archive
@@ -117,6 +126,9 @@ pub fn main() -> i32 {
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Mounts(a) => mounts::run(&ctx, a),
+        Command::Commit(a) => commit::run(&ctx, a),
+        Command::Ps(a) => ps::run(&ctx, a),
+        Command::Rm(a) => rm::run(&ctx, a),
         Command::Load(a) => load::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
     };

@@ -104,6 +104,20 @@ impl UpperDir {
         })
     }
 
+    /// Opens an upper dir to read it while its own daemon may be using it
+    /// (a commit): nothing is cleared or changed.
+    pub fn open_existing(root: &Path, work: &Path) -> io::Result<UpperDir> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(errno)?;
+        let work_fd = nix::fcntl::open(work, flags, Mode::empty()).map_err(errno)?;
+        Ok(UpperDir {
+            root: root.to_path_buf(),
+            root_fd,
+            work_fd,
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

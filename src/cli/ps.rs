@@ -1,0 +1,58 @@
+//! `layerfs ps`: containers, their image, the size of their changes, and
+//! where they are mounted.
+
+use super::Ctx;
+use super::format::{human_size, print_table};
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Output format: table or json
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let store = ctx.store()?;
+    let mounts = layerfs::mount::records::list(&store)?;
+    let rows: Vec<(layerfs::container::Container, u64, Option<String>)> =
+        layerfs::container::list(&store)?
+            .into_iter()
+            .map(|c| {
+                let at = mounts
+                    .iter()
+                    .find(|(r, alive)| *alive && r.container.as_deref() == Some(&c.name));
+                let at = at.map(|(r, _)| r.mountpoint.display().to_string());
+                let size = c.size();
+                (c, size, at)
+            })
+            .collect();
+    match a.format.as_str() {
+        "json" => {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|(c, size, at)| {
+                    serde_json::json!({"Name": c.name, "Image": c.image, "ImageDigest": c.manifest, "Created": c.created, "Size": size, "MountedAt": at})
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        "table" => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(c, size, at)| {
+                    vec![
+                        c.name.clone(),
+                        c.image.clone(),
+                        layerfs::oci::time::human_age(Some(&c.created)),
+                        human_size(*size),
+                        at.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "IMAGE", "CREATED", "SIZE", "MOUNTED AT"], &table);
+        }
+        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
+    }
+    Ok(())
+}
