@@ -17,7 +17,8 @@ use crate::oci::{Digest, time};
 use crate::store::{Hold, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum ContainerError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the container's daemon did not hold its changes: {0}")]
+    Freeze(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
@@ -47,6 +50,51 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
 pub const FREEZE: &str = "freeze";
 pub const FROZEN: &str = "frozen";
 pub const THAW: &str = "thaw";
+
+/// A live container's changes held by its daemon while this lives (dropping
+/// it thaws them). A container that is not mounted needs no holding.
+pub struct Freeze(Option<UnixStream>);
+
+impl Freeze {
+    pub fn take(c: &Container) -> Result<Freeze, ContainerError> {
+        let sock = c.control_socket();
+        let mut stream = match UnixStream::connect(&sock) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(Freeze(None));
+            }
+            Err(e) => {
+                return Err(ContainerError::Io {
+                    path: sock,
+                    source: e,
+                });
+            }
+        };
+        let failed = |e: std::io::Error| ContainerError::Freeze(e.to_string());
+        writeln!(stream, "{FREEZE}").map_err(failed)?;
+        let mut line = String::new();
+        BufReader::new(stream.try_clone().map_err(failed)?)
+            .read_line(&mut line)
+            .map_err(failed)?;
+        if line.trim() != FROZEN {
+            return Err(ContainerError::Freeze(format!("it answered {line:?}")));
+        }
+        Ok(Freeze(Some(stream)))
+    }
+}
+
+impl Drop for Freeze {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.0 {
+            let _ = writeln!(s, "{THAW}");
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {

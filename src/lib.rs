@@ -7,6 +7,8 @@
 pub mod archive;
 pub mod commit;
 pub mod container;
+pub mod export;
+pub mod flatten;
 pub mod image;
 pub mod layer;
 pub mod mount;

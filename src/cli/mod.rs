@@ -3,6 +3,7 @@
 
 mod commit;
 mod df;
+mod export;
 mod format;
 mod fsck;
 mod gc;
@@ -69,6 +70,8 @@ enum Command {
     Commit(commit::Args),
     /// List containers
     Ps(ps::Args),
+    /// Write an image's or container's whole tree as one tar
+    Export(export::Args),
     /// Remove containers
     Rm(rm::Args),
     /// Load images from a docker-archive, an oci-archive or an OCI layout (- for stdin)
@@ -128,6 +131,7 @@ pub fn main() -> i32 {
         Command::Mounts(a) => mounts::run(&ctx, a),
         Command::Commit(a) => commit::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),
         Command::Load(a) => load::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),

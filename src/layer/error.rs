@@ -1,4 +1,4 @@
-//! Errors of layer ingest, indexing and reading.
+//! Errors of layer ingest, indexing, reading and writing.
 
 use crate::store::StoreError;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ pub enum LayerError {
     BadPath { path: String, why: &'static str },
     #[error("layer index {}: {why}", path.display())]
     BadIndex { path: PathBuf, why: String },
+    #[error("writing the tar stream: {0}")]
+    Write(std::io::Error),
 }
 
 impl LayerError {
@@ -36,10 +38,12 @@ impl LayerError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             LayerError::Store(s) => s.is_disk_full(),
-            LayerError::Io { source, .. } => matches!(
-                source.raw_os_error(),
-                Some(libc::ENOSPC) | Some(libc::EDQUOT)
-            ),
+            LayerError::Io { source, .. } | LayerError::Write(source) => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
             _ => false,
         }
     }

@@ -20,7 +20,7 @@ pub use error::LayerError;
 pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
 pub use ingest::{LayerInfo, TeeReader, index_blob, ingest, normalize_path};
 pub use reader::{Layer, ReadError, SpanCache};
-pub use writer::{LayerWriter, TarMeta};
+pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 
 #[cfg(test)]
 mod tests;

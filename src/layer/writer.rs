@@ -1,7 +1,9 @@
-//! Writing a new layer blob: a tar stream (GNU headers, PAX records for
-//! xattrs), compressed with gzip, zstd or not at all, stored as it is written
-//! and indexed afterwards. Headers carry only what the caller gives, so the
-//! same entries in the same order give the same digest.
+//! Writing tar streams: `TarWriter` writes entries (GNU headers, PAX records
+//! for xattrs) to any sink; `LayerWriter` is one whose sink compresses (gzip,
+//! zstd or none) into a new blob of the store, hashing the tar on the way
+//! (the diff_id), and which indexes the blob when finished. Headers carry
+//! only what the caller gives, so the same entries in the same order give
+//! the same digest.
 
 use super::LayerError;
 use super::compression::Compression;
@@ -10,6 +12,7 @@ use crate::oci::Sha256Writer;
 use crate::store::{BlobWriter, Store};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::ffi::OsStrExt;
 
 /// Ownership, permissions, mtime and xattrs of an entry to write.
@@ -22,87 +25,22 @@ pub struct TarMeta {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-enum Compressor {
-    None(BlobWriter),
-    Gzip(flate2::write::GzEncoder<BlobWriter>),
-    Zstd(zstd::Encoder<'static, BlobWriter>),
+pub struct TarWriter<W: Write> {
+    tar: tar::Builder<W>,
 }
 
-impl Compressor {
-    fn finish(self) -> io::Result<BlobWriter> {
-        match self {
-            Compressor::None(w) => Ok(w),
-            Compressor::Gzip(g) => g.finish(),
-            Compressor::Zstd(z) => z.finish(),
-        }
-    }
+fn werr(e: io::Error) -> LayerError {
+    LayerError::Write(e)
 }
 
-impl Write for Compressor {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Compressor::None(w) => w.write(buf),
-            Compressor::Gzip(g) => g.write(buf),
-            Compressor::Zstd(z) => z.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Compressor::None(w) => w.flush(),
-            Compressor::Gzip(g) => g.flush(),
-            Compressor::Zstd(z) => z.flush(),
-        }
-    }
-}
-
-/// Hashes the uncompressed tar (the diff_id) on its way to the compressor.
-struct DiffTee {
-    inner: Compressor,
-    hash: Sha256Writer,
-}
-
-impl Write for DiffTee {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-pub struct LayerWriter<'s> {
-    store: &'s Store,
-    tar: tar::Builder<DiffTee>,
-}
-
-fn io_err(store: &Store, e: io::Error) -> LayerError {
-    LayerError::io(&store.root().join("layerfs/tmp"), e)
-}
-
-impl<'s> LayerWriter<'s> {
-    pub fn new(store: &'s Store, compression: Compression) -> Result<Self, LayerError> {
-        let blob = store.blob_writer()?;
-        let inner = match compression {
-            Compression::None => Compressor::None(blob),
-            // mtime 0 and no file name in the gzip header: reproducible digests.
-            Compression::Gzip => {
-                Compressor::Gzip(flate2::GzBuilder::new().write(blob, flate2::Compression::new(6)))
-            }
-            Compression::Zstd => {
-                Compressor::Zstd(zstd::Encoder::new(blob, 3).map_err(|e| io_err(store, e))?)
-            }
-        };
-        let mut tar = tar::Builder::new(DiffTee {
-            inner,
-            hash: Sha256Writer::new(),
-        });
+impl<W: Write> TarWriter<W> {
+    pub fn new(sink: W) -> Self {
+        let mut tar = tar::Builder::new(sink);
         tar.mode(tar::HeaderMode::Complete);
-        Ok(LayerWriter { store, tar })
+        TarWriter { tar }
     }
 
-    fn header(&self, meta: &TarMeta, kind: tar::EntryType) -> tar::Header {
+    fn header(meta: &TarMeta, kind: tar::EntryType) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(meta.mode & 0o7777);
@@ -125,7 +63,7 @@ impl<'s> LayerWriter<'s> {
             .collect();
         self.tar
             .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-            .map_err(|e| io_err(self.store, e))
+            .map_err(werr)
     }
 
     fn append(
@@ -136,17 +74,18 @@ impl<'s> LayerWriter<'s> {
     ) -> Result<(), LayerError> {
         self.tar
             .append_data(&mut h, OsStr::from_bytes(path), data)
-            .map_err(|e| io_err(self.store, e))
+            .map_err(werr)
     }
 
     pub fn add_dir(&mut self, path: &[u8], meta: &TarMeta) -> Result<(), LayerError> {
         self.pax(meta)?;
-        let h = self.header(meta, tar::EntryType::Directory);
+        let h = Self::header(meta, tar::EntryType::Directory);
         let mut p = path.to_vec();
         p.push(b'/');
         self.append(h, &p, io::empty())
     }
 
+    /// A regular file of `size` bytes read from `data` (which must give them all).
     pub fn add_file(
         &mut self,
         path: &[u8],
@@ -155,11 +94,13 @@ impl<'s> LayerWriter<'s> {
         data: impl Read,
     ) -> Result<(), LayerError> {
         self.pax(meta)?;
-        let mut h = self.header(meta, tar::EntryType::Regular);
+        let mut h = Self::header(meta, tar::EntryType::Regular);
         h.set_size(size);
-        let mut data = data.take(size);
-        self.append(h, path, &mut data)?;
-        Ok(())
+        let mut data = Exact {
+            inner: data.take(size),
+            left: size,
+        };
+        self.append(h, path, &mut data)
     }
 
     pub fn add_symlink(
@@ -169,23 +110,23 @@ impl<'s> LayerWriter<'s> {
         target: &[u8],
     ) -> Result<(), LayerError> {
         self.pax(meta)?;
-        let mut h = self.header(meta, tar::EntryType::Symlink);
+        let mut h = Self::header(meta, tar::EntryType::Symlink);
         self.tar
             .append_link(&mut h, OsStr::from_bytes(path), OsStr::from_bytes(target))
-            .map_err(|e| io_err(self.store, e))
+            .map_err(werr)
     }
 
-    /// A hard link to `target`, an entry written earlier in this layer.
+    /// A hard link to `target`, an entry written earlier in this stream.
     pub fn add_hardlink(
         &mut self,
         path: &[u8],
         meta: &TarMeta,
         target: &[u8],
     ) -> Result<(), LayerError> {
-        let mut h = self.header(meta, tar::EntryType::Link);
+        let mut h = Self::header(meta, tar::EntryType::Link);
         self.tar
             .append_link(&mut h, OsStr::from_bytes(path), OsStr::from_bytes(target))
-            .map_err(|e| io_err(self.store, e))
+            .map_err(werr)
     }
 
     pub fn add_device(
@@ -202,17 +143,15 @@ impl<'s> LayerWriter<'s> {
         } else {
             tar::EntryType::Char
         };
-        let mut h = self.header(meta, kind);
-        h.set_device_major(major)
-            .map_err(|e| io_err(self.store, e))?;
-        h.set_device_minor(minor)
-            .map_err(|e| io_err(self.store, e))?;
+        let mut h = Self::header(meta, kind);
+        h.set_device_major(major).map_err(werr)?;
+        h.set_device_minor(minor).map_err(werr)?;
         self.append(h, path, io::empty())
     }
 
     pub fn add_fifo(&mut self, path: &[u8], meta: &TarMeta) -> Result<(), LayerError> {
         self.pax(meta)?;
-        let h = self.header(meta, tar::EntryType::Fifo);
+        let h = Self::header(meta, tar::EntryType::Fifo);
         self.append(h, path, io::empty())
     }
 
@@ -222,7 +161,7 @@ impl<'s> LayerWriter<'s> {
         let mut p = dir.to_vec();
         p.extend_from_slice(b".wh.");
         p.extend_from_slice(name);
-        let h = self.header(&TarMeta::default(), tar::EntryType::Regular);
+        let h = Self::header(&TarMeta::default(), tar::EntryType::Regular);
         self.append(h, &p, io::empty())
     }
 
@@ -233,21 +172,130 @@ impl<'s> LayerWriter<'s> {
             p.push(b'/');
         }
         p.extend_from_slice(b".wh..wh..opq");
-        let h = self.header(&TarMeta::default(), tar::EntryType::Regular);
+        let h = Self::header(&TarMeta::default(), tar::EntryType::Regular);
         self.append(h, &p, io::empty())
+    }
+
+    /// Ends the archive and hands back the sink.
+    pub fn finish(self) -> Result<W, LayerError> {
+        self.tar.into_inner().map_err(werr)
+    }
+}
+
+/// Fails when the source ends before the size its header promised (a file
+/// that shrank while it was read), instead of writing a short member.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a file ended before its size",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+enum Compressor {
+    None(BlobWriter),
+    Gzip(flate2::write::GzEncoder<BlobWriter>),
+    Zstd(zstd::Encoder<'static, BlobWriter>),
+}
+
+impl Compressor {
+    fn finish(self) -> io::Result<BlobWriter> {
+        match self {
+            Compressor::None(w) => Ok(w),
+            Compressor::Gzip(g) => g.finish(),
+            Compressor::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+/// The sink of a layer: compresses into a blob and hashes the tar (diff_id).
+pub struct LayerSink {
+    inner: Compressor,
+    hash: Sha256Writer,
+}
+
+impl Write for LayerSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.inner {
+            Compressor::None(w) => w.write(buf)?,
+            Compressor::Gzip(g) => g.write(buf)?,
+            Compressor::Zstd(z) => z.write(buf)?,
+        };
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            Compressor::None(w) => w.flush(),
+            Compressor::Gzip(g) => g.flush(),
+            Compressor::Zstd(z) => z.flush(),
+        }
+    }
+}
+
+/// A new layer blob being written; entries through `TarWriter`'s methods.
+pub struct LayerWriter<'s> {
+    store: &'s Store,
+    tar: TarWriter<LayerSink>,
+}
+
+impl<'s> LayerWriter<'s> {
+    pub fn new(store: &'s Store, compression: Compression) -> Result<Self, LayerError> {
+        let blob = store.blob_writer()?;
+        let inner = match compression {
+            Compression::None => Compressor::None(blob),
+            // mtime 0 and no file name in the gzip header: reproducible digests.
+            Compression::Gzip => {
+                Compressor::Gzip(flate2::GzBuilder::new().write(blob, flate2::Compression::new(6)))
+            }
+            Compression::Zstd => Compressor::Zstd(zstd::Encoder::new(blob, 3).map_err(werr)?),
+        };
+        Ok(LayerWriter {
+            store,
+            tar: TarWriter::new(LayerSink {
+                inner,
+                hash: Sha256Writer::new(),
+            }),
+        })
     }
 
     /// Ends the archive, stores the blob and indexes it.
     pub fn finish(self) -> Result<LayerInfo, LayerError> {
-        let store = self.store;
-        let tee = self.tar.into_inner().map_err(|e| io_err(store, e))?;
-        let diff_id = tee.hash.finish();
-        let blob = tee.inner.finish().map_err(|e| io_err(store, e))?;
+        let sink = self.tar.finish()?;
+        let diff_id = sink.hash.finish();
+        let blob = sink.inner.finish().map_err(werr)?;
         let (digest, _) = blob.commit(None)?;
-        let index = index_blob(store, &digest)?;
+        let index = index_blob(self.store, &digest)?;
         let info = LayerInfo::from_index(&index);
         debug_assert_eq!(info.diff_id, diff_id);
         Ok(info)
+    }
+}
+
+impl<'s> Deref for LayerWriter<'s> {
+    type Target = TarWriter<LayerSink>;
+    fn deref(&self) -> &Self::Target {
+        &self.tar
+    }
+}
+
+impl<'s> DerefMut for LayerWriter<'s> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tar
     }
 }
 

@@ -1,0 +1,59 @@
+//! `export`: an image's or a container's whole tree as one plain tar, with
+//! whiteouts applied (what `docker export` writes).
+
+use crate::container::{Container, ContainerError, Freeze};
+use crate::flatten::{Flatten, FlattenError};
+use crate::layer::{LayerError, SpanCache, TarWriter};
+use crate::oci::{Descriptor, Platform, media_type as mt};
+use crate::store::{Store, StoreError};
+use crate::union::{ROOT_INO, Stack, UnionFs, UpperDir};
+use std::io::Write;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Flatten(#[from] FlattenError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// What to export.
+pub enum Source<'a> {
+    Image(&'a str),
+    Container(&'a Container),
+}
+
+/// Writes the tree of `src` to `out` as a tar stream; returns the sink.
+pub fn export<W: Write>(store: &Store, src: Source<'_>, out: W) -> Result<W, ExportError> {
+    let cache = SpanCache::new(32 << 20);
+    let (view, _freeze) = match src {
+        Source::Image(what) => {
+            let image = store.resolve(what)?;
+            (
+                UnionFs::new(Stack::open(store, &image.layer_digests(), cache)?, None),
+                None,
+            )
+        }
+        Source::Container(c) => {
+            let top = Descriptor::new(mt::OCI_MANIFEST, c.manifest, 0);
+            let (_, manifest) = store.manifest_for_platform(&top, &Platform::host())?;
+            let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
+            let freeze = Freeze::take(c)?;
+            let upper = UpperDir::open_existing(&c.upper(), &c.work())
+                .map_err(|e| ExportError::Io(c.upper().display().to_string(), e))?;
+            (
+                UnionFs::new(Stack::open(store, &layers, cache)?, Some(upper)),
+                Some(freeze),
+            )
+        }
+    };
+    let mut tar = TarWriter::new(out);
+    Flatten::new(&view).dir(&mut tar, ROOT_INO, b"")?;
+    Ok(tar.finish()?)
+}
