@@ -4,6 +4,7 @@
 //! Dependencies point one way:
 //! `cli → build, run, registry, commit, mount → union, layer → store → oci`.
 
+pub mod archive;
 pub mod image;
 pub mod layer;
 pub mod mount;

@@ -158,3 +158,33 @@ pub fn text(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// The shared fixtures folder, or `None` (with a loud SKIPPED line naming
+/// `test`) when it is not there. Fixture tests are an extra tier.
+pub fn fixtures_dir(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
+    if dir.is_dir() {
+        Some(dir.to_path_buf())
+    } else {
+        eprintln!("SKIPPED: {test} ({} not found)", dir.display());
+        None
+    }
+}
+
+/// The path of external tool `name` (skopeo, umoci, ...), or `None` with a
+/// loud SKIPPED line naming `test`. With `LAYERFS_CI=1` a missing tool fails
+/// the test instead: CI installs every tool, so a skip there hides a gap.
+pub fn external_tool(name: &str, test: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("LAYERFS_CI").as_deref() == Ok("1") {
+            panic!("{test}: {name} is not installed, and LAYERFS_CI=1 forbids skipping");
+        }
+        eprintln!("SKIPPED: {test} ({name} not installed)");
+    }
+    found
+}

@@ -9,9 +9,11 @@ mod history;
 mod images;
 mod import;
 mod inspect;
+mod load;
 mod mount;
 mod mounts;
 mod rmi;
+mod save;
 mod tag;
 mod umount;
 
@@ -60,6 +62,10 @@ enum Command {
     Umount(umount::Args),
     /// List layerfs mounts
     Mounts(mounts::Args),
+    /// Load images from a docker-archive, an oci-archive or an OCI layout (- for stdin)
+    Load(load::Args),
+    /// Save images to a docker-archive or an oci-archive
+    Save(save::Args),
 }
 
 /// What every command gets: the store, opened on first use.
@@ -99,6 +105,8 @@ pub fn main() -> i32 {
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Mounts(a) => mounts::run(&ctx, a),
+        Command::Load(a) => load::run(&ctx, a),
+        Command::Save(a) => save::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,

@@ -56,20 +56,31 @@ pub fn write_image(
     layers: &[Descriptor],
     tag: Option<&Reference>,
 ) -> Result<Descriptor, ImageError> {
-    let config_bytes = config.to_json();
-    let config_digest = store.put_blob(&config_bytes, None)?;
-    let manifest = Manifest::new_oci(
-        Descriptor::new(mt::OCI_CONFIG, config_digest, config_bytes.len() as u64),
-        layers.to_vec(),
-    );
-    let manifest_bytes = manifest.to_json();
-    let digest = store.put_blob(&manifest_bytes, None)?;
-    let desc = Descriptor::new(mt::OCI_MANIFEST, digest, manifest_bytes.len() as u64);
+    let desc = store_image(store, &config.to_json(), layers)?.manifest;
     match tag {
         Some(r) => store.tag(&r.canonical(), &desc)?,
         None => store.add_untagged(&desc)?,
     }
     Ok(desc)
+}
+
+/// Stores `config` byte for byte and an OCI manifest over `layers`, without
+/// naming the image. Keeping the bytes keeps the image ID: a config taken
+/// from a `docker save` archive has the ID Docker showed for it.
+pub fn store_image(
+    store: &Store,
+    config: &[u8],
+    layers: &[Descriptor],
+) -> Result<StoredImage, ImageError> {
+    let id = store.put_blob(config, None)?;
+    let manifest = Manifest::new_oci(
+        Descriptor::new(mt::OCI_CONFIG, id, config.len() as u64),
+        layers.to_vec(),
+    );
+    let manifest_bytes = manifest.to_json();
+    let digest = store.put_blob(&manifest_bytes, None)?;
+    let manifest = Descriptor::new(mt::OCI_MANIFEST, digest, manifest_bytes.len() as u64);
+    Ok(StoredImage { id, manifest })
 }
 
 /// The descriptor of an ingested layer, with the media type its bytes have.
