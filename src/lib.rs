@@ -7,6 +7,7 @@
 pub mod image;
 pub mod layer;
 pub mod oci;
+pub mod registry;
 pub mod store;
 
 #[cfg(test)]

@@ -9,8 +9,13 @@ mod history;
 mod images;
 mod import;
 mod inspect;
+mod login;
+mod logout;
+mod pull;
+mod push;
 mod rmi;
 mod tag;
+mod transfer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,6 +56,14 @@ enum Command {
     Gc(gc::Args),
     /// Verify every blob, image and layer index
     Fsck(fsck::Args),
+    /// Pull an image from a registry
+    Pull(pull::Args),
+    /// Push an image to a registry
+    Push(push::Args),
+    /// Log in to a registry
+    Login(login::Args),
+    /// Log out from a registry
+    Logout(logout::Args),
 }
 
 /// What every command gets: the store, opened on first use.
@@ -87,6 +100,10 @@ pub fn main() -> i32 {
         Command::Df(a) => df::run(&ctx, a),
         Command::Gc(a) => gc::run(&ctx, a),
         Command::Fsck(a) => fsck::run(&ctx, a),
+        Command::Pull(a) => pull::run(&ctx, a),
+        Command::Push(a) => push::run(&ctx, a),
+        Command::Login(a) => login::run(&ctx, a),
+        Command::Logout(a) => logout::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,
