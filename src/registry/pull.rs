@@ -159,6 +159,27 @@ pub fn pull(
 
     let received = AtomicU64::new(0);
     let downloaded = jobs.len();
+    // A single-platform image must be the platform asked for: its config
+    // (small) comes first and is checked before any layer is fetched.
+    if let (Some(want), None, [f]) = (&opts.platform, &index_bytes, manifests.as_slice()) {
+        if let Some(pos) = jobs
+            .iter()
+            .position(|j| j.desc.digest == f.manifest.config.digest)
+        {
+            let job = jobs.remove(pos);
+            download_all(
+                store,
+                &client,
+                &repo,
+                &scopes,
+                vec![job],
+                opts,
+                progress,
+                &received,
+            )?;
+        }
+        check_platform(store, &client, f, want, &what)?;
+    }
     let diff_ids = download_all(
         store, &client, &repo, &scopes, jobs, opts, progress, &received,
     )?;
@@ -567,6 +588,34 @@ fn store_plain(store: &Store, mut reader: BlobReader<'_>) -> Result<(), StoreErr
     io::copy(&mut reader, &mut w).map_err(|e| StoreError::io(&tmp, e))?;
     w.commit(Some(&digest))?;
     Ok(())
+}
+
+fn check_platform(
+    store: &Store,
+    client: &Client,
+    f: &Fetched,
+    want: &Platform,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let bytes = store.read_blob(&f.manifest.config.digest)?;
+    let config = ImageConfig::parse(&bytes)
+        .map_err(|e| client.bad(what, &format!("not a valid image config: {e}")))?;
+    let have = Platform {
+        os: config.os,
+        architecture: config.architecture,
+        variant: config.variant,
+        os_version: None,
+    };
+    if have.satisfies(want) {
+        Ok(())
+    } else {
+        Err(RegistryError::NoPlatform {
+            registry: client.registry().to_string(),
+            what: what.to_string(),
+            platform: want.to_string(),
+            available: format!("only {have}"),
+        })
+    }
 }
 
 /// Each layer must decompress to the diff_id its config lists, or the image

@@ -69,6 +69,19 @@ fn push_then_pull_keeps_the_manifest_digest_for_gzip_zstd_and_plain_layers() {
         assert_fsck_clean(&dst);
         assert_no_temp_files(&dst);
 
+        // Asking for another platform than the image's fetches its config only.
+        if c == Compression::Gzip {
+            let (_d3, other) = temp_store();
+            let mut o = pull_opts(cfg.path());
+            o.platform = Platform::parse("linux/s390x");
+            let e = pull(&other, &target, &o, &Silent).unwrap_err();
+            assert!(matches!(e, RegistryError::NoPlatform { .. }), "{e}");
+            assert!(e.to_string().contains("linux/s390x"), "{e}");
+            assert!(other.image_entries().unwrap().is_empty());
+            let m = src.read_manifest(&desc.digest).unwrap();
+            assert!(m.layers.iter().all(|l| !other.has_blob(&l.digest)));
+        }
+
         // Pushing again finds everything there.
         let again = push(&src, &local, &target, &push_opts(cfg.path()), &Silent).unwrap();
         assert_eq!((again.blobs_pushed, again.blobs_existing), (0, 3));
