@@ -12,6 +12,8 @@
 # usage: scripts/bench-pull.sh [ROUNDS]        (default 3)
 # env:   LAYERFS=path/to/layerfs (default: target/release/layerfs, built if missing)
 #        BENCH_DIRS="usr/bin usr/share ..."    the /usr parts that become layers
+#        BENCH_OUT=DIR  where the pulled store and skopeo's layout go (default: the
+#                       work dir; /dev/shm shows the cost of fsync, a no-op there)
 # needs: docker-registry, skopeo, curl, gzip (pigz is used when present)
 set -euo pipefail
 
@@ -36,6 +38,7 @@ cleanup() {
     wait "$reg_pid" 2>/dev/null || true
   fi
   rm -rf "$work"
+  [ -n "${out:-}" ] && rm -rf "$out/store" "$out/oci"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -117,21 +120,23 @@ cpu() {
     echo "0 0" > "$out"; "$@"
   fi
 }
+out=${BENCH_OUT:-$work}
+mkdir -p "$out"
 lf_times=(); sk_times=(); lf_cpu=(); sk_cpu=()
 for i in $(seq 1 "$rounds"); do
-  rm -rf "$work/store" "$work/oci"
+  rm -rf "$out/store" "$out/oci"
   sync
   t0=$(now)
-  cpu "$work/lf.cpu" env LAYERFS_ROOT="$work/store" "$layerfs" pull -q "$reg/bench/layerfs:1" >/dev/null
+  cpu "$work/lf.cpu" env LAYERFS_ROOT="$out/store" "$layerfs" pull -q "$reg/bench/layerfs:1" >/dev/null
   t1=$(now)
-  cpu "$work/sk.cpu" skopeo copy -q --src-tls-verify=false "docker://$reg/bench/layerfs:1" "oci:$work/oci:bench"
+  cpu "$work/sk.cpu" skopeo copy -q --src-tls-verify=false "docker://$reg/bench/layerfs:1" "oci:$out/oci:bench"
   t2=$(now)
   lf=$(secs "$t0" "$t1"); sk=$(secs "$t1" "$t2")
   lc=$(awk '{print $1 + $2}' "$work/lf.cpu"); sc=$(awk '{print $1 + $2}' "$work/sk.cpu")
   lf_times+=("$lf"); sk_times+=("$sk"); lf_cpu+=("$lc"); sk_cpu+=("$sc")
   printf 'round %d  layerfs pull %6.2f s (cpu %5.2f s)   skopeo copy %6.2f s (cpu %5.2f s)\n' \
     "$i" "$lf" "$lc" "$sk" "$sc"
-  got=$(LAYERFS_ROOT=$work/store "$layerfs" inspect "$reg/bench/layerfs:1" | grep -c "$mdigest" || true)
+  got=$(LAYERFS_ROOT=$out/store "$layerfs" inspect "$reg/bench/layerfs:1" | grep -c "$mdigest" || true)
   [ "$got" -ge 1 ] || { echo "bench-pull: the pulled image has another manifest digest" >&2; exit 1; }
 done
 

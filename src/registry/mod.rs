@@ -25,7 +25,7 @@ pub use client::{ClientOptions, MAX_MANIFEST, RetryPolicy, is_loopback};
 pub use config::{Credentials, RegistryConfig};
 pub use error::RegistryError;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
-pub use pull::{DEFAULT_JOBS, PullOptions, PullReport, pull};
+pub use pull::{DEFAULT_JOBS, PullOptions, PullReport, default_pull_jobs, pull};
 pub use push::{DEFAULT_CHUNK, PushOptions, PushReport, push};
 
 /// Checks `creds` against `registry` and saves them (and `opts.ca_cert`,

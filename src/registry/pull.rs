@@ -21,8 +21,18 @@ use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Docker's default number of parallel downloads.
+/// Docker's default number of parallel transfers.
 pub const DEFAULT_JOBS: usize = 3;
+
+/// Parallel downloads for a pull: Docker's 3, but no more than the CPUs,
+/// since each download also inflates and indexes its layer (on 2 cores, 3
+/// jobs made the largest layer share a core and took the pull of a 311 MB
+/// image from 2.3 s to 2.7-3.6 s), and at least 2 so the network overlaps.
+pub fn default_pull_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, DEFAULT_JOBS)
+}
 const MAX_INDEX_DEPTH: usize = 8;
 
 #[derive(Clone, Debug)]
@@ -42,7 +52,7 @@ impl PullOptions {
             client,
             platform: None,
             all_platforms: false,
-            jobs: DEFAULT_JOBS,
+            jobs: default_pull_jobs(),
         }
     }
 }
@@ -520,6 +530,12 @@ fn download(
     cancel: &AtomicBool,
 ) -> Result<Option<Digest>, RegistryError> {
     let d = job.desc.digest;
+    let started = std::time::Instant::now();
+    log::debug!(
+        "{}: {d}: downloading {} bytes",
+        client.registry(),
+        job.desc.size
+    );
     progress.event(Event::Start {
         digest: &d,
         kind: job.kind,
@@ -558,6 +574,11 @@ fn download(
         (Err(_), Some(real)) => Err(real),
         (r, _) => r,
     }?;
+    log::debug!(
+        "{}: {d}: stored in {:.2}s",
+        client.registry(),
+        started.elapsed().as_secs_f64()
+    );
     progress.event(Event::Done {
         digest: &d,
         kind: job.kind,

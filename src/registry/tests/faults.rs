@@ -499,3 +499,67 @@ fn a_pull_killed_midway_is_completed_by_the_next_one() {
     assert_eq!(blob_bytes(&dst, &big.digest), blob_bytes(&src, &big.digest));
     assert_fsck_clean(&dst);
 }
+
+/// Blob GETs redirected to storage elsewhere (as registries on S3 do) are
+/// followed, and our credentials are not sent to the other host.
+#[test]
+fn blob_redirects_are_followed_without_our_credentials() {
+    let img = served(20_000);
+    let seen_auth = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (img2, seen2) = (img.clone(), seen_auth.clone());
+    let storage = Server::start(
+        None,
+        Arc::new(move |req: &Request| {
+            seen2
+                .lock()
+                .unwrap()
+                .push(req.header("Authorization").map(str::to_string));
+            let d = req.path().rsplit('/').next().unwrap_or("");
+            match img2.blobs.get(d) {
+                Some(b) => Action::Respond(respond("200 OK", &[], b)),
+                None => Action::Respond(respond("404 Not Found", &[], b"")),
+            }
+        }),
+    );
+    let storage_addr = storage.addr.clone();
+    let expected = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:secret-pass")
+    );
+    let s = fake(
+        img,
+        Arc::new(move |req: &Request, _: &Served| {
+            if req.header("Authorization") != Some(expected.as_str()) {
+                return Some(Action::Respond(respond(
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate", r#"Basic realm="fake""#)],
+                    b"",
+                )));
+            }
+            let d = req.blob_digest()?;
+            let loc = format!("http://{storage_addr}/bucket/{d}");
+            Some(Action::Respond(respond(
+                "307 Temporary Redirect",
+                &[("Location", &loc)],
+                b"",
+            )))
+        }),
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let mut o = quick(cfg.path());
+    o.client.credentials = Some(crate::registry::Credentials {
+        username: "u".into(),
+        password: "secret-pass".into(),
+    });
+    let (_d, store) = temp_store();
+    let r = Reference::parse(&format!("{}/app:1", s.addr)).unwrap();
+    let rep = pull(&store, &r, &o, &Silent).unwrap();
+    assert_eq!(rep.blobs_downloaded, 3);
+    let seen = seen_auth.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "config and two layers came from storage");
+    assert!(
+        seen.iter().all(Option::is_none),
+        "credentials leaked: {seen:?}"
+    );
+    assert_fsck_clean(&store);
+}

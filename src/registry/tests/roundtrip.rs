@@ -80,6 +80,14 @@ fn push_then_pull_keeps_the_manifest_digest_for_gzip_zstd_and_plain_layers() {
             assert!(other.image_entries().unwrap().is_empty());
             let m = src.read_manifest(&desc.digest).unwrap();
             assert!(m.layers.iter().all(|l| !other.has_blob(&l.digest)));
+
+            // By digest: verified against it, and named by it.
+            let by_digest = r(&format!("{}/rt/{name}@{}", reg.addr, desc.digest));
+            let rep = pull(&other, &by_digest, &pull_opts(cfg.path()), &Silent).unwrap();
+            assert_eq!(rep.digest, desc.digest);
+            assert_eq!(rep.name, by_digest.canonical());
+            let found = other.find_entry(&by_digest.to_string()).unwrap();
+            assert_eq!(found.descriptor.digest, desc.digest);
         }
 
         // Pushing again finds everything there.
