@@ -193,25 +193,36 @@ impl Client {
         let agent = make_agent(registry, ca.as_ref(), opts.insecure)?;
         let mut client = Client {
             registry: registry.to_string(),
-            base: format!("https://{registry}"),
+            base: String::new(),
             agent,
             auth: Auth::new(creds),
             retry: opts.retry,
             token_fetch: std::sync::Mutex::new(()),
         };
-        match client.ping() {
-            Ok(()) => Ok(client),
-            Err(https_err) if opts.insecure || is_loopback(registry) => {
-                // The server may speak plain HTTP. It is taken for a registry
-                // only if /v2/ answers as one, so a TLS server's "400: HTTP
-                // request to an HTTPS server" keeps the TLS error.
-                client.base = format!("http://{registry}");
-                match client.ping() {
-                    Ok(()) => Ok(client),
-                    Err(_) => Err(https_err),
+        let plain_allowed = opts.insecure || is_loopback(registry);
+        let mut failures = 0;
+        loop {
+            client.base = format!("https://{registry}");
+            let err = match client.ping() {
+                Ok(()) => return Ok(client),
+                Err(https_err) if plain_allowed => {
+                    // The server may speak plain HTTP. It is taken for a
+                    // registry only if /v2/ answers as one, so a TLS server's
+                    // "400: HTTP request to an HTTPS server" keeps the TLS error.
+                    client.base = format!("http://{registry}");
+                    match client.ping() {
+                        Ok(()) => return Ok(client),
+                        Err(_) => https_err,
+                    }
                 }
+                Err(e) => e,
+            };
+            failures += 1;
+            if !err.is_transient() || failures >= client.retry.attempts {
+                return Err(err);
             }
-            Err(e) => Err(e),
+            log::info!("{err}; retrying ({failures}/{})", client.retry.attempts - 1);
+            std::thread::sleep(client.retry.backoff(failures));
         }
     }
 
@@ -560,6 +571,11 @@ impl Client {
                              give it a leaf certificate (openssl -addext \
                              basicConstraints=critical,CA:FALSE) or use --insecure"
                         ),
+                        false,
+                    )
+                } else if s.contains("InvalidContentType") || s.contains("corrupt message") {
+                    (
+                        format!("TLS: {s} (the server may speak plain HTTP: use --insecure)"),
                         false,
                     )
                 } else if s.to_ascii_lowercase().contains("certificate") {
