@@ -7,7 +7,11 @@
 use super::RegistryError;
 use super::auth::{Auth, Challenge, Header, Scopes, TokenResponse, parse_challenge};
 use super::config::{Credentials, RegistryConfig};
+use super::tls;
 use crate::oci::{Digest, media_type as mt};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::fs::File;
 use std::io::Read;
 use std::net::IpAddr;
@@ -15,7 +19,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Duration;
 use ureq::http::{Method, Request, Response};
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::tls::TlsConfig;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
 use ureq::{Agent, Body, SendBody};
 
 /// Manifests and indexes larger than this are refused (as containerd does):
@@ -567,9 +573,8 @@ impl Client {
                 if s.contains("CaUsedAsEndEntity") {
                     (
                         format!(
-                            "TLS: {s}: the server presents a CA certificate as its own; \
-                             give it a leaf certificate (openssl -addext \
-                             basicConstraints=critical,CA:FALSE) or use --insecure"
+                            "TLS: {s}: the server presents a self-signed certificate; \
+                             trust that certificate with --ca-cert FILE, or use --insecure"
                         ),
                         false,
                     )
@@ -1010,53 +1015,9 @@ fn make_agent(
     ca: Option<&PathBuf>,
     insecure: bool,
 ) -> Result<Agent, RegistryError> {
-    let mut tls = TlsConfig::builder();
-    if insecure {
-        tls = tls.disable_verification(true);
-    } else {
-        let mut roots: Vec<Certificate<'static>> = Vec::new();
-        // Missing or unreadable system certificates leave the Mozilla list
-        // below as the fallback; they are not an error on their own.
-        let native = rustls_native_certs::load_native_certs();
-        for c in &native.certs {
-            roots.push(Certificate::from_der(c.as_ref()).to_owned());
-        }
-        if let Some(path) = ca {
-            let pem = std::fs::read(path).map_err(|e| RegistryError::Config {
-                path: path.clone(),
-                why: format!("cannot read the CA certificate: {e}"),
-            })?;
-            let mut n = 0;
-            for item in ureq::tls::parse_pem(&pem) {
-                match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => {
-                        roots.push(c);
-                        n += 1;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(RegistryError::Config {
-                            path: path.clone(),
-                            why: format!("not a PEM certificate: {e}"),
-                        });
-                    }
-                }
-            }
-            if n == 0 {
-                return Err(RegistryError::Config {
-                    path: path.clone(),
-                    why: "holds no PEM certificate".into(),
-                });
-            }
-            log::debug!("{registry}: trusting the CA in {}", path.display());
-        }
-        if !roots.is_empty() {
-            tls = tls.root_certs(RootCerts::new_with_certs(&roots));
-        }
-    }
     let config = Agent::config_builder()
         .http_status_as_error(false)
-        .tls_config(tls.build())
+        .tls_config(TlsConfig::builder().disable_verification(insecure).build())
         .user_agent(concat!("layerfs/", env!("CARGO_PKG_VERSION")))
         .accept_encoding("identity")
         .timeout_connect(Some(Duration::from_secs(30)))
@@ -1064,7 +1025,48 @@ fn make_agent(
         .timeout_per_read(Some(Duration::from_secs(120)))
         .max_idle_connections_per_host(8)
         .build();
-    Ok(config.new_agent())
+    if insecure {
+        return Ok(config.new_agent());
+    }
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped, not fatal: a --ca-cert
+    // registry still works without them.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    let mut pinned = Vec::new();
+    if let Some(path) = ca {
+        let bad = |why: String| RegistryError::Config {
+            path: path.clone(),
+            why,
+        };
+        let pem =
+            std::fs::read(path).map_err(|e| bad(format!("cannot read the CA certificate: {e}")))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+            roots
+                .add(cert.clone())
+                .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+            pinned.push(cert);
+        }
+        if pinned.is_empty() {
+            return Err(bad("holds no PEM certificate".into()));
+        }
+        log::debug!("{registry}: trusting the CA in {}", path.display());
+    }
+    if roots.is_empty() {
+        log::warn!("no system CA certificates found (install ca-certificates)");
+    }
+    let tls = tls::client_config(roots, pinned)
+        .map_err(|e| RegistryError::Invalid(format!("{registry}: TLS setup failed: {e}")))?;
+    let connector =
+        ().chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
+            .chain(tls::TlsConnector { config: tls });
+    Ok(Agent::with_parts(
+        config,
+        connector,
+        DefaultResolver::default(),
+    ))
 }
 
 #[cfg(test)]

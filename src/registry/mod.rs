@@ -20,6 +20,7 @@ mod progress;
 mod pull;
 mod push;
 mod sources;
+mod tls;
 
 pub use client::{ClientOptions, MAX_MANIFEST, RetryPolicy, is_loopback};
 pub use config::{Credentials, RegistryConfig};

@@ -21,6 +21,9 @@ pub const PASS: &str = "testpass";
 pub struct RegistryKind {
     pub htpasswd: bool,
     pub tls: bool,
+    /// With `tls`: a CA:FALSE leaf certificate, instead of the CA:TRUE one
+    /// that `openssl req -x509` makes by default (Docker's documented way).
+    pub leaf_cert: bool,
 }
 
 pub struct Registry {
@@ -60,7 +63,7 @@ impl Registry {
         let mut extra = String::new();
         let mut ca = None;
         if kind.tls {
-            let (cert, key) = self_signed(dir.path());
+            let (cert, key) = self_signed(dir.path(), kind.leaf_cert);
             extra.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
@@ -151,9 +154,13 @@ fn wait_ready(child: &mut Child, addr: &str, tls: bool) -> bool {
 }
 
 /// A self-signed certificate for 127.0.0.1 (SAN IP), as a registry on
-/// loopback needs. It is a leaf (CA:FALSE): rustls, unlike Go, refuses a CA
-/// certificate presented as a server's own.
-pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+/// loopback needs: CA:TRUE as openssl makes it by default, or a leaf.
+pub fn self_signed(dir: &Path, leaf: bool) -> (PathBuf, PathBuf) {
+    let constraints: &[&str] = if leaf {
+        &["-addext", "basicConstraints=critical,CA:FALSE"]
+    } else {
+        &[]
+    };
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
         .args([
@@ -161,7 +168,7 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
         ])
         .args(["-subj", "/CN=127.0.0.1"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(constraints)
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
