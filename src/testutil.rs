@@ -201,3 +201,29 @@ pub fn is_root(test: &str) -> bool {
     eprintln!("\n*** SKIPPED {test}: needs root ***\n");
     false
 }
+
+/// Whether the external `tool` is on PATH. When it is not, prints a loud
+/// SKIPPED line for `test` and returns false, except under `LAYERFS_CI=1`,
+/// where CI has installed everything and a missing tool fails the test.
+pub fn have_tool(tool: &str, test: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if found {
+        return true;
+    }
+    if std::env::var("LAYERFS_CI").as_deref() == Ok("1") {
+        panic!("{test}: {tool} is not installed, and LAYERFS_CI=1 forbids skipping");
+    }
+    // Straight to fd 2: the test harness captures eprintln!, and a skip
+    // must be seen in a passing run.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED: {test} ({tool} not found; apt-get install it)"
+    );
+    false
+}

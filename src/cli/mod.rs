@@ -16,10 +16,15 @@ mod mount;
 mod mounts;
 mod ps;
 mod rm;
+mod login;
+mod logout;
+mod pull;
+mod push;
 mod rmi;
 mod save;
 mod tag;
 mod umount;
+mod transfer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -78,6 +83,14 @@ enum Command {
     Load(load::Args),
     /// Save images to a docker-archive or an oci-archive
     Save(save::Args),
+    /// Pull an image from a registry
+    Pull(pull::Args),
+    /// Push an image to a registry
+    Push(push::Args),
+    /// Log in to a registry
+    Login(login::Args),
+    /// Log out from a registry
+    Logout(logout::Args),
 }
 
 /// A mistake in how a command was called (exit code 2).
@@ -135,6 +148,10 @@ pub fn main() -> i32 {
         Command::Rm(a) => rm::run(&ctx, a),
         Command::Load(a) => load::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
+        Command::Pull(a) => pull::run(&ctx, a),
+        Command::Push(a) => push::run(&ctx, a),
+        Command::Login(a) => login::run(&ctx, a),
+        Command::Logout(a) => logout::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,

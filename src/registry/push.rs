@@ -1,0 +1,333 @@
+//! `push`: uploads an image from the store, blobs as stored (never
+//! recompressed), so the manifest digest on the registry is the one in the
+//! store. Per blob: HEAD (skip what the registry has), else a
+//! cross-repository mount when we know another repository there holds it,
+//! else an upload. Then manifests: an index's children by digest, the top
+//! one by tag.
+
+use super::RegistryError;
+use super::auth::Scopes;
+use super::client::{Client, ClientOptions};
+use super::progress::{BlobKind, BlobOutcome, Event, Progress};
+use super::sources;
+use crate::oci::{Descriptor, Digest, ManifestKind, Reference};
+use crate::store::{Store, StoreError};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Blobs larger than this go up in PATCH chunks of this size, so a failure
+/// costs one chunk's worth of progress report, not a silent stall.
+pub const DEFAULT_CHUNK: u64 = 64 << 20;
+
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    pub client: ClientOptions,
+    /// Chunk size for large blobs; 0 uploads every blob in one PUT.
+    pub chunk_size: u64,
+    /// Blobs uploaded at once.
+    pub jobs: usize,
+}
+
+impl PushOptions {
+    pub fn new(client: ClientOptions) -> PushOptions {
+        PushOptions {
+            client,
+            chunk_size: DEFAULT_CHUNK,
+            jobs: super::pull::DEFAULT_JOBS,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PushReport {
+    /// The tag pushed to.
+    pub tag: String,
+    /// The top manifest's digest and size, as on the registry and in the store.
+    pub digest: Digest,
+    pub size: u64,
+    pub blobs_pushed: usize,
+    pub blobs_existing: usize,
+    pub blobs_mounted: usize,
+    pub bytes_pushed: u64,
+}
+
+/// A manifest to PUT, children before parents.
+struct Put {
+    desc: Descriptor,
+    bytes: Vec<u8>,
+}
+
+struct Blob {
+    desc: Descriptor,
+    kind: BlobKind,
+}
+
+/// Pushes the stored image `image` (any name `find_entry` accepts) to
+/// `target`, which must name a tag.
+pub fn push(
+    store: &Store,
+    image: &str,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: &dyn Progress,
+) -> Result<PushReport, RegistryError> {
+    let tag = match (target.tag(), target.digest()) {
+        (None, Some(_)) => {
+            return Err(RegistryError::Invalid(format!(
+                "{target}: push needs a tag to push to, not a digest"
+            )));
+        }
+        _ => target.tag_or_default().unwrap_or("latest").to_string(),
+    };
+    let entry = store.find_entry(image)?;
+    let (puts, blobs) = collect(store, &entry.descriptor, image)?;
+    let registry = target.registry().to_string();
+    let repo = target.repository();
+    let client = Client::connect(&registry, &opts.client)?;
+    let scopes = Scopes::push(&repo);
+    progress.event(Event::Status(&format!(
+        "The push refers to repository [{}]",
+        target.name()
+    )));
+
+    let counts = Counts::default();
+    push_blobs(
+        store, &client, &repo, &scopes, blobs, opts, progress, &counts,
+    )?;
+
+    let top = puts
+        .last()
+        .map(|p| p.desc.clone())
+        .ok_or_else(|| RegistryError::Invalid(format!("{image}: nothing to push")))?;
+    for (i, p) in puts.iter().enumerate() {
+        let reference = if i + 1 == puts.len() {
+            tag.clone()
+        } else {
+            p.desc.digest.to_string()
+        };
+        let got = client.put_manifest(&repo, &reference, &p.desc.media_type, &p.bytes, &scopes)?;
+        if let Some(got) = got
+            && got != p.desc.digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                registry,
+                what: format!("PUT manifest {repo}:{reference}"),
+                expected: p.desc.digest,
+                actual: got,
+            });
+        }
+        sources::record(store, &p.desc.digest, &registry, &repo);
+    }
+    Ok(PushReport {
+        tag,
+        digest: top.digest,
+        size: top.size,
+        blobs_pushed: counts.pushed.load(Ordering::Relaxed),
+        blobs_existing: counts.existing.load(Ordering::Relaxed),
+        blobs_mounted: counts.mounted.load(Ordering::Relaxed),
+        bytes_pushed: counts.bytes.load(Ordering::Relaxed),
+    })
+}
+
+#[derive(Default)]
+struct Counts {
+    pushed: AtomicUsize,
+    existing: AtomicUsize,
+    mounted: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+/// The manifests to PUT (children first) and the blobs they name (each once).
+fn collect(
+    store: &Store,
+    top: &Descriptor,
+    image: &str,
+) -> Result<(Vec<Put>, Vec<Blob>), RegistryError> {
+    let mut puts = Vec::new();
+    let mut blobs = Vec::new();
+    let mut seen = HashSet::new();
+    // Depth-first, children before their index.
+    fn visit(
+        store: &Store,
+        desc: &Descriptor,
+        image: &str,
+        depth: usize,
+        puts: &mut Vec<Put>,
+        blobs: &mut Vec<Blob>,
+        seen: &mut HashSet<Digest>,
+    ) -> Result<(), RegistryError> {
+        if depth > 8 {
+            return Err(RegistryError::Invalid(format!(
+                "{image}: image indexes nested too deeply"
+            )));
+        }
+        let bytes = match store.read_blob(&desc.digest) {
+            Ok(b) => b,
+            Err(StoreError::BlobNotFound(d)) => {
+                let plat = desc
+                    .platform
+                    .as_ref()
+                    .map(|p| format!(" for {p}"))
+                    .unwrap_or_default();
+                return Err(RegistryError::Invalid(format!(
+                    "{image}: manifest {d}{plat} is not in the store (pull it with --all-platforms)"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let kind = ManifestKind::parse(&bytes).map_err(|e| {
+            RegistryError::Store(StoreError::BadBlob {
+                digest: desc.digest,
+                why: e.to_string(),
+            })
+        })?;
+        match &kind {
+            ManifestKind::Index(idx) => {
+                for child in &idx.manifests {
+                    visit(store, child, image, depth + 1, puts, blobs, seen)?;
+                }
+            }
+            ManifestKind::Image(m) => {
+                let config = (m.config.clone(), BlobKind::Config);
+                let layers = m.layers.iter().map(|l| (l.clone(), BlobKind::Layer));
+                for (d, kind) in std::iter::once(config).chain(layers) {
+                    if !store.has_blob(&d.digest) {
+                        return Err(RegistryError::Store(StoreError::BlobNotFound(d.digest)));
+                    }
+                    if seen.insert(d.digest) {
+                        blobs.push(Blob { desc: d, kind });
+                    }
+                }
+            }
+        }
+        if !puts.iter().any(|p: &Put| p.desc.digest == desc.digest) {
+            let mut d = Descriptor::new(kind.media_type(), desc.digest, bytes.len() as u64);
+            d.platform = desc.platform.clone();
+            puts.push(Put { desc: d, bytes });
+        }
+        Ok(())
+    }
+    visit(store, top, image, 0, &mut puts, &mut blobs, &mut seen)?;
+    Ok((puts, blobs))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_blobs(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    scopes: &Scopes,
+    blobs: Vec<Blob>,
+    opts: &PushOptions,
+    progress: &dyn Progress,
+    counts: &Counts,
+) -> Result<(), RegistryError> {
+    let queue = Mutex::new(VecDeque::from(blobs));
+    let errors: Mutex<Vec<RegistryError>> = Mutex::new(Vec::new());
+    let cancel = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, 16) {
+            s.spawn(|| {
+                loop {
+                    if cancel.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Some(blob) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                        return;
+                    };
+                    if let Err(e) =
+                        push_blob(store, client, repo, scopes, &blob, opts, progress, counts)
+                    {
+                        cancel.store(true, Ordering::Relaxed);
+                        if let Ok(mut errs) = errors.lock() {
+                            errs.push(e);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_blob(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    scopes: &Scopes,
+    blob: &Blob,
+    opts: &PushOptions,
+    progress: &dyn Progress,
+    counts: &Counts,
+) -> Result<(), RegistryError> {
+    let d = &blob.desc.digest;
+    let size = store.blob_size(d)?;
+    let done = |outcome, from: Option<&str>| {
+        progress.event(Event::Done {
+            digest: d,
+            kind: blob.kind,
+            size,
+            outcome,
+            from,
+        })
+    };
+    if client.has_blob(repo, d, scopes)? {
+        counts.existing.fetch_add(1, Ordering::Relaxed);
+        done(BlobOutcome::Exists, None);
+        return Ok(());
+    }
+    for from in sources::repos_on(store, d, client.registry(), repo) {
+        let mscopes = Scopes::mount(repo, &from);
+        match client.mount_blob(repo, d, &from, &mscopes) {
+            Ok(true) => {
+                counts.mounted.fetch_add(1, Ordering::Relaxed);
+                sources::record(store, d, client.registry(), repo);
+                done(BlobOutcome::Mounted, Some(&from));
+                return Ok(());
+            }
+            Ok(false) => {}
+            // A mount is an optimisation: any refusal falls back to upload.
+            Err(e) => log::debug!("{e}; uploading instead"),
+        }
+    }
+    progress.event(Event::Start {
+        digest: d,
+        kind: blob.kind,
+        size,
+    });
+    let file = store.open_blob(d)?;
+    let retry = client.retry();
+    let mut failures = 0;
+    loop {
+        let on_progress = |n: u64| progress.event(Event::Bytes { digest: d, done: n });
+        match client.upload_blob(repo, d, &file, size, opts.chunk_size, scopes, &on_progress) {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && failures + 1 < retry.attempts => {
+                failures += 1;
+                let why = e.to_string();
+                progress.event(Event::Retry {
+                    digest: d,
+                    why: &why,
+                });
+                std::thread::sleep(retry.backoff(failures));
+                // The failed session may have completed after all.
+                if client.has_blob(repo, d, scopes)? {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    counts.pushed.fetch_add(1, Ordering::Relaxed);
+    counts.bytes.fetch_add(size, Ordering::Relaxed);
+    sources::record(store, d, client.registry(), repo);
+    done(BlobOutcome::Pushed, None);
+    Ok(())
+}
