@@ -164,7 +164,10 @@ impl Source {
     }
 
     /// Opens a regular file, following links; returns its reader and size.
-    pub fn open_member(&self, member: &str) -> Result<(Box<dyn Read + '_>, u64), ArchiveError> {
+    pub fn open_member(
+        &self,
+        member: &str,
+    ) -> Result<(Box<dyn Read + Send + '_>, u64), ArchiveError> {
         match &self.kind {
             Kind::Dir(_) => {
                 let path = self.dir_path(member)?;

@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         source: shown.clone(),
     };
     let stored = if shown == "-" {
-        import(&store, std::io::stdin().lock(), tag.as_ref(), &opts)
+        import(&store, std::io::stdin(), tag.as_ref(), &opts)
     } else {
         let f = std::fs::File::open(&a.file).with_context(|| format!("cannot open {shown}"))?;
         import(

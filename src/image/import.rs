@@ -22,7 +22,7 @@ pub struct ImportOptions {
 /// image ID) and the manifest descriptor.
 pub fn import(
     store: &Store,
-    src: impl Read,
+    src: impl Read + Send,
     tag: Option<&Reference>,
     opts: &ImportOptions,
 ) -> Result<StoredImage, ImageError> {

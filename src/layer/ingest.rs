@@ -90,7 +90,7 @@ impl<R: Read> Read for TeeReader<R> {
 /// not read again.
 pub fn ingest(
     store: &Store,
-    src: impl Read,
+    src: impl Read + Send,
     expected: Option<&Digest>,
 ) -> Result<LayerInfo, LayerError> {
     if let Some(d) = expected
@@ -175,10 +175,80 @@ fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Resu
 type IndexParts = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
 type DecodedMeta = (Digest, Compression, u64);
 
+/// Chunks read ahead of the decoder: reading, storing and hashing the blob
+/// run on one core while inflating and parsing run on another.
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_AHEAD: usize = 8;
+
 /// The single pass: detect compression, decode, parse tar headers, index.
-fn index_stream<R: Read>(
-    mut src: TeeReader<R>,
+/// The source is read (and stored, and hashed) by a thread of its own.
+fn index_stream<R: Read + Send>(
+    src: TeeReader<R>,
 ) -> Result<(IndexParts, DecodedMeta, TeeReader<R>), LayerError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
+        let producer = scope.spawn(move || {
+            let mut src = src;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                match src.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        // A closed channel: the decoder stopped (bad data); stop reading too.
+                        if tx.send(Ok(buf)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+            src
+        });
+        let parsed = parse_stream(ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        });
+        let tee = producer
+            .join()
+            .map_err(|_| LayerError::Stream(io::Error::other("the reading thread failed")))?;
+        let (parts, meta) = parsed?;
+        Ok((parts, meta, tee))
+    })
+}
+
+/// Reads the chunks the reading thread sends.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn parse_stream(mut src: impl Read) -> Result<(IndexParts, DecodedMeta), LayerError> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {
@@ -211,12 +281,10 @@ fn index_stream<R: Read>(
         };
         return Err(e);
     }
-    let (decoded, chained) = decoder.finish().map_err(LayerError::Stream)?;
-    let (_, tee) = chained.into_inner();
+    let (decoded, _) = decoder.finish().map_err(LayerError::Stream)?;
     Ok((
         (builder, decoded.checkpoints, decoded.windows),
         (decoded.diff_id, compression, decoded.uncompressed_size),
-        tee,
     ))
 }
 
