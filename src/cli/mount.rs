@@ -35,8 +35,8 @@ pub struct Args {
     /// Honour device nodes (for chroot use)
     #[arg(long)]
     dev: bool,
-    /// MiB of decoded layer data kept in memory
-    #[arg(long, default_value_t = 64)]
+    /// MiB of decoded layer data kept in memory (the daemon's memory is this plus ~12 MiB)
+    #[arg(long, default_value_t = 32)]
     cache_size: usize,
     /// FUSE worker threads
     #[arg(long, default_value_t = default_threads())]

@@ -102,6 +102,7 @@ fn serve_inner(
 ) -> Result<(), MountError> {
     let mountpoint = check_mountpoint(&opts.mountpoint)?;
     check_fuse()?;
+    return_freed_memory();
     let cache = SpanCache::new(opts.cache_bytes);
     let (container, image_name, top, layers) = match &opts.container {
         Some(name) => {
@@ -233,6 +234,19 @@ fn serve_inner(
     }
     cleanup(store);
     result.map_err(|e| MountError::io(&mountpoint, e))
+}
+
+/// Decoded spans are 4 MiB each and come and go with the cache: glibc would
+/// keep freed ones in its arenas (its mmap threshold rises after such a
+/// free), so the daemon's memory would grow past the cache's bound. A fixed
+/// threshold maps every large block and unmaps it when freed.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; it is called before the
+    // FUSE threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
+    }
 }
 
 /// Removes a container this mount created before it could be used.

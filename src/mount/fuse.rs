@@ -601,16 +601,21 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         log::debug!("read {} {offset}+{size}", ino.0);
-        let mut buf = vec![0u8; size as usize];
-        let r = if fh.0 != 0 {
-            self.fs.read_fh(fh.0, offset, &mut buf)
-        } else {
-            self.fs.read(ino.0, offset, &mut buf)
-        };
-        match r {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => reply.error(errno(&e)),
-        }
+        // One buffer per FUSE thread, reused: a fresh one per request keeps
+        // the allocator's arenas growing.
+        thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+        BUF.with_borrow_mut(|buf| {
+            buf.resize(size as usize, 0);
+            let r = if fh.0 != 0 {
+                self.fs.read_fh(fh.0, offset, buf)
+            } else {
+                self.fs.read(ino.0, offset, buf)
+            };
+            match r {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(errno(&e)),
+            }
+        })
     }
 
     fn readdir(
