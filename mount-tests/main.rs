@@ -5,6 +5,7 @@
 mod support;
 
 mod chroot;
+mod cli;
 mod debian;
 mod fixtures;
 mod readonly;

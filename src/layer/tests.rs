@@ -417,3 +417,78 @@ fn damage_is_confined_to_its_span() {
     let mut buf = vec![0u8; early.size() as usize];
     assert!(layer.read_at(&early, 0, &mut buf).is_err());
 }
+
+/// A reader of `len` bytes cycling through `pattern`.
+struct Cycle {
+    pattern: Vec<u8>,
+    pos: usize,
+    left: u64,
+}
+
+impl std::io::Read for Cycle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(self.left as usize)
+            .min(self.pattern.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pattern[self.pos..self.pos + n]);
+        self.pos = (self.pos + n) % self.pattern.len();
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn the_last_4k_of_a_1_gib_gzip_file_inflates_one_span() {
+    const SIZE: u64 = 1 << 30;
+    let pattern = text(1 << 20, 11);
+    let (_d, store) = temp_store();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.tar.gz");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::new(6));
+        let mut tar = ::tar::Builder::new(gz);
+        let mut h = ::tar::Header::new_gnu();
+        h.set_size(SIZE);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(
+            &mut h,
+            "big",
+            Cycle {
+                pattern: pattern.clone(),
+                pos: 0,
+                left: SIZE,
+            },
+        )
+        .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let info = ingest(&store, std::fs::File::open(&path).unwrap(), None).unwrap();
+    let cache = SpanCache::new(64 << 20);
+    let layer = Layer::open(&store, &info.digest, cache.clone()).unwrap();
+    let e = entry_path(&layer, "big").unwrap();
+    let mut buf = vec![0u8; 4096];
+    let off = SIZE - 4096;
+    layer.read_at(&e, off, &mut buf).unwrap();
+    let p = (off % pattern.len() as u64) as usize;
+    assert_eq!(&buf[..], &pattern[p..p + 4096]);
+    let span = layer
+        .index
+        .checkpoint(layer.index.checkpoint_for(e.data_offset() + off).unwrap());
+    assert_eq!(
+        cache.decoded_bytes(),
+        span.out_len as u64,
+        "exactly the one span holding the range was inflated"
+    );
+    let index = std::fs::metadata(store.layer_index_path(&info.digest))
+        .unwrap()
+        .len();
+    let pct = 100.0 * index as f64 / info.size as f64;
+    eprintln!(
+        "1 GiB text layer: blob {} bytes, index {index} bytes = {pct:.2}% of the blob",
+        info.size
+    );
+    assert!(pct < 3.0, "index {pct:.2}% of the compressed layer");
+}
