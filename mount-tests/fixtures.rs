@@ -186,9 +186,10 @@ fn every_fixture_mounts_as_umoci_unpacks_it() {
     const T: &str = "every_fixture_mounts_as_umoci_unpacks_it";
     let fixtures = PathBuf::from(FIXTURES);
     if !fixtures.join("expected").is_dir() {
-        eprintln!(
-            "\n*** SKIPPED {T}: fixtures not found at {} ***\n",
-            fixtures.display()
+        crate::support::skip(
+            T,
+            &format!("fixtures not found at {}", fixtures.display()),
+            false,
         );
         return;
     }

@@ -159,71 +159,60 @@ pub fn text(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// The shared fixtures folder, or `None` (with a loud SKIPPED line naming
-/// `test`) when it is not there. Fixture tests are an extra tier.
+/// Says loudly that `test` is skipped and why, or fails it when
+/// `LAYERFS_CI=1` says every test must run (CI installs everything, so a
+/// skip there would hide a gap). Fixture-tier skips pass `ci_fails: false`.
+pub fn skip(test: &str, why: &str, ci_fails: bool) {
+    if ci_fails && std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
+        panic!("{test}: {why}, and LAYERFS_CI=1 forbids skipping");
+    }
+    // Straight to fd 2: the test harness captures eprintln!, and a skip must
+    // be seen in a passing run.
+    let _ = writeln!(std::io::stderr().lock(), "\n*** SKIPPED {test}: {why} ***");
+}
+
+/// The shared fixtures folder, or `None` (with a loud SKIPPED line) when it
+/// is not there. Fixture tests are an extra tier, so CI does not fail them.
 pub fn fixtures_dir(test: &str) -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
     if dir.is_dir() {
-        Some(dir.to_path_buf())
-    } else {
-        eprintln!("SKIPPED: {test} ({} not found)", dir.display());
-        None
+        return Some(dir.to_path_buf());
     }
+    skip(test, &format!("{} not found", dir.display()), false);
+    None
 }
 
-/// The path of external tool `name` (skopeo, umoci, ...), or `None` with a
-/// loud SKIPPED line naming `test`. With `LAYERFS_CI=1` a missing tool fails
-/// the test instead: CI installs every tool, so a skip there hides a gap.
+/// The path of external tool `name` (skopeo, umoci, ...) on PATH, or `None`
+/// after `skip`.
 pub fn external_tool(name: &str, test: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(name))
-            .find(|p| p.is_file())
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
     });
     if found.is_none() {
-        if std::env::var("LAYERFS_CI").as_deref() == Ok("1") {
-            panic!("{test}: {name} is not installed, and LAYERFS_CI=1 forbids skipping");
-        }
-        eprintln!("SKIPPED: {test} ({name} not installed)");
+        skip(
+            test,
+            &format!("{name} is not installed (scripts/setup.sh installs it)"),
+            true,
+        );
     }
     found
 }
 
-/// Whether the test runs as root; if not, says so loudly (and fails when
-/// LAYERFS_CI=1 requires every test to run).
+pub fn have_tool(tool: &str, test: &str) -> bool {
+    external_tool(tool, test).is_some()
+}
+
+/// Whether the test runs as root; if not, `skip`.
 pub fn is_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    if std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
-        panic!("{test}: needs root, and LAYERFS_CI=1 requires every test to run");
-    }
-    eprintln!("\n*** SKIPPED {test}: needs root ***\n");
-    false
-}
-
-/// Whether the external `tool` is on PATH. When it is not, prints a loud
-/// SKIPPED line for `test` and returns false, except under `LAYERFS_CI=1`,
-/// where CI has installed everything and a missing tool fails the test.
-pub fn have_tool(tool: &str, test: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(tool))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    });
-    if found {
-        return true;
-    }
-    if std::env::var("LAYERFS_CI").as_deref() == Ok("1") {
-        panic!("{test}: {tool} is not installed, and LAYERFS_CI=1 forbids skipping");
-    }
-    // Straight to fd 2: the test harness captures eprintln!, and a skip
-    // must be seen in a passing run.
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "SKIPPED: {test} ({tool} not found; apt-get install it)"
-    );
+    skip(test, "needs root", true);
     false
 }

@@ -15,37 +15,49 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// Whether this machine can mount: root and /dev/fuse. Without them the test
-/// is skipped loudly, unless LAYERFS_CI=1 says it must run.
+/// Says loudly that `test` is skipped and why, or fails it when
+/// `LAYERFS_CI=1` says every test must run (`ci_fails`; the fixture tier is
+/// exempt). Written straight to fd 2: the harness hides eprintln! output of
+/// passing tests, and a skip must be seen.
+pub fn skip(test: &str, why: &str, ci_fails: bool) {
+    if ci_fails && std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
+        panic!("{test}: {why}, and LAYERFS_CI=1 requires every test to run");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "\n*** SKIPPED {test}: {why} ***");
+}
+
+/// Whether this machine can mount: root and /dev/fuse; else `skip`.
 pub fn can_mount(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     let fuse = Path::new("/dev/fuse").exists();
     if root && fuse {
         return true;
     }
-    let why = if !root { "not root" } else { "no /dev/fuse" };
-    if std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
-        panic!("{test}: cannot run ({why}) but LAYERFS_CI=1 requires every mount test to run");
-    }
-    eprintln!("\n*** SKIPPED {test}: {why}; mount tests need root and /dev/fuse ***\n");
+    let why = if !root {
+        "not root (mount tests need root and /dev/fuse)"
+    } else {
+        "no /dev/fuse"
+    };
+    skip(test, why, true);
     false
 }
 
-/// Skips (loudly) or fails (in CI) when `tool` is not installed.
+/// Whether `tool` is installed; else `skip`.
 pub fn have_tool(test: &str, tool: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
         .is_ok_and(|o| o.status.success());
-    if found {
-        return true;
+    if !found {
+        skip(
+            test,
+            &format!("{tool} is not installed (scripts/setup.sh installs it)"),
+            true,
+        );
     }
-    if std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
-        panic!("{test}: {tool} is missing but LAYERFS_CI=1 requires it");
-    }
-    eprintln!("\n*** SKIPPED {test}: {tool} is not installed ***\n");
-    false
+    found
 }
 
 /// A temporary store and the `layerfs` binary pointed at it.

@@ -93,15 +93,7 @@ impl UpperDir {
         }
         // Modes are applied exactly as the kernel passes them (already masked).
         nix::sys::stat::umask(Mode::empty());
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(errno)?;
-        let work_fd = nix::fcntl::open(work, flags, Mode::empty()).map_err(errno)?;
-        Ok(UpperDir {
-            root: root.to_path_buf(),
-            root_fd,
-            work_fd,
-            next_tmp: AtomicU64::new(0),
-        })
+        UpperDir::open_existing(root, work)
     }
 
     /// Opens an upper dir to read it while its own daemon may be using it
