@@ -416,6 +416,7 @@ pub fn decode_spans(
     index: &LayerIndex,
     blob: &File,
     i: u32,
+    zstd: &std::sync::Mutex<Option<ZstdCursor>>,
 ) -> Result<Vec<(u32, Vec<u8>)>, SpanError> {
     let cp = index.checkpoint(i);
     let damaged = |why: String| SpanError::Damaged {
@@ -430,7 +431,10 @@ pub fn decode_spans(
             vec![(i, data)]
         }
         Compression::Gzip => vec![(i, inflate_span(index, blob, &cp).map_err(damaged)?)],
-        Compression::Zstd => zstd_spans(index, blob, i).map_err(damaged)?,
+        Compression::Zstd => {
+            let mut saved = zstd.lock().unwrap_or_else(|p| p.into_inner());
+            zstd_spans(index, blob, i, &mut saved).map_err(damaged)?
+        }
     };
     for (id, data) in &out {
         let c = index.checkpoint(*id);
@@ -475,6 +479,10 @@ impl<'a> BlobCursor<'a> {
     fn consume(&mut self, n: usize) {
         self.start += n;
     }
+    /// The offset of the next byte not yet consumed.
+    fn position(&self) -> u64 {
+        self.offset - (self.end - self.start) as u64
+    }
 }
 
 fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<u8>, String> {
@@ -514,7 +522,21 @@ fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<
     Ok(out)
 }
 
-fn zstd_spans(index: &LayerIndex, blob: &File, i: u32) -> Result<Vec<(u32, Vec<u8>)>, String> {
+/// Where a zstd decode of a layer stopped: the decoder, positioned before
+/// span `next_span`, and the compressed offset it reads next. A sequential
+/// read continues from it instead of decoding the frame again from its start.
+pub struct ZstdCursor {
+    dctx: zstd::zstd_safe::DCtx<'static>,
+    next_span: u32,
+    in_offset: u64,
+}
+
+fn zstd_spans(
+    index: &LayerIndex,
+    blob: &File,
+    i: u32,
+    saved: &mut Option<ZstdCursor>,
+) -> Result<Vec<(u32, Vec<u8>)>, String> {
     let mut start = i;
     while !index.checkpoint(start).restart {
         if start == 0 {
@@ -522,13 +544,18 @@ fn zstd_spans(index: &LayerIndex, blob: &File, i: u32) -> Result<Vec<(u32, Vec<u
         }
         start -= 1;
     }
-    let first = index.checkpoint(start);
-    let mut dctx = zstd::zstd_safe::DCtx::create();
-    dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(31))
-        .map_err(|c| zstd::zstd_safe::get_error_name(c).to_string())?;
-    let mut cursor = BlobCursor::new(blob, first.in_offset);
+    let (mut dctx, from, in_offset) = match saved.take() {
+        Some(c) if c.next_span >= start && c.next_span <= i => (c.dctx, c.next_span, c.in_offset),
+        _ => {
+            let mut dctx = zstd::zstd_safe::DCtx::create();
+            dctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(31))
+                .map_err(|c| zstd::zstd_safe::get_error_name(c).to_string())?;
+            (dctx, start, index.checkpoint(start).in_offset)
+        }
+    };
+    let mut cursor = BlobCursor::new(blob, in_offset);
     let mut out = Vec::new();
-    for id in start..=i {
+    for id in from..=i {
         let cp = index.checkpoint(id);
         let mut data = vec![0u8; cp.out_len as usize];
         let mut produced = 0;
@@ -547,5 +574,10 @@ fn zstd_spans(index: &LayerIndex, blob: &File, i: u32) -> Result<Vec<(u32, Vec<u
         }
         out.push((id, data));
     }
+    *saved = Some(ZstdCursor {
+        dctx,
+        next_span: i + 1,
+        in_offset: cursor.position(),
+    });
     Ok(out)
 }

@@ -3,7 +3,7 @@
 //! bytes and shared by all layers of a process.
 
 use super::LayerError;
-use super::decode::{SpanError, decode_spans};
+use super::decode::{SpanError, ZstdCursor, decode_spans};
 use super::index::{Entry, LayerIndex};
 use super::ingest::index_blob;
 use crate::oci::Digest;
@@ -76,6 +76,8 @@ pub struct Layer {
     blob: File,
     key: u64,
     cache: Arc<SpanCache>,
+    /// Where the last zstd decode stopped, so sequential reads continue.
+    zstd: Mutex<Option<ZstdCursor>>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -106,6 +108,7 @@ impl Layer {
             blob,
             key: NEXT_LAYER_KEY.fetch_add(1, Ordering::Relaxed),
             cache,
+            zstd: Mutex::new(None),
         })
     }
 
@@ -226,7 +229,7 @@ impl Layer {
                 st = self.cache.ready.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
-        let result = decode_spans(&self.index, &self.blob, i);
+        let result = decode_spans(&self.index, &self.blob, i, &self.zstd);
         let mut st = self.cache.state.lock().unwrap_or_else(|p| p.into_inner());
         st.busy.remove(&key);
         self.cache.ready.notify_all();

@@ -492,3 +492,30 @@ fn the_last_4k_of_a_1_gib_gzip_file_inflates_one_span() {
     );
     assert!(pct < 3.0, "index {pct:.2}% of the compressed layer");
 }
+
+#[test]
+fn a_single_frame_zstd_layer_is_decoded_once_when_read_in_order() {
+    let big = text(40 << 20, 21);
+    let mut t = TarBuilder::new();
+    t.file("big", 0o644, &big);
+    let blob = zstd(&t.finish());
+    let (_d, store) = temp_store();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let cache = SpanCache::new(8 << 20);
+    let layer = Layer::open(&store, &info.digest, cache.clone()).unwrap();
+    let e = entry_path(&layer, "big").unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < e.size() {
+        let n = layer.read_at(&e, off, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &big[off as usize..off as usize + n]);
+        off += n as u64;
+    }
+    // Without a cursor each span would be decoded again from the frame's start.
+    assert!(
+        cache.decoded_bytes() <= info.uncompressed_size,
+        "{} decoded for {}",
+        cache.decoded_bytes(),
+        info.uncompressed_size
+    );
+}
