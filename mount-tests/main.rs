@@ -4,4 +4,7 @@
 
 mod support;
 
+mod chroot;
+mod debian;
+mod fixtures;
 mod readonly;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod tree;
 
 use layerfs::image::{layer_descriptor, new_config, write_image};
@@ -103,6 +104,29 @@ impl Env {
             .iter()
             .map(|l| ingest(&self.store, &l[..], None).expect("ingest"))
             .collect();
+        self.tag_layers(name, infos)
+    }
+
+    /// Stores an image of the layer files at `paths` (streamed, not read
+    /// into memory: real layers are hundreds of MB) as `name`.
+    pub fn image_files(&self, name: &str, paths: &[PathBuf]) -> Vec<LayerInfo> {
+        let infos: Vec<LayerInfo> = paths
+            .iter()
+            .map(|p| {
+                let f =
+                    std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+                ingest(
+                    &self.store,
+                    std::io::BufReader::with_capacity(1 << 20, f),
+                    None,
+                )
+                .unwrap_or_else(|e| panic!("ingest {}: {e}", p.display()))
+            })
+            .collect();
+        self.tag_layers(name, infos)
+    }
+
+    fn tag_layers(&self, name: &str, infos: Vec<LayerInfo>) -> Vec<LayerInfo> {
         let mut config = new_config();
         config.rootfs.diff_ids = infos.iter().map(|i| i.diff_id).collect();
         let descs: Vec<_> = infos.iter().map(layer_descriptor).collect();

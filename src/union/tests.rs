@@ -76,6 +76,20 @@ fn upper_layers_win_and_whiteouts_are_scoped() {
 }
 
 #[test]
+fn symlinks_show_mode_0777_whatever_the_tar_says() {
+    // ggcr's overwritten_file image stores foo.txt -> bar.txt with mode 0755.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_link(&mut h, "foo.txt", "bar.txt").unwrap();
+    let (_d, fs) = union_of(vec![b.into_inner().unwrap()]);
+    let a = walk(&fs, "foo.txt").unwrap();
+    assert_eq!((a.kind, a.perm), (FileKind::Symlink, 0o777));
+}
+
+#[test]
 fn opaque_markers_apply_wherever_they_sit() {
     let base = layer(|t| {
         t.file("d/old1", 0o644, b"1")

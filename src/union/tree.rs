@@ -698,7 +698,13 @@ pub(crate) fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {
     Attr {
         ino,
         kind,
-        perm: e.mode() & 0o7777,
+        // Linux shows every symlink as 0777 whatever its creator asked (tar
+        // headers from some tools say 0755); umoci and overlayfs show 0777 too.
+        perm: if kind == FileKind::Symlink {
+            0o777
+        } else {
+            e.mode() & 0o7777
+        },
         nlink: 1,
         uid: e.uid(),
         gid: e.gid(),
