@@ -136,9 +136,55 @@ pub(crate) struct Node {
     /// One path of this inode: its parent and its name there.
     pub parent: u64,
     pub name: Box<[u8]>,
+    /// The other names the kernel knows a hard-linked file by: one of them
+    /// becomes its path when that name goes away.
+    pub aliases: Vec<(u64, Box<[u8]>)>,
     /// References the kernel holds (lookups minus forgets).
     pub lookups: u64,
     pub listing: Option<Arc<Listing>>,
+}
+
+impl Node {
+    /// Makes `parent`/`name` this inode's path (the latest name wins); the
+    /// previous one stays known as an alias.
+    pub(crate) fn set_path(&mut self, parent: u64, name: &[u8]) {
+        if self.parent == parent && *self.name == *name {
+            return;
+        }
+        self.aliases
+            .retain(|(p, n)| !(*p == parent && **n == *name));
+        let old = (
+            std::mem::replace(&mut self.parent, parent),
+            std::mem::replace(&mut self.name, name.into()),
+        );
+        self.aliases.push(old);
+    }
+
+    /// Name `from` of this inode is now `to`.
+    pub(crate) fn rename_path(&mut self, from: (u64, &[u8]), to: (u64, &[u8])) {
+        self.aliases
+            .retain(|(p, n)| !((*p, &**n) == from || (*p, &**n) == to));
+        if (self.parent, &*self.name) != from {
+            let old = (self.parent, std::mem::take(&mut self.name));
+            self.aliases.push(old);
+        }
+        self.parent = to.0;
+        self.name = to.1.into();
+    }
+
+    /// Name `parent`/`name` no longer leads here (unlinked, renamed away or
+    /// replaced): another known name, if any, becomes the path.
+    pub(crate) fn drop_name(&mut self, parent: u64, name: &[u8]) {
+        self.aliases
+            .retain(|(p, n)| !(*p == parent && **n == *name));
+        if self.parent == parent
+            && *self.name == *name
+            && let Some((p, n)) = self.aliases.pop()
+        {
+            self.parent = p;
+            self.name = n;
+        }
+    }
 }
 
 struct DirHandle {
@@ -211,6 +257,7 @@ impl UnionFs {
                 src,
                 parent: ROOT_INO,
                 name: Box::from(&b""[..]),
+                aliases: Vec::new(),
                 lookups: 1,
                 listing: None,
             },
@@ -293,13 +340,12 @@ impl UnionFs {
             src: c.src.clone(),
             parent,
             name: c.name.clone(),
+            aliases: Vec::new(),
             lookups: 0,
             listing: None,
         });
         node.lookups += 1;
-        // The latest path wins: a hard link's other names stay valid.
-        node.parent = parent;
-        node.name = c.name.clone();
+        node.set_path(parent, &c.name);
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {

@@ -496,6 +496,9 @@ impl UnionFs {
         Self::edit_listing(&mut t, parent, |l| {
             l.remove(name);
         });
+        if let Some(n) = t.nodes.get_mut(&child.ino) {
+            n.drop_name(parent, name);
+        }
         t.nlinks.remove(&child.ino);
         Ok(())
     }
@@ -614,12 +617,14 @@ impl UnionFs {
         });
         Self::edit_listing(&mut t, newparent, |l| l.put(moved.clone()));
         if let Some(n) = t.nodes.get_mut(&src.ino) {
-            n.parent = newparent;
-            n.name = newname.into();
+            n.rename_path((parent, name), (newparent, newname));
             n.src = moved.src.clone();
         }
         t.nlinks.remove(&src.ino);
         if let Some(d) = dst {
+            if let Some(n) = t.nodes.get_mut(&d.ino) {
+                n.drop_name(newparent, newname);
+            }
             t.nlinks.remove(&d.ino);
         }
         Ok(())

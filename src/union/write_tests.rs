@@ -336,3 +336,23 @@ fn new_entries_of_every_kind() {
     ));
     let _ = Arc::new(());
 }
+
+#[test]
+fn a_hard_link_stays_reachable_after_the_name_last_looked_up_goes() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let h1 = walk(&fs, "bin/h1").unwrap();
+    let (bin, _) = parent_and_name(&fs, "bin/h1");
+    fs.link(h1.ino, bin, b"h3").unwrap();
+    // The kernel's latest lookup is h2; then h2 goes, by unlink and by a
+    // rename over it.
+    assert_eq!(walk(&fs, "bin/h2").unwrap().ino, h1.ino);
+    fs.unlink(bin, b"h2").unwrap();
+    let a = fs.getattr(h1.ino).expect("h1 and h3 still name the file");
+    assert_eq!(a.nlink, 2);
+    assert_eq!(walk(&fs, "bin/h3").unwrap().ino, h1.ino);
+    fs.create(bin, b"new", 0o644, ME).unwrap();
+    fs.rename(bin, b"new", bin, b"h3", 0).unwrap();
+    assert_eq!(fs.getattr(h1.ino).unwrap().nlink, 1);
+    assert_eq!(read(&fs, "bin/h1"), b"linked");
+}
