@@ -563,9 +563,14 @@ impl UnionFs {
             if src.src.upper == Upper::No {
                 self.copy_up_dir_path(&mut t, &src_path)?;
             }
-            // Without a redirect it merges the lower directories at its own path.
-            if !src.src.chain.is_empty() && upper.get_xattr(&src_path, XATTR_REDIRECT)?.is_none() {
-                upper.set_xattr(&src_path, XATTR_REDIRECT.as_bytes(), &src_path)?;
+            // Without a redirect it merges the lower directories at its own
+            // path. The redirect names where its layers hold it, which is not
+            // where the view shows it when a parent was renamed before.
+            if let Some(&(l, d)) = src.src.chain.first()
+                && upper.get_xattr(&src_path, XATTR_REDIRECT)?.is_none()
+            {
+                let lower_path = self.stack.layers[l as usize].index.dir(d).path();
+                upper.set_xattr(&src_path, XATTR_REDIRECT.as_bytes(), lower_path)?;
             }
             upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
         } else {

@@ -356,3 +356,20 @@ fn a_hard_link_stays_reachable_after_the_name_last_looked_up_goes() {
     assert_eq!(fs.getattr(h1.ino).unwrap().nlink, 1);
     assert_eq!(read(&fs, "bin/h1"), b"linked");
 }
+
+#[test]
+fn a_lower_directory_moved_out_of_a_moved_parent_keeps_its_contents() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let (doc, a) = parent_and_name(&fs, "usr/share/doc/a");
+    fs.rename(doc, &a, ROOT_INO, b"moved", 0).unwrap();
+    let moved = walk(&fs, "moved").unwrap().ino;
+    // `sub` is still only in the layer, under its old path.
+    fs.rename(moved, b"sub", ROOT_INO, b"sub2", 0).unwrap();
+    assert_eq!(list(&fs, "sub2"), vec!["deep"]);
+    let before = snapshot(&fs);
+    drop(fs);
+    let fs = fx.fs();
+    assert_eq!(read(&fs, "sub2/deep"), b"deep");
+    assert_eq!(snapshot(&fs), before, "the same tree after a restart");
+}
