@@ -8,3 +8,4 @@ mod chroot;
 mod debian;
 mod fixtures;
 mod readonly;
+mod writable;
