@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub const ROOT_INO: u64 = 1;
+/// The longest name a directory entry may have (what statfs reports).
+pub const NAME_MAX: usize = 255;
 const LOWER_SHIFT: u32 = 40;
 const UPPER_INO: u64 = 1 << 62;
 
@@ -349,6 +351,7 @@ impl UnionFs {
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        check_name(name)?;
         let mut t = self.lock();
         let listing = self.listing(&mut t, parent)?;
         let child = listing.find(name).ok_or(UnionError::NotFound)?;
@@ -720,6 +723,15 @@ impl UnionFs {
         let files = self.stack.layers.iter().map(|l| l.index.len() as u64).sum();
         (bytes, files)
     }
+}
+
+/// ENAMETOOLONG for a name no directory can hold (the kernel leaves this
+/// check to the filesystem).
+pub(crate) fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(UnionError::NameTooLong);
+    }
+    Ok(())
 }
 
 pub(crate) fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {

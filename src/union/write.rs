@@ -11,7 +11,7 @@
 use super::attr::{Attr, FileKind};
 use super::error::{Result, UnionError};
 use super::stack::LowerRef;
-use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, upper_ino};
+use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino};
 use super::upper::{
     Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_PREFIX, XATTR_REDIRECT,
     join, split,
@@ -309,6 +309,7 @@ impl UnionFs {
     ) -> Result<(Attr, Option<File>)> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
+        check_name(name)?;
         if name.starts_with(WHITEOUT_PREFIX) {
             // Such a name would read as a deletion in the upper dir and in a layer.
             return Err(UnionError::NotPermitted);
@@ -420,6 +421,7 @@ impl UnionFs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
+        check_name(newname)?;
         if newname.starts_with(WHITEOUT_PREFIX) {
             return Err(UnionError::NotPermitted);
         }
@@ -527,6 +529,7 @@ impl UnionFs {
         }
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
+        check_name(newname)?;
         if newname.starts_with(WHITEOUT_PREFIX) {
             return Err(UnionError::NotPermitted);
         }

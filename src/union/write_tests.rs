@@ -373,3 +373,21 @@ fn a_lower_directory_moved_out_of_a_moved_parent_keeps_its_contents() {
     assert_eq!(read(&fs, "sub2/deep"), b"deep");
     assert_eq!(snapshot(&fs), before, "the same tree after a restart");
 }
+
+#[test]
+fn names_longer_than_name_max_are_enametoolong() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let long = vec![b'n'; 256];
+    let (etc, _) = parent_and_name(&fs, "etc/motd");
+    assert!(matches!(
+        fs.lookup(etc, &long),
+        Err(UnionError::NameTooLong)
+    ));
+    assert!(matches!(
+        fs.mkdir(etc, &long, 0o755, ME),
+        Err(UnionError::NameTooLong)
+    ));
+    assert_eq!(UnionError::NameTooLong.errno(), libc::ENAMETOOLONG);
+    assert!(fs.mkdir(etc, &long[..255], 0o755, ME).is_ok());
+}
