@@ -144,6 +144,9 @@ pub(crate) struct Node {
     /// References the kernel holds (lookups minus forgets).
     pub lookups: u64,
     pub listing: Option<Arc<Listing>>,
+    /// An upper file whose last name was removed while it was open: it
+    /// lives on in that open file, which is all `stat` can ask.
+    pub detached: Option<Arc<super::write::OpenFile>>,
 }
 
 impl Node {
@@ -262,6 +265,7 @@ impl UnionFs {
                 aliases: Vec::new(),
                 lookups: 1,
                 listing: None,
+                detached: None,
             },
         );
         fs
@@ -345,6 +349,7 @@ impl UnionFs {
             aliases: Vec::new(),
             lookups: 0,
             listing: None,
+            detached: None,
         });
         node.lookups += 1;
         node.set_path(parent, &c.name);
@@ -380,6 +385,10 @@ impl UnionFs {
 
     pub(crate) fn attr(&self, t: &mut Table, ino: u64) -> Result<Attr> {
         let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        if let Some(super::write::OpenFile::Upper(f)) = node.detached.as_deref() {
+            let st = nix::sys::stat::fstat(f).map_err(std::io::Error::from)?;
+            return Ok(stat_attr(ino, &st));
+        }
         let src = node.src.clone();
         let mut a = if src.upper != Upper::No {
             let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;

@@ -488,6 +488,7 @@ impl UnionFs {
         if child.src.lower_here {
             upper.whiteout(&path)?;
         }
+        let last_link = self.last_link(upper, &child, &path)?;
         if child.src.upper != Upper::No {
             if is_dir {
                 upper.rmdir(&path)?
@@ -495,6 +496,7 @@ impl UnionFs {
                 upper.unlink(&path)?
             }
         }
+        self.detach_if_open(&mut t, child.ino, last_link);
         Self::edit_listing(&mut t, parent, |l| {
             l.remove(name);
         });
@@ -503,6 +505,38 @@ impl UnionFs {
         }
         t.nlinks.remove(&child.ino);
         Ok(())
+    }
+
+    /// The host file behind `child` at `path` when that is its last name: it
+    /// goes with the name unless a handle holds it open.
+    fn last_link(
+        &self,
+        upper: &UpperDir,
+        child: &Child,
+        path: &[u8],
+    ) -> Result<Option<libc::stat>> {
+        if child.src.kind == FileKind::Directory || child.src.upper == Upper::No {
+            return Ok(None);
+        }
+        Ok(upper.lstat(path)?.filter(|st| st.st_nlink == 1))
+    }
+
+    /// After its last name went: if a handle still has the file open, `stat`
+    /// of the inode asks that handle from now on.
+    fn detach_if_open(&self, t: &mut Table, ino: u64, gone: Option<libc::stat>) {
+        let Some(st) = gone else { return };
+        let Some(node) = t.nodes.get_mut(&ino) else {
+            return;
+        };
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner());
+        node.detached = files
+            .values()
+            .find(|f| match &***f {
+                OpenFile::Upper(file) => nix::sys::stat::fstat(file)
+                    .is_ok_and(|s| s.st_dev == st.st_dev && s.st_ino == st.st_ino),
+                OpenFile::Lower(_) => false,
+            })
+            .cloned();
     }
 
     /// The listing of a child directory, cached if it has an inode.
@@ -601,7 +635,14 @@ impl UnionFs {
         {
             upper.rmdir(&dst_path)?;
         }
+        let replaced = match &dst {
+            Some(d) => self.last_link(upper, d, &dst_path)?,
+            None => None,
+        };
         upper.rename(&src_path, &dst_path, RenameFlags::empty())?;
+        if let Some(d) = &dst {
+            self.detach_if_open(&mut t, d.ino, replaced);
+        }
         if src_dir && dst_lower {
             // The lower directory at the new name must not merge into it.
             upper.whiteout(&dst_path)?;

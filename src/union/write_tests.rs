@@ -391,3 +391,19 @@ fn names_longer_than_name_max_are_enametoolong() {
     assert_eq!(UnionError::NameTooLong.errno(), libc::ENAMETOOLONG);
     assert!(fs.mkdir(etc, &long[..255], 0o755, ME).is_ok());
 }
+
+#[test]
+fn an_open_file_outlives_its_last_name() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let (etc, _) = parent_and_name(&fs, "etc/motd");
+    let (a, o) = fs.create(etc, b"tmpfile", 0o600, ME).unwrap();
+    fs.write_fh(o.fh, 0, b"still here").unwrap();
+    fs.unlink(etc, b"tmpfile").unwrap();
+    let st = fs.getattr(a.ino).expect("stat of an open, unlinked file");
+    assert_eq!((st.nlink, st.size), (0, 10));
+    let mut buf = [0u8; 10];
+    assert_eq!(fs.read_fh(o.fh, 0, &mut buf).unwrap(), 10);
+    assert_eq!(&buf, b"still here");
+    fs.release(o.fh);
+}
