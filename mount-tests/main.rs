@@ -7,5 +7,6 @@ mod support;
 mod chroot;
 mod debian;
 mod fixtures;
+mod posix;
 mod readonly;
 mod writable;
