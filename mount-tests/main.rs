@@ -5,8 +5,10 @@
 mod support;
 
 mod chroot;
+mod crash;
 mod debian;
 mod fixtures;
+mod interop;
 mod posix;
 mod readonly;
 mod writable;
