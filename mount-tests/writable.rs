@@ -495,3 +495,58 @@ fn a_full_disk_reaches_the_writer_and_fails_a_commit_cleanly() {
     env.ok(&["commit", "full", "full:2"]);
     assert_eq!(env.images().len(), images.len() + 1);
 }
+
+#[test]
+fn tar_extracts_symlinks_into_a_writable_mount() {
+    const T: &str = "tar_extracts_symlinks_into_a_writable_mount";
+    if !can_mount(T) {
+        return;
+    }
+    let env = Env::new();
+    small_image(&env, "small:1");
+    let m = env.mount_writable("small:1", "tar");
+    // GNU tar makes a placeholder file for a symlink leading out with "..",
+    // deletes it at the end and makes the link, which the host often gives
+    // the placeholder's inode number.
+    let mut payload = Tar::new().dir("pkg", 0o755).dir("pkg/lib", 0o755);
+    for i in 0..20 {
+        payload = payload
+            .file(&format!("pkg/lib/lib{i}.so.1"), 0o644, b"elf")
+            .symlink(
+                &format!("pkg/lib/sub{i}/lib.so"),
+                &format!("../lib{i}.so.1"),
+            );
+    }
+    let tarball = env.dir.path().join("payload.tar");
+    fs::write(&tarball, payload.finish()).unwrap();
+    let (ok, _, err) = crate::support::sh(&format!(
+        "tar -C {} -xf {}",
+        m.join("other").display(),
+        tarball.display()
+    ));
+    assert!(ok, "tar -x: {err}");
+    // The same by hand, many times: the kernel forgets the deleted file
+    // asynchronously, so the number may come back before it does.
+    for i in 0..300 {
+        let p = m.join(&format!("other/p{i}"));
+        fs::write(&p, b"").unwrap();
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("../target", &p).unwrap();
+        assert_eq!(
+            fs::read_link(&p).unwrap().to_str(),
+            Some("../target"),
+            "{}",
+            p.display()
+        );
+    }
+    for i in 0..20 {
+        let link = m.join(&format!("other/pkg/lib/sub{i}/lib.so"));
+        assert_eq!(
+            fs::read_link(&link).unwrap().to_str(),
+            Some(format!("../lib{i}.so.1").as_str()),
+            "{}",
+            link.display()
+        );
+        assert_eq!(fs::read(&link).unwrap(), b"elf");
+    }
+}

@@ -147,6 +147,7 @@ pub(crate) struct Node {
     /// An upper file whose last name was removed while it was open: it
     /// lives on in that open file, which is all `stat` can ask.
     pub detached: Option<Arc<super::write::OpenFile>>,
+    pub generation: u64,
 }
 
 impl Node {
@@ -266,6 +267,7 @@ impl UnionFs {
                 lookups: 1,
                 listing: None,
                 detached: None,
+                generation: 0,
             },
         );
         fs
@@ -350,6 +352,7 @@ impl UnionFs {
             lookups: 0,
             listing: None,
             detached: None,
+            generation: 0,
         });
         node.lookups += 1;
         node.set_path(parent, &c.name);
@@ -384,6 +387,11 @@ impl UnionFs {
     }
 
     pub(crate) fn attr(&self, t: &mut Table, ino: u64) -> Result<Attr> {
+        let generation = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.generation;
+        self.attr_of(t, ino).map(|a| Attr { generation, ..a })
+    }
+
+    fn attr_of(&self, t: &mut Table, ino: u64) -> Result<Attr> {
         let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
         if let Some(super::write::OpenFile::Upper(f)) = node.detached.as_deref() {
             let st = nix::sys::stat::fstat(f).map_err(std::io::Error::from)?;
@@ -781,6 +789,7 @@ pub(crate) fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {
         atime: t,
         mtime: t,
         ctime: t,
+        generation: 0,
     }
 }
 
@@ -802,5 +811,6 @@ pub(crate) fn stat_attr(ino: u64, st: &libc::stat) -> Attr {
         atime: ts(st.st_atime, st.st_atime_nsec),
         mtime: ts(st.st_mtime, st.st_mtime_nsec),
         ctime: ts(st.st_ctime, st.st_ctime_nsec),
+        generation: 0,
     }
 }

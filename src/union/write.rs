@@ -342,6 +342,18 @@ impl UnionFs {
             },
         };
         Self::edit_listing(&mut t, parent, |l| l.put(child.clone()));
+        if let Some(old) = t.nodes.get_mut(&child.ino) {
+            // The host gave the number of a file deleted moments ago, which
+            // the kernel has not forgotten yet: the same number, a new file.
+            old.src = child.src.clone();
+            old.parent = parent;
+            old.name = name.into();
+            old.aliases.clear();
+            old.listing = None;
+            old.detached = None;
+            old.generation += 1;
+        }
+        t.nlinks.remove(&child.ino);
         Self::remember(&mut t, parent, &child);
         let attr = self.attr(&mut t, child.ino)?;
         Ok((attr, file))

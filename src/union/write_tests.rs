@@ -407,3 +407,23 @@ fn an_open_file_outlives_its_last_name() {
     assert_eq!(&buf, b"still here");
     fs.release(o.fh);
 }
+
+#[test]
+fn a_new_entry_on_a_reused_inode_number_is_a_new_file() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let (etc, _) = parent_and_name(&fs, "etc/motd");
+    // As tar extracts a symlink it defers: a placeholder file, removed, then
+    // the link, which the host often gives the placeholder's inode number.
+    let (placeholder, o) = fs.create(etc, b"link", 0o600, ME).unwrap();
+    fs.release(o.fh);
+    drop(o);
+    fs.unlink(etc, b"link").unwrap();
+    let link = fs.symlink(etc, b"link", b"../target", ME).unwrap();
+    assert_eq!(link.kind, FileKind::Symlink);
+    assert_eq!(fs.readlink(link.ino).unwrap(), b"../target");
+    assert_eq!(walk(&fs, "etc/link").unwrap().kind, FileKind::Symlink);
+    if link.ino == placeholder.ino {
+        assert_ne!(link.generation, placeholder.generation);
+    }
+}
