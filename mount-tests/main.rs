@@ -6,6 +6,10 @@ mod support;
 
 mod chroot;
 mod cli;
+mod crash;
 mod debian;
 mod fixtures;
+mod interop;
+mod posix;
 mod readonly;
+mod writable;

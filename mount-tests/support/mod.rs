@@ -6,6 +6,7 @@
 
 pub mod debian;
 pub mod tree;
+pub mod writable;
 
 use layerfs::image::{layer_descriptor, new_config, write_image};
 use layerfs::layer::{Compression, LayerInfo, ingest};

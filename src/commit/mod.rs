@@ -117,6 +117,14 @@ pub fn commit(
     if opts.author.is_some() {
         config.author = opts.author.clone();
     }
+    // History steps that made layers pair with the layers in order: a
+    // parent without history for some of its layers (an imported rootfs)
+    // gets blank steps for them, or this commit's step would be shown
+    // against its base layer.
+    let described = config.history.iter().filter(|h| !h.empty_layer).count();
+    for _ in described..config.rootfs.diff_ids.len() {
+        config.history.push(HistoryEntry::default());
+    }
     config.rootfs.diff_ids.push(info.diff_id);
     config.history.push(HistoryEntry {
         created: Some(now),

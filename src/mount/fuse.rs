@@ -132,7 +132,7 @@ impl FuseFs {
 
     fn reply_entry(&self, r: crate::union::Result<Attr>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -243,7 +243,7 @@ impl Filesystem for FuseFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         log::debug!("lookup {} {:?}", parent.0, name);
         match self.fs.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(a.generation)),
             // A negative entry: the kernel remembers the miss too.
             Err(UnionError::NotFound) => {
                 let mut none = file_attr(&negative());
@@ -317,7 +317,7 @@ impl Filesystem for FuseFs {
                     Some(id) => reply.created_passthrough(
                         &TTL,
                         &fa,
-                        Generation(0),
+                        Generation(attr.generation),
                         FileHandle(opened.fh),
                         FopenFlags::empty(),
                         &id,
@@ -327,7 +327,7 @@ impl Filesystem for FuseFs {
                         reply.created(
                             &TTL,
                             &fa,
-                            Generation(0),
+                            Generation(attr.generation),
                             FileHandle(opened.fh),
                             FopenFlags::empty(),
                         )
@@ -658,7 +658,7 @@ impl Filesystem for FuseFs {
                 OsStr::from_bytes(e.name),
                 &TTL,
                 &file_attr(a),
-                Generation(0),
+                Generation(a.generation),
             )
         });
         match r {
@@ -778,5 +778,6 @@ fn negative() -> Attr {
         atime: t,
         mtime: t,
         ctime: t,
+        generation: 0,
     }
 }

@@ -61,4 +61,7 @@ pub struct Attr {
     pub atime: Timestamp,
     pub mtime: Timestamp,
     pub ctime: Timestamp,
+    /// Told apart from an earlier file that had the same inode number (the
+    /// host reuses the numbers of deleted upper files).
+    pub generation: u64,
 }

@@ -22,6 +22,8 @@ pub enum UnionError {
     NotEmpty,
     #[error("file exists")]
     Exists,
+    #[error("file name too long")]
+    NameTooLong,
     #[error("operation not permitted")]
     NotPermitted,
     #[error("not supported")]
@@ -50,6 +52,7 @@ impl UnionError {
             UnionError::ReadOnly => libc::EROFS,
             UnionError::NotEmpty => libc::ENOTEMPTY,
             UnionError::Exists => libc::EEXIST,
+            UnionError::NameTooLong => libc::ENAMETOOLONG,
             UnionError::NotPermitted => libc::EPERM,
             UnionError::NotSupported => libc::EOPNOTSUPP,
             UnionError::BadHandle => libc::EBADF,

@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub const ROOT_INO: u64 = 1;
+/// The longest name a directory entry may have (what statfs reports).
+pub const NAME_MAX: usize = 255;
 const LOWER_SHIFT: u32 = 40;
 const UPPER_INO: u64 = 1 << 62;
 
@@ -136,9 +138,59 @@ pub(crate) struct Node {
     /// One path of this inode: its parent and its name there.
     pub parent: u64,
     pub name: Box<[u8]>,
+    /// The other names the kernel knows a hard-linked file by: one of them
+    /// becomes its path when that name goes away.
+    pub aliases: Vec<(u64, Box<[u8]>)>,
     /// References the kernel holds (lookups minus forgets).
     pub lookups: u64,
     pub listing: Option<Arc<Listing>>,
+    /// An upper file whose last name was removed while it was open: it
+    /// lives on in that open file, which is all `stat` can ask.
+    pub detached: Option<Arc<super::write::OpenFile>>,
+    pub generation: u64,
+}
+
+impl Node {
+    /// Makes `parent`/`name` this inode's path (the latest name wins); the
+    /// previous one stays known as an alias.
+    pub(crate) fn set_path(&mut self, parent: u64, name: &[u8]) {
+        if self.parent == parent && *self.name == *name {
+            return;
+        }
+        self.aliases
+            .retain(|(p, n)| !(*p == parent && **n == *name));
+        let old = (
+            std::mem::replace(&mut self.parent, parent),
+            std::mem::replace(&mut self.name, name.into()),
+        );
+        self.aliases.push(old);
+    }
+
+    /// Name `from` of this inode is now `to`.
+    pub(crate) fn rename_path(&mut self, from: (u64, &[u8]), to: (u64, &[u8])) {
+        self.aliases
+            .retain(|(p, n)| !((*p, &**n) == from || (*p, &**n) == to));
+        if (self.parent, &*self.name) != from {
+            let old = (self.parent, std::mem::take(&mut self.name));
+            self.aliases.push(old);
+        }
+        self.parent = to.0;
+        self.name = to.1.into();
+    }
+
+    /// Name `parent`/`name` no longer leads here (unlinked, renamed away or
+    /// replaced): another known name, if any, becomes the path.
+    pub(crate) fn drop_name(&mut self, parent: u64, name: &[u8]) {
+        self.aliases
+            .retain(|(p, n)| !(*p == parent && **n == *name));
+        if self.parent == parent
+            && *self.name == *name
+            && let Some((p, n)) = self.aliases.pop()
+        {
+            self.parent = p;
+            self.name = n;
+        }
+    }
 }
 
 struct DirHandle {
@@ -211,8 +263,11 @@ impl UnionFs {
                 src,
                 parent: ROOT_INO,
                 name: Box::from(&b""[..]),
+                aliases: Vec::new(),
                 lookups: 1,
                 listing: None,
+                detached: None,
+                generation: 0,
             },
         );
         fs
@@ -293,16 +348,18 @@ impl UnionFs {
             src: c.src.clone(),
             parent,
             name: c.name.clone(),
+            aliases: Vec::new(),
             lookups: 0,
             listing: None,
+            detached: None,
+            generation: 0,
         });
         node.lookups += 1;
-        // The latest path wins: a hard link's other names stay valid.
-        node.parent = parent;
-        node.name = c.name.clone();
+        node.set_path(parent, &c.name);
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        check_name(name)?;
         let mut t = self.lock();
         let listing = self.listing(&mut t, parent)?;
         let child = listing.find(name).ok_or(UnionError::NotFound)?;
@@ -330,7 +387,16 @@ impl UnionFs {
     }
 
     pub(crate) fn attr(&self, t: &mut Table, ino: u64) -> Result<Attr> {
+        let generation = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.generation;
+        self.attr_of(t, ino).map(|a| Attr { generation, ..a })
+    }
+
+    fn attr_of(&self, t: &mut Table, ino: u64) -> Result<Attr> {
         let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        if let Some(super::write::OpenFile::Upper(f)) = node.detached.as_deref() {
+            let st = nix::sys::stat::fstat(f).map_err(std::io::Error::from)?;
+            return Ok(stat_attr(ino, &st));
+        }
         let src = node.src.clone();
         let mut a = if src.upper != Upper::No {
             let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
@@ -676,6 +742,15 @@ impl UnionFs {
     }
 }
 
+/// ENAMETOOLONG for a name no directory can hold (the kernel leaves this
+/// check to the filesystem).
+pub(crate) fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(UnionError::NameTooLong);
+    }
+    Ok(())
+}
+
 pub(crate) fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {
     let (secs, nsecs) = e.mtime();
     let t = Timestamp { secs, nsecs };
@@ -714,6 +789,7 @@ pub(crate) fn entry_attr(ino: u64, e: &Entry<'_>, kind: FileKind) -> Attr {
         atime: t,
         mtime: t,
         ctime: t,
+        generation: 0,
     }
 }
 
@@ -735,5 +811,6 @@ pub(crate) fn stat_attr(ino: u64, st: &libc::stat) -> Attr {
         atime: ts(st.st_atime, st.st_atime_nsec),
         mtime: ts(st.st_mtime, st.st_mtime_nsec),
         ctime: ts(st.st_ctime, st.st_ctime_nsec),
+        generation: 0,
     }
 }

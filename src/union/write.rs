@@ -11,7 +11,7 @@
 use super::attr::{Attr, FileKind};
 use super::error::{Result, UnionError};
 use super::stack::LowerRef;
-use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, upper_ino};
+use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino};
 use super::upper::{
     Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_PREFIX, XATTR_REDIRECT,
     join, split,
@@ -309,6 +309,7 @@ impl UnionFs {
     ) -> Result<(Attr, Option<File>)> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
+        check_name(name)?;
         if name.starts_with(WHITEOUT_PREFIX) {
             // Such a name would read as a deletion in the upper dir and in a layer.
             return Err(UnionError::NotPermitted);
@@ -341,6 +342,18 @@ impl UnionFs {
             },
         };
         Self::edit_listing(&mut t, parent, |l| l.put(child.clone()));
+        if let Some(old) = t.nodes.get_mut(&child.ino) {
+            // The host gave the number of a file deleted moments ago, which
+            // the kernel has not forgotten yet: the same number, a new file.
+            old.src = child.src.clone();
+            old.parent = parent;
+            old.name = name.into();
+            old.aliases.clear();
+            old.listing = None;
+            old.detached = None;
+            old.generation += 1;
+        }
+        t.nlinks.remove(&child.ino);
         Self::remember(&mut t, parent, &child);
         let attr = self.attr(&mut t, child.ino)?;
         Ok((attr, file))
@@ -420,6 +433,7 @@ impl UnionFs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
+        check_name(newname)?;
         if newname.starts_with(WHITEOUT_PREFIX) {
             return Err(UnionError::NotPermitted);
         }
@@ -486,6 +500,7 @@ impl UnionFs {
         if child.src.lower_here {
             upper.whiteout(&path)?;
         }
+        let last_link = self.last_link(upper, &child, &path)?;
         if child.src.upper != Upper::No {
             if is_dir {
                 upper.rmdir(&path)?
@@ -493,11 +508,47 @@ impl UnionFs {
                 upper.unlink(&path)?
             }
         }
+        self.detach_if_open(&mut t, child.ino, last_link);
         Self::edit_listing(&mut t, parent, |l| {
             l.remove(name);
         });
+        if let Some(n) = t.nodes.get_mut(&child.ino) {
+            n.drop_name(parent, name);
+        }
         t.nlinks.remove(&child.ino);
         Ok(())
+    }
+
+    /// The host file behind `child` at `path` when that is its last name: it
+    /// goes with the name unless a handle holds it open.
+    fn last_link(
+        &self,
+        upper: &UpperDir,
+        child: &Child,
+        path: &[u8],
+    ) -> Result<Option<libc::stat>> {
+        if child.src.kind == FileKind::Directory || child.src.upper == Upper::No {
+            return Ok(None);
+        }
+        Ok(upper.lstat(path)?.filter(|st| st.st_nlink == 1))
+    }
+
+    /// After its last name went: if a handle still has the file open, `stat`
+    /// of the inode asks that handle from now on.
+    fn detach_if_open(&self, t: &mut Table, ino: u64, gone: Option<libc::stat>) {
+        let Some(st) = gone else { return };
+        let Some(node) = t.nodes.get_mut(&ino) else {
+            return;
+        };
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner());
+        node.detached = files
+            .values()
+            .find(|f| match &***f {
+                OpenFile::Upper(file) => nix::sys::stat::fstat(file)
+                    .is_ok_and(|s| s.st_dev == st.st_dev && s.st_ino == st.st_ino),
+                OpenFile::Lower(_) => false,
+            })
+            .cloned();
     }
 
     /// The listing of a child directory, cached if it has an inode.
@@ -524,6 +575,7 @@ impl UnionFs {
         }
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
+        check_name(newname)?;
         if newname.starts_with(WHITEOUT_PREFIX) {
             return Err(UnionError::NotPermitted);
         }
@@ -560,9 +612,14 @@ impl UnionFs {
             if src.src.upper == Upper::No {
                 self.copy_up_dir_path(&mut t, &src_path)?;
             }
-            // Without a redirect it merges the lower directories at its own path.
-            if !src.src.chain.is_empty() && upper.get_xattr(&src_path, XATTR_REDIRECT)?.is_none() {
-                upper.set_xattr(&src_path, XATTR_REDIRECT.as_bytes(), &src_path)?;
+            // Without a redirect it merges the lower directories at its own
+            // path. The redirect names where its layers hold it, which is not
+            // where the view shows it when a parent was renamed before.
+            if let Some(&(l, d)) = src.src.chain.first()
+                && upper.get_xattr(&src_path, XATTR_REDIRECT)?.is_none()
+            {
+                let lower_path = self.stack.layers[l as usize].index.dir(d).path();
+                upper.set_xattr(&src_path, XATTR_REDIRECT.as_bytes(), lower_path)?;
             }
             upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
         } else {
@@ -590,7 +647,14 @@ impl UnionFs {
         {
             upper.rmdir(&dst_path)?;
         }
+        let replaced = match &dst {
+            Some(d) => self.last_link(upper, d, &dst_path)?,
+            None => None,
+        };
         upper.rename(&src_path, &dst_path, RenameFlags::empty())?;
+        if let Some(d) = &dst {
+            self.detach_if_open(&mut t, d.ino, replaced);
+        }
         if src_dir && dst_lower {
             // The lower directory at the new name must not merge into it.
             upper.whiteout(&dst_path)?;
@@ -614,12 +678,14 @@ impl UnionFs {
         });
         Self::edit_listing(&mut t, newparent, |l| l.put(moved.clone()));
         if let Some(n) = t.nodes.get_mut(&src.ino) {
-            n.parent = newparent;
-            n.name = newname.into();
+            n.rename_path((parent, name), (newparent, newname));
             n.src = moved.src.clone();
         }
         t.nlinks.remove(&src.ino);
         if let Some(d) = dst {
+            if let Some(n) = t.nodes.get_mut(&d.ino) {
+                n.drop_name(newparent, newname);
+            }
             t.nlinks.remove(&d.ino);
         }
         Ok(())

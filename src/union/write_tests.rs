@@ -336,3 +336,94 @@ fn new_entries_of_every_kind() {
     ));
     let _ = Arc::new(());
 }
+
+#[test]
+fn a_hard_link_stays_reachable_after_the_name_last_looked_up_goes() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let h1 = walk(&fs, "bin/h1").unwrap();
+    let (bin, _) = parent_and_name(&fs, "bin/h1");
+    fs.link(h1.ino, bin, b"h3").unwrap();
+    // The kernel's latest lookup is h2; then h2 goes, by unlink and by a
+    // rename over it.
+    assert_eq!(walk(&fs, "bin/h2").unwrap().ino, h1.ino);
+    fs.unlink(bin, b"h2").unwrap();
+    let a = fs.getattr(h1.ino).expect("h1 and h3 still name the file");
+    assert_eq!(a.nlink, 2);
+    assert_eq!(walk(&fs, "bin/h3").unwrap().ino, h1.ino);
+    fs.create(bin, b"new", 0o644, ME).unwrap();
+    fs.rename(bin, b"new", bin, b"h3", 0).unwrap();
+    assert_eq!(fs.getattr(h1.ino).unwrap().nlink, 1);
+    assert_eq!(read(&fs, "bin/h1"), b"linked");
+}
+
+#[test]
+fn a_lower_directory_moved_out_of_a_moved_parent_keeps_its_contents() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let (doc, a) = parent_and_name(&fs, "usr/share/doc/a");
+    fs.rename(doc, &a, ROOT_INO, b"moved", 0).unwrap();
+    let moved = walk(&fs, "moved").unwrap().ino;
+    // `sub` is still only in the layer, under its old path.
+    fs.rename(moved, b"sub", ROOT_INO, b"sub2", 0).unwrap();
+    assert_eq!(list(&fs, "sub2"), vec!["deep"]);
+    let before = snapshot(&fs);
+    drop(fs);
+    let fs = fx.fs();
+    assert_eq!(read(&fs, "sub2/deep"), b"deep");
+    assert_eq!(snapshot(&fs), before, "the same tree after a restart");
+}
+
+#[test]
+fn names_longer_than_name_max_are_enametoolong() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let long = vec![b'n'; 256];
+    let (etc, _) = parent_and_name(&fs, "etc/motd");
+    assert!(matches!(
+        fs.lookup(etc, &long),
+        Err(UnionError::NameTooLong)
+    ));
+    assert!(matches!(
+        fs.mkdir(etc, &long, 0o755, ME),
+        Err(UnionError::NameTooLong)
+    ));
+    assert_eq!(UnionError::NameTooLong.errno(), libc::ENAMETOOLONG);
+    assert!(fs.mkdir(etc, &long[..255], 0o755, ME).is_ok());
+}
+
+#[test]
+fn an_open_file_outlives_its_last_name() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let (etc, _) = parent_and_name(&fs, "etc/motd");
+    let (a, o) = fs.create(etc, b"tmpfile", 0o600, ME).unwrap();
+    fs.write_fh(o.fh, 0, b"still here").unwrap();
+    fs.unlink(etc, b"tmpfile").unwrap();
+    let st = fs.getattr(a.ino).expect("stat of an open, unlinked file");
+    assert_eq!((st.nlink, st.size), (0, 10));
+    let mut buf = [0u8; 10];
+    assert_eq!(fs.read_fh(o.fh, 0, &mut buf).unwrap(), 10);
+    assert_eq!(&buf, b"still here");
+    fs.release(o.fh);
+}
+
+#[test]
+fn a_new_entry_on_a_reused_inode_number_is_a_new_file() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let (etc, _) = parent_and_name(&fs, "etc/motd");
+    // As tar extracts a symlink it defers: a placeholder file, removed, then
+    // the link, which the host often gives the placeholder's inode number.
+    let (placeholder, o) = fs.create(etc, b"link", 0o600, ME).unwrap();
+    fs.release(o.fh);
+    drop(o);
+    fs.unlink(etc, b"link").unwrap();
+    let link = fs.symlink(etc, b"link", b"../target", ME).unwrap();
+    assert_eq!(link.kind, FileKind::Symlink);
+    assert_eq!(fs.readlink(link.ino).unwrap(), b"../target");
+    assert_eq!(walk(&fs, "etc/link").unwrap().kind, FileKind::Symlink);
+    if link.ino == placeholder.ino {
+        assert_ne!(link.generation, placeholder.generation);
+    }
+}

@@ -1,0 +1,269 @@
+//! What the writable-mount tests share: mounting a container (new or
+//! again), reading back what a commit wrote (the members of an image's top
+//! layer), and the guards for what they mount or start beside layerfs: a
+//! writable kernel overlayfs, a size-limited tmpfs, a local registry.
+
+use super::{Env, Mounted, is_mounted, rand_suffix, wait_until};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+impl Env {
+    /// A temporary store inside `parent` (a tmpfs of limited size, say).
+    pub fn within(parent: &Path) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("layerfs-test-")
+            .tempdir_in(parent)
+            .expect("tempdir");
+        let store = layerfs::store::Store::open(&dir.path().join("store")).expect("store");
+        Env { dir, store }
+    }
+
+    /// Mounts `image` writable as the new container `name`.
+    pub fn mount_writable(&self, image: &str, name: &str) -> Mounted<'_> {
+        self.mount(image, &["--writable", "--name", name])
+    }
+
+    /// Mounts the existing container `name` again, on a new directory.
+    pub fn mount_container(&self, name: &str) -> Mounted<'_> {
+        let mnt = self.mkdir(&format!("mnt-{}", rand_suffix()));
+        let m = mnt.to_str().expect("utf-8 path");
+        self.ok(&["mount", "--container", name, m]);
+        wait_until(|| is_mounted(&mnt), "the container's mount to appear");
+        Mounted {
+            env: self,
+            path: mnt,
+        }
+    }
+
+    /// `layerfs images --format json`, one sorted line per image.
+    pub fn images(&self) -> Vec<String> {
+        let out = self.ok(&["images", "--format", "json"]);
+        let list: serde_json::Value = serde_json::from_str(&out).expect("images json");
+        let mut v: Vec<String> = list
+            .as_array()
+            .expect("a json array")
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Directory of container `name` under the store.
+    pub fn container_dir(&self, name: &str) -> PathBuf {
+        self.root().join("layerfs/containers").join(name)
+    }
+
+    /// The pid of the daemon serving `mountpoint`.
+    pub fn daemon_pid(&self, mountpoint: &Path) -> u32 {
+        let canon = mountpoint.canonicalize().expect("canonical mountpoint");
+        layerfs::mount::records::find(&self.store, &canon)
+            .expect("mount records")
+            .unwrap_or_else(|| panic!("no mount record for {}", canon.display()))
+            .pid
+    }
+}
+
+/// One member of a layer tarball.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub path: String,
+    pub kind: tar::EntryType,
+    pub size: u64,
+    pub link: Option<String>,
+}
+
+/// The members of the top (newest) layer of `image`, in tar order.
+pub fn top_layer_members(env: &Env, image: &str) -> Vec<Member> {
+    let resolved = env.store.resolve(image).expect("resolve the image");
+    let top = resolved
+        .manifest
+        .layers
+        .last()
+        .expect("the image has layers")
+        .digest;
+    let blob = env.store.open_blob(&top).expect("open the layer blob");
+    let mut raw = Vec::new();
+    std::io::BufReader::new(blob)
+        .read_to_end(&mut raw)
+        .expect("read the layer");
+    let data: Box<dyn Read> = match raw.get(..4) {
+        Some([0x1f, 0x8b, ..]) => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+        Some([0x28, 0xb5, 0x2f, 0xfd]) => Box::new(zstd::Decoder::new(&raw[..]).expect("zstd")),
+        _ => Box::new(&raw[..]),
+    };
+    let mut archive = tar::Archive::new(data);
+    archive
+        .entries()
+        .expect("tar entries")
+        .map(|e| {
+            let e = e.expect("tar entry");
+            Member {
+                path: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                kind: e.header().entry_type(),
+                size: e.header().size().expect("size"),
+                link: e
+                    .link_name_bytes()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned()),
+            }
+        })
+        .collect()
+}
+
+/// Unmounts `p`, lazily when it is busy.
+pub fn unmount_or_detach(p: &Path) {
+    use nix::mount::{MntFlags, umount2};
+    if umount2(p, MntFlags::empty()).is_err() {
+        let _ = umount2(p, MntFlags::MNT_DETACH);
+    }
+}
+
+/// A writable kernel overlayfs (lowers top first; upper and work dirs made
+/// beside the mountpoint); unmounted on drop.
+pub struct OverlayRw {
+    pub path: PathBuf,
+}
+
+impl OverlayRw {
+    pub fn mount(lowers: &[PathBuf], scratch: &Path) -> OverlayRw {
+        let path = scratch.join("merged");
+        let upper = scratch.join("upper");
+        let work = scratch.join("work");
+        for d in [&path, &upper, &work] {
+            std::fs::create_dir_all(d).expect("overlay dirs");
+        }
+        let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &path,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount -t overlay -o {opts} {}: {e}", path.display()));
+        OverlayRw { path }
+    }
+}
+
+impl Drop for OverlayRw {
+    fn drop(&mut self) {
+        unmount_or_detach(&self.path);
+    }
+}
+
+/// A tmpfs of `size` on a new directory; unmounted on drop (declare it
+/// before what lives on it, so it goes last).
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("tmpfs dir");
+        let opts = format!("size={size},mode=0755");
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount -t tmpfs -o {opts} {}: {e}", at.display()));
+        Tmpfs {
+            path: at.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        unmount_or_detach(&self.path);
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A throwaway distribution registry (Debian's docker-registry) on
+/// 127.0.0.1, plain HTTP, storage in `state`; stopped on drop.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+}
+
+impl Registry {
+    pub fn start(state: &Path) -> Registry {
+        std::fs::create_dir_all(state.join("data")).expect("registry dir");
+        // A port the kernel just handed out, free again once dropped.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = state.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: layerfs-test\n",
+                state.join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(state.join("registry.log")).expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let mut r = Registry { child, addr };
+        let start = Instant::now();
+        while !r.answers() {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!(
+                    "docker-registry exited ({status}): {}",
+                    std::fs::read_to_string(state.join("registry.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the registry on {} never answered",
+                r.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// GET /v2/ answers 200.
+    fn answers(&self) -> bool {
+        let Ok(mut s) = std::net::TcpStream::connect(&self.addr) else {
+            return false;
+        };
+        let req = format!(
+            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.starts_with("HTTP/1.1 200")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
