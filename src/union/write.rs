@@ -63,6 +63,8 @@ pub struct SetAttr {
 }
 
 const COPY_CHUNK: usize = 1 << 20;
+/// Files at least this large are copied up by two threads.
+const PARALLEL_COPY: u64 = 16 << 20;
 
 impl UnionFs {
     fn upper_dir(&self) -> Result<&UpperDir> {
@@ -280,21 +282,39 @@ impl UnionFs {
         Ok(())
     }
 
+    /// Copies a lower file's data into `file`. A large file is copied by two
+    /// threads, each decoding its own half of the layer's spans; a sparse
+    /// file keeps its holes.
     fn copy_data(&self, lower: LowerRef, file: &File) -> Result<()> {
-        let mut buf = vec![0u8; COPY_CHUNK];
-        let mut off = 0u64;
-        loop {
-            let n = self.read_lower(lower, off, &mut buf)?;
-            if n == 0 {
-                break;
+        let (_, e) = self.file_src(lower)?;
+        let (size, sparse) = (e.size(), e.is_sparse());
+        let copy = |from: u64, to: u64| -> Result<()> {
+            let mut buf = vec![0u8; COPY_CHUNK];
+            let mut off = from;
+            while off < to {
+                let want = COPY_CHUNK.min((to - off) as usize);
+                let n = self.read_lower(lower, off, &mut buf[..want])?;
+                if n == 0 {
+                    break;
+                }
+                if !sparse || buf[..n].iter().any(|&b| b != 0) {
+                    file.write_all_at(&buf[..n], off)?;
+                }
+                off += n as u64;
             }
-            // Holes stay holes.
-            if buf[..n].iter().any(|&b| b != 0) {
-                file.write_all_at(&buf[..n], off)?;
-            }
-            off += n as u64;
+            Ok(())
+        };
+        if size < PARALLEL_COPY {
+            copy(0, size)?;
+        } else {
+            let mid = (size / 2) & !(COPY_CHUNK as u64 - 1);
+            std::thread::scope(|s| {
+                let second = s.spawn(|| copy(mid, size));
+                let first = copy(0, mid);
+                first.and(second.join().unwrap_or_else(|_| Err(UnionError::Invalid)))
+            })?;
         }
-        file.set_len(off)?;
+        file.set_len(size)?;
         Ok(())
     }
 
