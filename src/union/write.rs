@@ -311,7 +311,7 @@ impl UnionFs {
             std::thread::scope(|s| {
                 let second = s.spawn(|| copy(mid, size));
                 let first = copy(0, mid);
-                first.and(second.join().unwrap_or_else(|_| Err(UnionError::Invalid)))
+                first.and(second.join().unwrap_or(Err(UnionError::Invalid)))
             })?;
         }
         file.set_len(size)?;
