@@ -13,6 +13,7 @@ pub mod image;
 pub mod layer;
 pub mod mount;
 pub mod oci;
+pub mod run;
 pub mod store;
 pub mod union;
 

@@ -17,6 +17,7 @@ mod mounts;
 mod ps;
 mod rm;
 mod rmi;
+mod run;
 mod save;
 mod tag;
 mod umount;
@@ -78,6 +79,8 @@ enum Command {
     Load(load::Args),
     /// Save images to a docker-archive or an oci-archive
     Save(save::Args),
+    /// Run a command in a new container of an image
+    Run(run::Args),
 }
 
 /// A mistake in how a command was called (exit code 2).
@@ -91,6 +94,19 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Ends the command with this exit code, its message already printed (a
+/// container's command exits non-zero, as `docker run` passes it on).
+#[derive(Debug)]
+pub struct ExitCode(pub i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}
 
 /// What every command gets: the store, opened on first use.
 pub struct Ctx {
@@ -135,9 +151,13 @@ pub fn main() -> i32 {
         Command::Rm(a) => rm::run(&ctx, a),
         Command::Load(a) => load::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,
+        Err(e) if e.downcast_ref::<ExitCode>().is_some() => {
+            e.downcast_ref::<ExitCode>().map_or(1, |c| c.0)
+        }
         Err(e) => {
             eprintln!("layerfs: {}", one_line(&e));
             // Usage mistakes exit 2, as clap's own do.
