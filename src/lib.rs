@@ -5,6 +5,7 @@
 //! `cli → build, run, registry, commit, mount → union, layer → store → oci`.
 
 pub mod archive;
+pub mod build;
 pub mod commit;
 pub mod container;
 pub mod export;

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one file per subcommand, each a few
 //! lines over the library. Exit codes as Docker's: 0 ok, 1 failed, 2 usage.
 
+mod build;
 mod commit;
 mod df;
 mod export;
@@ -81,6 +82,8 @@ enum Command {
     Save(save::Args),
     /// Run a command in a new container of an image
     Run(run::Args),
+    /// Build an image from a Dockerfile
+    Build(build::Args),
 }
 
 /// A mistake in how a command was called (exit code 2).
@@ -152,6 +155,7 @@ pub fn main() -> i32 {
         Command::Load(a) => load::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
+        Command::Build(a) => build::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,
