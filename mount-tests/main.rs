@@ -4,7 +4,9 @@
 
 mod support;
 
+mod build;
 mod chroot;
 mod debian;
 mod fixtures;
 mod readonly;
+mod run;

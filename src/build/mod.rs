@@ -79,7 +79,7 @@ pub enum BuildError {
         file: String,
         line: usize,
         text: String,
-        source: StepError,
+        source: Box<StepError>,
     },
     #[error("{path}: {source}")]
     Io {
@@ -235,7 +235,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
             file: file_name.clone(),
             line: ins.line,
             text: short(&ins.text),
-            source,
+            source: Box::new(source),
         })?;
     }
     let state = b.state.take().ok_or_else(|| BuildError::Parse {

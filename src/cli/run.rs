@@ -37,8 +37,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    // While this process has one thread: a private mount namespace, and
-    // the signals we forward held for us.
+    // While this process has one thread: a private mount namespace.
     run::init_process()?;
     let _ = a.mount_proc;
     let volumes = a

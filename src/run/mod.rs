@@ -114,9 +114,10 @@ pub struct RunSpec {
 }
 
 /// Prepares this process for runs, while it has one thread: its own mount
-/// namespace (what it mounts is gone when it exits, however it exits;
-/// unmounts on the host still reach it) and the forwarded signals blocked
-/// in every thread, so they wait for `run` to pass them on.
+/// namespace, so what it mounts is gone when it exits, however it exits
+/// (unmounts on the host still reach it). Signals stay as they are: `run`
+/// holds the ones it forwards only while a command runs, so an interrupt
+/// between steps of a build still stops it.
 pub fn init_process() -> Result<(), RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
@@ -136,7 +137,6 @@ pub fn init_process() -> Result<(), RunError> {
         what: "making our mounts private".into(),
         errno: e,
     })?;
-    process::block_forwarded()?;
     Ok(())
 }
 
@@ -151,7 +151,10 @@ pub fn image_config(store: &Store, c: &Container) -> Result<ContainerConfig, Run
 }
 
 /// Runs `spec` in container `c` (which must not be mounted); returns the
-/// command's exit code. Call `init_process` first, once.
+/// command's exit code. Call `init_process` first, once. The forwarded
+/// signals are held in this thread (and the mount's threads, started here)
+/// while the command runs; a process with other threads should hold them
+/// there too, or those threads may take them.
 pub fn run(store: &Store, c: &Container, spec: &RunSpec) -> Result<i32, RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);

@@ -246,7 +246,13 @@ mod tests {
 
     #[test]
     fn argv_follows_docker() {
-        let table: &[(Option<&[&str]>, Option<&[&str]>, &[&str], &[&str])] = &[
+        type Case<'a> = (
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let table: &[Case] = &[
             (None, Some(&["bash"]), &[], &["bash"]),
             (None, Some(&["bash"]), &["ls", "-l"], &["ls", "-l"]),
             (
