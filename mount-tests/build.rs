@@ -454,3 +454,63 @@ fn escapes_from_the_context_or_the_image_are_stopped() {
     );
     assert!(!PathBuf::from(format!("/tmp/{tag}-tar")).exists());
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up() {
+    use crate::support::containers::{in_mount_ns, mount_ns, processes};
+    use crate::support::wait_until;
+    use std::io::BufRead;
+    const T: &str = "a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up";
+    if !can_mount(T) {
+        return;
+    }
+    let env = Env::new();
+    if !minbase(&env, T, "debian:minbase", |_| {}) {
+        return;
+    }
+    let ctx = env.mkdir("ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        b"FROM debian:minbase\nRUN echo ready && exec sleep 1002\n",
+        0o644,
+    );
+    let mut child = env
+        .cmd(&["build", ctx.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = out.lines();
+    while lines.next().unwrap().unwrap() != "ready" {}
+    wait_until(
+        || processes(&["sleep", "1002"]).len() == 1,
+        "the RUN command",
+    );
+    let build_ns = mount_ns(child.id()).unwrap();
+    let run_ns = mount_ns(processes(&["sleep", "1002"])[0]).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    wait_until(
+        || processes(&["sleep", "1002"]).is_empty(),
+        "the RUN command to die with the build",
+    );
+    wait_until(
+        || in_mount_ns(&build_ns).is_empty() && in_mount_ns(&run_ns).is_empty(),
+        "the build's mount namespaces to empty",
+    );
+    assert!(
+        env.ok(&["ps"]).contains("build-"),
+        "the step's container stays"
+    );
+    write(&ctx, "Dockerfile", b"FROM debian:minbase\nENV A=1\n", 0o644);
+    env.ok(&["build", ctx.to_str().unwrap()]);
+    assert!(
+        !env.ok(&["ps"]).contains("build-"),
+        "and goes with the next build"
+    );
+}

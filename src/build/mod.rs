@@ -213,6 +213,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         msg: e.msg,
     })?;
     let ctx = Context::open(&opts.context)?;
+    prune_step_containers(store);
     let mut b = Builder {
         store,
         cache: Cache::open(store)?,
@@ -272,6 +273,28 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         cached: b.cached,
         new_layers: b.new_layers,
     })
+}
+
+/// Removes the RUN containers of builds that died (`build-<pid>-...`,
+/// their process gone, not mounted): a killed build cannot clean up.
+fn prune_step_containers(store: &Store) {
+    let Ok(all) = container::list(store) else {
+        return;
+    };
+    let live = crate::mount::records::list(store).unwrap_or_default();
+    for c in all {
+        let pid = c
+            .name
+            .strip_prefix("build-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let mounted = live
+            .iter()
+            .any(|(r, alive)| *alive && r.container.as_deref() == Some(&c.name));
+        if pid.is_some_and(|p| !crate::store::process_alive(p)) && !mounted {
+            let _ = container::remove(store, &c);
+        }
+    }
 }
 
 /// An instruction shortened for an error line.

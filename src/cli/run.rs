@@ -1,7 +1,7 @@
 //! `layerfs run [--rm] [--name NAME] [-e K=V] [-w DIR] [-u USER]
 //! [-v HOST:CONTAINER[:ro]] IMAGE [CMD...]`: the command's exit code is ours.
 
-use super::{Ctx, ExitCode};
+use super::{Ctx, ExitCode, UsageError};
 use anyhow::{Context, Result};
 use layerfs::run::{self, Command, RunSpec};
 
@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let volumes = a
         .volume
         .iter()
-        .map(|v| run::parse_volume(v))
+        .map(|v| run::parse_volume(v).map_err(|e| UsageError(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let store = ctx.store()?;
     let image = store

@@ -118,17 +118,16 @@ pub fn spawn_and_wait(plan: &Plan) -> Result<i32, RunError> {
     // SAFETY: the child runs `init`, which keeps to syscalls and the
     // allocator and ends in _exit or exec (see the module comment).
     let forked = unsafe { nix::unistd::fork() };
-    let child = match forked {
+    let (child, restored) = match forked {
         Ok(ForkResult::Child) => {
             drop(alive_w);
             drop(err_r);
             init(plan, err_w, alive_r, null)
         }
-        Ok(ForkResult::Parent { child }) => {
-            nix::sched::setns(&own_pidns, CloneFlags::CLONE_NEWPID)
-                .map_err(sys("setns back to our PID namespace"))?;
-            child
-        }
+        Ok(ForkResult::Parent { child }) => (
+            child,
+            nix::sched::setns(&own_pidns, CloneFlags::CLONE_NEWPID),
+        ),
         Err(e) => {
             let _ = nix::sched::setns(&own_pidns, CloneFlags::CLONE_NEWPID);
             return Err(sys("fork")(e));
@@ -139,6 +138,8 @@ pub fn spawn_and_wait(plan: &Plan) -> Result<i32, RunError> {
     drop(null);
     let status = wait_forwarding(child);
     drop(alive_w);
+    // Without it this thread could start no more threads; the run itself is done.
+    restored.map_err(sys("setns back to our PID namespace"))?;
     let mut msg = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
