@@ -83,6 +83,17 @@ fn a_debian_build_installs_debs_runs_and_is_cached() {
     let (first, t_first) = timed_build(&env, &["build", "-t", "app:1", ctx_s]);
     assert!(first.contains("Setting up hello"), "dpkg ran: {first}");
     assert_eq!(first.matches("--> Using cache").count(), 0);
+    // The store's own files keep our umask (a mount serving in the same
+    // process needs it at 0 meanwhile).
+    let (_, writable, _) = crate::support::sh(&format!(
+        "find {} -path '*/upper' -prune -o -perm -0002 ! -type l -print",
+        env.root().display()
+    ));
+    assert!(
+        writable.trim().is_empty(),
+        "world-writable in the store: {writable}"
+    );
+
     let out = env.ok(&["run", "--rm", "app:1"]);
     assert_eq!(
         out,

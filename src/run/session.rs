@@ -22,6 +22,9 @@ pub fn create_container(
     image: &str,
     manifest: Digest,
 ) -> Result<Container, RunError> {
+    // Its directories are the store's, made with our own umask (an earlier
+    // run's mount needed it at 0).
+    super::restore_umask();
     let c = container::create(store, name, image, manifest)?;
     let adopt = || -> Result<(), RunError> {
         let top = Descriptor::new(mt::OCI_MANIFEST, manifest, 0);
@@ -35,7 +38,9 @@ pub fn create_container(
         UnionFs::new(stack, Some(upper)).adopt_lower_root()?;
         Ok(())
     };
-    if let Err(e) = adopt() {
+    let adopted = adopt();
+    super::restore_umask();
+    if let Err(e) = adopted {
         let _ = container::remove(store, &c);
         return Err(e);
     }
