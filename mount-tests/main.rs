@@ -4,6 +4,7 @@
 
 mod support;
 
+mod build;
 mod chroot;
 mod cli;
 mod crash;
@@ -13,3 +14,4 @@ mod interop;
 mod posix;
 mod readonly;
 mod writable;
+mod run;

@@ -5,6 +5,7 @@
 //! `cli → build, run, registry, commit, mount → union, layer → store → oci`.
 
 pub mod archive;
+pub mod build;
 pub mod commit;
 pub mod container;
 pub mod export;
@@ -14,6 +15,7 @@ pub mod layer;
 pub mod mount;
 pub mod oci;
 pub mod registry;
+pub mod run;
 pub mod store;
 pub mod union;
 

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod debian;
+pub mod debs;
 pub mod tree;
 pub mod writable;
 

@@ -50,6 +50,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         author: a.author,
         changes: a.change,
         compression,
+        created_by: None,
     };
     let stored = commit(&store, &c, &opts).with_context(|| format!("commit {}", a.target))?;
     println!("{}", stored.id);

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch: one file per subcommand, each a few
 //! lines over the library. Exit codes as Docker's: 0 ok, 1 failed, 2 usage.
 
+mod build;
 mod commit;
 mod df;
 mod export;
@@ -21,6 +22,7 @@ mod pull;
 mod push;
 mod rm;
 mod rmi;
+mod run;
 mod save;
 mod tag;
 mod transfer;
@@ -91,6 +93,10 @@ enum Command {
     Login(login::Args),
     /// Log out from a registry
     Logout(logout::Args),
+    /// Run a command in a new container of an image
+    Run(run::Args),
+    /// Build an image from a Dockerfile
+    Build(build::Args),
 }
 
 /// A mistake in how a command was called (exit code 2).
@@ -104,6 +110,19 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Ends the command with this exit code, its message already printed (a
+/// container's command exits non-zero, as `docker run` passes it on).
+#[derive(Debug)]
+pub struct ExitCode(pub i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}
 
 /// What every command gets: the store, opened on first use.
 pub struct Ctx {
@@ -152,9 +171,14 @@ pub fn main() -> i32 {
         Command::Push(a) => push::run(&ctx, a),
         Command::Login(a) => login::run(&ctx, a),
         Command::Logout(a) => logout::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
+        Command::Build(a) => build::run(&ctx, a),
     };
     match result {
         Ok(()) => 0,
+        Err(e) if e.downcast_ref::<ExitCode>().is_some() => {
+            e.downcast_ref::<ExitCode>().map_or(1, |c| c.0)
+        }
         Err(e) => {
             eprintln!("layerfs: {}", one_line(&e));
             // Usage mistakes exit 2, as clap's own do.

@@ -81,6 +81,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         options: a.options.clone(),
         cache_bytes: a.cache_size << 20,
         threads: a.threads,
+        in_process: false,
     };
     // Set when `mount` started this process as its background daemon.
     let ready_fd: Option<i32> = std::env::var(mount::READY_FD_ENV)

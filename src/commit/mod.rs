@@ -63,6 +63,9 @@ pub struct CommitOptions {
     pub author: Option<String>,
     pub changes: Vec<String>,
     pub compression: Compression,
+    /// The history entry's `created_by` (a build names its instruction);
+    /// `layerfs commit NAME --change ...` when not given.
+    pub created_by: Option<String>,
 }
 
 impl Default for CommitOptions {
@@ -73,6 +76,7 @@ impl Default for CommitOptions {
             author: None,
             changes: Vec::new(),
             compression: Compression::Gzip,
+            created_by: None,
         }
     }
 }
@@ -143,6 +147,9 @@ pub fn commit(
 }
 
 fn created_by(c: &Container, opts: &CommitOptions) -> String {
+    if let Some(by) = &opts.created_by {
+        return by.clone();
+    }
     let mut s = format!("layerfs commit {}", c.name);
     for ch in &opts.changes {
         s.push_str(&format!(" --change '{ch}'"));

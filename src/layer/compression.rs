@@ -64,6 +64,21 @@ impl Compression {
     }
 }
 
+/// `src` decompressed, whichever of gzip, zstd or nothing its first bytes
+/// say it is (an archive given to a build's ADD, say).
+pub fn decompressed<'a, R: std::io::Read + 'a>(
+    src: R,
+) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+    use std::io::BufRead;
+    let mut br = std::io::BufReader::with_capacity(256 * 1024, src);
+    let head = br.fill_buf()?;
+    Ok(match Compression::detect(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(br)?),
+        Compression::None => Box::new(br),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ mod tar;
 mod writer;
 mod zlib;
 
-pub use compression::Compression;
+pub use compression::{Compression, decompressed};
 pub use decode::SPAN;
 pub use error::LayerError;
 pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};

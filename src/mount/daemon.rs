@@ -40,6 +40,9 @@ pub struct MountOptions {
     /// Bytes of decoded layer spans kept in memory.
     pub cache_bytes: usize,
     pub threads: usize,
+    /// Served by a thread of a process that handles its own signals (`run`,
+    /// `build`): no signal thread, and the caller unmounts when it is done.
+    pub in_process: bool,
 }
 
 /// The mountpoint, canonical, checked: a directory, empty, not mounted.
@@ -198,7 +201,9 @@ fn serve_inner(
     ] {
         signals.add(s);
     }
-    let _ = signals.thread_block();
+    if !opts.in_process {
+        let _ = signals.thread_block();
+    }
 
     let config = fuse_config(opts, container.is_some(), &record.image);
     let mut session = match Session::new(FuseFs::new(fs.clone()), &mountpoint, &config) {
@@ -208,18 +213,20 @@ fn serve_inner(
             return Err(MountError::io(&mountpoint, e));
         }
     };
-    let mut unmounter = session.unmount_callable();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Ok(sig) = signals.wait() {
-                log::info!("{sig:?}: unmounting");
-                if let Err(e) = unmounter.unmount() {
-                    log::error!("unmount failed: {e}");
+    if !opts.in_process {
+        let mut unmounter = session.unmount_callable();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Ok(sig) = signals.wait() {
+                    log::info!("{sig:?}: unmounting");
+                    if let Err(e) = unmounter.unmount() {
+                        log::error!("unmount failed: {e}");
+                    }
                 }
-            }
-        })
-        .map_err(|e| MountError::io(&mountpoint, e))?;
+            })
+            .map_err(|e| MountError::io(&mountpoint, e))?;
+    }
 
     if let Some((c, _)) = &container {
         control::listen(&c.control_socket(), fs.clone())

@@ -1,0 +1,180 @@
+//! The build cache: what each step made, by a key of the parent image, the
+//! instruction (after variable expansion, with the build args a RUN sees)
+//! and the digest of what a COPY or ADD reads from the context.
+//!
+//! ```text
+//! ROOT/layerfs/build-cache/
+//!   cache.json   {"<key>": {"manifest": .., "size": .., "id": ..}, ...}
+//!   lock         flock: one writer of cache.json at a time
+//! ```
+//!
+//! Intermediate images are kept out of index.json (so `images` lists what
+//! people built, not every step, as Docker hides intermediates); the hold
+//! `build-cache` keeps them from gc instead. A step image that is also
+//! tagged is left out of the hold, so `rmi` of a built image works without
+//! --force; its entry then simply misses if gc removes it.
+
+use super::StepError;
+use crate::oci::{Descriptor, Digest, media_type as mt};
+use crate::store::{Hold, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+
+const HOLD_ID: &str = "build-cache";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// The step's image manifest.
+    pub manifest: Digest,
+    pub size: u64,
+    /// Its image ID (config digest).
+    pub id: Digest,
+}
+
+impl Entry {
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(mt::OCI_MANIFEST, self.manifest, self.size)
+    }
+}
+
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// The key of a step: a hash of its parts, each length-prefixed.
+pub fn key(parts: &[&str]) -> String {
+    let mut h = crate::oci::Sha256Writer::new();
+    h.update(b"layerfs build cache v1\n");
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finish().hex()
+}
+
+impl Cache {
+    pub fn open(store: &Store) -> Result<Cache, StepError> {
+        Ok(Cache {
+            dir: store.own_dir_for("build-cache")?,
+        })
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("cache.json")
+    }
+
+    fn io(&self, e: std::io::Error) -> StepError {
+        StepError::Io {
+            path: self.file().display().to_string(),
+            source: e,
+        }
+    }
+
+    fn lock(&self) -> Result<nix::fcntl::Flock<File>, StepError> {
+        let path = self.dir.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| self.io(e))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| self.io(e.into()))
+    }
+
+    fn read(&self) -> BTreeMap<String, Entry> {
+        // A damaged cache is an empty one: it only costs a rebuild.
+        std::fs::read(self.file())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// The image a step with this key made, if it is still whole in the store.
+    pub fn get(&self, store: &Store, key: &str) -> Option<Entry> {
+        let e = self.read().remove(key)?;
+        let m = store.read_manifest(&e.manifest).ok()?;
+        let whole =
+            store.has_blob(&m.config.digest) && m.layers.iter().all(|l| store.has_blob(&l.digest));
+        whole.then_some(e)
+    }
+
+    /// Records the image a step made, and holds it against gc. Call with the
+    /// store lock held shared, before the image is otherwise unreferenced.
+    pub fn put(&self, store: &Store, key: &str, entry: Entry) -> Result<(), StepError> {
+        let _lock = self.lock()?;
+        let mut map = self.read();
+        map.insert(key.to_string(), entry);
+        let tmp = self.dir.join("cache.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, self.file()))
+            .map_err(|e| self.io(e))?;
+        self.write_hold(store, &map)
+    }
+
+    /// Rewrites the hold after tags changed (a build tagged its result).
+    pub fn refresh_hold(&self, store: &Store) -> Result<(), StepError> {
+        let _lock = self.lock()?;
+        let map = self.read();
+        self.write_hold(store, &map)
+    }
+
+    fn write_hold(&self, store: &Store, map: &BTreeMap<String, Entry>) -> Result<(), StepError> {
+        let tagged: HashSet<Digest> = store
+            .image_entries()?
+            .into_iter()
+            .filter(|e| e.name().is_some())
+            .map(|e| e.descriptor.digest)
+            .collect();
+        let mut manifests: Vec<Digest> = map
+            .values()
+            .map(|e| e.manifest)
+            .filter(|m| !tagged.contains(m))
+            .collect();
+        manifests.sort_by_key(|d| d.to_string());
+        manifests.dedup();
+        store.add_hold(&Hold {
+            id: HOLD_ID.into(),
+            manifests,
+            what: "the build cache".into(),
+            pid: None,
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{new_config, store_image};
+
+    #[test]
+    fn keys_and_entries() {
+        assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
+        assert_eq!(key(&["x"]), key(&["x"]));
+        let (_dir, store) = crate::testutil::temp_store();
+        let cache = Cache::open(&store).unwrap();
+        let img = store_image(&store, &new_config().to_json(), &[]).unwrap();
+        let entry = Entry {
+            manifest: img.manifest.digest,
+            size: img.manifest.size,
+            id: img.id,
+        };
+        assert!(cache.get(&store, "k").is_none());
+        cache.put(&store, "k", entry.clone()).unwrap();
+        assert_eq!(cache.get(&store, "k"), Some(entry.clone()));
+        // Held against gc while untagged; not held once tagged.
+        assert!(store.held_manifests().unwrap().contains(&entry.manifest));
+        store.gc(&[]).unwrap();
+        assert_eq!(cache.get(&store, "k"), Some(entry.clone()));
+        store.tag("built:1", &entry.descriptor()).unwrap();
+        cache.refresh_hold(&store).unwrap();
+        assert!(!store.held_manifests().unwrap().contains(&entry.manifest));
+        store.untag("built:1").unwrap();
+        store.remove_image_entries(&entry.manifest).unwrap();
+        store.gc(&[]).unwrap();
+        assert!(cache.get(&store, "k").is_none(), "a collected image misses");
+    }
+}

@@ -1,0 +1,578 @@
+//! The layers COPY, ADD and WORKDIR write, without a container: entries go
+//! straight into a new layer, each at a path resolved inside the parent
+//! image's tree (a read-only union of its layers, plus what this layer
+//! already holds), through the image's symlinks but never above its root,
+//! so every path in the layer is canonical and nothing outside the image
+//! is ever named. ADD unpacks local tar archives (plain, gzip or zstd),
+//! refusing entries that climb out with `..`.
+
+use super::StepError;
+use super::context::{Context, Kind, Source};
+use crate::layer::{LayerInfo, LayerWriter, SpanCache, TarMeta, decompressed};
+use crate::oci::Digest;
+use crate::run::inroot::{Node, Resolved, Tree, resolve};
+use crate::store::Store;
+use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs};
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+/// The parent image's tree with this layer's entries over it.
+pub struct ImageTree {
+    fs: UnionFs,
+    inos: HashMap<Vec<u8>, Option<u64>>,
+    pending: HashMap<Vec<u8>, Node>,
+}
+
+fn parent_of(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&path[..0], path),
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.is_empty() && !name.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn lossy(p: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(p))
+}
+
+impl ImageTree {
+    pub fn open(store: &Store, layers: &[Digest]) -> Result<ImageTree, StepError> {
+        let stack = Stack::open(store, layers, SpanCache::new(16 << 20))?;
+        Ok(ImageTree {
+            fs: UnionFs::new(stack, None),
+            inos: HashMap::new(),
+            pending: HashMap::new(),
+        })
+    }
+
+    /// The union inode of canonical path `path`, if the image has it.
+    fn ino(&mut self, path: &[u8]) -> Result<Option<u64>, UnionError> {
+        if path.is_empty() {
+            return Ok(Some(ROOT_INO));
+        }
+        if let Some(i) = self.inos.get(path) {
+            return Ok(*i);
+        }
+        let (dir, name) = parent_of(path);
+        let found = match self.ino(dir)? {
+            Some(parent) => match self.fs.lookup(parent, name) {
+                Ok(a) => Some(a.ino),
+                Err(UnionError::NotFound) | Err(UnionError::NotDir) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        self.inos.insert(path.to_vec(), found);
+        Ok(found)
+    }
+
+    /// Resolves `path` inside the image.
+    pub fn resolve(&mut self, path: &[u8], follow_last: bool) -> Result<Resolved, StepError> {
+        resolve(self, path, follow_last).map_err(|e| StepError::Msg(e.to_string()))
+    }
+
+    /// The contents of a file of the image (`path` resolved inside it).
+    pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, StepError> {
+        let r = self.resolve(path.as_bytes(), true)?;
+        if r.node != Some(Node::Other) {
+            return Ok(None);
+        }
+        let Some(ino) = self.ino(&r.path)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.fs.read(ino, out.len() as u64, &mut buf)?;
+            if n == 0 || out.len() > 16 << 20 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Tree for ImageTree {
+    fn node(&mut self, path: &[u8]) -> io::Result<Option<Node>> {
+        if let Some(n) = self.pending.get(path) {
+            return Ok(Some(n.clone()));
+        }
+        let to_io = |e: UnionError| io::Error::from_raw_os_error(e.errno());
+        let Some(ino) = self.ino(path).map_err(to_io)? else {
+            return Ok(None);
+        };
+        let attr = self.fs.getattr(ino).map_err(to_io)?;
+        Ok(Some(match attr.kind {
+            FileKind::Directory => Node::Dir,
+            FileKind::Symlink => Node::Symlink(self.fs.readlink(ino).map_err(to_io)?),
+            _ => Node::Other,
+        }))
+    }
+}
+
+/// A layer being written over an image.
+pub struct LayerBuild<'s> {
+    out: LayerWriter<'s>,
+    pub tree: ImageTree,
+    /// The mtime of directories the build creates.
+    pub now: i64,
+    /// (archive path, path written) of entries unpacked by ADD, for hard links.
+    unpacked: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+/// Where a COPY or ADD goes and how its files are owned.
+pub struct CopySpec {
+    /// Absolute, as written (a trailing `/` says "a directory").
+    pub dest: String,
+    pub owner: Option<(u32, u32)>,
+    pub chmod: Option<u32>,
+    /// ADD: unpack local tar archives.
+    pub unpack: bool,
+}
+
+fn check_name(path: &[u8]) -> Result<(), StepError> {
+    let (_, name) = parent_of(path);
+    if name.starts_with(b".wh.") {
+        return Err(StepError::Msg(format!(
+            "{}: names starting with .wh. mark deletions in image layers and cannot be copied",
+            lossy(path)
+        )));
+    }
+    Ok(())
+}
+
+impl<'s> LayerBuild<'s> {
+    pub fn new(store: &'s Store, layers: &[Digest], now: i64) -> Result<Self, StepError> {
+        Ok(LayerBuild {
+            out: LayerWriter::new(store, crate::layer::Compression::Gzip)?,
+            tree: ImageTree::open(store, layers)?,
+            now,
+            unpacked: HashMap::new(),
+        })
+    }
+
+    pub fn finish(self) -> Result<LayerInfo, StepError> {
+        Ok(self.out.finish()?)
+    }
+
+    fn created_dir_meta(&self, owner: Option<(u32, u32)>) -> TarMeta {
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        TarMeta {
+            mode: 0o755,
+            uid,
+            gid,
+            mtime: self.now,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// Resolves directory `path` (following symlinks) and creates what is
+    /// missing; returns its canonical path and whether anything was created.
+    pub fn ensure_dir(
+        &mut self,
+        path: &[u8],
+        owner: Option<(u32, u32)>,
+    ) -> Result<(Vec<u8>, bool), StepError> {
+        let r = self.tree.resolve(path, true)?;
+        match r.node {
+            Some(Node::Dir) => return Ok((r.path, false)),
+            Some(_) => {
+                return Err(StepError::Msg(format!(
+                    "{}: not a directory in the image",
+                    lossy(&r.path)
+                )));
+            }
+            None => {}
+        }
+        let meta = self.created_dir_meta(owner);
+        for m in r.missing() {
+            check_name(&m)?;
+            self.out.add_dir(&m, &meta)?;
+            self.tree.pending.insert(m, Node::Dir);
+        }
+        Ok((r.path, true))
+    }
+
+    /// The canonical directory that `rel` (below canonical dir `base`) goes in.
+    fn parent_dir(&mut self, base: &[u8], rel: &[u8]) -> Result<Vec<u8>, StepError> {
+        let (dir, _) = parent_of(rel);
+        if dir.is_empty() {
+            return Ok(base.to_vec());
+        }
+        Ok(self.ensure_dir(&join(base, dir), None)?.0)
+    }
+
+    fn put(
+        &mut self,
+        target: &[u8],
+        kind: &Kind,
+        meta: &TarMeta,
+        size: u64,
+        data: Option<&mut dyn Read>,
+    ) -> Result<(), StepError> {
+        check_name(target)?;
+        let node = match kind {
+            Kind::Dir => {
+                self.out.add_dir(target, meta)?;
+                Node::Dir
+            }
+            Kind::File => {
+                let data: Box<dyn Read> = match data {
+                    Some(d) => Box::new(d),
+                    None => Box::new(io::empty()),
+                };
+                self.out.add_file(target, meta, size, data)?;
+                Node::Other
+            }
+            Kind::Symlink(t) => {
+                self.out.add_symlink(target, meta, t)?;
+                Node::Symlink(t.clone())
+            }
+            Kind::Fifo => {
+                self.out.add_fifo(target, meta)?;
+                Node::Other
+            }
+            Kind::Device { block, rdev } => {
+                self.out.add_device(
+                    target,
+                    meta,
+                    *block,
+                    libc::major(*rdev),
+                    libc::minor(*rdev),
+                )?;
+                Node::Other
+            }
+            Kind::Socket => {
+                log::warn!(
+                    "{}: sockets cannot be stored in a layer; left out",
+                    lossy(target)
+                );
+                return Ok(());
+            }
+        };
+        self.tree.pending.insert(target.to_vec(), node);
+        Ok(())
+    }
+
+    fn meta(&self, spec: &CopySpec, mode: u32, owner: (u32, u32), mtime: i64) -> TarMeta {
+        let (uid, gid) = spec.owner.unwrap_or(owner);
+        TarMeta {
+            mode: spec.chmod.unwrap_or(mode & 0o7777),
+            uid,
+            gid,
+            mtime,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// COPY (or ADD) `sources` from `ctx` as `spec` says, with Docker's
+    /// rules: a directory's contents go into the destination; files go into
+    /// it when it is a directory (or written as one), else become it.
+    pub fn copy(
+        &mut self,
+        ctx: &Context,
+        sources: &[Source],
+        spec: &CopySpec,
+    ) -> Result<(), StepError> {
+        let dest = spec.dest.as_bytes();
+        let into_dir = spec.dest.ends_with('/')
+            || sources.len() > 1
+            || sources.iter().any(|s| s.kind == Kind::Dir)
+            || (spec.unpack && sources.iter().any(|s| is_archive(ctx, s).unwrap_or(false)))
+            || self.tree.resolve(dest, true)?.node == Some(Node::Dir);
+        if !into_dir {
+            let Some(src) = sources.first() else {
+                return Ok(());
+            };
+            let r = self.tree.resolve(dest, true)?;
+            let (parent, name) = parent_of(&r.path);
+            let (parent, name) = (parent.to_vec(), name.to_vec());
+            let (parent, _) = self.ensure_dir(&parent, spec.owner)?;
+            return self.copy_one(ctx, src, &join(&parent, &name), spec);
+        }
+        let (dir, _) = self.ensure_dir(dest, spec.owner)?;
+        for src in sources {
+            match src.kind {
+                Kind::Dir => self.copy_tree(ctx, src, &dir, spec)?,
+                _ if spec.unpack && is_archive(ctx, src)? => self.unpack(ctx, src, &dir, spec)?,
+                _ => {
+                    let target = join(&dir, src.name().as_bytes());
+                    self.copy_one(ctx, src, &target, spec)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_one(
+        &mut self,
+        ctx: &Context,
+        src: &Source,
+        target: &[u8],
+        spec: &CopySpec,
+    ) -> Result<(), StepError> {
+        let meta = self.meta(spec, src.stat.st_mode, (0, 0), src.stat.st_mtime);
+        if src.kind == Kind::File {
+            let mut f = ctx.open_file(src)?;
+            return self.put(
+                target,
+                &Kind::File,
+                &meta,
+                src.stat.st_size as u64,
+                Some(&mut f),
+            );
+        }
+        self.put(target, &src.kind, &meta, 0, None)
+    }
+
+    fn copy_tree(
+        &mut self,
+        ctx: &Context,
+        src: &Source,
+        dir: &[u8],
+        spec: &CopySpec,
+    ) -> Result<(), StepError> {
+        ctx.walk::<StepError>(src, &mut |e| {
+            let parent = self.parent_dir(dir, &e.rel)?;
+            let (_, name) = parent_of(&e.rel);
+            let target = join(&parent, name);
+            let meta = self.meta(spec, e.stat.st_mode, (0, 0), e.stat.st_mtime);
+            if e.kind == Kind::File {
+                let mut f = e.open().map_err(|x| StepError::Io {
+                    path: ctx.path().join(&src.rel).display().to_string(),
+                    source: x,
+                })?;
+                self.put(
+                    &target,
+                    &Kind::File,
+                    &meta,
+                    e.stat.st_size as u64,
+                    Some(&mut f),
+                )
+            } else {
+                self.put(&target, &e.kind, &meta, 0, None)
+            }
+        })
+    }
+
+    /// Unpacks tar archive `src` into canonical directory `dir`.
+    fn unpack(
+        &mut self,
+        ctx: &Context,
+        src: &Source,
+        dir: &[u8],
+        spec: &CopySpec,
+    ) -> Result<(), StepError> {
+        let bad = |why: String| StepError::Msg(format!("{}: {why}", src.rel));
+        let reader = decompressed(ctx.open_file(src)?).map_err(|e| bad(e.to_string()))?;
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+            let raw = entry.path_bytes().into_owned();
+            let Some(rel) = archive_path(&raw) else {
+                return Err(bad(format!(
+                    "entry {:?} leaves the destination directory",
+                    String::from_utf8_lossy(&raw)
+                )));
+            };
+            if rel.is_empty() {
+                continue;
+            }
+            let h = entry.header();
+            let kind = match h.entry_type() {
+                tar::EntryType::Directory => Kind::Dir,
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => Kind::File,
+                tar::EntryType::Symlink => Kind::Symlink(
+                    entry
+                        .link_name_bytes()
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default(),
+                ),
+                tar::EntryType::Fifo => Kind::Fifo,
+                tar::EntryType::Char | tar::EntryType::Block => Kind::Device {
+                    block: h.entry_type() == tar::EntryType::Block,
+                    rdev: libc::makedev(
+                        h.device_major().ok().flatten().unwrap_or(0),
+                        h.device_minor().ok().flatten().unwrap_or(0),
+                    ),
+                },
+                tar::EntryType::Link => {
+                    let link = entry
+                        .link_name_bytes()
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default();
+                    let written = archive_path(&link)
+                        .and_then(|l| self.unpacked.get(&l).cloned())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "hard link {:?} names {:?}, which the archive does not hold before it",
+                                String::from_utf8_lossy(&raw),
+                                String::from_utf8_lossy(&link)
+                            ))
+                        })?;
+                    let parent = self.parent_dir(dir, &rel)?;
+                    let target = join(&parent, parent_of(&rel).1);
+                    check_name(&target)?;
+                    let meta = self.meta(spec, 0o644, (0, 0), 0);
+                    self.out.add_hardlink(&target, &meta, &written)?;
+                    self.tree.pending.insert(target.clone(), Node::Other);
+                    self.unpacked.insert(rel, target);
+                    continue;
+                }
+                _ => continue,
+            };
+            let owner = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+            let meta = self.meta(
+                spec,
+                h.mode().unwrap_or(0o644),
+                owner,
+                h.mtime().unwrap_or(0) as i64,
+            );
+            let size = entry.size();
+            let parent = self.parent_dir(dir, &rel)?;
+            let target = join(&parent, parent_of(&rel).1);
+            if kind == Kind::File {
+                self.put(&target, &kind, &meta, size, Some(&mut entry))?;
+            } else {
+                self.put(&target, &kind, &meta, 0, None)?;
+            }
+            self.unpacked.insert(rel, target);
+        }
+        Ok(())
+    }
+}
+
+/// An archive member's path made relative, or None if it climbs out.
+fn archive_path(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out.join(&b'/'))
+}
+
+/// Whether a file source is a tar archive (plain, gzip or zstd) for ADD to
+/// unpack; xz and bzip2 are refused rather than copied as they are.
+pub fn is_archive(ctx: &Context, src: &Source) -> Result<bool, StepError> {
+    if src.kind != Kind::File {
+        return Ok(false);
+    }
+    let mut head = [0u8; 6];
+    let n = ctx.open_file(src)?.read(&mut head).unwrap_or(0);
+    if head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || head[..n].starts_with(b"BZh") {
+        return Err(StepError::Msg(format!(
+            "{}: xz and bzip2 archives are not supported by ADD; use tar, tar.gz or tar.zst",
+            src.rel
+        )));
+    }
+    let Ok(mut r) = decompressed(ctx.open_file(src)?) else {
+        return Ok(false);
+    };
+    let mut block = [0u8; 512];
+    let mut got = 0;
+    while got < 512 {
+        match r.read(&mut block[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    if got < 512 {
+        return Ok(false);
+    }
+    if &block[257..262] == b"ustar" {
+        return Ok(true);
+    }
+    // A v7 header: its checksum field holds the sum of its bytes, itself as spaces.
+    let field = String::from_utf8_lossy(&block[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
+        return Ok(false);
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    Ok(sum == want)
+}
+
+/// `--chown=USER[:GROUP]` against the image's /etc/passwd and /etc/group:
+/// names must exist there; a user without a group gets its uid as gid (as
+/// Docker documents).
+pub fn chown_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), StepError> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let find = |text: &str, name: &str, field: usize| {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > field && f[0] == name)
+                .then(|| f[field].parse::<u32>().ok())
+                .flatten()
+        })
+    };
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => find(passwd, u, 2).ok_or_else(|| {
+            StepError::Msg(format!("--chown: no user {u} in the image's /etc/passwd"))
+        })?,
+    };
+    let gid = match g {
+        None | Some("") => uid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => find(group, g, 2).ok_or_else(|| {
+                StepError::Msg(format!("--chown: no group {g} in the image's /etc/group"))
+            })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths_never_climb_out() {
+        assert_eq!(archive_path(b"./a/b"), Some(b"a/b".to_vec()));
+        assert_eq!(archive_path(b"/etc/passwd"), Some(b"etc/passwd".to_vec()));
+        assert_eq!(archive_path(b"./"), Some(Vec::new()));
+        assert_eq!(archive_path(b"../../etc/passwd"), None);
+        assert_eq!(archive_path(b"a/../../b"), None);
+    }
+
+    #[test]
+    fn chown_resolves_names_in_the_image() {
+        let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/home/app:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:50:\napp:x:1002:\n";
+        assert_eq!(chown_ids("app:staff", passwd, group).unwrap(), (1001, 50));
+        assert_eq!(chown_ids("app", passwd, group).unwrap(), (1001, 1001));
+        assert_eq!(chown_ids("7:8", passwd, group).unwrap(), (7, 8));
+        assert!(chown_ids("nobody", passwd, group).is_err());
+        assert!(chown_ids("app:nogroup", passwd, group).is_err());
+    }
+}

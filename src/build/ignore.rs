@@ -1,0 +1,216 @@
+//! Path patterns, without I/O: Go's `filepath.Match` for one path component
+//! (`*`, `?`, `[a-z]`, `[^x]`, `\` escapes), which COPY sources use, and
+//! `.dockerignore` rules as Docker applies them: patterns cleaned and
+//! anchored at the context root, `**` for any number of directories, `!`
+//! re-including, the last matching rule deciding, and a path excluded
+//! when it or any directory above it is.
+
+/// Whether `name` (one component) matches `pattern` (one component).
+pub fn match_component(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    matches(&p, &n)
+}
+
+fn matches(p: &[char], n: &[char]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some('*') => (0..=n.len()).any(|i| matches(&p[1..], &n[i..])),
+        Some('?') => !n.is_empty() && matches(&p[1..], &n[1..]),
+        Some('[') => {
+            let Some((hit, used)) = class(&p[1..], n.first().copied()) else {
+                return false;
+            };
+            hit && matches(&p[1 + used..], &n[1..])
+        }
+        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && matches(&p[2..], &n[1..]),
+        Some(c) => n.first() == Some(c) && matches(&p[1..], &n[1..]),
+    }
+}
+
+/// A `[...]` class (after its `[`) against `c`: (hit, chars used incl. `]`).
+fn class(p: &[char], c: Option<char>) -> Option<(bool, usize)> {
+    let c = c?;
+    let mut i = 0;
+    let negate = matches!(p.first(), Some('^') | Some('!'));
+    if negate {
+        i += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    loop {
+        let lo = *p.get(i)?;
+        if lo == ']' && !first {
+            return Some((hit != negate, i + 1));
+        }
+        first = false;
+        let lo = if lo == '\\' {
+            i += 1;
+            *p.get(i)?
+        } else {
+            lo
+        };
+        i += 1;
+        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|&x| x != ']') {
+            let hi = if p[i + 1] == '\\' {
+                i += 1;
+                *p.get(i + 1)?
+            } else {
+                p[i + 1]
+            };
+            i += 2;
+            hit |= lo <= c && c <= hi;
+        } else {
+            hit |= lo == c;
+        }
+    }
+}
+
+pub fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// `a/./b/../c` → `a/c`; leading `/` and `..` that would leave the root go.
+pub fn clean(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    parts: Vec<String>,
+    negate: bool,
+}
+
+/// The rules of a `.dockerignore`.
+#[derive(Clone, Debug, Default)]
+pub struct Ignore {
+    rules: Vec<Rule>,
+}
+
+impl Ignore {
+    pub fn parse(text: &str) -> Ignore {
+        let mut rules = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (negate, pat) = match line.strip_prefix('!') {
+                Some(p) => (true, p.trim()),
+                None => (false, line),
+            };
+            let cleaned = clean(pat);
+            if cleaned.is_empty() {
+                continue;
+            }
+            rules.push(Rule {
+                parts: cleaned.split('/').map(str::to_string).collect(),
+                negate,
+            });
+        }
+        Ignore { rules }
+    }
+
+    /// Whether `rel` (relative to the context, `/`-separated) is excluded.
+    pub fn excludes(&self, rel: &str) -> bool {
+        let rel = clean(rel);
+        if rel.is_empty() {
+            return false;
+        }
+        let comps: Vec<&str> = rel.split('/').collect();
+        let mut excluded = false;
+        for r in &self.rules {
+            let hit = (1..=comps.len()).any(|n| match_parts(&r.parts, &comps[..n]));
+            if hit {
+                excluded = !r.negate;
+            }
+        }
+        excluded
+    }
+
+    /// Whether some `!` rule might re-include something below `dir`, so an
+    /// excluded directory still has to be walked.
+    pub fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|r| r.negate)
+    }
+}
+
+fn match_parts(p: &[String], n: &[&str]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some(s) if s == "**" => (0..=n.len()).any(|i| match_parts(&p[1..], &n[i..])),
+        Some(s) => !n.is_empty() && match_component(s, n[0]) && match_parts(&p[1..], &n[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_match_like_go() {
+        let table = [
+            ("*.txt", "a.txt", true),
+            ("*.txt", "a.txt.bak", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("[a-c]x", "bx", true),
+            ("[^a-c]x", "bx", false),
+            ("[!a-c]x", "dx", true),
+            ("\\*", "*", true),
+            ("\\*", "a", false),
+            ("*", "", true),
+            ("[]]", "]", true),
+            ("[", "[", false),
+        ];
+        for (p, n, want) in table {
+            assert_eq!(match_component(p, n), want, "{p} vs {n}");
+        }
+    }
+
+    #[test]
+    fn dockerignore_rules() {
+        let ig = Ignore::parse(
+            "# comment\n\
+             *.log\n\
+             /build\n\
+             **/node_modules\n\
+             docs/**/*.md\n\
+             !docs/keep.md\n\
+             secret/\n\
+             ./tmp/../cache\n",
+        );
+        let table = [
+            ("app.log", true),
+            ("sub/app.log", false),
+            ("build", true),
+            ("build/out/x.o", true),
+            ("node_modules", true),
+            ("a/b/node_modules/x.js", true),
+            ("docs/x.md", true),
+            ("docs/a/b/y.md", true),
+            ("docs/keep.md", false),
+            ("docs/readme.txt", false),
+            ("secret/key", true),
+            ("cache/x", true),
+            ("src/main.rs", false),
+            ("", false),
+        ];
+        for (p, want) in table {
+            assert_eq!(ig.excludes(p), want, "{p}");
+        }
+        assert!(ig.has_exceptions());
+        assert_eq!(clean("/a/./b/../c/"), "a/c");
+        assert_eq!(clean("../../x"), "x");
+    }
+}

@@ -1,0 +1,1009 @@
+//! `build`: a Dockerfile run step by step over images in the store. FROM
+//! starts from a stored image (or scratch); RUN runs in a container of the
+//! current image (see `run`) and commits its changes as one layer; COPY,
+//! ADD and a WORKDIR that creates its directory write one layer directly;
+//! the other instructions change only the config. Every step makes an
+//! image, recorded in the build cache under a key of its parent, its
+//! instruction and what it reads, so an unchanged step is not run again and
+//! a rebuild of an unchanged Dockerfile writes nothing. History records
+//! every step. Errors name the Dockerfile line.
+//!
+//! Single-stage builds only: a second FROM or `COPY --from` is refused.
+
+mod cache;
+pub mod context;
+mod copy;
+pub mod dockerfile;
+pub mod ignore;
+
+use crate::commit::{CommitError, CommitOptions, commit};
+use crate::container::{self, ContainerError};
+use crate::image::{ImageError, layer_descriptor, new_config, store_image};
+use crate::layer::LayerError;
+use crate::oci::{
+    Descriptor, HistoryEntry, ImageConfig, Platform, REF_NAME_ANNOTATION, Reference,
+    media_type as mt, time,
+};
+use crate::run::{self, RunError, RunSpec};
+use crate::store::{Hold, Store, StoreError};
+use crate::union::{UnionError, UpperDir};
+use cache::{Cache, Entry};
+use context::{Context, ContextError};
+use copy::{CopySpec, LayerBuild, chown_ids};
+use dockerfile::{Args, Dockerfile, Instruction, Keyword};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("{0}")]
+    Msg(String),
+    #[error("the command exited with code {0}")]
+    Exit(i32),
+    #[error("image {0} is not in the store: pull or load it first")]
+    NoImage(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Union(#[from] UnionError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{file}:{line}: {msg}")]
+    Parse {
+        file: String,
+        line: usize,
+        msg: String,
+    },
+    #[error("{file}:{line}: {text}: {source}")]
+    Step {
+        file: String,
+        line: usize,
+        text: String,
+        source: Box<StepError>,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("build context {0}")]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Setup(#[from] StepError),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// Default: `Dockerfile` in the context.
+    pub dockerfile: Option<PathBuf>,
+    pub tag: Option<Reference>,
+    pub build_args: Vec<(String, String)>,
+    /// Run every step, using no cache (the results still fill it).
+    pub no_cache: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The image ID (config digest).
+    pub id: crate::oci::Digest,
+    pub manifest: Descriptor,
+    pub steps: usize,
+    /// Steps served from the cache.
+    pub cached: usize,
+    /// Layers this build wrote.
+    pub new_layers: usize,
+}
+
+/// The image a build is at, between steps.
+struct State {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    image: Entry,
+    /// Cmd came from the base image (an ENTRYPOINT then clears it, as Docker does).
+    cmd_from_base: bool,
+    shell: Vec<String>,
+    /// ARGs declared in this stage, with their values.
+    args: BTreeMap<String, Option<String>>,
+}
+
+impl State {
+    fn lookup(&self, k: &str) -> Option<String> {
+        let env = self.config.config.as_ref().and_then(|c| c.env.as_ref());
+        if let Some(v) = env.and_then(|e| {
+            e.iter()
+                .find_map(|kv| kv.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+        }) {
+            return Some(v.to_string());
+        }
+        self.args.get(k).cloned().flatten()
+    }
+
+    fn workdir(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+}
+
+/// The parent's layer descriptors in an OCI manifest (Docker's media types
+/// have OCI twins; the bytes stay the same).
+fn oci_layer(d: &Descriptor) -> Descriptor {
+    let media = match d.media_type.as_str() {
+        mt::DOCKER_LAYER_GZIP => mt::OCI_LAYER_GZIP,
+        mt::DOCKER_LAYER_TAR => mt::OCI_LAYER,
+        other => other,
+    };
+    Descriptor {
+        media_type: media.to_string(),
+        ..d.clone()
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn history(text: &str, empty: bool) -> HistoryEntry {
+    HistoryEntry {
+        created: Some(time::now_rfc3339()),
+        created_by: Some(text.to_string()),
+        comment: Some("layerfs build".into()),
+        empty_layer: empty,
+        ..Default::default()
+    }
+}
+
+fn msg(s: impl Into<String>) -> StepError {
+    StepError::Msg(s.into())
+}
+
+/// Removes its hold when the build ends, however it ends.
+struct BuildHold<'a> {
+    store: &'a Store,
+    id: String,
+}
+
+impl Drop for BuildHold<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.remove_hold(&self.id);
+    }
+}
+
+/// Builds `opts.dockerfile` in `opts.context`; progress goes to `out`, the
+/// output of RUN commands to our own stdout and stderr.
+pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<Built, BuildError> {
+    let file = opts
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| opts.context.join("Dockerfile"));
+    let file_name = file.display().to_string();
+    let text = std::fs::read_to_string(&file).map_err(|e| BuildError::Io {
+        path: file_name.clone(),
+        source: e,
+    })?;
+    let df = dockerfile::parse(&text).map_err(|e| BuildError::Parse {
+        file: file_name.clone(),
+        line: e.line,
+        msg: e.msg,
+    })?;
+    let ctx = Context::open(&opts.context)?;
+    prune_step_containers(store);
+    let mut b = Builder {
+        store,
+        cache: Cache::open(store)?,
+        ctx,
+        df: &df,
+        opts,
+        out,
+        state: None,
+        meta_args: BTreeMap::new(),
+        used_args: BTreeSet::new(),
+        cached: 0,
+        new_layers: 0,
+        hold: None,
+    };
+    let total = df.instructions.len();
+    for (n, ins) in df.instructions.iter().enumerate() {
+        let _ = writeln!(b.out, "STEP {}/{total}: {}", n + 1, ins.text);
+        let _ = b.out.flush();
+        b.step(n, ins).map_err(|source| BuildError::Step {
+            file: file_name.clone(),
+            line: ins.line,
+            text: short(&ins.text),
+            source: Box::new(source),
+        })?;
+    }
+    let state = b.state.take().ok_or_else(|| BuildError::Parse {
+        file: file_name.clone(),
+        line: 1,
+        msg: "no FROM instruction".into(),
+    })?;
+    let unused: Vec<&String> = opts
+        .build_args
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !b.used_args.contains(*k))
+        .collect();
+    if !unused.is_empty() {
+        let _ = writeln!(
+            b.out,
+            "[Warning] build args that no ARG declares were not used: {unused:?}"
+        );
+    }
+    let desc = state.image.descriptor();
+    match &opts.tag {
+        Some(t) => store.tag(&t.canonical(), &desc).map_err(StepError::from)?,
+        None => store.add_untagged(&desc).map_err(StepError::from)?,
+    }
+    b.cache.refresh_hold(store)?;
+    let _ = writeln!(b.out, "Successfully built {}", state.image.id.short());
+    if let Some(t) = &opts.tag {
+        let _ = writeln!(b.out, "Successfully tagged {}", t.canonical());
+    }
+    Ok(Built {
+        id: state.image.id,
+        manifest: desc,
+        steps: total,
+        cached: b.cached,
+        new_layers: b.new_layers,
+    })
+}
+
+/// Removes the RUN containers of builds that died (`build-<pid>-...`,
+/// their process gone, not mounted): a killed build cannot clean up.
+fn prune_step_containers(store: &Store) {
+    let Ok(all) = container::list(store) else {
+        return;
+    };
+    let live = crate::mount::records::list(store).unwrap_or_default();
+    for c in all {
+        let pid = c
+            .name
+            .strip_prefix("build-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let mounted = live
+            .iter()
+            .any(|(r, alive)| *alive && r.container.as_deref() == Some(&c.name));
+        if pid.is_some_and(|p| !crate::store::process_alive(p)) && !mounted {
+            let _ = container::remove(store, &c);
+        }
+    }
+}
+
+/// An instruction shortened for an error line.
+fn short(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() <= 60 {
+        return one;
+    }
+    format!("{}…", one.chars().take(59).collect::<String>())
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    cache: Cache,
+    ctx: Context,
+    df: &'a Dockerfile,
+    opts: &'a BuildOptions,
+    out: &'a mut dyn Write,
+    state: Option<State>,
+    /// ARGs before the first FROM (usable in FROM).
+    meta_args: BTreeMap<String, Option<String>>,
+    used_args: BTreeSet<String>,
+    cached: usize,
+    new_layers: usize,
+    hold: Option<BuildHold<'a>>,
+}
+
+impl<'a> Builder<'a> {
+    fn build_arg(&mut self, name: &str) -> Option<String> {
+        let v = self
+            .opts
+            .build_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone());
+        if v.is_some() {
+            self.used_args.insert(name.to_string());
+        }
+        v
+    }
+
+    fn state(&mut self) -> Result<&mut State, StepError> {
+        self.state
+            .as_mut()
+            .ok_or_else(|| msg("no FROM before this instruction"))
+    }
+
+    fn step(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
+        let esc = self.df.escape;
+        match ins.keyword {
+            Keyword::From => self.from(ins),
+            Keyword::Arg => {
+                let raw = shell_text(ins)?;
+                let in_stage = self.state.is_some();
+                let words = {
+                    let st = self.state.as_ref();
+                    let meta = &self.meta_args;
+                    let vars = |k: &str| match st {
+                        Some(s) => s.lookup(k),
+                        None => meta.get(k).cloned().flatten(),
+                    };
+                    dockerfile::words(&raw, esc, &vars).map_err(StepError::Msg)?
+                };
+                for w in words {
+                    let (name, default) = match w.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (w.clone(), None),
+                    };
+                    if name.is_empty() {
+                        return Err(msg("ARG needs a name"));
+                    }
+                    let given = self.build_arg(&name);
+                    let value = match (in_stage, given, default) {
+                        (_, Some(v), _) => Some(v),
+                        (_, None, Some(d)) => Some(d),
+                        // Inside a stage, a bare ARG takes the global one's value.
+                        (true, None, None) => self.meta_args.get(&name).cloned().flatten(),
+                        (false, None, None) => None,
+                    };
+                    match self.state.as_mut() {
+                        Some(s) => {
+                            s.args.insert(name, value);
+                        }
+                        None => {
+                            self.meta_args.insert(name, value);
+                        }
+                    }
+                }
+                let _ = writeln!(self.out, "--> (build argument)");
+                Ok(())
+            }
+            Keyword::Run => self.run_step(n, ins),
+            Keyword::Copy | Keyword::Add => self.copy_step(ins),
+            Keyword::Workdir => self.workdir_step(ins),
+            _ => self.config_step(ins),
+        }
+    }
+
+    fn from(&mut self, ins: &Instruction) -> Result<(), StepError> {
+        if self.state.is_some() {
+            return Err(msg("multi-stage builds are not supported (a second FROM)"));
+        }
+        if ins.flag("platform").is_some() {
+            return Err(msg(
+                "FROM --platform is not supported: images are built for this machine",
+            ));
+        }
+        let raw = shell_text(ins)?;
+        let meta = &self.meta_args;
+        let words = dockerfile::words(&raw, self.df.escape, &|k| meta.get(k).cloned().flatten())
+            .map_err(StepError::Msg)?;
+        let name = match words.as_slice() {
+            [image] => image.clone(),
+            [image, as_, _stage] if as_.eq_ignore_ascii_case("as") => image.clone(),
+            _ => return Err(msg("expected FROM IMAGE [AS NAME]")),
+        };
+        let (config, layers, image) = if name.eq_ignore_ascii_case("scratch") {
+            let key = cache::key(&["FROM scratch", &Platform::host().to_string()]);
+            let image = match self.cache.get(self.store, &key) {
+                Some(e) => e,
+                None => {
+                    let _lock = self.store.lock_shared()?;
+                    let img = store_image(self.store, &new_config().to_json(), &[])?;
+                    let e = Entry {
+                        manifest: img.manifest.digest,
+                        size: img.manifest.size,
+                        id: img.id,
+                    };
+                    self.cache.put(self.store, &key, e.clone())?;
+                    e
+                }
+            };
+            (self.load(&image)?.0, Vec::new(), image)
+        } else {
+            let r = self.store.resolve(&name).map_err(|e| match e {
+                StoreError::ImageNotFound(_) => StepError::NoImage(name.clone()),
+                e => e.into(),
+            })?;
+            let image = Entry {
+                manifest: r.manifest_digest,
+                size: 0,
+                id: r.config_digest,
+            };
+            let layers = r.manifest.layers.iter().map(oci_layer).collect();
+            (r.config, layers, image)
+        };
+        let hold = BuildHold {
+            store: self.store,
+            id: format!("build-{}", std::process::id()),
+        };
+        self.store.add_hold(&Hold {
+            id: hold.id.clone(),
+            manifests: vec![image.manifest],
+            what: "a running build".into(),
+            pid: Some(std::process::id()),
+        })?;
+        self.hold = Some(hold);
+        let _ = writeln!(self.out, "--> {}", image.id.short());
+        let cmd_from_base = config.config.as_ref().is_some_and(|c| c.cmd.is_some());
+        self.state = Some(State {
+            config,
+            layers,
+            image,
+            cmd_from_base,
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            args: BTreeMap::new(),
+        });
+        Ok(())
+    }
+
+    /// The config and layers of a stored step image.
+    fn load(&self, e: &Entry) -> Result<(ImageConfig, Vec<Descriptor>), StepError> {
+        let m = self.store.read_manifest(&e.manifest)?;
+        Ok((self.store.read_config(&m.config.digest)?, m.layers))
+    }
+
+    /// Serves a step from the cache when it can; says so.
+    fn cached(&mut self, key: &str) -> Result<bool, StepError> {
+        if self.opts.no_cache {
+            return Ok(false);
+        }
+        let Some(e) = self.cache.get(self.store, key) else {
+            return Ok(false);
+        };
+        let (config, layers) = self.load(&e)?;
+        let _ = writeln!(self.out, "--> Using cache {}", e.id.short());
+        let st = self.state()?;
+        st.config = config;
+        st.layers = layers;
+        st.image = e;
+        self.cached += 1;
+        Ok(true)
+    }
+
+    /// Stores a step's image, records it in the cache, makes it current.
+    fn record(
+        &mut self,
+        key: &str,
+        config: ImageConfig,
+        layers: Vec<Descriptor>,
+    ) -> Result<(), StepError> {
+        let e = {
+            let _lock = self.store.lock_shared()?;
+            let img = store_image(self.store, &config.to_json(), &layers)?;
+            let e = Entry {
+                manifest: img.manifest.digest,
+                size: img.manifest.size,
+                id: img.id,
+            };
+            self.cache.put(self.store, key, e.clone())?;
+            e
+        };
+        let _ = writeln!(self.out, "--> {}", e.id.short());
+        let st = self.state()?;
+        st.config = config;
+        st.layers = layers;
+        st.image = e;
+        Ok(())
+    }
+
+    fn parent(&mut self) -> Result<String, StepError> {
+        Ok(self.state()?.image.manifest.to_string())
+    }
+
+    /// A metadata-only step: the config changes, an empty-layer history entry.
+    fn config_step(&mut self, ins: &Instruction) -> Result<(), StepError> {
+        let esc = self.df.escape;
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
+        let vars = |k: &str| st.lookup(k);
+        let mut config = st.config.clone();
+        let mut cmd_from_base = st.cmd_from_base;
+        let mut shell = st.shell.clone();
+        let command = |args: &Args| match args {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) => {
+                let mut v = st.shell.clone();
+                v.push(s.clone());
+                v
+            }
+        };
+        // What the key and history record: the instruction after expansion.
+        let canonical: String;
+        match ins.keyword {
+            Keyword::Env | Keyword::Label => {
+                let raw = shell_text(ins)?;
+                let pairs = key_values(&raw, esc, &vars)?;
+                for (k, v) in &pairs {
+                    if ins.keyword == Keyword::Env {
+                        config.set_env(k, v);
+                    } else {
+                        config
+                            .container_config()
+                            .labels
+                            .get_or_insert_with(Default::default)
+                            .insert(k.clone(), v.clone());
+                    }
+                }
+                let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                canonical = format!("{} {}", ins.keyword, kv.join(" "));
+            }
+            Keyword::User => {
+                let u = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                config.container_config().user = Some(u.clone());
+                canonical = format!("USER {u}");
+            }
+            Keyword::Cmd => {
+                let c = command(&ins.args);
+                config.container_config().cmd = Some(c.clone());
+                cmd_from_base = false;
+                canonical = format!("CMD {}", serde_json::to_string(&c).unwrap_or_default());
+            }
+            Keyword::Entrypoint => {
+                let c = command(&ins.args);
+                let cc = config.container_config();
+                cc.entrypoint = (!c.is_empty()).then(|| c.clone());
+                if cmd_from_base {
+                    cc.cmd = None;
+                    cmd_from_base = false;
+                }
+                canonical = format!(
+                    "ENTRYPOINT {}",
+                    serde_json::to_string(&c).unwrap_or_default()
+                );
+            }
+            Keyword::Expose => {
+                let ports =
+                    dockerfile::words(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                let map = config
+                    .container_config()
+                    .exposed_ports
+                    .get_or_insert_with(Default::default);
+                for p in &ports {
+                    let p = if p.contains('/') {
+                        p.to_ascii_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    map.insert(p, serde_json::json!({}));
+                }
+                canonical = format!("EXPOSE {}", ports.join(" "));
+            }
+            Keyword::Volume => {
+                let vols = match &ins.args {
+                    Args::Exec(v) => v.clone(),
+                    Args::Shell(s) => dockerfile::words(s, esc, &vars).map_err(StepError::Msg)?,
+                };
+                let map = config
+                    .container_config()
+                    .volumes
+                    .get_or_insert_with(Default::default);
+                for v in &vols {
+                    map.insert(v.clone(), serde_json::json!({}));
+                }
+                canonical = format!(
+                    "VOLUME {}",
+                    serde_json::to_string(&vols).unwrap_or_default()
+                );
+            }
+            Keyword::StopSignal => {
+                let s = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                config.container_config().stop_signal = Some(s.clone());
+                canonical = format!("STOPSIGNAL {s}");
+            }
+            Keyword::Maintainer => {
+                let a = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                config.author = Some(a.clone());
+                canonical = format!("MAINTAINER {a}");
+            }
+            Keyword::Shell => {
+                let Args::Exec(v) = &ins.args else {
+                    return Err(msg("SHELL needs a JSON array"));
+                };
+                if v.is_empty() {
+                    return Err(msg("SHELL needs at least the shell"));
+                }
+                shell = v.clone();
+                canonical = format!("SHELL {}", serde_json::to_string(v).unwrap_or_default());
+            }
+            _ => return Err(msg(format!("{} is not a config instruction", ins.keyword))),
+        }
+        let parent = st.image.manifest.to_string();
+        let st = self.state()?;
+        st.cmd_from_base = cmd_from_base;
+        st.shell = shell;
+        let key = cache::key(&[&parent, &canonical]);
+        if self.cached(&key)? {
+            return Ok(());
+        }
+        config.created = Some(time::now_rfc3339());
+        config.history.push(history(&canonical, true));
+        let layers = self.state()?.layers.clone();
+        self.record(&key, config, layers)
+    }
+
+    fn run_step(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
+        if !ins.flags.is_empty() {
+            return Err(msg(
+                "RUN --mount, --network and --security are not supported",
+            ));
+        }
+        let argv = match &ins.args {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) => {
+                let mut v = st.shell.clone();
+                v.push(s.clone());
+                v
+            }
+        };
+        // Build args reach RUN as environment (Env wins over them), and
+        // their values are part of the key.
+        let env_keys: BTreeSet<String> = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.as_ref())
+            .map(|e| {
+                e.iter()
+                    .map(|kv| kv.split('=').next().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let arg_env: Vec<String> = st
+            .args
+            .iter()
+            .filter(|(k, v)| v.is_some() && !env_keys.contains(*k))
+            .map(|(k, v)| format!("{k}={}", v.clone().unwrap_or_default()))
+            .collect();
+        let created_by = match &ins.args {
+            Args::Exec(v) => format!("RUN {}", serde_json::to_string(v).unwrap_or_default()),
+            Args::Shell(s) => format!("RUN {}", s),
+        };
+        let parent = self.parent()?;
+        let key = cache::key(&[
+            &parent,
+            "RUN",
+            &serde_json::to_string(&argv).unwrap_or_default(),
+            &arg_env.join("\n"),
+        ]);
+        if self.cached(&key)? {
+            return Ok(());
+        }
+        let _ = self.out.flush();
+        let image = self.state()?.image.clone();
+        let name = format!("build-{}-{}-{}", std::process::id(), now_secs(), n + 1);
+        let c = run::create_container(
+            self.store,
+            Some(&name),
+            &format!("build step {}", n + 1),
+            image.manifest,
+        )?;
+        let spec = RunSpec {
+            command: run::Command::Exact(argv),
+            env: arg_env,
+            workdir: None,
+            user: None,
+            volumes: Vec::new(),
+            stdin_null: true,
+        };
+        let result = match run::run(self.store, &c, &spec) {
+            Ok(0) => self.commit_run(&key, &c, &created_by),
+            Ok(code) => Err(StepError::Exit(code)),
+            Err(e) => Err(e.into()),
+        };
+        let removed = container::remove(self.store, &c);
+        result?;
+        removed?;
+        Ok(())
+    }
+
+    /// A RUN step's changes as a layer (no layer when it changed nothing).
+    fn commit_run(
+        &mut self,
+        key: &str,
+        c: &container::Container,
+        created_by: &str,
+    ) -> Result<(), StepError> {
+        let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(|e| StepError::Io {
+            path: c.upper().display().to_string(),
+            source: e,
+        })?;
+        let changed = !upper
+            .read_dir(b"")
+            .map_err(|e| StepError::Io {
+                path: c.upper().display().to_string(),
+                source: e,
+            })?
+            .is_empty();
+        if !changed {
+            let st = self.state()?;
+            let mut config = st.config.clone();
+            let layers = st.layers.clone();
+            config.created = Some(time::now_rfc3339());
+            config.history.push(history(created_by, true));
+            return self.record(key, config, layers);
+        }
+        let e = {
+            let _lock = self.store.lock_shared()?;
+            let img = commit(
+                self.store,
+                c,
+                &CommitOptions {
+                    created_by: Some(created_by.to_string()),
+                    message: Some("layerfs build".into()),
+                    ..Default::default()
+                },
+            )?;
+            let e = Entry {
+                manifest: img.manifest.digest,
+                size: img.manifest.size,
+                id: img.id,
+            };
+            self.cache.put(self.store, key, e.clone())?;
+            // Held by the cache now: out of index.json, as other step images.
+            self.store.update_index_json(|i| {
+                i.manifests.retain(|d| {
+                    !(d.digest == e.manifest && d.annotation(REF_NAME_ANNOTATION).is_none())
+                });
+                Ok(())
+            })?;
+            e
+        };
+        let (config, layers) = self.load(&e)?;
+        let _ = writeln!(self.out, "--> {}", e.id.short());
+        let st = self.state()?;
+        st.config = config;
+        st.layers = layers;
+        st.image = e;
+        self.new_layers += 1;
+        Ok(())
+    }
+
+    /// Writes one layer with `f`, then records it with its history entry.
+    fn layer_step(
+        &mut self,
+        key: &str,
+        created_by: &str,
+        f: impl FnOnce(&mut LayerBuild, &Context) -> Result<(), StepError>,
+    ) -> Result<(), StepError> {
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
+        let digests: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
+        let mut config = st.config.clone();
+        let mut layers = st.layers.clone();
+        let info = {
+            let _lock = self.store.lock_shared()?;
+            let mut lb = LayerBuild::new(self.store, &digests, now_secs())?;
+            f(&mut lb, &self.ctx)?;
+            lb.finish()?
+        };
+        config.created = Some(time::now_rfc3339());
+        config.rootfs.diff_ids.push(info.diff_id);
+        config.history.push(history(created_by, false));
+        layers.push(layer_descriptor(&info));
+        self.new_layers += 1;
+        self.record(key, config, layers)
+    }
+
+    fn copy_step(&mut self, ins: &Instruction) -> Result<(), StepError> {
+        let esc = self.df.escape;
+        if ins.flag("from").is_some() {
+            return Err(msg(
+                "COPY --from is not supported (single-stage builds only)",
+            ));
+        }
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
+        let vars = |k: &str| st.lookup(k);
+        let mut words = match &ins.args {
+            Args::Exec(v) => v
+                .iter()
+                .map(|w| dockerfile::word(w, esc, &vars))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StepError::Msg)?,
+            Args::Shell(s) => dockerfile::words(s, esc, &vars).map_err(StepError::Msg)?,
+        };
+        if words.len() < 2 {
+            return Err(msg(format!(
+                "{} needs a source and a destination",
+                ins.keyword
+            )));
+        }
+        let dest_word = words.pop().unwrap_or_default();
+        let add = ins.keyword == Keyword::Add;
+        if add
+            && let Some(u) = words
+                .iter()
+                .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        {
+            return Err(msg(format!(
+                "ADD {u}: URLs are not supported; download the file into the build context"
+            )));
+        }
+        let dest = if dest_word.starts_with('/') {
+            dest_word.clone()
+        } else {
+            let wd = st.workdir();
+            let mut d = format!("{}/{dest_word}", wd.trim_end_matches('/'));
+            if (dest_word == "." || dest_word.ends_with('/')) && !d.ends_with('/') {
+                d.push('/');
+            }
+            d
+        };
+        let chown = ins.flag("chown").map(str::to_string);
+        let chmod = match ins.flag("chmod") {
+            Some(m) => Some(
+                u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| msg(format!("--chmod={m}: expected an octal mode")))?,
+            ),
+            None => None,
+        };
+        if words.len() > 1 && !dest.ends_with('/') {
+            return Err(msg(format!(
+                "with several sources the destination must be a directory ending in /: {dest_word}"
+            )));
+        }
+        let sources = self.ctx.sources(&words)?;
+        let content = self.ctx.digest(&sources)?;
+        let created_by = format!(
+            "{}{}{} {} {}",
+            ins.keyword,
+            chown
+                .as_ref()
+                .map(|c| format!(" --chown={c}"))
+                .unwrap_or_default(),
+            chmod.map(|m| format!(" --chmod={m:o}")).unwrap_or_default(),
+            words.join(" "),
+            dest_word
+        );
+        let parent = self.parent()?;
+        let key = cache::key(&[
+            &parent,
+            &created_by,
+            &dest,
+            &content,
+            &format!(
+                "{:?}",
+                sources.iter().map(|s| s.rel.clone()).collect::<Vec<_>>()
+            ),
+        ]);
+        if self.cached(&key)? {
+            return Ok(());
+        }
+        self.layer_step(&key, &created_by, |lb, ctx| {
+            let owner = match &chown {
+                Some(spec) => {
+                    let passwd = lb.tree.read_file("/etc/passwd")?.unwrap_or_default();
+                    let group = lb.tree.read_file("/etc/group")?.unwrap_or_default();
+                    Some(chown_ids(
+                        spec,
+                        &String::from_utf8_lossy(&passwd),
+                        &String::from_utf8_lossy(&group),
+                    )?)
+                }
+                None => None,
+            };
+            lb.copy(
+                ctx,
+                &sources,
+                &CopySpec {
+                    dest: dest.clone(),
+                    owner,
+                    chmod,
+                    unpack: add,
+                },
+            )
+        })
+    }
+
+    fn workdir_step(&mut self, ins: &Instruction) -> Result<(), StepError> {
+        let esc = self.df.escape;
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
+        let vars = |k: &str| st.lookup(k);
+        let w = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+        let joined = if w.starts_with('/') {
+            w.clone()
+        } else {
+            format!("{}/{w}", st.workdir())
+        };
+        let path = format!("/{}", ignore::clean(&joined));
+        let mut config = st.config.clone();
+        config.container_config().working_dir = Some(path.clone());
+        let created_by = format!("WORKDIR {path}");
+        let parent = self.parent()?;
+        let key = cache::key(&[&parent, &created_by]);
+        if self.cached(&key)? {
+            return Ok(());
+        }
+        // The directory is created (owned by root, 0755) when the image lacks it.
+        let digests: Vec<_> = self.state()?.layers.iter().map(|l| l.digest).collect();
+        let exists = {
+            let mut tree = copy::ImageTree::open(self.store, &digests)?;
+            tree.resolve(path.as_bytes(), true)?.node
+        };
+        match exists {
+            Some(run::inroot::Node::Dir) => {
+                config.created = Some(time::now_rfc3339());
+                config.history.push(history(&created_by, true));
+                let layers = self.state()?.layers.clone();
+                self.record(&key, config, layers)
+            }
+            Some(_) => Err(msg(format!(
+                "{path} exists in the image and is not a directory"
+            ))),
+            None => {
+                self.state()?.config = config;
+                self.layer_step(&key, &created_by, |lb, _| {
+                    lb.ensure_dir(path.as_bytes(), None).map(drop)
+                })
+            }
+        }
+    }
+}
+
+fn shell_text(ins: &Instruction) -> Result<String, StepError> {
+    match &ins.args {
+        Args::Shell(s) => Ok(s.clone()),
+        Args::Exec(v) => Ok(v.join(" ")),
+    }
+}
+
+/// `K=V K2="v 2"`, or the legacy `K V...` form.
+fn key_values(
+    raw: &str,
+    esc: char,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, StepError> {
+    let words = dockerfile::words(raw, esc, vars).map_err(StepError::Msg)?;
+    let Some(first) = words.first() else {
+        return Err(msg("expected KEY=VALUE"));
+    };
+    if !first.contains('=') {
+        let (k, v) = raw
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| msg("expected KEY=VALUE or KEY VALUE"))?;
+        let k = dockerfile::word(k, esc, vars).map_err(StepError::Msg)?;
+        let v = dockerfile::word(v.trim(), esc, vars).map_err(StepError::Msg)?;
+        return Ok(vec![(k, v)]);
+    }
+    words
+        .into_iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(msg(format!("{w:?}: expected KEY=VALUE"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
