@@ -13,5 +13,5 @@ mod fixtures;
 mod interop;
 mod posix;
 mod readonly;
-mod writable;
 mod run;
+mod writable;
