@@ -35,6 +35,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::registry::{self, ClientOptions, PullOptions, RegistryConfig, Silent};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error("{0}")]
@@ -192,6 +194,21 @@ struct BuildHold<'a> {
 impl Drop for BuildHold<'_> {
     fn drop(&mut self) {
         let _ = self.store.remove_hold(&self.id);
+    }
+}
+
+impl Builder<'_> {
+    /// Pulls a FROM image the store lacks, as `docker build` does.
+    fn pull(&mut self, name: &str) -> Result<(), StepError> {
+        let reference = Reference::parse(name).map_err(|e| StepError::Msg(e.to_string()))?;
+        let _ = writeln!(self.out, " ---> pulling {}", reference.canonical());
+        let opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
+        registry::pull(self.store, &reference, &opts, &Silent).map_err(|e| {
+            StepError::Msg(format!(
+                "image {name} is not in the store and pulling it failed: {e}"
+            ))
+        })?;
+        Ok(())
     }
 }
 
@@ -430,10 +447,13 @@ impl<'a> Builder<'a> {
             };
             (self.load(&image)?.0, Vec::new(), image)
         } else {
-            let r = self.store.resolve(&name).map_err(|e| match e {
-                StoreError::ImageNotFound(_) => StepError::NoImage(name.clone()),
-                e => e.into(),
-            })?;
+            let r = match self.store.resolve(&name) {
+                Err(StoreError::ImageNotFound(_)) => {
+                    self.pull(&name)?;
+                    self.store.resolve(&name)?
+                }
+                r => r?,
+            };
             let image = Entry {
                 manifest: r.manifest_digest,
                 size: 0,

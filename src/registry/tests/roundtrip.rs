@@ -400,3 +400,58 @@ fn blobs_are_mounted_across_repositories_and_large_ones_go_up_in_chunks() {
     assert_eq!(rep.digest, desc.digest);
     assert_same_image(&src, &dst, &desc.digest);
 }
+
+#[test]
+fn build_pulls_a_from_image_the_store_lacks() {
+    let Some(reg) = Registry::start(
+        "build_pulls_a_from_image_the_store_lacks",
+        RegistryKind::default(),
+    ) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let (_d1, src) = temp_store();
+    let l1 = layer(
+        &src,
+        Compression::Gzip,
+        &[("base.txt", b"from the registry")],
+    );
+    let desc = image(&src, &[l1], None, Some("local/base:1"));
+    let remote = r(&format!("{}/lib/base:1", reg.addr));
+    push(
+        &src,
+        "local/base:1",
+        &remote,
+        &push_opts(cfg.path()),
+        &Silent,
+    )
+    .unwrap();
+
+    let (_d2, dst) = temp_store();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {remote}\nENV PULLED=yes\n"),
+    )
+    .unwrap();
+    let opts = crate::build::BuildOptions {
+        context: ctx.path().to_path_buf(),
+        tag: Some(r("app:1")),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    crate::build::build(&dst, &opts, &mut out).unwrap();
+    let log = String::from_utf8_lossy(&out);
+    assert!(log.contains("pulling"), "{log}");
+    assert_eq!(
+        dst.find_entry(&remote.canonical())
+            .unwrap()
+            .descriptor
+            .digest,
+        desc.digest
+    );
+    let app = dst.resolve("app:1").unwrap();
+    assert_eq!(app.manifest.layers.len(), 1);
+    let env = app.config.config.unwrap().env.unwrap();
+    assert!(env.iter().any(|e| e == "PULLED=yes"), "{env:?}");
+}
