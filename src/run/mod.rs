@@ -137,20 +137,7 @@ pub fn init_process() -> Result<(), RunError> {
         what: "making our mounts private".into(),
         errno: e,
     })?;
-    let mask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    nix::sys::stat::umask(mask);
-    UMASK.store(mask.bits(), std::sync::atomic::Ordering::Relaxed);
     Ok(())
-}
-
-/// The umask this process started with. A container's mount needs the
-/// process umask at 0 while it serves (the kernel passes modes already
-/// masked), so runs put this one back for the store's own files.
-static UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0o022);
-
-pub(crate) fn restore_umask() {
-    let mask = UMASK.load(std::sync::atomic::Ordering::Relaxed);
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
 }
 
 /// The runtime part of the config of the image container `c` was made from.
@@ -190,7 +177,6 @@ pub fn run(store: &Store, c: &Container, spec: &RunSpec) -> Result<i32, RunError
     })();
     let _ = old_mask.thread_set_mask();
     let _ = std::fs::remove_dir_all(&dir);
-    restore_umask();
     result
 }
 

@@ -22,9 +22,6 @@ pub fn create_container(
     image: &str,
     manifest: Digest,
 ) -> Result<Container, RunError> {
-    // Its directories are the store's, made with our own umask (an earlier
-    // run's mount needed it at 0).
-    super::restore_umask();
     let c = container::create(store, name, image, manifest)?;
     let adopt = || -> Result<(), RunError> {
         let top = Descriptor::new(mt::OCI_MANIFEST, manifest, 0);
@@ -39,7 +36,6 @@ pub fn create_container(
         Ok(())
     };
     let adopted = adopt();
-    super::restore_umask();
     if let Err(e) = adopted {
         let _ = container::remove(store, &c);
         return Err(e);

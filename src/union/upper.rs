@@ -91,8 +91,6 @@ impl UpperDir {
             let p = e?.path();
             let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
         }
-        // Modes are applied exactly as the kernel passes them (already masked).
-        nix::sys::stat::umask(Mode::empty());
         UpperDir::open_existing(root, work)
     }
 

@@ -320,11 +320,14 @@ impl UnionFs {
 
     /// Common part of create, mkdir, mknod and symlink: the name is free, the
     /// parent comes up, `make` creates the entry, it gets its owner.
+    /// `mode` (None for a symlink) is applied exactly, whatever this
+    /// process's umask: the kernel has already masked it.
     fn new_entry(
         &self,
         parent: u64,
         name: &[u8],
         caller: Caller,
+        mode: Option<u32>,
         make: impl FnOnce(&UpperDir, &[u8]) -> std::io::Result<Option<File>>,
     ) -> Result<(Attr, Option<File>)> {
         let _g = self.changing()?;
@@ -350,6 +353,16 @@ impl UnionFs {
         upper.chown(&path, Some(caller.uid), Some(gid))?;
         let st = upper.lstat(&path)?.ok_or(UnionError::NotFound)?;
         let kind = FileKind::from_mode(st.st_mode).ok_or(UnionError::Invalid)?;
+        if let Some(mode) = mode {
+            // A directory in a setgid directory is setgid too (the kernel
+            // leaves that to the filesystem under FUSE).
+            let sgid = if kind == FileKind::Directory {
+                dir_st.st_mode & libc::S_ISGID
+            } else {
+                0
+            };
+            upper.chmod(&path, (mode & 0o7777) | sgid)?;
+        }
         let child = Child {
             name: name.into(),
             ino: upper_ino(st.st_ino),
@@ -380,7 +393,7 @@ impl UnionFs {
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
-        self.new_entry(parent, name, caller, |u, p| {
+        self.new_entry(parent, name, caller, Some(mode), |u, p| {
             u.mkdir(p, mode & 0o7777).map(|()| None)
         })
         .map(|r| r.0)
@@ -397,7 +410,7 @@ impl UnionFs {
         let kind = FileKind::from_mode(mode).ok_or(UnionError::Invalid)?;
         if kind == FileKind::Regular {
             return self
-                .new_entry(parent, name, caller, |u, p| {
+                .new_entry(parent, name, caller, Some(mode), |u, p| {
                     u.open_file(
                         p,
                         OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
@@ -407,14 +420,14 @@ impl UnionFs {
                 })
                 .map(|r| r.0);
         }
-        self.new_entry(parent, name, caller, |u, p| {
+        self.new_entry(parent, name, caller, Some(mode), |u, p| {
             u.mknod(p, sflag(kind), mode & 0o7777, rdev).map(|()| None)
         })
         .map(|r| r.0)
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], caller: Caller) -> Result<Attr> {
-        self.new_entry(parent, name, caller, |u, p| {
+        self.new_entry(parent, name, caller, None, |u, p| {
             u.symlink(p, target).map(|()| None)
         })
         .map(|r| r.0)
@@ -428,7 +441,7 @@ impl UnionFs {
         mode: u32,
         caller: Caller,
     ) -> Result<(Attr, Opened)> {
-        let (attr, file) = self.new_entry(parent, name, caller, |u, p| {
+        let (attr, file) = self.new_entry(parent, name, caller, Some(mode), |u, p| {
             u.open_file(
                 p,
                 OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
