@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::registry::{self, ClientOptions, PullOptions, RegistryConfig, Silent};
+use crate::registry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -200,10 +200,8 @@ impl Drop for BuildHold<'_> {
 impl Builder<'_> {
     /// Pulls a FROM image the store lacks, as `docker build` does.
     fn pull(&mut self, name: &str) -> Result<(), StepError> {
-        let reference = Reference::parse(name).map_err(|e| StepError::Msg(e.to_string()))?;
-        let _ = writeln!(self.out, " ---> pulling {}", reference.canonical());
-        let opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
-        registry::pull(self.store, &reference, &opts, &Silent).map_err(|e| {
+        let _ = writeln!(self.out, " ---> pulling {name}");
+        registry::pull_missing(self.store, name).map_err(|e| {
             StepError::Msg(format!(
                 "image {name} is not in the store and pulling it failed: {e}"
             ))

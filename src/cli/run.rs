@@ -46,9 +46,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .map(|v| run::parse_volume(v).map_err(|e| UsageError(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let store = ctx.store()?;
-    let image = store
-        .resolve(&a.image)
-        .with_context(|| format!("run {}", a.image))?;
+    let image = match store.resolve(&a.image) {
+        // As docker run: an image the store lacks is pulled first.
+        Err(layerfs::store::StoreError::ImageNotFound(_)) => {
+            eprintln!("Unable to find image '{}' locally", a.image);
+            layerfs::registry::pull_missing(&store, &a.image)
+                .with_context(|| format!("run {}: pulling it", a.image))?;
+            store.resolve(&a.image)
+        }
+        r => r,
+    }
+    .with_context(|| format!("run {}", a.image))?;
     let c = run::create_container(&store, a.name.as_deref(), &a.image, image.top.digest)
         .with_context(|| format!("run {}", a.image))?;
     let spec = RunSpec {

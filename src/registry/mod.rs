@@ -51,6 +51,15 @@ pub fn login(
 }
 
 /// Forgets the saved credentials of `registry`; false when there were none.
+/// Pulls image `name` with the saved settings (credentials, CAs), as `docker
+/// run` and `docker build` do for an image they lack.
+pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullReport, RegistryError> {
+    let reference =
+        crate::oci::Reference::parse(name).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
+    pull(store, &reference, &opts, &Silent)
+}
+
 pub fn logout(registry: &str, config: &RegistryConfig) -> Result<bool, RegistryError> {
     config.remove_credentials(registry)
 }
