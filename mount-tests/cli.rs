@@ -364,3 +364,27 @@ fn kill_9_of_import_at_random_moments_loses_nothing() {
     // A later import of the same file works.
     env.ok(&["import", big.to_str().unwrap(), "big:after"]);
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let env = Env::new();
+    for i in 0..40 {
+        let layer = Tar::new().file(&format!("f{i}"), 0o644, b"x").finish();
+        let path = env.dir.path().join(format!("l{i}.tar"));
+        std::fs::write(&path, layer).unwrap();
+        env.ok(&["import", path.to_str().unwrap(), &format!("img:{i}")]);
+    }
+    let bin = env!("CARGO_BIN_EXE_layerfs");
+    let (_, out, err) = sh(&format!(
+        "{bin} --root {} images --format json | head -c 10",
+        env.root().display()
+    ));
+    assert_eq!(out.len(), 10);
+    assert!(!err.contains("panicked"), "{err}");
+    let out = env.run(&["images", "--format", "xml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad --format is a usage error"
+    );
+}

@@ -21,8 +21,7 @@ use crate::container::{self, ContainerError};
 use crate::image::{ImageError, layer_descriptor, new_config, store_image};
 use crate::layer::LayerError;
 use crate::oci::{
-    Descriptor, HistoryEntry, ImageConfig, Platform, REF_NAME_ANNOTATION, Reference,
-    media_type as mt, time,
+    Descriptor, HistoryEntry, ImageConfig, Platform, REF_NAME_ANNOTATION, Reference, time,
 };
 use crate::run::{self, RunError, RunSpec};
 use crate::store::{Hold, Store, StoreError};
@@ -148,20 +147,6 @@ impl State {
             .and_then(|c| c.working_dir.clone())
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into())
-    }
-}
-
-/// The parent's layer descriptors in an OCI manifest (Docker's media types
-/// have OCI twins; the bytes stay the same).
-fn oci_layer(d: &Descriptor) -> Descriptor {
-    let media = match d.media_type.as_str() {
-        mt::DOCKER_LAYER_GZIP => mt::OCI_LAYER_GZIP,
-        mt::DOCKER_LAYER_TAR => mt::OCI_LAYER,
-        other => other,
-    };
-    Descriptor {
-        media_type: media.to_string(),
-        ..d.clone()
     }
 }
 
@@ -457,7 +442,12 @@ impl<'a> Builder<'a> {
                 size: 0,
                 id: r.config_digest,
             };
-            let layers = r.manifest.layers.iter().map(oci_layer).collect();
+            let layers = r
+                .manifest
+                .layers
+                .iter()
+                .map(crate::image::oci_layer_descriptor)
+                .collect();
             (r.config, layers, image)
         };
         let hold = BuildHold {

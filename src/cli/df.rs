@@ -2,22 +2,22 @@
 //! and the store's total, where a shared layer counts once.
 
 use super::Ctx;
-use super::format::{human_size, print_table, repo_and_tag};
+use super::format::{OutputFormat, human_size, print_table, repo_and_tag};
 use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let u = layerfs::image::usage(&store)?;
-    match a.format.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&u)?),
-        "table" => {
+    match a.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&u)?),
+        OutputFormat::Table => {
             let rows: Vec<Vec<String>> = u
                 .images
                 .iter()
@@ -62,7 +62,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 );
             }
         }
-        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
     }
     Ok(())
 }

@@ -1,6 +1,13 @@
 //! Output helpers shared by the listing commands: sizes and ages as Docker
 //! prints them, and tables with aligned columns.
 
+/// `--format` of the listing commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
 /// `77.9MB`: SI units with three significant digits, as docker prints sizes.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];

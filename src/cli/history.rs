@@ -2,7 +2,7 @@
 //! newest first, as `docker history` prints it.
 
 use super::Ctx;
-use super::format::{human_size, print_table};
+use super::format::{OutputFormat, human_size, print_table};
 use anyhow::{Context, Result};
 use layerfs::layer::LayerIndex;
 use layerfs::oci::time::human_age;
@@ -17,8 +17,8 @@ pub struct Args {
     #[arg(short, long)]
     quiet: bool,
     /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
 }
 
 #[derive(serde::Serialize)]
@@ -82,14 +82,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if let Some(top) = steps.first_mut() {
         top.id = r.id().to_string();
     }
-    match a.format.as_str() {
-        "json" => println!("{}", serde_json::to_string_pretty(&steps)?),
-        "table" if a.quiet => {
+    match a.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&steps)?),
+        OutputFormat::Table if a.quiet => {
             for s in &steps {
                 println!("{}", short_id(&s.id, a.no_trunc));
             }
         }
-        "table" => {
+        OutputFormat::Table => {
             let rows: Vec<Vec<String>> = steps
                 .iter()
                 .map(|s| {
@@ -112,7 +112,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 &rows,
             );
         }
-        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `layerfs images [REPOSITORY[:TAG]] [-q] [--format json] [--no-trunc]`
 
 use super::Ctx;
-use super::format::{human_size, print_table, repo_and_tag};
+use super::format::{OutputFormat, human_size, print_table, repo_and_tag};
 use anyhow::Result;
 use layerfs::oci::time::human_age;
 use layerfs::store::Store;
@@ -14,8 +14,8 @@ pub struct Args {
     #[arg(short, long)]
     quiet: bool,
     /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
     /// Show full image IDs
     #[arg(long)]
     no_trunc: bool,
@@ -76,8 +76,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             repo == *f || format!("{repo}:{tag}") == *f
         });
     }
-    match a.format.as_str() {
-        "json" => {
+    match a.format {
+        OutputFormat::Json => {
             let mut images: Vec<ImageJson> = Vec::new();
             for r in rows {
                 match images.iter_mut().find(|i| i.digest == r.digest) {
@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&images)?);
         }
-        "table" if a.quiet => {
+        OutputFormat::Table if a.quiet => {
             let mut seen = Vec::new();
             for r in rows {
                 let id = short(&r.id, a.no_trunc);
@@ -106,7 +106,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 }
             }
         }
-        "table" => {
+        OutputFormat::Table => {
             let mut headers = vec!["REPOSITORY", "TAG"];
             if a.digests {
                 headers.push("DIGEST");
@@ -130,7 +130,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 .collect();
             print_table(&headers, &table);
         }
-        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
     }
     Ok(())
 }

@@ -137,6 +137,13 @@ impl Ctx {
 }
 
 pub fn main() -> i32 {
+    // `layerfs images | head` must end quietly, as other tools do, not panic
+    // on a closed pipe; the long-lived commands (mount, run) ignore SIGPIPE
+    // again for their own sockets and pipes.
+    // SAFETY: done first, with one thread; SIG_DFL is the default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

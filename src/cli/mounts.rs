@@ -1,28 +1,28 @@
 //! `layerfs mounts`: live mounts, and dead ones still to be unmounted.
 
 use super::Ctx;
-use super::format::print_table;
+use super::format::{OutputFormat, print_table};
 use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let list = layerfs::mount::records::list(&store)?;
-    match a.format.as_str() {
-        "json" => {
+    match a.format {
+        OutputFormat::Json => {
             let v: Vec<_> = list
                 .iter()
                 .map(|(r, alive)| serde_json::json!({"record": r, "alive": alive}))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        "table" => {
+        OutputFormat::Table => {
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|(r, alive)| {
@@ -41,7 +41,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 .collect();
             print_table(&["MOUNTPOINT", "IMAGE", "MODE", "PID", "STATUS"], &rows);
         }
-        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
     }
     Ok(())
 }

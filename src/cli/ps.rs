@@ -2,14 +2,14 @@
 //! where they are mounted.
 
 use super::Ctx;
-use super::format::{human_size, print_table};
+use super::format::{OutputFormat, human_size, print_table};
 use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Output format: table or json
-    #[arg(long, default_value = "table")]
-    format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
@@ -27,8 +27,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 (c, size, at)
             })
             .collect();
-    match a.format.as_str() {
-        "json" => {
+    match a.format {
+        OutputFormat::Json => {
             let v: Vec<_> = rows
                 .iter()
                 .map(|(c, size, at)| {
@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        "table" => {
+        OutputFormat::Table => {
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|(c, size, at)| {
@@ -52,7 +52,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 .collect();
             print_table(&["NAME", "IMAGE", "CREATED", "SIZE", "MOUNTED AT"], &table);
         }
-        other => anyhow::bail!("unknown --format {other:?}: use table or json"),
     }
     Ok(())
 }

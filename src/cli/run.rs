@@ -39,6 +39,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     // While this process has one thread: a private mount namespace.
     run::init_process()?;
+    layerfs::mount::ignore_sigpipe();
     let _ = a.mount_proc;
     let volumes = a
         .volume

@@ -137,7 +137,11 @@ pub fn commit(
         comment: opts.message.clone(),
         empty_layer: false,
     });
-    let mut descs: Vec<Descriptor> = manifest.layers.iter().map(oci_layer).collect();
+    let mut descs: Vec<Descriptor> = manifest
+        .layers
+        .iter()
+        .map(crate::image::oci_layer_descriptor)
+        .collect();
     descs.push(layer_descriptor(&info));
     let manifest = write_image(store, &config, &descs, opts.tag.as_ref())?;
     Ok(StoredImage {
@@ -155,20 +159,6 @@ fn created_by(c: &Container, opts: &CommitOptions) -> String {
         s.push_str(&format!(" --change '{ch}'"));
     }
     s
-}
-
-/// The parent's layer descriptor in the OCI manifest we write (Docker's
-/// layer media types have OCI equivalents; the bytes do not change).
-fn oci_layer(d: &Descriptor) -> Descriptor {
-    let media = match d.media_type.as_str() {
-        mt::DOCKER_LAYER_GZIP => mt::OCI_LAYER_GZIP,
-        mt::DOCKER_LAYER_TAR => mt::OCI_LAYER,
-        other => other,
-    };
-    Descriptor {
-        media_type: media.to_string(),
-        ..d.clone()
-    }
 }
 
 fn lossy(p: &[u8]) -> String {

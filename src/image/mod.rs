@@ -83,6 +83,20 @@ pub fn store_image(
     Ok(StoredImage { id, manifest })
 }
 
+/// A parent's layer descriptor as an OCI manifest lists it: Docker's layer
+/// media types have OCI twins, and the bytes stay the same.
+pub fn oci_layer_descriptor(d: &Descriptor) -> Descriptor {
+    let media = match d.media_type.as_str() {
+        mt::DOCKER_LAYER_GZIP => mt::OCI_LAYER_GZIP,
+        mt::DOCKER_LAYER_TAR => mt::OCI_LAYER,
+        other => other,
+    };
+    Descriptor {
+        media_type: media.to_string(),
+        ..d.clone()
+    }
+}
+
 /// The descriptor of an ingested layer, with the media type its bytes have.
 pub fn layer_descriptor(info: &LayerInfo) -> Descriptor {
     Descriptor::new(info.compression.oci_media_type(), info.digest, info.size)

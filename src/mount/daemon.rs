@@ -106,6 +106,7 @@ fn serve_inner(
     let mountpoint = check_mountpoint(&opts.mountpoint)?;
     check_fuse()?;
     return_freed_memory();
+    ignore_sigpipe();
     let cache = SpanCache::new(opts.cache_bytes);
     let (container, image_name, top, layers) = match &opts.container {
         Some(name) => {
@@ -253,6 +254,15 @@ fn return_freed_memory() {
     // FUSE threads start.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
+    }
+}
+
+/// A client that goes away (a commit's control connection, a closed log)
+/// must give the daemon an error to handle, never kill it.
+pub fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN for SIGPIPE only turns the signal into EPIPE errors.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 

@@ -7,7 +7,9 @@ mod daemon;
 mod fuse;
 pub mod records;
 
-pub use daemon::{MountOptions, READY_FD_ENV, report_ready, serve, spawn_daemon, unmount};
+pub use daemon::{
+    MountOptions, READY_FD_ENV, ignore_sigpipe, report_ready, serve, spawn_daemon, unmount,
+};
 pub use records::{MountRecord, is_mounted};
 
 use std::path::{Path, PathBuf};

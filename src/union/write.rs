@@ -332,11 +332,7 @@ impl UnionFs {
     ) -> Result<(Attr, Option<File>)> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
-        check_name(name)?;
-        if name.starts_with(WHITEOUT_PREFIX) {
-            // Such a name would read as a deletion in the upper dir and in a layer.
-            return Err(UnionError::NotPermitted);
-        }
+        check_new_name(name)?;
         let mut t = self.lock();
         if self.listing(&mut t, parent)?.find(name).is_some() {
             return Err(UnionError::Exists);
@@ -466,10 +462,7 @@ impl UnionFs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
-        check_name(newname)?;
-        if newname.starts_with(WHITEOUT_PREFIX) {
-            return Err(UnionError::NotPermitted);
-        }
+        check_new_name(newname)?;
         let mut t = self.lock();
         let src = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.src.clone();
         if src.kind == FileKind::Directory {
@@ -608,10 +601,7 @@ impl UnionFs {
         }
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
-        check_name(newname)?;
-        if newname.starts_with(WHITEOUT_PREFIX) {
-            return Err(UnionError::NotPermitted);
-        }
+        check_new_name(newname)?;
         let mut t = self.lock();
         let src = self
             .listing(&mut t, parent)?
@@ -979,4 +969,14 @@ fn sflag(kind: FileKind) -> SFlag {
         FileKind::Socket => SFlag::S_IFSOCK,
         _ => SFlag::S_IFREG,
     }
+}
+
+/// A name a change may give: a valid name, and not one that would read as a
+/// deletion (`.wh.`) in the upper dir and in a committed layer.
+fn check_new_name(name: &[u8]) -> Result<()> {
+    check_name(name)?;
+    if name.starts_with(WHITEOUT_PREFIX) {
+        return Err(UnionError::NotPermitted);
+    }
+    Ok(())
 }
