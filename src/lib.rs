@@ -1,8 +1,9 @@
 //! layerfs: container images kept as shared, content-addressed OCI layers and
 //! served as FUSE filesystems.
 //!
-//! Dependencies point one way:
-//! `cli → build, run, registry, commit, mount → union, layer → store → oci`.
+//! Dependencies point one way (checked by a test, `depcheck`):
+//! `build → run → commit, export, mount, registry → archive, container,
+//! flatten → image, union → layer → store → oci`; `cli` (the binary) on top.
 
 pub mod archive;
 pub mod build;
@@ -19,5 +20,7 @@ pub mod run;
 pub mod store;
 pub mod union;
 
+#[cfg(test)]
+mod depcheck;
 #[cfg(test)]
 mod testutil;
