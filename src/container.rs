@@ -214,23 +214,7 @@ pub fn create(
         None => random_name(store)?,
     };
     let dir = containers_dir(store)?.join(&name);
-    if dir.exists() {
-        return Err(ContainerError::Exists(name));
-    }
-    let c = Container {
-        name: name.clone(),
-        image: image.to_string(),
-        manifest,
-        created: time::now_rfc3339(),
-        dir: dir.clone(),
-    };
-    // The hold comes first, so gc cannot remove the image in between.
-    store.add_hold(&Hold {
-        id: c.hold_id(),
-        manifests: vec![manifest],
-        what: format!("container {name}"),
-        pid: None,
-    })?;
+    // Creating the directory claims the name: of two racing creates, one fails here.
     match fs::create_dir(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -243,12 +227,36 @@ pub fn create(
             });
         }
     }
-    fs::create_dir(c.upper()).map_err(io(&dir))?;
-    fs::create_dir(c.work()).map_err(io(&dir))?;
-    let record = dir.join("container.json");
-    let tmp = dir.join("container.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(&c).unwrap_or_default()).map_err(io(&tmp))?;
-    fs::rename(&tmp, &record).map_err(io(&record))?;
+    let c = Container {
+        name: name.clone(),
+        image: image.to_string(),
+        manifest,
+        created: time::now_rfc3339(),
+        dir: dir.clone(),
+    };
+    let made = (|| {
+        store.add_hold(&Hold {
+            id: c.hold_id(),
+            manifests: vec![manifest],
+            what: format!("container {name}"),
+            pid: None,
+        })?;
+        fs::create_dir(c.upper()).map_err(io(&dir))?;
+        fs::create_dir(c.work()).map_err(io(&dir))?;
+        let record = dir.join("container.json");
+        let tmp = dir.join("container.json.tmp");
+        let bytes = serde_json::to_vec_pretty(&c).map_err(|e| ContainerError::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        fs::rename(&tmp, &record).map_err(io(&record))
+    })();
+    if let Err(e) = made {
+        let _ = fs::remove_dir_all(&dir);
+        let _ = store.remove_hold(&c.hold_id());
+        return Err(e);
+    }
     Ok(c)
 }
 

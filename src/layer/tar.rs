@@ -415,8 +415,10 @@ impl<R: Read> TarReader<R> {
     }
 }
 
+/// `size` rounded up to whole blocks; saturates (a size that large cannot
+/// be in the stream, and reading it fails as truncated).
 pub fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK) * BLOCK
+    size.checked_next_multiple_of(BLOCK).unwrap_or(u64::MAX)
 }
 
 fn trim_nul(b: &[u8]) -> &[u8] {
@@ -628,7 +630,7 @@ fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
         nanos += c.to_digit(10)? * 10u32.pow(8 - i as u32);
     }
     if s.starts_with('-') && nanos > 0 {
-        return Some((secs - 1, 1_000_000_000 - nanos));
+        return Some((secs.checked_sub(1)?, 1_000_000_000 - nanos));
     }
     Some((secs, nanos))
 }

@@ -144,30 +144,26 @@ fn serve_inner(
             )
         }
     };
-    let stack = match Stack::open(store, &layers, cache) {
-        Ok(s) => s,
-        Err(e) => {
-            discard_new(store, &container);
-            return Err(e.into());
-        }
+    // A container made for this mount goes again if the mount fails before it serves.
+    let mut discard = Discard {
+        store,
+        new: container
+            .as_ref()
+            .filter(|(_, new)| *new)
+            .map(|(c, _)| c.clone()),
     };
+    let stack = Stack::open(store, &layers, cache)?;
     let upper = match &container {
-        Some((c, _)) => match UpperDir::open(&c.upper(), &c.work()) {
-            Ok(u) => Some(u),
-            Err(e) => {
-                discard_new(store, &container);
-                return Err(MountError::io(&c.upper(), e));
-            }
-        },
+        Some((c, _)) => {
+            Some(UpperDir::open(&c.upper(), &c.work()).map_err(|e| MountError::io(&c.upper(), e))?)
+        }
         None => None,
     };
     let fs = Arc::new(UnionFs::new(stack, upper));
-    if let Some((_, true)) = &container {
+    if discard.new.is_some() {
         // A new container's root starts as the image's root.
-        if let Err(e) = fs.adopt_lower_root() {
-            discard_new(store, &container);
-            return Err(MountError::Daemon(format!("preparing the container: {e}")));
-        }
+        fs.adopt_lower_root()
+            .map_err(|e| MountError::Daemon(format!("preparing the container: {e}")))?;
     }
 
     let record = MountRecord {
@@ -233,6 +229,7 @@ fn serve_inner(
         control::listen(&c.control_socket(), fs.clone())
             .map_err(|e| MountError::io(&c.control_socket(), e))?;
     }
+    discard.new = None;
     if let Some(r) = ready.take() {
         r(Ok(()));
     }
@@ -266,10 +263,18 @@ pub fn ignore_sigpipe() {
     }
 }
 
-/// Removes a container this mount created before it could be used.
-fn discard_new(store: &Store, c: &Option<(container::Container, bool)>) {
-    if let Some((c, true)) = c {
-        let _ = container::remove(store, c);
+/// Removes a container this mount created, unless the mount got as far as
+/// serving it (then `new` is None).
+struct Discard<'a> {
+    store: &'a Store,
+    new: Option<container::Container>,
+}
+
+impl Drop for Discard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.new.take() {
+            let _ = container::remove(self.store, &c);
+        }
     }
 }
 

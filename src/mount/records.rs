@@ -41,7 +41,8 @@ pub fn dir(store: &Store) -> Result<PathBuf, MountError> {
 
 pub fn write(store: &Store, r: &MountRecord) -> Result<(), MountError> {
     let path = dir(store)?.join(format!("{}.json", r.id));
-    let bytes = serde_json::to_vec_pretty(r).unwrap_or_default();
+    let bytes = serde_json::to_vec_pretty(r)
+        .map_err(|e| MountError::io(&path, std::io::Error::other(e)))?;
     let tmp = path.with_extension("json.tmp");
     fs::write(&tmp, bytes)
         .and_then(|()| fs::rename(&tmp, &path))

@@ -50,7 +50,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 => {
+        _ if rest.len() == 6 && rest.is_ascii() => {
             let sign = match rest.as_bytes()[0] {
                 b'+' => 1,
                 b'-' => -1,

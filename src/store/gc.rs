@@ -42,7 +42,10 @@ impl Store {
                     seen.extend(m.layers.iter().map(|l| l.digest));
                 }
                 Ok(ManifestKind::Index(i)) => todo.extend(i.manifests.iter().map(|m| m.digest)),
-                Err(_) => {}
+                // A manifest that is gone protects nothing (fsck reports it); one
+                // that cannot be read might, so gc stops rather than guess.
+                Err(StoreError::BlobNotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(seen)

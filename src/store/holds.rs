@@ -30,7 +30,8 @@ impl Store {
     pub fn add_hold(&self, hold: &Hold) -> Result<()> {
         let dir = self.holds_dir();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let bytes = serde_json::to_vec_pretty(hold).unwrap_or_default();
+        let bytes = serde_json::to_vec_pretty(hold)
+            .map_err(|e| StoreError::io(&dir, std::io::Error::other(e)))?;
         write_atomic(
             &self.tmp_dir(),
             &dir.join(format!("{}.json", hold.id)),
@@ -57,12 +58,16 @@ impl Store {
         let mut out = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
-            let Ok(bytes) = fs::read(entry.path()) else {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
                 continue;
-            };
-            let Ok(hold) = serde_json::from_slice::<Hold>(&bytes) else {
-                continue;
-            };
+            }
+            let bytes = fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+            // A hold that cannot be read keeps something from gc; say so rather than drop it.
+            let hold = serde_json::from_slice::<Hold>(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                why: format!("not a hold record ({e}); remove it if nothing uses it"),
+            })?;
             if hold.pid.is_some_and(|p| !process_alive(p)) {
                 let _ = fs::remove_file(entry.path());
                 continue;

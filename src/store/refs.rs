@@ -76,7 +76,9 @@ impl Store {
         let _lock = self.lock_refs()?;
         let mut index = self.read_index_json()?;
         let out = f(&mut index)?;
-        let mut bytes = serde_json::to_vec_pretty(&index).unwrap_or_default();
+        let path = self.index_json_path();
+        let mut bytes = serde_json::to_vec_pretty(&index)
+            .map_err(|e| StoreError::io(&path, std::io::Error::other(e)))?;
         bytes.push(b'\n');
         write_atomic(&self.tmp_dir(), &self.index_json_path(), &bytes)?;
         Ok(out)
