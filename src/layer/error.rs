@@ -21,6 +21,8 @@ pub enum LayerError {
     Tar(#[from] super::tar::TarError),
     #[error("bad entry path {path:?}: {why}")]
     BadPath { path: String, why: &'static str },
+    #[error("entry {path:?}: {why}")]
+    BadXattr { path: String, why: &'static str },
     #[error("layer index {}: {why}", path.display())]
     BadIndex { path: PathBuf, why: String },
     #[error("writing the tar stream: {0}")]

@@ -387,6 +387,20 @@ fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> 
         EntryKind::Symlink => e.link.clone(),
         _ => Vec::new(),
     };
+    // The kernel's limits: anything larger could never be set on a real file.
+    for (name, value) in &e.xattrs {
+        let why = if name.is_empty() || name.len() > 255 {
+            "xattr name empty or longer than 255 bytes"
+        } else if value.len() > 65536 {
+            "xattr value larger than 64 KiB"
+        } else {
+            continue;
+        };
+        return Err(LayerError::BadXattr {
+            path: String::from_utf8_lossy(&e.path).into_owned(),
+            why,
+        });
+    }
     builder.add(NewEntry {
         path,
         kind,

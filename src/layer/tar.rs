@@ -273,6 +273,12 @@ impl<R: Read> TarReader<R> {
             // size; it is skipped.
             size = 0;
         }
+        if let Some(map) = &sparse {
+            check_sparse_map(map, size, stored_size).map_err(|why| TarError::BadHeader {
+                offset,
+                why: why.into(),
+            })?;
+        }
         let data_offset = self.pos;
         self.skip_data(stored_size)?;
         Ok(TarEntry {
@@ -498,6 +504,28 @@ fn parse_signed(field: &[u8], offset: u64, what: &str) -> Result<i64, TarError> 
     Ok(v)
 }
 
+/// A sparse map is trusted by every later read, so it must describe the
+/// stored data exactly: extents in order, inside the file, and together as
+/// long as what the member stores.
+fn check_sparse_map(map: &[(u64, u64)], size: u64, stored: u64) -> Result<(), &'static str> {
+    let mut end = 0u64;
+    let mut total = 0u64;
+    for &(off, len) in map {
+        if off < end {
+            return Err("sparse extents overlap or are out of order");
+        }
+        end = off.checked_add(len).ok_or("sparse extent past any size")?;
+        if end > size {
+            return Err("sparse extent past the end of the file");
+        }
+        total += len;
+    }
+    if total != stored {
+        return Err("sparse map does not match the stored data");
+    }
+    Ok(())
+}
+
 fn read_sparse_entries(
     area: &[u8],
     count: usize,
@@ -697,16 +725,9 @@ mod tests {
         assert!(r.next_entry().unwrap().is_none());
     }
 
-    #[test]
-    fn pax_overrides_and_binary_xattrs() {
+    fn pax_records(records: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut rec = Vec::new();
-        let val: &[u8] = b"\x00\x01bin";
-        for (k, v) in [
-            (&b"path"[..], &b"very/long/name"[..]),
-            (b"SCHILY.xattr.security.capability", val),
-            (b"mtime", b"1700000000.5"),
-            (b"uid", b"4294967294"),
-        ] {
+        for (k, v) in records {
             let body_len = k.len() + v.len() + 3;
             let mut len = body_len + 1;
             while format!("{len}").len() + body_len != len {
@@ -718,6 +739,18 @@ mod tests {
             rec.extend_from_slice(v);
             rec.push(b'\n');
         }
+        rec
+    }
+
+    #[test]
+    fn pax_overrides_and_binary_xattrs() {
+        let val: &[u8] = b"\x00\x01bin";
+        let rec = pax_records(&[
+            (b"path", b"very/long/name"),
+            (b"SCHILY.xattr.security.capability", val),
+            (b"mtime", b"1700000000.5"),
+            (b"uid", b"4294967294"),
+        ]);
         let a = archive(&[("PaxHeaders/x", b'x', &rec), ("short", b'0', b"x")]);
         let e = TarReader::new(&a[..]).next_entry().unwrap().unwrap();
         assert_eq!(e.path, b"very/long/name");
@@ -727,6 +760,30 @@ mod tests {
         );
         assert_eq!((e.mtime, e.mtime_nsec), (1_700_000_000, 500_000_000));
         assert_eq!(e.uid, 4294967294);
+    }
+
+    #[test]
+    fn sparse_maps_must_match_the_stored_data() {
+        let sparse = |map: &[u8]| {
+            let rec = pax_records(&[(b"GNU.sparse.map", map), (b"GNU.sparse.realsize", b"10000")]);
+            let a = archive(&[("PaxHeaders/s", b'x', &rec), ("s", b'0', b"abcdef")]);
+            TarReader::new(&a[..]).next_entry()
+        };
+        let e = sparse(b"0,3,9997,3").unwrap().unwrap();
+        assert_eq!((e.size, e.sparse), (10000, Some(vec![(0, 3), (9997, 3)])));
+        for bad in [
+            &b"9997,3,0,3"[..],            // out of order
+            b"0,4,2,2",                    // overlapping
+            b"0,3,9998,3",                 // past the end
+            b"0,3,5,2",                    // shorter than what is stored
+            b"0,3,18446744073709551615,3", // overflows
+        ] {
+            assert!(
+                matches!(sparse(bad), Err(TarError::BadHeader { .. })),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -222,6 +222,11 @@ fn bad_input_is_refused_and_nothing_is_stored() {
     dotdot.raw(b"../escape", ::tar::EntryType::Regular, b"x");
     let mut abs = TarBuilder::new();
     abs.raw(b"/etc/passwd", ::tar::EntryType::Regular, b"x");
+    let huge_value = vec![b'v'; 65537];
+    let mut big_xattr = TarBuilder::new();
+    big_xattr.xattr_file("f", &[("user.big", &huge_value)], b"x");
+    let mut long_xattr_name = TarBuilder::new();
+    long_xattr_name.xattr_file("f", &[(&format!("user.{}", "n".repeat(260)), b"v")], b"x");
     let mut corrupt_gz = gz.clone();
     let mid = corrupt_gz.len() / 2;
     for b in &mut corrupt_gz[mid..mid + 64] {
@@ -235,6 +240,8 @@ fn bad_input_is_refused_and_nothing_is_stored() {
         ("bad checksum", bad_sum, "checksum"),
         ("dotdot", dotdot.finish(), "'..'"),
         ("absolute", abs.finish(), "absolute"),
+        ("xattr value", big_xattr.finish(), "larger than 64 KiB"),
+        ("xattr name", long_xattr_name.finish(), "longer than 255"),
     ];
     for (name, blob, want) in cases {
         let (_d, store) = temp_store();
