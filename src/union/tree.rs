@@ -363,8 +363,18 @@ impl UnionFs {
         let mut t = self.lock();
         let listing = self.listing(&mut t, parent)?;
         let child = listing.find(name).ok_or(UnionError::NotFound)?;
-        Self::remember(&mut t, parent, child);
-        self.attr(&mut t, child.ino)
+        self.remember_attr(&mut t, parent, child)
+    }
+
+    /// Remembers `c` and answers its attributes; the kernel gets no
+    /// reference when that fails, so none is counted.
+    pub(crate) fn remember_attr(&self, t: &mut Table, parent: u64, c: &Child) -> Result<Attr> {
+        Self::remember(t, parent, c);
+        let attr = self.attr(t, c.ino);
+        if attr.is_err() {
+            Self::unremember(t, c.ino);
+        }
+        attr
     }
 
     /// The kernel dropped `n` references to `ino`.
@@ -591,14 +601,7 @@ impl UnionFs {
                 name: &c.name,
             };
             if plus {
-                Self::remember(&mut t, ino, c);
-                let attr = match self.attr(&mut t, c.ino) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        Self::unremember(&mut t, c.ino);
-                        return Err(e);
-                    }
-                };
+                let attr = self.remember_attr(&mut t, ino, c)?;
                 if !add(&ent, Some(&attr)) {
                     // Not sent: the reference it took is not the kernel's.
                     Self::unremember(&mut t, c.ino);

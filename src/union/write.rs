@@ -340,25 +340,36 @@ impl UnionFs {
         let dir = self.copy_up_dir(&mut t, parent)?;
         let path = join(&dir, name);
         let file = make(upper, &path)?;
-        let dir_st = upper.lstat(&dir)?.ok_or(UnionError::NotFound)?;
-        let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
-            dir_st.st_gid
-        } else {
-            caller.gid
-        };
-        upper.chown(&path, Some(caller.uid), Some(gid))?;
-        let st = upper.lstat(&path)?.ok_or(UnionError::NotFound)?;
-        let kind = FileKind::from_mode(st.st_mode).ok_or(UnionError::Invalid)?;
-        if let Some(mode) = mode {
-            // A directory in a setgid directory is setgid too (the kernel
-            // leaves that to the filesystem under FUSE).
-            let sgid = if kind == FileKind::Directory {
-                dir_st.st_mode & libc::S_ISGID
+        let owned = (|| {
+            let dir_st = upper.lstat(&dir)?.ok_or(UnionError::NotFound)?;
+            let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
+                dir_st.st_gid
             } else {
-                0
+                caller.gid
             };
-            upper.chmod(&path, (mode & 0o7777) | sgid)?;
-        }
+            upper.chown(&path, Some(caller.uid), Some(gid))?;
+            let st = upper.lstat(&path)?.ok_or(UnionError::NotFound)?;
+            let kind = FileKind::from_mode(st.st_mode).ok_or(UnionError::Invalid)?;
+            if let Some(mode) = mode {
+                // A directory in a setgid directory is setgid too (the kernel
+                // leaves that to the filesystem under FUSE).
+                let sgid = if kind == FileKind::Directory {
+                    dir_st.st_mode & libc::S_ISGID
+                } else {
+                    0
+                };
+                upper.chmod(&path, (mode & 0o7777) | sgid)?;
+            }
+            Ok((st, kind))
+        })();
+        let (st, kind) = match owned {
+            Ok(v) => v,
+            Err(e) => {
+                // Without its owner the entry must not stay: the caller was told it failed.
+                let _ = upper.rmdir(&path).or_else(|_| upper.unlink(&path));
+                return Err(e);
+            }
+        };
         let child = Child {
             name: name.into(),
             ino: upper_ino(st.st_ino),
@@ -383,8 +394,7 @@ impl UnionFs {
             old.generation += 1;
         }
         t.nlinks.remove(&child.ino);
-        Self::remember(&mut t, parent, &child);
-        let attr = self.attr(&mut t, child.ino)?;
+        let attr = self.remember_attr(&mut t, parent, &child)?;
         Ok((attr, file))
     }
 
@@ -486,9 +496,8 @@ impl UnionFs {
             },
         };
         Self::edit_listing(&mut t, newparent, |l| l.put(child.clone()));
-        Self::remember(&mut t, newparent, &child);
         t.nlinks.remove(&ino);
-        self.attr(&mut t, ino)
+        self.remember_attr(&mut t, newparent, &child)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
@@ -929,17 +938,15 @@ impl UnionFs {
         match &*self.file(fh).ok_or(UnionError::BadHandle)? {
             OpenFile::Lower(l) => self.seek_lower(*l, offset, data),
             OpenFile::Upper(f) => {
-                use std::os::fd::AsRawFd;
+                use nix::unistd::Whence;
                 let whence = if data {
-                    libc::SEEK_DATA
+                    Whence::SeekData
                 } else {
-                    libc::SEEK_HOLE
+                    Whence::SeekHole
                 };
-                // SAFETY: f is an open file; lseek only moves its offset.
-                let r = unsafe { libc::lseek(f.as_raw_fd(), offset as i64, whence) };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error().into());
-                }
+                let offset = i64::try_from(offset).map_err(|_| UnionError::Invalid)?;
+                let r = nix::unistd::lseek(f, offset, whence)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
                 Ok(r as u64)
             }
         }
