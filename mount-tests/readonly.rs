@@ -301,6 +301,31 @@ fn sigterm_unmounts_cleanly() {
 }
 
 #[test]
+fn a_stray_ready_fd_in_the_environment_is_left_alone() {
+    if !can_mount("a_stray_ready_fd_in_the_environment_is_left_alone") {
+        return;
+    }
+    let env = Env::new();
+    env.image("sample:1", &sample_layers());
+    let mnt = env.mkdir("mnt");
+    let file = env.dir.path().join("fd5");
+    // A foreground mount whose fd 5 is an ordinary file and whose
+    // environment names it as the readiness pipe: the file must stay empty.
+    let bin = env!("CARGO_BIN_EXE_layerfs");
+    let (ok, _, err) = sh(&format!(
+        "exec 5>{file}; LAYERFS_READY_FD=5 {bin} --root {root} mount -f sample:1 {mnt} >/dev/null 2>&1 & \
+         i=0; until mountpoint -q {mnt} || [ $i -gt 500 ]; do sleep 0.02; i=$((i+1)); done; \
+         cat {mnt}/etc/hostname && {bin} --root {root} umount {mnt}",
+        file = file.display(),
+        root = env.root().display(),
+        mnt = mnt.display(),
+    ));
+    assert!(ok, "{err}");
+    wait_until(|| !is_mounted(&mnt), "the unmount");
+    assert_eq!(fs::read(&file).unwrap(), b"");
+}
+
+#[test]
 fn a_damaged_blob_gives_eio_on_its_files_only() {
     if !can_mount("a_damaged_blob_gives_eio_on_its_files_only") {
         return;

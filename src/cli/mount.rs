@@ -84,12 +84,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         in_process: false,
     };
     // Set when `mount` started this process as its background daemon.
-    let ready_fd: Option<i32> = std::env::var(mount::READY_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let mut ready = mount::take_ready_pipe();
     mount::serve(&store, &opts, |r| {
-        if let Some(fd) = ready_fd {
-            mount::report_ready(fd, r);
+        // Closing the pipe is what lets the waiting `mount` return.
+        if let Some(pipe) = ready.take() {
+            mount::report_ready(pipe, r);
         }
     })
     .with_context(|| format!("mount {what}"))?;

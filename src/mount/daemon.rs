@@ -17,7 +17,6 @@ use crate::union::{Stack, UnionFs, UpperDir};
 use fuser::{Config, MountOption, Session, SessionACL};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -131,7 +130,13 @@ fn serve_inner(
             let image = store.resolve(&opts.image)?;
             let c = match opts.writable {
                 true => Some((
-                    container::create(store, opts.name.as_deref(), &opts.image, image.top.digest)?,
+                    container::create(
+                        store,
+                        opts.name.as_deref(),
+                        &opts.image,
+                        image.top.digest,
+                        None,
+                    )?,
                     true,
                 )),
                 false => None,
@@ -322,7 +327,7 @@ fn fuse_config(opts: &MountOptions, writable: bool, name: &str) -> Config {
 }
 
 /// The environment variable that gives a daemon its readiness pipe.
-pub const READY_FD_ENV: &str = "LAYERFS_READY_FD";
+const READY_FD_ENV: &str = "LAYERFS_READY_FD";
 
 /// Starts `exe args...` in its own process group with output to `log` and
 /// its readiness pipe in `LAYERFS_READY_FD`, and waits until it reports the
@@ -378,14 +383,37 @@ pub fn spawn_daemon(exe: &Path, args: &[String], log: &Path) -> Result<u32, Moun
 }
 
 /// Reports readiness on an inherited pipe descriptor (the daemon side).
-pub fn report_ready(fd: i32, result: Result<(), &MountError>) {
-    // SAFETY: fd was passed by our parent (spawn_daemon) for this one use and
-    // is not used anywhere else in this process.
-    let mut f = unsafe { File::from_raw_fd(fd) };
+pub fn report_ready(mut pipe: File, result: Result<(), &MountError>) {
     let _ = match result {
-        Ok(()) => writeln!(f, "ok"),
-        Err(e) => writeln!(f, "error: {e}"),
+        Ok(()) => writeln!(pipe, "ok"),
+        Err(e) => writeln!(pipe, "error: {e}"),
     };
+}
+
+/// The readiness pipe `spawn_daemon` passed to this process, if any. Only
+/// an inherited pipe counts, so a stray `LAYERFS_READY_FD` in a user's
+/// environment cannot make the daemon write into some other open file.
+pub fn take_ready_pipe() -> Option<File> {
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    let fd: i32 = std::env::var(READY_FD_ENV).ok()?.parse().ok()?;
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: the fd is only borrowed for fstat, which fails cleanly on a
+    // closed descriptor.
+    let st = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+        return None;
+    }
+    // SAFETY: the fd is an open pipe our parent handed over for this one use;
+    // nothing else in this process knows it.
+    let pipe = unsafe { File::from_raw_fd(fd) };
+    // Programs this process starts must not hold the pipe open.
+    let _ = nix::fcntl::fcntl(
+        &pipe,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Some(pipe)
 }
 
 /// Unmounts `mountpoint` (the daemon then exits on its own), or clears a

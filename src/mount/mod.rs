@@ -8,7 +8,7 @@ mod fuse;
 pub mod records;
 
 pub use daemon::{
-    MountOptions, READY_FD_ENV, ignore_sigpipe, report_ready, serve, spawn_daemon, unmount,
+    MountOptions, ignore_sigpipe, report_ready, serve, spawn_daemon, take_ready_pipe, unmount,
 };
 pub use records::{MountRecord, is_mounted};
 
