@@ -518,10 +518,21 @@ fn a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up() {
         env.ok(&["ps"]).contains("build-"),
         "the step's container stays"
     );
+    // A user's container that merely looks like a dead build's is kept.
+    env.ok(&[
+        "run",
+        "--name",
+        "build-999999-1-1",
+        "debian:minbase",
+        "true",
+    ]);
     write(&ctx, "Dockerfile", b"FROM debian:minbase\nENV A=1\n", 0o644);
     env.ok(&["build", ctx.to_str().unwrap()]);
-    assert!(
-        !env.ok(&["ps"]).contains("build-"),
-        "and goes with the next build"
+    let ps = env.ok(&["ps"]);
+    assert_eq!(
+        ps.matches("build-").count(),
+        1,
+        "the step's container goes with the next build, the user's stays: {ps}"
     );
+    assert!(ps.contains("build-999999-1-1"), "{ps}");
 }

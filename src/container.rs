@@ -104,6 +104,10 @@ pub struct Container {
     /// The image's top-level manifest (or index) digest, as stored.
     pub manifest: Digest,
     pub created: String,
+    /// For a build's RUN-step container: the build process, which removes
+    /// it when the step ends (or a later build does, if that process died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_pid: Option<u32>,
     #[serde(skip)]
     dir: PathBuf,
 }
@@ -207,6 +211,7 @@ pub fn create(
     name: Option<&str>,
     image: &str,
     manifest: Digest,
+    build_pid: Option<u32>,
 ) -> Result<Container, ContainerError> {
     let name = match name {
         Some(n) if !valid_name(n) => return Err(ContainerError::BadName(n.to_string())),
@@ -232,6 +237,7 @@ pub fn create(
         image: image.to_string(),
         manifest,
         created: time::now_rfc3339(),
+        build_pid,
         dir: dir.clone(),
     };
     let made = (|| {

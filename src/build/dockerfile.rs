@@ -297,6 +297,7 @@ pub fn words(
         pos: 0,
         escape,
         vars,
+        depth: 0,
     }
     .words(true)
 }
@@ -312,16 +313,22 @@ pub fn word(
         pos: 0,
         escape,
         vars,
+        depth: 0,
     }
     .words(false)?;
     Ok(w.concat())
 }
+
+const MAX_NESTING: usize = 64;
 
 struct Lexer<'a> {
     chars: Vec<char>,
     pos: usize,
     escape: char,
     vars: &'a dyn Fn(&str) -> Option<String>,
+    /// How many `${NAME:-...}` the lexer is inside: a bound keeps a
+    /// hostile Dockerfile from overflowing the stack.
+    depth: usize,
 }
 
 impl Lexer<'_> {
@@ -448,7 +455,13 @@ impl Lexer<'_> {
                 Some(c) => {
                     let colon = c == ':';
                     let op = if colon { self.next() } else { Some(c) };
-                    let alt = self.until(false, Some('}'))?.concat();
+                    if self.depth >= MAX_NESTING {
+                        return Err("bad substitution: nested too deeply".into());
+                    }
+                    self.depth += 1;
+                    let alt = self.until(false, Some('}'));
+                    self.depth -= 1;
+                    let alt = alt?.concat();
                     if self.next() != Some('}') {
                         return Err(format!("bad substitution: missing }} after ${{{name}"));
                     }
@@ -602,5 +615,9 @@ mod tests {
         for bad in ["'open", "\"open", "${A", "${}", "${A:?x}"] {
             assert!(words(bad, '\\', &vars).is_err(), "{bad}");
         }
+        let nested = |n: usize| format!("{}x{}", "${U:-".repeat(n), "}".repeat(n));
+        assert_eq!(words(&nested(64), '\\', &vars).unwrap(), ["x"]);
+        let deep = words(&nested(100_000), '\\', &vars).unwrap_err();
+        assert!(deep.contains("nested too deeply"), "{deep}");
     }
 }

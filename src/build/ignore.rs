@@ -13,19 +13,58 @@ pub fn match_component(pattern: &str, name: &str) -> bool {
 }
 
 fn matches(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|i| matches(&p[1..], &n[i..])),
-        Some('?') => !n.is_empty() && matches(&p[1..], &n[1..]),
-        Some('[') => {
-            let Some((hit, used)) = class(&p[1..], n.first().copied()) else {
-                return false;
-            };
-            hit && matches(&p[1 + used..], &n[1..])
+    glob(
+        p,
+        n,
+        |p| p[0] == '*',
+        |p, c| match p[0] {
+            '?' => Some(1),
+            '[' => match class(&p[1..], Some(*c)) {
+                Some((true, used)) => Some(1 + used),
+                _ => None,
+            },
+            '\\' if p.len() > 1 => (p[1] == *c).then_some(2),
+            x => (x == *c).then_some(1),
+        },
+    )
+}
+
+/// Matches `n` against pattern `p`, where `is_star(p)` says whether `p`
+/// starts with a token matching any run of elements, and `one(p, x)` how
+/// many pattern items match element `x` (None: no match). A later star
+/// supersedes an earlier one, so only the latest is retried: time stays
+/// linear in the stars rather than exponential.
+fn glob<P, N>(
+    p: &[P],
+    n: &[N],
+    is_star: impl Fn(&[P]) -> bool,
+    one: impl Fn(&[P], &N) -> Option<usize>,
+) -> bool {
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while pi < p.len() || ni < n.len() {
+        if pi < p.len() {
+            if is_star(&p[pi..]) {
+                star = Some((pi + 1, ni));
+                pi += 1;
+                continue;
+            }
+            if let Some(used) = n.get(ni).and_then(|x| one(&p[pi..], x)) {
+                pi += used;
+                ni += 1;
+                continue;
+            }
         }
-        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && matches(&p[2..], &n[1..]),
-        Some(c) => n.first() == Some(c) && matches(&p[1..], &n[1..]),
+        match star {
+            Some((after, from)) if from < n.len() => {
+                star = Some((after, from + 1));
+                pi = after;
+                ni = from + 1;
+            }
+            _ => return false,
+        }
     }
+    true
 }
 
 /// A `[...]` class (after its `[`) against `c`: (hit, chars used incl. `]`).
@@ -146,11 +185,12 @@ impl Ignore {
 }
 
 fn match_parts(p: &[String], n: &[&str]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some(s) if s == "**" => (0..=n.len()).any(|i| match_parts(&p[1..], &n[i..])),
-        Some(s) => !n.is_empty() && match_component(s, n[0]) && match_parts(&p[1..], &n[1..]),
-    }
+    glob(
+        p,
+        n,
+        |p| p[0] == "**",
+        |p, x| match_component(&p[0], x).then_some(1),
+    )
 }
 
 #[cfg(test)]
@@ -172,10 +212,24 @@ mod tests {
             ("*", "", true),
             ("[]]", "]", true),
             ("[", "[", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("*x", "xxx", true),
+            ("*?", "", false),
+            ("*[0-9]", "ab7", true),
         ];
         for (p, n, want) in table {
             assert_eq!(match_component(p, n), want, "{p} vs {n}");
         }
+        // Stars retried naively would take 200^10 steps here.
+        assert!(!match_component(
+            &format!("{}b", "*a".repeat(10)),
+            &"a".repeat(200)
+        ));
+        let many = format!("{}x", "**/".repeat(20));
+        let deep = vec!["d"; 100].join("/");
+        assert!(!Ignore::parse(&many).excludes(&deep));
+        assert!(Ignore::parse(&many).excludes(&format!("{deep}/x")));
     }
 
     #[test]

@@ -275,19 +275,15 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     })
 }
 
-/// Removes the RUN containers of builds that died (`build-<pid>-...`,
-/// their process gone, not mounted): a killed build cannot clean up.
+/// Removes the RUN containers of builds that died (their build process
+/// gone, not mounted): a killed build cannot clean up.
 fn prune_step_containers(store: &Store) {
     let Ok(all) = container::list(store) else {
         return;
     };
     let live = crate::mount::records::list(store).unwrap_or_default();
     for c in all {
-        let pid = c
-            .name
-            .strip_prefix("build-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok());
+        let pid = c.build_pid;
         let mounted = live
             .iter()
             .any(|(r, alive)| *alive && r.container.as_deref() == Some(&c.name));
@@ -714,6 +710,7 @@ impl<'a> Builder<'a> {
             Some(&name),
             &format!("build step {}", n + 1),
             image.manifest,
+            Some(std::process::id()),
         )?;
         let spec = RunSpec {
             command: run::Command::Exact(argv),

@@ -58,7 +58,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         r => r,
     }
     .with_context(|| format!("run {}", a.image))?;
-    let c = run::create_container(&store, a.name.as_deref(), &a.image, image.top.digest)
+    let c = run::create_container(&store, a.name.as_deref(), &a.image, image.top.digest, None)
         .with_context(|| format!("run {}", a.image))?;
     let spec = RunSpec {
         command: Command::Image(a.command),

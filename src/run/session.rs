@@ -21,8 +21,9 @@ pub fn create_container(
     name: Option<&str>,
     image: &str,
     manifest: Digest,
+    build_pid: Option<u32>,
 ) -> Result<Container, RunError> {
-    let c = container::create(store, name, image, manifest)?;
+    let c = container::create(store, name, image, manifest, build_pid)?;
     let adopt = || -> Result<(), RunError> {
         let top = Descriptor::new(mt::OCI_MANIFEST, manifest, 0);
         let (_, m) = store.manifest_for_platform(&top, &Platform::host())?;
