@@ -108,10 +108,7 @@ pub fn check_hardlinks(store: &Store, layers: &[Digest]) -> Result<(), ImageErro
     use crate::layer::{EntryKind, LayerIndex, NONE};
     let mut opened: Vec<LayerIndex> = Vec::new();
     for d in layers {
-        let idx = match LayerIndex::open(&store.layer_index_path(d), d) {
-            Ok(i) => i,
-            Err(_) => crate::layer::index_blob(store, d)?,
-        };
+        let idx = crate::layer::open_index(store, d)?;
         for id in 0..idx.len() {
             let e = idx.entry(id);
             if e.kind() != EntryKind::HardLink || e.target() != NONE {

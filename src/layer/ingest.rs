@@ -131,6 +131,18 @@ fn blob_write_error(store: &Store, e: io::Error) -> LayerError {
     LayerError::Store(StoreError::io(&store.root().join("layerfs/tmp"), e))
 }
 
+/// The index of a stored layer, rebuilt from the blob when it is missing
+/// or damaged (it is a cache: the blob is the truth).
+pub fn open_index(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
+    match LayerIndex::open(&store.layer_index_path(digest), digest) {
+        Ok(i) => Ok(i),
+        Err(e) => {
+            log::warn!("{e}; rebuilding it from the blob");
+            index_blob(store, digest)
+        }
+    }
+}
+
 /// Rebuilds the index of a stored blob, verifying the blob on the way.
 pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
     // Keeps gc from removing the temp file of the index being written.

@@ -18,7 +18,7 @@ pub use compression::{Compression, decompressed};
 pub use decode::SPAN;
 pub use error::LayerError;
 pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
-pub use ingest::{LayerInfo, TeeReader, index_blob, ingest, normalize_path};
+pub use ingest::{LayerInfo, TeeReader, index_blob, ingest, normalize_path, open_index};
 pub use reader::{Layer, ReadError, SpanCache};
 pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 

@@ -5,7 +5,7 @@
 use super::LayerError;
 use super::decode::{SpanError, ZstdCursor, decode_spans};
 use super::index::{Entry, LayerIndex};
-use super::ingest::index_blob;
+use super::ingest::open_index;
 use crate::oci::Digest;
 use crate::store::Store;
 use lru::LruCache;
@@ -95,14 +95,7 @@ impl Layer {
         cache: Arc<SpanCache>,
     ) -> Result<Layer, LayerError> {
         let blob = store.open_blob(digest)?;
-        let path = store.layer_index_path(digest);
-        let index = match LayerIndex::open(&path, digest) {
-            Ok(i) => i,
-            Err(e) => {
-                log::warn!("{e}; rebuilding it from the blob");
-                index_blob(store, digest)?
-            }
-        };
+        let index = open_index(store, digest)?;
         Ok(Layer {
             index,
             blob,

@@ -11,7 +11,7 @@ use super::blob_reader::BlobReader;
 use super::client::{Client, ClientOptions, FetchedManifest};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
-use crate::layer::{LayerError, LayerIndex, index_blob, ingest};
+use crate::layer::{LayerError, LayerIndex, index_blob, ingest, open_index};
 use crate::oci::{
     Descriptor, Digest, ImageConfig, Manifest, ManifestKind, Platform, Reference, media_type as mt,
 };
@@ -675,9 +675,7 @@ fn check_diff_ids(
         for (l, want) in layers.iter().zip(want) {
             let got = match fresh.get(&l.digest) {
                 Some(d) => *d,
-                None => *LayerIndex::open(&store.layer_index_path(&l.digest), &l.digest)
-                    .or_else(|_| index_blob(store, &l.digest))?
-                    .diff_id(),
+                None => *open_index(store, &l.digest)?.diff_id(),
             };
             if got != *want {
                 return Err(client.bad(
