@@ -296,10 +296,26 @@ impl Client {
         let mut failures = 0;
         let mut reauthed = false;
         loop {
-            let auth = self.auth_header(req.scopes, &req.what)?;
+            // Credentials go to this registry only, never to an upload
+            // Location on another host.
+            let ours = origin(&self.url(&req.url)) == origin(&self.base);
+            let auth = match ours {
+                true => self.auth_header(req.scopes, &req.what)?,
+                false => None,
+            };
             let sent_auth = auth.is_some();
             let result = self.raw_with(&req, auth);
             let err = match result {
+                Ok(resp) if resp.status().as_u16() == 401 && !ours => {
+                    return Err(RegistryError::Denied {
+                        registry: self.registry.clone(),
+                        what: req.what.clone(),
+                        detail: format!(
+                            ": {} asks for credentials, which go to the registry only",
+                            origin(&self.url(&req.url))
+                        ),
+                    });
+                }
                 Ok(resp) if resp.status().as_u16() == 401 => {
                     if !reauthed && self.on_unauthorized(&resp, &req, sent_auth)? {
                         reauthed = true;
@@ -928,6 +944,15 @@ impl Client {
         } else {
             Err(self.bad(what, &format!("unusable upload Location {loc:?}")))
         }
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?', '#']) {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
     }
 }
 

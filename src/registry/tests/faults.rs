@@ -563,3 +563,55 @@ fn blob_redirects_are_followed_without_our_credentials() {
     );
     assert_fsck_clean(&store);
 }
+
+/// An upload Location on another host (as registries with separate storage
+/// hand out) gets the request, but not our credentials.
+#[test]
+fn credentials_go_to_the_registry_only() {
+    use crate::registry::auth::Scopes;
+    use crate::registry::client::{Client, Req};
+    // Both ask for credentials when a request comes without them.
+    let seen = |log: &Arc<std::sync::Mutex<Vec<Option<String>>>>| {
+        let log = log.clone();
+        Arc::new(move |req: &Request| {
+            let auth = req.header("Authorization").map(str::to_string);
+            log.lock().unwrap().push(auth.clone());
+            Action::Respond(match auth {
+                Some(_) => respond("200 OK", &[], b"{}"),
+                None => respond(
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate", r#"Basic realm="fake""#)],
+                    b"",
+                ),
+            })
+        })
+    };
+    let (at_registry, at_other) = (Arc::default(), Arc::default());
+    let registry = Server::start(None, seen(&at_registry));
+    let other = Server::start(None, seen(&at_other));
+    let cfg = tempfile::tempdir().unwrap();
+    let mut o = opts(cfg.path());
+    o.credentials = Some(crate::registry::Credentials {
+        username: "u".into(),
+        password: "p".into(),
+    });
+    let client = Client::connect(&registry.addr, &o).unwrap();
+    let scopes = Scopes::pull("app");
+    let put = |url: String| {
+        client.send(Req::new(
+            ureq::http::Method::PUT,
+            url,
+            &scopes,
+            "PUT".into(),
+        ))
+    };
+    put("/v2/app/blobs/uploads/x".into()).unwrap();
+    let at_registry = at_registry.lock().unwrap().clone();
+    assert!(at_registry.last().unwrap().is_some(), "{at_registry:?}");
+    let err = put(format!("http://{}/upload/x", other.addr)).unwrap_err();
+    assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
+    assert!(
+        at_other.lock().unwrap().iter().all(Option::is_none),
+        "credentials leaked to another host"
+    );
+}
