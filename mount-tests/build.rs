@@ -211,7 +211,7 @@ fn untimed(listing: &str) -> Vec<String> {
 #[test]
 fn buildah_builds_the_same_tree_from_the_same_dockerfile() {
     const T: &str = "buildah_builds_the_same_tree_from_the_same_dockerfile";
-    if !can_mount(T) || !have_tool(T, "buildah") {
+    if !can_mount(T) || !have_tool("buildah", T) {
         return;
     }
     let env = Env::new();

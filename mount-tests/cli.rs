@@ -118,8 +118,8 @@ fn a_debian_rootfs_imports_and_exports_unchanged() {
 
 #[test]
 fn skopeo_and_umoci_read_the_store_as_it_stands() {
-    if !have_tool("skopeo_and_umoci_read_the_store_as_it_stands", "skopeo")
-        || !have_tool("skopeo_and_umoci_read_the_store_as_it_stands", "umoci")
+    if !have_tool("skopeo", "skopeo_and_umoci_read_the_store_as_it_stands")
+        || !have_tool("umoci", "skopeo_and_umoci_read_the_store_as_it_stands")
     {
         return;
     }

@@ -60,7 +60,7 @@ fn assert_same_tree(want: &str, got: &str, what: &str) {
 #[test]
 fn umoci_unpacks_a_committed_image_to_the_tree_its_mount_shows() {
     const T: &str = "umoci_unpacks_a_committed_image_to_the_tree_its_mount_shows";
-    if !can_mount(T) || !have_tool(T, "umoci") {
+    if !can_mount(T) || !have_tool("umoci", T) {
         return;
     }
     let env = Env::new();
@@ -104,7 +104,7 @@ fn umoci_unpacks_a_committed_image_to_the_tree_its_mount_shows() {
 #[test]
 fn skopeo_copies_a_committed_image_through_a_registry_with_its_digest() {
     const T: &str = "skopeo_copies_a_committed_image_through_a_registry_with_its_digest";
-    if !can_mount(T) || !have_tool(T, "skopeo") || !have_tool(T, "docker-registry") {
+    if !can_mount(T) || !have_tool("skopeo", T) || !have_tool("docker-registry", T) {
         return;
     }
     let env = Env::new();

@@ -119,7 +119,7 @@ fn detail(output: &str, case: &str) -> String {
 #[test]
 fn a_writable_mount_passes_what_kernel_overlayfs_passes_in_pjdfstest() {
     const T: &str = "a_writable_mount_passes_what_kernel_overlayfs_passes_in_pjdfstest";
-    if !can_mount(T) || !have_tool(T, "pjdfstest") {
+    if !can_mount(T) || !have_tool("pjdfstest", T) {
         return;
     }
     let env = Env::new();

@@ -54,7 +54,8 @@ impl DebianLayers {
     }
 }
 
-fn cache_root() -> PathBuf {
+/// The test cache: LAYERFS_TEST_CACHE, else /var/tmp/layerfs-test-cache.
+pub fn cache_root() -> PathBuf {
     std::env::var_os("LAYERFS_TEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/layerfs-test-cache"))
@@ -65,7 +66,7 @@ fn cache_root() -> PathBuf {
 /// missing; under LAYERFS_CI=1 that fails the test instead.
 pub fn debian_layers(test: &str) -> Option<&'static DebianLayers> {
     for tool in ["debootstrap", "setfattr", "mknod"] {
-        if !have_tool(test, tool) {
+        if !have_tool(tool, test) {
             return None;
         }
     }

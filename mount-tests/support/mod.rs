@@ -10,6 +10,12 @@ pub mod debs;
 pub mod tree;
 pub mod writable;
 
+// Shared with the library's tests (src/testutil is #[cfg(test)], so out of
+// reach of this crate): one copy of the skip rule and of gzip/zstd.
+#[path = "../../src/testutil/shared.rs"]
+mod shared;
+pub use shared::{gzip, have_tool, skip, zstd};
+
 use layerfs::image::{layer_descriptor, new_config, write_image};
 use layerfs::layer::{Compression, LayerInfo, ingest};
 use layerfs::oci::Reference;
@@ -17,18 +23,6 @@ use layerfs::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-/// Says loudly that `test` is skipped and why, or fails it when
-/// `LAYERFS_CI=1` says every test must run (`ci_fails`; the fixture tier is
-/// exempt). Written straight to fd 2: the harness hides eprintln! output of
-/// passing tests, and a skip must be seen.
-pub fn skip(test: &str, why: &str, ci_fails: bool) {
-    if ci_fails && std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
-        panic!("{test}: {why}, and LAYERFS_CI=1 requires every test to run");
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "\n*** SKIPPED {test}: {why} ***");
-}
 
 /// Whether this machine can mount: root and /dev/fuse; else `skip`.
 pub fn can_mount(test: &str) -> bool {
@@ -44,23 +38,6 @@ pub fn can_mount(test: &str) -> bool {
     };
     skip(test, why, true);
     false
-}
-
-/// Whether `tool` is installed; else `skip`.
-pub fn have_tool(test: &str, tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        skip(
-            test,
-            &format!("{tool} is not installed (scripts/setup.sh installs it)"),
-            true,
-        );
-    }
-    found
 }
 
 /// A temporary store and the `layerfs` binary pointed at it.
@@ -381,17 +358,6 @@ impl std::io::Read for Noise {
         }
         Ok(buf.len())
     }
-}
-
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
-}
-
-pub fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::encode_all(data, 3).expect("zstd")
 }
 
 pub fn compression_of(c: Compression) -> &'static str {

@@ -1,7 +1,10 @@
 //! Test helpers: tar layers written in code, and throwaway stores.
 
+mod shared;
+
+pub use shared::{external_tool, gzip, have_tool, skip, zstd};
+
 use crate::store::Store;
-use std::io::Write;
 
 pub fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -118,16 +121,6 @@ impl TarBuilder {
     }
 }
 
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
-}
-
-pub fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::encode_all(data, 3).expect("zstd")
-}
-
 /// Deterministic pseudo-random bytes (xorshift), incompressible.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -159,18 +152,6 @@ pub fn text(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Says loudly that `test` is skipped and why, or fails it when
-/// `LAYERFS_CI=1` says every test must run (CI installs everything, so a
-/// skip there would hide a gap). Fixture-tier skips pass `ci_fails: false`.
-pub fn skip(test: &str, why: &str, ci_fails: bool) {
-    if ci_fails && std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
-        panic!("{test}: {why}, and LAYERFS_CI=1 forbids skipping");
-    }
-    // Straight to fd 2: the test harness captures eprintln!, and a skip must
-    // be seen in a passing run.
-    let _ = writeln!(std::io::stderr().lock(), "\n*** SKIPPED {test}: {why} ***");
-}
-
 /// The shared fixtures folder, or `None` (with a loud SKIPPED line) when it
 /// is not there. Fixture tests are an extra tier, so CI does not fail them.
 pub fn fixtures_dir(test: &str) -> Option<std::path::PathBuf> {
@@ -180,32 +161,6 @@ pub fn fixtures_dir(test: &str) -> Option<std::path::PathBuf> {
     }
     skip(test, &format!("{} not found", dir.display()), false);
     None
-}
-
-/// The path of external tool `name` (skopeo, umoci, ...) on PATH, or `None`
-/// after `skip`.
-pub fn external_tool(name: &str, test: &str) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| {
-                std::fs::metadata(p)
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-    });
-    if found.is_none() {
-        skip(
-            test,
-            &format!("{name} is not installed (scripts/setup.sh installs it)"),
-            true,
-        );
-    }
-    found
-}
-
-pub fn have_tool(tool: &str, test: &str) -> bool {
-    external_tool(tool, test).is_some()
 }
 
 /// Whether the test runs as root; if not, `skip`.

@@ -1,0 +1,56 @@
+//! The test helpers the library's tests and mount-tests/ both use: loud
+//! skips (a failure under LAYERFS_CI=1), external tools, gzip and zstd.
+//! mount-tests/support includes this file by path (the library's testutil
+//! is #[cfg(test)], out of its reach), so it names no `crate::` item.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Says loudly that `test` is skipped and why, or fails it when
+/// `LAYERFS_CI=1` says every test must run (CI installs everything, so a
+/// skip there would hide a gap). Fixture-tier skips pass `ci_fails: false`.
+pub fn skip(test: &str, why: &str, ci_fails: bool) {
+    if ci_fails && std::env::var("LAYERFS_CI").is_ok_and(|v| v == "1") {
+        panic!("{test}: {why}, and LAYERFS_CI=1 forbids skipping");
+    }
+    // Straight to fd 2: the test harness captures eprintln!, and a skip must
+    // be seen in a passing run.
+    let _ = writeln!(std::io::stderr().lock(), "\n*** SKIPPED {test}: {why} ***");
+}
+
+/// The path of external tool `name` (skopeo, umoci, ...) on PATH, or `None`
+/// after `skip`.
+pub fn external_tool(name: &str, test: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    });
+    if found.is_none() {
+        skip(
+            test,
+            &format!("{name} is not installed (scripts/setup.sh installs it)"),
+            true,
+        );
+    }
+    found
+}
+
+/// Whether external tool `name` is installed; else `skip`.
+pub fn have_tool(name: &str, test: &str) -> bool {
+    external_tool(name, test).is_some()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).expect("zstd")
+}
