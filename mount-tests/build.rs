@@ -441,20 +441,11 @@ fn escapes_from_the_context_or_the_image_are_stopped() {
     drop(m);
 
     // An archive whose members climb out of the destination.
-    let evil = Tar::new().file("fine", 0o644, b"fine");
-    let mut evil = evil.finish();
-    let mut raw = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
     let name = format!("../../../../../../../../tmp/{tag}-tar");
-    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-    h.set_mode(0o644);
-    h.set_size(5);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    raw.append(&h, &b"pwned"[..]).unwrap();
-    let raw = raw.into_inner().unwrap();
-    evil.truncate(evil.len() - 1024);
-    evil.extend_from_slice(&raw);
+    let evil = Tar::new()
+        .file("fine", 0o644, b"fine")
+        .raw(name.as_bytes(), tar::EntryType::Regular, b"pwned")
+        .finish();
     std::fs::write(ctx.join("evil.tar"), &evil).unwrap();
     let out = build("FROM debian:minbase\n\nADD evil.tar /x/\n");
     assert_eq!(out.status.code(), Some(1));

@@ -4,6 +4,7 @@
 //! an import at random moments.
 
 use crate::support::debian::debian_layers;
+use crate::support::writable::Tmpfs;
 use crate::support::{Env, Noise, Tar, gzip, have_tool, sh};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -172,23 +173,9 @@ fn bad_input_fails_in_one_line_and_leaves_nothing() {
     corrupt[mid..mid + 32].iter_mut().for_each(|b| *b ^= 0xa5);
     let mut bad_sum = good.clone();
     bad_sum[3] ^= 1;
-    let mut dotdot = good[..512].to_vec();
-    dotdot[..100].fill(0);
-    dotdot[..9].copy_from_slice(b"../escape");
-    dotdot[124..136].copy_from_slice(b"00000000000\0");
-    let sum: u32 = dotdot
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                b as u32
-            }
-        })
-        .sum();
-    dotdot[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    dotdot.resize(512 + 512 + 1024, 0);
+    let dotdot = Tar::new()
+        .raw(b"../escape", tar::EntryType::Regular, b"")
+        .finish();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated.tar.gz", gz[..gz.len() / 2].to_vec(), "truncated"),
         ("corrupt.tar.gz", corrupt, "corrupt gzip"),
@@ -236,16 +223,11 @@ fn bad_input_fails_in_one_line_and_leaves_nothing() {
 #[test]
 fn a_non_utf8_name_is_kept_as_bytes() {
     let env = Env::new();
-    let mut t = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(3);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.as_gnu_mut().unwrap().name[..8].copy_from_slice(b"caf\xe9.txt");
-    h.set_cksum();
-    t.append(&h, &b"abc"[..]).unwrap();
+    let latin1 = Tar::new()
+        .raw(b"caf\xe9.txt", tar::EntryType::Regular, b"abc")
+        .finish();
     let path = env.dir.path().join("latin1.tar");
-    std::fs::write(&path, t.into_inner().unwrap()).unwrap();
+    std::fs::write(&path, latin1).unwrap();
     env.ok(&["import", path.to_str().unwrap(), "latin1:1"]);
     let exported = env.dir.path().join("out.tar");
     env.ok(&["export", "latin1:1", "-o", exported.to_str().unwrap()]);
@@ -262,44 +244,28 @@ fn a_full_disk_fails_cleanly() {
     if !crate::support::can_mount("a_full_disk_fails_cleanly") {
         return;
     }
-    let env = Env::new();
-    let small = env.mkdir("small");
-    assert!(
-        sh(&format!(
-            "mount -t tmpfs -o size=4m tmpfs {}",
-            small.display()
-        ))
-        .0
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    let _guard = Unmount(small.clone());
-    let store = small.join("store");
-    let big = env.dir.path().join("big.tar");
-    std::fs::write(&big, Tar::new().big("big", 8 << 20, 3).finish()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerfs"))
-        .arg("--root")
-        .arg(&store)
-        .args(["import", big.to_str().unwrap(), "big:1"])
-        .output()
+    let scratch = tempfile::Builder::new()
+        .prefix("layerfs-tmpfs-")
+        .tempdir_in("/var/tmp")
         .unwrap();
+    let tmpfs = Tmpfs::mount(&scratch.path().join("small"), "4m");
+    let env = Env::within(&tmpfs.path);
+    let big = scratch.path().join("big.tar");
+    std::fs::write(&big, Tar::new().big("big", 8 << 20, 3).finish()).unwrap();
+    let out = env.run(&["import", big.to_str().unwrap(), "big:1"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(
-        std::fs::read_dir(store.join("layerfs/tmp"))
+        std::fs::read_dir(env.root().join("layerfs/tmp"))
             .unwrap()
             .count(),
         0,
         "no temp file left"
     );
     assert_eq!(
-        std::fs::read_dir(store.join("blobs/sha256"))
+        std::fs::read_dir(env.root().join("blobs/sha256"))
             .unwrap()
             .count(),
         0,

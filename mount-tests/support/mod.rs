@@ -319,6 +319,16 @@ impl Tar {
         self.file(path, 0o644, data)
     }
 
+    /// A member whose name is written raw (for names the tar crate would
+    /// refuse: `../x`, bytes that are not UTF-8).
+    pub fn raw(mut self, name: &[u8], kind: tar::EntryType, data: &[u8]) -> Self {
+        let mut h = self.header(kind, 0o644, data.len() as u64, 0, 0);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        self.b.append(&h, data).expect("append");
+        self
+    }
+
     /// A large file whose content is generated as it is written.
     pub fn big(mut self, path: &str, size: u64, seed: u64) -> Self {
         let mut h = self.header(tar::EntryType::Regular, 0o644, size, 0, 0);
