@@ -459,9 +459,8 @@ fn escapes_from_the_context_or_the_image_are_stopped() {
 
 #[test]
 fn a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up() {
-    use crate::support::containers::{in_mount_ns, mount_ns, processes};
+    use crate::support::containers::{Running, in_mount_ns, mount_ns, processes};
     use crate::support::wait_until;
-    use std::io::BufRead;
     const T: &str = "a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up";
     if !can_mount(T) {
         return;
@@ -477,26 +476,15 @@ fn a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up() {
         b"FROM debian:minbase\nRUN echo ready && exec sleep 1002\n",
         0o644,
     );
-    let mut child = env
-        .cmd(&["build", ctx.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut lines = out.lines();
-    while lines.next().unwrap().unwrap() != "ready" {}
+    let mut build = Running::start(&env, &["build", ctx.to_str().unwrap()]);
     wait_until(
         || processes(&["sleep", "1002"]).len() == 1,
         "the RUN command",
     );
-    let build_ns = mount_ns(child.id()).unwrap();
+    let build_ns = mount_ns(build.pid()).unwrap();
     let run_ns = mount_ns(processes(&["sleep", "1002"])[0]).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    build.kill(nix::sys::signal::Signal::SIGKILL);
+    build.wait();
     wait_until(
         || processes(&["sleep", "1002"]).is_empty(),
         "the RUN command to die with the build",

@@ -4,12 +4,10 @@
 //! is killed.
 
 use crate::support::containers::{
-    in_mount_ns, layer_paths, layers_of, minbase, mount_ns, processes,
+    Running, in_mount_ns, layer_paths, layers_of, minbase, mount_ns, processes,
 };
 use crate::support::{Env, can_mount, wait_until};
 use nix::sys::signal::Signal;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().unwrap_or(-1)
@@ -162,50 +160,12 @@ fn run_keeps_a_container_whose_commit_has_only_the_commands_changes() {
     assert!(leftovers(&env).is_empty(), "{:?}", leftovers(&env));
 }
 
-/// A `layerfs run` started in the background; killed if a test fails
-/// before it ends, so no run outlives the test.
-struct Running {
-    child: Child,
-    _out: BufReader<std::process::ChildStdout>,
-}
-
-impl Running {
-    /// Starts `layerfs ARGS` with its stdout piped; waits for the line "ready".
-    fn start(env: &Env, args: &[&str]) -> Running {
-        let mut child = env
-            .cmd(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut r = Running { child, _out: out };
-        let mut line = String::new();
-        r._out.read_line(&mut line).unwrap();
-        assert_eq!(line, "ready\n");
-        r
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
-    }
-
-    fn wait(&mut self) -> Option<i32> {
-        self.child.wait().unwrap().code()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts `layerfs ARGS` in the background; the command's first line is
+/// "ready" (nothing of layerfs's own comes before it on stdout).
+fn start(env: &Env, args: &[&str]) -> Running {
+    let run = Running::start(env, args);
+    assert!(run.before_ready.is_empty(), "{:?}", run.before_ready);
+    run
 }
 
 #[test]
@@ -219,7 +179,7 @@ fn signals_reach_the_command_and_a_killed_run_leaves_nothing() {
         return;
     }
     // SIGTERM to the run reaches the command, whose handler decides the code.
-    let mut run = Running::start(
+    let mut run = start(
         &env,
         &[
             "run",
@@ -234,7 +194,7 @@ fn signals_reach_the_command_and_a_killed_run_leaves_nothing() {
     assert_eq!(run.wait(), Some(42));
 
     // A command killed by a signal: 128 + its number.
-    let mut run = Running::start(
+    let mut run = start(
         &env,
         &[
             "run",
@@ -254,7 +214,7 @@ fn signals_reach_the_command_and_a_killed_run_leaves_nothing() {
 
     // SIGKILL of the run itself: no process of it survives, so its mount
     // namespaces (and every mount in them, the FUSE mount included) are gone.
-    let mut run = Running::start(
+    let mut run = start(
         &env,
         &[
             "run",

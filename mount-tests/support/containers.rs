@@ -1,13 +1,15 @@
 //! What the run and build tests share: the Debian minbase image (the clean
-//! base layer of support/debian.rs), the paths a stored layer holds, and
-//! probes for processes and mounts a run may have left behind.
+//! base layer of support/debian.rs), the paths a stored layer holds, a
+//! command started in the background, and probes for processes and mounts a
+//! run may have left behind.
 
 use super::Env;
 use super::debian::debian_layers;
 use layerfs::image::{layer_descriptor, write_image};
 use layerfs::layer::LayerInfo;
 use layerfs::oci::{ImageConfig, Reference};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Stdio};
 
 /// Stores the Debian bookworm minbase rootfs as one-layer image `name`
 /// (with `edit` applied to its config); false after a loud skip.
@@ -88,4 +90,67 @@ pub fn in_mount_ns(ns: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| mount_ns(*pid).as_deref() == Some(ns))
         .collect()
+}
+
+/// A `layerfs` command started in the background (a run, a build); killed
+/// if a test fails before it ends, so none outlives the test.
+pub struct Running {
+    child: Child,
+    /// Open until the end: a closed pipe would kill the command's output.
+    _out: BufReader<ChildStdout>,
+    /// What the command printed before its line "ready".
+    pub before_ready: Vec<String>,
+}
+
+impl Running {
+    /// Starts `layerfs ARGS` with its stdout piped; returns once it has
+    /// printed the line "ready".
+    pub fn start(env: &Env, args: &[&str]) -> Running {
+        let mut child = env
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start layerfs");
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut r = Running {
+            child,
+            _out: out,
+            before_ready: Vec::new(),
+        };
+        loop {
+            let mut line = String::new();
+            let n = r._out.read_line(&mut line).expect("read its stdout");
+            assert!(
+                n > 0,
+                "layerfs {args:?} ended without printing ready: {:?}",
+                r.before_ready
+            );
+            if line == "ready\n" {
+                return r;
+            }
+            r.before_ready.push(line);
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).expect("kill");
+    }
+
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.wait().expect("wait").code()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
