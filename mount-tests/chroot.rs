@@ -2,8 +2,8 @@
 //! and a chroot into it runs bash, dpkg, perl and the dynamic linker; a
 //! setuid binary takes effect only when the mount is made with `--suid`.
 
-use crate::support::debian::{ChrootBinds, DebianLayers, Overlay, chroot, debian_layers};
-use crate::support::{Env, Tar, can_mount, sh};
+use crate::support::debian::{ChrootBinds, DebianLayers, chroot, debian_layers};
+use crate::support::{Env, Overlay, Tar, can_mount, sh};
 use std::path::{Path, PathBuf};
 
 fn debian_image(env: &Env, deb: &DebianLayers, name: &str) {
@@ -28,7 +28,7 @@ fn everyday_tools_walk_a_mounted_debian_image() {
     let env = Env::new();
     debian_image(&env, deb, "debian:3layer");
     let m = env.mount("debian:3layer", &[]);
-    let ovl = Overlay::mount(&deb.lowerdirs(), &env.mkdir("overlay"));
+    let ovl = Overlay::mount(&deb.lowerdirs(), &env.mkdir("overlay"), None);
 
     let ls = run("ls -laR {}", &m.path);
     assert!(ls.contains("gzip-hardlink"), "ls -laR misses entries");

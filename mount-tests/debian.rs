@@ -1,8 +1,8 @@
 //! A real Debian image in three layers (support/debian.rs): layerfs must show
 //! exactly the tree kernel overlayfs shows over the same layers extracted.
 
-use crate::support::debian::{Overlay, debian_layers};
-use crate::support::{Env, can_mount, tree};
+use crate::support::debian::debian_layers;
+use crate::support::{Env, Overlay, can_mount, tree};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
@@ -35,7 +35,7 @@ fn a_debian_image_in_three_layers_matches_kernel_overlayfs() {
     let env = Env::new();
     env.image_files("debian:3layer", &deb.gz());
     let m = env.mount("debian:3layer", &[]);
-    let ovl = Overlay::mount(&deb.lowerdirs(), &env.mkdir("overlay"));
+    let ovl = Overlay::mount(&deb.lowerdirs(), &env.mkdir("overlay"), None);
 
     // What the layers did, seen through layerfs (so that a reference broken
     // the same way cannot hide a bug).

@@ -4,8 +4,7 @@
 //! extracted. layerfs may fail no case that overlayfs passes, except those
 //! in `ALLOWED`, each with its reason. The side-by-side table goes to stderr.
 
-use crate::support::writable::OverlayRw;
-use crate::support::{Env, Tar, can_mount, have_tool};
+use crate::support::{Env, Overlay, Tar, can_mount, have_tool};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -136,7 +135,11 @@ fn a_writable_mount_passes_what_kernel_overlayfs_passes_in_pjdfstest() {
     archive.set_preserve_ownerships(true);
     archive.unpack(&lower).unwrap();
 
-    let kovl = OverlayRw::mount(&[lower], &env.mkdir("kovl"));
+    let kovl = Overlay::mount(
+        &[lower],
+        &env.mkdir("kovl/merged"),
+        Some(&env.mkdir("kovl")),
+    );
     let (want, kovl_out) = pjdfstest(&env, &kovl.path.join("work"), "kernel overlayfs");
     drop(kovl);
     let m = env.mount_writable("posix:1", "posix");

@@ -1,9 +1,8 @@
 //! The Debian image of the acceptance tests: a real bookworm minbase rootfs
 //! (debootstrap, run once) made into three OCI layers with edits, whiteouts,
 //! opaque dirs, type changes and hard links by `debian-layers.sh`, all cached
-//! under /var/tmp/layerfs-test-cache; plus guards for what the tests mount
-//! beside layerfs: kernel overlayfs over the same layers, and a chroot's
-//! /proc and /dev.
+//! under /var/tmp/layerfs-test-cache; plus a chroot's /proc and /dev,
+//! mounted beside layerfs.
 //!
 //! Cache layout (LAYERFS_TEST_CACHE overrides the root):
 //!   debian-rootfs-<ROOTFS_VERSION>/            debootstrap output, never edited
@@ -14,7 +13,7 @@
 //! directory is whole or absent; a file lock keeps two test processes from
 //! building at once.
 
-use super::have_tool;
+use super::{have_tool, unmount_or_detach};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -172,36 +171,6 @@ fn tail(p: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A read-only kernel overlayfs mount; unmounted on drop.
-pub struct Overlay {
-    pub path: PathBuf,
-}
-
-impl Overlay {
-    /// Mounts `lowers` (top first) read-only on the empty directory `at`.
-    pub fn mount(lowers: &[PathBuf], at: &Path) -> Overlay {
-        let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let opts = format!("ro,lowerdir={}", lowers.join(":"));
-        nix::mount::mount(
-            Some("overlay"),
-            at,
-            Some("overlay"),
-            nix::mount::MsFlags::MS_RDONLY,
-            Some(opts.as_str()),
-        )
-        .unwrap_or_else(|e| panic!("mount -t overlay -o {opts} {}: {e}", at.display()));
-        Overlay {
-            path: at.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Overlay {
-    fn drop(&mut self) {
-        unmount_or_detach(&self.path);
-    }
-}
-
 /// /proc and /dev of the host bind-mounted into a chroot, as chroot users
 /// do (an image's /dev is empty); unmounted on drop, before the image is.
 pub struct ChrootBinds {
@@ -234,13 +203,6 @@ impl Drop for ChrootBinds {
         for p in self.mounted.iter().rev() {
             unmount_or_detach(p);
         }
-    }
-}
-
-fn unmount_or_detach(p: &Path) {
-    use nix::mount::{MntFlags, umount2};
-    if umount2(p, MntFlags::empty()).is_err() {
-        let _ = umount2(p, MntFlags::MNT_DETACH);
     }
 }
 

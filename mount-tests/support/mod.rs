@@ -1,6 +1,7 @@
 //! What mount tests share: a throwaway store driven through the `layerfs`
-//! binary, a mount guard that waits for the mount and unmounts on drop,
-//! images built in code, and a tree listing in treelist.py's format.
+//! binary, a mount guard that waits for the mount and unmounts on drop, a
+//! kernel overlayfs to compare with, images built in code, and a tree
+//! listing in treelist.py's format.
 
 #![allow(dead_code)]
 
@@ -48,9 +49,14 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        Env::within(Path::new("/var/tmp"))
+    }
+
+    /// A temporary store inside `parent` (a tmpfs of limited size, say).
+    pub fn within(parent: &Path) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("layerfs-test-")
-            .tempdir_in("/var/tmp")
+            .tempdir_in(parent)
             .expect("tempdir");
         let store = Store::open(&dir.path().join("store")).expect("store");
         Env { dir, store }
@@ -134,12 +140,17 @@ impl Env {
 
     /// Mounts `image` (extra `layerfs mount` flags in `flags`) on a new dir.
     pub fn mount(&self, image: &str, flags: &[&str]) -> Mounted<'_> {
-        let mnt = self.mkdir(&format!("mnt-{}", rand_suffix()));
         let mut args = vec!["mount"];
         args.extend_from_slice(flags);
         args.push(image);
-        let m = mnt.to_str().expect("utf-8 path");
-        args.push(m);
+        self.mount_with(&args)
+    }
+
+    /// Runs `layerfs ARGS DIR` on a new directory and waits for the mount.
+    fn mount_with(&self, args: &[&str]) -> Mounted<'_> {
+        let mnt = self.mkdir(&format!("mnt-{}", rand_suffix()));
+        let mut args = args.to_vec();
+        args.push(mnt.to_str().expect("utf-8 path"));
         self.ok(&args);
         wait_until(|| is_mounted(&mnt), "the mount to appear");
         Mounted {
@@ -191,6 +202,64 @@ impl Drop for Mounted<'_> {
         if is_mounted(&self.path) {
             let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// Unmounts `p`, lazily when it is busy.
+pub fn unmount_or_detach(p: &Path) {
+    use nix::mount::{MntFlags, umount2};
+    if umount2(p, MntFlags::empty()).is_err() {
+        let _ = umount2(p, MntFlags::MNT_DETACH);
+    }
+}
+
+/// A kernel overlayfs of `lowers` (top first) on the empty directory `at`;
+/// unmounted on drop.
+pub struct Overlay {
+    pub path: PathBuf,
+}
+
+impl Overlay {
+    /// Read-only, or writable with its upper and work dirs made in
+    /// `rw_scratch`.
+    pub fn mount(lowers: &[PathBuf], at: &Path, rw_scratch: Option<&Path>) -> Overlay {
+        let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let (opts, flags) = match rw_scratch {
+            None => (
+                format!("ro,lowerdir={}", lowers.join(":")),
+                nix::mount::MsFlags::MS_RDONLY,
+            ),
+            Some(scratch) => {
+                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+                for d in [&upper, &work] {
+                    std::fs::create_dir_all(d).expect("overlay dirs");
+                }
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lowers.join(":"),
+                    upper.display(),
+                    work.display()
+                );
+                (opts, nix::mount::MsFlags::empty())
+            }
+        };
+        nix::mount::mount(
+            Some("overlay"),
+            at,
+            Some("overlay"),
+            flags,
+            Some(opts.as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount -t overlay -o {opts} {}: {e}", at.display()));
+        Overlay {
+            path: at.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        unmount_or_detach(&self.path);
     }
 }
 

@@ -1,25 +1,15 @@
 //! What the writable-mount tests share: mounting a container (new or
 //! again), reading back what a commit wrote (the members of an image's top
 //! layer), and the guards for what they mount or start beside layerfs: a
-//! writable kernel overlayfs, a size-limited tmpfs, a local registry.
+//! size-limited tmpfs, a local registry.
 
-use super::{Env, Mounted, is_mounted, rand_suffix, wait_until};
+use super::{Env, Mounted, unmount_or_detach};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 impl Env {
-    /// A temporary store inside `parent` (a tmpfs of limited size, say).
-    pub fn within(parent: &Path) -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("layerfs-test-")
-            .tempdir_in(parent)
-            .expect("tempdir");
-        let store = layerfs::store::Store::open(&dir.path().join("store")).expect("store");
-        Env { dir, store }
-    }
-
     /// Mounts `image` writable as the new container `name`.
     pub fn mount_writable(&self, image: &str, name: &str) -> Mounted<'_> {
         self.mount(image, &["--writable", "--name", name])
@@ -27,14 +17,7 @@ impl Env {
 
     /// Mounts the existing container `name` again, on a new directory.
     pub fn mount_container(&self, name: &str) -> Mounted<'_> {
-        let mnt = self.mkdir(&format!("mnt-{}", rand_suffix()));
-        let m = mnt.to_str().expect("utf-8 path");
-        self.ok(&["mount", "--container", name, m]);
-        wait_until(|| is_mounted(&mnt), "the container's mount to appear");
-        Mounted {
-            env: self,
-            path: mnt,
-        }
+        self.mount_with(&["mount", "--container", name])
     }
 
     /// `layerfs images --format json`, one sorted line per image.
@@ -110,53 +93,6 @@ pub fn top_layer_members(env: &Env, image: &str) -> Vec<Member> {
             }
         })
         .collect()
-}
-
-/// Unmounts `p`, lazily when it is busy.
-pub fn unmount_or_detach(p: &Path) {
-    use nix::mount::{MntFlags, umount2};
-    if umount2(p, MntFlags::empty()).is_err() {
-        let _ = umount2(p, MntFlags::MNT_DETACH);
-    }
-}
-
-/// A writable kernel overlayfs (lowers top first; upper and work dirs made
-/// beside the mountpoint); unmounted on drop.
-pub struct OverlayRw {
-    pub path: PathBuf,
-}
-
-impl OverlayRw {
-    pub fn mount(lowers: &[PathBuf], scratch: &Path) -> OverlayRw {
-        let path = scratch.join("merged");
-        let upper = scratch.join("upper");
-        let work = scratch.join("work");
-        for d in [&path, &upper, &work] {
-            std::fs::create_dir_all(d).expect("overlay dirs");
-        }
-        let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lowers.join(":"),
-            upper.display(),
-            work.display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            &path,
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(opts.as_str()),
-        )
-        .unwrap_or_else(|e| panic!("mount -t overlay -o {opts} {}: {e}", path.display()));
-        OverlayRw { path }
-    }
-}
-
-impl Drop for OverlayRw {
-    fn drop(&mut self) {
-        unmount_or_detach(&self.path);
-    }
 }
 
 /// A tmpfs of `size` on a new directory; unmounted on drop (declare it
