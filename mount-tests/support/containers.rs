@@ -1,5 +1,5 @@
 //! What the run and build tests share: the Debian minbase image (the clean
-//! base layer of support/debian.rs), the paths a stored layer holds, a
+//! base layer of support/debian.rs), the members of a stored layer, a
 //! command started in the background, and probes for processes and mounts a
 //! run may have left behind.
 
@@ -8,7 +8,7 @@ use super::debian::debian_layers;
 use layerfs::image::{layer_descriptor, write_image};
 use layerfs::layer::LayerInfo;
 use layerfs::oci::{ImageConfig, Reference};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Stdio};
 
 /// Stores the Debian bookworm minbase rootfs as one-layer image `name`
@@ -38,20 +38,41 @@ pub fn image_of(env: &Env, name: &str, infos: &[LayerInfo], edit: impl FnOnce(&m
     .expect("write image");
 }
 
-/// The member paths of a stored layer, in order.
-pub fn layer_paths(env: &Env, digest: &layerfs::oci::Digest) -> Vec<String> {
-    let f = env.store.open_blob(digest).expect("open layer");
-    let r = layerfs::layer::decompressed(f).expect("decompress");
+/// One member of a layer tarball.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub path: String,
+    pub kind: tar::EntryType,
+    pub size: u64,
+    pub link: Option<String>,
+}
+
+/// The members of stored layer `digest`, in tar order.
+pub fn layer_members(env: &Env, digest: &layerfs::oci::Digest) -> Vec<Member> {
+    let f = env.store.open_blob(digest).expect("open the layer blob");
+    let r = layerfs::layer::decompressed(f).expect("decompress the layer");
     let mut ar = tar::Archive::new(r);
     ar.entries()
-        .expect("tar")
+        .expect("tar entries")
         .map(|e| {
-            let mut e = e.expect("entry");
-            let p = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let mut sink = Vec::new();
-            let _ = e.read_to_end(&mut sink);
-            p
+            let e = e.expect("tar entry");
+            Member {
+                path: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                kind: e.header().entry_type(),
+                size: e.header().size().expect("size"),
+                link: e
+                    .link_name_bytes()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned()),
+            }
         })
+        .collect()
+}
+
+/// The member paths of stored layer `digest`, in order.
+pub fn layer_paths(env: &Env, digest: &layerfs::oci::Digest) -> Vec<String> {
+    layer_members(env, digest)
+        .into_iter()
+        .map(|m| m.path)
         .collect()
 }
 

@@ -3,6 +3,7 @@
 //! layer), and the guards for what they mount or start beside layerfs: a
 //! size-limited tmpfs, a local registry.
 
+use super::containers::{Member, layer_members};
 use super::{Env, Mounted, unmount_or_detach};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -49,15 +50,6 @@ impl Env {
     }
 }
 
-/// One member of a layer tarball.
-#[derive(Clone, Debug)]
-pub struct Member {
-    pub path: String,
-    pub kind: tar::EntryType,
-    pub size: u64,
-    pub link: Option<String>,
-}
-
 /// The members of the top (newest) layer of `image`, in tar order.
 pub fn top_layer_members(env: &Env, image: &str) -> Vec<Member> {
     let resolved = env.store.resolve(image).expect("resolve the image");
@@ -67,32 +59,7 @@ pub fn top_layer_members(env: &Env, image: &str) -> Vec<Member> {
         .last()
         .expect("the image has layers")
         .digest;
-    let blob = env.store.open_blob(&top).expect("open the layer blob");
-    let mut raw = Vec::new();
-    std::io::BufReader::new(blob)
-        .read_to_end(&mut raw)
-        .expect("read the layer");
-    let data: Box<dyn Read> = match raw.get(..4) {
-        Some([0x1f, 0x8b, ..]) => Box::new(flate2::read::GzDecoder::new(&raw[..])),
-        Some([0x28, 0xb5, 0x2f, 0xfd]) => Box::new(zstd::Decoder::new(&raw[..]).expect("zstd")),
-        _ => Box::new(&raw[..]),
-    };
-    let mut archive = tar::Archive::new(data);
-    archive
-        .entries()
-        .expect("tar entries")
-        .map(|e| {
-            let e = e.expect("tar entry");
-            Member {
-                path: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
-                kind: e.header().entry_type(),
-                size: e.header().size().expect("size"),
-                link: e
-                    .link_name_bytes()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned()),
-            }
-        })
-        .collect()
+    layer_members(env, &top)
 }
 
 /// A tmpfs of `size` on a new directory; unmounted on drop (declare it
