@@ -2,6 +2,8 @@
 //! see, the daemon's life (umount, signals, kill -9), and bad requests.
 
 use crate::support::{Env, Noise, Tar, can_mount, gzip, is_mounted, sh, tree, wait_until, zstd};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::fs;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt, PermissionsExt};
 
@@ -142,7 +144,8 @@ fn inode_numbers_agree_between_readdir_and_stat() {
     }
     // Stable for the mount's life: the same after the kernel forgets them.
     let before = fs::metadata(m.join("etc/hostname")).unwrap().ino();
-    sh("echo 2 > /proc/sys/vm/drop_caches");
+    let (ok, _, err) = sh("echo 2 > /proc/sys/vm/drop_caches");
+    assert!(ok, "drop_caches: {err}");
     assert_eq!(fs::metadata(m.join("etc/hostname")).unwrap().ino(), before);
 }
 
@@ -265,8 +268,8 @@ fn a_killed_daemon_leaves_nothing_that_hangs() {
     let env = Env::new();
     env.image("sample:1", &sample_layers());
     let m = env.mount("sample:1", &[]);
-    let pid = daemon_pid(&env, &m.path);
-    sh(&format!("kill -9 {pid}"));
+    let pid = env.daemon_pid(&m.path);
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     wait_until(
         || !std::path::Path::new(&format!("/proc/{pid}/status")).exists() || zombie(pid),
         "the daemon to die",
@@ -290,8 +293,8 @@ fn sigterm_unmounts_cleanly() {
     let env = Env::new();
     env.image("sample:1", &sample_layers());
     let m = env.mount("sample:1", &[]);
-    let pid = daemon_pid(&env, &m.path);
-    sh(&format!("kill -TERM {pid}"));
+    let pid = env.daemon_pid(&m.path);
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
     wait_until(|| !is_mounted(&m.path), "SIGTERM to unmount");
     // The daemon removes its record as it exits.
     wait_until(
@@ -389,18 +392,6 @@ fn rmi_and_gc_respect_a_mount() {
     m.unmount();
     let report = env.ok(&["gc"]);
     assert!(report.contains("Deleted 4 blobs"), "{report}");
-}
-
-fn daemon_pid(env: &Env, mnt: &std::path::Path) -> u32 {
-    let out = env.ok(&["mounts", "--format", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let canon = mnt.canonicalize().unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["record"]["mountpoint"].as_str() == canon.to_str())
-        .and_then(|r| r["record"]["pid"].as_u64())
-        .expect("the mount's daemon") as u32
 }
 
 fn zombie(pid: u32) -> bool {

@@ -146,6 +146,15 @@ impl Env {
         self.mount_with(&args)
     }
 
+    /// The pid of the daemon serving `mountpoint`.
+    pub fn daemon_pid(&self, mountpoint: &Path) -> u32 {
+        let canon = mountpoint.canonicalize().expect("canonical mountpoint");
+        layerfs::mount::records::find(&self.store, &canon)
+            .expect("mount records")
+            .unwrap_or_else(|| panic!("no mount record for {}", canon.display()))
+            .pid
+    }
+
     /// Runs `layerfs ARGS DIR` on a new directory and waits for the mount.
     fn mount_with(&self, args: &[&str]) -> Mounted<'_> {
         let mnt = self.mkdir(&format!("mnt-{}", rand_suffix()));

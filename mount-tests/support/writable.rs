@@ -39,15 +39,6 @@ impl Env {
     pub fn container_dir(&self, name: &str) -> PathBuf {
         self.root().join("layerfs/containers").join(name)
     }
-
-    /// The pid of the daemon serving `mountpoint`.
-    pub fn daemon_pid(&self, mountpoint: &Path) -> u32 {
-        let canon = mountpoint.canonicalize().expect("canonical mountpoint");
-        layerfs::mount::records::find(&self.store, &canon)
-            .expect("mount records")
-            .unwrap_or_else(|| panic!("no mount record for {}", canon.display()))
-            .pid
-    }
 }
 
 /// The members of the top (newest) layer of `image`, in tar order.

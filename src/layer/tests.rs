@@ -297,7 +297,12 @@ fn a_damaged_index_is_rebuilt_and_a_damaged_blob_is_detected() {
     let layer = Layer::open(&store, &info.digest, Arc::clone(&SpanCache::new(1 << 20))).unwrap();
     let f = entry_path(&layer, "f").unwrap();
     let mut buf = vec![0u8; big.len()];
-    assert!(layer.read_at(&f, 0, &mut buf).is_err());
+    // The reader learns which layer is bad and that its data is corrupt.
+    let err = layer.read_at(&f, 0, &mut buf).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("layer {}: ", info.digest)) && err.contains("corrupt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -422,7 +427,11 @@ fn damage_is_confined_to_its_span() {
     );
     let early = entry_path(&layer, "early").unwrap();
     let mut buf = vec![0u8; early.size() as usize];
-    assert!(layer.read_at(&early, 0, &mut buf).is_err());
+    let err = layer.read_at(&early, 0, &mut buf).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("layer {}: ", info.digest)) && err.contains("damaged"),
+        "{err}"
+    );
 }
 
 /// A reader of `len` bytes cycling through `pattern`.
