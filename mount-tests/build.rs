@@ -5,7 +5,7 @@
 //! RUN's mountpoints never reach a layer; escapes from the context or the
 //! image are stopped.
 
-use crate::support::containers::{image_of, layer_paths, layers_of, minbase};
+use crate::support::containers::{image_of, layer_paths, layers_of, minbase_env};
 use crate::support::debian::debian_layers;
 use crate::support::debs::debs;
 use crate::support::{Env, Tar, can_mount, have_tool, tree};
@@ -70,13 +70,9 @@ fn image_id(build_output: &str) -> String {
 #[test]
 fn a_debian_build_installs_debs_runs_and_is_cached() {
     const T: &str = "a_debian_build_installs_debs_runs_and_is_cached";
-    if !can_mount(T) {
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
         return;
-    }
-    let env = Env::new();
-    if !minbase(&env, T, "debian:minbase", |_| {}) {
-        return;
-    }
+    };
     let Some(ctx) = context(&env, T) else { return };
     let ctx_s = ctx.to_str().unwrap();
 
@@ -211,13 +207,12 @@ fn untimed(listing: &str) -> Vec<String> {
 #[test]
 fn buildah_builds_the_same_tree_from_the_same_dockerfile() {
     const T: &str = "buildah_builds_the_same_tree_from_the_same_dockerfile";
-    if !can_mount(T) || !have_tool("buildah", T) {
+    if !have_tool("buildah", T) {
         return;
     }
-    let env = Env::new();
-    if !minbase(&env, T, "debian:minbase", |_| {}) {
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
         return;
-    }
+    };
     let Some(ctx) = context(&env, T) else { return };
     let ctx_s = ctx.to_str().unwrap();
     env.ok(&["build", "-t", "app:1", ctx_s]);
@@ -355,13 +350,9 @@ fn a_run_step_leaves_no_mountpoints_in_its_layer() {
 #[test]
 fn escapes_from_the_context_or_the_image_are_stopped() {
     const T: &str = "escapes_from_the_context_or_the_image_are_stopped";
-    if !can_mount(T) {
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
         return;
-    }
-    let env = Env::new();
-    if !minbase(&env, T, "debian:minbase", |_| {}) {
-        return;
-    }
+    };
     let tag = format!("layerfs-escape-{}", std::process::id());
     let outside = env.mkdir("outside");
     write(
@@ -462,13 +453,9 @@ fn a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up() {
     use crate::support::containers::{Running, in_mount_ns, mount_ns, processes};
     use crate::support::wait_until;
     const T: &str = "a_killed_build_leaves_nothing_running_and_the_next_one_tidies_up";
-    if !can_mount(T) {
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
         return;
-    }
-    let env = Env::new();
-    if !minbase(&env, T, "debian:minbase", |_| {}) {
-        return;
-    }
+    };
     let ctx = env.mkdir("ctx");
     write(
         &ctx,

@@ -2,13 +2,9 @@
 //! and a chroot into it runs bash, dpkg, perl and the dynamic linker; a
 //! setuid binary takes effect only when the mount is made with `--suid`.
 
-use crate::support::debian::{ChrootBinds, DebianLayers, chroot, debian_layers};
+use crate::support::debian::{ChrootBinds, chroot, debian_layers, debian3_env};
 use crate::support::{Env, Overlay, Tar, can_mount, sh};
 use std::path::{Path, PathBuf};
-
-fn debian_image(env: &Env, deb: &DebianLayers, name: &str) {
-    env.image_files(name, &deb.gz());
-}
 
 fn run(cmd: &str, dir: &Path) -> String {
     let line = cmd.replace("{}", &dir.display().to_string());
@@ -21,12 +17,9 @@ fn run(cmd: &str, dir: &Path) -> String {
 #[test]
 fn everyday_tools_walk_a_mounted_debian_image() {
     const T: &str = "everyday_tools_walk_a_mounted_debian_image";
-    if !can_mount(T) {
+    let Some((env, deb)) = debian3_env(T) else {
         return;
-    }
-    let Some(deb) = debian_layers(T) else { return };
-    let env = Env::new();
-    debian_image(&env, deb, "debian:3layer");
+    };
     let m = env.mount("debian:3layer", &[]);
     let ovl = Overlay::mount(&deb.lowerdirs(), &env.mkdir("overlay"), None);
 
@@ -75,12 +68,9 @@ fn everyday_tools_walk_a_mounted_debian_image() {
 #[test]
 fn a_chroot_of_a_mounted_debian_image_runs_its_programs() {
     const T: &str = "a_chroot_of_a_mounted_debian_image_runs_its_programs";
-    if !can_mount(T) {
+    let Some((env, _)) = debian3_env(T) else {
         return;
-    }
-    let Some(deb) = debian_layers(T) else { return };
-    let env = Env::new();
-    debian_image(&env, deb, "debian:3layer");
+    };
     let m = env.mount("debian:3layer", &[]);
     let _binds = ChrootBinds::new(&m.path);
 

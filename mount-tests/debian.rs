@@ -1,8 +1,8 @@
 //! A real Debian image in three layers (support/debian.rs): layerfs must show
 //! exactly the tree kernel overlayfs shows over the same layers extracted.
 
-use crate::support::debian::debian_layers;
-use crate::support::{Env, Overlay, can_mount, tree};
+use crate::support::debian::debian3_env;
+use crate::support::{Overlay, tree};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
@@ -28,12 +28,9 @@ fn names(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn a_debian_image_in_three_layers_matches_kernel_overlayfs() {
     const T: &str = "a_debian_image_in_three_layers_matches_kernel_overlayfs";
-    if !can_mount(T) {
+    let Some((env, deb)) = debian3_env(T) else {
         return;
-    }
-    let Some(deb) = debian_layers(T) else { return };
-    let env = Env::new();
-    env.image_files("debian:3layer", &deb.gz());
+    };
     let m = env.mount("debian:3layer", &[]);
     let ovl = Overlay::mount(&deb.lowerdirs(), &env.mkdir("overlay"), None);
 

@@ -3,19 +3,17 @@
 //! back with its manifest digest unchanged (then `load` and a mount show
 //! the same tree again).
 
-use crate::support::debian::debian_layers;
+use crate::support::debian::debian3_env;
 use crate::support::writable::Registry;
-use crate::support::{Env, can_mount, have_tool, tree};
+use crate::support::{Env, have_tool, tree};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-/// A committed Debian image with every kind of change: edits, chmod, chown,
-/// an xattr, renames of a base directory and file, hard links to base
-/// files, deletes (file, tree) and a directory made again.
-fn committed_debian(env: &Env, test: &str, tag: &str) -> Option<String> {
-    let deb = debian_layers(test)?;
-    env.image_files("debian:3layer", &deb.gz());
+/// The Debian image of `debian3_env` committed with every kind of change:
+/// edits, chmod, chown, an xattr, renames of a base directory and file, hard
+/// links to base files, deletes (file, tree) and a directory made again.
+fn committed_debian(env: &Env, tag: &str) -> String {
     let m = env.mount_writable("debian:3layer", "interop");
     let p = |rel: &str| m.join(rel);
     fs::write(p("etc/hostname"), b"interop\n").unwrap();
@@ -33,7 +31,7 @@ fn committed_debian(env: &Env, test: &str, tag: &str) -> Option<String> {
     fs::write(p("usr/share/doc/tar/NEW"), b"new\n").unwrap();
     let name = format!("debian:{tag}");
     env.ok(&["commit", m.path.to_str().unwrap(), &name, "-m", "interop"]);
-    Some(name)
+    name
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -60,13 +58,13 @@ fn assert_same_tree(want: &str, got: &str, what: &str) {
 #[test]
 fn umoci_unpacks_a_committed_image_to_the_tree_its_mount_shows() {
     const T: &str = "umoci_unpacks_a_committed_image_to_the_tree_its_mount_shows";
-    if !can_mount(T) || !have_tool("umoci", T) {
+    if !have_tool("umoci", T) {
         return;
     }
-    let env = Env::new();
-    let Some(image) = committed_debian(&env, T, "umoci") else {
+    let Some((env, _)) = debian3_env(T) else {
         return;
     };
+    let image = committed_debian(&env, "umoci");
     let m = env.mount(&image, &[]);
     let want = tree::listing(&m.path);
 
@@ -104,13 +102,13 @@ fn umoci_unpacks_a_committed_image_to_the_tree_its_mount_shows() {
 #[test]
 fn skopeo_copies_a_committed_image_through_a_registry_with_its_digest() {
     const T: &str = "skopeo_copies_a_committed_image_through_a_registry_with_its_digest";
-    if !can_mount(T) || !have_tool("skopeo", T) || !have_tool("docker-registry", T) {
+    if !have_tool("skopeo", T) || !have_tool("docker-registry", T) {
         return;
     }
-    let env = Env::new();
-    let Some(image) = committed_debian(&env, T, "skopeo") else {
+    let Some((env, _)) = debian3_env(T) else {
         return;
     };
+    let image = committed_debian(&env, "skopeo");
     let digest = env
         .store
         .resolve(&image)

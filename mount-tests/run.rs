@@ -4,9 +4,9 @@
 //! is killed.
 
 use crate::support::containers::{
-    Running, in_mount_ns, layer_paths, layers_of, minbase, mount_ns, processes,
+    Running, in_mount_ns, layer_paths, layers_of, minbase_env, mount_ns, processes,
 };
-use crate::support::{Env, can_mount, wait_until};
+use crate::support::{Env, wait_until};
 use nix::sys::signal::Signal;
 
 fn code(out: &std::process::Output) -> i32 {
@@ -31,11 +31,7 @@ fn leftovers(env: &Env) -> Vec<String> {
 #[test]
 fn run_rm_of_debian_minbase() {
     const T: &str = "run_rm_of_debian_minbase";
-    if !can_mount(T) {
-        return;
-    }
-    let env = Env::new();
-    let ok = minbase(&env, T, "debian:conf", |c| {
+    let env = minbase_env(T, "debian:conf", |c| {
         c.set_env("GREETING", "from the image config");
         let cc = c.container_config();
         cc.working_dir = Some("/srv/app".into());
@@ -45,9 +41,7 @@ fn run_rm_of_debian_minbase() {
             "echo \"$GREETING\"; pwd".into(),
         ]);
     });
-    if !ok {
-        return;
-    }
+    let Some(env) = env else { return };
 
     let out = env.ok(&["run", "--rm", "debian:conf", "cat", "/etc/os-release"]);
     assert!(
@@ -118,13 +112,9 @@ fn run_rm_of_debian_minbase() {
 #[test]
 fn run_keeps_a_container_whose_commit_has_only_the_commands_changes() {
     const T: &str = "run_keeps_a_container_whose_commit_has_only_the_commands_changes";
-    if !can_mount(T) {
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
         return;
-    }
-    let env = Env::new();
-    if !minbase(&env, T, "debian:minbase", |_| {}) {
-        return;
-    }
+    };
     let ro = env.mkdir("host-ro");
     std::fs::write(ro.join("data.txt"), b"from the host\n").unwrap();
     let rw = env.mkdir("host-rw");
@@ -171,13 +161,9 @@ fn start(env: &Env, args: &[&str]) -> Running {
 #[test]
 fn signals_reach_the_command_and_a_killed_run_leaves_nothing() {
     const T: &str = "signals_reach_the_command_and_a_killed_run_leaves_nothing";
-    if !can_mount(T) {
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
         return;
-    }
-    let env = Env::new();
-    if !minbase(&env, T, "debian:minbase", |_| {}) {
-        return;
-    }
+    };
     // SIGTERM to the run reaches the command, whose handler decides the code.
     let mut run = start(
         &env,

@@ -4,7 +4,7 @@
 //! numbers across copy-up, link counts, lower hard links at commit, rmdir
 //! then mkdir, a full disk.
 
-use crate::support::debian::{ChrootBinds, chroot, debian_layers};
+use crate::support::debian::{ChrootBinds, chroot, debian3_env};
 use crate::support::writable::{Tmpfs, top_layer_members};
 use crate::support::{Env, Noise, Tar, can_mount, tree};
 use std::fs;
@@ -71,12 +71,9 @@ fn check_commit_and_remount(env: &Env, container: &str, image: &str, want: &str)
 #[test]
 fn a_chroot_session_commits_to_an_image_that_shows_the_same_tree() {
     const T: &str = "a_chroot_session_commits_to_an_image_that_shows_the_same_tree";
-    if !can_mount(T) {
+    let Some((env, _)) = debian3_env(T) else {
         return;
-    }
-    let Some(deb) = debian_layers(T) else { return };
-    let env = Env::new();
-    env.image_files("debian:3layer", &deb.gz());
+    };
     let m = env.mount_writable("debian:3layer", "session");
     {
         let _binds = ChrootBinds::new(&m.path);

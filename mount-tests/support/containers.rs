@@ -3,24 +3,27 @@
 //! command started in the background, and probes for processes and mounts a
 //! run may have left behind.
 
-use super::Env;
 use super::debian::debian_layers;
+use super::{Env, can_mount};
 use layerfs::image::{layer_descriptor, write_image};
 use layerfs::layer::LayerInfo;
 use layerfs::oci::{ImageConfig, Reference};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Stdio};
 
-/// Stores the Debian bookworm minbase rootfs as one-layer image `name`
-/// (with `edit` applied to its config); false after a loud skip.
-pub fn minbase(env: &Env, test: &str, name: &str, edit: impl FnOnce(&mut ImageConfig)) -> bool {
-    let Some(deb) = debian_layers(test) else {
-        return false;
-    };
+/// A store holding the Debian bookworm minbase rootfs as one-layer image
+/// `name` (with `edit` applied to its config); None after a loud skip when
+/// the machine cannot mount or the rootfs cannot be had.
+pub fn minbase_env(test: &str, name: &str, edit: impl FnOnce(&mut ImageConfig)) -> Option<Env> {
+    if !can_mount(test) {
+        return None;
+    }
+    let deb = debian_layers(test)?;
+    let env = Env::new();
     let base = deb.gz()[0].clone();
     let infos = env.image_files(&format!("{name}-plain"), &[base]);
-    image_of(env, name, &infos, edit);
-    true
+    image_of(&env, name, &infos, edit);
+    Some(env)
 }
 
 /// Stores an image of `infos` as `name`, its config edited by `edit`.

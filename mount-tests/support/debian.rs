@@ -13,7 +13,7 @@
 //! directory is whole or absent; a file lock keeps two test processes from
 //! building at once.
 
-use super::{have_tool, unmount_or_detach};
+use super::{Env, can_mount, have_tool, unmount_or_detach};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -71,6 +71,19 @@ pub fn debian_layers(test: &str) -> Option<&'static DebianLayers> {
     }
     static BUILT: OnceLock<DebianLayers> = OnceLock::new();
     Some(BUILT.get_or_init(build))
+}
+
+/// A store holding the Debian layers as image "debian:3layer", and the
+/// layers; None after a loud skip when the machine cannot mount or the
+/// layers cannot be built.
+pub fn debian3_env(test: &str) -> Option<(Env, &'static DebianLayers)> {
+    if !can_mount(test) {
+        return None;
+    }
+    let deb = debian_layers(test)?;
+    let env = Env::new();
+    env.image_files("debian:3layer", &deb.gz());
+    Some((env, deb))
 }
 
 fn build() -> DebianLayers {
