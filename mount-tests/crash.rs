@@ -3,7 +3,8 @@
 //! random moments leaves no half image, a clean store and the container as
 //! it was (still writable when it is mounted), and a later commit works.
 
-use crate::support::{Env, Noise, Tar, can_mount, tree};
+use crate::support::tree::{self, assert_same_tree};
+use crate::support::{Env, Noise, Tar, can_mount};
 use std::fs;
 use std::io::Write;
 use std::sync::mpsc;
@@ -190,7 +191,11 @@ fn a_killed_commit_leaves_no_half_image_and_the_container_intact() {
         if status.success() {
             // It finished first (the machine is shared): a whole image, then.
             let img = env.mount(&tag, &[]);
-            assert!(tree::listing(&img.path) == before, "{tag} is not whole");
+            assert_same_tree(
+                &before,
+                &tree::listing(&img.path),
+                &format!("{tag} is not whole ('-' container, '+' image)"),
+            );
             drop(img);
             env.ok(&["rmi", &tag]);
         } else {
@@ -204,9 +209,10 @@ fn a_killed_commit_leaves_no_half_image_and_the_container_intact() {
             fs::write(&probe, b"x").unwrap();
             fs::remove_file(&probe).unwrap();
         });
-        assert!(
-            tree::listing(&m.path) == before,
-            "round {round}: the container changed"
+        assert_same_tree(
+            &before,
+            &tree::listing(&m.path),
+            &format!("round {round}: the container changed ('-' before, '+' now)"),
         );
     }
     assert_eq!(
@@ -219,6 +225,9 @@ fn a_killed_commit_leaves_no_half_image_and_the_container_intact() {
     assert_eq!(env.images(), images);
     env.ok(&["commit", "big", "crash:after"]);
     let img = env.mount("crash:after", &[]);
-    let got = tree::listing(&img.path);
-    assert!(got == before, "{}", tree::diff(&before, &got));
+    assert_same_tree(
+        &before,
+        &tree::listing(&img.path),
+        "crash:after differs from the container ('-' container, '+' image)",
+    );
 }

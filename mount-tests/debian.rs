@@ -1,8 +1,9 @@
 //! A real Debian image in three layers (support/debian.rs): layerfs must show
 //! exactly the tree kernel overlayfs shows over the same layers extracted.
 
+use crate::support::Overlay;
 use crate::support::debian::debian3_env;
-use crate::support::{Overlay, tree};
+use crate::support::tree::{self, assert_same_tree};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
@@ -101,12 +102,9 @@ fn a_debian_image_in_three_layers_matches_kernel_overlayfs() {
     let entries = want.lines().count();
     assert!(entries > 3000, "the reference has only {entries} entries");
 
-    if got != want {
-        let differing = tree::diff(&want, &got);
-        panic!(
-            "layerfs and kernel overlayfs differ ({} vs {} entries); '-' overlayfs only, '+' layerfs only:\n{differing}",
-            want.lines().count(),
-            got.lines().count()
-        );
-    }
+    assert_same_tree(
+        &want,
+        &got,
+        "layerfs and kernel overlayfs differ ('-' overlayfs only, '+' layerfs only)",
+    );
 }

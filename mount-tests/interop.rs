@@ -4,8 +4,9 @@
 //! the same tree again).
 
 use crate::support::debian::debian3_env;
+use crate::support::tree::{self, assert_same_tree};
 use crate::support::writable::Registry;
-use crate::support::{Env, have_tool, tree};
+use crate::support::{Env, have_tool};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -43,16 +44,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn assert_same_tree(want: &str, got: &str, what: &str) {
-    assert!(
-        got == want,
-        "{what} differs from the layerfs mount ({} vs {} entries; '-' mount, '+' {what}):\n{}",
-        want.lines().count(),
-        got.lines().count(),
-        tree::diff(want, got)
-    );
 }
 
 #[test]
@@ -95,7 +86,7 @@ fn umoci_unpacks_a_committed_image_to_the_tree_its_mount_shows() {
     assert_same_tree(
         &want,
         &tree::listing(&bundle.join("rootfs")),
-        "umoci's rootfs",
+        "umoci's rootfs differs from the layerfs mount ('-' mount, '+' umoci's rootfs)",
     );
 }
 
@@ -156,5 +147,9 @@ fn skopeo_copies_a_committed_image_through_a_registry_with_its_digest() {
     let other = Env::new();
     other.ok(&["load", "-i", back.to_str().unwrap()]);
     let loaded = other.mount("copied:back", &[]);
-    assert_same_tree(&want, &tree::listing(&loaded.path), "the image copied back");
+    assert_same_tree(
+        &want,
+        &tree::listing(&loaded.path),
+        "the image copied back differs from the layerfs mount ('-' mount, '+' the copy)",
+    );
 }

@@ -5,8 +5,9 @@
 //! then mkdir, a full disk.
 
 use crate::support::debian::{ChrootBinds, chroot, debian3_env};
+use crate::support::tree::{self, assert_same_tree};
 use crate::support::writable::{Tmpfs, top_layer_members};
-use crate::support::{Env, Noise, Tar, can_mount, tree};
+use crate::support::{Env, Noise, Tar, can_mount};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirEntryExt, MetadataExt, PermissionsExt};
@@ -52,19 +53,17 @@ fn names(dir: &Path) -> Vec<String> {
 fn check_commit_and_remount(env: &Env, container: &str, image: &str, want: &str) {
     env.ok(&["commit", container, image]);
     let img = env.mount(image, &[]);
-    let got = tree::listing(&img.path);
-    assert!(
-        got == want,
-        "the committed image differs from the container ('-' container, '+' image):\n{}",
-        tree::diff(want, &got)
+    assert_same_tree(
+        want,
+        &tree::listing(&img.path),
+        "the committed image differs from the container ('-' container, '+' image)",
     );
     img.unmount();
     let again = env.mount_container(container);
-    let got = tree::listing(&again.path);
-    assert!(
-        got == want,
-        "the container mounted again differs ('-' before, '+' after):\n{}",
-        tree::diff(want, &got)
+    assert_same_tree(
+        want,
+        &tree::listing(&again.path),
+        "the container mounted again differs ('-' before, '+' after)",
     );
 }
 
@@ -155,11 +154,10 @@ echo new > /usr/share/doc/tar/NEW
         "the round-trip session",
     ]);
     let img = env.mount("debian:session", &[]);
-    let got = tree::listing(&img.path);
-    assert!(
-        got == want,
-        "the committed image differs from the writable mount ('-' mount, '+' image):\n{}",
-        tree::diff(&want, &got)
+    assert_same_tree(
+        &want,
+        &tree::listing(&img.path),
+        "the committed image differs from the writable mount ('-' mount, '+' image)",
     );
     let history = env.ok(&["history", "--no-trunc", "debian:session"]);
     assert!(
@@ -172,11 +170,10 @@ echo new > /usr/share/doc/tar/NEW
     // The container keeps its changes across an unmount.
     m.unmount();
     let again = env.mount_container("session");
-    let got = tree::listing(&again.path);
-    assert!(
-        got == want,
-        "the container mounted again differs ('-' before, '+' after):\n{}",
-        tree::diff(&want, &got)
+    assert_same_tree(
+        &want,
+        &tree::listing(&again.path),
+        "the container mounted again differs ('-' before, '+' after)",
     );
 }
 
@@ -225,10 +222,10 @@ fn renaming_a_lower_directory_never_gives_exdev() {
     let ino = fs::metadata(m.join("tree/x/y/z")).unwrap().ino();
     fs::rename(m.join("tree"), m.join("other/moved")).expect("rename of a lower directory");
     assert!(!m.join("tree").exists());
-    assert_eq!(
-        tree::listing(&m.join("other/moved")),
-        before,
-        "the renamed directory shows other contents"
+    assert_same_tree(
+        &before,
+        &tree::listing(&m.join("other/moved")),
+        "the renamed directory shows other contents ('-' before, '+' after the rename)",
     );
     assert_eq!(
         fs::metadata(m.join("other/moved/x/y/z")).unwrap().ino(),
@@ -400,8 +397,11 @@ fn a_commit_writes_a_lower_hard_link_target_as_a_whole_file() {
     }
     drop(m);
     let img = env.mount("small:hl", &[]);
-    let got = tree::listing(&img.path);
-    assert!(got == want, "{}", tree::diff(&want, &got));
+    assert_same_tree(
+        &want,
+        &tree::listing(&img.path),
+        "the committed image differs from the container ('-' container, '+' image)",
+    );
     assert_eq!(fs::read(img.join("other/a-link")).unwrap(), b"lower a\n");
 }
 

@@ -141,6 +141,20 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Fails the test unless listings `want` and `got` are the same, showing
+/// the lines that differ; `what` says what is compared and which side is
+/// '-' (`want`) and which '+' (`got`).
+#[track_caller]
+pub fn assert_same_tree(want: &str, got: &str, what: &str) {
+    assert!(
+        got == want,
+        "{what} ({} vs {} entries):\n{}",
+        want.lines().count(),
+        got.lines().count(),
+        diff(want, got)
+    );
+}
+
 /// The first differing lines of two listings, for a readable failure.
 pub fn diff(want: &str, got: &str) -> String {
     let w: std::collections::BTreeSet<&str> = want.lines().collect();
