@@ -19,6 +19,8 @@ pub use upper::UpperDir;
 pub use write::{Caller, OpenFile, Opened, SetAttr, SetTime};
 
 #[cfg(test)]
+mod test_helpers;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The union's semantics on stacks built in code (the design's list of traps).
 
+use super::test_helpers::{list, walk};
 use super::*;
 use crate::layer::{SpanCache, ingest};
 use crate::testutil::{TarBuilder, temp_store};
@@ -12,30 +13,6 @@ fn union_of(layers: Vec<Vec<u8>>) -> (tempfile::TempDir, UnionFs) {
         .collect();
     let stack = Stack::open(&store, &digests, SpanCache::new(8 << 20)).unwrap();
     (dir, UnionFs::new(stack, None))
-}
-
-fn walk(fs: &UnionFs, path: &str) -> Result<Attr> {
-    let mut ino = ROOT_INO;
-    let mut attr = fs.getattr(ROOT_INO)?;
-    for c in path.split('/').filter(|c| !c.is_empty()) {
-        attr = fs.lookup(ino, c.as_bytes())?;
-        ino = attr.ino;
-    }
-    Ok(attr)
-}
-
-fn list(fs: &UnionFs, path: &str) -> Vec<String> {
-    let ino = walk(fs, path).unwrap().ino;
-    let fh = fs.opendir(ino).unwrap();
-    let mut names = Vec::new();
-    fs.readdir(ino, fh, 0, false, |e, _| {
-        names.push(String::from_utf8_lossy(e.name).into_owned());
-        true
-    })
-    .unwrap();
-    fs.releasedir(fh);
-    names.retain(|n| n != "." && n != "..");
-    names
 }
 
 fn read(fs: &UnionFs, path: &str) -> Vec<u8> {

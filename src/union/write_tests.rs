@@ -2,6 +2,7 @@
 //! renames, links; and that a fresh view over the same upper dir shows the
 //! same tree. They need root (owners and trusted.* xattrs in the upper dir).
 
+use super::test_helpers::{list, walk};
 use super::*;
 use crate::layer::{SpanCache, ingest};
 use crate::oci::Digest;
@@ -59,14 +60,6 @@ impl Fixture {
     }
 }
 
-fn walk(fs: &UnionFs, path: &str) -> Result<Attr> {
-    let mut attr = fs.getattr(ROOT_INO)?;
-    for c in path.split('/').filter(|c| !c.is_empty()) {
-        attr = fs.lookup(attr.ino, c.as_bytes())?;
-    }
-    Ok(attr)
-}
-
 fn parent_and_name(fs: &UnionFs, path: &str) -> (u64, Vec<u8>) {
     let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
     (walk(fs, dir).unwrap().ino, name.as_bytes().to_vec())
@@ -87,20 +80,6 @@ fn write(fs: &UnionFs, path: &str, data: &[u8], flags: i32) {
     let o = fs.open(a.ino, libc::O_WRONLY | flags).unwrap();
     fs.write_fh(o.fh, 0, data).unwrap();
     fs.release(o.fh);
-}
-
-fn list(fs: &UnionFs, path: &str) -> Vec<String> {
-    let ino = walk(fs, path).unwrap().ino;
-    let fh = fs.opendir(ino).unwrap();
-    let mut names = Vec::new();
-    fs.readdir(ino, fh, 0, false, |e, _| {
-        names.push(String::from_utf8_lossy(e.name).into_owned());
-        true
-    })
-    .unwrap();
-    fs.releasedir(fh);
-    names.retain(|n| n != "." && n != "..");
-    names
 }
 
 /// Every path with its kind, mode, size and content, for comparing views.
