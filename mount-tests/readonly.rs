@@ -5,7 +5,7 @@ use crate::support::{Env, Noise, Tar, can_mount, gzip, is_mounted, sh, tree, wai
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
-use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt};
 
 fn sample_layers() -> Vec<Vec<u8>> {
     let cap: &[u8] =
@@ -400,9 +400,4 @@ fn zombie(pid: u32) -> bool {
             .next()
             .is_some_and(|r| r.trim_start().starts_with('Z'))
     })
-}
-
-#[allow(dead_code)]
-fn perms(p: &std::path::Path) -> u32 {
-    fs::metadata(p).unwrap().permissions().mode()
 }

@@ -3,8 +3,6 @@
 //! kernel overlayfs to compare with, images built in code, and a tree
 //! listing in treelist.py's format.
 
-#![allow(dead_code)]
-
 pub mod containers;
 pub mod debian;
 pub mod debs;
@@ -18,7 +16,7 @@ mod shared;
 pub use shared::{gzip, have_tool, skip, zstd};
 
 use layerfs::image::{layer_descriptor, new_config, write_image};
-use layerfs::layer::{Compression, LayerInfo, ingest};
+use layerfs::layer::{LayerInfo, ingest};
 use layerfs::oci::Reference;
 use layerfs::store::Store;
 use std::path::{Path, PathBuf};
@@ -446,8 +444,4 @@ impl std::io::Read for Noise {
         }
         Ok(buf.len())
     }
-}
-
-pub fn compression_of(c: Compression) -> &'static str {
-    c.name()
 }

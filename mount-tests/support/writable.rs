@@ -34,11 +34,6 @@ impl Env {
         v.sort();
         v
     }
-
-    /// Directory of container `name` under the store.
-    pub fn container_dir(&self, name: &str) -> PathBuf {
-        self.root().join("layerfs/containers").join(name)
-    }
 }
 
 /// The members of the top (newest) layer of `image`, in tar order.

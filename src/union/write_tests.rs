@@ -7,7 +7,6 @@ use super::*;
 use crate::layer::{SpanCache, ingest};
 use crate::oci::Digest;
 use crate::testutil::{TarBuilder, temp_store};
-use std::sync::Arc;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 /// A valid v2 file capability (cap_net_raw=p).
@@ -313,7 +312,6 @@ fn new_entries_of_every_kind() {
         fs.mkdir(etc, b".wh.x", 0o755, ME),
         Err(UnionError::NotPermitted)
     ));
-    let _ = Arc::new(());
 }
 
 #[test]
