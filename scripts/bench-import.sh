@@ -8,13 +8,16 @@
 # Without arguments it uses the shared bench layers if present
 # (/var/tmp/lfs-data/layers/layer{1,3}.tar.gz), else builds a tar.gz of /usr
 # once under /var/tmp/layerfs-bench. ROUNDS (default 3) runs each, median.
+# LAYERFS names the binary to time (default: a release build made now).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 ROUNDS=${ROUNDS:-3}
 WORK=${BENCH_WORK:-/var/tmp/layerfs-bench}
 mkdir -p "$WORK"
-cargo build --release --quiet
-L=$PWD/target/release/layerfs
+layerfs_bin
+L=$LAYERFS
 
 files=("$@")
 if [ ${#files[@]} = 0 ]; then
@@ -29,9 +32,6 @@ if [ ${#files[@]} = 0 ]; then
     fi
     files=("$WORK/usr.tar.gz")
 fi
-
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 printf '%-28s %9s %9s %11s %11s %7s %9s\n' layer "MB(gz)" "MB(tar)" "gzip|sha s" "import s" ratio "index %"
 for f in "${files[@]}"; do
@@ -48,7 +48,7 @@ for f in "${files[@]}"; do
         tar_mb=$(( $("$L" --root "$store" inspect bench:import | jq '.[0].Layers[0].UncompressedSize') / 1000000 ))
         rm -rf "$store"
     done
-    r=$(printf '%s\n' "${ref[@]}" | median); i=$(printf '%s\n' "${imp[@]}" | median)
+    r=$(median "${ref[@]}"); i=$(median "${imp[@]}")
     printf '%-28s %9d %9d %11.3f %11.3f %7.2f %8.2f%%\n' "$(basename "$f")" "$gz_mb" "$tar_mb" "$r" "$i" \
         "$(echo "$r / $i" | bc -l)" "$(echo "100 * $idx / $(stat -c %s "$f")" | bc -l)"
 done

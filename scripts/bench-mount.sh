@@ -28,11 +28,10 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=scripts/bench-lib.sh
+. "$HERE/bench-lib.sh"
 BENCH_DIR=${BENCH_DIR:-$HERE/../../shared/bench}
-if [ ! -x "$BENCH_DIR/anchors.sh" ]; then
-    echo "bench-mount.sh: no benchmark harness (anchors.sh) in $BENCH_DIR; set BENCH_DIR" >&2
-    exit 1
-fi
+[ -x "$BENCH_DIR/anchors.sh" ] || die "no benchmark harness (anchors.sh) in $BENCH_DIR; set BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 # shellcheck source=/dev/null
 . "$BENCH_DIR/lib.sh"          # DATA WORK OCI_DIR OVL_DIR REF_MANIFEST log die
@@ -42,12 +41,7 @@ for t in fuse-overlayfs fusermount3 chroot; do
 done
 
 # ---- the layerfs binary
-if [ -z "${LAYERFS:-}" ]; then
-    log "cargo build --release"
-    (cd "$REPO" && cargo build --release --quiet)
-    LAYERFS=$REPO/target/release/layerfs
-fi
-[ -x "$LAYERFS" ] || die "no layerfs binary at $LAYERFS"
+layerfs_bin
 
 # ---- the data (built once by the harness)
 if [ ! -s "$OCI_DIR/index.json" ] || [ ! -e "$OVL_DIR/.done" ] || [ ! -s "$REF_MANIFEST" ]; then

@@ -10,23 +10,23 @@
 # and prints the medians, MB/s and the ratio.
 #
 # usage: scripts/bench-pull.sh [ROUNDS]        (default 3)
-# env:   LAYERFS=path/to/layerfs (default: target/release/layerfs, built if missing)
+# env:   LAYERFS=path/to/layerfs (default: a release build made now)
 #        BENCH_DIRS="usr/bin usr/share ..."    the /usr parts that become layers
 #        BENCH_OUT=DIR  where the pulled store and skopeo's layout go (default: the
 #                       work dir; /dev/shm shows the cost of fsync, a no-op there)
 # needs: docker-registry, skopeo, curl, gzip (pigz is used when present)
 set -euo pipefail
 
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+
 rounds=${1:-3}
-here=$(cd "$(dirname "$0")/.." && pwd)
-layerfs=${LAYERFS:-$here/target/release/layerfs}
 dirs=${BENCH_DIRS:-"usr/bin usr/share/doc usr/share/locale usr/include usr/libexec usr/sbin"}
 for tool in docker-registry skopeo curl gzip sha256sum; do
-  command -v "$tool" >/dev/null || { echo "bench-pull: $tool is missing" >&2; exit 1; }
+  command -v "$tool" >/dev/null || die "$tool is missing"
 done
-if [ ! -x "$layerfs" ]; then
-  (cd "$here" && cargo build --release)
-fi
+layerfs_bin
+layerfs=$LAYERFS
 zip=gzip; command -v pigz >/dev/null && zip=pigz
 
 work=$(mktemp -d /tmp/layerfs-bench.XXXXXX)
@@ -100,7 +100,6 @@ for _ in $(seq 1 100); do
 done
 reg=127.0.0.1:$port
 
-now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l; }
 
 export LAYERFS_CONFIG_DIR=$work/config
@@ -137,10 +136,9 @@ for i in $(seq 1 "$rounds"); do
   printf 'round %d  layerfs pull %6.2f s (cpu %5.2f s)   skopeo copy %6.2f s (cpu %5.2f s)\n' \
     "$i" "$lf" "$lc" "$sk" "$sc"
   got=$(LAYERFS_ROOT=$out/store "$layerfs" inspect "$reg/bench/layerfs:1" | grep -c "$mdigest" || true)
-  [ "$got" -ge 1 ] || { echo "bench-pull: the pulled image has another manifest digest" >&2; exit 1; }
+  [ "$got" -ge 1 ] || die "the pulled image has another manifest digest"
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 lf=$(median "${lf_times[@]}"); sk=$(median "${sk_times[@]}")
 lc=$(median "${lf_cpu[@]}"); sc=$(median "${sk_cpu[@]}")
 mb=$(echo "$total / 1000000" | bc -l)

@@ -8,31 +8,32 @@
 #   scripts/bench-write.sh                  # ROUNDS=3
 #   ROUNDS=5 scripts/bench-write.sh
 #
-# Needs root, /dev/fuse, the harness's data (shared/bench/make-data.sh; the
-# image is its OCI layout, /var/tmp/lfs-data/oci, tag lfs-bench:3layer) and a
-# release build (made here if missing). Each mount is a new container, removed
-# at unmount; a commit's new layer blob is hard-linked (copied if that fails)
-# to the "$OUT" the harness checks, so the timing is the commit's own.
-# Environment: ROUNDS (3), BENCH (shared/bench), LAYERFS (the binary),
-# LFS_DATA, LAYERFS_BENCH_ROOT (the store, /var/tmp/lfs-bench/layerfs-store).
+# Needs root, /dev/fuse and the harness's data (shared/bench/make-data.sh; the
+# image is its OCI layout, /var/tmp/lfs-data/oci, tag lfs-bench:3layer).
+# Builds target/release/layerfs unless LAYERFS names a binary. Each mount is a
+# new container, removed at unmount; a commit's new layer blob is hard-linked
+# (copied if that fails) to the "$OUT" the harness checks, so the timing is
+# the commit's own.
+# Environment, named as in bench-mount.sh: ROUNDS (3), BENCH_DIR (shared/bench;
+# BENCH still works), LAYERFS (the binary), LFS_DATA, LAYERFS_BENCH_STORE (the
+# store, default $LFS_WORK/layerfs-store, i.e. /var/tmp/lfs-bench/layerfs-store;
+# LAYERFS_BENCH_ROOT still works).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-BENCH=${BENCH:-$HERE/../shared/bench}
+# shellcheck source=scripts/bench-lib.sh
+. "$HERE/scripts/bench-lib.sh"
+BENCH_DIR=${BENCH_DIR:-${BENCH:-$HERE/../shared/bench}}
 DATA=${LFS_DATA:-/var/tmp/lfs-data}
-LAYERFS=${LAYERFS:-$HERE/target/release/layerfs}
-LFS_STORE=${LAYERFS_BENCH_ROOT:-/var/tmp/lfs-bench/layerfs-store}
+LFS_STORE=${LAYERFS_BENCH_STORE:-${LAYERFS_BENCH_ROOT:-${LFS_WORK:-/var/tmp/lfs-bench}/layerfs-store}}
 IMAGE=lfs-bench:3layer
-die() { echo "bench-write: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (mounts)"
-[ -x "$BENCH/anchors.sh" ] || die "no harness at $BENCH (set BENCH)"
-[ -d "$DATA/oci" ] || die "no image at $DATA/oci: run $BENCH/make-data.sh first"
+[ -x "$BENCH_DIR/anchors.sh" ] || die "no harness at $BENCH_DIR (set BENCH_DIR)"
+[ -d "$DATA/oci" ] || die "no image at $DATA/oci: run $BENCH_DIR/make-data.sh first"
 if pgrep -f anchors.sh > /dev/null; then
     die "anchors.sh is already running; one benchmark at a time on this machine"
 fi
-if [ ! -x "$LAYERFS" ]; then
-    (cd "$HERE" && cargo build --release) || die "cargo build --release failed"
-fi
+layerfs_bin
 
 lfs() { "$LAYERFS" --root "$LFS_STORE" "$@"; }
 mkdir -p "$LFS_STORE"
@@ -51,4 +52,4 @@ export CUSTOM_UMOUNT='"$LAYERFS" --root "$LFS_STORE" rm -f "$(cat "$FRESH/contai
 export CUSTOM_COMMIT='"$LAYERFS" --root "$LFS_STORE" commit "$MNT" bench-commit:latest > /dev/null && blob=$(python3 "$NEW_LAYER" "$LFS_STORE" bench-commit:latest) && { ln -f "$blob" "$OUT" 2> /dev/null || cp "$blob" "$OUT"; }'
 export CUSTOM_COMMIT_CHECK='tar -tzf "$OUT" > "$OUT.list" && grep -qx etc/motd "$OUT.list" && grep -qx etc/.wh.issue "$OUT.list"'
 
-ROUNDS=${ROUNDS:-3} TOOLS="kovl-rw fovl-rw layerfs-rw" SUITES="write commit" "$BENCH/anchors.sh"
+ROUNDS=${ROUNDS:-3} TOOLS="kovl-rw fovl-rw layerfs-rw" SUITES="write commit" "$BENCH_DIR/anchors.sh"
