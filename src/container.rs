@@ -13,7 +13,7 @@
 //! daemon stops every change and answers `frozen`; the changes resume when
 //! the client sends `thaw` or goes away.
 
-use crate::oci::{Digest, time};
+use crate::oci::{Digest, Manifest, Platform, time};
 use crate::store::{Hold, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -125,6 +125,13 @@ impl Container {
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")
     }
+    /// The manifest of the container's image for this machine's platform.
+    pub fn image_manifest(&self, store: &Store) -> Result<Manifest, StoreError> {
+        Ok(store
+            .manifest_for_platform(&self.manifest, &Platform::host())?
+            .1)
+    }
+
     fn hold_id(&self) -> String {
         format!("container-{}", self.name)
     }

@@ -703,13 +703,17 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let _ = self.out.flush();
-        let image = self.state()?.image.clone();
+        let st = self.state()?;
+        let image = st.image.manifest;
+        let layers: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
+        let config = st.config.config.clone().unwrap_or_default();
         let name = format!("build-{}-{}-{}", std::process::id(), now_secs(), n + 1);
         let c = run::create_container(
             self.store,
             Some(&name),
             &format!("build step {}", n + 1),
-            image.manifest,
+            image,
+            &layers,
             Some(std::process::id()),
         )?;
         let spec = RunSpec {
@@ -720,7 +724,7 @@ impl<'a> Builder<'a> {
             volumes: Vec::new(),
             stdin_null: true,
         };
-        let result = match run::run(self.store, &c, &spec) {
+        let result = match run::run(self.store, &c, &config, &spec) {
             Ok(0) => self.commit_run(&key, &c, &created_by),
             Ok(code) => Err(StepError::Exit(code)),
             Err(e) => Err(e.into()),

@@ -23,7 +23,7 @@ use crate::image::{
 use crate::layer::{
     Compression, LayerError, LayerSink, LayerWriter, SpanCache, TarMeta, TarWriter,
 };
-use crate::oci::{Descriptor, HistoryEntry, Platform, Reference, media_type as mt, time};
+use crate::oci::{Descriptor, HistoryEntry, Reference, time};
 use crate::store::{Store, StoreError};
 use crate::union::upper::{
     OPAQUE, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT, join,
@@ -88,8 +88,7 @@ pub fn commit(
     opts: &CommitOptions,
 ) -> Result<StoredImage, CommitError> {
     let _lock = store.lock_shared()?;
-    let top = Descriptor::new(mt::OCI_MANIFEST, c.manifest, 0);
-    let (_, manifest) = store.manifest_for_platform(&top, &Platform::host())?;
+    let manifest = c.image_manifest(store)?;
     let mut config = store.read_config(&manifest.config.digest)?;
     for change in &opts.changes {
         apply_change(&mut config, change)?;

@@ -231,7 +231,7 @@ impl Store {
         let entry = self.find_entry(what)?;
         let name = entry.name().map(str::to_string);
         let (manifest_digest, manifest) =
-            self.manifest_for_platform(&entry.descriptor, platform)?;
+            self.manifest_for_platform(&entry.descriptor.digest, platform)?;
         let config_digest = manifest.config.digest;
         let config = self.read_config(&config_digest)?;
         Ok(ResolvedImage {
@@ -247,10 +247,10 @@ impl Store {
     /// Follows indexes (also nested ones) down to the manifest for `platform`.
     pub fn manifest_for_platform(
         &self,
-        desc: &Descriptor,
+        top: &Digest,
         platform: &Platform,
     ) -> Result<(Digest, Manifest)> {
-        let mut digest = desc.digest;
+        let mut digest = *top;
         for _ in 0..8 {
             match self.read_manifest_kind(&digest)? {
                 ManifestKind::Image(m) => return Ok((digest, m)),
