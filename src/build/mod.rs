@@ -18,11 +18,9 @@ pub mod ignore;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
-use crate::image::{ImageError, layer_descriptor, new_config, store_image};
+use crate::image::{ImageError, layer_descriptor, name_image, new_config, store_image};
 use crate::layer::LayerError;
-use crate::oci::{
-    Descriptor, HistoryEntry, ImageConfig, Platform, REF_NAME_ANNOTATION, Reference, time,
-};
+use crate::oci::{Descriptor, HistoryEntry, ImageConfig, Platform, Reference, time};
 use crate::run::{self, RunError, RunSpec};
 use crate::store::{Hold, Store, StoreError};
 use crate::union::{UnionError, UpperDir};
@@ -257,10 +255,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         );
     }
     let desc = state.image.descriptor();
-    match &opts.tag {
-        Some(t) => store.tag(&t.canonical(), &desc).map_err(StepError::from)?,
-        None => store.add_untagged(&desc).map_err(StepError::from)?,
-    }
+    name_image(store, &desc, opts.tag.as_ref()).map_err(StepError::from)?;
     b.cache.refresh_hold(store)?;
     let _ = writeln!(b.out, "Successfully built {}", state.image.id.short());
     if let Some(t) = &opts.tag {
@@ -761,9 +756,9 @@ impl<'a> Builder<'a> {
             config.history.push(history(created_by, true));
             return self.record(key, config, layers);
         }
-        let e = {
+        let (e, made) = {
             let _lock = self.store.lock_shared()?;
-            let img = commit(
+            let made = commit(
                 self.store,
                 c,
                 &CommitOptions {
@@ -773,25 +768,18 @@ impl<'a> Builder<'a> {
                 },
             )?;
             let e = Entry {
-                manifest: img.manifest.digest,
-                size: img.manifest.size,
-                id: img.id,
+                manifest: made.image.manifest.digest,
+                size: made.image.manifest.size,
+                id: made.image.id,
             };
+            // Held by the cache from here, as other step images.
             self.cache.put(self.store, key, e.clone())?;
-            // Held by the cache now: out of index.json, as other step images.
-            self.store.update_index_json(|i| {
-                i.manifests.retain(|d| {
-                    !(d.digest == e.manifest && d.annotation(REF_NAME_ANNOTATION).is_none())
-                });
-                Ok(())
-            })?;
-            e
+            (e, made)
         };
-        let (config, layers) = self.load(&e)?;
         let _ = writeln!(self.out, "--> {}", e.id.short());
         let st = self.state()?;
-        st.config = config;
-        st.layers = layers;
+        st.config = made.config;
+        st.layers = made.layers;
         st.image = e;
         self.new_layers += 1;
         Ok(())

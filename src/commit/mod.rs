@@ -11,19 +11,19 @@
 //! same digest; hard links are kept within the layer only.
 //!
 //! A live container's daemon is asked (over its control socket) to hold
-//! every change for the moment of the read. Nothing is tagged until the
-//! layer, config and manifest are stored, so an interrupted commit leaves no
-//! half image and the container as it was.
+//! every change for the moment of the read. The image is stored unnamed;
+//! the caller names it (`image::name_image`) or keeps it as a build step,
+//! so an interrupted commit leaves no half image and the container as it was.
 
 use crate::container::{Container, ContainerError, Freeze};
 use crate::flatten::{Flatten, FlattenError};
 use crate::image::{
-    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, write_image,
+    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, store_image,
 };
 use crate::layer::{
     Compression, LayerError, LayerSink, LayerWriter, SpanCache, TarMeta, TarWriter,
 };
-use crate::oci::{Descriptor, HistoryEntry, Reference, time};
+use crate::oci::{Descriptor, HistoryEntry, ImageConfig, time};
 use crate::store::{Store, StoreError};
 use crate::union::upper::{
     OPAQUE, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT, join,
@@ -58,7 +58,6 @@ pub enum CommitError {
 
 #[derive(Clone, Debug)]
 pub struct CommitOptions {
-    pub tag: Option<Reference>,
     pub message: Option<String>,
     pub author: Option<String>,
     pub changes: Vec<String>,
@@ -71,7 +70,6 @@ pub struct CommitOptions {
 impl Default for CommitOptions {
     fn default() -> Self {
         CommitOptions {
-            tag: None,
             message: None,
             author: None,
             changes: Vec::new(),
@@ -81,12 +79,21 @@ impl Default for CommitOptions {
     }
 }
 
-/// Commits container `c` as a new image; returns it.
+/// An image a commit stored (not yet named), with what it holds.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub image: StoredImage,
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+}
+
+/// Commits container `c` as a new, unnamed image. Hold the store lock
+/// (shared) until the image is named or otherwise referenced.
 pub fn commit(
     store: &Store,
     c: &Container,
     opts: &CommitOptions,
-) -> Result<StoredImage, CommitError> {
+) -> Result<Committed, CommitError> {
     let _lock = store.lock_shared()?;
     let manifest = c.image_manifest(store)?;
     let mut config = store.read_config(&manifest.config.digest)?;
@@ -142,10 +149,11 @@ pub fn commit(
         .map(crate::image::oci_layer_descriptor)
         .collect();
     descs.push(layer_descriptor(&info));
-    let manifest = write_image(store, &config, &descs, opts.tag.as_ref())?;
-    Ok(StoredImage {
-        id: store.image_id(&manifest)?,
-        manifest,
+    let image = store_image(store, &config.to_json(), &descs)?;
+    Ok(Committed {
+        image,
+        config,
+        layers: descs,
     })
 }
 

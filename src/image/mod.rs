@@ -48,20 +48,31 @@ pub fn new_config() -> ImageConfig {
     }
 }
 
-/// Stores `config` and a manifest over `layers`, then tags it as `tag` (or
-/// records it untagged). Returns the manifest's descriptor.
+/// Stores `config` and a manifest over `layers`, then names the image (see
+/// `name_image`).
 pub fn write_image(
     store: &Store,
     config: &ImageConfig,
     layers: &[Descriptor],
     tag: Option<&Reference>,
-) -> Result<Descriptor, ImageError> {
-    let desc = store_image(store, &config.to_json(), layers)?.manifest;
+) -> Result<StoredImage, ImageError> {
+    let image = store_image(store, &config.to_json(), layers)?;
+    name_image(store, &image.manifest, tag)?;
+    Ok(image)
+}
+
+/// Lists a stored image in index.json: as `tag`, or untagged. Until then
+/// only the store lock (held shared) keeps gc from it.
+pub fn name_image(
+    store: &Store,
+    manifest: &Descriptor,
+    tag: Option<&Reference>,
+) -> Result<(), ImageError> {
     match tag {
-        Some(r) => store.tag(&r.canonical(), &desc)?,
-        None => store.add_untagged(&desc)?,
+        Some(r) => store.tag(&r.canonical(), manifest)?,
+        None => store.add_untagged(manifest)?,
     }
-    Ok(desc)
+    Ok(())
 }
 
 /// Stores `config` byte for byte and an OCI manifest over `layers`, without
