@@ -18,7 +18,7 @@ pub mod ignore;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
-use crate::image::{ImageError, layer_descriptor, name_image, new_config, store_image};
+use crate::image::{ImageError, layer_descriptor, name_image, new_config, push_layer, store_image};
 use crate::layer::LayerError;
 use crate::oci::{Descriptor, HistoryEntry, ImageConfig, Platform, Reference, time};
 use crate::run::{self, RunError, RunSpec};
@@ -803,8 +803,7 @@ impl<'a> Builder<'a> {
             lb.finish()?
         };
         config.created = Some(time::now_rfc3339());
-        config.rootfs.diff_ids.push(info.diff_id);
-        config.history.push(history(created_by, false));
+        push_layer(&mut config, info.diff_id, history(created_by, false));
         layers.push(layer_descriptor(&info));
         self.new_layers += 1;
         self.record(key, config, layers)

@@ -18,7 +18,7 @@
 use crate::container::{Container, ContainerError, Freeze};
 use crate::flatten::{Flatten, FlattenError};
 use crate::image::{
-    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, store_image,
+    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, push_layer, store_image,
 };
 use crate::layer::{
     Compression, LayerError, LayerSink, LayerWriter, SpanCache, TarMeta, TarWriter,
@@ -127,22 +127,17 @@ pub fn commit(
     if opts.author.is_some() {
         config.author = opts.author.clone();
     }
-    // History steps that made layers pair with the layers in order: a
-    // parent without history for some of its layers (an imported rootfs)
-    // gets blank steps for them, or this commit's step would be shown
-    // against its base layer.
-    let described = config.history.iter().filter(|h| !h.empty_layer).count();
-    for _ in described..config.rootfs.diff_ids.len() {
-        config.history.push(HistoryEntry::default());
-    }
-    config.rootfs.diff_ids.push(info.diff_id);
-    config.history.push(HistoryEntry {
-        created: Some(now),
-        created_by: Some(created_by(c, opts)),
-        author: opts.author.clone(),
-        comment: opts.message.clone(),
-        empty_layer: false,
-    });
+    push_layer(
+        &mut config,
+        info.diff_id,
+        HistoryEntry {
+            created: Some(now),
+            created_by: Some(created_by(c, opts)),
+            author: opts.author.clone(),
+            comment: opts.message.clone(),
+            empty_layer: false,
+        },
+    );
     let mut descs: Vec<Descriptor> = manifest
         .layers
         .iter()

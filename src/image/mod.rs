@@ -14,7 +14,7 @@ pub use usage::{ImageUsage, StoreUsage, usage};
 
 use crate::layer::{LayerError, LayerInfo};
 use crate::oci::{
-    Descriptor, Digest, ImageConfig, Manifest, Platform, Reference, media_type as mt,
+    Descriptor, Digest, HistoryEntry, ImageConfig, Manifest, Platform, Reference, media_type as mt,
 };
 use crate::store::{Store, StoreError};
 
@@ -92,6 +92,19 @@ pub fn store_image(
     let digest = store.put_blob(&manifest_bytes, None)?;
     let manifest = Descriptor::new(mt::OCI_MANIFEST, digest, manifest_bytes.len() as u64);
     Ok(StoredImage { id, manifest })
+}
+
+/// Adds a layer's diff_id and the history step that made it. Steps that
+/// made layers pair with the layers in order: a parent without history for
+/// some of its layers first gets blank steps for them, or the new step
+/// would be shown against a layer of its parent.
+pub fn push_layer(config: &mut ImageConfig, diff_id: Digest, step: HistoryEntry) {
+    let described = config.history.iter().filter(|h| !h.empty_layer).count();
+    for _ in described..config.rootfs.diff_ids.len() {
+        config.history.push(HistoryEntry::default());
+    }
+    config.rootfs.diff_ids.push(diff_id);
+    config.history.push(step);
 }
 
 /// A parent's layer descriptor as an OCI manifest lists it: Docker's layer
