@@ -16,7 +16,7 @@
 //! so an interrupted commit leaves no half image and the container as it was.
 
 use crate::container::{Container, ContainerError, Freeze};
-use crate::flatten::{Flatten, FlattenError};
+use crate::flatten::{Flatten, FlattenError, ViewReader};
 use crate::image::{
     ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, push_layer, store_image,
 };
@@ -30,7 +30,6 @@ use crate::union::upper::{
 };
 use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs, UpperDir};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,13 +108,15 @@ pub fn commit(
     let info = {
         let _freeze = Freeze::take(c)?;
         let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(upper_err)?;
-        let view = UnionFs::new(
-            stack,
-            Some(UpperDir::open_existing(&c.upper(), &c.work()).map_err(upper_err)?),
-        );
+        let view = UnionFs::new(stack, Some(upper));
+        // The view was made with the upper dir just above.
+        let upper = view.upper.as_ref().ok_or(CommitError::Union {
+            path: "/".into(),
+            source: UnionError::ReadOnly,
+        })?;
         let mut out = LayerWriter::new(store, opts.compression)?;
         Walker {
-            upper: &upper,
+            upper,
             view: &view,
             links: HashMap::new(),
         }
@@ -300,12 +301,7 @@ impl Walker<'_> {
             rel,
             meta,
             size,
-            LowerReader {
-                view: self.view,
-                ino: origin,
-                off: 0,
-                path: lossy(rel),
-            },
+            ViewReader::new(self.view, origin, None, rel),
         )?;
         Ok(())
     }
@@ -323,24 +319,5 @@ impl Walker<'_> {
                 .ino;
         }
         Ok(ino)
-    }
-}
-
-/// Reads a lower file by its inode number.
-struct LowerReader<'a> {
-    view: &'a UnionFs,
-    ino: u64,
-    off: u64,
-    path: String,
-}
-
-impl Read for LowerReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self
-            .view
-            .read(self.ino, self.off, buf)
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", self.path)))?;
-        self.off += n as u64;
-        Ok(n)
     }
 }
