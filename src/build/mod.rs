@@ -545,11 +545,7 @@ impl<'a> Builder<'a> {
                     if ins.keyword == Keyword::Env {
                         config.set_env(k, v);
                     } else {
-                        config
-                            .container_config()
-                            .labels
-                            .get_or_insert_with(Default::default)
-                            .insert(k.clone(), v.clone());
+                        config.add_label(k, v);
                     }
                 }
                 let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -582,17 +578,8 @@ impl<'a> Builder<'a> {
             Keyword::Expose => {
                 let ports =
                     dockerfile::words(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
-                let map = config
-                    .container_config()
-                    .exposed_ports
-                    .get_or_insert_with(Default::default);
                 for p in &ports {
-                    let p = if p.contains('/') {
-                        p.to_ascii_lowercase()
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    map.insert(p, serde_json::json!({}));
+                    config.expose(p);
                 }
                 canonical = format!("EXPOSE {}", ports.join(" "));
             }
@@ -601,12 +588,8 @@ impl<'a> Builder<'a> {
                     Args::Exec(v) => v.clone(),
                     Args::Shell(s) => dockerfile::words(s, esc, &vars).map_err(StepError::Msg)?,
                 };
-                let map = config
-                    .container_config()
-                    .volumes
-                    .get_or_insert_with(Default::default);
                 for v in &vols {
-                    map.insert(v.clone(), serde_json::json!({}));
+                    config.add_volume(v);
                 }
                 canonical = format!(
                     "VOLUME {}",
