@@ -11,6 +11,7 @@ use super::context::{Context, Kind, Source};
 use crate::layer::{LayerInfo, LayerWriter, SpanCache, TarMeta, decompressed};
 use crate::oci::Digest;
 use crate::run::inroot::{Node, Resolved, Tree, resolve};
+use crate::run::rules::{group_entries, passwd_entries};
 use crate::store::Store;
 use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs};
 use std::collections::HashMap;
@@ -526,27 +527,25 @@ pub fn chown_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), St
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let find = |text: &str, name: &str, field: usize| {
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > field && f[0] == name)
-                .then(|| f[field].parse::<u32>().ok())
-                .flatten()
-        })
-    };
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => find(passwd, u, 2).ok_or_else(|| {
-            StepError::Msg(format!("--chown: no user {u} in the image's /etc/passwd"))
-        })?,
+        Err(_) => passwd_entries(passwd)
+            .find(|e| e.name == u)
+            .map(|e| e.uid)
+            .ok_or_else(|| {
+                StepError::Msg(format!("--chown: no user {u} in the image's /etc/passwd"))
+            })?,
     };
     let gid = match g {
         None | Some("") => uid,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => find(group, g, 2).ok_or_else(|| {
-                StepError::Msg(format!("--chown: no group {g} in the image's /etc/group"))
-            })?,
+            Err(_) => group_entries(group)
+                .find(|(name, _, _)| *name == g)
+                .map(|(_, gid, _)| gid)
+                .ok_or_else(|| {
+                    StepError::Msg(format!("--chown: no group {g} in the image's /etc/group"))
+                })?,
         },
     };
     Ok((uid, gid))
