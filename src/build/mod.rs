@@ -276,13 +276,11 @@ fn prune_step_containers(store: &Store) {
     let Ok(all) = container::list(store) else {
         return;
     };
-    let live = crate::mount::records::list(store).unwrap_or_default();
     for c in all {
-        let pid = c.build_pid;
-        let mounted = live
-            .iter()
-            .any(|(r, alive)| *alive && r.container.as_deref() == Some(&c.name));
-        if pid.is_some_and(|p| !crate::store::process_alive(p)) && !mounted {
+        if c.build_pid.is_some_and(|p| !crate::store::process_alive(p))
+            && let Ok(None | Some((_, false))) =
+                crate::mount::records::find_container(store, &c.name)
+        {
             let _ = container::remove(store, &c);
         }
     }

@@ -110,10 +110,7 @@ fn serve_inner(
     let (container, image_name, top, layers) = match &opts.container {
         Some(name) => {
             let c = container::load(store, name)?;
-            let mounted = records::list(store)?
-                .into_iter()
-                .find(|(r, alive)| *alive && r.container.as_deref() == Some(name));
-            if let Some((r, _)) = mounted {
+            if let Some((r, true)) = records::find_container(store, name)? {
                 return Err(MountError::ContainerMounted {
                     name: name.clone(),
                     at: r.mountpoint,

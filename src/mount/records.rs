@@ -88,6 +88,24 @@ pub fn find(store: &Store, mountpoint: &Path) -> Result<Option<MountRecord>, Mou
         .find(|r| r.mountpoint == mountpoint))
 }
 
+/// Where container `name` is mounted, and whether that mount's daemon
+/// lives (a live mount is preferred to one whose daemon died).
+pub fn find_container(
+    store: &Store,
+    name: &str,
+) -> Result<Option<(MountRecord, bool)>, MountError> {
+    let mut found = None;
+    for (r, alive) in list(store)? {
+        if r.container.as_deref() == Some(name) && (alive || found.is_none()) {
+            found = Some((r, alive));
+            if alive {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Whether something is mounted at `path` (per /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
     mount_fstype(path).is_some()
