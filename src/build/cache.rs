@@ -107,10 +107,8 @@ impl Cache {
         let _lock = self.lock()?;
         let mut map = self.read();
         map.insert(key.to_string(), entry);
-        let tmp = self.dir.join("cache.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
-            .and_then(|()| std::fs::rename(&tmp, self.file()))
-            .map_err(|e| self.io(e))?;
+        let bytes = serde_json::to_vec_pretty(&map).map_err(|e| self.io(e.into()))?;
+        store.write_file(&self.file(), &bytes)?;
         self.write_hold(store, &map)
     }
 

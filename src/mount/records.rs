@@ -43,10 +43,7 @@ pub fn write(store: &Store, r: &MountRecord) -> Result<(), MountError> {
     let path = dir(store)?.join(format!("{}.json", r.id));
     let bytes = serde_json::to_vec_pretty(r)
         .map_err(|e| MountError::io(&path, std::io::Error::other(e)))?;
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, &path))
-        .map_err(|e| MountError::io(&path, e))
+    Ok(store.write_file(&path, &bytes)?)
 }
 
 pub fn remove(store: &Store, id: &str) {

@@ -71,6 +71,13 @@ impl Store {
             .collect())
     }
 
+    /// Replaces `dest`, a file in the store's own folders, with `content`:
+    /// a temp file, fsynced, renamed over it, so a crash leaves the old
+    /// file or the new one.
+    pub(crate) fn write_file(&self, dest: &std::path::Path, content: &[u8]) -> Result<()> {
+        write_atomic(&self.tmp_dir(), dest, content)
+    }
+
     /// Read-modify-write of index.json under its lock, replaced atomically.
     pub fn update_index_json<T>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<T>) -> Result<T> {
         let _lock = self.lock_refs()?;
