@@ -152,10 +152,11 @@ fn check_name(path: &[u8]) -> Result<(), StepError> {
 }
 
 impl<'s> LayerBuild<'s> {
-    pub fn new(store: &'s Store, layers: &[Digest], now: i64) -> Result<Self, StepError> {
+    /// A layer over `tree`, the parent image's tree.
+    pub fn new(store: &'s Store, tree: ImageTree, now: i64) -> Result<Self, StepError> {
         Ok(LayerBuild {
             out: LayerWriter::new(store, crate::layer::Compression::Gzip)?,
-            tree: ImageTree::open(store, layers)?,
+            tree,
             now,
             unpacked: HashMap::new(),
         })
@@ -285,10 +286,14 @@ impl<'s> LayerBuild<'s> {
         spec: &CopySpec,
     ) -> Result<(), StepError> {
         let dest = spec.dest.as_bytes();
+        let archive = sources
+            .iter()
+            .map(|s| Ok(spec.unpack && is_archive(ctx, s)?))
+            .collect::<Result<Vec<bool>, StepError>>()?;
         let into_dir = spec.dest.ends_with('/')
             || sources.len() > 1
             || sources.iter().any(|s| s.kind == Kind::Dir)
-            || (spec.unpack && sources.iter().any(|s| is_archive(ctx, s).unwrap_or(false)))
+            || archive.contains(&true)
             || self.tree.resolve(dest, true)?.node == Some(Node::Dir);
         if !into_dir {
             let Some(src) = sources.first() else {
@@ -301,10 +306,10 @@ impl<'s> LayerBuild<'s> {
             return self.copy_one(ctx, src, &join(&parent, &name), spec);
         }
         let (dir, _) = self.ensure_dir(dest, spec.owner)?;
-        for src in sources {
+        for (src, archive) in sources.iter().zip(archive) {
             match src.kind {
                 Kind::Dir => self.copy_tree(ctx, src, &dir, spec)?,
-                _ if spec.unpack && is_archive(ctx, src)? => self.unpack(ctx, src, &dir, spec)?,
+                _ if archive => self.unpack(ctx, src, &dir, spec)?,
                 _ => {
                     let target = join(&dir, src.name().as_bytes());
                     self.copy_one(ctx, src, &target, spec)?;

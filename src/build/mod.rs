@@ -403,21 +403,17 @@ impl<'a> Builder<'a> {
         };
         let (config, layers, image) = if name.eq_ignore_ascii_case("scratch") {
             let key = cache::key(&["FROM scratch", &Platform::host().to_string()]);
-            let image = match self.cache.get(self.store, &key) {
-                Some(e) => e,
+            let (config, image) = match self.cache.get(self.store, &key) {
+                Some((e, m)) => (self.store.read_config(&m.config.digest)?, e),
                 None => {
                     let _lock = self.store.lock_shared()?;
-                    let img = store_image(self.store, &new_config().to_json(), &[])?;
-                    let e = Entry {
-                        manifest: img.manifest.digest,
-                        size: img.manifest.size,
-                        id: img.id,
-                    };
+                    let config = new_config();
+                    let e = Entry::from(&store_image(self.store, &config.to_json(), &[])?);
                     self.cache.put(self.store, &key, e.clone())?;
-                    e
+                    (config, e)
                 }
             };
-            (self.load(&image)?.0, Vec::new(), image)
+            (config, Vec::new(), image)
         } else {
             let r = match self.store.resolve(&name) {
                 Err(StoreError::ImageNotFound(_)) => {
@@ -463,10 +459,18 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// The config and layers of a stored step image.
-    fn load(&self, e: &Entry) -> Result<(ImageConfig, Vec<Descriptor>), StepError> {
-        let m = self.store.read_manifest(&e.manifest)?;
-        Ok((self.store.read_config(&m.config.digest)?, m.layers))
+    /// Makes a step's image the one the next step builds on.
+    fn set_current(
+        &mut self,
+        image: Entry,
+        config: ImageConfig,
+        layers: Vec<Descriptor>,
+    ) -> Result<(), StepError> {
+        let st = self.state()?;
+        st.config = config;
+        st.layers = layers;
+        st.image = image;
+        Ok(())
     }
 
     /// Serves a step from the cache when it can; says so.
@@ -474,15 +478,12 @@ impl<'a> Builder<'a> {
         if self.opts.no_cache {
             return Ok(false);
         }
-        let Some(e) = self.cache.get(self.store, key) else {
+        let Some((e, m)) = self.cache.get(self.store, key) else {
             return Ok(false);
         };
-        let (config, layers) = self.load(&e)?;
+        let config = self.store.read_config(&m.config.digest)?;
         let _ = writeln!(self.out, "--> Using cache {}", e.id.short());
-        let st = self.state()?;
-        st.config = config;
-        st.layers = layers;
-        st.image = e;
+        self.set_current(e, config, m.layers)?;
         self.cached += 1;
         Ok(true)
     }
@@ -496,21 +497,12 @@ impl<'a> Builder<'a> {
     ) -> Result<(), StepError> {
         let e = {
             let _lock = self.store.lock_shared()?;
-            let img = store_image(self.store, &config.to_json(), &layers)?;
-            let e = Entry {
-                manifest: img.manifest.digest,
-                size: img.manifest.size,
-                id: img.id,
-            };
+            let e = Entry::from(&store_image(self.store, &config.to_json(), &layers)?);
             self.cache.put(self.store, key, e.clone())?;
             e
         };
         let _ = writeln!(self.out, "--> {}", e.id.short());
-        let st = self.state()?;
-        st.config = config;
-        st.layers = layers;
-        st.image = e;
-        Ok(())
+        self.set_current(e, config, layers)
     }
 
     fn parent(&mut self) -> Result<String, StepError> {
@@ -748,38 +740,39 @@ impl<'a> Builder<'a> {
                     ..Default::default()
                 },
             )?;
-            let e = Entry {
-                manifest: made.image.manifest.digest,
-                size: made.image.manifest.size,
-                id: made.image.id,
-            };
+            let e = Entry::from(&made.image);
             // Held by the cache from here, as other step images.
             self.cache.put(self.store, key, e.clone())?;
             (e, made)
         };
         let _ = writeln!(self.out, "--> {}", e.id.short());
-        let st = self.state()?;
-        st.config = made.config;
-        st.layers = made.layers;
-        st.image = e;
+        self.set_current(e, made.config, made.layers)?;
         self.new_layers += 1;
         Ok(())
     }
 
     /// Writes one layer with `f`, then records it with its history entry.
+    /// `tree` is the current image's tree, if the step already opened it.
     fn layer_step(
         &mut self,
         key: &str,
         created_by: &str,
+        tree: Option<copy::ImageTree>,
         f: impl FnOnce(&mut LayerBuild, &Context) -> Result<(), StepError>,
     ) -> Result<(), StepError> {
         let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
-        let digests: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
         let mut config = st.config.clone();
         let mut layers = st.layers.clone();
         let info = {
             let _lock = self.store.lock_shared()?;
-            let mut lb = LayerBuild::new(self.store, &digests, now_secs())?;
+            let tree = match tree {
+                Some(t) => t,
+                None => {
+                    let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
+                    copy::ImageTree::open(self.store, &digests)?
+                }
+            };
+            let mut lb = LayerBuild::new(self.store, tree, now_secs())?;
             f(&mut lb, &self.ctx)?;
             lb.finish()?
         };
@@ -876,7 +869,7 @@ impl<'a> Builder<'a> {
         if self.cached(&key)? {
             return Ok(());
         }
-        self.layer_step(&key, &created_by, |lb, ctx| {
+        self.layer_step(&key, &created_by, None, |lb, ctx| {
             let owner = match &chown {
                 Some(spec) => {
                     let passwd = lb.tree.read_file("/etc/passwd")?.unwrap_or_default();
@@ -923,11 +916,8 @@ impl<'a> Builder<'a> {
         }
         // The directory is created (owned by root, 0755) when the image lacks it.
         let digests: Vec<_> = self.state()?.layers.iter().map(|l| l.digest).collect();
-        let exists = {
-            let mut tree = copy::ImageTree::open(self.store, &digests)?;
-            tree.resolve(path.as_bytes(), true)?.node
-        };
-        match exists {
+        let mut tree = copy::ImageTree::open(self.store, &digests)?;
+        match tree.resolve(path.as_bytes(), true)?.node {
             Some(run::inroot::Node::Dir) => {
                 config.created = Some(time::now_rfc3339());
                 config.history.push(history(&created_by, true));
@@ -939,7 +929,7 @@ impl<'a> Builder<'a> {
             ))),
             None => {
                 self.state()?.config = config;
-                self.layer_step(&key, &created_by, |lb, _| {
+                self.layer_step(&key, &created_by, Some(tree), |lb, _| {
                     lb.ensure_dir(path.as_bytes(), None).map(drop)
                 })
             }

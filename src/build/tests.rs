@@ -312,6 +312,13 @@ fn add_unpacks_archives_and_refuses_members_that_climb_out() {
     assert!(e.contains("Dockerfile:3: ADD evil.tar /x/"), "{e}");
     assert!(e.contains("leaves the destination"), "{e}");
     assert!(!Path::new("/tmp/layerfs-escape").exists());
+
+    // Refused, not copied as it is, whatever the destination.
+    write(ctx.path(), "pkg.tar.xz", b"\xfd7zXZ\0rest of it");
+    let e = build_in(&store, ctx.path(), "FROM base:1\nADD pkg.tar.xz /opt/pkg\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("xz and bzip2 archives are not supported"), "{e}");
 }
 
 #[test]
