@@ -4,7 +4,7 @@
 //! as an oci-archive with blobs byte for byte.
 
 use super::ArchiveError;
-use super::save::{SaveItem, TarOut, blobs_of, copy_blob};
+use super::save::{SaveItem, TarOut, copy_blob};
 use super::source::Source;
 use crate::oci::{
     Descriptor, Digest, ImageConfig, ImageIndex, Manifest, ManifestKind, Platform,
@@ -223,11 +223,7 @@ pub fn write<W: Write>(
     let mut written = HashSet::new();
     let mut entries = Vec::new();
     for item in items {
-        let blobs = blobs_of(store, &item.top).map_err(|e| ArchiveError::SaveImage {
-            image: item.what.clone(),
-            source: e,
-        })?;
-        for d in blobs {
+        for &d in &item.blobs {
             if written.insert(d) {
                 copy_blob(store, out, &d, &blob_path(&d), &item.what)?;
             }
