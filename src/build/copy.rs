@@ -10,9 +10,10 @@ use super::StepError;
 use super::context::{Context, Kind, Source};
 use crate::layer::{LayerInfo, LayerWriter, SpanCache, TarMeta, decompressed};
 use crate::oci::Digest;
-use crate::run::inroot::{Node, Resolved, Tree, resolve};
+use crate::run::inroot::{Node, Resolved, Tree, lossy, resolve};
 use crate::run::rules::{group_entries, passwd_entries};
 use crate::store::Store;
+use crate::union::upper::split;
 use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs};
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -24,13 +25,7 @@ pub struct ImageTree {
     pending: HashMap<Vec<u8>, Node>,
 }
 
-fn parent_of(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&c| c == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (&path[..0], path),
-    }
-}
-
+/// As `union::upper::join`, except that an empty name gives `dir` itself.
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = dir.to_vec();
     if !p.is_empty() && !name.is_empty() {
@@ -38,10 +33,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
-}
-
-fn lossy(p: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(p))
 }
 
 impl ImageTree {
@@ -62,7 +53,7 @@ impl ImageTree {
         if let Some(i) = self.inos.get(path) {
             return Ok(*i);
         }
-        let (dir, name) = parent_of(path);
+        let (dir, name) = split(path);
         let found = match self.ino(dir)? {
             Some(parent) => match self.fs.lookup(parent, name) {
                 Ok(a) => Some(a.ino),
@@ -141,7 +132,7 @@ pub struct CopySpec {
 }
 
 fn check_name(path: &[u8]) -> Result<(), StepError> {
-    let (_, name) = parent_of(path);
+    let (_, name) = split(path);
     if name.starts_with(b".wh.") {
         return Err(StepError::Msg(format!(
             "{}: names starting with .wh. mark deletions in image layers and cannot be copied",
@@ -204,13 +195,16 @@ impl<'s> LayerBuild<'s> {
         Ok((r.path, true))
     }
 
-    /// The canonical directory that `rel` (below canonical dir `base`) goes in.
-    fn parent_dir(&mut self, base: &[u8], rel: &[u8]) -> Result<Vec<u8>, StepError> {
-        let (dir, _) = parent_of(rel);
-        if dir.is_empty() {
-            return Ok(base.to_vec());
-        }
-        Ok(self.ensure_dir(&join(base, dir), None)?.0)
+    /// The canonical path that `rel` (below canonical dir `base`) is written
+    /// at; its parent is created if missing.
+    fn target(&mut self, base: &[u8], rel: &[u8]) -> Result<Vec<u8>, StepError> {
+        let (dir, name) = split(rel);
+        let parent = if dir.is_empty() {
+            base.to_vec()
+        } else {
+            self.ensure_dir(&join(base, dir), None)?.0
+        };
+        Ok(join(&parent, name))
     }
 
     fn put(
@@ -300,7 +294,7 @@ impl<'s> LayerBuild<'s> {
                 return Ok(());
             };
             let r = self.tree.resolve(dest, true)?;
-            let (parent, name) = parent_of(&r.path);
+            let (parent, name) = split(&r.path);
             let (parent, name) = (parent.to_vec(), name.to_vec());
             let (parent, _) = self.ensure_dir(&parent, spec.owner)?;
             return self.copy_one(ctx, src, &join(&parent, &name), spec);
@@ -348,9 +342,7 @@ impl<'s> LayerBuild<'s> {
         spec: &CopySpec,
     ) -> Result<(), StepError> {
         ctx.walk::<StepError>(src, &mut |e| {
-            let parent = self.parent_dir(dir, &e.rel)?;
-            let (_, name) = parent_of(&e.rel);
-            let target = join(&parent, name);
+            let target = self.target(dir, &e.rel)?;
             let meta = self.meta(spec, e.stat.st_mode, (0, 0), e.stat.st_mtime);
             if e.kind == Kind::File {
                 let mut f = e.open().map_err(|x| StepError::Io {
@@ -428,8 +420,7 @@ impl<'s> LayerBuild<'s> {
                                 String::from_utf8_lossy(&link)
                             ))
                         })?;
-                    let parent = self.parent_dir(dir, &rel)?;
-                    let target = join(&parent, parent_of(&rel).1);
+                    let target = self.target(dir, &rel)?;
                     check_name(&target)?;
                     let meta = self.meta(spec, 0o644, (0, 0), 0);
                     self.out.add_hardlink(&target, &meta, &written)?;
@@ -447,8 +438,7 @@ impl<'s> LayerBuild<'s> {
                 h.mtime().unwrap_or(0) as i64,
             );
             let size = entry.size();
-            let parent = self.parent_dir(dir, &rel)?;
-            let target = join(&parent, parent_of(&rel).1);
+            let target = self.target(dir, &rel)?;
             if kind == Kind::File {
                 self.put(&target, &kind, &meta, size, Some(&mut entry))?;
             } else {

@@ -22,8 +22,7 @@ pub mod rootfs;
 pub mod rules;
 mod session;
 
-pub use process::FORWARDED;
-pub use rules::{Ids, Volume, parse_volume};
+pub use rules::{Volume, parse_volume};
 pub use session::{Session, create_container};
 
 use crate::container::{Container, ContainerError};

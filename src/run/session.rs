@@ -2,7 +2,7 @@
 //! long as a run needs it; unmounted when finished or dropped (on every
 //! path out of a run, errors and panics included).
 
-use super::RunError;
+use super::{RunError, io};
 use crate::container::{self, Container};
 use crate::layer::SpanCache;
 use crate::mount::{MountError, MountOptions, serve};
@@ -27,10 +27,7 @@ pub fn create_container(
     let c = container::create(store, name, image, manifest, build_pid)?;
     let adopt = || -> Result<(), RunError> {
         let stack = Stack::open(store, layers, SpanCache::new(1 << 20))?;
-        let upper = UpperDir::open(&c.upper(), &c.work()).map_err(|e| RunError::Io {
-            path: c.upper(),
-            source: e,
-        })?;
+        let upper = UpperDir::open(&c.upper(), &c.work()).map_err(|e| io(&c.upper(), e))?;
         UnionFs::new(stack, Some(upper)).adopt_lower_root()?;
         Ok(())
     };
@@ -72,10 +69,7 @@ impl Session {
                     let _ = tx.send(r.is_ok());
                 })
             })
-            .map_err(|e| RunError::Io {
-                path: mountpoint.to_path_buf(),
-                source: e,
-            })?;
+            .map_err(|e| io(mountpoint, e))?;
         let mut session = Session {
             mountpoint: mountpoint.to_path_buf(),
             thread: Some(thread),
@@ -91,10 +85,6 @@ impl Session {
                 })
             }
         }
-    }
-
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
     }
 
     /// Unmounts and waits for the serving thread to end.
