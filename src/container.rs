@@ -13,7 +13,7 @@
 //! daemon stops every change and answers `frozen`; the changes resume when
 //! the client sends `thaw` or goes away.
 
-use crate::oci::{Digest, time};
+use crate::oci::{Digest, Manifest, Platform, time};
 use crate::store::{Hold, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -68,12 +68,7 @@ impl Freeze {
             {
                 return Ok(Freeze(None));
             }
-            Err(e) => {
-                return Err(ContainerError::Io {
-                    path: sock,
-                    source: e,
-                });
-            }
+            Err(e) => return Err(io(&sock)(e)),
         };
         let failed = |e: std::io::Error| ContainerError::Freeze(e.to_string());
         writeln!(stream, "{FREEZE}").map_err(failed)?;
@@ -125,6 +120,13 @@ impl Container {
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")
     }
+    /// The manifest of the container's image for this machine's platform.
+    pub fn image_manifest(&self, store: &Store) -> Result<Manifest, StoreError> {
+        Ok(store
+            .manifest_for_platform(&self.manifest, &Platform::host())?
+            .1)
+    }
+
     fn hold_id(&self) -> String {
         format!("container-{}", self.name)
     }
@@ -225,12 +227,7 @@ pub fn create(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(ContainerError::Exists(name));
         }
-        Err(e) => {
-            return Err(ContainerError::Io {
-                path: dir,
-                source: e,
-            });
-        }
+        Err(e) => return Err(io(&dir)(e)),
     }
     let c = Container {
         name: name.clone(),
@@ -250,13 +247,9 @@ pub fn create(
         fs::create_dir(c.upper()).map_err(io(&dir))?;
         fs::create_dir(c.work()).map_err(io(&dir))?;
         let record = dir.join("container.json");
-        let tmp = dir.join("container.json.tmp");
-        let bytes = serde_json::to_vec_pretty(&c).map_err(|e| ContainerError::Io {
-            path: tmp.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        fs::rename(&tmp, &record).map_err(io(&record))
+        let bytes =
+            serde_json::to_vec_pretty(&c).map_err(|e| io(&record)(std::io::Error::other(e)))?;
+        Ok(store.write_file(&record, &bytes)?)
     })();
     if let Err(e) = made {
         let _ = fs::remove_dir_all(&dir);
@@ -274,17 +267,10 @@ pub fn load(store: &Store, name: &str) -> Result<Container, ContainerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ContainerError::NotFound(name.to_string()));
         }
-        Err(e) => {
-            return Err(ContainerError::Io {
-                path: record,
-                source: e,
-            });
-        }
+        Err(e) => return Err(io(&record)(e)),
     };
-    let mut c: Container = serde_json::from_slice(&bytes).map_err(|e| ContainerError::Io {
-        path: record.clone(),
-        source: std::io::Error::other(e),
-    })?;
+    let mut c: Container =
+        serde_json::from_slice(&bytes).map_err(|e| io(&record)(std::io::Error::other(e)))?;
     c.dir = dir;
     Ok(c)
 }

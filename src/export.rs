@@ -4,7 +4,6 @@
 use crate::container::{Container, ContainerError, Freeze};
 use crate::flatten::{Flatten, FlattenError};
 use crate::layer::{LayerError, SpanCache, TarWriter};
-use crate::oci::{Descriptor, Platform, media_type as mt};
 use crate::store::{Store, StoreError};
 use crate::union::{ROOT_INO, Stack, UnionFs, UpperDir};
 use std::io::Write;
@@ -41,8 +40,7 @@ pub fn export<W: Write>(store: &Store, src: Source<'_>, out: W) -> Result<W, Exp
             )
         }
         Source::Container(c) => {
-            let top = Descriptor::new(mt::OCI_MANIFEST, c.manifest, 0);
-            let (_, manifest) = store.manifest_for_platform(&top, &Platform::host())?;
+            let manifest = c.image_manifest(store)?;
             let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
             let freeze = Freeze::take(c)?;
             let upper = UpperDir::open_existing(&c.upper(), &c.work())

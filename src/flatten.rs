@@ -128,32 +128,37 @@ impl<'a> Flatten<'a> {
     ) -> Result<(), FlattenError> {
         if !self.view.is_writable() {
             // A read-only view reads by inode, no handle needed.
-            let r = ViewReader {
-                view: self.view,
-                ino,
-                fh: None,
-                off: 0,
-            };
+            let r = ViewReader::new(self.view, ino, None, path);
             return Ok(out.add_file(path, meta, size, r)?);
         }
         let opened = self.view.open(ino, libc::O_RDONLY).map_err(uerr(path))?;
-        let r = ViewReader {
-            view: self.view,
-            ino,
-            fh: Some(opened.fh),
-            off: 0,
-        };
+        let r = ViewReader::new(self.view, ino, Some(opened.fh), path);
         let res = out.add_file(path, meta, size, r);
         self.view.release(opened.fh);
         Ok(res?)
     }
 }
 
-struct ViewReader<'a> {
+/// Reads a file of a union view through its open handle `fh`, or by inode
+/// (files of a read-only view, a container's lower files). Errors name it.
+pub(crate) struct ViewReader<'a> {
     view: &'a UnionFs,
     ino: u64,
     fh: Option<u64>,
     off: u64,
+    path: String,
+}
+
+impl<'a> ViewReader<'a> {
+    pub(crate) fn new(view: &'a UnionFs, ino: u64, fh: Option<u64>, path: &[u8]) -> Self {
+        ViewReader {
+            view,
+            ino,
+            fh,
+            off: 0,
+            path: lossy(path),
+        }
+    }
 }
 
 impl Read for ViewReader<'_> {
@@ -162,7 +167,7 @@ impl Read for ViewReader<'_> {
             Some(fh) => self.view.read_fh(fh, self.off, buf),
             None => self.view.read(self.ino, self.off, buf),
         };
-        let n = r.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let n = r.map_err(|e| std::io::Error::other(format!("{}: {e}", self.path)))?;
         self.off += n as u64;
         Ok(n)
     }

@@ -9,10 +9,10 @@
 //!    diff_ids and hard links of each image checked;
 //! 3. name: only now tags are written, all of them.
 
+use super::ArchiveError;
 use super::docker::{self, MANIFEST_JSON};
 use super::oci::{self, INDEX_JSON, Pick, Skip};
 use super::source::Source;
-use super::{ArchiveError, config_platform};
 use crate::image::{check_hardlinks, layer_descriptor, store_image};
 use crate::layer::{Compression, LayerError, LayerInfo, ingest};
 use crate::oci::{Descriptor, Digest, ImageConfig, Platform, REF_NAME_ANNOTATION, Reference};
@@ -236,7 +236,7 @@ fn plan(
     for (i, item) in items.iter().flatten().enumerate() {
         let origin = format!("{MANIFEST_JSON} entry {}", i + 1);
         let image = docker::read_image(src, item, i)?;
-        if let Some(p) = config_platform(&image.config)
+        if let Some(p) = image.config.platform()
             && !p.satisfies(want)
         {
             notes.notes.push(format!(

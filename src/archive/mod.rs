@@ -87,16 +87,3 @@ pub enum ArchiveError {
     #[error("{image}: {why}")]
     SaveBroken { image: String, why: String },
 }
-
-/// The platform an image config declares, if it declares one.
-fn config_platform(config: &crate::oci::ImageConfig) -> Option<crate::oci::Platform> {
-    if config.architecture.is_empty() || config.os.is_empty() {
-        return None;
-    }
-    Some(crate::oci::Platform {
-        architecture: config.architecture.clone(),
-        os: config.os.clone(),
-        variant: config.variant.clone(),
-        os_version: None,
-    })
-}

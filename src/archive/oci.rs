@@ -3,9 +3,9 @@
 //! image for a platform, with every blob read verified, and writing images
 //! as an oci-archive with blobs byte for byte.
 
-use super::save::{SaveItem, TarOut, blobs_of, copy_blob};
+use super::ArchiveError;
+use super::save::{SaveItem, TarOut, copy_blob};
 use super::source::Source;
-use super::{ArchiveError, config_platform};
 use crate::oci::{
     Descriptor, Digest, ImageConfig, ImageIndex, Manifest, ManifestKind, Platform,
     REF_NAME_ANNOTATION, media_type as mt,
@@ -114,7 +114,7 @@ fn pick_at(
                     format!("not a valid image config: {e}"),
                 )
             })?;
-            let platform = desc.platform.clone().or_else(|| config_platform(&config));
+            let platform = desc.platform.clone().or_else(|| config.platform());
             if let Some(p) = platform
                 && !p.satisfies(want)
             {
@@ -223,11 +223,7 @@ pub fn write<W: Write>(
     let mut written = HashSet::new();
     let mut entries = Vec::new();
     for item in items {
-        let blobs = blobs_of(store, &item.top).map_err(|e| ArchiveError::SaveImage {
-            image: item.what.clone(),
-            source: e,
-        })?;
-        for d in blobs {
+        for &d in &item.blobs {
             if written.insert(d) {
                 copy_blob(store, out, &d, &blob_path(&d), &item.what)?;
             }

@@ -4,7 +4,9 @@
 //! copied, so a damaged store gives an error, never a damaged archive.
 
 use super::{ArchiveError, docker, oci};
-use crate::oci::{Descriptor, Digest, ManifestKind, Reference, Sha256Writer, media_type as mt};
+use crate::oci::{
+    Descriptor, Digest, Manifest, ManifestKind, Reference, Sha256Writer, media_type as mt,
+};
 use crate::store::{ResolvedImage, Store, StoreError};
 use std::collections::{HashSet, VecDeque};
 use std::fs;
@@ -37,6 +39,8 @@ pub struct SaveItem {
     /// What index.json lists for it (oci-archive): the store's image index
     /// when every platform's blobs are here, else this platform's manifest.
     pub top: Descriptor,
+    /// Every blob under `top`, each once, parents before children.
+    pub blobs: Vec<Digest>,
 }
 
 /// Writes `images` (names or IDs, for this machine's platform) to `out`.
@@ -124,7 +128,7 @@ fn resolve_all(store: &Store, images: &[String]) -> Result<Vec<SaveItem>, Archiv
         let name = Reference::parse(what)
             .ok()
             .filter(|r| r.digest().is_none() && image.name.as_deref() == Some(&r.canonical()));
-        let top = save_top(store, &image).map_err(|e| ArchiveError::SaveImage {
+        let (top, blobs) = save_top(store, &image).map_err(|e| ArchiveError::SaveImage {
             image: what.clone(),
             source: e,
         })?;
@@ -141,31 +145,34 @@ fn resolve_all(store: &Store, images: &[String]) -> Result<Vec<SaveItem>, Archiv
                 image,
                 names: name.into_iter().collect(),
                 top,
+                blobs,
             }),
         }
     }
     Ok(items)
 }
 
-fn save_top(store: &Store, image: &ResolvedImage) -> Result<Descriptor, StoreError> {
+/// What to save for `image` (see `SaveItem::top`), with its blobs.
+fn save_top(store: &Store, image: &ResolvedImage) -> Result<(Descriptor, Vec<Digest>), StoreError> {
     if mt::is_index(&image.top.media_type)
-        && blobs_of(store, &image.top).is_ok_and(|b| b.iter().all(|d| store.has_blob(d)))
+        && let Ok(blobs) = blobs_of(store, &image.top)
+        && blobs.iter().all(|d| store.has_blob(d))
     {
         let mut top = image.top.clone();
         top.annotations = None;
-        return Ok(top);
+        return Ok((top, blobs));
     }
     let size = store.blob_size(&image.manifest_digest)?;
-    Ok(Descriptor::new(
-        image.manifest.media_type(),
-        image.manifest_digest,
-        size,
-    ))
+    let top = Descriptor::new(image.manifest.media_type(), image.manifest_digest, size);
+    let mut blobs = vec![image.manifest_digest];
+    let mut seen = HashSet::from([image.manifest_digest]);
+    push_image_blobs(&image.manifest, &mut seen, &mut blobs);
+    Ok((top, blobs))
 }
 
 /// Every blob under `top` (indexes, manifests, configs, layers), each once,
 /// parents before children.
-pub fn blobs_of(store: &Store, top: &Descriptor) -> Result<Vec<Digest>, StoreError> {
+fn blobs_of(store: &Store, top: &Descriptor) -> Result<Vec<Digest>, StoreError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut todo = VecDeque::from([top.digest]);
@@ -175,17 +182,20 @@ pub fn blobs_of(store: &Store, top: &Descriptor) -> Result<Vec<Digest>, StoreErr
         }
         out.push(d);
         match store.read_manifest_kind(&d)? {
-            ManifestKind::Image(m) => {
-                for b in std::iter::once(m.config.digest).chain(m.layers.iter().map(|l| l.digest)) {
-                    if seen.insert(b) {
-                        out.push(b);
-                    }
-                }
-            }
+            ManifestKind::Image(m) => push_image_blobs(&m, &mut seen, &mut out),
             ManifestKind::Index(i) => todo.extend(i.manifests.iter().map(|m| m.digest)),
         }
     }
     Ok(out)
+}
+
+/// A manifest's config and layers, those not `seen` yet.
+fn push_image_blobs(m: &Manifest, seen: &mut HashSet<Digest>, out: &mut Vec<Digest>) {
+    for b in std::iter::once(m.config.digest).chain(m.layers.iter().map(|l| l.digest)) {
+        if seen.insert(b) {
+            out.push(b);
+        }
+    }
 }
 
 /// Copies blob `d` into the archive as `path`, verified on the way.

@@ -78,10 +78,10 @@ fn make_image(store: &Store, tag: Option<&str>, platform: &Platform, seed: u64) 
     cfg.rootfs.diff_ids = vec![i1.diff_id, i2.diff_id];
     let tag = tag.map(|t| Reference::parse(t).unwrap());
     let layers = [layer_descriptor(&i1), layer_descriptor(&i2)];
-    let manifest = write_image(store, &cfg, &layers, tag.as_ref()).unwrap();
+    let image = write_image(store, &cfg, &layers, tag.as_ref()).unwrap();
     Made {
-        id: store.image_id(&manifest).unwrap(),
-        manifest,
+        id: image.id,
+        manifest: image.manifest,
         diff_ids: vec![i1.diff_id, i2.diff_id],
         layers: vec![i1.digest, i2.digest],
     }

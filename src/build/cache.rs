@@ -15,7 +15,8 @@
 //! --force; its entry then simply misses if gc removes it.
 
 use super::StepError;
-use crate::oci::{Descriptor, Digest, media_type as mt};
+use crate::image::StoredImage;
+use crate::oci::{Descriptor, Digest, Manifest, media_type as mt};
 use crate::store::{Hold, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -31,6 +32,16 @@ pub struct Entry {
     pub size: u64,
     /// Its image ID (config digest).
     pub id: Digest,
+}
+
+impl From<&StoredImage> for Entry {
+    fn from(img: &StoredImage) -> Entry {
+        Entry {
+            manifest: img.manifest.digest,
+            size: img.manifest.size,
+            id: img.id,
+        }
+    }
 }
 
 impl Entry {
@@ -92,13 +103,14 @@ impl Cache {
             .unwrap_or_default()
     }
 
-    /// The image a step with this key made, if it is still whole in the store.
-    pub fn get(&self, store: &Store, key: &str) -> Option<Entry> {
+    /// The image a step with this key made, and its manifest, if it is
+    /// still whole in the store.
+    pub fn get(&self, store: &Store, key: &str) -> Option<(Entry, Manifest)> {
         let e = self.read().remove(key)?;
         let m = store.read_manifest(&e.manifest).ok()?;
         let whole =
             store.has_blob(&m.config.digest) && m.layers.iter().all(|l| store.has_blob(&l.digest));
-        whole.then_some(e)
+        whole.then_some((e, m))
     }
 
     /// Records the image a step made, and holds it against gc. Call with the
@@ -107,10 +119,8 @@ impl Cache {
         let _lock = self.lock()?;
         let mut map = self.read();
         map.insert(key.to_string(), entry);
-        let tmp = self.dir.join("cache.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
-            .and_then(|()| std::fs::rename(&tmp, self.file()))
-            .map_err(|e| self.io(e))?;
+        let bytes = serde_json::to_vec_pretty(&map).map_err(|e| self.io(e.into()))?;
+        store.write_file(&self.file(), &bytes)?;
         self.write_hold(store, &map)
     }
 
@@ -157,24 +167,21 @@ mod tests {
         let (_dir, store) = crate::testutil::temp_store();
         let cache = Cache::open(&store).unwrap();
         let img = store_image(&store, &new_config().to_json(), &[]).unwrap();
-        let entry = Entry {
-            manifest: img.manifest.digest,
-            size: img.manifest.size,
-            id: img.id,
-        };
-        assert!(cache.get(&store, "k").is_none());
+        let entry = Entry::from(&img);
+        let hit = |store: &Store| cache.get(store, "k").map(|(e, _)| e);
+        assert!(hit(&store).is_none());
         cache.put(&store, "k", entry.clone()).unwrap();
-        assert_eq!(cache.get(&store, "k"), Some(entry.clone()));
+        assert_eq!(hit(&store), Some(entry.clone()));
         // Held against gc while untagged; not held once tagged.
         assert!(store.held_manifests().unwrap().contains(&entry.manifest));
         store.gc(&[]).unwrap();
-        assert_eq!(cache.get(&store, "k"), Some(entry.clone()));
+        assert_eq!(hit(&store), Some(entry.clone()));
         store.tag("built:1", &entry.descriptor()).unwrap();
         cache.refresh_hold(&store).unwrap();
         assert!(!store.held_manifests().unwrap().contains(&entry.manifest));
         store.untag("built:1").unwrap();
         store.remove_image_entries(&entry.manifest).unwrap();
         store.gc(&[]).unwrap();
-        assert!(cache.get(&store, "k").is_none(), "a collected image misses");
+        assert!(hit(&store).is_none(), "a collected image misses");
     }
 }

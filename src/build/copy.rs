@@ -10,8 +10,10 @@ use super::StepError;
 use super::context::{Context, Kind, Source};
 use crate::layer::{LayerInfo, LayerWriter, SpanCache, TarMeta, decompressed};
 use crate::oci::Digest;
-use crate::run::inroot::{Node, Resolved, Tree, resolve};
+use crate::run::inroot::{Node, Resolved, Tree, lossy, resolve};
+use crate::run::rules::{group_entries, passwd_entries};
 use crate::store::Store;
+use crate::union::upper::split;
 use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs};
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -23,13 +25,7 @@ pub struct ImageTree {
     pending: HashMap<Vec<u8>, Node>,
 }
 
-fn parent_of(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&c| c == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (&path[..0], path),
-    }
-}
-
+/// As `union::upper::join`, except that an empty name gives `dir` itself.
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = dir.to_vec();
     if !p.is_empty() && !name.is_empty() {
@@ -37,10 +33,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
-}
-
-fn lossy(p: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(p))
 }
 
 impl ImageTree {
@@ -61,7 +53,7 @@ impl ImageTree {
         if let Some(i) = self.inos.get(path) {
             return Ok(*i);
         }
-        let (dir, name) = parent_of(path);
+        let (dir, name) = split(path);
         let found = match self.ino(dir)? {
             Some(parent) => match self.fs.lookup(parent, name) {
                 Ok(a) => Some(a.ino),
@@ -140,7 +132,7 @@ pub struct CopySpec {
 }
 
 fn check_name(path: &[u8]) -> Result<(), StepError> {
-    let (_, name) = parent_of(path);
+    let (_, name) = split(path);
     if name.starts_with(b".wh.") {
         return Err(StepError::Msg(format!(
             "{}: names starting with .wh. mark deletions in image layers and cannot be copied",
@@ -151,10 +143,11 @@ fn check_name(path: &[u8]) -> Result<(), StepError> {
 }
 
 impl<'s> LayerBuild<'s> {
-    pub fn new(store: &'s Store, layers: &[Digest], now: i64) -> Result<Self, StepError> {
+    /// A layer over `tree`, the parent image's tree.
+    pub fn new(store: &'s Store, tree: ImageTree, now: i64) -> Result<Self, StepError> {
         Ok(LayerBuild {
             out: LayerWriter::new(store, crate::layer::Compression::Gzip)?,
-            tree: ImageTree::open(store, layers)?,
+            tree,
             now,
             unpacked: HashMap::new(),
         })
@@ -202,13 +195,16 @@ impl<'s> LayerBuild<'s> {
         Ok((r.path, true))
     }
 
-    /// The canonical directory that `rel` (below canonical dir `base`) goes in.
-    fn parent_dir(&mut self, base: &[u8], rel: &[u8]) -> Result<Vec<u8>, StepError> {
-        let (dir, _) = parent_of(rel);
-        if dir.is_empty() {
-            return Ok(base.to_vec());
-        }
-        Ok(self.ensure_dir(&join(base, dir), None)?.0)
+    /// The canonical path that `rel` (below canonical dir `base`) is written
+    /// at; its parent is created if missing.
+    fn target(&mut self, base: &[u8], rel: &[u8]) -> Result<Vec<u8>, StepError> {
+        let (dir, name) = split(rel);
+        let parent = if dir.is_empty() {
+            base.to_vec()
+        } else {
+            self.ensure_dir(&join(base, dir), None)?.0
+        };
+        Ok(join(&parent, name))
     }
 
     fn put(
@@ -284,26 +280,30 @@ impl<'s> LayerBuild<'s> {
         spec: &CopySpec,
     ) -> Result<(), StepError> {
         let dest = spec.dest.as_bytes();
+        let archive = sources
+            .iter()
+            .map(|s| Ok(spec.unpack && is_archive(ctx, s)?))
+            .collect::<Result<Vec<bool>, StepError>>()?;
         let into_dir = spec.dest.ends_with('/')
             || sources.len() > 1
             || sources.iter().any(|s| s.kind == Kind::Dir)
-            || (spec.unpack && sources.iter().any(|s| is_archive(ctx, s).unwrap_or(false)))
+            || archive.contains(&true)
             || self.tree.resolve(dest, true)?.node == Some(Node::Dir);
         if !into_dir {
             let Some(src) = sources.first() else {
                 return Ok(());
             };
             let r = self.tree.resolve(dest, true)?;
-            let (parent, name) = parent_of(&r.path);
+            let (parent, name) = split(&r.path);
             let (parent, name) = (parent.to_vec(), name.to_vec());
             let (parent, _) = self.ensure_dir(&parent, spec.owner)?;
             return self.copy_one(ctx, src, &join(&parent, &name), spec);
         }
         let (dir, _) = self.ensure_dir(dest, spec.owner)?;
-        for src in sources {
+        for (src, archive) in sources.iter().zip(archive) {
             match src.kind {
                 Kind::Dir => self.copy_tree(ctx, src, &dir, spec)?,
-                _ if spec.unpack && is_archive(ctx, src)? => self.unpack(ctx, src, &dir, spec)?,
+                _ if archive => self.unpack(ctx, src, &dir, spec)?,
                 _ => {
                     let target = join(&dir, src.name().as_bytes());
                     self.copy_one(ctx, src, &target, spec)?;
@@ -342,9 +342,7 @@ impl<'s> LayerBuild<'s> {
         spec: &CopySpec,
     ) -> Result<(), StepError> {
         ctx.walk::<StepError>(src, &mut |e| {
-            let parent = self.parent_dir(dir, &e.rel)?;
-            let (_, name) = parent_of(&e.rel);
-            let target = join(&parent, name);
+            let target = self.target(dir, &e.rel)?;
             let meta = self.meta(spec, e.stat.st_mode, (0, 0), e.stat.st_mtime);
             if e.kind == Kind::File {
                 let mut f = e.open().map_err(|x| StepError::Io {
@@ -422,8 +420,7 @@ impl<'s> LayerBuild<'s> {
                                 String::from_utf8_lossy(&link)
                             ))
                         })?;
-                    let parent = self.parent_dir(dir, &rel)?;
-                    let target = join(&parent, parent_of(&rel).1);
+                    let target = self.target(dir, &rel)?;
                     check_name(&target)?;
                     let meta = self.meta(spec, 0o644, (0, 0), 0);
                     self.out.add_hardlink(&target, &meta, &written)?;
@@ -441,8 +438,7 @@ impl<'s> LayerBuild<'s> {
                 h.mtime().unwrap_or(0) as i64,
             );
             let size = entry.size();
-            let parent = self.parent_dir(dir, &rel)?;
-            let target = join(&parent, parent_of(&rel).1);
+            let target = self.target(dir, &rel)?;
             if kind == Kind::File {
                 self.put(&target, &kind, &meta, size, Some(&mut entry))?;
             } else {
@@ -526,27 +522,25 @@ pub fn chown_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), St
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let find = |text: &str, name: &str, field: usize| {
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > field && f[0] == name)
-                .then(|| f[field].parse::<u32>().ok())
-                .flatten()
-        })
-    };
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => find(passwd, u, 2).ok_or_else(|| {
-            StepError::Msg(format!("--chown: no user {u} in the image's /etc/passwd"))
-        })?,
+        Err(_) => passwd_entries(passwd)
+            .find(|e| e.name == u)
+            .map(|e| e.uid)
+            .ok_or_else(|| {
+                StepError::Msg(format!("--chown: no user {u} in the image's /etc/passwd"))
+            })?,
     };
     let gid = match g {
         None | Some("") => uid,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => find(group, g, 2).ok_or_else(|| {
-                StepError::Msg(format!("--chown: no group {g} in the image's /etc/group"))
-            })?,
+            Err(_) => group_entries(group)
+                .find(|(name, _, _)| *name == g)
+                .map(|(_, gid, _)| gid)
+                .ok_or_else(|| {
+                    StepError::Msg(format!("--chown: no group {g} in the image's /etc/group"))
+                })?,
         },
     };
     Ok((uid, gid))

@@ -18,11 +18,9 @@ pub mod ignore;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
-use crate::image::{ImageError, layer_descriptor, new_config, store_image};
+use crate::image::{ImageError, layer_descriptor, name_image, new_config, push_layer, store_image};
 use crate::layer::LayerError;
-use crate::oci::{
-    Descriptor, HistoryEntry, ImageConfig, Platform, REF_NAME_ANNOTATION, Reference, time,
-};
+use crate::oci::{Descriptor, HistoryEntry, ImageConfig, Platform, Reference, time};
 use crate::run::{self, RunError, RunSpec};
 use crate::store::{Hold, Store, StoreError};
 use crate::union::{UnionError, UpperDir};
@@ -257,10 +255,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         );
     }
     let desc = state.image.descriptor();
-    match &opts.tag {
-        Some(t) => store.tag(&t.canonical(), &desc).map_err(StepError::from)?,
-        None => store.add_untagged(&desc).map_err(StepError::from)?,
-    }
+    name_image(store, &desc, opts.tag.as_ref()).map_err(StepError::from)?;
     b.cache.refresh_hold(store)?;
     let _ = writeln!(b.out, "Successfully built {}", state.image.id.short());
     if let Some(t) = &opts.tag {
@@ -281,13 +276,11 @@ fn prune_step_containers(store: &Store) {
     let Ok(all) = container::list(store) else {
         return;
     };
-    let live = crate::mount::records::list(store).unwrap_or_default();
     for c in all {
-        let pid = c.build_pid;
-        let mounted = live
-            .iter()
-            .any(|(r, alive)| *alive && r.container.as_deref() == Some(&c.name));
-        if pid.is_some_and(|p| !crate::store::process_alive(p)) && !mounted {
+        if c.build_pid.is_some_and(|p| !crate::store::process_alive(p))
+            && let Ok(None | Some((_, false))) =
+                crate::mount::records::find_container(store, &c.name)
+        {
             let _ = container::remove(store, &c);
         }
     }
@@ -410,21 +403,17 @@ impl<'a> Builder<'a> {
         };
         let (config, layers, image) = if name.eq_ignore_ascii_case("scratch") {
             let key = cache::key(&["FROM scratch", &Platform::host().to_string()]);
-            let image = match self.cache.get(self.store, &key) {
-                Some(e) => e,
+            let (config, image) = match self.cache.get(self.store, &key) {
+                Some((e, m)) => (self.store.read_config(&m.config.digest)?, e),
                 None => {
                     let _lock = self.store.lock_shared()?;
-                    let img = store_image(self.store, &new_config().to_json(), &[])?;
-                    let e = Entry {
-                        manifest: img.manifest.digest,
-                        size: img.manifest.size,
-                        id: img.id,
-                    };
+                    let config = new_config();
+                    let e = Entry::from(&store_image(self.store, &config.to_json(), &[])?);
                     self.cache.put(self.store, &key, e.clone())?;
-                    e
+                    (config, e)
                 }
             };
-            (self.load(&image)?.0, Vec::new(), image)
+            (config, Vec::new(), image)
         } else {
             let r = match self.store.resolve(&name) {
                 Err(StoreError::ImageNotFound(_)) => {
@@ -470,10 +459,18 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// The config and layers of a stored step image.
-    fn load(&self, e: &Entry) -> Result<(ImageConfig, Vec<Descriptor>), StepError> {
-        let m = self.store.read_manifest(&e.manifest)?;
-        Ok((self.store.read_config(&m.config.digest)?, m.layers))
+    /// Makes a step's image the one the next step builds on.
+    fn set_current(
+        &mut self,
+        image: Entry,
+        config: ImageConfig,
+        layers: Vec<Descriptor>,
+    ) -> Result<(), StepError> {
+        let st = self.state()?;
+        st.config = config;
+        st.layers = layers;
+        st.image = image;
+        Ok(())
     }
 
     /// Serves a step from the cache when it can; says so.
@@ -481,15 +478,12 @@ impl<'a> Builder<'a> {
         if self.opts.no_cache {
             return Ok(false);
         }
-        let Some(e) = self.cache.get(self.store, key) else {
+        let Some((e, m)) = self.cache.get(self.store, key) else {
             return Ok(false);
         };
-        let (config, layers) = self.load(&e)?;
+        let config = self.store.read_config(&m.config.digest)?;
         let _ = writeln!(self.out, "--> Using cache {}", e.id.short());
-        let st = self.state()?;
-        st.config = config;
-        st.layers = layers;
-        st.image = e;
+        self.set_current(e, config, m.layers)?;
         self.cached += 1;
         Ok(true)
     }
@@ -503,21 +497,12 @@ impl<'a> Builder<'a> {
     ) -> Result<(), StepError> {
         let e = {
             let _lock = self.store.lock_shared()?;
-            let img = store_image(self.store, &config.to_json(), &layers)?;
-            let e = Entry {
-                manifest: img.manifest.digest,
-                size: img.manifest.size,
-                id: img.id,
-            };
+            let e = Entry::from(&store_image(self.store, &config.to_json(), &layers)?);
             self.cache.put(self.store, key, e.clone())?;
             e
         };
         let _ = writeln!(self.out, "--> {}", e.id.short());
-        let st = self.state()?;
-        st.config = config;
-        st.layers = layers;
-        st.image = e;
-        Ok(())
+        self.set_current(e, config, layers)
     }
 
     fn parent(&mut self) -> Result<String, StepError> {
@@ -550,11 +535,7 @@ impl<'a> Builder<'a> {
                     if ins.keyword == Keyword::Env {
                         config.set_env(k, v);
                     } else {
-                        config
-                            .container_config()
-                            .labels
-                            .get_or_insert_with(Default::default)
-                            .insert(k.clone(), v.clone());
+                        config.add_label(k, v);
                     }
                 }
                 let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -587,17 +568,8 @@ impl<'a> Builder<'a> {
             Keyword::Expose => {
                 let ports =
                     dockerfile::words(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
-                let map = config
-                    .container_config()
-                    .exposed_ports
-                    .get_or_insert_with(Default::default);
                 for p in &ports {
-                    let p = if p.contains('/') {
-                        p.to_ascii_lowercase()
-                    } else {
-                        format!("{p}/tcp")
-                    };
-                    map.insert(p, serde_json::json!({}));
+                    config.expose(p);
                 }
                 canonical = format!("EXPOSE {}", ports.join(" "));
             }
@@ -606,12 +578,8 @@ impl<'a> Builder<'a> {
                     Args::Exec(v) => v.clone(),
                     Args::Shell(s) => dockerfile::words(s, esc, &vars).map_err(StepError::Msg)?,
                 };
-                let map = config
-                    .container_config()
-                    .volumes
-                    .get_or_insert_with(Default::default);
                 for v in &vols {
-                    map.insert(v.clone(), serde_json::json!({}));
+                    config.add_volume(v);
                 }
                 canonical = format!(
                     "VOLUME {}",
@@ -703,13 +671,17 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let _ = self.out.flush();
-        let image = self.state()?.image.clone();
+        let st = self.state()?;
+        let image = st.image.manifest;
+        let layers: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
+        let config = st.config.config.clone().unwrap_or_default();
         let name = format!("build-{}-{}-{}", std::process::id(), now_secs(), n + 1);
         let c = run::create_container(
             self.store,
             Some(&name),
             &format!("build step {}", n + 1),
-            image.manifest,
+            image,
+            &layers,
             Some(std::process::id()),
         )?;
         let spec = RunSpec {
@@ -720,7 +692,7 @@ impl<'a> Builder<'a> {
             volumes: Vec::new(),
             stdin_null: true,
         };
-        let result = match run::run(self.store, &c, &spec) {
+        let result = match run::run(self.store, &c, &config, &spec) {
             Ok(0) => self.commit_run(&key, &c, &created_by),
             Ok(code) => Err(StepError::Exit(code)),
             Err(e) => Err(e.into()),
@@ -757,9 +729,9 @@ impl<'a> Builder<'a> {
             config.history.push(history(created_by, true));
             return self.record(key, config, layers);
         }
-        let e = {
+        let (e, made) = {
             let _lock = self.store.lock_shared()?;
-            let img = commit(
+            let made = commit(
                 self.store,
                 c,
                 &CommitOptions {
@@ -768,51 +740,44 @@ impl<'a> Builder<'a> {
                     ..Default::default()
                 },
             )?;
-            let e = Entry {
-                manifest: img.manifest.digest,
-                size: img.manifest.size,
-                id: img.id,
-            };
+            let e = Entry::from(&made.image);
+            // Held by the cache from here, as other step images.
             self.cache.put(self.store, key, e.clone())?;
-            // Held by the cache now: out of index.json, as other step images.
-            self.store.update_index_json(|i| {
-                i.manifests.retain(|d| {
-                    !(d.digest == e.manifest && d.annotation(REF_NAME_ANNOTATION).is_none())
-                });
-                Ok(())
-            })?;
-            e
+            (e, made)
         };
-        let (config, layers) = self.load(&e)?;
         let _ = writeln!(self.out, "--> {}", e.id.short());
-        let st = self.state()?;
-        st.config = config;
-        st.layers = layers;
-        st.image = e;
+        self.set_current(e, made.config, made.layers)?;
         self.new_layers += 1;
         Ok(())
     }
 
     /// Writes one layer with `f`, then records it with its history entry.
+    /// `tree` is the current image's tree, if the step already opened it.
     fn layer_step(
         &mut self,
         key: &str,
         created_by: &str,
+        tree: Option<copy::ImageTree>,
         f: impl FnOnce(&mut LayerBuild, &Context) -> Result<(), StepError>,
     ) -> Result<(), StepError> {
         let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
-        let digests: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
         let mut config = st.config.clone();
         let mut layers = st.layers.clone();
         let info = {
             let _lock = self.store.lock_shared()?;
-            let mut lb = LayerBuild::new(self.store, &digests, now_secs())?;
+            let tree = match tree {
+                Some(t) => t,
+                None => {
+                    let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
+                    copy::ImageTree::open(self.store, &digests)?
+                }
+            };
+            let mut lb = LayerBuild::new(self.store, tree, now_secs())?;
             f(&mut lb, &self.ctx)?;
             lb.finish()?
         };
         config.created = Some(time::now_rfc3339());
-        config.rootfs.diff_ids.push(info.diff_id);
-        config.history.push(history(created_by, false));
+        push_layer(&mut config, info.diff_id, history(created_by, false));
         layers.push(layer_descriptor(&info));
         self.new_layers += 1;
         self.record(key, config, layers)
@@ -904,7 +869,7 @@ impl<'a> Builder<'a> {
         if self.cached(&key)? {
             return Ok(());
         }
-        self.layer_step(&key, &created_by, |lb, ctx| {
+        self.layer_step(&key, &created_by, None, |lb, ctx| {
             let owner = match &chown {
                 Some(spec) => {
                     let passwd = lb.tree.read_file("/etc/passwd")?.unwrap_or_default();
@@ -951,11 +916,8 @@ impl<'a> Builder<'a> {
         }
         // The directory is created (owned by root, 0755) when the image lacks it.
         let digests: Vec<_> = self.state()?.layers.iter().map(|l| l.digest).collect();
-        let exists = {
-            let mut tree = copy::ImageTree::open(self.store, &digests)?;
-            tree.resolve(path.as_bytes(), true)?.node
-        };
-        match exists {
+        let mut tree = copy::ImageTree::open(self.store, &digests)?;
+        match tree.resolve(path.as_bytes(), true)?.node {
             Some(run::inroot::Node::Dir) => {
                 config.created = Some(time::now_rfc3339());
                 config.history.push(history(&created_by, true));
@@ -967,7 +929,7 @@ impl<'a> Builder<'a> {
             ))),
             None => {
                 self.state()?.config = config;
-                self.layer_step(&key, &created_by, |lb, _| {
+                self.layer_step(&key, &created_by, Some(tree), |lb, _| {
                     lb.ensure_dir(path.as_bytes(), None).map(drop)
                 })
             }

@@ -312,6 +312,13 @@ fn add_unpacks_archives_and_refuses_members_that_climb_out() {
     assert!(e.contains("Dockerfile:3: ADD evil.tar /x/"), "{e}");
     assert!(e.contains("leaves the destination"), "{e}");
     assert!(!Path::new("/tmp/layerfs-escape").exists());
+
+    // Refused, not copied as it is, whatever the destination.
+    write(ctx.path(), "pkg.tar.xz", b"\xfd7zXZ\0rest of it");
+    let e = build_in(&store, ctx.path(), "FROM base:1\nADD pkg.tar.xz /opt/pkg\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("xz and bzip2 archives are not supported"), "{e}");
 }
 
 #[test]
@@ -401,4 +408,44 @@ fn from_scratch() {
         config.config.unwrap().entrypoint.unwrap(),
         vec!["/bin/hello"]
     );
+}
+
+#[test]
+fn steps_pair_with_their_layers_over_a_base_without_history() {
+    let (_d, store) = temp_store();
+    // A base whose config records no history (some tools write none).
+    let mut t = TarBuilder::new();
+    t.dir("etc", 0o755);
+    let info = crate::layer::ingest(&store, &gzip(&t.finish())[..], None).unwrap();
+    let mut config = new_config();
+    config.rootfs.diff_ids = vec![info.diff_id];
+    crate::image::write_image(
+        &store,
+        &config,
+        &[layer_descriptor(&info)],
+        Some(&Reference::parse("bare:1").unwrap()),
+    )
+    .unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "one.txt", b"1\n");
+    build_in(
+        &store,
+        ctx.path(),
+        "FROM bare:1\nENV X=1\nCOPY one.txt /one.txt\n",
+    )
+    .unwrap();
+    let img = store.resolve("app:1").unwrap();
+    // As `history` pairs them: each step that made a layer takes the next one.
+    let made: Vec<_> = img
+        .config
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .collect();
+    assert_eq!(made.len(), img.manifest.layers.len(), "{made:#?}");
+    assert_eq!(made[0].created_by, None, "the base layer's blank step");
+    assert_eq!(made[1].created_by.as_deref(), Some("COPY one.txt /one.txt"));
+    let idx = crate::layer::open_index(&store, &img.manifest.layers[1].digest).unwrap();
+    let root = idx.find_dir(b"").unwrap();
+    assert!(root.lookup(b"one.txt").0.is_some(), "the COPY's layer");
 }

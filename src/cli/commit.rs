@@ -5,6 +5,7 @@ use super::Ctx;
 use anyhow::{Context, Result, bail};
 use layerfs::commit::{CommitOptions, commit};
 use layerfs::container;
+use layerfs::image::name_image;
 use layerfs::layer::Compression;
 use layerfs::oci::Reference;
 
@@ -45,15 +46,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         _ => Compression::Gzip,
     };
     let opts = CommitOptions {
-        tag,
         message: a.message,
         author: a.author,
         changes: a.change,
         compression,
         created_by: None,
     };
-    let stored = commit(&store, &c, &opts).with_context(|| format!("commit {}", a.target))?;
-    println!("{}", stored.id);
+    // Held until the new image is named, so gc cannot take it first.
+    let _lock = store.lock_shared()?;
+    let made = commit(&store, &c, &opts).with_context(|| format!("commit {}", a.target))?;
+    name_image(&store, &made.image.manifest, tag.as_ref())
+        .with_context(|| format!("commit {}", a.target))?;
+    println!("{}", made.image.id);
     Ok(())
 }
 

@@ -63,6 +63,16 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// An image ID as listings show it: 12 hex digits unless `no_trunc`
+/// (`<missing>` as it is).
+pub fn short_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc || id.starts_with('<') {
+        id.to_string()
+    } else {
+        id.trim_start_matches("sha256:").chars().take(12).collect()
+    }
+}
+
 /// `name` split into (repository, tag) for display; `<none>` when untagged.
 pub fn repo_and_tag(name: Option<&str>) -> (String, String) {
     match name.and_then(|n| layerfs::oci::Reference::parse(n).ok()) {

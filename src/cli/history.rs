@@ -2,7 +2,7 @@
 //! newest first, as `docker history` prints it.
 
 use super::Ctx;
-use super::format::{OutputFormat, human_size, print_table};
+use super::format::{OutputFormat, human_size, print_table, short_id};
 use anyhow::{Context, Result};
 use layerfs::layer::LayerIndex;
 use layerfs::oci::time::human_age;
@@ -114,12 +114,4 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn short_id(id: &str, no_trunc: bool) -> String {
-    if no_trunc || id.starts_with('<') {
-        id.to_string()
-    } else {
-        id.trim_start_matches("sha256:").chars().take(12).collect()
-    }
 }

@@ -1,8 +1,9 @@
 //! `layerfs images [REPOSITORY[:TAG]] [-q] [--format json] [--no-trunc]`
 
 use super::Ctx;
-use super::format::{OutputFormat, human_size, print_table, repo_and_tag};
+use super::format::{OutputFormat, human_size, print_table, repo_and_tag, short_id};
 use anyhow::Result;
+use layerfs::oci::Platform;
 use layerfs::oci::time::human_age;
 use layerfs::store::Store;
 
@@ -51,17 +52,17 @@ struct Row {
 fn rows(store: &Store) -> Result<Vec<Row>> {
     let mut out = Vec::new();
     for e in store.image_entries()? {
-        let r = store.resolve(&e.descriptor.digest.to_string())?;
-        let size = r.manifest.config.size + r.manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        let (_, m) = store.manifest_for_platform(&e.descriptor.digest, &Platform::host())?;
+        let config = store.read_config(&m.config.digest)?;
         out.push(Row {
             name: e.name().map(str::to_string),
-            id: r.id().to_string(),
+            id: m.config.digest.to_string(),
             digest: e.descriptor.digest.to_string(),
-            created: r.config.created.clone(),
-            size,
-            layers: r.manifest.layers.len(),
-            arch: r.config.architecture.clone(),
-            os: r.config.os.clone(),
+            created: config.created,
+            size: m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
+            layers: m.layers.len(),
+            arch: config.architecture,
+            os: config.os,
         });
     }
     Ok(out)
@@ -99,7 +100,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         OutputFormat::Table if a.quiet => {
             let mut seen = Vec::new();
             for r in rows {
-                let id = short(&r.id, a.no_trunc);
+                let id = short_id(&r.id, a.no_trunc);
                 if !seen.contains(&id) {
                     println!("{id}");
                     seen.push(id);
@@ -121,7 +122,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                         row.push(r.digest.clone());
                     }
                     row.extend([
-                        short(&r.id, a.no_trunc),
+                        short_id(&r.id, a.no_trunc),
                         human_age(r.created.as_deref()),
                         human_size(r.size),
                     ]);
@@ -132,12 +133,4 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn short(id: &str, no_trunc: bool) -> String {
-    if no_trunc {
-        id.to_string()
-    } else {
-        id.trim_start_matches("sha256:").chars().take(12).collect()
-    }
 }

@@ -14,19 +14,15 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
-    let mounts = layerfs::mount::records::list(&store)?;
-    let rows: Vec<(layerfs::container::Container, u64, Option<String>)> =
-        layerfs::container::list(&store)?
-            .into_iter()
-            .map(|c| {
-                let at = mounts
-                    .iter()
-                    .find(|(r, alive)| *alive && r.container.as_deref() == Some(&c.name));
-                let at = at.map(|(r, _)| r.mountpoint.display().to_string());
-                let size = c.size();
-                (c, size, at)
-            })
-            .collect();
+    let mut rows: Vec<(layerfs::container::Container, u64, Option<String>)> = Vec::new();
+    for c in layerfs::container::list(&store)? {
+        let at = match layerfs::mount::records::find_container(&store, &c.name)? {
+            Some((r, true)) => Some(r.mountpoint.display().to_string()),
+            _ => None,
+        };
+        let size = c.size();
+        rows.push((c, size, at));
+    }
     match a.format {
         OutputFormat::Json => {
             let v: Vec<_> = rows

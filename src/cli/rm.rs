@@ -31,10 +31,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
 
 fn remove(store: &layerfs::store::Store, name: &str, force: bool) -> Result<()> {
     let c = layerfs::container::load(store, name)?;
-    let mounted = layerfs::mount::records::list(store)?
-        .into_iter()
-        .find(|(r, _)| r.container.as_deref() == Some(name));
-    if let Some((r, _)) = mounted {
+    if let Some((r, _)) = layerfs::mount::records::find_container(store, name)? {
         if !force {
             bail!(
                 "it is mounted at {}; unmount it or use --force",

@@ -58,8 +58,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         r => r,
     }
     .with_context(|| format!("run {}", a.image))?;
-    let c = run::create_container(&store, a.name.as_deref(), &a.image, image.top.digest, None)
-        .with_context(|| format!("run {}", a.image))?;
+    let c = run::create_container(
+        &store,
+        a.name.as_deref(),
+        &a.image,
+        image.top.digest,
+        &image.layer_digests(),
+        None,
+    )
+    .with_context(|| format!("run {}", a.image))?;
     let spec = RunSpec {
         command: Command::Image(a.command),
         env: a.env,
@@ -68,7 +75,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         volumes,
         stdin_null: false,
     };
-    let result = run::run(&store, &c, &spec);
+    let config = image.config.config.unwrap_or_default();
+    let result = run::run(&store, &c, &config, &spec);
     if a.rm {
         layerfs::container::remove(&store, &c)
             .with_context(|| format!("removing container {}", c.name))?;

@@ -11,26 +11,25 @@
 //! same digest; hard links are kept within the layer only.
 //!
 //! A live container's daemon is asked (over its control socket) to hold
-//! every change for the moment of the read. Nothing is tagged until the
-//! layer, config and manifest are stored, so an interrupted commit leaves no
-//! half image and the container as it was.
+//! every change for the moment of the read. The image is stored unnamed;
+//! the caller names it (`image::name_image`) or keeps it as a build step,
+//! so an interrupted commit leaves no half image and the container as it was.
 
 use crate::container::{Container, ContainerError, Freeze};
-use crate::flatten::{Flatten, FlattenError};
+use crate::flatten::{Flatten, FlattenError, ViewReader};
 use crate::image::{
-    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, write_image,
+    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, push_layer, store_image,
 };
 use crate::layer::{
     Compression, LayerError, LayerSink, LayerWriter, SpanCache, TarMeta, TarWriter,
 };
-use crate::oci::{Descriptor, HistoryEntry, Platform, Reference, media_type as mt, time};
+use crate::oci::{Descriptor, HistoryEntry, ImageConfig, time};
 use crate::store::{Store, StoreError};
 use crate::union::upper::{
     OPAQUE, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT, join,
 };
 use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs, UpperDir};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +57,6 @@ pub enum CommitError {
 
 #[derive(Clone, Debug)]
 pub struct CommitOptions {
-    pub tag: Option<Reference>,
     pub message: Option<String>,
     pub author: Option<String>,
     pub changes: Vec<String>,
@@ -71,7 +69,6 @@ pub struct CommitOptions {
 impl Default for CommitOptions {
     fn default() -> Self {
         CommitOptions {
-            tag: None,
             message: None,
             author: None,
             changes: Vec::new(),
@@ -81,15 +78,23 @@ impl Default for CommitOptions {
     }
 }
 
-/// Commits container `c` as a new image; returns it.
+/// An image a commit stored (not yet named), with what it holds.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub image: StoredImage,
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+}
+
+/// Commits container `c` as a new, unnamed image. Hold the store lock
+/// (shared) until the image is named or otherwise referenced.
 pub fn commit(
     store: &Store,
     c: &Container,
     opts: &CommitOptions,
-) -> Result<StoredImage, CommitError> {
+) -> Result<Committed, CommitError> {
     let _lock = store.lock_shared()?;
-    let top = Descriptor::new(mt::OCI_MANIFEST, c.manifest, 0);
-    let (_, manifest) = store.manifest_for_platform(&top, &Platform::host())?;
+    let manifest = c.image_manifest(store)?;
     let mut config = store.read_config(&manifest.config.digest)?;
     for change in &opts.changes {
         apply_change(&mut config, change)?;
@@ -103,13 +108,15 @@ pub fn commit(
     let info = {
         let _freeze = Freeze::take(c)?;
         let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(upper_err)?;
-        let view = UnionFs::new(
-            stack,
-            Some(UpperDir::open_existing(&c.upper(), &c.work()).map_err(upper_err)?),
-        );
+        let view = UnionFs::new(stack, Some(upper));
+        // The view was made with the upper dir just above.
+        let upper = view.upper.as_ref().ok_or(CommitError::Union {
+            path: "/".into(),
+            source: UnionError::ReadOnly,
+        })?;
         let mut out = LayerWriter::new(store, opts.compression)?;
         Walker {
-            upper: &upper,
+            upper,
             view: &view,
             links: HashMap::new(),
         }
@@ -121,32 +128,28 @@ pub fn commit(
     if opts.author.is_some() {
         config.author = opts.author.clone();
     }
-    // History steps that made layers pair with the layers in order: a
-    // parent without history for some of its layers (an imported rootfs)
-    // gets blank steps for them, or this commit's step would be shown
-    // against its base layer.
-    let described = config.history.iter().filter(|h| !h.empty_layer).count();
-    for _ in described..config.rootfs.diff_ids.len() {
-        config.history.push(HistoryEntry::default());
-    }
-    config.rootfs.diff_ids.push(info.diff_id);
-    config.history.push(HistoryEntry {
-        created: Some(now),
-        created_by: Some(created_by(c, opts)),
-        author: opts.author.clone(),
-        comment: opts.message.clone(),
-        empty_layer: false,
-    });
+    push_layer(
+        &mut config,
+        info.diff_id,
+        HistoryEntry {
+            created: Some(now),
+            created_by: Some(created_by(c, opts)),
+            author: opts.author.clone(),
+            comment: opts.message.clone(),
+            empty_layer: false,
+        },
+    );
     let mut descs: Vec<Descriptor> = manifest
         .layers
         .iter()
         .map(crate::image::oci_layer_descriptor)
         .collect();
     descs.push(layer_descriptor(&info));
-    let manifest = write_image(store, &config, &descs, opts.tag.as_ref())?;
-    Ok(StoredImage {
-        id: store.image_id(&manifest)?,
-        manifest,
+    let image = store_image(store, &config.to_json(), &descs)?;
+    Ok(Committed {
+        image,
+        config,
+        layers: descs,
     })
 }
 
@@ -298,12 +301,7 @@ impl Walker<'_> {
             rel,
             meta,
             size,
-            LowerReader {
-                view: self.view,
-                ino: origin,
-                off: 0,
-                path: lossy(rel),
-            },
+            ViewReader::new(self.view, origin, None, rel),
         )?;
         Ok(())
     }
@@ -321,24 +319,5 @@ impl Walker<'_> {
                 .ino;
         }
         Ok(ino)
-    }
-}
-
-/// Reads a lower file by its inode number.
-struct LowerReader<'a> {
-    view: &'a UnionFs,
-    ino: u64,
-    off: u64,
-    path: String,
-}
-
-impl Read for LowerReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self
-            .view
-            .read(self.ino, self.off, buf)
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", self.path)))?;
-        self.off += n as u64;
-        Ok(n)
     }
 }

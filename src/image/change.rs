@@ -30,12 +30,8 @@ pub fn apply_change(config: &mut ImageConfig, change: &str) -> Result<(), Change
             }
         }
         "LABEL" => {
-            let labels = config
-                .container_config()
-                .labels
-                .get_or_insert_with(Default::default);
             for (k, v) in key_values(rest).ok_or_else(|| bad("expected LABEL KEY=VALUE"))? {
-                labels.insert(k, v);
+                config.add_label(&k, &v);
             }
         }
         "CMD" => {
@@ -54,28 +50,15 @@ pub fn apply_change(config: &mut ImageConfig, change: &str) -> Result<(), Change
             config.container_config().stop_signal = Some(rest.to_string())
         }
         "EXPOSE" => {
-            let ports = config
-                .container_config()
-                .exposed_ports
-                .get_or_insert_with(Default::default);
             for p in rest.split_whitespace() {
-                let p = if p.contains('/') {
-                    p.to_string()
-                } else {
-                    format!("{p}/tcp")
-                };
-                ports.insert(p, serde_json::json!({}));
+                config.expose(p);
             }
         }
         "VOLUME" => {
-            let vols = config
-                .container_config()
-                .volumes
-                .get_or_insert_with(Default::default);
             for v in json_array(rest)
                 .unwrap_or_else(|| rest.split_whitespace().map(str::to_string).collect())
             {
-                vols.insert(v, serde_json::json!({}));
+                config.add_volume(&v);
             }
         }
         "WORKDIR" | "USER" | "STOPSIGNAL" => return Err(bad("needs a value")),
@@ -172,14 +155,17 @@ mod tests {
         apply_change(&mut c, "ENTRYPOINT /entry.sh").unwrap();
         apply_change(&mut c, "WORKDIR /srv").unwrap();
         apply_change(&mut c, "USER 1000:1000").unwrap();
-        apply_change(&mut c, "EXPOSE 80 53/udp").unwrap();
+        apply_change(&mut c, "EXPOSE 80 53/udp 443/TCP").unwrap();
         let cc = c.config.clone().unwrap();
         assert_eq!(cc.env.unwrap(), vec!["B=two words", "A=3"]);
         assert_eq!(cc.cmd.unwrap(), vec!["/bin/sh", "-c", "echo hi"]);
         assert_eq!(cc.entrypoint.unwrap(), vec!["/bin/sh", "-c", "/entry.sh"]);
         assert_eq!(cc.working_dir.as_deref(), Some("/srv"));
         assert_eq!(cc.user.as_deref(), Some("1000:1000"));
-        assert!(cc.exposed_ports.unwrap().contains_key("53/udp"));
+        let ports = cc.exposed_ports.unwrap();
+        assert!(ports.contains_key("53/udp"));
+        assert!(ports.contains_key("80/tcp"));
+        assert!(ports.contains_key("443/tcp"), "as Docker: {ports:?}");
         assert!(apply_change(&mut c, "FROB x").is_err());
         assert!(apply_change(&mut c, "WORKDIR").is_err());
     }

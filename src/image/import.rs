@@ -42,7 +42,5 @@ pub fn import(
         comment: opts.message.clone(),
         ..Default::default()
     }];
-    let desc = write_image(store, &config, &[layer_descriptor(&info)], tag)?;
-    let id = store.image_id(&desc)?;
-    Ok(StoredImage { id, manifest: desc })
+    write_image(store, &config, &[layer_descriptor(&info)], tag)
 }

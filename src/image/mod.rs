@@ -14,7 +14,7 @@ pub use usage::{ImageUsage, StoreUsage, usage};
 
 use crate::layer::{LayerError, LayerInfo};
 use crate::oci::{
-    Descriptor, Digest, ImageConfig, Manifest, Platform, Reference, media_type as mt,
+    Descriptor, Digest, HistoryEntry, ImageConfig, Manifest, Platform, Reference, media_type as mt,
 };
 use crate::store::{Store, StoreError};
 
@@ -48,20 +48,31 @@ pub fn new_config() -> ImageConfig {
     }
 }
 
-/// Stores `config` and a manifest over `layers`, then tags it as `tag` (or
-/// records it untagged). Returns the manifest's descriptor.
+/// Stores `config` and a manifest over `layers`, then names the image (see
+/// `name_image`).
 pub fn write_image(
     store: &Store,
     config: &ImageConfig,
     layers: &[Descriptor],
     tag: Option<&Reference>,
-) -> Result<Descriptor, ImageError> {
-    let desc = store_image(store, &config.to_json(), layers)?.manifest;
+) -> Result<StoredImage, ImageError> {
+    let image = store_image(store, &config.to_json(), layers)?;
+    name_image(store, &image.manifest, tag)?;
+    Ok(image)
+}
+
+/// Lists a stored image in index.json: as `tag`, or untagged. Until then
+/// only the store lock (held shared) keeps gc from it.
+pub fn name_image(
+    store: &Store,
+    manifest: &Descriptor,
+    tag: Option<&Reference>,
+) -> Result<(), ImageError> {
     match tag {
-        Some(r) => store.tag(&r.canonical(), &desc)?,
-        None => store.add_untagged(&desc)?,
+        Some(r) => store.tag(&r.canonical(), manifest)?,
+        None => store.add_untagged(manifest)?,
     }
-    Ok(desc)
+    Ok(())
 }
 
 /// Stores `config` byte for byte and an OCI manifest over `layers`, without
@@ -81,6 +92,19 @@ pub fn store_image(
     let digest = store.put_blob(&manifest_bytes, None)?;
     let manifest = Descriptor::new(mt::OCI_MANIFEST, digest, manifest_bytes.len() as u64);
     Ok(StoredImage { id, manifest })
+}
+
+/// Adds a layer's diff_id and the history step that made it. Steps that
+/// made layers pair with the layers in order: a parent without history for
+/// some of its layers first gets blank steps for them, or the new step
+/// would be shown against a layer of its parent.
+pub fn push_layer(config: &mut ImageConfig, diff_id: Digest, step: HistoryEntry) {
+    let described = config.history.iter().filter(|h| !h.empty_layer).count();
+    for _ in described..config.rootfs.diff_ids.len() {
+        config.history.push(HistoryEntry::default());
+    }
+    config.rootfs.diff_ids.push(diff_id);
+    config.history.push(step);
 }
 
 /// A parent's layer descriptor as an OCI manifest lists it: Docker's layer

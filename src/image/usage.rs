@@ -30,17 +30,21 @@ pub struct StoreUsage {
 }
 
 pub fn usage(store: &Store) -> Result<StoreUsage> {
-    let mut by_manifest: Vec<(Digest, Vec<String>)> = Vec::new();
+    // (manifest, image ID, tags) of each image, in index.json order.
+    let mut by_manifest: Vec<(Digest, Digest, Vec<String>)> = Vec::new();
     for e in store.image_entries()? {
         let d = e.descriptor.digest;
-        match by_manifest.iter_mut().find(|(m, _)| *m == d) {
-            Some((_, names)) => names.extend(e.name().map(str::to_string)),
-            None => by_manifest.push((d, e.name().map(str::to_string).into_iter().collect())),
+        match by_manifest.iter_mut().find(|(m, _, _)| *m == d) {
+            Some((_, _, names)) => names.extend(e.name().map(str::to_string)),
+            None => {
+                let id = store.image_id(&e.descriptor).unwrap_or(d);
+                by_manifest.push((d, id, e.name().map(str::to_string).into_iter().collect()))
+            }
         }
     }
     let mut blob_sets: Vec<HashSet<Digest>> = Vec::new();
     let mut users: HashMap<Digest, usize> = HashMap::new();
-    for (m, _) in &by_manifest {
+    for (m, _, _) in &by_manifest {
         let set = store.reachable_from(&[*m])?;
         for b in &set {
             *users.entry(*b).or_default() += 1;
@@ -50,7 +54,7 @@ pub fn usage(store: &Store) -> Result<StoreUsage> {
     let size = |d: &Digest| store.blob_size(d).unwrap_or(0);
     let mut images = Vec::new();
     let mut all = HashSet::new();
-    for ((manifest, names), set) in by_manifest.into_iter().zip(blob_sets) {
+    for ((manifest, id, names), set) in by_manifest.into_iter().zip(blob_sets) {
         let (mut unique, mut shared) = (0, 0);
         for b in &set {
             if users.get(b).copied().unwrap_or(0) > 1 {
@@ -59,12 +63,6 @@ pub fn usage(store: &Store) -> Result<StoreUsage> {
                 unique += size(b);
             }
         }
-        let id = store
-            .image_entries()?
-            .into_iter()
-            .find(|e| e.descriptor.digest == manifest)
-            .and_then(|e| store.image_id(&e.descriptor).ok())
-            .unwrap_or(manifest);
         all.extend(set);
         images.push(ImageUsage {
             names,
@@ -76,9 +74,9 @@ pub fn usage(store: &Store) -> Result<StoreUsage> {
         });
     }
     let images_total = all.iter().map(size).sum();
-    let blobs_total = store.list_blobs()?.iter().map(size).sum();
-    let indexes_total = store
-        .list_blobs()?
+    let blobs = store.list_blobs()?;
+    let blobs_total = blobs.iter().map(size).sum();
+    let indexes_total = blobs
         .iter()
         .filter_map(|d| std::fs::metadata(store.layer_index_path(d)).ok())
         .map(|m| m.len())

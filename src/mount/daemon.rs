@@ -10,8 +10,8 @@ use super::fuse::FuseFs;
 use super::records::{self, MountRecord, is_mounted, mount_id};
 use crate::container;
 use crate::layer::SpanCache;
+use crate::oci::Digest;
 use crate::oci::time;
-use crate::oci::{Descriptor, Digest, Platform};
 use crate::store::{Hold, Store};
 use crate::union::{Stack, UnionFs, UpperDir};
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -110,18 +110,18 @@ fn serve_inner(
     let (container, image_name, top, layers) = match &opts.container {
         Some(name) => {
             let c = container::load(store, name)?;
-            let mounted = records::list(store)?
-                .into_iter()
-                .find(|(r, alive)| *alive && r.container.as_deref() == Some(name));
-            if let Some((r, _)) = mounted {
+            if let Some((r, true)) = records::find_container(store, name)? {
                 return Err(MountError::ContainerMounted {
                     name: name.clone(),
                     at: r.mountpoint,
                 });
             }
-            let desc = Descriptor::new(crate::oci::media_type::OCI_MANIFEST, c.manifest, 0);
-            let (_, manifest) = store.manifest_for_platform(&desc, &Platform::host())?;
-            let layers: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+            let layers: Vec<Digest> = c
+                .image_manifest(store)?
+                .layers
+                .iter()
+                .map(|l| l.digest)
+                .collect();
             let image = c.image.clone();
             let top = c.manifest;
             (Some((c, false)), image, top, layers)

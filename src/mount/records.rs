@@ -43,10 +43,7 @@ pub fn write(store: &Store, r: &MountRecord) -> Result<(), MountError> {
     let path = dir(store)?.join(format!("{}.json", r.id));
     let bytes = serde_json::to_vec_pretty(r)
         .map_err(|e| MountError::io(&path, std::io::Error::other(e)))?;
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, &path))
-        .map_err(|e| MountError::io(&path, e))
+    Ok(store.write_file(&path, &bytes)?)
 }
 
 pub fn remove(store: &Store, id: &str) {
@@ -86,6 +83,24 @@ pub fn find(store: &Store, mountpoint: &Path) -> Result<Option<MountRecord>, Mou
         .into_iter()
         .map(|(r, _)| r)
         .find(|r| r.mountpoint == mountpoint))
+}
+
+/// Where container `name` is mounted, and whether that mount's daemon
+/// lives (a live mount is preferred to one whose daemon died).
+pub fn find_container(
+    store: &Store,
+    name: &str,
+) -> Result<Option<(MountRecord, bool)>, MountError> {
+    let mut found = None;
+    for (r, alive) in list(store)? {
+        if r.container.as_deref() == Some(name) && (alive || found.is_none()) {
+            found = Some((r, alive));
+            if alive {
+                break;
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Whether something is mounted at `path` (per /proc/self/mountinfo).

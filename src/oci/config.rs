@@ -2,6 +2,7 @@
 //! the runtime defaults Docker calls `config`).
 
 use super::digest::Digest;
+use super::platform::Platform;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -107,5 +108,46 @@ impl ImageConfig {
         let prefix = format!("{key}=");
         env.retain(|e| !e.starts_with(&prefix) && e != key);
         env.push(format!("{key}={value}"));
+    }
+
+    pub fn add_label(&mut self, key: &str, value: &str) {
+        self.container_config()
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(key.to_string(), value.to_string());
+    }
+
+    /// Adds an exposed port: `80` is `80/tcp`, and the protocol is
+    /// lowercased (`80/TCP` is `80/tcp`), as Docker stores them.
+    pub fn expose(&mut self, port: &str) {
+        let port = if port.contains('/') {
+            port.to_ascii_lowercase()
+        } else {
+            format!("{port}/tcp")
+        };
+        self.container_config()
+            .exposed_ports
+            .get_or_insert_with(Default::default)
+            .insert(port, serde_json::json!({}));
+    }
+
+    pub fn add_volume(&mut self, path: &str) {
+        self.container_config()
+            .volumes
+            .get_or_insert_with(Default::default)
+            .insert(path.to_string(), serde_json::json!({}));
+    }
+
+    /// The platform the config declares, if it declares one.
+    pub fn platform(&self) -> Option<Platform> {
+        if self.architecture.is_empty() || self.os.is_empty() {
+            return None;
+        }
+        Some(Platform {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+            os_version: None,
+        })
     }
 }

@@ -271,7 +271,7 @@ fn complete_locally(
         }
         ManifestKind::Index(_) => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
-            match store.manifest_for_platform(&desc, &want) {
+            match store.manifest_for_platform(digest, &want) {
                 Ok((d, m)) => {
                     let size = store.blob_size(&d)?;
                     let child = Descriptor::new(m.media_type(), d, size);

@@ -69,7 +69,8 @@ pub fn components(path: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-fn lossy(p: &[u8]) -> String {
+/// A canonical path (relative to the root) as messages show it.
+pub(crate) fn lossy(p: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(p))
 }
 

@@ -22,12 +22,11 @@ pub mod rootfs;
 pub mod rules;
 mod session;
 
-pub use process::FORWARDED;
-pub use rules::{Ids, Volume, parse_volume};
+pub use rules::{Volume, parse_volume};
 pub use session::{Session, create_container};
 
 use crate::container::{Container, ContainerError};
-use crate::oci::{ContainerConfig, Descriptor, Platform, media_type as mt};
+use crate::oci::ContainerConfig;
 use crate::store::{Store, StoreError};
 use crate::union::UpperDir;
 use inroot::{HostTree, Node, resolve};
@@ -140,26 +139,22 @@ pub fn init_process() -> Result<(), RunError> {
     Ok(())
 }
 
-/// The runtime part of the config of the image container `c` was made from.
-pub fn image_config(store: &Store, c: &Container) -> Result<ContainerConfig, RunError> {
-    let top = Descriptor::new(mt::OCI_MANIFEST, c.manifest, 0);
-    let (_, m) = store.manifest_for_platform(&top, &Platform::host())?;
-    Ok(store
-        .read_config(&m.config.digest)?
-        .config
-        .unwrap_or_default())
-}
-
-/// Runs `spec` in container `c` (which must not be mounted); returns the
-/// command's exit code. Call `init_process` first, once. The forwarded
-/// signals are held in this thread (and the mount's threads, started here)
-/// while the command runs; a process with other threads should hold them
-/// there too, or those threads may take them.
-pub fn run(store: &Store, c: &Container, spec: &RunSpec) -> Result<i32, RunError> {
+/// Runs `spec` in container `c` (which must not be mounted), with `config`
+/// the runtime part of its image's config; returns the command's exit code.
+/// Call `init_process` first, once. The forwarded signals are held in this
+/// thread (and the mount's threads, started here) while the command runs; a
+/// process with other threads should hold them there too, or those threads
+/// may take them.
+pub fn run(
+    store: &Store,
+    c: &Container,
+    config: &ContainerConfig,
+    spec: &RunSpec,
+) -> Result<i32, RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
     }
-    let config = image_config(store, c)?;
+    let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(|e| io(&c.upper(), e))?;
     let dir = run_dir(store, &c.name)?;
     let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs).map_err(|e| io(&rootfs, e))?;
@@ -167,11 +162,9 @@ pub fn run(store: &Store, c: &Container, spec: &RunSpec) -> Result<i32, RunError
     let result = (|| {
         let session = Session::start(store, &c.name, &rootfs)?;
         let mut created = Vec::new();
-        let result = prepare(c, spec, &config, &dir, &rootfs, &mut created)
+        let result = prepare(c, &upper, spec, config, &dir, &rootfs, &mut created)
             .and_then(|plan| process::spawn_and_wait(&plan));
         session.finish()?;
-        let upper =
-            UpperDir::open_existing(&c.upper(), &c.work()).map_err(|e| io(&c.upper(), e))?;
         rootfs::remove_created(&upper, &created)?;
         result
     })();
@@ -253,13 +246,13 @@ fn hostname(name: &str) -> String {
 /// container what the mounts need (recorded in `created`).
 fn prepare(
     c: &Container,
+    upper: &UpperDir,
     spec: &RunSpec,
     config: &ContainerConfig,
     dir: &Path,
     root: &Path,
     created: &mut Vec<Created>,
 ) -> Result<process::Plan, RunError> {
-    let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(|e| io(&c.upper(), e))?;
     let passwd = read_in_root(root, "/etc/passwd")?.unwrap_or_default();
     let group = read_in_root(root, "/etc/group")?.unwrap_or_default();
     let user = spec
@@ -285,12 +278,12 @@ fn prepare(
     );
     let workdir = rules::workdir(spec.workdir.as_deref(), config.working_dir.as_deref())?;
     // Docker creates a missing working directory; it stays in the container.
-    let workdir_rel = rootfs::ensure(root, &upper, &workdir, true, &mut Vec::new())?;
+    let workdir_rel = rootfs::ensure(root, upper, &workdir, true, &mut Vec::new())?;
 
     let mut targets = rootfs::Targets {
-        proc: rootfs::ensure(root, &upper, "/proc", true, created)?,
-        dev: rootfs::ensure(root, &upper, "/dev", true, created)?,
-        sys: rootfs::ensure(root, &upper, "/sys", true, created)?,
+        proc: rootfs::ensure(root, upper, "/proc", true, created)?,
+        dev: rootfs::ensure(root, upper, "/dev", true, created)?,
+        sys: rootfs::ensure(root, upper, "/sys", true, created)?,
         ..Default::default()
     };
     for (file, fallback) in [
@@ -303,12 +296,12 @@ fn prepare(
         let src = host_copy(dir, file, fallback)?;
         targets
             .files
-            .push((rootfs::ensure(root, &upper, file, false, created)?, src));
+            .push((rootfs::ensure(root, upper, file, false, created)?, src));
     }
     for v in &spec.volumes {
         let md = std::fs::metadata(&v.host)
             .map_err(|_| RunError::NoVolumeSource(v.host.display().to_string()))?;
-        let rel = rootfs::ensure(root, &upper, &v.container, md.is_dir(), created)?;
+        let rel = rootfs::ensure(root, upper, &v.container, md.is_dir(), created)?;
         targets.volumes.push((rel, v.host.clone(), v.read_only));
     }
     let ops = rootfs::plan(root, &targets)?;

@@ -10,8 +10,8 @@
 //! from the upper directory again — with any directory that was copied up
 //! or created for them and stayed empty — and a commit never sees them.
 
-use super::RunError;
 use super::inroot::{HostTree, Node, resolve};
+use super::{RunError, io};
 use crate::union::UpperDir;
 use nix::mount::MsFlags;
 use std::ffi::CString;
@@ -78,10 +78,7 @@ impl Op {
 }
 
 fn cstr(p: &Path) -> Result<CString, RunError> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| RunError::Path {
-        path: p.display().to_string(),
-        why: "contains a NUL byte".into(),
-    })
+    super::cstring(&p.display().to_string(), p.as_os_str().as_bytes())
 }
 
 fn lit(s: &str) -> CString {
@@ -106,13 +103,8 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The steps that make `root` (the mounted image) a root filesystem.
 pub fn plan(root: &Path, t: &Targets) -> Result<Vec<Op>, RunError> {
-    let at = |rel: &[u8]| -> Result<PathBuf, RunError> {
-        Ok(if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(std::ffi::OsStr::from_bytes(rel))
-        })
-    };
+    let tree = HostTree::new(root);
+    let at = |rel: &[u8]| tree.host_path(rel);
     let mut ops = Vec::new();
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mount =
@@ -128,7 +120,7 @@ pub fn plan(root: &Path, t: &Targets) -> Result<Vec<Op>, RunError> {
         };
 
     // /proc of the container's PID namespace, with Docker's read-only and masked paths.
-    let proc = at(&t.proc)?;
+    let proc = at(&t.proc);
     ops.push(mount(
         Some("proc"),
         &proc,
@@ -178,7 +170,7 @@ pub fn plan(root: &Path, t: &Targets) -> Result<Vec<Op>, RunError> {
 
     // /dev: a tmpfs where nothing made inside is a device; the host's nodes
     // are bound in (a bind keeps its own mount's flags).
-    let dev = at(&t.dev)?;
+    let dev = at(&t.dev);
     ops.push(mount(
         Some("tmpfs"),
         &dev,
@@ -245,7 +237,7 @@ pub fn plan(root: &Path, t: &Targets) -> Result<Vec<Op>, RunError> {
 
     ops.push(mount(
         Some("sysfs"),
-        &at(&t.sys)?,
+        &at(&t.sys),
         Some("sysfs"),
         MsFlags::MS_RDONLY | nosuid_nodev_noexec,
         None,
@@ -254,7 +246,7 @@ pub fn plan(root: &Path, t: &Targets) -> Result<Vec<Op>, RunError> {
     for (rel, host) in &t.files {
         ops.push(Op::Mount {
             src: Some(cstr(host)?),
-            target: cstr(&at(rel)?)?,
+            target: cstr(&at(rel))?,
             fstype: None,
             flags: MsFlags::MS_BIND,
             data: None,
@@ -262,7 +254,7 @@ pub fn plan(root: &Path, t: &Targets) -> Result<Vec<Op>, RunError> {
         });
     }
     for (rel, host, ro) in &t.volumes {
-        let target = cstr(&at(rel)?)?;
+        let target = cstr(&at(rel))?;
         ops.push(Op::Mount {
             src: Some(cstr(host)?),
             target: target.clone(),
@@ -325,11 +317,11 @@ pub fn ensure(
         let rel = comps[..n].join(&b'/');
         if upper
             .lstat(&rel)
-            .map_err(|e| io_err(&tree, &rel, e))?
+            .map_err(|e| io(&tree.host_path(&rel), e))?
             .is_none()
         {
             let md = std::fs::symlink_metadata(tree.host_path(&rel))
-                .map_err(|e| io_err(&tree, &rel, e))?;
+                .map_err(|e| io(&tree.host_path(&rel), e))?;
             created.push(Created {
                 rel,
                 dir: true,
@@ -347,12 +339,12 @@ pub fn ensure(
                 .create_new(true)
                 .mode(0o644)
                 .open(&host)
-                .map_err(|e| io_err(&tree, rel, e))?;
+                .map_err(|e| io(&tree.host_path(rel), e))?;
         } else {
             std::fs::DirBuilder::new()
                 .mode(0o755)
                 .create(&host)
-                .map_err(|e| io_err(&tree, rel, e))?;
+                .map_err(|e| io(&tree.host_path(rel), e))?;
         }
         created.push(Created {
             rel: rel.clone(),
@@ -363,21 +355,11 @@ pub fn ensure(
     Ok(r.path)
 }
 
-fn io_err(tree: &HostTree, rel: &[u8], e: std::io::Error) -> RunError {
-    RunError::Io {
-        path: tree.host_path(rel),
-        source: e,
-    }
-}
-
 /// Removes from the upper directory (the mount is gone) what `ensure`
 /// created, newest first: files still empty, directories still empty, and
 /// copied-up directories that stayed empty and unchanged.
 pub fn remove_created(upper: &UpperDir, created: &[Created]) -> Result<(), RunError> {
-    let io = |rel: &[u8], e| RunError::Io {
-        path: upper.root().join(std::ffi::OsStr::from_bytes(rel)),
-        source: e,
-    };
+    let io = |rel: &[u8], e| io(&upper.root().join(std::ffi::OsStr::from_bytes(rel)), e);
     for c in created.iter().rev() {
         let Some(st) = upper.lstat(&c.rel).map_err(|e| io(&c.rel, e))? else {
             continue;

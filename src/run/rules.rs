@@ -92,14 +92,15 @@ pub struct Ids {
     pub home: String,
 }
 
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
+pub(crate) struct PasswdEntry<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) home: &'a str,
 }
 
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+/// Each well-formed line of an /etc/passwd.
+pub(crate) fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     text.lines().filter_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         if f.len() < 7 || l.starts_with('#') {
@@ -115,7 +116,7 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
 }
 
 /// (name, gid, members) of each line of an /etc/group.
-fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
+pub(crate) fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
     text.lines().filter_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         if f.len() < 4 || l.starts_with('#') {

@@ -2,11 +2,11 @@
 //! long as a run needs it; unmounted when finished or dropped (on every
 //! path out of a run, errors and panics included).
 
-use super::RunError;
+use super::{RunError, io};
 use crate::container::{self, Container};
 use crate::layer::SpanCache;
 use crate::mount::{MountError, MountOptions, serve};
-use crate::oci::{Descriptor, Digest, Platform, media_type as mt};
+use crate::oci::Digest;
 use crate::store::Store;
 use crate::union::{Stack, UnionFs, UpperDir};
 use nix::mount::MntFlags;
@@ -14,25 +14,20 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 /// Creates container `name` over the image whose top-level manifest is
-/// `manifest`, its root owned and moded as the image's root (as `mount
-/// --writable` makes one).
+/// `manifest` (for this platform, the manifest over `layers`), its root
+/// owned and moded as the image's root (as `mount --writable` makes one).
 pub fn create_container(
     store: &Store,
     name: Option<&str>,
     image: &str,
     manifest: Digest,
+    layers: &[Digest],
     build_pid: Option<u32>,
 ) -> Result<Container, RunError> {
     let c = container::create(store, name, image, manifest, build_pid)?;
     let adopt = || -> Result<(), RunError> {
-        let top = Descriptor::new(mt::OCI_MANIFEST, manifest, 0);
-        let (_, m) = store.manifest_for_platform(&top, &Platform::host())?;
-        let layers: Vec<Digest> = m.layers.iter().map(|l| l.digest).collect();
-        let stack = Stack::open(store, &layers, SpanCache::new(1 << 20))?;
-        let upper = UpperDir::open(&c.upper(), &c.work()).map_err(|e| RunError::Io {
-            path: c.upper(),
-            source: e,
-        })?;
+        let stack = Stack::open(store, layers, SpanCache::new(1 << 20))?;
+        let upper = UpperDir::open(&c.upper(), &c.work()).map_err(|e| io(&c.upper(), e))?;
         UnionFs::new(stack, Some(upper)).adopt_lower_root()?;
         Ok(())
     };
@@ -74,10 +69,7 @@ impl Session {
                     let _ = tx.send(r.is_ok());
                 })
             })
-            .map_err(|e| RunError::Io {
-                path: mountpoint.to_path_buf(),
-                source: e,
-            })?;
+            .map_err(|e| io(mountpoint, e))?;
         let mut session = Session {
             mountpoint: mountpoint.to_path_buf(),
             thread: Some(thread),
@@ -93,10 +85,6 @@ impl Session {
                 })
             }
         }
-    }
-
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
     }
 
     /// Unmounts and waits for the serving thread to end.

@@ -71,6 +71,13 @@ impl Store {
             .collect())
     }
 
+    /// Replaces `dest`, a file in the store's own folders, with `content`:
+    /// a temp file, fsynced, renamed over it, so a crash leaves the old
+    /// file or the new one.
+    pub(crate) fn write_file(&self, dest: &std::path::Path, content: &[u8]) -> Result<()> {
+        write_atomic(&self.tmp_dir(), dest, content)
+    }
+
     /// Read-modify-write of index.json under its lock, replaced atomically.
     pub fn update_index_json<T>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<T>) -> Result<T> {
         let _lock = self.lock_refs()?;
@@ -231,7 +238,7 @@ impl Store {
         let entry = self.find_entry(what)?;
         let name = entry.name().map(str::to_string);
         let (manifest_digest, manifest) =
-            self.manifest_for_platform(&entry.descriptor, platform)?;
+            self.manifest_for_platform(&entry.descriptor.digest, platform)?;
         let config_digest = manifest.config.digest;
         let config = self.read_config(&config_digest)?;
         Ok(ResolvedImage {
@@ -247,10 +254,10 @@ impl Store {
     /// Follows indexes (also nested ones) down to the manifest for `platform`.
     pub fn manifest_for_platform(
         &self,
-        desc: &Descriptor,
+        top: &Digest,
         platform: &Platform,
     ) -> Result<(Digest, Manifest)> {
-        let mut digest = desc.digest;
+        let mut digest = *top;
         for _ in 0..8 {
             match self.read_manifest_kind(&digest)? {
                 ManifestKind::Image(m) => return Ok((digest, m)),

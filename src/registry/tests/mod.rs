@@ -63,7 +63,9 @@ pub fn image(
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
     let descs: Vec<Descriptor> = layers.iter().map(layer_descriptor).collect();
     let tag = tag.map(|t| Reference::parse(t).unwrap());
-    write_image(store, &config, &descs, tag.as_ref()).unwrap()
+    write_image(store, &config, &descs, tag.as_ref())
+        .unwrap()
+        .manifest
 }
 
 /// An index over images for two platforms, tagged `tag`.
