@@ -26,7 +26,7 @@ use ureq::{Agent, Body, SendBody};
 
 /// Manifests and indexes larger than this are refused (as containerd does):
 /// they are read into memory, and no real one comes near.
-pub const MAX_MANIFEST: u64 = 4 << 20;
+const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Retries for connection errors, 5xx and 429 answers.
 #[derive(Clone, Copy, Debug)]
@@ -1025,7 +1025,7 @@ fn enc(s: &str) -> String {
 
 /// Whether `registry` (`host[:port]`) names this machine: Docker lets such
 /// registries speak plain HTTP without being listed as insecure.
-pub fn is_loopback(registry: &str) -> bool {
+fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {

@@ -22,12 +22,12 @@ mod push;
 mod sources;
 mod tls;
 
-pub use client::{ClientOptions, MAX_MANIFEST, RetryPolicy, is_loopback};
+pub use client::{ClientOptions, RetryPolicy};
 pub use config::{Credentials, RegistryConfig};
 pub use error::RegistryError;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
-pub use pull::{DEFAULT_JOBS, PullOptions, PullReport, default_pull_jobs, pull};
-pub use push::{DEFAULT_CHUNK, PushOptions, PushReport, push};
+pub use pull::{PullOptions, PullReport, pull};
+pub use push::{PushOptions, PushReport, push};
 
 /// Checks `creds` against `registry` and saves them (and `opts.ca_cert`,
 /// to be trusted for that registry from now on) when it accepts them.
@@ -50,7 +50,6 @@ pub fn login(
     opts.config.save_credentials(registry, creds)
 }
 
-/// Forgets the saved credentials of `registry`; false when there were none.
 /// Pulls image `name` with the saved settings (credentials, CAs), as `docker
 /// run` and `docker build` do for an image they lack.
 pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullReport, RegistryError> {
@@ -60,6 +59,7 @@ pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullRepor
     pull(store, &reference, &opts, &Silent)
 }
 
+/// Forgets the saved credentials of `registry`; false when there were none.
 pub fn logout(registry: &str, config: &RegistryConfig) -> Result<bool, RegistryError> {
     config.remove_credentials(registry)
 }

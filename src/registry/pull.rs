@@ -22,13 +22,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Docker's default number of parallel transfers.
-pub const DEFAULT_JOBS: usize = 3;
+pub(super) const DEFAULT_JOBS: usize = 3;
 
 /// Parallel downloads for a pull: Docker's 3, but no more than the CPUs,
 /// since each download also inflates and indexes its layer (on 2 cores, 3
 /// jobs made the largest layer share a core and took the pull of a 311 MB
 /// image from 2.3 s to 2.7-3.6 s), and at least 2 so the network overlaps.
-pub fn default_pull_jobs() -> usize {
+fn default_pull_jobs() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, DEFAULT_JOBS)
@@ -103,8 +103,8 @@ pub fn pull(
     let scopes = Scopes::pull(&repo);
     let target = match (reference.digest(), reference.tag_or_default()) {
         (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => return Err(RegistryError::Invalid(format!("{reference}: no tag"))),
+        // Without a digest there is always a tag, `latest` by default.
+        (None, tag) => tag.unwrap_or_default().to_string(),
     };
     progress.event(Event::Status(&format!(
         "{}: Pulling from {repo}",

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Blobs larger than this go up in PATCH chunks of this size, so a failure
 /// costs one chunk's worth of progress report, not a silent stall.
-pub const DEFAULT_CHUNK: u64 = 64 << 20;
+const DEFAULT_CHUNK: u64 = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub struct PushOptions {
@@ -72,14 +72,14 @@ pub fn push(
     opts: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<PushReport, RegistryError> {
-    let tag = match (target.tag(), target.digest()) {
-        (None, Some(_)) => {
-            return Err(RegistryError::Invalid(format!(
+    let tag = target
+        .tag_or_default()
+        .ok_or_else(|| {
+            RegistryError::Invalid(format!(
                 "{target}: push needs a tag to push to, not a digest"
-            )));
-        }
-        _ => target.tag_or_default().unwrap_or("latest").to_string(),
-    };
+            ))
+        })?
+        .to_string();
     let entry = store.find_entry(image)?;
     let (puts, blobs) = collect(store, &entry.descriptor, image)?;
     let registry = target.registry().to_string();
