@@ -29,6 +29,11 @@ pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
 pub use pull::{PullOptions, PullReport, pull};
 pub use push::{PushOptions, PushReport, push};
 
+/// Manifests in a chain of nested image indexes, the image's own included,
+/// beyond which pull and push refuse the image: no real one nests this deep,
+/// and a registry must not lead a pull down an endless chain.
+const MAX_INDEX_DEPTH: usize = 8;
+
 /// Checks `creds` against `registry` and saves them (and `opts.ca_cert`,
 /// to be trusted for that registry from now on) when it accepts them.
 pub fn login(

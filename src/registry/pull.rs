@@ -5,12 +5,12 @@
 //! Manifests are stored byte for byte, and the tag is written last, after
 //! everything it names is stored and verified: a failed pull leaves no tag.
 
-use super::RegistryError;
 use super::auth::Scopes;
 use super::blob_reader::BlobReader;
 use super::client::{Client, ClientOptions, FetchedManifest};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
+use super::{MAX_INDEX_DEPTH, RegistryError};
 use crate::layer::{LayerError, LayerIndex, index_blob, ingest, open_index};
 use crate::oci::{
     Descriptor, Digest, ImageConfig, Manifest, ManifestKind, Platform, Reference, media_type as mt,
@@ -33,7 +33,6 @@ fn default_pull_jobs() -> usize {
         .map_or(2, |n| n.get())
         .clamp(2, DEFAULT_JOBS)
 }
-const MAX_INDEX_DEPTH: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct PullOptions {
@@ -605,8 +604,7 @@ fn store_error(client: &Client, what: &str, e: StoreError) -> RegistryError {
 fn store_plain(store: &Store, mut reader: BlobReader<'_>) -> Result<(), StoreError> {
     let digest = reader.digest;
     let mut w = store.blob_writer()?;
-    let tmp = store.root().join("layerfs/tmp");
-    io::copy(&mut reader, &mut w).map_err(|e| StoreError::io(&tmp, e))?;
+    io::copy(&mut reader, &mut w).map_err(|e| StoreError::io(&store.tmp_dir(), e))?;
     w.commit(Some(&digest))?;
     Ok(())
 }

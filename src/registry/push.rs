@@ -5,11 +5,11 @@
 //! else an upload. Then manifests: an index's children by digest, the top
 //! one by tag.
 
-use super::RegistryError;
 use super::auth::Scopes;
 use super::client::{Client, ClientOptions};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
+use super::{MAX_INDEX_DEPTH, RegistryError};
 use crate::oci::{Descriptor, Digest, ManifestKind, Reference};
 use crate::store::{Store, StoreError};
 use std::collections::{HashSet, VecDeque};
@@ -157,7 +157,7 @@ fn collect(
         blobs: &mut Vec<Blob>,
         seen: &mut HashSet<Digest>,
     ) -> Result<(), RegistryError> {
-        if depth > 8 {
+        if depth >= MAX_INDEX_DEPTH {
             return Err(RegistryError::Invalid(format!(
                 "{image}: image indexes nested too deeply"
             )));

@@ -99,7 +99,7 @@ pub fn blob_bytes(store: &Store, d: &Digest) -> Vec<u8> {
 
 /// The store's temp folder holds nothing: no half-written blob was left.
 pub fn assert_no_temp_files(store: &Store) {
-    let tmp = store.root().join("layerfs/tmp");
+    let tmp = store.tmp_dir();
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().file_name())
