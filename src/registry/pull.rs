@@ -10,15 +10,14 @@ use super::blob_reader::BlobReader;
 use super::client::{Client, ClientOptions, FetchedManifest};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
-use super::{MAX_INDEX_DEPTH, RegistryError};
+use super::{MAX_INDEX_DEPTH, RegistryError, run_parallel};
 use crate::layer::{LayerError, LayerIndex, index_blob, ingest, open_index};
 use crate::oci::{
     Descriptor, Digest, ImageConfig, Manifest, ManifestKind, Platform, Reference, media_type as mt,
 };
 use crate::store::{Store, StoreError};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Docker's default number of parallel transfers.
@@ -473,48 +472,13 @@ fn download_all(
     progress: &dyn Progress,
     received: &AtomicU64,
 ) -> Result<HashMap<Digest, Digest>, RegistryError> {
-    let queue = Mutex::new(VecDeque::from(jobs));
-    let results = Mutex::new(HashMap::new());
-    let errors: Mutex<Vec<RegistryError>> = Mutex::new(Vec::new());
-    let cancel = AtomicBool::new(false);
-    let threads = opts.jobs.clamp(1, 16);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    if cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                        return;
-                    };
-                    match download(
-                        store, client, repo, scopes, &job, progress, received, &cancel,
-                    ) {
-                        Ok(diff_id) => {
-                            if let (Some(d), Ok(mut r)) = (diff_id, results.lock()) {
-                                r.insert(job.desc.digest, d);
-                            }
-                        }
-                        Err(e) => {
-                            cancel.store(true, Ordering::Relaxed);
-                            if let Ok(mut errs) = errors.lock() {
-                                errs.push(e);
-                            }
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    // The first real failure, not the downloads it cancelled.
-    errors.sort_by_key(|e| matches!(e, RegistryError::Cancelled));
-    if let Some(e) = errors.into_iter().next() {
-        return Err(e);
-    }
-    Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
+    let diff_ids = run_parallel(jobs, opts.jobs, |job, cancel| {
+        let diff_id = download(
+            store, client, repo, scopes, &job, progress, received, cancel,
+        )?;
+        Ok(diff_id.map(|d| (job.desc.digest, d)))
+    })?;
+    Ok(diff_ids.into_iter().flatten().collect())
 }
 
 #[allow(clippy::too_many_arguments)]

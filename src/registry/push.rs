@@ -9,12 +9,11 @@ use super::auth::Scopes;
 use super::client::{Client, ClientOptions};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
-use super::{MAX_INDEX_DEPTH, RegistryError};
+use super::{MAX_INDEX_DEPTH, RegistryError, run_parallel};
 use crate::oci::{Descriptor, Digest, ManifestKind, Reference};
 use crate::store::{Store, StoreError};
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Blobs larger than this go up in PATCH chunks of this size, so a failure
 /// costs one chunk's worth of progress report, not a silent stall.
@@ -223,37 +222,10 @@ fn push_blobs(
     progress: &dyn Progress,
     counts: &Counts,
 ) -> Result<(), RegistryError> {
-    let queue = Mutex::new(VecDeque::from(blobs));
-    let errors: Mutex<Vec<RegistryError>> = Mutex::new(Vec::new());
-    let cancel = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, 16) {
-            s.spawn(|| {
-                loop {
-                    if cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Some(blob) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                        return;
-                    };
-                    if let Err(e) =
-                        push_blob(store, client, repo, scopes, &blob, opts, progress, counts)
-                    {
-                        cancel.store(true, Ordering::Relaxed);
-                        if let Ok(mut errs) = errors.lock() {
-                            errs.push(e);
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    match errors.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    run_parallel(blobs, opts.jobs, |blob, _| {
+        push_blob(store, client, repo, scopes, &blob, opts, progress, counts)
+    })?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
