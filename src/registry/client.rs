@@ -50,6 +50,27 @@ impl RetryPolicy {
     pub fn backoff(&self, failures: u32) -> Duration {
         self.delay * 2u32.saturating_pow(failures.saturating_sub(1).min(6))
     }
+
+    /// Calls `attempt` until `retry_why` finds no reason to try again in its
+    /// outcome, or the tries are used up; returns the last outcome.
+    fn run<T>(
+        &self,
+        mut attempt: impl FnMut() -> T,
+        retry_why: impl Fn(&T) -> Option<String>,
+    ) -> T {
+        let mut failures = 0;
+        loop {
+            let out = attempt();
+            match retry_why(&out) {
+                Some(why) if failures + 1 < self.attempts => {
+                    failures += 1;
+                    log::info!("{why}; retrying ({failures}/{})", self.attempts - 1);
+                    std::thread::sleep(self.backoff(failures));
+                }
+                _ => return out,
+            }
+        }
+    }
 }
 
 /// How to reach a registry.
@@ -206,30 +227,29 @@ impl Client {
             token_fetch: std::sync::Mutex::new(()),
         };
         let plain_allowed = opts.insecure || is_loopback(registry);
-        let mut failures = 0;
-        loop {
-            client.base = format!("https://{registry}");
-            let err = match client.ping() {
-                Ok(()) => return Ok(client),
-                Err(https_err) if plain_allowed => {
-                    // The server may speak plain HTTP. It is taken for a
-                    // registry only if /v2/ answers as one, so a TLS server's
-                    // "400: HTTP request to an HTTPS server" keeps the TLS error.
-                    client.base = format!("http://{registry}");
-                    match client.ping() {
-                        Ok(()) => return Ok(client),
-                        Err(_) => https_err,
+        let retry = client.retry;
+        retry.run(
+            || {
+                client.base = format!("https://{registry}");
+                match client.ping() {
+                    Err(https_err) if plain_allowed => {
+                        // The server may speak plain HTTP. It is taken for a
+                        // registry only if /v2/ answers as one, so a TLS server's
+                        // "400: HTTP request to an HTTPS server" keeps the TLS error.
+                        client.base = format!("http://{registry}");
+                        client.ping().map_err(|_| https_err)
                     }
+                    r => r,
                 }
-                Err(e) => e,
-            };
-            failures += 1;
-            if !err.is_transient() || failures >= client.retry.attempts {
-                return Err(err);
-            }
-            log::info!("{err}; retrying ({failures}/{})", client.retry.attempts - 1);
-            std::thread::sleep(client.retry.backoff(failures));
-        }
+            },
+            |r| {
+                r.as_ref()
+                    .err()
+                    .filter(|e| e.is_transient())
+                    .map(|e| e.to_string())
+            },
+        )?;
+        Ok(client)
     }
 
     pub fn registry(&self) -> &str {
@@ -293,8 +313,24 @@ impl Client {
     /// transient failures. Any final status is returned to the caller except
     /// 401, which becomes an auth error.
     pub fn send(&self, req: Req<'_>) -> Result<Response<Body>, RegistryError> {
-        let mut failures = 0;
         let mut reauthed = false;
+        self.retry.run(
+            || self.send_once(&req, &mut reauthed),
+            |r| match r {
+                Ok(r) if req.idempotent => self.retry_why(&req.what, r),
+                _ => None,
+            },
+        )?
+    }
+
+    /// One try of `send`, answering a 401 challenge once per `send`. The
+    /// outer error is final (auth); the inner result may be worth a retry.
+    #[allow(clippy::type_complexity)]
+    fn send_once(
+        &self,
+        req: &Req<'_>,
+        reauthed: &mut bool,
+    ) -> Result<Result<Response<Body>, RegistryError>, RegistryError> {
         loop {
             // Credentials go to this registry only, never to an upload
             // Location on another host.
@@ -304,50 +340,36 @@ impl Client {
                 false => None,
             };
             let sent_auth = auth.is_some();
-            let result = self.raw_with(&req, auth);
-            let err = match result {
-                Ok(resp) if resp.status().as_u16() == 401 && !ours => {
-                    return Err(RegistryError::Denied {
-                        registry: self.registry.clone(),
-                        what: req.what.clone(),
-                        detail: format!(
-                            ": {} asks for credentials, which go to the registry only",
-                            origin(&self.url(&req.url))
-                        ),
-                    });
-                }
-                Ok(resp) if resp.status().as_u16() == 401 => {
-                    if !reauthed && self.on_unauthorized(&resp, &req, sent_auth)? {
-                        reauthed = true;
-                        continue;
-                    }
-                    return Err(self.auth_error(&req.what, sent_auth));
-                }
-                Ok(resp) => {
-                    let s = resp.status().as_u16();
-                    if !(s >= 500 || s == 429) || !req.idempotent {
-                        return Ok(resp);
-                    }
-                    if failures + 1 >= self.retry.attempts {
-                        return Ok(resp);
-                    }
-                    format!("answered {s}")
-                }
-                Err(e) => {
-                    if !req.idempotent || !e.is_transient() || failures + 1 >= self.retry.attempts {
-                        return Err(e);
-                    }
-                    e.to_string()
-                }
+            let resp = match self.raw_with(req, auth) {
+                Ok(resp) if resp.status().as_u16() == 401 => resp,
+                other => return Ok(other),
             };
-            failures += 1;
-            log::info!(
-                "{}: {}: {err}; retrying ({failures}/{})",
-                self.registry,
-                req.what,
-                self.retry.attempts - 1
-            );
-            std::thread::sleep(self.retry.backoff(failures));
+            if !ours {
+                return Err(RegistryError::Denied {
+                    registry: self.registry.clone(),
+                    what: req.what.clone(),
+                    detail: format!(
+                        ": {} asks for credentials, which go to the registry only",
+                        origin(&self.url(&req.url))
+                    ),
+                });
+            }
+            if *reauthed || !self.on_unauthorized(&resp, req, sent_auth)? {
+                return Err(self.auth_error(&req.what, sent_auth));
+            }
+            *reauthed = true;
+        }
+    }
+
+    /// Why an answer to `what` is worth another try (a 5xx or 429, a broken
+    /// connection), for the log; None when it is not.
+    fn retry_why(&self, what: &str, r: &Result<Response<Body>, RegistryError>) -> Option<String> {
+        match r {
+            Ok(resp) => {
+                let s = resp.status().as_u16();
+                (s >= 500 || s == 429).then(|| format!("{}: {what}: answered {s}", self.registry))
+            }
+            Err(e) => e.is_transient().then(|| e.to_string()),
         }
     }
 
@@ -460,17 +482,10 @@ impl Client {
         );
         let creds = self.auth.credentials();
         let auth = creds.map(|c| format!("Basic {}", c.basic_value()));
-        let mut failures = 0;
-        let mut resp = loop {
-            match self.raw_with(&req, auth.clone()) {
-                Ok(r) if r.status().as_u16() >= 500 && failures + 1 < self.retry.attempts => {}
-                Ok(r) => break r,
-                Err(e) if e.is_transient() && failures + 1 < self.retry.attempts => {}
-                Err(e) => return Err(e),
-            }
-            failures += 1;
-            std::thread::sleep(self.retry.backoff(failures));
-        };
+        let mut resp = self.retry.run(
+            || self.raw_with(&req, auth.clone()),
+            |r| self.retry_why(&req.what, r),
+        )?;
         req.what = format!("{what}: token");
         match resp.status().as_u16() {
             200 => {}
