@@ -339,7 +339,7 @@ impl Client {
                 true => self.auth_header(req.scopes, &req.what)?,
                 false => None,
             };
-            let sent_auth = auth.is_some();
+            let sent = auth.clone();
             let resp = match self.raw_with(req, auth) {
                 Ok(resp) if resp.status().as_u16() == 401 => resp,
                 other => return Ok(other),
@@ -354,8 +354,8 @@ impl Client {
                     ),
                 });
             }
-            if *reauthed || !self.on_unauthorized(&resp, req, sent_auth)? {
-                return Err(self.auth_error(&req.what, sent_auth));
+            if *reauthed || !self.on_unauthorized(&resp, req, sent.as_deref())? {
+                return Err(self.auth_error(&req.what, sent.is_some()));
             }
             *reauthed = true;
         }
@@ -404,53 +404,45 @@ impl Client {
         }
     }
 
-    /// Learns from a 401 how to authenticate; true when a retry can succeed.
+    /// Learns from a 401 to a request sent with Authorization `sent` how to
+    /// authenticate; true when a retry can succeed.
     fn on_unauthorized(
         &self,
         resp: &Response<Body>,
         req: &Req<'_>,
-        sent_auth: bool,
+        sent: Option<&str>,
     ) -> Result<bool, RegistryError> {
         let Some(c) = challenge_of(resp) else {
             return Ok(false);
         };
         let before = self.auth.challenge();
-        match &c {
-            Challenge::Basic => {
-                self.auth.set_challenge(c.clone());
-                // Only worth a retry if we have credentials we did not send.
-                Ok(self.auth.credentials().is_some() && !(sent_auth && before == Challenge::Basic))
-            }
-            Challenge::Bearer { scope, .. } => {
-                self.auth.set_challenge(c.clone());
-                self.auth.drop_token(req.scopes);
+        self.auth.set_challenge(c.clone());
+        match c {
+            // Only worth a retry if we have credentials we did not send.
+            Challenge::Basic => Ok(self.auth.credentials().is_some()
+                && !(sent.is_some() && before == Challenge::Basic)),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                // Another thread may have replaced the token already: keep theirs.
+                if let Some(t) = sent.and_then(|a| a.strip_prefix("Bearer ")) {
+                    self.auth.drop_token(req.scopes, t);
+                }
                 // The registry may name a scope we did not ask for.
                 if let Some(s) = scope {
                     let mut wanted = req.scopes.clone();
-                    wanted.add(s);
+                    wanted.add(&s);
                     if wanted != *req.scopes {
-                        let what = &req.what;
-                        let t = self.fetch_token_for(&c, &wanted, what)?;
+                        let _one = self.token_fetch.lock().unwrap_or_else(|p| p.into_inner());
+                        let t = self.fetch_token(&realm, service.as_deref(), &wanted, &req.what)?;
                         self.auth.store_token(req.scopes, t);
                     }
                 }
                 Ok(true)
             }
             Challenge::None => Ok(false),
-        }
-    }
-
-    fn fetch_token_for(
-        &self,
-        c: &Challenge,
-        scopes: &Scopes,
-        what: &str,
-    ) -> Result<String, RegistryError> {
-        match c {
-            Challenge::Bearer { realm, service, .. } => {
-                self.fetch_token(realm, service.as_deref(), scopes, what)
-            }
-            _ => Err(self.bad(what, "no token realm")),
         }
     }
 
