@@ -8,7 +8,7 @@ use super::RegistryError;
 use super::auth::{Auth, Challenge, Header, Scopes, TokenResponse, parse_challenge};
 use super::config::{Credentials, RegistryConfig};
 use super::tls;
-use crate::oci::{Digest, media_type as mt};
+use crate::oci::{Descriptor, Digest, ManifestKind, media_type as mt};
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -704,21 +704,17 @@ impl Client {
         }
     }
 
-    /// GET a manifest or index, at most [`MAX_MANIFEST`] bytes, verified
-    /// against `expected` (a digest reference) and the registry's own
+    /// GET a manifest or index by tag or digest, at most [`MAX_MANIFEST`]
+    /// bytes, verified against the digest asked for and the registry's own
     /// `Docker-Content-Digest`.
     pub fn get_manifest(
         &self,
         repo: &str,
         reference: &str,
-        expected: Option<&Digest>,
         scopes: &Scopes,
     ) -> Result<FetchedManifest, RegistryError> {
-        let sep = if reference.starts_with("sha256:") {
-            '@'
-        } else {
-            ':'
-        };
+        let expected = reference.parse::<Digest>().ok();
+        let sep = if expected.is_some() { '@' } else { ':' };
         let what = format!("manifest {repo}{sep}{reference}");
         let resp = self.send(
             Req::new(
@@ -742,17 +738,38 @@ impl Client {
             Err(e) => return Err(self.bad(&what, &format!("reading the manifest failed: {e}"))),
         };
         let digest = Digest::of(&bytes);
-        for want in [expected, told.as_ref()].into_iter().flatten() {
-            if *want != digest {
+        for want in [expected, told].into_iter().flatten() {
+            if want != digest {
                 return Err(RegistryError::DigestMismatch {
                     registry: self.registry.clone(),
                     what,
-                    expected: *want,
+                    expected: want,
                     actual: digest,
                 });
             }
         }
         Ok(FetchedManifest { bytes, digest })
+    }
+
+    /// GET the manifest an index's entry `desc` names: its digest and size
+    /// checked, parsed. Returns the bytes as served and what they hold.
+    pub fn get_child_manifest(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        scopes: &Scopes,
+    ) -> Result<(Vec<u8>, ManifestKind), RegistryError> {
+        let m = self.get_manifest(repo, &desc.digest.to_string(), scopes)?;
+        let what = format!("manifest {repo}@{}", desc.digest);
+        if desc.size != m.bytes.len() as u64 {
+            return Err(self.bad(
+                &what,
+                &format!("{} bytes where the index says {}", m.bytes.len(), desc.size),
+            ));
+        }
+        let kind = ManifestKind::parse(&m.bytes)
+            .map_err(|e| self.bad(&what, &format!("bad manifest: {e}")))?;
+        Ok((m.bytes, kind))
     }
 
     fn too_large(&self, what: &str) -> RegistryError {
