@@ -780,7 +780,8 @@ impl Client {
         }
     }
 
-    /// PUT a manifest; returns the digest the registry reports.
+    /// PUT a manifest, and check the digest the registry reports, if it
+    /// does, is the one of `bytes`.
     pub fn put_manifest(
         &self,
         repo: &str,
@@ -788,7 +789,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
         scopes: &Scopes,
-    ) -> Result<Option<Digest>, RegistryError> {
+    ) -> Result<(), RegistryError> {
         let what = format!("PUT manifest {repo}:{reference}");
         let resp = self.send(
             Req::new(
@@ -801,7 +802,18 @@ impl Client {
             .body(Payload::Bytes(bytes)),
         )?;
         let resp = self.expect(resp, &[200, 201], &what)?;
-        Ok(header(&resp, "Docker-Content-Digest").and_then(|d| d.parse().ok()))
+        let expected = Digest::of(bytes);
+        if let Some(got) = header(&resp, "Docker-Content-Digest").and_then(|d| d.parse().ok())
+            && got != expected
+        {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.registry.clone(),
+                what,
+                expected,
+                actual: got,
+            });
+        }
+        Ok(())
     }
 
     /// Whether the registry has blob `digest` in `repo`.
