@@ -11,7 +11,7 @@ use super::client::{Client, ClientOptions, FetchedManifest};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
 use super::{MAX_INDEX_DEPTH, RegistryError, run_parallel};
-use crate::layer::{LayerError, LayerIndex, index_blob, ingest, open_index};
+use crate::layer::{LayerError, ingest, open_index};
 use crate::oci::{
     Descriptor, Digest, ImageConfig, Manifest, ManifestKind, Platform, Reference, media_type as mt,
 };
@@ -135,6 +135,8 @@ pub fn pull(
     let mut jobs = Vec::new();
     let mut seen = HashSet::new();
     let mut present = 0;
+    // Layer digest -> diff_id, of the layers stored and then of those fetched.
+    let mut diff_ids = HashMap::new();
     for f in &manifests {
         let config = Job {
             desc: f.manifest.config.clone(),
@@ -150,7 +152,7 @@ pub fn pull(
             if !seen.insert(job.desc.digest) {
                 continue;
             }
-            if have_blob(store, &job)? {
+            if have_blob(store, &job, &mut diff_ids)? {
                 present += 1;
                 progress.event(Event::Done {
                     digest: &job.desc.digest,
@@ -169,6 +171,7 @@ pub fn pull(
     let downloaded = jobs.len();
     // A single-platform image must be the platform asked for: its config
     // (small) comes first and is checked before any layer is fetched.
+    let mut config = None;
     if let (Some(want), None, [f]) = (&opts.platform, &index_bytes, manifests.as_slice()) {
         if let Some(pos) = jobs
             .iter()
@@ -186,12 +189,12 @@ pub fn pull(
                 &received,
             )?;
         }
-        check_platform(store, &client, f, want, &what)?;
+        config = Some(check_platform(store, &client, f, want, &what)?);
     }
-    let diff_ids = download_all(
+    diff_ids.extend(download_all(
         store, &client, &repo, &scopes, jobs, opts, progress, &received,
-    )?;
-    check_diff_ids(store, &client, &manifests, &diff_ids)?;
+    )?);
+    check_diff_ids(store, &client, &manifests, &diff_ids, config)?;
 
     for f in &manifests {
         store.put_blob(&f.bytes, Some(&f.desc.digest))?;
@@ -311,17 +314,23 @@ fn is_complete(store: &Store, desc: &Descriptor) -> bool {
     true
 }
 
-/// Whether a blob needs no download; a stored layer without its index is
-/// indexed from the stored bytes.
-fn have_blob(store: &Store, job: &Job) -> Result<bool, RegistryError> {
+/// Whether a blob needs no download. A stored layer's diff_id goes into
+/// `diff_ids`; its index is rebuilt from the stored bytes if need be.
+fn have_blob(
+    store: &Store,
+    job: &Job,
+    diff_ids: &mut HashMap<Digest, Digest>,
+) -> Result<bool, RegistryError> {
     let d = &job.desc.digest;
     if !store.has_blob(d) {
         return Ok(false);
     }
-    if job.indexed && LayerIndex::open(&store.layer_index_path(d), d).is_err() {
-        // A stored blob that no longer matches its digest is fetched again.
-        match index_blob(store, d) {
-            Ok(_) => {}
+    if job.indexed {
+        match open_index(store, d) {
+            Ok(index) => {
+                diff_ids.insert(*d, *index.diff_id());
+            }
+            // A stored blob that no longer matches its digest is fetched again.
             Err(LayerError::Store(StoreError::DigestMismatch { .. })) => {
                 store.remove_blob(d)?;
                 return Ok(false);
@@ -542,24 +551,25 @@ fn store_plain(store: &Store, mut reader: BlobReader<'_>) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Checks the image is for platform `want`; returns its config.
 fn check_platform(
     store: &Store,
     client: &Client,
     f: &Fetched,
     want: &Platform,
     what: &str,
-) -> Result<(), RegistryError> {
+) -> Result<ImageConfig, RegistryError> {
     let bytes = store.read_blob(&f.manifest.config.digest)?;
     let config = ImageConfig::parse(&bytes)
         .map_err(|e| client.bad(what, &format!("not a valid image config: {e}")))?;
     let have = Platform {
-        os: config.os,
-        architecture: config.architecture,
-        variant: config.variant,
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
         os_version: None,
     };
     if have.satisfies(want) {
-        Ok(())
+        Ok(config)
     } else {
         Err(RegistryError::NoPlatform {
             registry: client.registry().to_string(),
@@ -571,21 +581,28 @@ fn check_platform(
 }
 
 /// Each layer must decompress to the diff_id its config lists, or the image
-/// would not be the one its config describes.
+/// would not be the one its config describes. `diff_ids` holds every layer's;
+/// `checked` is the config check_platform read, for a single manifest.
 fn check_diff_ids(
     store: &Store,
     client: &Client,
     manifests: &[Fetched],
-    fresh: &HashMap<Digest, Digest>,
+    diff_ids: &HashMap<Digest, Digest>,
+    mut checked: Option<ImageConfig>,
 ) -> Result<(), RegistryError> {
     for f in manifests {
         if !mt::is_config(&f.manifest.config.media_type) {
             continue;
         }
-        let bytes = store.read_blob(&f.manifest.config.digest)?;
-        let what = format!("config {}", f.manifest.config.digest);
-        let config = ImageConfig::parse(&bytes)
-            .map_err(|e| client.bad(&what, &format!("not a valid image config: {e}")))?;
+        let config = match checked.take() {
+            Some(c) => c,
+            None => {
+                let bytes = store.read_blob(&f.manifest.config.digest)?;
+                let what = format!("config {}", f.manifest.config.digest);
+                ImageConfig::parse(&bytes)
+                    .map_err(|e| client.bad(&what, &format!("not a valid image config: {e}")))?
+            }
+        };
         let want = &config.rootfs.diff_ids;
         let layers: Vec<&Descriptor> = f
             .manifest
@@ -604,13 +621,14 @@ fn check_diff_ids(
             ));
         }
         for (l, want) in layers.iter().zip(want) {
-            let got = match fresh.get(&l.digest) {
-                Some(d) => *d,
-                None => *open_index(store, &l.digest)?.diff_id(),
-            };
-            if got != *want {
+            let what = format!("layer {}", l.digest);
+            // Missing only when a manifest also names the blob as a config.
+            let got = diff_ids
+                .get(&l.digest)
+                .ok_or_else(|| client.bad(&what, "named as a config too, not taken as a layer"))?;
+            if got != want {
                 return Err(client.bad(
-                    &format!("layer {}", l.digest),
+                    &what,
                     &format!("uncompresses to {got}, but the config says {want}"),
                 ));
             }
