@@ -125,9 +125,7 @@ pub fn pull(
     let top = client.get_manifest(&repo, &target, &scopes)?;
     let what = format!("manifest {repo}:{target}");
     let (tagged, manifests, index_bytes) = resolve(&client, &repo, &scopes, &top, opts, &what)?;
-    if let Some(tagged) = complete_locally(store, &top.digest, opts)?
-        .or_else(|| (!opts.all_platforms && is_complete(store, &tagged)).then(|| tagged.clone()))
-    {
+    if is_complete(store, &tagged) {
         return finish_present(store, &name, top.digest, tagged);
     }
 
@@ -265,12 +263,7 @@ fn complete_locally(
     };
     let desc = Descriptor::new(kind.media_type(), *digest, size);
     match kind {
-        ManifestKind::Image(_) => Ok(is_complete(store, &desc).then_some(desc)),
-        ManifestKind::Index(idx) if opts.all_platforms => {
-            let all = idx.manifests.iter().all(|c| is_complete(store, c));
-            Ok(all.then_some(desc))
-        }
-        ManifestKind::Index(_) => {
+        ManifestKind::Index(_) if !opts.all_platforms => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
             match store.manifest_for_platform(&desc, &want) {
                 Ok((d, m)) => {
@@ -281,6 +274,7 @@ fn complete_locally(
                 Err(_) => Ok(None),
             }
         }
+        _ => Ok(is_complete(store, &desc).then_some(desc)),
     }
 }
 
