@@ -201,8 +201,13 @@ impl Auth {
         self.lock().tokens.insert(scopes.key(), token);
     }
 
-    pub fn drop_token(&self, scopes: &Scopes) {
-        self.lock().tokens.remove(&scopes.key());
+    /// Forgets the token for `scopes` if it is still `sent`, the one a
+    /// registry just refused, and not a newer one another request fetched.
+    pub fn drop_token(&self, scopes: &Scopes, sent: &str) {
+        let mut st = self.lock();
+        if st.tokens.get(&scopes.key()).is_some_and(|t| t == sent) {
+            st.tokens.remove(&scopes.key());
+        }
     }
 }
 
@@ -274,5 +279,21 @@ mod tests {
             auth.header(&Scopes::pull("me/app")),
             Header::NeedToken { .. }
         ));
+    }
+
+    #[test]
+    fn a_refused_token_is_dropped_but_a_newer_one_kept() {
+        let auth = Auth::new(None);
+        auth.set_challenge(Challenge::Bearer {
+            realm: "r".into(),
+            service: None,
+            scope: None,
+        });
+        let s = Scopes::pull("me/app");
+        auth.store_token(&s, "new".into());
+        auth.drop_token(&s, "old");
+        assert!(matches!(auth.header(&s), Header::Bearer(t) if t == "new"));
+        auth.drop_token(&s, "new");
+        assert!(matches!(auth.header(&s), Header::NeedToken { .. }));
     }
 }

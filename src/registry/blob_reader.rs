@@ -102,13 +102,12 @@ impl<'a> BlobReader<'a> {
         if let Some(len) = resp.body().content_length()
             && len != left
         {
-            return Err(RegistryError::BadResponse {
-                registry: self.client.registry().to_string(),
-                what: self.what(),
-                why: format!(
+            return Err(self.client.bad(
+                &self.what(),
+                &format!(
                     "the registry announced {len} bytes (Content-Length) where {left} were expected from the manifest"
                 ),
-            });
+            ));
         }
         let mut body = resp.into_body().into_reader();
         if self.offset > 0 && !ranged {
@@ -175,14 +174,13 @@ impl Read for BlobReader<'_> {
                     self.broken(e)?;
                 }
                 Ok(n) if self.offset + n as u64 > self.size => {
-                    let e = RegistryError::BadResponse {
-                        registry: self.client.registry().to_string(),
-                        what: self.what(),
-                        why: format!(
+                    let e = self.client.bad(
+                        &self.what(),
+                        &format!(
                             "the registry sent more than the {} bytes the manifest gives",
                             self.size
                         ),
-                    };
+                    );
                     return Err(self.fail(e));
                 }
                 Ok(n) => {

@@ -8,7 +8,7 @@ use super::RegistryError;
 use super::auth::{Auth, Challenge, Header, Scopes, TokenResponse, parse_challenge};
 use super::config::{Credentials, RegistryConfig};
 use super::tls;
-use crate::oci::{Digest, media_type as mt};
+use crate::oci::{Descriptor, Digest, ManifestKind, media_type as mt};
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -26,7 +26,7 @@ use ureq::{Agent, Body, SendBody};
 
 /// Manifests and indexes larger than this are refused (as containerd does):
 /// they are read into memory, and no real one comes near.
-pub const MAX_MANIFEST: u64 = 4 << 20;
+const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Retries for connection errors, 5xx and 429 answers.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +49,27 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     pub fn backoff(&self, failures: u32) -> Duration {
         self.delay * 2u32.saturating_pow(failures.saturating_sub(1).min(6))
+    }
+
+    /// Calls `attempt` until `retry_why` finds no reason to try again in its
+    /// outcome, or the tries are used up; returns the last outcome.
+    fn run<T>(
+        &self,
+        mut attempt: impl FnMut() -> T,
+        retry_why: impl Fn(&T) -> Option<String>,
+    ) -> T {
+        let mut failures = 0;
+        loop {
+            let out = attempt();
+            match retry_why(&out) {
+                Some(why) if failures + 1 < self.attempts => {
+                    failures += 1;
+                    log::info!("{why}; retrying ({failures}/{})", self.attempts - 1);
+                    std::thread::sleep(self.backoff(failures));
+                }
+                _ => return out,
+            }
+        }
     }
 }
 
@@ -206,30 +227,29 @@ impl Client {
             token_fetch: std::sync::Mutex::new(()),
         };
         let plain_allowed = opts.insecure || is_loopback(registry);
-        let mut failures = 0;
-        loop {
-            client.base = format!("https://{registry}");
-            let err = match client.ping() {
-                Ok(()) => return Ok(client),
-                Err(https_err) if plain_allowed => {
-                    // The server may speak plain HTTP. It is taken for a
-                    // registry only if /v2/ answers as one, so a TLS server's
-                    // "400: HTTP request to an HTTPS server" keeps the TLS error.
-                    client.base = format!("http://{registry}");
-                    match client.ping() {
-                        Ok(()) => return Ok(client),
-                        Err(_) => https_err,
+        let retry = client.retry;
+        retry.run(
+            || {
+                client.base = format!("https://{registry}");
+                match client.ping() {
+                    Err(https_err) if plain_allowed => {
+                        // The server may speak plain HTTP. It is taken for a
+                        // registry only if /v2/ answers as one, so a TLS server's
+                        // "400: HTTP request to an HTTPS server" keeps the TLS error.
+                        client.base = format!("http://{registry}");
+                        client.ping().map_err(|_| https_err)
                     }
+                    r => r,
                 }
-                Err(e) => e,
-            };
-            failures += 1;
-            if !err.is_transient() || failures >= client.retry.attempts {
-                return Err(err);
-            }
-            log::info!("{err}; retrying ({failures}/{})", client.retry.attempts - 1);
-            std::thread::sleep(client.retry.backoff(failures));
-        }
+            },
+            |r| {
+                r.as_ref()
+                    .err()
+                    .filter(|e| e.is_transient())
+                    .map(|e| e.to_string())
+            },
+        )?;
+        Ok(client)
     }
 
     pub fn registry(&self) -> &str {
@@ -293,8 +313,24 @@ impl Client {
     /// transient failures. Any final status is returned to the caller except
     /// 401, which becomes an auth error.
     pub fn send(&self, req: Req<'_>) -> Result<Response<Body>, RegistryError> {
-        let mut failures = 0;
         let mut reauthed = false;
+        self.retry.run(
+            || self.send_once(&req, &mut reauthed),
+            |r| match r {
+                Ok(r) if req.idempotent => self.retry_why(&req.what, r),
+                _ => None,
+            },
+        )?
+    }
+
+    /// One try of `send`, answering a 401 challenge once per `send`. The
+    /// outer error is final (auth); the inner result may be worth a retry.
+    #[allow(clippy::type_complexity)]
+    fn send_once(
+        &self,
+        req: &Req<'_>,
+        reauthed: &mut bool,
+    ) -> Result<Result<Response<Body>, RegistryError>, RegistryError> {
         loop {
             // Credentials go to this registry only, never to an upload
             // Location on another host.
@@ -303,51 +339,37 @@ impl Client {
                 true => self.auth_header(req.scopes, &req.what)?,
                 false => None,
             };
-            let sent_auth = auth.is_some();
-            let result = self.raw_with(&req, auth);
-            let err = match result {
-                Ok(resp) if resp.status().as_u16() == 401 && !ours => {
-                    return Err(RegistryError::Denied {
-                        registry: self.registry.clone(),
-                        what: req.what.clone(),
-                        detail: format!(
-                            ": {} asks for credentials, which go to the registry only",
-                            origin(&self.url(&req.url))
-                        ),
-                    });
-                }
-                Ok(resp) if resp.status().as_u16() == 401 => {
-                    if !reauthed && self.on_unauthorized(&resp, &req, sent_auth)? {
-                        reauthed = true;
-                        continue;
-                    }
-                    return Err(self.auth_error(&req.what, sent_auth));
-                }
-                Ok(resp) => {
-                    let s = resp.status().as_u16();
-                    if !(s >= 500 || s == 429) || !req.idempotent {
-                        return Ok(resp);
-                    }
-                    if failures + 1 >= self.retry.attempts {
-                        return Ok(resp);
-                    }
-                    format!("answered {s}")
-                }
-                Err(e) => {
-                    if !req.idempotent || !e.is_transient() || failures + 1 >= self.retry.attempts {
-                        return Err(e);
-                    }
-                    e.to_string()
-                }
+            let sent = auth.clone();
+            let resp = match self.raw_with(req, auth) {
+                Ok(resp) if resp.status().as_u16() == 401 => resp,
+                other => return Ok(other),
             };
-            failures += 1;
-            log::info!(
-                "{}: {}: {err}; retrying ({failures}/{})",
-                self.registry,
-                req.what,
-                self.retry.attempts - 1
-            );
-            std::thread::sleep(self.retry.backoff(failures));
+            if !ours {
+                return Err(RegistryError::Denied {
+                    registry: self.registry.clone(),
+                    what: req.what.clone(),
+                    detail: format!(
+                        ": {} asks for credentials, which go to the registry only",
+                        origin(&self.url(&req.url))
+                    ),
+                });
+            }
+            if *reauthed || !self.on_unauthorized(&resp, req, sent.as_deref())? {
+                return Err(self.auth_error(&req.what, sent.is_some()));
+            }
+            *reauthed = true;
+        }
+    }
+
+    /// Why an answer to `what` is worth another try (a 5xx or 429, a broken
+    /// connection), for the log; None when it is not.
+    fn retry_why(&self, what: &str, r: &Result<Response<Body>, RegistryError>) -> Option<String> {
+        match r {
+            Ok(resp) => {
+                let s = resp.status().as_u16();
+                (s >= 500 || s == 429).then(|| format!("{}: {what}: answered {s}", self.registry))
+            }
+            Err(e) => e.is_transient().then(|| e.to_string()),
         }
     }
 
@@ -382,53 +404,45 @@ impl Client {
         }
     }
 
-    /// Learns from a 401 how to authenticate; true when a retry can succeed.
+    /// Learns from a 401 to a request sent with Authorization `sent` how to
+    /// authenticate; true when a retry can succeed.
     fn on_unauthorized(
         &self,
         resp: &Response<Body>,
         req: &Req<'_>,
-        sent_auth: bool,
+        sent: Option<&str>,
     ) -> Result<bool, RegistryError> {
         let Some(c) = challenge_of(resp) else {
             return Ok(false);
         };
         let before = self.auth.challenge();
-        match &c {
-            Challenge::Basic => {
-                self.auth.set_challenge(c.clone());
-                // Only worth a retry if we have credentials we did not send.
-                Ok(self.auth.credentials().is_some() && !(sent_auth && before == Challenge::Basic))
-            }
-            Challenge::Bearer { scope, .. } => {
-                self.auth.set_challenge(c.clone());
-                self.auth.drop_token(req.scopes);
+        self.auth.set_challenge(c.clone());
+        match c {
+            // Only worth a retry if we have credentials we did not send.
+            Challenge::Basic => Ok(self.auth.credentials().is_some()
+                && !(sent.is_some() && before == Challenge::Basic)),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                // Another thread may have replaced the token already: keep theirs.
+                if let Some(t) = sent.and_then(|a| a.strip_prefix("Bearer ")) {
+                    self.auth.drop_token(req.scopes, t);
+                }
                 // The registry may name a scope we did not ask for.
                 if let Some(s) = scope {
                     let mut wanted = req.scopes.clone();
-                    wanted.add(s);
+                    wanted.add(&s);
                     if wanted != *req.scopes {
-                        let what = &req.what;
-                        let t = self.fetch_token_for(&c, &wanted, what)?;
+                        let _one = self.token_fetch.lock().unwrap_or_else(|p| p.into_inner());
+                        let t = self.fetch_token(&realm, service.as_deref(), &wanted, &req.what)?;
                         self.auth.store_token(req.scopes, t);
                     }
                 }
                 Ok(true)
             }
             Challenge::None => Ok(false),
-        }
-    }
-
-    fn fetch_token_for(
-        &self,
-        c: &Challenge,
-        scopes: &Scopes,
-        what: &str,
-    ) -> Result<String, RegistryError> {
-        match c {
-            Challenge::Bearer { realm, service, .. } => {
-                self.fetch_token(realm, service.as_deref(), scopes, what)
-            }
-            _ => Err(self.bad(what, "no token realm")),
         }
     }
 
@@ -460,17 +474,10 @@ impl Client {
         );
         let creds = self.auth.credentials();
         let auth = creds.map(|c| format!("Basic {}", c.basic_value()));
-        let mut failures = 0;
-        let mut resp = loop {
-            match self.raw_with(&req, auth.clone()) {
-                Ok(r) if r.status().as_u16() >= 500 && failures + 1 < self.retry.attempts => {}
-                Ok(r) => break r,
-                Err(e) if e.is_transient() && failures + 1 < self.retry.attempts => {}
-                Err(e) => return Err(e),
-            }
-            failures += 1;
-            std::thread::sleep(self.retry.backoff(failures));
-        };
+        let mut resp = self.retry.run(
+            || self.raw_with(&req, auth.clone()),
+            |r| self.retry_why(&req.what, r),
+        )?;
         req.what = format!("{what}: token");
         match resp.status().as_u16() {
             200 => {}
@@ -697,21 +704,17 @@ impl Client {
         }
     }
 
-    /// GET a manifest or index, at most [`MAX_MANIFEST`] bytes, verified
-    /// against `expected` (a digest reference) and the registry's own
+    /// GET a manifest or index by tag or digest, at most [`MAX_MANIFEST`]
+    /// bytes, verified against the digest asked for and the registry's own
     /// `Docker-Content-Digest`.
     pub fn get_manifest(
         &self,
         repo: &str,
         reference: &str,
-        expected: Option<&Digest>,
         scopes: &Scopes,
     ) -> Result<FetchedManifest, RegistryError> {
-        let sep = if reference.starts_with("sha256:") {
-            '@'
-        } else {
-            ':'
-        };
+        let expected = reference.parse::<Digest>().ok();
+        let sep = if expected.is_some() { '@' } else { ':' };
         let what = format!("manifest {repo}{sep}{reference}");
         let resp = self.send(
             Req::new(
@@ -735,17 +738,38 @@ impl Client {
             Err(e) => return Err(self.bad(&what, &format!("reading the manifest failed: {e}"))),
         };
         let digest = Digest::of(&bytes);
-        for want in [expected, told.as_ref()].into_iter().flatten() {
-            if *want != digest {
+        for want in [expected, told].into_iter().flatten() {
+            if want != digest {
                 return Err(RegistryError::DigestMismatch {
                     registry: self.registry.clone(),
                     what,
-                    expected: *want,
+                    expected: want,
                     actual: digest,
                 });
             }
         }
         Ok(FetchedManifest { bytes, digest })
+    }
+
+    /// GET the manifest an index's entry `desc` names: its digest and size
+    /// checked, parsed. Returns the bytes as served and what they hold.
+    pub fn get_child_manifest(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        scopes: &Scopes,
+    ) -> Result<(Vec<u8>, ManifestKind), RegistryError> {
+        let m = self.get_manifest(repo, &desc.digest.to_string(), scopes)?;
+        let what = format!("manifest {repo}@{}", desc.digest);
+        if desc.size != m.bytes.len() as u64 {
+            return Err(self.bad(
+                &what,
+                &format!("{} bytes where the index says {}", m.bytes.len(), desc.size),
+            ));
+        }
+        let kind = ManifestKind::parse(&m.bytes)
+            .map_err(|e| self.bad(&what, &format!("bad manifest: {e}")))?;
+        Ok((m.bytes, kind))
     }
 
     fn too_large(&self, what: &str) -> RegistryError {
@@ -756,7 +780,8 @@ impl Client {
         }
     }
 
-    /// PUT a manifest; returns the digest the registry reports.
+    /// PUT a manifest, and check the digest the registry reports, if it
+    /// does, is the one of `bytes`.
     pub fn put_manifest(
         &self,
         repo: &str,
@@ -764,7 +789,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
         scopes: &Scopes,
-    ) -> Result<Option<Digest>, RegistryError> {
+    ) -> Result<(), RegistryError> {
         let what = format!("PUT manifest {repo}:{reference}");
         let resp = self.send(
             Req::new(
@@ -777,7 +802,18 @@ impl Client {
             .body(Payload::Bytes(bytes)),
         )?;
         let resp = self.expect(resp, &[200, 201], &what)?;
-        Ok(header(&resp, "Docker-Content-Digest").and_then(|d| d.parse().ok()))
+        let expected = Digest::of(bytes);
+        if let Some(got) = header(&resp, "Docker-Content-Digest").and_then(|d| d.parse().ok())
+            && got != expected
+        {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.registry.clone(),
+                what,
+                expected,
+                actual: got,
+            });
+        }
+        Ok(())
     }
 
     /// Whether the registry has blob `digest` in `repo`.
@@ -1025,7 +1061,7 @@ fn enc(s: &str) -> String {
 
 /// Whether `registry` (`host[:port]`) names this machine: Docker lets such
 /// registries speak plain HTTP without being listed as insecure.
-pub fn is_loopback(registry: &str) -> bool {
+fn is_loopback(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {

@@ -22,12 +22,60 @@ mod push;
 mod sources;
 mod tls;
 
-pub use client::{ClientOptions, MAX_MANIFEST, RetryPolicy, is_loopback};
+pub use client::{ClientOptions, RetryPolicy};
 pub use config::{Credentials, RegistryConfig};
 pub use error::RegistryError;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
-pub use pull::{DEFAULT_JOBS, PullOptions, PullReport, default_pull_jobs, pull};
-pub use push::{DEFAULT_CHUNK, PushOptions, PushReport, push};
+pub use pull::{PullOptions, PullReport, pull};
+pub use push::{PushOptions, PushReport, push};
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Manifests in a chain of nested image indexes, the image's own included,
+/// beyond which pull and push refuse the image: no real one nests this deep,
+/// and a registry must not lead a pull down an endless chain.
+const MAX_INDEX_DEPTH: usize = 8;
+
+/// Runs `f` on each of `jobs`, taken in list order, with `threads` threads
+/// (1 to 16); returns what each returned, in no set order. The first failure
+/// stops the rest: jobs not started are dropped, running ones see `cancel` set.
+fn run_parallel<J: Send, T: Send>(
+    jobs: Vec<J>,
+    threads: usize,
+    f: impl Fn(J, &AtomicBool) -> Result<T, RegistryError> + Sync,
+) -> Result<Vec<T>, RegistryError> {
+    let queue = Mutex::new(VecDeque::from(jobs));
+    let outcomes = Mutex::new(Vec::new());
+    let cancel = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, 16) {
+            s.spawn(|| {
+                while !cancel.load(Ordering::Relaxed) {
+                    let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                        return;
+                    };
+                    let out = f(job, &cancel);
+                    if out.is_err() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    if let Ok(mut o) = outcomes.lock() {
+                        o.push(out);
+                    }
+                }
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+    // The first real failure, not the jobs it cancelled.
+    outcomes.sort_by_key(|o| match o {
+        Ok(_) => 2,
+        Err(RegistryError::Cancelled) => 1,
+        Err(_) => 0,
+    });
+    outcomes.into_iter().collect()
+}
 
 /// Checks `creds` against `registry` and saves them (and `opts.ca_cert`,
 /// to be trusted for that registry from now on) when it accepts them.
@@ -50,7 +98,6 @@ pub fn login(
     opts.config.save_credentials(registry, creds)
 }
 
-/// Forgets the saved credentials of `registry`; false when there were none.
 /// Pulls image `name` with the saved settings (credentials, CAs), as `docker
 /// run` and `docker build` do for an image they lack.
 pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullReport, RegistryError> {
@@ -60,6 +107,7 @@ pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullRepor
     pull(store, &reference, &opts, &Silent)
 }
 
+/// Forgets the saved credentials of `registry`; false when there were none.
 pub fn logout(registry: &str, config: &RegistryConfig) -> Result<bool, RegistryError> {
     config.remove_credentials(registry)
 }

@@ -5,35 +5,33 @@
 //! Manifests are stored byte for byte, and the tag is written last, after
 //! everything it names is stored and verified: a failed pull leaves no tag.
 
-use super::RegistryError;
 use super::auth::Scopes;
 use super::blob_reader::BlobReader;
 use super::client::{Client, ClientOptions, FetchedManifest};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
-use crate::layer::{LayerError, LayerIndex, index_blob, ingest, open_index};
+use super::{MAX_INDEX_DEPTH, RegistryError, run_parallel};
+use crate::layer::{LayerError, ingest, open_index};
 use crate::oci::{
     Descriptor, Digest, ImageConfig, Manifest, ManifestKind, Platform, Reference, media_type as mt,
 };
 use crate::store::{Store, StoreError};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Docker's default number of parallel transfers.
-pub const DEFAULT_JOBS: usize = 3;
+pub(super) const DEFAULT_JOBS: usize = 3;
 
 /// Parallel downloads for a pull: Docker's 3, but no more than the CPUs,
 /// since each download also inflates and indexes its layer (on 2 cores, 3
 /// jobs made the largest layer share a core and took the pull of a 311 MB
 /// image from 2.3 s to 2.7-3.6 s), and at least 2 so the network overlaps.
-pub fn default_pull_jobs() -> usize {
+fn default_pull_jobs() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, DEFAULT_JOBS)
 }
-const MAX_INDEX_DEPTH: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct PullOptions {
@@ -103,8 +101,8 @@ pub fn pull(
     let scopes = Scopes::pull(&repo);
     let target = match (reference.digest(), reference.tag_or_default()) {
         (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => return Err(RegistryError::Invalid(format!("{reference}: no tag"))),
+        // Without a digest there is always a tag, `latest` by default.
+        (None, tag) => tag.unwrap_or_default().to_string(),
     };
     progress.event(Event::Status(&format!(
         "{}: Pulling from {repo}",
@@ -124,12 +122,10 @@ pub fn pull(
         return finish_present(store, &name, d, tagged);
     }
 
-    let top = client.get_manifest(&repo, &target, reference.digest(), &scopes)?;
+    let top = client.get_manifest(&repo, &target, &scopes)?;
     let what = format!("manifest {repo}:{target}");
     let (tagged, manifests, index_bytes) = resolve(&client, &repo, &scopes, &top, opts, &what)?;
-    if let Some(tagged) = complete_locally(store, &top.digest, opts)?
-        .or_else(|| (!opts.all_platforms && is_complete(store, &tagged)).then(|| tagged.clone()))
-    {
+    if is_complete(store, &tagged) {
         return finish_present(store, &name, top.digest, tagged);
     }
 
@@ -137,6 +133,8 @@ pub fn pull(
     let mut jobs = Vec::new();
     let mut seen = HashSet::new();
     let mut present = 0;
+    // Layer digest -> diff_id, of the layers stored and then of those fetched.
+    let mut diff_ids = HashMap::new();
     for f in &manifests {
         let config = Job {
             desc: f.manifest.config.clone(),
@@ -152,7 +150,7 @@ pub fn pull(
             if !seen.insert(job.desc.digest) {
                 continue;
             }
-            if have_blob(store, &job)? {
+            if have_blob(store, &job, &mut diff_ids)? {
                 present += 1;
                 progress.event(Event::Done {
                     digest: &job.desc.digest,
@@ -171,6 +169,7 @@ pub fn pull(
     let downloaded = jobs.len();
     // A single-platform image must be the platform asked for: its config
     // (small) comes first and is checked before any layer is fetched.
+    let mut config = None;
     if let (Some(want), None, [f]) = (&opts.platform, &index_bytes, manifests.as_slice()) {
         if let Some(pos) = jobs
             .iter()
@@ -188,12 +187,12 @@ pub fn pull(
                 &received,
             )?;
         }
-        check_platform(store, &client, f, want, &what)?;
+        config = Some(check_platform(store, &client, f, want, &what)?);
     }
-    let diff_ids = download_all(
+    diff_ids.extend(download_all(
         store, &client, &repo, &scopes, jobs, opts, progress, &received,
-    )?;
-    check_diff_ids(store, &client, &manifests, &diff_ids)?;
+    )?);
+    check_diff_ids(store, &client, &manifests, &diff_ids, config)?;
 
     for f in &manifests {
         store.put_blob(&f.bytes, Some(&f.desc.digest))?;
@@ -264,12 +263,7 @@ fn complete_locally(
     };
     let desc = Descriptor::new(kind.media_type(), *digest, size);
     match kind {
-        ManifestKind::Image(_) => Ok(is_complete(store, &desc).then_some(desc)),
-        ManifestKind::Index(idx) if opts.all_platforms => {
-            let all = idx.manifests.iter().all(|c| is_complete(store, c));
-            Ok(all.then_some(desc))
-        }
-        ManifestKind::Index(_) => {
+        ManifestKind::Index(_) if !opts.all_platforms => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
             match store.manifest_for_platform(digest, &want) {
                 Ok((d, m)) => {
@@ -280,6 +274,7 @@ fn complete_locally(
                 Err(_) => Ok(None),
             }
         }
+        _ => Ok(is_complete(store, &desc).then_some(desc)),
     }
 }
 
@@ -313,17 +308,23 @@ fn is_complete(store: &Store, desc: &Descriptor) -> bool {
     true
 }
 
-/// Whether a blob needs no download; a stored layer without its index is
-/// indexed from the stored bytes.
-fn have_blob(store: &Store, job: &Job) -> Result<bool, RegistryError> {
+/// Whether a blob needs no download. A stored layer's diff_id goes into
+/// `diff_ids`; its index is rebuilt from the stored bytes if need be.
+fn have_blob(
+    store: &Store,
+    job: &Job,
+    diff_ids: &mut HashMap<Digest, Digest>,
+) -> Result<bool, RegistryError> {
     let d = &job.desc.digest;
     if !store.has_blob(d) {
         return Ok(false);
     }
-    if job.indexed && LayerIndex::open(&store.layer_index_path(d), d).is_err() {
-        // A stored blob that no longer matches its digest is fetched again.
-        match index_blob(store, d) {
-            Ok(_) => {}
+    if job.indexed {
+        match open_index(store, d) {
+            Ok(index) => {
+                diff_ids.insert(*d, *index.diff_id());
+            }
+            // A stored blob that no longer matches its digest is fetched again.
             Err(LayerError::Store(StoreError::DigestMismatch { .. })) => {
                 store.remove_blob(d)?;
                 return Ok(false);
@@ -346,10 +347,8 @@ fn resolve(
     opts: &PullOptions,
     what: &str,
 ) -> Result<(Descriptor, Vec<Fetched>, Option<Vec<u8>>), RegistryError> {
-    let parse = |bytes: &[u8], what: &str| {
-        ManifestKind::parse(bytes).map_err(|e| client.bad(what, &format!("bad manifest: {e}")))
-    };
-    let mut kind = parse(&top.bytes, what)?;
+    let mut kind = ManifestKind::parse(&top.bytes)
+        .map_err(|e| client.bad(what, &format!("bad manifest: {e}")))?;
     let mut desc = Descriptor::new(kind.media_type(), top.digest, top.bytes.len() as u64);
     let mut bytes = top.bytes.clone();
     if opts.all_platforms
@@ -363,22 +362,17 @@ fn resolve(
                     "nested image indexes are not supported with --all-platforms",
                 ));
             }
-            let cw = format!("manifest {repo}@{}", child.digest);
-            let m = client.get_manifest(
-                repo,
-                &child.digest.to_string(),
-                Some(&child.digest),
-                scopes,
-            )?;
-            check_size(client, child, m.bytes.len(), &cw)?;
-            match parse(&m.bytes, &cw)? {
-                ManifestKind::Image(man) => out.push(Fetched {
+            match client.get_child_manifest(repo, child, scopes)? {
+                (bytes, ManifestKind::Image(man)) => out.push(Fetched {
                     desc: child.clone(),
-                    bytes: m.bytes,
+                    bytes,
                     manifest: man,
                 }),
-                ManifestKind::Index(_) => {
-                    return Err(client.bad(&cw, "an index where the parent index names a manifest"));
+                (_, ManifestKind::Index(_)) => {
+                    return Err(client.bad(
+                        &format!("manifest {repo}@{}", child.digest),
+                        "an index where the parent index names a manifest",
+                    ));
                 }
             }
         }
@@ -416,37 +410,13 @@ fn resolve(
                     platform: want.to_string(),
                     available: platforms_of(&idx.manifests),
                 })?;
-                let cw = format!("manifest {repo}@{}", child.digest);
-                let m = client.get_manifest(
-                    repo,
-                    &child.digest.to_string(),
-                    Some(&child.digest),
-                    scopes,
-                )?;
-                check_size(client, child, m.bytes.len(), &cw)?;
-                kind = parse(&m.bytes, &cw)?;
-                desc = Descriptor::new(kind.media_type(), child.digest, m.bytes.len() as u64);
+                (bytes, kind) = client.get_child_manifest(repo, child, scopes)?;
+                desc = Descriptor::new(kind.media_type(), child.digest, child.size);
                 desc.platform = child.platform.clone();
-                bytes = m.bytes;
             }
         }
     }
     Err(client.bad(what, "image indexes nested too deeply"))
-}
-
-fn check_size(
-    client: &Client,
-    desc: &Descriptor,
-    got: usize,
-    what: &str,
-) -> Result<(), RegistryError> {
-    if desc.size != got as u64 {
-        return Err(client.bad(
-            what,
-            &format!("{got} bytes where the index says {}", desc.size),
-        ));
-    }
-    Ok(())
 }
 
 fn platforms_of(descs: &[Descriptor]) -> String {
@@ -474,48 +444,13 @@ fn download_all(
     progress: &dyn Progress,
     received: &AtomicU64,
 ) -> Result<HashMap<Digest, Digest>, RegistryError> {
-    let queue = Mutex::new(VecDeque::from(jobs));
-    let results = Mutex::new(HashMap::new());
-    let errors: Mutex<Vec<RegistryError>> = Mutex::new(Vec::new());
-    let cancel = AtomicBool::new(false);
-    let threads = opts.jobs.clamp(1, 16);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    if cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                        return;
-                    };
-                    match download(
-                        store, client, repo, scopes, &job, progress, received, &cancel,
-                    ) {
-                        Ok(diff_id) => {
-                            if let (Some(d), Ok(mut r)) = (diff_id, results.lock()) {
-                                r.insert(job.desc.digest, d);
-                            }
-                        }
-                        Err(e) => {
-                            cancel.store(true, Ordering::Relaxed);
-                            if let Ok(mut errs) = errors.lock() {
-                                errs.push(e);
-                            }
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    // The first real failure, not the downloads it cancelled.
-    errors.sort_by_key(|e| matches!(e, RegistryError::Cancelled));
-    if let Some(e) = errors.into_iter().next() {
-        return Err(e);
-    }
-    Ok(results.into_inner().unwrap_or_else(|p| p.into_inner()))
+    let diff_ids = run_parallel(jobs, opts.jobs, |job, cancel| {
+        let diff_id = download(
+            store, client, repo, scopes, &job, progress, received, cancel,
+        )?;
+        Ok(diff_id.map(|d| (job.desc.digest, d)))
+    })?;
+    Ok(diff_ids.into_iter().flatten().collect())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -605,30 +540,30 @@ fn store_error(client: &Client, what: &str, e: StoreError) -> RegistryError {
 fn store_plain(store: &Store, mut reader: BlobReader<'_>) -> Result<(), StoreError> {
     let digest = reader.digest;
     let mut w = store.blob_writer()?;
-    let tmp = store.root().join("layerfs/tmp");
-    io::copy(&mut reader, &mut w).map_err(|e| StoreError::io(&tmp, e))?;
+    io::copy(&mut reader, &mut w).map_err(|e| StoreError::io(&store.tmp_dir(), e))?;
     w.commit(Some(&digest))?;
     Ok(())
 }
 
+/// Checks the image is for platform `want`; returns its config.
 fn check_platform(
     store: &Store,
     client: &Client,
     f: &Fetched,
     want: &Platform,
     what: &str,
-) -> Result<(), RegistryError> {
+) -> Result<ImageConfig, RegistryError> {
     let bytes = store.read_blob(&f.manifest.config.digest)?;
     let config = ImageConfig::parse(&bytes)
         .map_err(|e| client.bad(what, &format!("not a valid image config: {e}")))?;
     let have = Platform {
-        os: config.os,
-        architecture: config.architecture,
-        variant: config.variant,
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
         os_version: None,
     };
     if have.satisfies(want) {
-        Ok(())
+        Ok(config)
     } else {
         Err(RegistryError::NoPlatform {
             registry: client.registry().to_string(),
@@ -640,21 +575,28 @@ fn check_platform(
 }
 
 /// Each layer must decompress to the diff_id its config lists, or the image
-/// would not be the one its config describes.
+/// would not be the one its config describes. `diff_ids` holds every layer's;
+/// `checked` is the config check_platform read, for a single manifest.
 fn check_diff_ids(
     store: &Store,
     client: &Client,
     manifests: &[Fetched],
-    fresh: &HashMap<Digest, Digest>,
+    diff_ids: &HashMap<Digest, Digest>,
+    mut checked: Option<ImageConfig>,
 ) -> Result<(), RegistryError> {
     for f in manifests {
         if !mt::is_config(&f.manifest.config.media_type) {
             continue;
         }
-        let bytes = store.read_blob(&f.manifest.config.digest)?;
-        let what = format!("config {}", f.manifest.config.digest);
-        let config = ImageConfig::parse(&bytes)
-            .map_err(|e| client.bad(&what, &format!("not a valid image config: {e}")))?;
+        let config = match checked.take() {
+            Some(c) => c,
+            None => {
+                let bytes = store.read_blob(&f.manifest.config.digest)?;
+                let what = format!("config {}", f.manifest.config.digest);
+                ImageConfig::parse(&bytes)
+                    .map_err(|e| client.bad(&what, &format!("not a valid image config: {e}")))?
+            }
+        };
         let want = &config.rootfs.diff_ids;
         let layers: Vec<&Descriptor> = f
             .manifest
@@ -673,13 +615,14 @@ fn check_diff_ids(
             ));
         }
         for (l, want) in layers.iter().zip(want) {
-            let got = match fresh.get(&l.digest) {
-                Some(d) => *d,
-                None => *open_index(store, &l.digest)?.diff_id(),
-            };
-            if got != *want {
+            let what = format!("layer {}", l.digest);
+            // Missing only when a manifest also names the blob as a config.
+            let got = diff_ids
+                .get(&l.digest)
+                .ok_or_else(|| client.bad(&what, "named as a config too, not taken as a layer"))?;
+            if got != want {
                 return Err(client.bad(
-                    &format!("layer {}", l.digest),
+                    &what,
                     &format!("uncompresses to {got}, but the config says {want}"),
                 ));
             }

@@ -5,20 +5,19 @@
 //! else an upload. Then manifests: an index's children by digest, the top
 //! one by tag.
 
-use super::RegistryError;
 use super::auth::Scopes;
 use super::client::{Client, ClientOptions};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
+use super::{MAX_INDEX_DEPTH, RegistryError, run_parallel};
 use crate::oci::{Descriptor, Digest, ManifestKind, Reference};
 use crate::store::{Store, StoreError};
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Blobs larger than this go up in PATCH chunks of this size, so a failure
 /// costs one chunk's worth of progress report, not a silent stall.
-pub const DEFAULT_CHUNK: u64 = 64 << 20;
+const DEFAULT_CHUNK: u64 = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub struct PushOptions {
@@ -72,14 +71,14 @@ pub fn push(
     opts: &PushOptions,
     progress: &dyn Progress,
 ) -> Result<PushReport, RegistryError> {
-    let tag = match (target.tag(), target.digest()) {
-        (None, Some(_)) => {
-            return Err(RegistryError::Invalid(format!(
+    let tag = target
+        .tag_or_default()
+        .ok_or_else(|| {
+            RegistryError::Invalid(format!(
                 "{target}: push needs a tag to push to, not a digest"
-            )));
-        }
-        _ => target.tag_or_default().unwrap_or("latest").to_string(),
-    };
+            ))
+        })?
+        .to_string();
     let entry = store.find_entry(image)?;
     let (puts, blobs) = collect(store, &entry.descriptor, image)?;
     let registry = target.registry().to_string();
@@ -106,17 +105,7 @@ pub fn push(
         } else {
             p.desc.digest.to_string()
         };
-        let got = client.put_manifest(&repo, &reference, &p.desc.media_type, &p.bytes, &scopes)?;
-        if let Some(got) = got
-            && got != p.desc.digest
-        {
-            return Err(RegistryError::DigestMismatch {
-                registry,
-                what: format!("PUT manifest {repo}:{reference}"),
-                expected: p.desc.digest,
-                actual: got,
-            });
-        }
+        client.put_manifest(&repo, &reference, &p.desc.media_type, &p.bytes, &scopes)?;
         sources::record(store, &p.desc.digest, &registry, &repo);
     }
     Ok(PushReport {
@@ -157,7 +146,7 @@ fn collect(
         blobs: &mut Vec<Blob>,
         seen: &mut HashSet<Digest>,
     ) -> Result<(), RegistryError> {
-        if depth > 8 {
+        if depth >= MAX_INDEX_DEPTH {
             return Err(RegistryError::Invalid(format!(
                 "{image}: image indexes nested too deeply"
             )));
@@ -223,37 +212,10 @@ fn push_blobs(
     progress: &dyn Progress,
     counts: &Counts,
 ) -> Result<(), RegistryError> {
-    let queue = Mutex::new(VecDeque::from(blobs));
-    let errors: Mutex<Vec<RegistryError>> = Mutex::new(Vec::new());
-    let cancel = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, 16) {
-            s.spawn(|| {
-                loop {
-                    if cancel.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Some(blob) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                        return;
-                    };
-                    if let Err(e) =
-                        push_blob(store, client, repo, scopes, &blob, opts, progress, counts)
-                    {
-                        cancel.store(true, Ordering::Relaxed);
-                        if let Ok(mut errs) = errors.lock() {
-                            errs.push(e);
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    match errors.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    run_parallel(blobs, opts.jobs, |blob, _| {
+        push_blob(store, client, repo, scopes, &blob, opts, progress, counts)
+    })?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

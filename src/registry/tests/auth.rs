@@ -74,18 +74,7 @@ fn basic_auth_needs_a_login_and_refuses_a_wrong_password() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
     assert!(text.contains(&b64) && text.contains(&reg.addr), "{text}");
 
-    let rep = push(
-        &src,
-        "local:1",
-        &target,
-        &PushOptions::new(o.clone()),
-        &Silent,
-    )
-    .unwrap();
-    assert_eq!(rep.digest, desc.digest);
-    let (_d2, dst) = temp_store();
-    let rep = pull(&dst, &target, &PullOptions::new(o.clone()), &Silent).unwrap();
-    assert_eq!(rep.digest, desc.digest);
+    push_then_pull(&src, "local:1", &target, &o, &desc);
 
     assert!(logout(&reg.addr, &o.config).unwrap());
     let (_d3, dst2) = temp_store();
@@ -135,18 +124,7 @@ fn tls_case(reg: &Registry) {
     let (_d, src) = temp_store();
     let desc = small_image(&src, "tls:1");
     let target = Reference::parse(&format!("{}/sec/app:1", reg.addr)).unwrap();
-    let rep = push(
-        &src,
-        "tls:1",
-        &target,
-        &PushOptions::new(o.clone()),
-        &Silent,
-    )
-    .unwrap();
-    assert_eq!(rep.digest, desc.digest);
-    let (_d2, dst) = temp_store();
-    let rep = pull(&dst, &target, &PullOptions::new(o.clone()), &Silent).unwrap();
-    assert_eq!(rep.digest, desc.digest);
+    push_then_pull(&src, "tls:1", &target, &o, &desc);
 
     // --ca-cert on pull itself, with credentials given directly.
     let cfg2 = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@
 
 use super::harness::{Action, Registry, RegistryKind, Request, Server, free_port, respond};
 use super::*;
-use crate::registry::{PullOptions, RegistryError, Silent, pull};
+use crate::registry::{RegistryError, Silent, pull};
 use crate::testutil::{noise, temp_store};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -93,17 +93,13 @@ fn fix_head_length(raw: Vec<u8>, len: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-fn quick(cfg: &Path) -> PullOptions {
-    PullOptions::new(opts(cfg))
-}
-
 /// Pulls `app:1` from `server` into a fresh store; returns the error and
 /// checks nothing was tagged or left half-written.
 fn pull_fails(addr: &str) -> (RegistryError, tempfile::TempDir, Store) {
     let cfg = tempfile::tempdir().unwrap();
     let (dir, store) = temp_store();
     let r = Reference::parse(&format!("{addr}/app:1")).unwrap();
-    let e = pull(&store, &r, &quick(cfg.path()), &Silent).unwrap_err();
+    let e = pull(&store, &r, &pull_opts(cfg.path()), &Silent).unwrap_err();
     assert!(
         store.image_entries().unwrap().is_empty(),
         "{addr}: a tag was written"
@@ -296,7 +292,7 @@ fn a_refused_connection_and_an_unknown_host_are_named() {
     let e = pull(
         &store,
         &Reference::parse(&format!("{addr}/app:1")).unwrap(),
-        &quick(cfg.path()),
+        &pull_opts(cfg.path()),
         &Silent,
     )
     .unwrap_err();
@@ -310,7 +306,7 @@ fn a_refused_connection_and_an_unknown_host_are_named() {
     let e = pull(
         &store,
         &Reference::parse(&format!("{host}/app:1")).unwrap(),
-        &quick(cfg.path()),
+        &pull_opts(cfg.path()),
         &Silent,
     )
     .unwrap_err();
@@ -396,7 +392,7 @@ fn a_broken_download_resumes_from_where_it_stopped() {
     );
     let (_d2, dst) = temp_store();
     let r = Reference::parse(&format!("{}/res/app:1", proxy.addr)).unwrap();
-    let rep = pull(&dst, &r, &quick(cfg.path()), &Silent).unwrap();
+    let rep = pull(&dst, &r, &pull_opts(cfg.path()), &Silent).unwrap();
     assert_eq!(rep.digest, desc.digest);
     let config_size = src.read_manifest(&desc.digest).unwrap().config.size;
     assert_eq!(
@@ -460,7 +456,7 @@ fn a_pull_killed_midway_is_completed_by_the_next_one() {
     );
     let (_d2, dst) = temp_store();
     let r = Reference::parse(&format!("{}/kill/app:1", proxy.addr)).unwrap();
-    let e = pull(&dst, &r, &quick(cfg.path()), &Silent).unwrap_err();
+    let e = pull(&dst, &r, &pull_opts(cfg.path()), &Silent).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains(&proxy.addr) && msg.contains("503"), "{msg}");
     assert!(
@@ -484,7 +480,7 @@ fn a_pull_killed_midway_is_completed_by_the_next_one() {
 
     dead.store(false, Ordering::SeqCst);
     proxy.clear_log();
-    let rep = pull(&dst, &r, &quick(cfg.path()), &Silent).unwrap();
+    let rep = pull(&dst, &r, &pull_opts(cfg.path()), &Silent).unwrap();
     assert_eq!(rep.digest, desc.digest);
     let fetched: HashSet<String> = proxy
         .logged()
@@ -546,7 +542,7 @@ fn blob_redirects_are_followed_without_our_credentials() {
         }),
     );
     let cfg = tempfile::tempdir().unwrap();
-    let mut o = quick(cfg.path());
+    let mut o = pull_opts(cfg.path());
     o.client.credentials = Some(crate::registry::Credentials {
         username: "u".into(),
         password: "secret-pass".into(),

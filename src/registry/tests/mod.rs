@@ -7,11 +7,15 @@ mod faults;
 mod harness;
 mod roundtrip;
 
-use super::{ClientOptions, RegistryConfig, RetryPolicy};
+use super::{
+    ClientOptions, PullOptions, PullReport, PushOptions, PushReport, RegistryConfig, RetryPolicy,
+    Silent, pull, push,
+};
 use crate::image::{layer_descriptor, new_config, write_image};
 use crate::layer::{Compression, LayerInfo, LayerWriter, TarMeta};
 use crate::oci::{Descriptor, Digest, ImageIndex, Platform, Reference, media_type as mt};
 use crate::store::Store;
+use crate::testutil::temp_store;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +27,27 @@ pub fn opts(cfg: &Path) -> ClientOptions {
         delay: Duration::from_millis(20),
     };
     o
+}
+
+pub fn pull_opts(cfg: &Path) -> PullOptions {
+    PullOptions::new(opts(cfg))
+}
+
+/// Pushes `image` from `src` to `target`, then pulls it into a new store;
+/// both must report `want`'s digest. Returns the reports and that store.
+pub fn push_then_pull(
+    src: &Store,
+    image: &str,
+    target: &Reference,
+    o: &ClientOptions,
+    want: &Descriptor,
+) -> (PushReport, PullReport, tempfile::TempDir, Store) {
+    let pushed = push(src, image, target, &PushOptions::new(o.clone()), &Silent).unwrap();
+    assert_eq!(pushed.digest, want.digest, "{target}: pushed digest");
+    let (dir, dst) = temp_store();
+    let pulled = pull(&dst, target, &PullOptions::new(o.clone()), &Silent).unwrap();
+    assert_eq!(pulled.digest, want.digest, "{target}: pulled digest");
+    (pushed, pulled, dir, dst)
 }
 
 /// A layer with a directory and the given files.
@@ -101,7 +126,7 @@ pub fn blob_bytes(store: &Store, d: &Digest) -> Vec<u8> {
 
 /// The store's temp folder holds nothing: no half-written blob was left.
 pub fn assert_no_temp_files(store: &Store) {
-    let tmp = store.root().join("layerfs/tmp");
+    let tmp = store.tmp_dir();
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -4,14 +4,10 @@
 
 use super::harness::{Action, Registry, RegistryKind, Server};
 use super::*;
-use crate::registry::{PullOptions, PushOptions, RegistryError, Silent, pull, push};
+use crate::registry::{PushOptions, RegistryError, Silent, pull, push};
 use crate::testutil::{have_tool, noise, temp_store, text};
 use std::process::Command;
 use std::sync::Arc;
-
-fn pull_opts(cfg: &Path) -> PullOptions {
-    PullOptions::new(opts(cfg))
-}
 
 fn push_opts(cfg: &Path) -> PushOptions {
     PushOptions::new(opts(cfg))
@@ -49,15 +45,11 @@ fn push_then_pull_keeps_the_manifest_digest_for_gzip_zstd_and_plain_layers() {
         let local = format!("local/{name}:1");
         let desc = image(&src, &[l1, l2], None, Some(&local));
         let target = r(&format!("{}/rt/{name}:v1", reg.addr));
-        let pushed = push(&src, &local, &target, &push_opts(cfg.path()), &Silent).unwrap();
-        assert_eq!(pushed.digest, desc.digest, "{name}: pushed digest");
+        let (pushed, pulled, _d2, dst) =
+            push_then_pull(&src, &local, &target, &opts(cfg.path()), &desc);
         assert_eq!(pushed.size, desc.size);
         assert_eq!(pushed.tag, "v1");
         assert_eq!(pushed.blobs_pushed, 3, "{name}: config and two layers");
-
-        let (_d2, dst) = temp_store();
-        let pulled = pull(&dst, &target, &pull_opts(cfg.path()), &Silent).unwrap();
-        assert_eq!(pulled.digest, desc.digest, "{name}: pulled digest");
         assert_eq!(pulled.tagged.digest, desc.digest);
         assert_eq!(pulled.blobs_downloaded, 3);
         assert_same_image(&src, &dst, &desc.digest);
