@@ -20,7 +20,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("mount", 5),
     ("registry", 5),
     ("run", 6),
-    ("build", 7),
+    ("dockerfile", 7),
 ];
 
 fn level(m: &str) -> Option<u32> {

@@ -6,9 +6,9 @@
 //! flatten → image, union → layer → store → oci`; `cli` (the binary) on top.
 
 pub mod archive;
-pub mod build;
 pub mod commit;
 pub mod container;
+pub mod dockerfile;
 pub mod export;
 pub mod flatten;
 pub mod image;

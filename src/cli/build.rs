@@ -4,7 +4,7 @@
 
 use super::{Ctx, UsageError};
 use anyhow::{Context, Result};
-use layerfs::build::{BuildOptions, build};
+use layerfs::dockerfile::{BuildOptions, build};
 use layerfs::oci::Reference;
 
 #[derive(clap::Args)]

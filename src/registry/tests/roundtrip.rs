@@ -426,13 +426,13 @@ fn build_pulls_a_from_image_the_store_lacks() {
         format!("FROM {remote}\nENV PULLED=yes\n"),
     )
     .unwrap();
-    let opts = crate::build::BuildOptions {
+    let opts = crate::dockerfile::BuildOptions {
         context: ctx.path().to_path_buf(),
         tag: Some(r("app:1")),
         ..Default::default()
     };
     let mut out = Vec::new();
-    crate::build::build(&dst, &opts, &mut out).unwrap();
+    crate::dockerfile::build(&dst, &opts, &mut out).unwrap();
     let log = String::from_utf8_lossy(&out);
     assert!(log.contains("pulling"), "{log}");
     assert_eq!(

@@ -13,8 +13,8 @@
 mod cache;
 pub mod context;
 mod copy;
-pub mod dockerfile;
 pub mod ignore;
+pub mod parse;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
@@ -27,7 +27,7 @@ use crate::union::{UnionError, UpperDir};
 use cache::{Cache, Entry};
 use context::{Context, ContextError};
 use copy::{CopySpec, LayerBuild, chown_ids};
-use dockerfile::{Args, Dockerfile, Instruction, Keyword};
+use parse::{Args, Dockerfile, Instruction, Keyword};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -205,7 +205,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         path: file_name.clone(),
         source: e,
     })?;
-    let df = dockerfile::parse(&text).map_err(|e| BuildError::Parse {
+    let df = parse::parse(&text).map_err(|e| BuildError::Parse {
         file: file_name.clone(),
         line: e.line,
         msg: e.msg,
@@ -346,7 +346,7 @@ impl<'a> Builder<'a> {
                         Some(s) => s.lookup(k),
                         None => meta.get(k).cloned().flatten(),
                     };
-                    dockerfile::words(&raw, esc, &vars).map_err(StepError::Msg)?
+                    parse::words(&raw, esc, &vars).map_err(StepError::Msg)?
                 };
                 for w in words {
                     let (name, default) = match w.split_once('=') {
@@ -394,7 +394,7 @@ impl<'a> Builder<'a> {
         }
         let raw = shell_text(ins)?;
         let meta = &self.meta_args;
-        let words = dockerfile::words(&raw, self.df.escape, &|k| meta.get(k).cloned().flatten())
+        let words = parse::words(&raw, self.df.escape, &|k| meta.get(k).cloned().flatten())
             .map_err(StepError::Msg)?;
         let name = match words.as_slice() {
             [image] => image.clone(),
@@ -542,7 +542,7 @@ impl<'a> Builder<'a> {
                 canonical = format!("{} {}", ins.keyword, kv.join(" "));
             }
             Keyword::User => {
-                let u = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                let u = parse::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
                 config.container_config().user = Some(u.clone());
                 canonical = format!("USER {u}");
             }
@@ -566,8 +566,7 @@ impl<'a> Builder<'a> {
                 );
             }
             Keyword::Expose => {
-                let ports =
-                    dockerfile::words(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                let ports = parse::words(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
                 for p in &ports {
                     config.expose(p);
                 }
@@ -576,7 +575,7 @@ impl<'a> Builder<'a> {
             Keyword::Volume => {
                 let vols = match &ins.args {
                     Args::Exec(v) => v.clone(),
-                    Args::Shell(s) => dockerfile::words(s, esc, &vars).map_err(StepError::Msg)?,
+                    Args::Shell(s) => parse::words(s, esc, &vars).map_err(StepError::Msg)?,
                 };
                 for v in &vols {
                     config.add_volume(v);
@@ -587,12 +586,12 @@ impl<'a> Builder<'a> {
                 );
             }
             Keyword::StopSignal => {
-                let s = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                let s = parse::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
                 config.container_config().stop_signal = Some(s.clone());
                 canonical = format!("STOPSIGNAL {s}");
             }
             Keyword::Maintainer => {
-                let a = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+                let a = parse::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
                 config.author = Some(a.clone());
                 canonical = format!("MAINTAINER {a}");
             }
@@ -795,10 +794,10 @@ impl<'a> Builder<'a> {
         let mut words = match &ins.args {
             Args::Exec(v) => v
                 .iter()
-                .map(|w| dockerfile::word(w, esc, &vars))
+                .map(|w| parse::word(w, esc, &vars))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(StepError::Msg)?,
-            Args::Shell(s) => dockerfile::words(s, esc, &vars).map_err(StepError::Msg)?,
+            Args::Shell(s) => parse::words(s, esc, &vars).map_err(StepError::Msg)?,
         };
         if words.len() < 2 {
             return Err(msg(format!(
@@ -899,7 +898,7 @@ impl<'a> Builder<'a> {
         let esc = self.df.escape;
         let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
         let vars = |k: &str| st.lookup(k);
-        let w = dockerfile::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
+        let w = parse::word(&shell_text(ins)?, esc, &vars).map_err(StepError::Msg)?;
         let joined = if w.starts_with('/') {
             w.clone()
         } else {
@@ -950,7 +949,7 @@ fn key_values(
     esc: char,
     vars: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, String)>, StepError> {
-    let words = dockerfile::words(raw, esc, vars).map_err(StepError::Msg)?;
+    let words = parse::words(raw, esc, vars).map_err(StepError::Msg)?;
     let Some(first) = words.first() else {
         return Err(msg("expected KEY=VALUE"));
     };
@@ -959,8 +958,8 @@ fn key_values(
             .trim()
             .split_once(char::is_whitespace)
             .ok_or_else(|| msg("expected KEY=VALUE or KEY VALUE"))?;
-        let k = dockerfile::word(k, esc, vars).map_err(StepError::Msg)?;
-        let v = dockerfile::word(v.trim(), esc, vars).map_err(StepError::Msg)?;
+        let k = parse::word(k, esc, vars).map_err(StepError::Msg)?;
+        let v = parse::word(v.trim(), esc, vars).map_err(StepError::Msg)?;
         return Ok(vec![(k, v)]);
     }
     words
