@@ -4,9 +4,10 @@
 //! the checkpoints that let any byte range be decoded from the nearest one.
 //!
 //! It is derived data, written beside the blob and mapped, never read whole,
-//! so opening it costs the same for any layer size. A sha256 over its
-//! metadata sections and the layer's digest in its header make a damaged or
-//! foreign index detectable; it is then rebuilt from the blob.
+//! so opening it costs the same for any layer size. A sha256 over all of it
+//! (header, every section, the inflate windows too) and the layer's digest
+//! in its header make a damaged or foreign index detectable; it is then
+//! rebuilt from the blob. A damaged window must never pass for a damaged blob.
 //!
 //! ```text
 //! header (192 bytes)
@@ -34,7 +35,10 @@ use std::fs::File;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
-const VERSION: u32 = 1;
+/// 2: the checksum covers the header and the windows.
+const VERSION: u32 = 2;
+/// Where the header holds the sha256 of the whole file (these bytes as zeros).
+const HASH_AT: std::ops::Range<usize> = 152..184;
 const HEADER_LEN: usize = 192;
 const ENTRY_LEN: usize = 96;
 const DIR_LEN: usize = 24;
@@ -424,17 +428,14 @@ impl IndexBuilder {
             &w.xattr_area,
             windows,
         ];
-        let mut hasher = Sha256::new();
-        for s in &sections[..9] {
-            hasher.update(s);
-        }
-        let meta_hash: [u8; 32] = hasher.finalize().into();
         let mut out =
             Vec::with_capacity(HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>());
-        out.extend_from_slice(&encode_header(meta, &counts, &meta_hash));
+        out.extend_from_slice(&encode_header(meta, &counts));
         for s in sections {
             out.extend_from_slice(s);
         }
+        let hash = checksum(&out);
+        out[HASH_AT].copy_from_slice(&hash);
         Ok(out)
     }
 
@@ -545,7 +546,16 @@ struct Counts {
     windows: usize,
 }
 
-fn encode_header(meta: &IndexMeta, c: &Counts, meta_hash: &[u8; 32]) -> Vec<u8> {
+/// The sha256 of a whole index file, its own header field read as zeros.
+fn checksum(file: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(&file[..HASH_AT.start]);
+    h.update([0u8; HASH_AT.end - HASH_AT.start]);
+    h.update(&file[HASH_AT.end..]);
+    h.finalize().into()
+}
+
+fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_LEN);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&VERSION.to_le_bytes());
@@ -569,8 +579,7 @@ fn encode_header(meta: &IndexMeta, c: &Counts, meta_hash: &[u8; 32]) -> Vec<u8> 
     for n in [c.strings, c.xattrs, c.windows] {
         h.extend_from_slice(&(n as u64).to_le_bytes());
     }
-    h.extend_from_slice(meta_hash);
-    h.resize(HEADER_LEN, 0);
+    h.resize(HEADER_LEN, 0); // the checksum goes at HASH_AT once the file is laid out
     h
 }
 
@@ -654,7 +663,7 @@ fn rd_u64(b: &[u8], off: usize) -> u64 {
 
 impl LayerIndex {
     /// Opens and checks an index: magic, version, section sizes, the sha256
-    /// of its metadata, and that it belongs to blob `digest`.
+    /// of the whole file, and that it belongs to blob `digest`.
     pub fn open(path: &Path, digest: &Digest) -> Result<LayerIndex, LayerError> {
         let bad = |why: &str| LayerError::BadIndex {
             path: path.to_path_buf(),
@@ -714,8 +723,7 @@ impl LayerIndex {
         if offs[10] != b.len() {
             return Err(bad("truncated or oversized"));
         }
-        let hash: [u8; 32] = Sha256::digest(&b[offs[0]..offs[9]]).into();
-        if hash[..] != b[152..184] {
+        if checksum(b)[..] != b[HASH_AT] {
             return Err(bad("checksum mismatch"));
         }
         if n_entries == 0 || n_dirs == 0 {

@@ -535,3 +535,31 @@ fn a_single_frame_zstd_layer_is_decoded_once_when_read_in_order() {
         info.uncompressed_size
     );
 }
+
+#[test]
+fn a_damaged_inflate_window_rebuilds_the_index_not_blames_the_blob() {
+    let big = text(9 << 20, 11);
+    let mut t = TarBuilder::new();
+    t.file("f", 0o644, &big);
+    let blob = gzip(&t.finish());
+    let (_d, store) = temp_store();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let idx = store.layer_index_path(&info.digest);
+    let mut bytes = std::fs::read(&idx).unwrap();
+    // The windows are the last section; its length is in the header at 144.
+    let windows_len = u64::from_le_bytes(bytes[144..152].try_into().unwrap()) as usize;
+    assert!(windows_len > 0, "a 9 MiB gzip layer stores inflate windows");
+    let n = bytes.len();
+    for b in &mut bytes[n - windows_len / 2..n - windows_len / 2 + 16] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&idx, &bytes).unwrap();
+    let layer = open(&store, &info);
+    let f = entry_path(&layer, "f").unwrap();
+    assert_eq!(read_all(&layer, &f), big, "every span reads right");
+    assert_ne!(
+        std::fs::read(&idx).unwrap(),
+        bytes,
+        "the damaged index was rebuilt"
+    );
+}
