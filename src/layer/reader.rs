@@ -48,6 +48,44 @@ impl SpanCache {
         self.decoded.load(Ordering::Relaxed)
     }
 
+    /// Span `i` of layer `layer` from the cache, or decoded by `decode` (which
+    /// may return more spans than `i`; all are kept) while other readers of
+    /// the span wait. None if `decode` did not return span `i`.
+    fn get_or_decode<E>(
+        &self,
+        layer: u64,
+        i: u32,
+        decode: impl FnOnce() -> Result<Vec<(u32, Vec<u8>)>, E>,
+    ) -> Result<Option<Arc<Vec<u8>>>, E> {
+        let key = (layer, i);
+        let busy = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(s) = st.lru.get(&key) {
+                    return Ok(Some(s.clone()));
+                }
+                if st.busy.insert(key) {
+                    break Busy { cache: self, key };
+                }
+                st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let spans = decode()?;
+        let mut wanted = None;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, data) in spans {
+            self.decoded.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let data = Arc::new(data);
+            if id == i {
+                wanted = Some(data.clone());
+            }
+            self.insert(&mut st, (layer, id), data);
+        }
+        drop(st);
+        drop(busy);
+        Ok(wanted)
+    }
+
     fn insert(&self, st: &mut CacheState, key: (u64, u32), data: Arc<Vec<u8>>) {
         st.bytes += data.len();
         if let Some(old) = st.lru.put(key, data) {
@@ -59,6 +97,21 @@ impl SpanCache {
                 None => break,
             }
         }
+    }
+}
+
+/// A span being decoded. Dropped on every way out of the decode (done, an
+/// error, a panic), so the readers waiting for the span never wait forever.
+struct Busy<'a> {
+    cache: &'a SpanCache,
+    key: (u64, u32),
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut st = self.cache.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.busy.remove(&self.key);
+        self.cache.ready.notify_all();
     }
 }
 
@@ -208,45 +261,54 @@ impl Layer {
     }
 
     fn span(&self, i: u32) -> Result<Arc<Vec<u8>>, ReadError> {
-        let key = (self.key, i);
-        {
-            let mut st = self.cache.state.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if let Some(s) = st.lru.get(&key) {
-                    return Ok(s.clone());
-                }
-                if !st.busy.contains(&key) {
-                    st.busy.insert(key);
-                    break;
-                }
-                st = self.cache.ready.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
-        }
-        let result = decode_spans(&self.index, &self.blob, i, &self.zstd);
-        let mut st = self.cache.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.busy.remove(&key);
-        self.cache.ready.notify_all();
-        let spans = result.map_err(|source| ReadError::Span {
+        let decoded = self.cache.get_or_decode(self.key, i, || {
+            decode_spans(&self.index, &self.blob, i, &self.zstd)
+        });
+        let err = |source| ReadError::Span {
             digest: *self.digest(),
             source,
-        })?;
-        let mut wanted = None;
-        for (id, data) in spans {
-            self.cache
-                .decoded
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let data = Arc::new(data);
-            if id == i {
-                wanted = Some(data.clone());
-            }
-            self.cache.insert(&mut st, (self.key, id), data);
-        }
-        wanted.ok_or_else(|| ReadError::Span {
-            digest: *self.digest(),
-            source: SpanError::Damaged {
+        };
+        decoded.map_err(err)?.ok_or_else(|| {
+            err(SpanError::Damaged {
                 offset: 0,
                 why: "span not decoded".into(),
-            },
+            })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn a_decode_that_panics_or_fails_releases_its_span() {
+        let cache = SpanCache::new(1 << 20);
+        let (tx, rx) = mpsc::channel();
+        // Another reader of the span arrives while the first decode runs, then
+        // the first decode panics: the second must get an answer.
+        let panicked = std::panic::catch_unwind(|| {
+            let _ = cache.get_or_decode::<()>(7, 0, || {
+                let (cache, tx) = (Arc::clone(&cache), tx.clone());
+                std::thread::spawn(move || {
+                    let got = cache.get_or_decode::<()>(7, 0, || Ok(vec![(0, b"span".to_vec())]));
+                    let _ = tx.send(got);
+                });
+                panic!("decoder bug");
+            });
+        });
+        assert!(panicked.is_err());
+        // The timeout only turns a hang into a failure; it measures nothing.
+        let got = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the second reader waited forever");
+        assert_eq!(got.unwrap().as_deref().map(|v| &v[..]), Some(&b"span"[..]));
+
+        // An error releases the span too.
+        assert_eq!(cache.get_or_decode(7, 1, || Err("bad")), Err("bad"));
+        let again = cache.get_or_decode::<()>(7, 1, || Ok(vec![(1, b"ok".to_vec())]));
+        assert_eq!(again.unwrap().as_deref().map(|v| &v[..]), Some(&b"ok"[..]));
     }
 }
