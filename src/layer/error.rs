@@ -19,8 +19,13 @@ pub enum LayerError {
     Stream(std::io::Error),
     #[error(transparent)]
     Tar(#[from] super::tar::TarError),
+    /// `path` is shortened by `short_name`, as in every variant below.
     #[error("bad entry path {path:?}: {why}")]
     BadPath { path: String, why: &'static str },
+    #[error("entry {path:?} is under {parent:?}, which this layer made a non-directory")]
+    UnderNonDir { path: String, parent: String },
+    #[error("hard link {path:?} names {target:?}, which comes later in the archive")]
+    LinkForward { path: String, target: String },
     #[error("entry {path:?}: {why}")]
     BadXattr { path: String, why: &'static str },
     #[error("layer index {}: {why}", path.display())]
@@ -29,7 +34,24 @@ pub enum LayerError {
     Write(std::io::Error),
 }
 
+/// A path or name for a one-line message: lossy UTF-8, at most 64 bytes of
+/// it (a hostile name can be megabytes long).
+pub fn short_name(raw: &[u8]) -> String {
+    const SHOWN: usize = 64;
+    if raw.len() <= SHOWN {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    format!("{}…", String::from_utf8_lossy(&raw[..SHOWN]))
+}
+
 impl LayerError {
+    pub fn bad_path(raw: &[u8], why: &'static str) -> Self {
+        LayerError::BadPath {
+            path: short_name(raw),
+            why,
+        }
+    }
+
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         LayerError::Io {
             path: path.to_path_buf(),

@@ -27,6 +27,7 @@
 //! ```
 
 use super::LayerError;
+use super::error::short_name;
 use super::compression::Compression;
 use crate::oci::Digest;
 use sha2::{Digest as _, Sha256};
@@ -156,18 +157,48 @@ impl NewEntry {
     }
 }
 
+/// One path of the layer as the builder sees it: a trie node, so a path is
+/// found or added in one walk over its bytes and a parent shared by many
+/// entries exists once, however deep.
+struct Node {
+    parent: u32,
+    name: Vec<u8>,
+    /// The entry at this path (the last one with the path wins).
+    real: Option<usize>,
+    /// A whiteout hiding this path in lower layers.
+    whiteout: Option<usize>,
+    opaque: bool,
+    children: Vec<u32>,
+}
+
+const ROOT_NODE: u32 = 0;
+
 /// Collects the entries of one layer in stream order and lays out the index.
-#[derive(Default)]
 pub struct IndexBuilder {
     entries: Vec<NewEntry>,
-    /// Stream position of each entry's (last) appearance, for "the last one wins".
-    seq: Vec<u64>,
-    /// Real entries by path; the last one with a path wins.
-    by_path: HashMap<Vec<u8>, usize>,
-    /// Whiteouts by the path they hide.
-    whiteouts: HashMap<Vec<u8>, usize>,
-    opaque: std::collections::HashSet<Vec<u8>>,
-    next_seq: u64,
+    nodes: Vec<Node>,
+    child: HashMap<(u32, Vec<u8>), u32>,
+    /// Hard links whose target the archive did not hold before them: the
+    /// target's path and the link's. The target must not come later.
+    unresolved_links: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Default for IndexBuilder {
+    fn default() -> Self {
+        IndexBuilder {
+            entries: Vec::new(),
+            nodes: vec![Node {
+                parent: NONE,
+                name: Vec::new(),
+                real: None,
+                whiteout: None,
+                opaque: false,
+                children: Vec::new(),
+            }],
+            child: HashMap::new(),
+            unresolved_links: HashMap::new(),
+        }
+    }
 }
 
 impl IndexBuilder {
@@ -176,32 +207,60 @@ impl IndexBuilder {
     }
 
     /// Adds an entry whose path is already normalized (no `./`, no leading or
-    /// trailing `/`, `""` for the root).
-    pub fn add(&mut self, e: NewEntry) {
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        let map = if e.kind == EntryKind::Whiteout {
-            &mut self.whiteouts
-        } else {
-            &mut self.by_path
-        };
-        match map.get(&e.path) {
-            // A directory listed twice keeps its children: only its metadata changes.
-            Some(&i) => {
-                self.entries[i] = e;
-                self.seq[i] = seq;
+    /// trailing `/`, `""` for the root). Refuses an entry under a path the
+    /// archive made a non-directory (extracting it would write through a
+    /// symlink or fail) and a hard link whose target comes after it.
+    pub fn add(&mut self, e: NewEntry) -> Result<(), LayerError> {
+        let n = self.walk(&e.path)? as usize;
+        if e.kind == EntryKind::Whiteout {
+            match self.nodes[n].whiteout {
+                Some(old) => self.entries[old] = e,
+                None => {
+                    self.nodes[n].whiteout = Some(self.entries.len());
+                    self.entries.push(e);
+                }
             }
+            return Ok(());
+        }
+        if let Some(link) = self.unresolved_links.get(&e.path) {
+            return Err(LayerError::LinkForward {
+                path: short_name(link),
+                target: short_name(&e.path),
+            });
+        }
+        if e.kind == EntryKind::HardLink && self.find(&e.link).is_none() {
+            self.unresolved_links
+                .insert(e.link.clone(), e.path.clone());
+        }
+        if e.kind != EntryKind::Directory {
+            // What was under this path is gone, as extracting would lose it.
+            self.drop_children(n);
+            self.nodes[n].opaque = false;
+        }
+        match self.nodes[n].real {
+            // A directory listed twice keeps its children: only its metadata changes.
+            Some(old) => self.entries[old] = e,
             None => {
-                map.insert(e.path.clone(), self.entries.len());
+                self.nodes[n].real = Some(self.entries.len());
                 self.entries.push(e);
-                self.seq.push(seq);
             }
         }
+        Ok(())
     }
 
     /// Marks directory `path` opaque (`path/.wh..wh..opq`).
-    pub fn add_opaque(&mut self, path: Vec<u8>) {
-        self.opaque.insert(path);
+    pub fn add_opaque(&mut self, path: &[u8]) -> Result<(), LayerError> {
+        let n = self.walk(path)? as usize;
+        if let Some(r) = self.nodes[n].real
+            && self.entries[r].kind != EntryKind::Directory
+        {
+            return Err(LayerError::UnderNonDir {
+                path: short_name(path),
+                parent: short_name(path),
+            });
+        }
+        self.nodes[n].opaque = true;
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -212,6 +271,65 @@ impl IndexBuilder {
         self.entries.is_empty()
     }
 
+    /// The node of `path`, made with its parents if missing; every parent
+    /// must be a directory (or not listed yet).
+    fn walk(&mut self, path: &[u8]) -> Result<u32, LayerError> {
+        let mut cur = ROOT_NODE;
+        if path.is_empty() {
+            return Ok(cur);
+        }
+        let mut end = 0;
+        for comp in path.split(|&c| c == b'/') {
+            if let Some(r) = self.nodes[cur as usize].real
+                && self.entries[r].kind != EntryKind::Directory
+            {
+                return Err(LayerError::UnderNonDir {
+                    path: short_name(path),
+                    parent: short_name(&path[..end.max(1) - 1]),
+                });
+            }
+            end += comp.len() + 1;
+            let key = (cur, comp.to_vec());
+            cur = match self.child.get(&key) {
+                Some(&c) => c,
+                None => {
+                    let id = self.nodes.len() as u32;
+                    self.nodes.push(Node {
+                        parent: cur,
+                        name: key.1.clone(),
+                        real: None,
+                        whiteout: None,
+                        opaque: false,
+                        children: Vec::new(),
+                    });
+                    self.nodes[cur as usize].children.push(id);
+                    self.child.insert(key, id);
+                    id
+                }
+            };
+        }
+        Ok(cur)
+    }
+
+    /// The real entry at `path`, if any.
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        let mut cur = ROOT_NODE;
+        if !path.is_empty() {
+            for comp in path.split(|&c| c == b'/') {
+                cur = *self.child.get(&(cur, comp.to_vec()))?;
+            }
+        }
+        self.nodes[cur as usize].real
+    }
+
+    /// Detaches everything under node `n`; it can no longer be found.
+    fn drop_children(&mut self, n: usize) {
+        for c in std::mem::take(&mut self.nodes[n].children) {
+            let name = std::mem::take(&mut self.nodes[c as usize].name);
+            self.child.remove(&(n as u32, name));
+        }
+    }
+
     /// Lays out and serializes the index.
     pub fn finish(
         mut self,
@@ -219,66 +337,84 @@ impl IndexBuilder {
         checkpoints: &[Checkpoint],
         windows: &[u8],
     ) -> Result<Vec<u8>, LayerError> {
-        self.add_missing_parents();
-        let live = self.live_entries();
-
-        // Directories sorted by path get their ids; entry 0 is the root.
-        let mut dir_paths: Vec<&[u8]> = live
-            .iter()
-            .filter(|&&i| self.entries[i].kind == EntryKind::Directory)
-            .map(|&i| self.entries[i].path.as_slice())
-            .collect();
-        dir_paths.sort_unstable();
-        let dir_id: HashMap<&[u8], u32> = dir_paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, i as u32))
-            .collect();
-
-        // Entry order: root, then grouped by parent dir id, by name, whiteout first.
-        let parent_of = |p: &[u8]| -> Option<u32> {
-            if p.is_empty() {
-                return None;
+        // Every node with something under it is a directory; those the tar
+        // did not list become implicit ones (their metadata does not override
+        // a lower layer's). Directories get their ids sorted by full path.
+        let mut dirs: Vec<(Vec<u8>, u32)> = Vec::new();
+        let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_NODE, Vec::new())];
+        while let Some((n, path)) = stack.pop() {
+            let node = &self.nodes[n as usize];
+            let is_dir = n == ROOT_NODE || !node.children.is_empty() || node.opaque;
+            let listed_dir = node
+                .real
+                .is_some_and(|r| self.entries[r].kind == EntryKind::Directory);
+            if !is_dir && !listed_dir {
+                continue;
             }
-            let parent = match p.iter().rposition(|&c| c == b'/') {
-                Some(i) => &p[..i],
-                None => &p[..0],
-            };
-            dir_id.get(parent).copied()
-        };
-        let mut order: Vec<usize> = live.clone();
-        order.sort_by(|&a, &b| {
-            let (ea, eb) = (&self.entries[a], &self.entries[b]);
-            let key = |e: &NewEntry| {
-                (
-                    parent_of(&e.path).map_or(-1i64, |d| d as i64),
-                    base_name(&e.path).to_vec(),
-                    e.kind != EntryKind::Whiteout,
-                )
-            };
-            key(ea).cmp(&key(eb))
-        });
+            for &c in &node.children {
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&self.nodes[c as usize].name);
+                stack.push((c, p));
+            }
+            if !listed_dir {
+                self.nodes[n as usize].real = Some(self.entries.len());
+                self.entries.push(NewEntry::implicit_dir(path.clone()));
+            }
+            dirs.push((path, n));
+        }
+        dirs.sort_unstable();
+        let mut dir_of_node = vec![NONE; self.nodes.len()];
+        for (d, &(_, n)) in dirs.iter().enumerate() {
+            dir_of_node[n as usize] = d as u32;
+        }
+
+        // Entry order: the root, then grouped by parent dir id, by name,
+        // whiteout first. Each is (entry, node).
+        let mut order: Vec<(usize, u32)> = Vec::with_capacity(self.entries.len());
+        if let Some(r) = self.nodes[ROOT_NODE as usize].real {
+            order.push((r, ROOT_NODE));
+        }
+        for &(_, n) in &dirs {
+            let mut kids = self.nodes[n as usize].children.clone();
+            kids.sort_unstable_by(|&a, &b| {
+                self.nodes[a as usize].name.cmp(&self.nodes[b as usize].name)
+            });
+            for c in kids {
+                let node = &self.nodes[c as usize];
+                order.extend(node.whiteout.map(|w| (w, c)));
+                order.extend(node.real.map(|r| (r, c)));
+            }
+        }
         let mut new_id = vec![NONE; self.entries.len()];
-        for (n, &old) in order.iter().enumerate() {
+        for (n, &(old, _)) in order.iter().enumerate() {
             new_id[old] = n as u32;
         }
+        let parent_dir = |node: u32| -> u32 {
+            match self.nodes[node as usize].parent {
+                NONE => NONE,
+                p => dir_of_node[p as usize],
+            }
+        };
 
         // Hardlinks: resolve each to its final target within this layer.
         let mut target = vec![NONE; order.len()];
-        for (n, &old) in order.iter().enumerate() {
+        for (n, &(old, _)) in order.iter().enumerate() {
             let e = &self.entries[old];
             if e.kind != EntryKind::HardLink {
                 continue;
             }
             let mut seen = 0;
-            let mut cur = self.by_path.get(&e.link).copied();
+            let mut cur = self.find(&e.link);
             while let Some(c) = cur {
                 let ce = &self.entries[c];
                 if ce.kind != EntryKind::HardLink || seen > 64 || new_id[c] == NONE {
                     break;
                 }
                 seen += 1;
-                cur = self.by_path.get(&ce.link).copied();
+                cur = self.find(&ce.link);
             }
             if let Some(c) = cur {
                 let t = &self.entries[c];
@@ -307,10 +443,10 @@ impl IndexBuilder {
 
         // Serialize.
         let mut w = Writer::default();
-        let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; dir_paths.len()];
-        for (n, &old) in order.iter().enumerate() {
+        let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; dirs.len()];
+        for (n, &(old, node)) in order.iter().enumerate() {
             let e = &self.entries[old];
-            let parent = parent_of(&e.path).unwrap_or(NONE);
+            let parent = parent_dir(node);
             if parent != NONE {
                 let d = &mut dirs_out[parent as usize];
                 if d[4] == 0 {
@@ -318,7 +454,7 @@ impl IndexBuilder {
                 }
                 d[4] += 1;
             }
-            let (name_off, name_len) = w.string(base_name(&e.path));
+            let (name_off, name_len) = w.string(&self.nodes[node as usize].name);
             let (link_off, link_len) = w.string(&e.link);
             let (x_off, x_len) = w.xattrs(&e.xattrs);
             let sparse_off = (w.sparse.len() / SPARSE_LEN) as u32;
@@ -327,7 +463,7 @@ impl IndexBuilder {
                 w.sparse.extend_from_slice(&l.to_le_bytes());
             }
             let slot = match e.kind {
-                EntryKind::Directory => dir_id.get(e.path.as_slice()).copied().unwrap_or(NONE),
+                EntryKind::Directory => dir_of_node[node as usize],
                 _ => target[n],
             };
             let rec = &mut w.entries;
@@ -354,27 +490,41 @@ impl IndexBuilder {
             rec.extend_from_slice(&x_len.to_le_bytes());
             rec.extend_from_slice(&sparse_off.to_le_bytes());
             rec.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
-            if e.kind == EntryKind::Directory
-                && let Some(&d) = dir_id.get(e.path.as_slice())
-            {
+            let d = dir_of_node[node as usize];
+            if e.kind == EntryKind::Directory && d != NONE {
                 dirs_out[d as usize][2] = n as u32;
             }
         }
-        for (d, path) in dir_paths.iter().enumerate() {
-            let (off, len) = w.string(path);
+        // A directory's path is a prefix of its subdirectories' paths, so it
+        // is stored once, in the deepest one: the strings grow with the
+        // entries, not with the square of the depth.
+        let mut by_depth: Vec<usize> = (0..dirs.len()).collect();
+        by_depth.sort_unstable_by_key(|&d| std::cmp::Reverse(dirs[d].0.len()));
+        let mut in_child: HashMap<u32, u32> = HashMap::new();
+        for d in by_depth {
+            let (path, node) = (&dirs[d].0, dirs[d].1);
+            let off = match in_child.get(&node) {
+                Some(&off) => off,
+                None => w.string(path).0,
+            };
+            let parent = self.nodes[node as usize].parent;
+            if parent != NONE {
+                in_child.entry(parent).or_insert(off);
+            }
             let rec = &mut dirs_out[d];
             rec[0] = off;
-            rec[1] = len;
-            rec[5] = if self.opaque.contains(*path) {
+            rec[1] = path.len() as u32;
+            rec[5] = if self.nodes[node as usize].opaque {
                 DIR_OPAQUE
             } else {
                 0
             };
         }
-        let mut dirs = Vec::with_capacity(dirs_out.len() * DIR_LEN);
+        let dirs_bytes_len = dirs_out.len() * DIR_LEN;
+        let mut dir_bytes = Vec::with_capacity(dirs_bytes_len);
         for rec in &dirs_out {
             for v in rec {
-                dirs.extend_from_slice(&v.to_le_bytes());
+                dir_bytes.extend_from_slice(&v.to_le_bytes());
             }
         }
         let mut groups_bytes = Vec::new();
@@ -399,7 +549,7 @@ impl IndexBuilder {
             cps.extend_from_slice(&[c.bits, flags, 0, 0]);
         }
         let mut externals = Vec::new();
-        for (n, &old) in order.iter().enumerate() {
+        for (n, &(old, _)) in order.iter().enumerate() {
             if self.entries[old].kind == EntryKind::HardLink && target[n] == NONE {
                 externals.extend_from_slice(&(n as u32).to_le_bytes());
             }
@@ -407,7 +557,7 @@ impl IndexBuilder {
         let counts = Counts {
             externals: externals.len() / 4,
             entries: order.len(),
-            dirs: dir_paths.len(),
+            dirs: dirs.len(),
             groups: group_list.len(),
             members: members.len() / 4,
             sparse: w.sparse.len() / SPARSE_LEN,
@@ -418,7 +568,7 @@ impl IndexBuilder {
         };
         let sections: [&[u8]; 10] = [
             &w.entries,
-            &dirs,
+            &dir_bytes,
             &groups_bytes,
             &members,
             &externals,
@@ -437,89 +587,6 @@ impl IndexBuilder {
         let hash = checksum(&out);
         out[HASH_AT].copy_from_slice(&hash);
         Ok(out)
-    }
-
-    /// Every ancestor of every entry must be a directory of this layer. An
-    /// entry under a path that a later member made a non-directory is gone,
-    /// as extracting the archive would lose it; ancestors the tar did not
-    /// list become implicit directories (their metadata does not override a
-    /// lower layer's).
-    fn add_missing_parents(&mut self) {
-        let is_dead = |b: &IndexBuilder, i: usize| -> bool {
-            let p = &b.entries[i].path;
-            ancestors(p).any(|a| match b.by_path.get(a) {
-                Some(&j) => b.entries[j].kind != EntryKind::Directory && b.seq[j] > b.seq[i],
-                None => false,
-            })
-        };
-        let candidates: Vec<usize> = self
-            .by_path
-            .values()
-            .chain(self.whiteouts.values())
-            .copied()
-            .collect();
-        let dead: Vec<usize> = candidates
-            .into_iter()
-            .filter(|&i| is_dead(self, i))
-            .collect();
-        for i in dead {
-            let p = self.entries[i].path.clone();
-            if self.entries[i].kind == EntryKind::Whiteout {
-                self.whiteouts.remove(&p);
-            } else {
-                self.by_path.remove(&p);
-            }
-        }
-        let mut need: Vec<Vec<u8>> = vec![Vec::new()];
-        let live = self.by_path.keys().chain(self.whiteouts.keys());
-        for p in live {
-            need.extend(ancestors(p).map(<[u8]>::to_vec));
-        }
-        for p in &self.opaque {
-            need.push(p.clone());
-            need.extend(ancestors(p).map(<[u8]>::to_vec));
-        }
-        need.sort_unstable();
-        need.dedup();
-        for dir in need {
-            match self.by_path.get(&dir) {
-                Some(&i) if self.entries[i].kind == EntryKind::Directory => {}
-                _ => self.add(NewEntry::implicit_dir(dir)),
-            }
-        }
-    }
-
-    /// Indexes of the entries that survive: the last of each path.
-    fn live_entries(&self) -> Vec<usize> {
-        let mut live: Vec<usize> = self.by_path.values().copied().collect();
-        live.extend(self.whiteouts.values().copied());
-        live.sort_unstable();
-        live
-    }
-}
-
-/// The proper ancestors of a path, nearest first, ending with the root `""`.
-fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut end = if p.is_empty() { None } else { Some(p.len()) };
-    std::iter::from_fn(move || {
-        let e = end?;
-        match p[..e].iter().rposition(|&c| c == b'/') {
-            Some(i) => {
-                end = Some(i);
-                Some(&p[..i])
-            }
-            None => {
-                end = None;
-                Some(&p[..0])
-            }
-        }
-    })
-}
-
-fn base_name(path: &[u8]) -> &[u8] {
-    match path.iter().rposition(|&c| c == b'/') {
-        Some(i) => &path[i + 1..],
-        None => path,
     }
 }
 

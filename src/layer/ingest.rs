@@ -300,31 +300,34 @@ fn parse_stream(mut src: impl Read) -> Result<(IndexParts, DecodedMeta), LayerEr
     ))
 }
 
+/// The kernel's NAME_MAX: a longer name can never be listed or exported.
+pub const NAME_MAX: usize = 255;
+/// The kernel's PATH_MAX less its NUL: the longest path a file can be opened by.
+pub const PATH_MAX: usize = 4095;
+
 /// Normalizes a member path: no `./`, no empty or `.` components, no trailing
-/// `/`; the root is `""`. Paths with `..` or a leading `/` are refused.
+/// `/`; the root is `""`. Paths with `..` or a leading `/` are refused, and
+/// so are names and paths longer than the kernel's limits (which also bounds
+/// the depth, and so what a path's implicit parents cost).
 pub fn normalize_path(raw: &[u8]) -> Result<Vec<u8>, LayerError> {
-    let lossy = || String::from_utf8_lossy(raw).into_owned();
+    let bad = |why| Err(LayerError::bad_path(raw, why));
     if raw.starts_with(b"/") && raw.iter().any(|&c| c != b'/') {
-        return Err(LayerError::BadPath {
-            path: lossy(),
-            why: "absolute paths are not allowed in a layer",
-        });
+        return bad("absolute paths are not allowed in a layer");
     }
-    let mut out = Vec::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len().min(PATH_MAX + 1));
     for comp in raw.split(|&c| c == b'/') {
         match comp {
             b"" | b"." => {}
-            b".." => {
-                return Err(LayerError::BadPath {
-                    path: lossy(),
-                    why: "'..' is not allowed in a layer",
-                });
-            }
+            b".." => return bad("'..' is not allowed in a layer"),
+            c if c.len() > NAME_MAX => return bad("a name is longer than 255 bytes"),
             c => {
                 if !out.is_empty() {
                     out.push(b'/');
                 }
                 out.extend_from_slice(c);
+                if out.len() > PATH_MAX {
+                    return bad("the path is longer than 4095 bytes");
+                }
             }
         }
     }
@@ -341,23 +344,16 @@ fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> 
         None => (&path[..0], &path[..]),
     };
     if name == OPAQUE_MARKER {
-        builder.add_opaque(parent.to_vec());
-        return Ok(());
+        return builder.add_opaque(parent);
     }
     let whiteout = name.strip_prefix(WHITEOUT_PREFIX);
     let id = |v: u64, what: &'static str| {
-        u32::try_from(v).map_err(|_| LayerError::BadPath {
-            path: String::from_utf8_lossy(&e.path).into_owned(),
-            why: what,
-        })
+        u32::try_from(v).map_err(|_| LayerError::bad_path(&e.path, what))
     };
     let (kind, path) = match whiteout {
         Some(hidden) => {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return Err(LayerError::BadPath {
-                    path: String::from_utf8_lossy(&e.path).into_owned(),
-                    why: "whiteout of nothing",
-                });
+                return Err(LayerError::bad_path(&e.path, "whiteout of nothing"));
             }
             let mut p = parent.to_vec();
             if !p.is_empty() {
@@ -380,21 +376,24 @@ fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> 
         }
     };
     if path.is_empty() && kind != EntryKind::Directory {
-        return Err(LayerError::BadPath {
-            path: String::from_utf8_lossy(&e.path).into_owned(),
-            why: "the root of a layer must be a directory",
-        });
+        return Err(LayerError::bad_path(
+            &e.path,
+            "the root of a layer must be a directory",
+        ));
     }
     let link = match kind {
         EntryKind::HardLink => {
             let target = normalize_path(&e.link)?;
             if target.is_empty() {
-                return Err(LayerError::BadPath {
-                    path: String::from_utf8_lossy(&e.path).into_owned(),
-                    why: "hard link to the root",
-                });
+                return Err(LayerError::bad_path(&e.path, "hard link to the root"));
             }
             target
+        }
+        EntryKind::Symlink if e.link.len() > PATH_MAX => {
+            return Err(LayerError::bad_path(
+                &e.path,
+                "symlink target longer than 4095 bytes",
+            ));
         }
         EntryKind::Symlink => e.link.clone(),
         _ => Vec::new(),
@@ -409,7 +408,7 @@ fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> 
             continue;
         };
         return Err(LayerError::BadXattr {
-            path: String::from_utf8_lossy(&e.path).into_owned(),
+            path: super::error::short_name(&e.path),
             why,
         });
     }
@@ -433,8 +432,7 @@ fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> 
         rdev_minor: e.dev_minor,
         xattrs: e.xattrs,
         sparse: e.sparse.unwrap_or_default(),
-    });
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod zlib;
 
 pub use compression::{Compression, decompressed};
 pub use decode::SPAN;
-pub use error::LayerError;
+pub use error::{LayerError, short_name};
 pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
 pub use ingest::{LayerInfo, TeeReader, index_blob, ingest, normalize_path, open_index};
 pub use reader::{Layer, ReadError, SpanCache};
