@@ -8,14 +8,17 @@
 
 use super::StepError;
 use super::context::{Context, Kind, Source};
-use crate::layer::{LayerInfo, LayerWriter, SpanCache, TarMeta, decompressed};
+use crate::layer::{
+    LayerError, LayerInfo, LayerWriter, SpanCache, TarMeta, decompressed, normalize_path,
+    short_name,
+};
 use crate::oci::Digest;
 use crate::run::inroot::{Node, Resolved, Tree, lossy, resolve};
 use crate::run::rules::{group_entries, passwd_entries};
 use crate::store::Store;
 use crate::union::upper::split;
 use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 
 /// The parent image's tree with this layer's entries over it.
@@ -374,6 +377,9 @@ impl<'s> LayerBuild<'s> {
         let reader = decompressed(ctx.open_file(src)?).map_err(|e| bad(e.to_string()))?;
         let mut archive = tar::Archive::new(reader);
         let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+        // Paths this archive made a non-directory: nothing may be unpacked
+        // under one (through a symlink), as layer ingest refuses the same.
+        let mut non_dirs: HashSet<Vec<u8>> = HashSet::new();
         for entry in entries {
             let mut entry = entry.map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
             let raw = entry.path_bytes().into_owned();
@@ -386,7 +392,20 @@ impl<'s> LayerBuild<'s> {
             if rel.is_empty() {
                 continue;
             }
+            normalize_path(&rel).map_err(|e| bad(e.to_string()))?;
+            if let Some(parent) = under_non_dir(&non_dirs, &rel) {
+                let e = LayerError::UnderNonDir {
+                    path: short_name(&rel),
+                    parent: short_name(parent),
+                };
+                return Err(bad(e.to_string()));
+            }
             let h = entry.header();
+            if h.entry_type() == tar::EntryType::Directory {
+                non_dirs.remove(&rel);
+            } else {
+                non_dirs.insert(rel.clone());
+            }
             let kind = match h.entry_type() {
                 tar::EntryType::Directory => Kind::Dir,
                 tar::EntryType::Regular
@@ -448,6 +467,18 @@ impl<'s> LayerBuild<'s> {
         }
         Ok(())
     }
+}
+
+/// A proper ancestor of `rel` that is in `non_dirs`.
+fn under_non_dir<'a>(non_dirs: &HashSet<Vec<u8>>, rel: &'a [u8]) -> Option<&'a [u8]> {
+    if non_dirs.is_empty() {
+        return None;
+    }
+    rel.iter()
+        .enumerate()
+        .filter(|&(_, &c)| c == b'/')
+        .map(|(i, _)| &rel[..i])
+        .find(|p| non_dirs.contains(*p))
 }
 
 /// An archive member's path made relative, or None if it climbs out.

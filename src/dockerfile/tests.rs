@@ -449,3 +449,46 @@ fn steps_pair_with_their_layers_over_a_base_without_history() {
     let root = idx.find_dir(b"").unwrap();
     assert!(root.lookup(b"one.txt").0.is_some(), "the COPY's layer");
 }
+
+#[test]
+fn add_and_import_agree_on_entries_under_a_symlink_of_the_archive() {
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    let under = |t: &mut TarBuilder| {
+        t.file("ok", 0o644, b"fine");
+    };
+    let mut through_abs = TarBuilder::new();
+    under(&mut through_abs);
+    through_abs
+        .symlink("l", "/opt")
+        .file("l/file", 0o644, b"through");
+    let mut through_file = TarBuilder::new();
+    under(&mut through_file);
+    through_file.file("f", 0o644, b"").file("f/x", 0o644, b"x");
+    for (name, tar, want) in [
+        (
+            "symlink",
+            through_abs.finish(),
+            "entry \"l/file\" is under \"l\", which this layer made a non-directory",
+        ),
+        (
+            "file",
+            through_file.finish(),
+            "entry \"f/x\" is under \"f\", which this layer made a non-directory",
+        ),
+    ] {
+        write(ctx.path(), "t.tar", &tar);
+        let add = build_in(&store, ctx.path(), "FROM base:1\nADD t.tar /x/\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        let imported = import(&store, &tar[..], None, &ImportOptions::default())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        for err in [&add, &imported] {
+            assert!(err.contains(want) && !err.contains('\n'), "{name}: {err}");
+        }
+    }
+}

@@ -27,8 +27,8 @@
 //! ```
 
 use super::LayerError;
-use super::error::short_name;
 use super::compression::Compression;
+use super::error::short_name;
 use crate::oci::Digest;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -229,8 +229,7 @@ impl IndexBuilder {
             });
         }
         if e.kind == EntryKind::HardLink && self.find(&e.link).is_none() {
-            self.unresolved_links
-                .insert(e.link.clone(), e.path.clone());
+            self.unresolved_links.insert(e.link.clone(), e.path.clone());
         }
         if e.kind != EntryKind::Directory {
             // What was under this path is gone, as extracting would lose it.
@@ -255,7 +254,7 @@ impl IndexBuilder {
             && self.entries[r].kind != EntryKind::Directory
         {
             return Err(LayerError::UnderNonDir {
-                path: short_name(path),
+                path: short_name(&[path, b"/.wh..wh..opq"].concat()),
                 parent: short_name(path),
             });
         }
@@ -380,7 +379,9 @@ impl IndexBuilder {
         for &(_, n) in &dirs {
             let mut kids = self.nodes[n as usize].children.clone();
             kids.sort_unstable_by(|&a, &b| {
-                self.nodes[a as usize].name.cmp(&self.nodes[b as usize].name)
+                self.nodes[a as usize]
+                    .name
+                    .cmp(&self.nodes[b as usize].name)
             });
             for c in kids {
                 let node = &self.nodes[c as usize];

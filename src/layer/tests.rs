@@ -565,3 +565,153 @@ fn a_damaged_inflate_window_rebuilds_the_index_not_blames_the_blob() {
         "the damaged index was rebuilt"
     );
 }
+
+/// `a/a/…/a/f` at `depth` levels of directories.
+fn deep(depth: usize, name: &str) -> String {
+    format!("{}{name}", "a/".repeat(depth))
+}
+
+/// The error of ingesting `tar`, after checking nothing was stored and that
+/// it is one short line.
+fn refused(tar: &[u8]) -> String {
+    let (_d, store) = temp_store();
+    let err = ingest(&store, tar, None).unwrap_err().to_string();
+    assert!(store.list_blobs().unwrap().is_empty(), "stored: {err}");
+    assert!(err.len() < 300 && !err.contains('\n'), "{err}");
+    err
+}
+
+#[test]
+fn paths_past_the_kernels_limits_are_refused_in_one_short_line() {
+    let mut t = TarBuilder::new();
+    t.file(&deep(10_000, "f"), 0o644, b"x");
+    let tar = t.finish();
+    assert!(gzip(&tar).len() < 1024, "a small blob");
+    let err = refused(&gzip(&tar));
+    assert!(err.contains("longer than 4095 bytes"), "{err}");
+
+    let long = "n".repeat(70_000);
+    let mut t = TarBuilder::new();
+    t.file("a", 0o644, b"")
+        .file(&format!("d/{long}/after"), 0o644, b"x");
+    let err = refused(&t.finish());
+    assert!(err.contains("a name is longer than 255 bytes"), "{err}");
+    assert!(err.contains(&format!("d/{}…", &long[..62])), "{err}");
+
+    let mut t = TarBuilder::new();
+    t.file(&"m".repeat(256), 0o644, b"");
+    assert!(refused(&t.finish()).contains("longer than 255 bytes"));
+    // At the limits, both are fine.
+    let at_limit = format!("{}/{}", "p".repeat(255), deep(1919, "f"));
+    assert_eq!(at_limit.len(), 4095);
+    let mut t = TarBuilder::new();
+    t.file(&"m".repeat(255), 0o644, b"255")
+        .file(&at_limit, 0o644, b"deep");
+    let (_d, store) = temp_store();
+    let layer = open(&store, &ingest(&store, &t.finish()[..], None).unwrap());
+    let deepest = entry_path(&layer, &at_limit).unwrap();
+    assert_eq!(read_all(&layer, &deepest), b"deep");
+}
+
+#[test]
+fn implicit_parents_are_stored_once_however_deep() {
+    // One file 2,000 levels deep: 2,002 entries, an index linear in them.
+    let mut t = TarBuilder::new();
+    t.file(&deep(1999, "f"), 0o644, b"bottom");
+    let (_d, store) = temp_store();
+    let layer = open(&store, &ingest(&store, &t.finish()[..], None).unwrap());
+    assert_eq!(layer.index.len(), 1 + 1999 + 1);
+    let bottom = entry_path(&layer, &deep(1999, "f")).unwrap();
+    assert_eq!(read_all(&layer, &bottom), b"bottom");
+    let linear = |entries: u32| 200 * entries as u64 + 16 * 1024;
+    assert!(
+        layer.index.file_size() < linear(layer.index.len()),
+        "index {} bytes for {} entries",
+        layer.index.file_size(),
+        layer.index.len()
+    );
+
+    // 1,000 files sharing 1,000 levels of parents: each parent once.
+    let mut t = TarBuilder::new();
+    for i in 0..1000 {
+        t.file(
+            &deep(1000, &format!("f{i:04}")),
+            0o644,
+            i.to_string().as_bytes(),
+        );
+    }
+    let (_d, store) = temp_store();
+    let layer = open(&store, &ingest(&store, &t.finish()[..], None).unwrap());
+    assert_eq!(layer.index.len(), 1 + 1000 + 1000);
+    assert!(layer.index.file_size() < linear(layer.index.len()));
+    let d = layer.index.find_dir(deep(999, "a").as_bytes()).unwrap();
+    assert_eq!(d.children().len(), 1000);
+    let last = entry_path(&layer, &deep(1000, "f0999")).unwrap();
+    assert_eq!(read_all(&layer, &last), b"999");
+}
+
+#[test]
+fn a_hard_link_to_a_later_entry_is_refused() {
+    let mut t = TarBuilder::new();
+    t.hardlink("link", "target").file("target", 0o644, b"t");
+    let err = refused(&t.finish());
+    assert!(
+        err.contains("hard link \"link\" names \"target\", which comes later in the archive"),
+        "{err}"
+    );
+    // A target the archive never holds is in a lower layer: fine.
+    let mut t = TarBuilder::new();
+    t.file("target", 0o644, b"t")
+        .hardlink("here", "target")
+        .hardlink("below", "usr/lib/libc.so");
+    let (_d, store) = temp_store();
+    let layer = open(&store, &ingest(&store, &t.finish()[..], None).unwrap());
+    let here = entry_path(&layer, "here").unwrap();
+    assert_eq!(here.target(), entry_path(&layer, "target").unwrap().id());
+    let below = entry_path(&layer, "below").unwrap();
+    assert_eq!(
+        layer.index.external_links().collect::<Vec<_>>(),
+        vec![below.id()]
+    );
+}
+
+#[test]
+fn an_entry_under_a_non_directory_of_the_layer_is_refused() {
+    for (name, build) in [
+        (
+            "symlink",
+            &(|t: &mut TarBuilder| {
+                t.symlink("l", "/abs").file("l/file", 0o644, b"x");
+            }) as &dyn Fn(&mut TarBuilder),
+        ),
+        ("file", &|t: &mut TarBuilder| {
+            t.file("l", 0o644, b"").file("l/file", 0o644, b"x");
+        }),
+        ("whiteout", &|t: &mut TarBuilder| {
+            t.symlink("l", "/abs").file("l/.wh.file", 0o644, b"");
+        }),
+        ("opaque", &|t: &mut TarBuilder| {
+            t.symlink("l", "/abs").file("l/.wh..wh..opq", 0o644, b"");
+        }),
+    ] {
+        let mut t = TarBuilder::new();
+        build(&mut t);
+        let err = refused(&t.finish());
+        assert!(
+            err.contains("is under \"l\", which this layer made a non-directory"),
+            "{name}: {err}"
+        );
+    }
+    // A directory listed after the symlink replaces it: its children are fine.
+    let mut t = TarBuilder::new();
+    t.symlink("l", "/abs")
+        .dir("l", 0o700)
+        .file("l/file", 0o644, b"x");
+    let (_d, store) = temp_store();
+    let layer = open(&store, &ingest(&store, &t.finish()[..], None).unwrap());
+    assert_eq!(entry_path(&layer, "l").unwrap().mode(), 0o700);
+    assert_eq!(
+        read_all(&layer, &entry_path(&layer, "l/file").unwrap()),
+        b"x"
+    );
+}
