@@ -283,7 +283,10 @@ fn a_damaged_index_is_rebuilt_and_a_damaged_blob_is_detected() {
     bytes[n / 3] ^= 0xff;
     std::fs::write(&idx, &bytes).unwrap();
     let layer = open(&store, &info);
-    assert_ne!(std::fs::read(&idx).unwrap(), bytes, "the index was rebuilt");
+    assert!(
+        std::fs::read(&idx).unwrap() != bytes,
+        "the index was rebuilt"
+    );
     assert_eq!(
         read_all(&layer, &entry_path(&layer, "g").unwrap()),
         b"small"
@@ -559,9 +562,8 @@ fn a_damaged_inflate_window_rebuilds_the_index_not_blames_the_blob() {
     let layer = open(&store, &info);
     let f = entry_path(&layer, "f").unwrap();
     assert_eq!(read_all(&layer, &f), big, "every span reads right");
-    assert_ne!(
-        std::fs::read(&idx).unwrap(),
-        bytes,
+    assert!(
+        std::fs::read(&idx).unwrap() != bytes,
         "the damaged index was rebuilt"
     );
 }
