@@ -9,7 +9,7 @@ use super::ArchiveError;
 use super::save::{Checked, SaveItem, TarOut};
 use super::source::Source;
 use crate::layer::{Compression, LayerIndex, LayerInfo, index_blob};
-use crate::oci::{Digest, ImageConfig, Reference};
+use crate::oci::{Digest, ImageConfig, Reference, from_json};
 use crate::store::Store;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -43,10 +43,10 @@ pub struct Item {
 
 pub fn read_manifest(src: &Source) -> Result<Vec<Item>, ArchiveError> {
     let bytes = src.read_small(MANIFEST_JSON)?;
-    serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Member {
+    from_json(&bytes, "docker-archive manifest").map_err(|e| ArchiveError::Member {
         archive: src.name().to_string(),
         member: MANIFEST_JSON.into(),
-        why: format!("not a valid docker-archive manifest: {e}"),
+        why: e.to_string(),
     })
 }
 
@@ -79,8 +79,7 @@ pub fn read_image(src: &Source, item: &Item, position: usize) -> Result<DockerIm
             actual: config_digest,
         });
     }
-    let config = ImageConfig::parse(&config_bytes)
-        .map_err(|e| err(&item.config, format!("not a valid image config: {e}")))?;
+    let config = ImageConfig::parse(&config_bytes).map_err(|e| err(&item.config, e.to_string()))?;
     if config.rootfs.diff_ids.len() != item.layers.len() {
         return Err(err(
             MANIFEST_JSON,

@@ -8,7 +8,7 @@ use super::save::{SaveItem, TarOut, copy_blob};
 use super::source::Source;
 use crate::oci::{
     Descriptor, Digest, ImageConfig, ImageIndex, Manifest, ManifestKind, Platform,
-    REF_NAME_ANNOTATION, media_type as mt,
+    REF_NAME_ANNOTATION, from_json, media_type as mt,
 };
 use crate::store::Store;
 use std::collections::HashSet;
@@ -35,11 +35,12 @@ struct LayoutIndex {
 /// The top-level entries of the layout's index.json.
 pub fn read_index(src: &Source) -> Result<Vec<Descriptor>, ArchiveError> {
     let bytes = src.read_small(INDEX_JSON)?;
-    let index: LayoutIndex = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Member {
-        archive: src.name().to_string(),
-        member: INDEX_JSON.into(),
-        why: format!("not a valid OCI image index: {e}"),
-    })?;
+    let index: LayoutIndex =
+        from_json(&bytes, "OCI image index").map_err(|e| ArchiveError::Member {
+            archive: src.name().to_string(),
+            member: INDEX_JSON.into(),
+            why: e.to_string(),
+        })?;
     Ok(index.manifests.unwrap_or_default())
 }
 
@@ -108,11 +109,7 @@ fn pick_at(
             }
             let config_bytes = read_blob(src, &manifest.config)?;
             let config = ImageConfig::parse(&config_bytes).map_err(|e| {
-                member_error(
-                    src,
-                    &blob_path(&manifest.config.digest),
-                    format!("not a valid image config: {e}"),
-                )
+                member_error(src, &blob_path(&manifest.config.digest), e.to_string())
             })?;
             let platform = desc.platform.clone().or_else(|| config.platform());
             if let Some(p) = platform

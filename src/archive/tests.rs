@@ -1127,7 +1127,12 @@ fn bad_input_is_refused_and_leaves_the_store_as_it_was() {
         (
             "manifest.json not JSON",
             docker_with(b"{nope", None),
-            "manifest.json: not a valid docker-archive manifest",
+            "manifest.json: not valid JSON: key must be a string",
+        ),
+        (
+            "manifest.json of the wrong shape",
+            docker_with(br#"[{"Layers": []}]"#, None),
+            "manifest.json: not a valid docker-archive manifest: missing field `Config`",
         ),
         (
             "layer missing",
@@ -1150,7 +1155,20 @@ fn bad_input_is_refused_and_leaves_the_store_as_it_was() {
                     .file("index.json", 0o644, b"[1,2");
                 t.finish()
             },
-            "index.json: not a valid OCI image index",
+            "index.json: not valid JSON: EOF while parsing",
+        ),
+        (
+            "index.json of the wrong shape",
+            {
+                let mut t = TarBuilder::new();
+                t.file("oci-layout", 0o644, LAYOUT).file(
+                    "index.json",
+                    0o644,
+                    br#"{"manifests": 3}"#,
+                );
+                t.finish()
+            },
+            "index.json: not a valid OCI image index: invalid type: integer `3`",
         ),
         (
             "manifest blob tampered",

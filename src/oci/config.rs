@@ -2,6 +2,7 @@
 //! the runtime defaults Docker calls `config`).
 
 use super::digest::Digest;
+use super::json::{JsonError, from_json};
 use super::platform::Platform;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,8 +90,8 @@ pub struct HistoryEntry {
 }
 
 impl ImageConfig {
-    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    pub fn parse(bytes: &[u8]) -> Result<Self, JsonError> {
+        from_json(bytes, "image config")
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -149,5 +150,23 @@ impl ImageConfig {
             variant: self.variant.clone(),
             os_version: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_shape_is_not_called_bad_json() {
+        let err = |b: &[u8]| ImageConfig::parse(b).unwrap_err().to_string();
+        assert!(err(b"{").starts_with("not valid JSON: "));
+        let e = err(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":7}}"#,
+        );
+        assert!(
+            e.starts_with("not a valid image config: invalid type: integer `7`"),
+            "{e}"
+        );
     }
 }

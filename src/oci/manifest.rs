@@ -3,6 +3,7 @@
 //! nothing we did not understand.
 
 use super::digest::Digest;
+use super::json::{JsonError, from_json_value};
 use super::media_type as mt;
 use super::platform::Platform;
 use serde::{Deserialize, Serialize};
@@ -175,8 +176,8 @@ pub enum ManifestKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    #[error("not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Json(#[from] JsonError),
     #[error("unsupported manifest media type {0:?}")]
     MediaType(String),
     #[error("unsupported manifest schema version {0}")]
@@ -187,16 +188,16 @@ impl ManifestKind {
     /// Parses a manifest or index, using its mediaType field where present and
     /// its shape where not (both are optional in older documents).
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        let v: serde_json::Value = serde_json::from_slice(bytes)?;
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(JsonError::Syntax)?;
         let media = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
         let version = v.get("schemaVersion").and_then(|s| s.as_u64()).unwrap_or(0);
         if version != 2 {
             return Err(ParseError::SchemaVersion(version));
         }
         if mt::is_index(media) || (media.is_empty() && v.get("manifests").is_some()) {
-            Ok(ManifestKind::Index(serde_json::from_value(v)?))
+            Ok(ManifestKind::Index(from_json_value(v, "image index")?))
         } else if mt::is_manifest(media) || (media.is_empty() && v.get("config").is_some()) {
-            Ok(ManifestKind::Image(serde_json::from_value(v)?))
+            Ok(ManifestKind::Image(from_json_value(v, "image manifest")?))
         } else {
             Err(ParseError::MediaType(media.to_string()))
         }
@@ -243,6 +244,35 @@ mod tests {
             idx.select(&Platform::parse("linux/amd64").unwrap())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_wrong_shape_is_not_called_bad_json() {
+        let no_config = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","layers":[]}}"#,
+            mt::OCI_MANIFEST
+        );
+        let bad_digest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"sha256:00","size":2}}}}"#,
+            mt::OCI_CONFIG
+        );
+        let bad_index = r#"{"schemaVersion":2,"manifests":[{"digest":"sha256:00"}]}"#;
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"{\"schemaVersion\": 2,",
+                "not valid JSON: EOF while parsing",
+            ),
+            (
+                no_config.as_bytes(),
+                "not a valid image manifest: missing field `config`",
+            ),
+            (bad_digest.as_bytes(), "not a valid image manifest: "),
+            (bad_index.as_bytes(), "not a valid image index: "),
+        ];
+        for (bytes, want) in cases {
+            let err = ManifestKind::parse(bytes).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod config;
 mod digest;
+mod json;
 mod manifest;
 pub mod media_type;
 mod platform;
@@ -12,6 +13,7 @@ pub mod time;
 
 pub use config::{ContainerConfig, HistoryEntry, ImageConfig, RootFs};
 pub use digest::{Digest, DigestError, Sha256Writer};
+pub use json::{JsonError, from_json, from_json_value};
 pub use manifest::{Descriptor, ImageIndex, Manifest, ManifestKind, ParseError};
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};

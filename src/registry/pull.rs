@@ -554,8 +554,7 @@ fn check_platform(
     what: &str,
 ) -> Result<ImageConfig, RegistryError> {
     let bytes = store.read_blob(&f.manifest.config.digest)?;
-    let config = ImageConfig::parse(&bytes)
-        .map_err(|e| client.bad(what, &format!("not a valid image config: {e}")))?;
+    let config = ImageConfig::parse(&bytes).map_err(|e| client.bad(what, &e.to_string()))?;
     let have = Platform {
         os: config.os.clone(),
         architecture: config.architecture.clone(),
@@ -593,8 +592,7 @@ fn check_diff_ids(
             None => {
                 let bytes = store.read_blob(&f.manifest.config.digest)?;
                 let what = format!("config {}", f.manifest.config.digest);
-                ImageConfig::parse(&bytes)
-                    .map_err(|e| client.bad(&what, &format!("not a valid image config: {e}")))?
+                ImageConfig::parse(&bytes).map_err(|e| client.bad(&what, &e.to_string()))?
             }
         };
         let want = &config.rootfs.diff_ids;

@@ -225,7 +225,7 @@ impl Store {
         let bytes = self.read_blob(digest)?;
         ImageConfig::parse(&bytes).map_err(|e| StoreError::BadBlob {
             digest: *digest,
-            why: format!("image config is not valid JSON: {e}"),
+            why: format!("image config: {e}"),
         })
     }
 
