@@ -386,7 +386,7 @@ impl<'s> LayerBuild<'s> {
             let Some(rel) = archive_path(&raw) else {
                 return Err(bad(format!(
                     "entry {:?} leaves the destination directory",
-                    String::from_utf8_lossy(&raw)
+                    short_name(&raw)
                 )));
             };
             if rel.is_empty() {
@@ -435,8 +435,8 @@ impl<'s> LayerBuild<'s> {
                         .ok_or_else(|| {
                             bad(format!(
                                 "hard link {:?} names {:?}, which the archive does not hold before it",
-                                String::from_utf8_lossy(&raw),
-                                String::from_utf8_lossy(&link)
+                                short_name(&raw),
+                                short_name(&link)
                             ))
                         })?;
                     let target = self.target(dir, &rel)?;

@@ -168,7 +168,8 @@ struct Node {
     /// A whiteout hiding this path in lower layers.
     whiteout: Option<usize>,
     opaque: bool,
-    children: Vec<u32>,
+    /// Child nodes by name.
+    children: HashMap<Vec<u8>, u32>,
 }
 
 const ROOT_NODE: u32 = 0;
@@ -177,7 +178,6 @@ const ROOT_NODE: u32 = 0;
 pub struct IndexBuilder {
     entries: Vec<NewEntry>,
     nodes: Vec<Node>,
-    child: HashMap<(u32, Vec<u8>), u32>,
     /// Hard links whose target the archive did not hold before them: the
     /// target's path and the link's. The target must not come later.
     unresolved_links: HashMap<Vec<u8>, Vec<u8>>,
@@ -193,9 +193,8 @@ impl Default for IndexBuilder {
                 real: None,
                 whiteout: None,
                 opaque: false,
-                children: Vec::new(),
+                children: HashMap::new(),
             }],
-            child: HashMap::new(),
             unresolved_links: HashMap::new(),
         }
     }
@@ -288,21 +287,19 @@ impl IndexBuilder {
                 });
             }
             end += comp.len() + 1;
-            let key = (cur, comp.to_vec());
-            cur = match self.child.get(&key) {
+            cur = match self.nodes[cur as usize].children.get(comp) {
                 Some(&c) => c,
                 None => {
                     let id = self.nodes.len() as u32;
                     self.nodes.push(Node {
                         parent: cur,
-                        name: key.1.clone(),
+                        name: comp.to_vec(),
                         real: None,
                         whiteout: None,
                         opaque: false,
-                        children: Vec::new(),
+                        children: HashMap::new(),
                     });
-                    self.nodes[cur as usize].children.push(id);
-                    self.child.insert(key, id);
+                    self.nodes[cur as usize].children.insert(comp.to_vec(), id);
                     id
                 }
             };
@@ -315,7 +312,7 @@ impl IndexBuilder {
         let mut cur = ROOT_NODE;
         if !path.is_empty() {
             for comp in path.split(|&c| c == b'/') {
-                cur = *self.child.get(&(cur, comp.to_vec()))?;
+                cur = *self.nodes[cur as usize].children.get(comp)?;
             }
         }
         self.nodes[cur as usize].real
@@ -323,10 +320,7 @@ impl IndexBuilder {
 
     /// Detaches everything under node `n`; it can no longer be found.
     fn drop_children(&mut self, n: usize) {
-        for c in std::mem::take(&mut self.nodes[n].children) {
-            let name = std::mem::take(&mut self.nodes[c as usize].name);
-            self.child.remove(&(n as u32, name));
-        }
+        self.nodes[n].children = HashMap::new();
     }
 
     /// Lays out and serializes the index.
@@ -350,7 +344,7 @@ impl IndexBuilder {
             if !is_dir && !listed_dir {
                 continue;
             }
-            for &c in &node.children {
+            for &c in node.children.values() {
                 let mut p = path.clone();
                 if !p.is_empty() {
                     p.push(b'/');
@@ -377,13 +371,13 @@ impl IndexBuilder {
             order.push((r, ROOT_NODE));
         }
         for &(_, n) in &dirs {
-            let mut kids = self.nodes[n as usize].children.clone();
-            kids.sort_unstable_by(|&a, &b| {
-                self.nodes[a as usize]
-                    .name
-                    .cmp(&self.nodes[b as usize].name)
-            });
-            for c in kids {
+            let mut kids: Vec<(&Vec<u8>, u32)> = self.nodes[n as usize]
+                .children
+                .iter()
+                .map(|(name, &c)| (name, c))
+                .collect();
+            kids.sort_unstable();
+            for (_, c) in kids {
                 let node = &self.nodes[c as usize];
                 order.extend(node.whiteout.map(|w| (w, c)));
                 order.extend(node.real.map(|r| (r, c)));
