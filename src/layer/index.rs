@@ -333,26 +333,29 @@ impl IndexBuilder {
         // Every node with something under it is a directory; those the tar
         // did not list become implicit ones (their metadata does not override
         // a lower layer's). Directories get their ids sorted by full path.
+        let is_dir = |b: &IndexBuilder, n: u32| {
+            let node = &b.nodes[n as usize];
+            n == ROOT_NODE
+                || !node.children.is_empty()
+                || node.opaque
+                || node
+                    .real
+                    .is_some_and(|r| b.entries[r].kind == EntryKind::Directory)
+        };
         let mut dirs: Vec<(Vec<u8>, u32)> = Vec::new();
         let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_NODE, Vec::new())];
         while let Some((n, path)) = stack.pop() {
-            let node = &self.nodes[n as usize];
-            let is_dir = n == ROOT_NODE || !node.children.is_empty() || node.opaque;
-            let listed_dir = node
-                .real
-                .is_some_and(|r| self.entries[r].kind == EntryKind::Directory);
-            if !is_dir && !listed_dir {
-                continue;
-            }
-            for &c in node.children.values() {
-                let mut p = path.clone();
-                if !p.is_empty() {
-                    p.push(b'/');
+            for &c in self.nodes[n as usize].children.values() {
+                if is_dir(&self, c) {
+                    let mut p = path.clone();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(&self.nodes[c as usize].name);
+                    stack.push((c, p));
                 }
-                p.extend_from_slice(&self.nodes[c as usize].name);
-                stack.push((c, p));
             }
-            if !listed_dir {
+            if self.nodes[n as usize].real.is_none() {
                 self.nodes[n as usize].real = Some(self.entries.len());
                 self.entries.push(NewEntry::implicit_dir(path.clone()));
             }
