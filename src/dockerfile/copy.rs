@@ -4,7 +4,8 @@
 //! already holds), through the image's symlinks but never above its root,
 //! so every path in the layer is canonical and nothing outside the image
 //! is ever named. ADD unpacks local tar archives (plain, gzip or zstd),
-//! refusing entries that climb out with `..`.
+//! refusing entries that climb out with `..` and, as layer ingest does,
+//! entries under a symlink or file the archive itself made.
 
 use super::StepError;
 use super::context::{Context, Kind, Source};
