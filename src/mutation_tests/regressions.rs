@@ -1,0 +1,94 @@
+//! Inputs that once broke a parser, kept as they were found (each failed
+//! before its fix).
+
+use crate::fuzzing::{layer_index, layer_index_seed};
+use crate::testutil::alloc;
+
+/// Where checkpoint `i`'s `out_len` sits in an index file: after the header
+/// and the entry, dir, group, member, external and sparse sections (the
+/// layout `layer::index` writes, lengths from its header).
+fn checkpoint_out_len_at(index: &[u8], i: usize) -> usize {
+    let count = |k: usize| {
+        let at = 96 + 4 * k;
+        u32::from_le_bytes(index[at..at + 4].try_into().unwrap()) as usize
+    };
+    let (entries, dirs, groups, members, sparse, externals) =
+        (count(0), count(1), count(2), count(3), count(4), count(6));
+    let start =
+        192 + entries * 96 + dirs * 24 + groups * 8 + members * 4 + externals * 4 + sparse * 16;
+    start + i * 40 + 24
+}
+
+/// Found by `mutated_layer_index_files_resealed`: a span length from the
+/// index was allocated before a byte was decoded, so an index claiming a
+/// 4 GiB span reserved 4 GiB. The buffer now grows with what the blob yields.
+#[test]
+fn a_span_length_from_the_index_is_not_allocated_up_front() {
+    let mut index = layer_index_seed();
+    let at = checkpoint_out_len_at(&index, 0);
+    let real = u32::from_le_bytes(index[at..at + 4].try_into().unwrap());
+    assert!(
+        real >= crate::layer::SPAN as u32,
+        "not the first span's length: {real}"
+    );
+    index[at..at + 4].copy_from_slice(&0xffff_ff00u32.to_le_bytes());
+    alloc::reset_peak();
+    let e = layer_index(&index, true).unwrap_err();
+    assert!(e.contains("span"), "{e}");
+    let peak = alloc::peak();
+    assert!(peak < 64 << 20, "one allocation of {peak} bytes");
+}
+
+/// The id of entry `name` in the seed index, and where its record starts.
+fn entry_at(name: &str) -> usize {
+    let layer = crate::fuzzing::layer_index_seed();
+    let index = crate::layer::LayerIndex::open(&write_temp(&layer), &seed_digest(&layer)).unwrap();
+    let id = (0..index.len())
+        .find(|&i| index.entry(i).name() == name.as_bytes())
+        .unwrap_or_else(|| panic!("no entry {name}"));
+    192 + id as usize * 96
+}
+
+fn seed_digest(index: &[u8]) -> crate::oci::Digest {
+    crate::oci::Digest::from_bytes(index[32..64].try_into().unwrap())
+}
+
+fn write_temp(bytes: &[u8]) -> std::path::PathBuf {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), bytes).unwrap();
+    f.into_temp_path().keep().unwrap()
+}
+
+fn set_u32(index: &mut [u8], at: usize, v: u32) {
+    index[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Found by `mutated_layer_index_files_resealed`: an entry's extent count
+/// was believed, so a read collected 4 billion extents (64 GiB, a hang).
+/// Extents now come from the sparse section only.
+#[test]
+fn a_sparse_extent_count_past_the_section_is_not_believed() {
+    let mut index = layer_index_seed();
+    let at = entry_at("hostname");
+    set_u32(&mut index, at + 92, 0xffff_fff0);
+    alloc::reset_peak();
+    let _ = layer_index(&index, true);
+    let peak = alloc::peak();
+    assert!(peak < 64 << 20, "one allocation of {peak} bytes");
+}
+
+/// Found by `mutated_layer_index_files_resealed`: an extent near 2^64
+/// overflowed the sum of its offset and length in a read (a panic).
+#[test]
+fn a_sparse_extent_near_the_end_of_u64_does_not_overflow() {
+    let mut index = layer_index_seed();
+    let at = entry_at("sparse");
+    let count =
+        |k: usize| u32::from_le_bytes(index[96 + 4 * k..100 + 4 * k].try_into().unwrap()) as usize;
+    let first = u32::from_le_bytes(index[at + 88..at + 92].try_into().unwrap()) as usize;
+    let sparse_section =
+        192 + count(0) * 96 + count(1) * 24 + count(2) * 8 + count(3) * 4 + count(6) * 4;
+    let ext = sparse_section + first * 16;
+    index[ext..ext + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+    let _ = layer_index(&index, true);
+}
