@@ -23,8 +23,19 @@ fn one_line(msg: String) -> String {
     msg
 }
 
+/// A throwaway directory, in memory where the machine has /dev/shm: a
+/// store fsyncs every blob, and thousands of cases would wait on the disk.
+fn temp_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    match shm.is_dir() {
+        true => tempfile::tempdir_in(shm),
+        false => tempfile::tempdir(),
+    }
+    .expect("tempdir")
+}
+
 fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = temp_dir();
     let store = Store::open(dir.path()).expect("open store");
     (dir, store)
 }
@@ -233,8 +244,16 @@ pub fn write_sample<W: Write>(
     w.add_whiteout(b"etc/gone")?;
     w.add_opaque(b"etc")?;
     if big {
+        // Letters at random (xorshift): deflate blocks of ordinary length,
+        // so the span is cut near SPAN and the second one has a window.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let bytes: Vec<u8> = (0..(crate::layer::SPAN + 300_000))
-            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] % 16 + b'a')
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x % 16) as u8
+            })
             .collect();
         w.add_file(b"big", &meta(0o644), bytes.len() as u64, bytes.as_slice())?;
     }
@@ -441,7 +460,7 @@ pub fn registry(data: &[u8]) -> Result<(), String> {
 
 fn auth_json(data: &[u8]) -> Result<(), String> {
     use crate::registry::{Credentials, RegistryConfig};
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = temp_dir();
     std::fs::write(dir.path().join("auth.json"), data).expect("write auth.json");
     let config = RegistryConfig::in_dir(dir.path());
     for registry in ["127.0.0.1:5000", "docker.io", "registry-1.docker.io"] {

@@ -520,8 +520,11 @@ fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<
         inf = Inflater::new(zlib::RAW)?;
         if cp.bits > 0 {
             let mut b = [0u8; 1];
-            blob.read_exact_at(&mut b, cp.in_offset - 1)
-                .map_err(|e| e.to_string())?;
+            let at = cp
+                .in_offset
+                .checked_sub(1)
+                .ok_or("a bit offset before the blob")?;
+            blob.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
             inf.prime(cp.bits as i32, (b[0] >> (8 - cp.bits)) as i32)?;
         }
         let mut window = Vec::with_capacity(zlib::WINDOW);

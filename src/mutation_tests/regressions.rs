@@ -92,3 +92,35 @@ fn a_sparse_extent_near_the_end_of_u64_does_not_overflow() {
     index[ext..ext + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
     let _ = layer_index(&index, true);
 }
+
+/// Found by `mutated_layer_index_files_resealed`: a checkpoint with a bit
+/// offset at byte 0 of the blob read the byte before it (an underflow).
+#[test]
+fn a_checkpoint_with_bits_before_the_blob_is_an_error() {
+    let mut index = layer_index_seed();
+    let cp1 = checkpoint_out_len_at(&index, 1) - 24;
+    index[cp1 + 8..cp1 + 16].copy_from_slice(&0u64.to_le_bytes());
+    index[cp1 + 32..cp1 + 36].copy_from_slice(&1u32.to_le_bytes()); // a window
+    index[cp1 + 36] = 3;
+    let e = layer_index(&index, true).unwrap_err();
+    assert!(e.contains("span"), "{e}");
+}
+
+/// Found by `mutated_archives`: the tar crate quotes a bad header field
+/// byte for byte, newlines included, and the error spanned several lines.
+#[test]
+fn a_tar_error_quoting_header_bytes_is_one_line() {
+    let mut t = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(2);
+    t.append_data(&mut h, "a", &b"hi"[..]).unwrap();
+    let mut bytes = t.into_inner().unwrap();
+    bytes.truncate(bytes.len() - 1024); // the end marker
+    let second = bytes.len();
+    bytes.extend_from_slice(&[0u8; 512]);
+    bytes[second..second + 5].copy_from_slice(b"a\nb\nc");
+    bytes[second + 148..second + 156].copy_from_slice(b"zz\nzz\nzz");
+    bytes.extend_from_slice(&[0u8; 1024]);
+    let e = crate::fuzzing::archive(&bytes).unwrap_err();
+    assert!(e.contains("tar"), "{e}");
+}
