@@ -217,16 +217,33 @@ fn the_seeds_are_valid_layers() {
     }
 }
 
-/// Tar headers mutated, the archive then stored plain, gzip or zstd.
+/// Tar headers mutated, the archive then stored plain, gzip or zstd. Most
+/// cases get their header checksums made right again, so the damage reaches
+/// the fields behind the checksum.
 #[test]
 fn mutated_tar_headers() {
     run("tar headers", tar_seeds(), count(3000), |data| {
+        let mut data = data.to_vec();
+        if data.len() / 3 % 4 != 0 {
+            reseal_tar(&mut data);
+        }
         match data.len() % 3 {
-            0 => layer_blob(&gzip(data)),
-            1 => layer_blob(&zstd(data)),
-            _ => layer_blob(data),
+            0 => layer_blob(&gzip(&data)),
+            1 => layer_blob(&zstd(&data)),
+            _ => layer_blob(&data),
         }
     });
+}
+
+/// Sets the checksum of every block that looks like a header (ustar or GNU
+/// magic) to what its bytes sum to.
+fn reseal_tar(data: &mut [u8]) {
+    for block in data.chunks_exact_mut(BLOCK) {
+        if &block[257..262] == b"ustar" {
+            let h: &mut [u8; BLOCK] = block.try_into().unwrap();
+            checksum(h);
+        }
+    }
 }
 
 /// The compressed streams themselves mutated.

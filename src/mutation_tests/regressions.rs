@@ -1,8 +1,9 @@
 //! Inputs that once broke a parser, kept as they were found (each failed
 //! before its fix).
 
-use crate::fuzzing::{layer_index, layer_index_seed};
+use crate::fuzzing::{layer_blob, layer_index, layer_index_seed};
 use crate::testutil::alloc;
+use crate::testutil::mutate::watchdog;
 
 /// Where checkpoint `i`'s `out_len` sits in an index file: after the header
 /// and the entry, dir, group, member, external and sparse sections (the
@@ -123,4 +124,79 @@ fn a_tar_error_quoting_header_bytes_is_one_line() {
     bytes.extend_from_slice(&[0u8; 1024]);
     let e = crate::fuzzing::archive(&bytes).unwrap_err();
     assert!(e.contains("tar"), "{e}");
+}
+
+/// A tar of one member behind a PAX header `records`, with `data`.
+fn pax_member(records: &[(&str, &[u8])], data: &[u8]) -> Vec<u8> {
+    use super::layer::{header, member, pax_records};
+    let mut out = Vec::new();
+    let rec = pax_records(records);
+    member(
+        &mut out,
+        &header(b"PaxHeaders/a", b'x', rec.len() as u64),
+        &rec,
+    );
+    member(
+        &mut out,
+        &header(b"GNUSparseFile.0/f", b'0', data.len() as u64),
+        data,
+    );
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// A PAX 1.0 sparse map was parsed again from its start at each new block:
+/// 8 MiB of map lines (a few KiB of zstd) took minutes. Now it is parsed
+/// once, and a map of more extents than any real file has is refused.
+#[test]
+fn a_long_pax_sparse_map_is_parsed_in_linear_time() {
+    let mut map = b"999999999\n".to_vec();
+    while map.len() < 8 << 20 {
+        map.extend_from_slice(b"1\n");
+    }
+    let tar = pax_member(
+        &[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"f"),
+            ("GNU.sparse.realsize", b"10"),
+        ],
+        &map,
+    );
+    let blob = crate::testutil::zstd(&tar);
+    let e = watchdog("a long PAX sparse map", move || layer_blob(&blob)).unwrap_err();
+    assert!(e.contains("sparse map"), "{e}");
+}
+
+/// Each `SCHILY.xattr` record searched all earlier ones: 300,000 xattrs in
+/// one PAX header (a few hundred KiB of gzip) took minutes. No file can
+/// carry that many (the kernel's list of names is 64 KiB), so it is refused.
+#[test]
+fn a_pax_header_with_a_huge_number_of_xattrs_is_refused_quickly() {
+    let names: Vec<String> = (0..300_000)
+        .map(|i| format!("SCHILY.xattr.user.{i:x}"))
+        .collect();
+    let records: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"v"[..])).collect();
+    let tar = pax_member(&records, b"");
+    let blob = crate::testutil::gzip(&tar);
+    let e = watchdog("300,000 xattrs", move || layer_blob(&blob)).unwrap_err();
+    assert!(e.contains("extended attributes"), "{e}");
+}
+
+/// An extension header's claimed size was allocated before its bytes were
+/// read: 60 MiB reserved for a 1.5 KiB input.
+#[test]
+fn an_extension_header_size_is_not_allocated_before_its_bytes_arrive() {
+    use super::layer::{header, member};
+    let mut tar = Vec::new();
+    member(
+        &mut tar,
+        &header(b"PaxHeaders/a", b'x', 60 << 20),
+        b"12 path=abc\n",
+    );
+    alloc::reset_peak();
+    let e = layer_blob(&tar).unwrap_err();
+    let peak = alloc::peak();
+    assert!(e.contains("tar"), "{e}");
+    assert!(peak < 16 << 20, "one allocation of {peak} bytes");
 }

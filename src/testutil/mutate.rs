@@ -325,6 +325,20 @@ pub fn run_with(
     );
 }
 
+/// Runs `f` on a thread of its own and fails the test if it takes longer
+/// than a hang would (a quadratic parser on a crafted input).
+pub fn watchdog<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(HANG) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => panic!("{what}: panic: {}", panic_text(p)),
+        Err(_) => panic!("{what}: still running after {HANG:?}, a hang"),
+    }
+}
+
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
