@@ -5,7 +5,7 @@
 use super::fixture_seeds;
 use crate::fuzzing::{archive, docker_manifest, sample_docker_archive};
 use crate::testutil::gzip;
-use crate::testutil::mutate::{count, run};
+use crate::testutil::mutate::{count, mutate_json, run, run_with};
 
 fn manifest_json(saved: &[u8]) -> Vec<u8> {
     let mut tar = tar::Archive::new(saved);
@@ -27,10 +27,11 @@ fn mutated_docker_archive_manifests() {
     // The legacy layout (`<id>/layer.tar`, Parent, LayerSources) as well.
     let legacy = br#"[{"Config":"c.json","RepoTags":["a:1","b"],"Layers":["x/layer.tar","x/layer.tar"],"Parent":"sha256:00","LayerSources":{"sha256:01":{"mediaType":"m","size":1,"digest":"sha256:01"}}}]"#;
     let seeds = vec![real, legacy.to_vec()];
-    run(
+    run_with(
         "docker-archive manifest.json",
         seeds,
         count(1500),
+        mutate_json,
         docker_manifest,
     );
 }

@@ -3,7 +3,7 @@
 
 use super::fixture_seeds;
 use crate::fuzzing::oci_json;
-use crate::testutil::mutate::{count, run};
+use crate::testutil::mutate::{count, mutate_json, run_with};
 
 pub const MANIFEST: &str = r#"{
   "schemaVersion": 2,
@@ -73,7 +73,11 @@ fn the_seeds_parse() {
 
 #[test]
 fn mutated_manifests_indexes_and_configs() {
-    run("manifests, indexes, configs", seeds(), count(4000), |d| {
-        oci_json(d).map(|_| ())
-    });
+    run_with(
+        "manifests, indexes, configs",
+        seeds(),
+        count(4000),
+        mutate_json,
+        oci_json,
+    );
 }

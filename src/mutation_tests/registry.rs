@@ -4,7 +4,7 @@
 //! `registry/tests/mutation.rs`.
 
 use crate::fuzzing::registry;
-use crate::testutil::mutate::{count, run};
+use crate::testutil::mutate::{count, mutate_json, run, run_with};
 
 /// The glue's first byte picks the parser: even an auth.json, odd a header
 /// line then a body.
@@ -27,7 +27,7 @@ fn mutated_auth_json() {
         ),
         tagged(0, "  \n"),
     ];
-    run("auth.json", seeds, count(2000), registry);
+    run_with("auth.json", seeds, count(2000), mutate_json, registry);
 }
 
 #[test]

@@ -81,7 +81,7 @@ pub fn mutate_in_place(seeds: &[Vec<u8>], case: u64) -> Vec<u8> {
 
 /// Mutations `0..kinds` of `mutate_once` (the first three keep the length).
 fn mutate_with(seeds: &[Vec<u8>], case: u64, kinds: usize) -> Vec<u8> {
-    let mut rng = Rng::new(case.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x6c61_7965_7266_73);
+    let mut rng = Rng::new(case.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x006c_6179_6572_6673);
     let mut data = seeds[rng.below(seeds.len())].clone();
     for _ in 0..1 + rng.below(4) {
         let kind = rng.below(kinds);
@@ -195,6 +195,124 @@ fn digit_runs(data: &[u8]) -> Vec<(usize, usize)> {
         }
     }
     runs
+}
+
+/// Odd cases: a structural mutation of a JSON seed (values made huge,
+/// negative, empty, of another type, long or with control characters; keys
+/// removed; arrays repeated; subtrees moved), written back as JSON. Even
+/// cases, and seeds that are not JSON: `mutate`. A seed may start with one
+/// byte that is not JSON (a selector), which is kept.
+pub fn mutate_json(seeds: &[Vec<u8>], case: u64) -> Vec<u8> {
+    if case % 2 == 0 {
+        return mutate(seeds, case);
+    }
+    let mut rng = Rng::new(case.wrapping_mul(0x9e37_79b9) ^ 0x4a53_4f4e);
+    let seed = &seeds[rng.below(seeds.len())];
+    let (prefix, json) = match seed.first() {
+        Some(b'{' | b'[' | b' ' | b'\n') | None => (&seed[..0], &seed[..]),
+        Some(_) => seed.split_at(1),
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return mutate(seeds, case);
+    };
+    for _ in 0..1 + rng.below(3) {
+        let donor = nth_node(&mut v.clone(), rng.below(count_nodes(&v)))
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        let at = rng.below(count_nodes(&v));
+        if let Some(node) = nth_node(&mut v, at) {
+            mutate_node(node, donor, &mut rng);
+        }
+    }
+    let mut out = prefix.to_vec();
+    out.extend(serde_json::to_vec(&v).unwrap_or_default());
+    out
+}
+
+fn count_nodes(v: &serde_json::Value) -> usize {
+    1 + match v {
+        serde_json::Value::Array(a) => a.iter().map(count_nodes).sum(),
+        serde_json::Value::Object(o) => o.values().map(count_nodes).sum(),
+        _ => 0,
+    }
+}
+
+/// The `n`th node of `v` in depth-first order.
+fn nth_node(v: &mut serde_json::Value, mut n: usize) -> Option<&mut serde_json::Value> {
+    if n == 0 {
+        return Some(v);
+    }
+    n -= 1;
+    let children: Vec<&mut serde_json::Value> = match v {
+        serde_json::Value::Array(a) => a.iter_mut().collect(),
+        serde_json::Value::Object(o) => o.values_mut().collect(),
+        _ => return None,
+    };
+    for c in children {
+        let size = count_nodes(c);
+        if n < size {
+            return nth_node(c, n);
+        }
+        n -= size;
+    }
+    None
+}
+
+fn mutate_node(node: &mut serde_json::Value, donor: serde_json::Value, rng: &mut Rng) {
+    use serde_json::{Value, json};
+    *node = match rng.below(9) {
+        0 => [
+            json!(u64::MAX),
+            json!(-1),
+            json!(1e308),
+            json!(9_007_199_254_740_993u64),
+            json!(99_999_999_999_999u64),
+            json!(0),
+        ][rng.below(6)]
+        .clone(),
+        1 => Value::String(
+            [
+                String::new(),
+                "a".repeat(100_000),
+                "two\nlines\r\u{0}".into(),
+                "../../../etc/passwd".into(),
+                format!("sha256:{}", "a".repeat(64)),
+                "/".into(),
+                "sha256:".into(),
+                "\u{202e}\u{ffff}".into(),
+            ][rng.below(8)]
+            .clone(),
+        ),
+        2 => Value::Null,
+        3 => Value::Bool(rng.below(2) == 0),
+        4 => match rng.below(2) {
+            0 => json!([]),
+            _ => json!({}),
+        },
+        5 => match node.take() {
+            Value::Array(a) if !a.is_empty() => {
+                let times = 1 + rng.below(100);
+                Value::Array(a.iter().cycle().take(a.len() * times).cloned().collect())
+            }
+            Value::Object(mut o) if !o.is_empty() => {
+                let key = o
+                    .keys()
+                    .nth(rng.below(o.len()))
+                    .cloned()
+                    .unwrap_or_default();
+                o.remove(&key);
+                Value::Object(o)
+            }
+            other => json!([other]),
+        },
+        6 => donor,
+        7 => json!([node.take()]),
+        _ => match node.take() {
+            Value::String(s) => Value::String(format!("{s}{s}")),
+            Value::Number(_) => json!(-9_223_372_036_854_775_808i64),
+            other => other,
+        },
+    };
 }
 
 /// How many cases per parser: `default`, or `LAYERFS_MUTATIONS` by hand.
