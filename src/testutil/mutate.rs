@@ -203,7 +203,7 @@ fn digit_runs(data: &[u8]) -> Vec<(usize, usize)> {
 /// cases, and seeds that are not JSON: `mutate`. A seed may start with one
 /// byte that is not JSON (a selector), which is kept.
 pub fn mutate_json(seeds: &[Vec<u8>], case: u64) -> Vec<u8> {
-    if case % 2 == 0 {
+    if case.is_multiple_of(2) {
         return mutate(seeds, case);
     }
     let mut rng = Rng::new(case.wrapping_mul(0x9e37_79b9) ^ 0x4a53_4f4e);
