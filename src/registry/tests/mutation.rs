@@ -9,7 +9,7 @@ use super::faults::{Served, fake, served};
 use super::harness::{Action, Request, respond};
 use super::*;
 use crate::registry::Silent;
-use crate::testutil::mutate::{count, run};
+use crate::testutil::mutate::{count, mutate_json, run_with};
 use std::sync::{Arc, Mutex};
 
 /// The bytes of the case being served, set by the test before each pull.
@@ -40,9 +40,10 @@ fn pull_checked(addr: &str) -> Result<(), String> {
     }
 }
 
-/// Runs the mutations of `seeds` against `server`, each case served from `case`.
+/// Runs the mutations (`mutate_json`: structural for JSON seeds, bytes for
+/// the rest) of `seeds` against the server at `addr`, each case served from `case`.
 fn run_served(name: &str, seeds: Vec<Vec<u8>>, n: u64, case: Case, addr: String) {
-    run(name, seeds, count(n), move |bytes| {
+    run_with(name, seeds, count(n), mutate_json, move |bytes| {
         *case.lock().unwrap() = bytes.to_vec();
         pull_checked(&addr)
     });
