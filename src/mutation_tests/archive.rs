@@ -7,7 +7,7 @@ use crate::fuzzing::{archive, docker_manifest, sample_docker_archive};
 use crate::testutil::gzip;
 use crate::testutil::mutate::{count, mutate_json, run, run_with};
 
-fn manifest_json(saved: &[u8]) -> Vec<u8> {
+pub(super) fn manifest_json(saved: &[u8]) -> Vec<u8> {
     let mut tar = tar::Archive::new(saved);
     for e in tar.entries().unwrap() {
         let mut e = e.unwrap();

@@ -34,12 +34,19 @@ const BACKTICK: &str =
 
 const IGNORE: &str = "# comment\n*.log\n!keep.log\n**/node_modules\n/build/\n.git\n[a-c]?.tmp\n\\!literal\n../outside\n";
 
+pub(super) fn seeds() -> Vec<Vec<u8>> {
+    [DOCKERFILE, BACKTICK, IGNORE]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect()
+}
+
 #[test]
 fn mutated_dockerfiles_and_ignore_files() {
-    let seeds = vec![
-        DOCKERFILE.as_bytes().to_vec(),
-        BACKTICK.as_bytes().to_vec(),
-        IGNORE.as_bytes().to_vec(),
-    ];
-    run("Dockerfile, .dockerignore", seeds, count(5000), dockerfile);
+    run(
+        "Dockerfile, .dockerignore",
+        seeds(),
+        count(5000),
+        dockerfile,
+    );
 }

@@ -194,7 +194,7 @@ pub fn pax_sparse_tar() -> Vec<u8> {
     end(out)
 }
 
-fn tar_seeds() -> Vec<Vec<u8>> {
+pub(super) fn tar_seeds() -> Vec<Vec<u8>> {
     let mut seeds = vec![sample_tar(), pax_tar(), gnu_tar(), pax_sparse_tar()];
     seeds.extend(fixture_seeds(
         "mutation: tar headers",

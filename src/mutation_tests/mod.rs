@@ -26,3 +26,40 @@ fn fixture_seeds(test: &str, paths: &[&str]) -> Vec<Vec<u8>> {
         .filter_map(|p| std::fs::read(dir.join(p)).ok())
         .collect()
 }
+
+/// Writes the seeds of each fuzz target to `fuzz/corpus/TARGET/` (or under
+/// `LAYERFS_FUZZ_CORPUS`), so a run by hand starts from real inputs:
+/// `cargo test --lib write_fuzz_corpus -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_corpus() {
+    use crate::fuzzing::{layer_index_seed, sample_docker_archive};
+    use crate::testutil::{gzip, zstd};
+    let root = std::env::var_os("LAYERFS_FUZZ_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus").into());
+    let tars = layer::tar_seeds();
+    let mut layers = tars.clone();
+    layers.extend(tars.iter().map(|t| gzip(t)));
+    layers.extend(tars.iter().map(|t| zstd(t)));
+    let saved = sample_docker_archive();
+    let targets: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("layer", layers),
+        ("layer_index", vec![layer_index_seed()]),
+        ("oci", oci::seeds()),
+        ("docker_manifest", vec![archive::manifest_json(&saved)]),
+        ("archive", vec![gzip(&saved), saved]),
+        ("dockerfile", dockerfile::seeds()),
+        (
+            "registry",
+            [registry::auth_seeds(), registry::response_seeds()].concat(),
+        ),
+    ];
+    for (target, seeds) in targets {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, seed) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
+        }
+    }
+}

@@ -14,9 +14,8 @@ fn tagged(kind: u8, text: &str) -> Vec<u8> {
     v
 }
 
-#[test]
-fn mutated_auth_json() {
-    let seeds = vec![
+pub(super) fn auth_seeds() -> Vec<Vec<u8>> {
+    vec![
         tagged(
             0,
             r#"{"auths":{"127.0.0.1:5000":{"auth":"dXNlcjpwYXNz"},"https://index.docker.io/v1/":{"auth":"YTpiOmM="}}}"#,
@@ -26,13 +25,11 @@ fn mutated_auth_json() {
             r#"{"auths":{"http://127.0.0.1:5000/v2/":{"username":"u","password":"p","email":"e"}},"credsStore":"desktop","HttpHeaders":{"X":"1"}}"#,
         ),
         tagged(0, "  \n"),
-    ];
-    run_with("auth.json", seeds, count(2000), mutate_json, registry);
+    ]
 }
 
-#[test]
-fn mutated_www_authenticate_and_bodies() {
-    let seeds = vec![
+pub(super) fn response_seeds() -> Vec<Vec<u8>> {
+    vec![
         tagged(
             1,
             "Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\",scope=\"repository:library/alpine:pull\"\n{\"token\":\"abc\",\"access_token\":\"def\",\"expires_in\":300,\"issued_at\":\"2024-01-01T00:00:00Z\"}",
@@ -45,10 +42,25 @@ fn mutated_www_authenticate_and_bodies() {
             1,
             "Bearer realm=http://127.0.0.1:1/t, scope=\"repository:a/b:pull,push\", error=\"insufficient_scope\", k=\"\\\"q\\\"\"\n<html>404 page\nnot found</html>",
         ),
-    ];
+    ]
+}
+
+#[test]
+fn mutated_auth_json() {
+    run_with(
+        "auth.json",
+        auth_seeds(),
+        count(2000),
+        mutate_json,
+        registry,
+    );
+}
+
+#[test]
+fn mutated_www_authenticate_and_bodies() {
     run(
         "WWW-Authenticate, token and error bodies",
-        seeds,
+        response_seeds(),
         count(4000),
         registry,
     );
