@@ -152,45 +152,34 @@ pub fn gnu_tar() -> Vec<u8> {
     end(out)
 }
 
+/// A regular member `name` with `data`, behind a PAX header of `records`.
+pub fn pax_member(out: &mut Vec<u8>, records: &[(&str, &[u8])], name: &[u8], data: &[u8]) {
+    let rec = pax_records(records);
+    member(out, &header(b"PaxHeaders/p", b'x', rec.len() as u64), &rec);
+    member(out, &header(name, b'0', data.len() as u64), data);
+}
+
 /// PAX sparse files, format 0.1 (map in a record) and 1.0 (map in the data).
 pub fn pax_sparse_tar() -> Vec<u8> {
     let mut out = Vec::new();
-    let rec = pax_records(&[
+    let records: &[(&str, &[u8])] = &[
         ("GNU.sparse.major", b"0"),
         ("GNU.sparse.minor", b"1"),
         ("GNU.sparse.name", b"s01"),
         ("GNU.sparse.realsize", b"20000"),
         ("GNU.sparse.map", b"0,4,10000,4"),
-    ]);
-    member(
-        &mut out,
-        &header(b"PaxHeaders/a", b'x', rec.len() as u64),
-        &rec,
-    );
-    member(
-        &mut out,
-        &header(b"GNUSparseFile.0/s01", b'0', 8),
-        b"aaaabbbb",
-    );
-    let rec = pax_records(&[
+    ];
+    pax_member(&mut out, records, b"GNUSparseFile.0/s01", b"aaaabbbb");
+    let records: &[(&str, &[u8])] = &[
         ("GNU.sparse.major", b"1"),
         ("GNU.sparse.minor", b"0"),
         ("GNU.sparse.name", b"s10"),
         ("GNU.sparse.realsize", b"30000"),
-    ]);
-    member(
-        &mut out,
-        &header(b"PaxHeaders/b", b'x', rec.len() as u64),
-        &rec,
-    );
+    ];
     let mut data = b"2\n0\n4\n20000\n4\n".to_vec();
     data.resize(BLOCK, 0);
     data.extend_from_slice(b"ccccdddd");
-    member(
-        &mut out,
-        &header(b"GNUSparseFile.0/s10", b'0', data.len() as u64),
-        &data,
-    );
+    pax_member(&mut out, records, b"GNUSparseFile.0/s10", &data);
     end(out)
 }
 

@@ -128,19 +128,8 @@ fn a_tar_error_quoting_header_bytes_is_one_line() {
 
 /// A tar of one member behind a PAX header `records`, with `data`.
 fn pax_member(records: &[(&str, &[u8])], data: &[u8]) -> Vec<u8> {
-    use super::layer::{header, member, pax_records};
     let mut out = Vec::new();
-    let rec = pax_records(records);
-    member(
-        &mut out,
-        &header(b"PaxHeaders/a", b'x', rec.len() as u64),
-        &rec,
-    );
-    member(
-        &mut out,
-        &header(b"GNUSparseFile.0/f", b'0', data.len() as u64),
-        data,
-    );
+    super::layer::pax_member(&mut out, records, b"GNUSparseFile.0/f", data);
     out.extend_from_slice(&[0u8; 1024]);
     out
 }
