@@ -114,21 +114,26 @@ fn read_layer(store: &Store, digest: &Digest) -> Result<(), String> {
     Ok(())
 }
 
-/// A stored layer the index target reads through: its blob and the index
-/// ingest wrote for it (`layer_index_seed`).
-struct IndexFixture {
+/// A stored layer that index files are read through: its blob and the
+/// index ingest wrote for it (`seed`). Its store is removed on drop; a
+/// fuzz target keeps one for the whole run.
+pub struct IndexFixture {
     _dir: tempfile::TempDir,
     store: Store,
     digest: Digest,
-    /// The index as ingest wrote it.
     seed: Vec<u8>,
     /// One mutated index in the store at a time.
     busy: Mutex<()>,
 }
 
-fn index_fixture() -> &'static IndexFixture {
-    static FIXTURE: OnceLock<IndexFixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
+impl Default for IndexFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IndexFixture {
+    pub fn new() -> IndexFixture {
         let (dir, store) = temp_store();
         let mut w = TarWriter::new(Vec::new());
         write_sample(&mut w, true).expect("sample layer");
@@ -150,35 +155,32 @@ fn index_fixture() -> &'static IndexFixture {
             seed,
             busy: Mutex::new(()),
         }
-    })
-}
-
-/// The index file ingest writes for the index target's layer: the seed of
-/// its mutations.
-pub fn layer_index_seed() -> Vec<u8> {
-    index_fixture().seed.clone()
-}
-
-/// A layer index file (for the layer `layer_index_seed` describes): opened,
-/// then read through as a mount would. With `reseal`, the blob digest and
-/// the checksum are made right first, so damage reaches the parts the
-/// checksum protects.
-pub fn layer_index(data: &[u8], reseal: bool) -> Result<(), String> {
-    let f = index_fixture();
-    let _busy = f.busy.lock().unwrap_or_else(|p| p.into_inner());
-    let mut data = data.to_vec();
-    if reseal {
-        reseal_index(&mut data, &f.digest);
     }
-    let path = f.store.layer_index_path(&f.digest);
-    let tmp = path.with_extension("fuzz");
-    std::fs::write(&tmp, &data).expect("write index");
-    std::fs::rename(&tmp, &path).expect("rename index");
-    let out = match LayerIndex::open(&path, &f.digest) {
-        Ok(_) => read_layer(&f.store, &f.digest),
-        Err(e) => Err(e.to_string()),
-    };
-    out.map_err(one_line)
+
+    /// The index file ingest wrote: the seed of mutations.
+    pub fn seed(&self) -> Vec<u8> {
+        self.seed.clone()
+    }
+
+    /// A layer index file (for this layer): opened, then read through as a
+    /// mount would. With `reseal`, the blob digest and the checksum are made
+    /// right first, so damage reaches the parts the checksum protects.
+    pub fn read(&self, data: &[u8], reseal: bool) -> Result<(), String> {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut data = data.to_vec();
+        if reseal {
+            reseal_index(&mut data, &self.digest);
+        }
+        let path = self.store.layer_index_path(&self.digest);
+        let tmp = path.with_extension("fuzz");
+        std::fs::write(&tmp, &data).expect("write index");
+        std::fs::rename(&tmp, &path).expect("rename index");
+        let out = match LayerIndex::open(&path, &self.digest) {
+            Ok(_) => read_layer(&self.store, &self.digest),
+            Err(e) => Err(e.to_string()),
+        };
+        out.map_err(one_line)
+    }
 }
 
 /// Rewrites the blob digest and the checksum of an index, as `layer::index`

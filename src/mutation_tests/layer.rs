@@ -3,9 +3,10 @@
 //! them, ingested into a store and read back; and layer index files.
 
 use super::fixture_seeds;
-use crate::fuzzing::{layer_blob, layer_index, layer_index_seed, sample_tar};
+use crate::fuzzing::{IndexFixture, layer_blob, sample_tar};
 use crate::testutil::mutate::{count, mutate_in_place, run, run_with};
 use crate::testutil::{gzip, zstd};
+use std::sync::Arc;
 
 const BLOCK: usize = 512;
 
@@ -259,16 +260,18 @@ fn mutated_gzip_and_zstd_streams() {
 /// refused before anything else is looked at).
 #[test]
 fn mutated_layer_index_files() {
-    let seeds = vec![layer_index_seed()];
-    run("layer index", seeds.clone(), count(300), |d| {
-        layer_index(d, false)
+    let f = Arc::new(IndexFixture::new());
+    let seeds = vec![f.seed()];
+    let g = f.clone();
+    run("layer index", seeds.clone(), count(300), move |d| {
+        g.read(d, false)
     });
     run_with(
         "layer index, in place",
         seeds,
         count(700),
         mutate_in_place,
-        |d| layer_index(d, false),
+        move |d| f.read(d, false),
     );
 }
 
@@ -278,13 +281,13 @@ fn mutated_layer_index_files() {
 /// file's bytes, get their share in `mutated_layer_index_files`.
 #[test]
 fn mutated_layer_index_files_resealed() {
-    let seeds = vec![layer_index_seed()];
+    let f = IndexFixture::new();
     run_with(
         "layer index, resealed",
-        seeds,
+        vec![f.seed()],
         count(500),
         mutate_tables,
-        |d| layer_index(d, true),
+        move |d| f.read(d, true),
     );
 }
 
@@ -301,7 +304,7 @@ fn mutate_tables(seeds: &[Vec<u8>], case: u64) -> Vec<u8> {
 /// The seed opens and reads back, checksum resealed or not.
 #[test]
 fn the_index_seed_reads_back() {
-    let seed = layer_index_seed();
-    layer_index(&seed, false).unwrap();
-    layer_index(&seed, true).unwrap();
+    let f = IndexFixture::new();
+    f.read(&f.seed(), false).unwrap();
+    f.read(&f.seed(), true).unwrap();
 }

@@ -33,7 +33,7 @@ fn fixture_seeds(test: &str, paths: &[&str]) -> Vec<Vec<u8>> {
 #[test]
 #[ignore]
 fn write_fuzz_corpus() {
-    use crate::fuzzing::{layer_index_seed, sample_docker_archive};
+    use crate::fuzzing::{IndexFixture, sample_docker_archive};
     use crate::testutil::{gzip, zstd};
     let root = std::env::var_os("LAYERFS_FUZZ_CORPUS")
         .map(std::path::PathBuf::from)
@@ -45,7 +45,7 @@ fn write_fuzz_corpus() {
     let saved = sample_docker_archive();
     let targets: Vec<(&str, Vec<Vec<u8>>)> = vec![
         ("layer", layers),
-        ("layer_index", vec![layer_index_seed()]),
+        ("layer_index", vec![IndexFixture::new().seed()]),
         ("oci", oci::seeds()),
         ("docker_manifest", vec![archive::manifest_json(&saved)]),
         ("archive", vec![gzip(&saved), saved]),

@@ -1,7 +1,7 @@
 //! Inputs that once broke a parser, kept as they were found (each failed
 //! before its fix).
 
-use crate::fuzzing::{layer_blob, layer_index, layer_index_seed};
+use crate::fuzzing::{IndexFixture, layer_blob};
 use crate::testutil::alloc;
 use crate::testutil::mutate::watchdog;
 
@@ -25,7 +25,8 @@ fn checkpoint_out_len_at(index: &[u8], i: usize) -> usize {
 /// 4 GiB span reserved 4 GiB. The buffer now grows with what the blob yields.
 #[test]
 fn a_span_length_from_the_index_is_not_allocated_up_front() {
-    let mut index = layer_index_seed();
+    let f = IndexFixture::new();
+    let mut index = f.seed();
     let at = checkpoint_out_len_at(&index, 0);
     let real = u32::from_le_bytes(index[at..at + 4].try_into().unwrap());
     assert!(
@@ -34,16 +35,18 @@ fn a_span_length_from_the_index_is_not_allocated_up_front() {
     );
     index[at..at + 4].copy_from_slice(&0xffff_ff00u32.to_le_bytes());
     alloc::reset_peak();
-    let e = layer_index(&index, true).unwrap_err();
+    let e = f.read(&index, true).unwrap_err();
     assert!(e.contains("span"), "{e}");
     let peak = alloc::peak();
     assert!(peak < 64 << 20, "one allocation of {peak} bytes");
 }
 
 /// The id of entry `name` in the seed index, and where its record starts.
-fn entry_at(name: &str) -> usize {
-    let layer = crate::fuzzing::layer_index_seed();
-    let index = crate::layer::LayerIndex::open(&write_temp(&layer), &seed_digest(&layer)).unwrap();
+fn entry_at(f: &IndexFixture, name: &str) -> usize {
+    let seed = f.seed();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &seed).unwrap();
+    let index = crate::layer::LayerIndex::open(file.path(), &seed_digest(&seed)).unwrap();
     let id = (0..index.len())
         .find(|&i| index.entry(i).name() == name.as_bytes())
         .unwrap_or_else(|| panic!("no entry {name}"));
@@ -52,12 +55,6 @@ fn entry_at(name: &str) -> usize {
 
 fn seed_digest(index: &[u8]) -> crate::oci::Digest {
     crate::oci::Digest::from_bytes(index[32..64].try_into().unwrap())
-}
-
-fn write_temp(bytes: &[u8]) -> std::path::PathBuf {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), bytes).unwrap();
-    f.into_temp_path().keep().unwrap()
 }
 
 fn set_u32(index: &mut [u8], at: usize, v: u32) {
@@ -69,11 +66,12 @@ fn set_u32(index: &mut [u8], at: usize, v: u32) {
 /// Extents now come from the sparse section only.
 #[test]
 fn a_sparse_extent_count_past_the_section_is_not_believed() {
-    let mut index = layer_index_seed();
-    let at = entry_at("hostname");
+    let f = IndexFixture::new();
+    let mut index = f.seed();
+    let at = entry_at(&f, "hostname");
     set_u32(&mut index, at + 92, 0xffff_fff0);
     alloc::reset_peak();
-    let _ = layer_index(&index, true);
+    let _ = f.read(&index, true);
     let peak = alloc::peak();
     assert!(peak < 64 << 20, "one allocation of {peak} bytes");
 }
@@ -82,8 +80,9 @@ fn a_sparse_extent_count_past_the_section_is_not_believed() {
 /// overflowed the sum of its offset and length in a read (a panic).
 #[test]
 fn a_sparse_extent_near_the_end_of_u64_does_not_overflow() {
-    let mut index = layer_index_seed();
-    let at = entry_at("sparse");
+    let f = IndexFixture::new();
+    let mut index = f.seed();
+    let at = entry_at(&f, "sparse");
     let count =
         |k: usize| u32::from_le_bytes(index[96 + 4 * k..100 + 4 * k].try_into().unwrap()) as usize;
     let first = u32::from_le_bytes(index[at + 88..at + 92].try_into().unwrap()) as usize;
@@ -91,19 +90,20 @@ fn a_sparse_extent_near_the_end_of_u64_does_not_overflow() {
         192 + count(0) * 96 + count(1) * 24 + count(2) * 8 + count(3) * 4 + count(6) * 4;
     let ext = sparse_section + first * 16;
     index[ext..ext + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
-    let _ = layer_index(&index, true);
+    let _ = f.read(&index, true);
 }
 
 /// Found by `mutated_layer_index_files_resealed`: a checkpoint with a bit
 /// offset at byte 0 of the blob read the byte before it (an underflow).
 #[test]
 fn a_checkpoint_with_bits_before_the_blob_is_an_error() {
-    let mut index = layer_index_seed();
+    let f = IndexFixture::new();
+    let mut index = f.seed();
     let cp1 = checkpoint_out_len_at(&index, 1) - 24;
     index[cp1 + 8..cp1 + 16].copy_from_slice(&0u64.to_le_bytes());
     index[cp1 + 32..cp1 + 36].copy_from_slice(&1u32.to_le_bytes()); // a window
     index[cp1 + 36] = 3;
-    let e = layer_index(&index, true).unwrap_err();
+    let e = f.read(&index, true).unwrap_err();
     assert!(e.contains("span"), "{e}");
 }
 
