@@ -11,6 +11,8 @@ pub mod container;
 pub mod dockerfile;
 pub mod export;
 pub mod flatten;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod layer;
 pub mod mount;
@@ -22,5 +24,7 @@ pub mod union;
 
 #[cfg(test)]
 mod depcheck;
+#[cfg(test)]
+mod mutation_tests;
 #[cfg(test)]
 mod testutil;

@@ -361,9 +361,17 @@ fn spool(
 /// archive is whole: each member's data within the file, and the end-of-archive
 /// block after the last member.
 fn index_tar(file: &File, name: &str) -> Result<HashMap<String, Member>, ArchiveError> {
+    // The tar crate quotes header bytes and member names as they are; an
+    // error stays one line.
     let format = |why: String| ArchiveError::Format {
         archive: name.to_string(),
-        why,
+        why: why
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
     };
     let len = file
         .metadata()

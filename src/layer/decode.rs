@@ -424,12 +424,7 @@ pub fn decode_spans(
         why,
     };
     let out = match index.compression() {
-        Compression::None => {
-            let mut data = vec![0u8; cp.out_len as usize];
-            blob.read_exact_at(&mut data, cp.in_offset)
-                .map_err(|e| damaged(e.to_string()))?;
-            vec![(i, data)]
-        }
+        Compression::None => vec![(i, read_span(blob, &cp).map_err(damaged)?)],
         Compression::Gzip => vec![(i, inflate_span(index, blob, &cp).map_err(damaged)?)],
         Compression::Zstd => {
             let mut saved = zstd.lock().unwrap_or_else(|p| p.into_inner());
@@ -444,6 +439,39 @@ pub fn decode_spans(
                 why: "checksum mismatch: the blob is damaged".into(),
             });
         }
+    }
+    Ok(out)
+}
+
+/// Makes room in `out` for more of a span of `want` bytes once `produced`
+/// fill it. The index's length is believed up to one ordinary span; past
+/// that the buffer doubles with what the blob actually yields, so a damaged
+/// index cannot make a read reserve gigabytes.
+fn grow_span(out: &mut Vec<u8>, produced: usize, want: usize) {
+    if produced == out.len() {
+        let next = if out.is_empty() {
+            SPAN as usize + IN_BUF
+        } else {
+            out.len() * 2
+        };
+        out.resize(next.min(want), 0);
+    }
+}
+
+/// A span of an uncompressed layer, read as far as the blob has it.
+fn read_span(blob: &File, cp: &Checkpoint) -> Result<Vec<u8>, String> {
+    let want = cp.out_len as usize;
+    let mut out = Vec::new();
+    let mut produced = 0;
+    while produced < want {
+        grow_span(&mut out, produced, want);
+        let n = blob
+            .read_at(&mut out[produced..], cp.in_offset + produced as u64)
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("blob ends inside the span".into());
+        }
+        produced += n;
     }
     Ok(out)
 }
@@ -492,8 +520,11 @@ fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<
         inf = Inflater::new(zlib::RAW)?;
         if cp.bits > 0 {
             let mut b = [0u8; 1];
-            blob.read_exact_at(&mut b, cp.in_offset - 1)
-                .map_err(|e| e.to_string())?;
+            let at = cp
+                .in_offset
+                .checked_sub(1)
+                .ok_or("a bit offset before the blob")?;
+            blob.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
             inf.prime(cp.bits as i32, (b[0] >> (8 - cp.bits)) as i32)?;
         }
         let mut window = Vec::with_capacity(zlib::WINDOW);
@@ -504,15 +535,17 @@ fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<
     } else {
         inf = Inflater::new(zlib::GZIP)?;
     }
-    let mut out = vec![0u8; cp.out_len as usize];
+    let want = cp.out_len as usize;
+    let mut out = Vec::new();
     let mut produced = 0;
-    while produced < out.len() {
+    while produced < want {
+        grow_span(&mut out, produced, want);
         let input = cursor.fill().map_err(|e| e.to_string())?;
         let at_eof = input.is_empty();
         let (c, p, status) = inf.inflate(input, &mut out[produced..], libz_rs_sys::Z_NO_FLUSH)?;
         cursor.consume(c);
         produced += p;
-        if status == Status::StreamEnd && produced < out.len() {
+        if status == Status::StreamEnd && produced < want {
             return Err("gzip member ends inside the span".into());
         }
         if c == 0 && p == 0 && at_eof {
@@ -557,9 +590,11 @@ fn zstd_spans(
     let mut out = Vec::new();
     for id in from..=i {
         let cp = index.checkpoint(id);
-        let mut data = vec![0u8; cp.out_len as usize];
+        let want = cp.out_len as usize;
+        let mut data = Vec::new();
         let mut produced = 0;
-        while produced < data.len() {
+        while produced < want {
+            grow_span(&mut data, produced, want);
             let input = cursor.fill().map_err(|e| e.to_string())?;
             if input.is_empty() {
                 return Err("blob ends inside the span".into());

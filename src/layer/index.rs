@@ -887,8 +887,10 @@ impl LayerIndex {
     /// All entries of hardlink group `g`.
     pub fn group_members(&self, g: u32) -> impl Iterator<Item = u32> + '_ {
         let base = self.groups + g as usize * GROUP_LEN;
-        let start = rd_u32(self.bytes(), base) as usize;
-        let len = rd_u32(self.bytes(), base + 4) as usize;
+        // Only members inside the member section, whatever the group says.
+        let in_section = (self.externals - self.members) / 4;
+        let start = (rd_u32(self.bytes(), base) as usize).min(in_section);
+        let len = (rd_u32(self.bytes(), base + 4) as usize).min(in_section - start);
         (start..start + len).map(move |i| rd_u32(self.bytes(), self.members + 4 * i))
     }
 
@@ -1095,8 +1097,11 @@ impl<'a> Entry<'a> {
     }
     /// Stored extents of a sparse file: (offset in file, length).
     pub fn sparse(&self) -> Vec<(u64, u64)> {
-        let first = self.u32_at(88) as usize;
-        let n = self.u32_at(92) as usize;
+        // Only extents inside the sparse section: a damaged count must not
+        // make a read collect billions of them.
+        let in_section = (self.index.checkpoints - self.index.sparse) / SPARSE_LEN;
+        let first = (self.u32_at(88) as usize).min(in_section);
+        let n = (self.u32_at(92) as usize).min(in_section - first);
         (first..first + n)
             .map(|i| {
                 let base = self.index.sparse + i * SPARSE_LEN;

@@ -183,15 +183,17 @@ impl Layer {
         buf.fill(0);
         let mut stream_pos = entry.data_offset();
         for (ext_off, ext_len) in entry.sparse() {
+            // Saturating: the extents come from the index, and a damaged
+            // one must give wrong bytes or an error, never an overflow.
             let (lo, hi) = (
                 ext_off.max(offset),
-                (ext_off + ext_len).min(offset + want as u64),
+                ext_off.saturating_add(ext_len).min(offset + want as u64),
             );
             if lo < hi {
                 let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
                 self.read_stream(stream_pos + (lo - ext_off), dst)?;
             }
-            stream_pos += ext_len;
+            stream_pos = stream_pos.saturating_add(ext_len);
         }
         Ok(want)
     }
@@ -207,7 +209,9 @@ impl Layer {
             return Some(if data { offset } else { size });
         }
         let extents: Vec<(u64, u64)> = entry.sparse().into_iter().filter(|e| e.1 > 0).collect();
-        let inside = extents.iter().find(|(o, l)| offset >= *o && offset < o + l);
+        let inside = extents
+            .iter()
+            .find(|(o, l)| offset >= *o && offset < o.saturating_add(*l));
         if data {
             match inside {
                 Some(_) => Some(offset),
@@ -217,9 +221,12 @@ impl Layer {
             match inside {
                 Some(&(o, l)) => {
                     // Adjacent extents continue the data.
-                    let mut end = o + l;
-                    while let Some(&(no, nl)) = extents.iter().find(|e| e.0 == end) {
-                        end = no + nl;
+                    let mut end = o.saturating_add(l);
+                    while let Some(&(no, nl)) = extents.iter().find(|e| e.0 == end && e.1 > 0) {
+                        end = no.saturating_add(nl);
+                        if end == u64::MAX {
+                            break;
+                        }
                     }
                     Some(end.min(size))
                 }

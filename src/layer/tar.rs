@@ -10,6 +10,14 @@ use std::io::{self, Read};
 
 pub const BLOCK: u64 = 512;
 
+/// Extents a sparse map may have: more than any real file (GNU tar writes
+/// one per data region), and a bound on what a crafted map makes us keep.
+const MAX_EXTENTS: u64 = 1 << 20;
+
+/// Extended attributes one member may carry: the kernel's list of names is
+/// at most 64 KiB, so no file has more than about 9,000.
+const MAX_XATTRS: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
     #[error("tar stream ends in the middle of a member (at byte {0})")]
@@ -316,6 +324,12 @@ impl<R: Read> TarReader<R> {
                 return Err(TarError::Truncated(self.pos));
             }
             read_sparse_entries(&ext[0..504], 21, &mut map, offset)?;
+            if map.len() as u64 > MAX_EXTENTS {
+                return Err(TarError::BadHeader {
+                    offset,
+                    why: "sparse map too large".into(),
+                });
+            }
             extended = ext[504] != 0;
         }
         Ok((map, real))
@@ -323,40 +337,43 @@ impl<R: Read> TarReader<R> {
 
     /// PAX sparse 1.0 keeps its map as decimal text at the start of the
     /// data: the extent count, then offset and length of each, a line each.
+    /// Parsed as the blocks arrive, each byte once.
     fn pax_sparse_1_0_map(&mut self, offset: u64) -> Result<(Vec<(u64, u64)>, u64), TarError> {
         let bad = |why: &str| TarError::BadHeader {
             offset,
             why: why.to_string(),
         };
-        let mut text = Vec::new();
+        let mut nums: Vec<u64> = Vec::new();
+        let mut line: Vec<u8> = Vec::new();
+        let mut consumed = 0u64;
         loop {
             let mut blk = [0u8; 512];
             if !self.read_block(&mut blk)? {
                 return Err(TarError::Truncated(self.pos));
             }
-            text.extend_from_slice(&blk);
-            let mut lines: Vec<&[u8]> = text.split(|&c| c == b'\n').collect();
-            lines.pop(); // the part after the last newline is incomplete
-            let nums = lines
-                .iter()
-                .map(|l| {
-                    std::str::from_utf8(l)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                })
-                .collect::<Option<Vec<u64>>>()
-                .ok_or_else(|| bad("bad sparse map"))?;
-            if let Some(&n) = nums.first() {
-                let need = n
+            consumed += blk.len() as u64;
+            for &c in &blk {
+                if c != b'\n' {
+                    line.push(c);
+                    if line.len() > 20 {
+                        return Err(bad("bad sparse map"));
+                    }
+                    continue;
+                }
+                let n = std::str::from_utf8(&line)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| bad("bad sparse map"))?;
+                line.clear();
+                nums.push(n);
+                let need = nums[0]
                     .checked_mul(2)
                     .and_then(|m| m.checked_add(1))
+                    .filter(|&need| need <= 2 * MAX_EXTENTS + 1)
                     .ok_or_else(|| bad("sparse map too large"))?;
-                if nums.len() as u64 >= need {
-                    return Ok((pairs(&nums[1..need as usize], offset)?, text.len() as u64));
+                if nums.len() as u64 == need {
+                    return Ok((pairs(&nums[1..], offset)?, consumed));
                 }
-            }
-            if text.len() > 64 << 20 {
-                return Err(bad("unterminated sparse map"));
             }
         }
     }
@@ -388,9 +405,17 @@ impl<R: Read> TarReader<R> {
                 why: format!("extension header of {size} bytes"),
             });
         }
+        // Grows with the bytes that arrive, not with the size the header claims.
         let padded = padded(size);
-        let mut data = vec![0u8; padded as usize];
-        self.read_exact_counted(&mut data)?;
+        let mut data = Vec::new();
+        let got = (&mut self.src)
+            .take(padded)
+            .read_to_end(&mut data)
+            .map_err(TarError::Io)?;
+        self.pos += got as u64;
+        if (got as u64) < padded {
+            return Err(TarError::Truncated(self.pos));
+        }
         data.truncate(size as usize);
         Ok(data)
     }
@@ -640,6 +665,9 @@ fn parse_pax(data: &[u8], pax: &mut Pax, offset: u64) -> Result<(), TarError> {
             _ => {
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     pax.xattrs.retain(|(k, _)| k != name);
+                    if pax.xattrs.len() >= MAX_XATTRS {
+                        return Err(bad("more extended attributes than a file can have"));
+                    }
                     pax.xattrs.push((name.to_vec(), value.to_vec()));
                 }
             }

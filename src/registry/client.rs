@@ -1023,7 +1023,7 @@ fn read_limited(resp: &mut Response<Body>, limit: u64) -> Result<Vec<u8>, String
 
 /// The messages of a Distribution error body (`{"errors":[{"code","message"}]}`),
 /// or the start of a plain-text one.
-fn error_detail(body: &[u8]) -> String {
+pub(super) fn error_detail(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,

@@ -112,5 +112,18 @@ pub fn logout(registry: &str, config: &RegistryConfig) -> Result<bool, RegistryE
     config.remove_credentials(registry)
 }
 
+/// The parsers of what a registry sends, reached by `crate::fuzzing` (they
+/// stay private otherwise): a `WWW-Authenticate` value, and a body read as
+/// a token answer and as an error answer.
+#[doc(hidden)]
+pub fn fuzz_response(www_authenticate: &str, body: &[u8]) -> (Option<String>, String) {
+    let challenge = auth::parse_challenge(www_authenticate).map(|c| format!("{c:?}"));
+    let token = serde_json::from_slice::<auth::TokenResponse>(body)
+        .ok()
+        .and_then(auth::TokenResponse::into_token);
+    let detail = client::error_detail(body);
+    (challenge, format!("{token:?} {detail}"))
+}
+
 #[cfg(test)]
 mod tests;

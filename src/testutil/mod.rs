@@ -1,6 +1,11 @@
 //! Test helpers: tar layers written in code, and throwaway stores.
 
+pub mod alloc;
+pub mod mutate;
 mod shared;
+
+#[global_allocator]
+static ALLOC: alloc::PeakTracking = alloc::PeakTracking;
 
 pub use shared::{external_tool, gzip, have_tool, skip, zstd};
 

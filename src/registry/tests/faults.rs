@@ -14,15 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// An image's blobs, served by a fake registry.
 #[derive(Clone)]
-struct Served {
-    manifest: Digest,
-    blobs: HashMap<String, Vec<u8>>,
-    layers: Vec<Digest>,
+pub(super) struct Served {
+    pub manifest: Digest,
+    pub blobs: HashMap<String, Vec<u8>>,
+    pub layers: Vec<Digest>,
 }
 
 /// An image built in a throwaway store: a small layer and a larger one
 /// (uncompressed, so other bytes of the same length are still a valid tar).
-fn served(big: usize) -> Served {
+pub(super) fn served(big: usize) -> Served {
     let (_d, store) = temp_store();
     let small = layer(&store, Compression::Gzip, &[("small", b"small")]);
     let large = layer(&store, Compression::None, &[("large", &noise(big, 4))]);
@@ -39,10 +39,10 @@ fn served(big: usize) -> Served {
     }
 }
 
-type Special = dyn Fn(&Request, &Served) -> Option<Action> + Send + Sync;
+pub(super) type Special = dyn Fn(&Request, &Served) -> Option<Action> + Send + Sync;
 
 /// A fake registry serving `img` as `app:1`, with `special` answering first.
-fn fake(img: Served, special: Arc<Special>) -> Server {
+pub(super) fn fake(img: Served, special: Arc<Special>) -> Server {
     Server::start(
         None,
         Arc::new(move |req: &Request| {

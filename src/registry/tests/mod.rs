@@ -5,6 +5,7 @@
 mod auth;
 mod faults;
 mod harness;
+mod mutation;
 mod roundtrip;
 
 use super::{
