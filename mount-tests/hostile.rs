@@ -36,7 +36,11 @@ fn a_containers_changes_are_out_of_other_users_reach() {
     m.unmount();
     let root = env.root();
     let upper_s = root.join("layerfs/containers/c1/upper/s");
-    assert_eq!(mode(&upper_s), 0o4755, "the setuid file is in the upper dir");
+    assert_eq!(
+        mode(&upper_s),
+        0o4755,
+        "the setuid file is in the upper dir"
+    );
     assert_eq!(mode(&root), 0o700);
     assert_eq!(mode(&root.join("layerfs")), 0o700);
     assert_eq!(mode(&root.join("layerfs/containers")), 0o700);
@@ -44,18 +48,91 @@ fn a_containers_changes_are_out_of_other_users_reach() {
     assert!(err.contains("Permission denied"), "{err}");
 
     // A store made before the rule: opened again, it is tightened.
-    std::fs::set_permissions(root.join("layerfs"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(root.join("layerfs"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(
         root.join("layerfs/containers"),
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(stat_as_nobody(&upper_s).is_none(), "reachable before the open");
+    assert!(
+        stat_as_nobody(&upper_s).is_none(),
+        "reachable before the open"
+    );
     env.ok(&["ps"]);
     assert_eq!(mode(&root.join("layerfs")), 0o700);
     let err = stat_as_nobody(&upper_s).expect("tightened by the open");
     assert!(err.contains("Permission denied"), "{err}");
     env.ok(&["rm", "c1"]);
+}
+
+/// A char device node like /dev/full, made in `dir` so that a wrong rename
+/// can never replace the machine's own.
+fn dev_full_in(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("full");
+    nix::sys::stat::mknod(
+        &p,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 7),
+    )
+    .expect("mknod (needs root)");
+    p
+}
+
+#[test]
+fn export_and_save_write_into_devices_and_fifos_and_refuse_directories() {
+    if !can_mount("export_and_save_write_into_devices_and_fifos_and_refuse_directories") {
+        return;
+    }
+    let env = Env::new();
+    let layer = Tar::new().file("etc/hello", 0o644, b"hello\n").finish();
+    env.image("small:1", &[layer]);
+    let full = dev_full_in(env.dir.path());
+    let fifo = env.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out_dir = env.mkdir("out-dir");
+    for cmd in [["export", "small:1", "-o"], ["save", "small:1", "-o"]] {
+        let out = env.run(&[cmd[0], cmd[1], cmd[2], full.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{cmd:?} to a full device: {err}"
+        );
+        assert!(err.contains("No space left on device"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let ft = std::fs::symlink_metadata(&full).unwrap().file_type();
+        assert!(ft.is_char_device(), "{cmd:?}: the node is still a device");
+
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        env.ok(&[cmd[0], cmd[1], cmd[2], fifo.to_str().unwrap()]);
+        let got = reader.join().unwrap();
+        let names: Vec<String> = tar::Archive::new(&got[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(!names.is_empty(), "{cmd:?}: the FIFO's reader got a tar");
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+
+        let out = env.run(&[cmd[0], cmd[1], cmd[2], out_dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?} to a directory: {err}");
+        assert!(err.contains("is a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+    }
+    // A regular file is still replaced whole.
+    let file = env.dir.path().join("out.tar");
+    std::fs::write(&file, b"old").unwrap();
+    env.ok(&["export", "small:1", "-o", file.to_str().unwrap()]);
+    assert!(std::fs::read(&file).unwrap().len() > 512);
 }
