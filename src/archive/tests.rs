@@ -1383,3 +1383,41 @@ fn docker_archive_lists_one_config_once() {
     assert_eq!(items.as_array().unwrap().len(), 1);
     assert_eq!(items[0]["RepoTags"], serde_json::json!(["a:1", "a:copy"]));
 }
+
+#[test]
+fn a_fifo_or_symlink_in_a_layout_directory_is_refused_not_waited_on() {
+    let (_s, src) = temp_store();
+    make_image(&src, Some("app:1"), &Platform::host(), 60);
+    let mut oci = Vec::new();
+    save(&src, &["app:1".into()], SaveFormat::OciArchive, &mut oci).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    tar::Archive::new(&oci[..]).unpack(&layout).unwrap();
+    let manifest = src.resolve("app:1").unwrap().manifest_digest;
+    let blob = layout.join(format!("blobs/sha256/{}", manifest.hex()));
+    let fifo = nix::sys::stat::Mode::from_bits_truncate(0o644);
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (layout.join("index.json"), "is not a regular file"),
+        (blob, "is not a regular file"),
+        (layout.join("index.json"), "is a symlink"),
+    ];
+    for (i, (path, want)) in cases.into_iter().enumerate() {
+        let saved = fs::read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        if want == "is a symlink" {
+            let target = dir.path().join("elsewhere.json");
+            fs::write(&target, &saved).unwrap();
+            std::os::unix::fs::symlink(&target, &path).unwrap();
+        } else {
+            nix::unistd::mkfifo(&path, fifo).unwrap();
+        }
+        let (_d, dst) = temp_store();
+        let err = load(&dst, &layout, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "case {i}: {err}");
+        assert!(dst.image_entries().unwrap().is_empty(), "case {i}");
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, saved).unwrap();
+    }
+}
