@@ -797,14 +797,60 @@ fn docker_manifest_list_is_an_index_too() {
     assert_eq!(report.images[0].names, ["list:1"]);
 }
 
+/// A platform that is neither this machine's nor `other_platform()`.
+fn third_platform() -> Platform {
+    Platform::parse("linux/s390x").unwrap()
+}
+
 #[test]
-fn an_image_only_for_another_platform_needs_the_platform_option() {
+fn an_image_only_for_another_platform_loads_with_a_note() {
     let (_s, src) = temp_store();
     let there = make_image(&src, None, &other_platform(), 23);
     let archive = layout_tar(
         &src,
         &there.blobs(),
         vec![named(&there.manifest, &[(REF_NAME_ANNOTATION, "x:1")])],
+    );
+    let (single_index, _) = index_layout(&src, &[(&there, Some(other_platform()))], false);
+    let (docker, _) = simple_docker_tar(Some(vec!["y"]), &[1], &other_platform());
+    let cases = [
+        ("a manifest", &archive, "x:1"),
+        ("an index of one", &single_index, "multi:1"),
+        ("a docker-archive", &docker, "y:latest"),
+    ];
+    for (case, archive, name) in cases {
+        let (_d, dst) = temp_store();
+        let report = load_bytes(&dst, archive, &LoadOptions::default()).unwrap();
+        assert_eq!(report.images.len(), 1, "{case}");
+        assert_eq!(report.images[0].names, [name], "{case}");
+        let note = report.notes.join("; ");
+        assert!(
+            note.contains(&other_platform().to_string()) && note.contains("not"),
+            "{case}: {note}"
+        );
+        assert!(dst.resolve_for(name, &other_platform()).is_ok(), "{case}");
+
+        // A platform asked for is a filter, as before.
+        let (_d, dst) = temp_store();
+        let opts = LoadOptions {
+            platform: Some(third_platform()),
+            ..Default::default()
+        };
+        let err = load_bytes(&dst, archive, &opts).unwrap_err().to_string();
+        assert!(err.contains("--platform"), "{case}: {err}");
+        assert!(dst.list_blobs().unwrap().is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn an_index_of_several_other_platforms_needs_the_platform_option() {
+    let (_s, src) = temp_store();
+    let a = make_image(&src, None, &other_platform(), 25);
+    let b = make_image(&src, None, &third_platform(), 26);
+    let (archive, _) = index_layout(
+        &src,
+        &[(&a, Some(other_platform())), (&b, Some(third_platform()))],
+        false,
     );
     let (_d, dst) = temp_store();
     let err = load_bytes(&dst, &archive, &LoadOptions::default())
@@ -820,19 +866,11 @@ fn an_image_only_for_another_platform_needs_the_platform_option() {
         "blobs stored for a refused image"
     );
     let opts = LoadOptions {
-        platform: Some(other_platform()),
+        platform: Some(third_platform()),
         ..Default::default()
     };
     let report = load_bytes(&dst, &archive, &opts).unwrap();
-    assert_eq!(report.images[0].names, ["x:1"]);
-
-    // The same for a docker-archive: the config says the platform.
-    let (archive, _) = simple_docker_tar(Some(vec!["y"]), &[1], &other_platform());
-    let err = load_bytes(&dst, &archive, &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--platform"), "{err}");
-    assert!(load_bytes(&dst, &archive, &opts).is_ok());
+    assert_eq!(report.images[0].manifest.digest, b.manifest.digest);
 }
 
 #[test]
