@@ -136,3 +136,63 @@ fn export_and_save_write_into_devices_and_fifos_and_refuse_directories() {
     env.ok(&["export", "small:1", "-o", file.to_str().unwrap()]);
     assert!(std::fs::read(&file).unwrap().len() > 512);
 }
+
+#[test]
+fn an_id_that_load_printed_works_for_mount_and_rmi() {
+    if !can_mount("an_id_that_load_printed_works_for_mount_and_rmi") {
+        return;
+    }
+    let src = Env::new();
+    let layer = Tar::new().file("etc/hello", 0o644, b"hello\n").finish();
+    src.image("one:1", &[crate::support::gzip(&layer)]);
+    let id = src.store.resolve("one:1").unwrap().id().to_string();
+    let id = id.as_str();
+    // One build, two archives: gzip layers (oci-archive, blobs as stored)
+    // and plain ones (docker-archive); saved by ID, so loaded unnamed.
+    let oci = src.dir.path().join("oci.tar");
+    let docker = src.dir.path().join("docker.tar");
+    src.ok(&[
+        "save",
+        id,
+        "--format",
+        "oci-archive",
+        "-o",
+        oci.to_str().unwrap(),
+    ]);
+    src.ok(&["save", id, "-o", docker.to_str().unwrap()]);
+    let env = Env::new();
+    for archive in [&oci, &docker] {
+        let out = env.ok(&["load", "-i", archive.to_str().unwrap()]);
+        assert_eq!(out.trim(), format!("Loaded image ID: {id}"));
+    }
+    assert_eq!(env.store.image_entries().unwrap().len(), 2, "two manifests");
+    let m = env.mount(id, &[]);
+    assert_eq!(std::fs::read(m.join("etc/hello")).unwrap(), b"hello\n");
+    m.unmount();
+    let out = env.ok(&["rmi", id]);
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    let out = env.run(&["inspect", id]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "every manifest of the ID is gone"
+    );
+}
+
+#[test]
+fn a_missing_image_is_one_line_for_rmi_and_run() {
+    if !can_mount("a_missing_image_is_one_line_for_rmi_and_run") {
+        return;
+    }
+    let env = Env::new();
+    for args in [
+        &["rmi", "nosuch:1"][..],
+        &["run", "--rm", "localhost:1/nosuch:1", "true"][..],
+    ] {
+        let out = env.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("nosuch"), "{err}");
+    }
+}

@@ -1459,3 +1459,66 @@ fn a_fifo_or_symlink_in_a_layout_directory_is_refused_not_waited_on() {
         fs::write(&path, saved).unwrap();
     }
 }
+
+#[test]
+fn an_id_load_printed_names_its_image_whatever_the_layer_compression() {
+    let layer = layer_tar(70);
+    let config = docker_config(&[Digest::of(&layer)], &Platform::host());
+    let id = Digest::of(&config);
+    let archive = |layer_bytes: Vec<u8>| {
+        docker_tar(
+            &[
+                Member("config.json".into(), config.clone()),
+                Member("layer".into(), layer_bytes),
+            ],
+            &[DockerImage {
+                config: "config.json".into(),
+                tags: None,
+                layers: vec!["layer".into()],
+            }],
+        )
+    };
+    let (_d, dst) = temp_store();
+    let mut manifests = Vec::new();
+    for bytes in [layer.clone(), gzip(&layer), zstd(&layer)] {
+        let report = load_bytes(&dst, &archive(bytes), &LoadOptions::default()).unwrap();
+        assert_eq!(report.images[0].id, id, "one image ID");
+        manifests.push(report.images[0].manifest.digest);
+    }
+    assert_eq!(dst.image_entries().unwrap().len(), 3, "three manifests");
+    for what in [id.to_string(), id.hex(), id.short()] {
+        let image = dst.resolve(&what).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(image.id(), id, "{what}");
+        assert_eq!(image.manifest_digest, manifests[2], "{what}: the newest");
+    }
+    // A manifest digest still names its own manifest.
+    let image = dst.resolve(&manifests[0].to_string()).unwrap();
+    assert_eq!(image.manifest_digest, manifests[0]);
+}
+
+#[test]
+fn a_prefix_of_two_images_is_ambiguous_and_says_what_it_names() {
+    let (_d, dst) = temp_store();
+    // Seventeen images: two of them share the first digit of their ID.
+    let mut ids = Vec::new();
+    for seed in 0..17 {
+        let (archive, id) = simple_docker_tar(None, &[80 + seed], &Platform::host());
+        load_bytes(&dst, &archive, &LoadOptions::default()).unwrap();
+        ids.push(id);
+    }
+    let digit = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|d| {
+            ids.iter()
+                .filter(|id| id.hex().starts_with(d.as_str()))
+                .count()
+                > 1
+        })
+        .unwrap();
+    let err = dst.resolve(&digit).unwrap_err().to_string();
+    assert!(
+        err.contains("ambiguous") && err.contains("more digits"),
+        "{err}"
+    );
+    assert!(err.contains("manifest sha256:"), "{err}");
+}
