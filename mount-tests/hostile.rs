@@ -196,3 +196,28 @@ fn a_missing_image_is_one_line_for_rmi_and_run() {
         assert!(err.contains("nosuch"), "{err}");
     }
 }
+
+#[test]
+fn run_flags_that_docker_refuses_are_usage_errors() {
+    if !can_mount("run_flags_that_docker_refuses_are_usage_errors") {
+        return;
+    }
+    let env = Env::new();
+    for (args, want) in [
+        (&["run", "--rm", "-e", "=x", "any:1", "true"][..], "-e"),
+        (
+            &["run", "--rm", "-v", "/tmp:/", "any:1", "true"][..],
+            "can't be '/'",
+        ),
+        (
+            &["run", "--rm", "-v", "/tmp:/a/..", "any:1", "true"][..],
+            "can't be '/'",
+        ),
+    ] {
+        let out = env.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

@@ -41,6 +41,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     run::init_process()?;
     layerfs::mount::ignore_sigpipe();
     let _ = a.mount_proc;
+    for kv in &a.env {
+        run::check_env(kv).map_err(|e| UsageError(e.to_string()))?;
+    }
     let volumes = a
         .volume
         .iter()
