@@ -2,7 +2,7 @@
 //! there) is replaced only once the output is whole, through a temp file
 //! beside it; an existing FIFO or character device (a pipe, /dev/stdout,
 //! /dev/null, a tape) is written into as a shell's `>` would; anything else
-//! (a directory, a block device, a socket) is refused.
+//! (a directory, a block device, a socket, a terminal) is refused.
 
 use super::ArchiveError;
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +40,10 @@ impl Output {
                 let ft = file.metadata().map_err(|e| io_err(path, e))?.file_type();
                 if !(ft.is_fifo() || ft.is_char_device()) {
                     return Err(refused(path, "it changed while being opened"));
+                }
+                // As for `-o -`: an archive is no use on a screen.
+                if std::io::IsTerminal::is_terminal(&file) {
+                    return Err(refused(path, "is a terminal; use a file or a pipe"));
                 }
                 Kind::Direct(file)
             }
