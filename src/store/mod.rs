@@ -76,7 +76,7 @@ impl Store {
         for dir in [store.own_dir(), store.tmp_dir(), store.index_dir()] {
             create_private_dir(&dir)?;
         }
-        tighten(&store.own_dir())?;
+        tighten(&store.own_dir());
         store.create_if_missing(OCI_LAYOUT, OCI_LAYOUT_CONTENT)?;
         store.create_if_missing(INDEX_JSON, EMPTY_INDEX)?;
         Ok(store)
@@ -145,13 +145,20 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Takes group and other permissions off `dir` (a store made before its
-/// private parts were 0700); one stat when it is already right.
-fn tighten(dir: &Path) -> Result<()> {
+/// private parts were 0700); one stat when it is already right. Best effort:
+/// a store on read-only media, or another user's, still opens.
+fn tighten(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let md = fs::symlink_metadata(dir).map_err(|e| StoreError::io(dir, e))?;
+    let Ok(md) = fs::symlink_metadata(dir) else {
+        return;
+    };
     if md.permissions().mode() & 0o077 == 0 {
-        return Ok(());
+        return;
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
-        .map_err(|e| StoreError::io(dir, e))
+    if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE)) {
+        log::warn!(
+            "{}: cannot make it private (mode 0700): {e}; other users may reach containers' files",
+            dir.display()
+        );
+    }
 }
