@@ -132,6 +132,15 @@ struct State {
 }
 
 impl State {
+    /// What a step's cache key names as its parent: the last stored image,
+    /// or the chain of config-only steps applied to it since.
+    fn parent_key(&self) -> String {
+        match self.pending.last() {
+            Some(k) => k.clone(),
+            None => self.image.manifest.to_string(),
+        }
+    }
+
     fn lookup(&self, k: &str) -> Option<String> {
         let env = self.config.config.as_ref().and_then(|c| c.env.as_ref());
         if let Some(v) = env.and_then(|e| {
@@ -483,6 +492,7 @@ impl<'a> Builder<'a> {
         st.config = config;
         st.layers = layers;
         st.image = image;
+        st.pending.clear();
         Ok(())
     }
 
@@ -502,14 +512,16 @@ impl<'a> Builder<'a> {
     }
 
     /// Stores a step's image, records it in the cache, makes it current.
+    /// The config-only steps before it are in `config` already: they are
+    /// marked known, not stored on their own.
     fn record(
         &mut self,
         key: &str,
         config: ImageConfig,
         layers: Vec<Descriptor>,
     ) -> Result<(), StepError> {
-        self.materialize()?;
-        let e = self.store_step(key, &config, &layers, &[])?;
+        let chain = std::mem::take(&mut self.state()?.pending);
+        let e = self.store_step(key, &config, &layers, &chain)?;
         let _ = writeln!(self.out, "--> {}", e.id.short());
         self.set_current(e, config, layers)
     }
@@ -550,10 +562,8 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// The parent's key for a step: the image so far, stored.
     fn parent(&mut self) -> Result<String, StepError> {
-        self.materialize()?;
-        Ok(self.state()?.image.manifest.to_string())
+        Ok(self.state()?.parent_key())
     }
 
     /// A metadata-only step: the config changes, an empty-layer history entry.
@@ -655,11 +665,7 @@ impl<'a> Builder<'a> {
             _ => return Err(msg(format!("{} is not a config instruction", ins.keyword))),
         }
         // Keyed as a chain from the last stored image; stored later, once.
-        let parent = match st.pending.last() {
-            Some(k) => k.clone(),
-            None => st.image.manifest.to_string(),
-        };
-        let key = cache::key(&[&parent, &canonical]);
+        let key = cache::key(&[&st.parent_key(), &canonical]);
         config.created = Some(time::now_rfc3339());
         config.history.push(history(&canonical, true));
         let st = self.state()?;
@@ -725,6 +731,8 @@ impl<'a> Builder<'a> {
         if self.cached(&key)? {
             return Ok(());
         }
+        // The command runs in a container of a stored image.
+        self.materialize()?;
         let _ = self.out.flush();
         let st = self.state()?;
         let image = st.image.manifest;

@@ -504,8 +504,14 @@ fn a_run_of_config_steps_before_a_layer_step_is_cached_as_one() {
     let ctx = tempfile::tempdir().unwrap();
     write(ctx.path(), "f.txt", b"f\n");
     let dockerfile = "FROM base:1\nENV A=1\nENV B=$A-2\nCOPY f.txt /f\nENV C=3\n";
+    let before = store.list_blobs().unwrap().len();
     let first = build_in(&store, ctx.path(), dockerfile).unwrap();
     let blobs = store.list_blobs().unwrap().len();
+    assert_eq!(
+        blobs - before,
+        5,
+        "the COPY's layer and image, the last ENV's image; no image for ENV B alone"
+    );
     let again = build_in(&store, ctx.path(), dockerfile).unwrap();
     assert_eq!((again.id, again.cached, again.new_layers), (first.id, 4, 0));
     assert_eq!(
