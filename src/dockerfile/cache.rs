@@ -9,10 +9,10 @@
 //! ```
 //!
 //! Config-only steps (ENV, LABEL, CMD, ...) store no image each: a run of
-//! them is keyed as a chain (each key over the one before) and stored once,
-//! under the last key, when a later step or the end of the build needs the
-//! image. Each earlier key of the chain is recorded as a marker
-//! (`chain:<key>`), so that a rebuild can say the step was cached.
+//! them is keyed as a chain (each key over the one before, the next step's
+//! key over the last), and their changes are stored with the next image
+//! stored. Their keys are recorded then as markers (`chain:<key>`), never
+//! as images, so that a rebuild can say those steps were cached.
 //!
 //! Intermediate images are kept out of index.json (so `images` lists what
 //! people built, not every step, as Docker hides intermediates); the hold

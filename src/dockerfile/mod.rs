@@ -5,10 +5,11 @@
 //! the other instructions change only the config. Every step makes an
 //! image, recorded in the build cache under a key of its parent, its
 //! instruction and what it reads, so an unchanged step is not run again and
-//! a rebuild of an unchanged Dockerfile writes nothing. A run of config-only
-//! steps makes one image, stored when the next step or the end needs it:
-//! 2,000 ENV lines cost one config blob, not 2,000 growing ones. History
-//! records every step. Errors name the Dockerfile line.
+//! a rebuild of an unchanged Dockerfile writes nothing. Config-only steps
+//! store no image of their own: their changes ride with the next stored
+//! one (a layer step's, a RUN's base, the result), so 2,000 ENV lines cost
+//! one config blob, not 2,000 growing ones. History records every step.
+//! Errors name the Dockerfile line.
 //!
 //! Single-stage builds only: a second FROM or `COPY --from` is refused.
 
