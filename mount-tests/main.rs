@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod debian;
 mod fixtures;
+mod hostile;
 mod interop;
 mod posix;
 mod readonly;

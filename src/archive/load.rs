@@ -11,7 +11,7 @@
 
 use super::ArchiveError;
 use super::docker::{self, MANIFEST_JSON};
-use super::oci::{self, INDEX_JSON, Pick, Skip};
+use super::oci::{self, INDEX_JSON, Pick, PlatformRule, Skip};
 use super::source::Source;
 use crate::image::{check_hardlinks, layer_descriptor, store_image};
 use crate::layer::{Compression, LayerError, LayerInfo, ingest};
@@ -130,7 +130,13 @@ fn load_source(
     }
     let want = opts.platform.clone().unwrap_or_else(Platform::host);
     let mut notes = Notes::default();
-    let planned = plan(src, opts, &want, &mut notes)?;
+    let mut planned = plan(src, opts, &want, PlatformRule::Strict, &mut notes)?;
+    // Nothing for this machine and no platform asked for: load what is
+    // there, as `docker load` does, unless an index offers several.
+    if planned.is_empty() && opts.platform.is_none() && !notes.other_platforms.is_empty() {
+        notes = Notes::default();
+        planned = plan(src, opts, &want, PlatformRule::TakeTheOnlyOne, &mut notes)?;
+    }
     if planned.is_empty() {
         return Err(no_image(src, &want, &notes));
     }
@@ -189,11 +195,16 @@ fn no_image(src: &Source, want: &Platform, notes: &Notes) -> ArchiveError {
     }
 }
 
+fn other_platform_note(origin: &str, have: &Platform, want: &Platform) -> String {
+    format!("loaded {origin}, which is for {have}, not {want}: the archive has nothing for {want}")
+}
+
 /// Step 1: what to store, and under which names.
 fn plan(
     src: &Source,
     opts: &LoadOptions,
     want: &Platform,
+    rule: PlatformRule,
     notes: &mut Notes,
 ) -> Result<Vec<Planned>, ArchiveError> {
     let has_index = src.exists(INDEX_JSON);
@@ -226,7 +237,8 @@ fn plan(
             };
             for (i, entry) in entries.iter().enumerate() {
                 let origin = format!("{INDEX_JSON} entry {}", i + 1);
-                if let Some(p) = plan_oci(src, entry, &origin, opts, want, &repo_tags, notes)? {
+                let p = plan_oci(src, entry, &origin, opts, (want, rule), &repo_tags, notes)?;
+                if let Some(p) = p {
                     merge(&mut planned, p);
                 }
             }
@@ -239,12 +251,16 @@ fn plan(
         if let Some(p) = image.config.platform()
             && !p.satisfies(want)
         {
-            notes.notes.push(format!(
-                "skipped {origin} ({}): it is for {p}, not {want}",
-                item.config
-            ));
-            notes.other_platforms.push(p.to_string());
-            continue;
+            if rule == PlatformRule::TakeTheOnlyOne {
+                notes.notes.push(other_platform_note(&origin, &p, want));
+            } else {
+                notes.notes.push(format!(
+                    "skipped {origin} ({}): it is for {p}, not {want}",
+                    item.config
+                ));
+                notes.other_platforms.push(p.to_string());
+                continue;
+            }
         }
         let layers = item
             .layers
@@ -307,7 +323,7 @@ fn plan_oci(
     entry: &Descriptor,
     origin: &str,
     opts: &LoadOptions,
-    want: &Platform,
+    (want, rule): (&Platform, PlatformRule),
     repo_tags: &HashMap<Digest, Vec<Reference>>,
     notes: &mut Notes,
 ) -> Result<Option<Planned>, ArchiveError> {
@@ -315,7 +331,7 @@ fn plan_oci(
         Some(n) => format!("{origin} ({n:?})"),
         None => origin.to_string(),
     };
-    let picked = match oci::pick(src, entry, want)? {
+    let picked = match oci::pick(src, entry, want, rule)? {
         Pick::Image(p) => p,
         Pick::Skip(Skip::NotImage(why)) => {
             notes.notes.push(format!("skipped {label}: {why}"));
@@ -330,6 +346,11 @@ fn plan_oci(
             return Ok(None);
         }
     };
+    if let Some(p) = picked.config.platform()
+        && !p.satisfies(want)
+    {
+        notes.notes.push(other_platform_note(&label, &p, want));
+    }
     let manifest = &picked.manifest;
     if manifest.layers.len() != picked.config.rootfs.diff_ids.len() {
         return Err(ArchiveError::Member {

@@ -15,10 +15,12 @@
 mod docker;
 mod load;
 mod oci;
+mod output;
 mod save;
 mod source;
 
 pub use load::{LoadOptions, LoadReport, LoadedImage, load, load_reader};
+pub use output::Output;
 pub use save::{SaveFormat, SaveReport, save, save_to_path};
 
 use crate::image::ImageError;
@@ -86,4 +88,7 @@ pub enum ArchiveError {
     SaveImage { image: String, source: StoreError },
     #[error("{image}: {why}")]
     SaveBroken { image: String, why: String },
+    /// An output path that cannot be written as a file.
+    #[error("{}: cannot write the output there: {why}", path.display())]
+    Output { path: PathBuf, why: String },
 }

@@ -66,9 +66,24 @@ pub enum Pick {
     Skip(Skip),
 }
 
+/// How `pick` treats an image for another platform than the one wanted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PlatformRule {
+    /// Skip it (a platform was asked for, or others may match).
+    Strict,
+    /// Take it when it is the only image the entry offers (as `docker load`
+    /// does); an index offering several platforms is still skipped.
+    TakeTheOnlyOne,
+}
+
 /// Follows `desc` (a manifest, or an index, nested or not) to the image for `want`.
-pub fn pick(src: &Source, desc: &Descriptor, want: &Platform) -> Result<Pick, ArchiveError> {
-    pick_at(src, desc, want, 0)
+pub fn pick(
+    src: &Source,
+    desc: &Descriptor,
+    want: &Platform,
+    rule: PlatformRule,
+) -> Result<Pick, ArchiveError> {
+    pick_at(src, desc, want, 0, rule)
 }
 
 fn pick_at(
@@ -76,6 +91,7 @@ fn pick_at(
     desc: &Descriptor,
     want: &Platform,
     depth: usize,
+    rule: PlatformRule,
 ) -> Result<Pick, ArchiveError> {
     let member = blob_path(&desc.digest);
     if depth > MAX_DEPTH {
@@ -114,6 +130,7 @@ fn pick_at(
             let platform = desc.platform.clone().or_else(|| config.platform());
             if let Some(p) = platform
                 && !p.satisfies(want)
+                && rule == PlatformRule::Strict
             {
                 return Ok(Pick::Skip(Skip::Platform(vec![p.to_string()])));
             }
@@ -125,7 +142,7 @@ fn pick_at(
                 config,
             })))
         }
-        ManifestKind::Index(index) => pick_from_index(src, &index, want, depth),
+        ManifestKind::Index(index) => pick_from_index(src, &index, want, depth, rule),
     }
 }
 
@@ -134,15 +151,28 @@ fn pick_from_index(
     index: &ImageIndex,
     want: &Platform,
     depth: usize,
+    rule: PlatformRule,
 ) -> Result<Pick, ArchiveError> {
     if let Some(child) = index.select(want) {
-        return pick_at(src, child, want, depth + 1);
+        return pick_at(src, child, want, depth + 1, PlatformRule::Strict);
+    }
+    let images: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| mt::is_manifest(&d.media_type) || mt::is_index(&d.media_type))
+        .filter(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown"))
+        .collect();
+    if rule == PlatformRule::TakeTheOnlyOne
+        && let [only] = images[..]
+        && let Pick::Image(p) = pick_at(src, only, want, depth + 1, rule)?
+    {
+        return Ok(Pick::Image(p));
     }
     // Entries without a platform (as in some hand-made and older indexes)
     // are judged by what they hold, as containerd does.
     let mut have = Vec::new();
     for child in index.manifests.iter().filter(|d| d.platform.is_none()) {
-        match pick_at(src, child, want, depth + 1)? {
+        match pick_at(src, child, want, depth + 1, PlatformRule::Strict)? {
             Pick::Image(p) => return Ok(Pick::Image(p)),
             Pick::Skip(Skip::Platform(p)) => have.extend(p),
             Pick::Skip(Skip::NotImage(_)) => {}

@@ -3,15 +3,13 @@
 //! over it only once the archive is whole). Every blob is verified as it is
 //! copied, so a damaged store gives an error, never a damaged archive.
 
-use super::{ArchiveError, docker, oci};
+use super::{ArchiveError, Output, docker, oci};
 use crate::oci::{
     Descriptor, Digest, Manifest, ManifestKind, Reference, Sha256Writer, media_type as mt,
 };
 use crate::store::{ResolvedImage, Store, StoreError};
 use std::collections::{HashSet, VecDeque};
-use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,40 +77,23 @@ pub fn save(
     })
 }
 
-/// Writes `images` to the file `path`, replacing it only on success.
+/// Writes `images` to the file `path`: a regular file is replaced only on
+/// success, a FIFO or character device written into (see `Output`).
 pub fn save_to_path(
     store: &Store,
     images: &[String],
     format: SaveFormat,
     path: &Path,
 ) -> Result<SaveReport, ArchiveError> {
-    let io_err = |p: &Path, e: io::Error| ArchiveError::Io {
-        path: p.to_path_buf(),
-        source: e,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| io_err(path, io::Error::from(io::ErrorKind::InvalidInput)))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| io_err(dir, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let output = Output::create(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, output.file());
     let report = save(store, images, format, &mut w)?;
-    w.flush().map_err(|e| io_err(path, e))?;
+    w.flush().map_err(|e| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     drop(w);
-    let file = tmp.as_file();
-    file.sync_all().map_err(|e| io_err(path, e))?;
-    // Temp files are created 0600; an archive is as readable as any file.
-    file.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
+    output.finish()?;
     Ok(report)
 }
 

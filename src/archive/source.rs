@@ -171,12 +171,14 @@ impl Source {
         match &self.kind {
             Kind::Dir(_) => {
                 let path = self.dir_path(member)?;
-                let file = File::open(&path).map_err(|e| self.open_error(member, e))?;
-                let meta = file.metadata().map_err(|e| self.open_error(member, e))?;
-                if !meta.is_file() {
+                let (file, size) = open_regular(&path).map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) => self.member_error(member, "is a symlink, not a file"),
+                    _ => self.open_error(member, e),
+                })?;
+                let Some(size) = size else {
                     return Err(self.member_error(member, "is not a regular file"));
-                }
-                Ok((Box::new(file), meta.len()))
+                };
+                Ok((Box::new(file), size))
             }
             Kind::Tar { file, .. } => {
                 let (offset, size) = self.resolve(member)?;
@@ -274,6 +276,27 @@ impl Source {
         }
         Err(self.member_error(member, "too many levels of links"))
     }
+}
+
+/// Opens a file of a directory archive without ever waiting on it: a FIFO
+/// or device opens at once (O_NONBLOCK) and is then refused by its type, as
+/// is a symlink (O_NOFOLLOW). The size is None for anything but a regular
+/// file.
+fn open_regular(path: &Path) -> io::Result<(File, Option<u64>)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok((file, None));
+    }
+    // Reads of a regular file block as usual (a FUSE file may need to).
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok((file, Some(meta.len())))
 }
 
 /// A member path in canonical form: no `./`, no leading `/`, no empty or `.`

@@ -797,14 +797,60 @@ fn docker_manifest_list_is_an_index_too() {
     assert_eq!(report.images[0].names, ["list:1"]);
 }
 
+/// A platform that is neither this machine's nor `other_platform()`.
+fn third_platform() -> Platform {
+    Platform::parse("linux/s390x").unwrap()
+}
+
 #[test]
-fn an_image_only_for_another_platform_needs_the_platform_option() {
+fn an_image_only_for_another_platform_loads_with_a_note() {
     let (_s, src) = temp_store();
     let there = make_image(&src, None, &other_platform(), 23);
     let archive = layout_tar(
         &src,
         &there.blobs(),
         vec![named(&there.manifest, &[(REF_NAME_ANNOTATION, "x:1")])],
+    );
+    let (single_index, _) = index_layout(&src, &[(&there, Some(other_platform()))], false);
+    let (docker, _) = simple_docker_tar(Some(vec!["y"]), &[1], &other_platform());
+    let cases = [
+        ("a manifest", &archive, "x:1"),
+        ("an index of one", &single_index, "multi:1"),
+        ("a docker-archive", &docker, "y:latest"),
+    ];
+    for (case, archive, name) in cases {
+        let (_d, dst) = temp_store();
+        let report = load_bytes(&dst, archive, &LoadOptions::default()).unwrap();
+        assert_eq!(report.images.len(), 1, "{case}");
+        assert_eq!(report.images[0].names, [name], "{case}");
+        let note = report.notes.join("; ");
+        assert!(
+            note.contains(&other_platform().to_string()) && note.contains("not"),
+            "{case}: {note}"
+        );
+        assert!(dst.resolve_for(name, &other_platform()).is_ok(), "{case}");
+
+        // A platform asked for is a filter, as before.
+        let (_d, dst) = temp_store();
+        let opts = LoadOptions {
+            platform: Some(third_platform()),
+            ..Default::default()
+        };
+        let err = load_bytes(&dst, archive, &opts).unwrap_err().to_string();
+        assert!(err.contains("--platform"), "{case}: {err}");
+        assert!(dst.list_blobs().unwrap().is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn an_index_of_several_other_platforms_needs_the_platform_option() {
+    let (_s, src) = temp_store();
+    let a = make_image(&src, None, &other_platform(), 25);
+    let b = make_image(&src, None, &third_platform(), 26);
+    let (archive, _) = index_layout(
+        &src,
+        &[(&a, Some(other_platform())), (&b, Some(third_platform()))],
+        false,
     );
     let (_d, dst) = temp_store();
     let err = load_bytes(&dst, &archive, &LoadOptions::default())
@@ -820,19 +866,11 @@ fn an_image_only_for_another_platform_needs_the_platform_option() {
         "blobs stored for a refused image"
     );
     let opts = LoadOptions {
-        platform: Some(other_platform()),
+        platform: Some(third_platform()),
         ..Default::default()
     };
     let report = load_bytes(&dst, &archive, &opts).unwrap();
-    assert_eq!(report.images[0].names, ["x:1"]);
-
-    // The same for a docker-archive: the config says the platform.
-    let (archive, _) = simple_docker_tar(Some(vec!["y"]), &[1], &other_platform());
-    let err = load_bytes(&dst, &archive, &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--platform"), "{err}");
-    assert!(load_bytes(&dst, &archive, &opts).is_ok());
+    assert_eq!(report.images[0].manifest.digest, b.manifest.digest);
 }
 
 #[test]
@@ -1400,4 +1438,105 @@ fn docker_archive_lists_one_config_once() {
         serde_json::from_slice(&archive.read_small("manifest.json").unwrap()).unwrap();
     assert_eq!(items.as_array().unwrap().len(), 1);
     assert_eq!(items[0]["RepoTags"], serde_json::json!(["a:1", "a:copy"]));
+}
+
+#[test]
+fn a_fifo_or_symlink_in_a_layout_directory_is_refused_not_waited_on() {
+    let (_s, src) = temp_store();
+    make_image(&src, Some("app:1"), &Platform::host(), 60);
+    let mut oci = Vec::new();
+    save(&src, &["app:1".into()], SaveFormat::OciArchive, &mut oci).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    tar::Archive::new(&oci[..]).unpack(&layout).unwrap();
+    let manifest = src.resolve("app:1").unwrap().manifest_digest;
+    let blob = layout.join(format!("blobs/sha256/{}", manifest.hex()));
+    let fifo = nix::sys::stat::Mode::from_bits_truncate(0o644);
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (layout.join("index.json"), "is not a regular file"),
+        (blob, "is not a regular file"),
+        (layout.join("index.json"), "is a symlink"),
+    ];
+    for (i, (path, want)) in cases.into_iter().enumerate() {
+        let saved = fs::read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        if want == "is a symlink" {
+            let target = dir.path().join("elsewhere.json");
+            fs::write(&target, &saved).unwrap();
+            std::os::unix::fs::symlink(&target, &path).unwrap();
+        } else {
+            nix::unistd::mkfifo(&path, fifo).unwrap();
+        }
+        let (_d, dst) = temp_store();
+        let err = load(&dst, &layout, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "case {i}: {err}");
+        assert!(dst.image_entries().unwrap().is_empty(), "case {i}");
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, saved).unwrap();
+    }
+}
+
+#[test]
+fn an_id_load_printed_names_its_image_whatever_the_layer_compression() {
+    let layer = layer_tar(70);
+    let config = docker_config(&[Digest::of(&layer)], &Platform::host());
+    let id = Digest::of(&config);
+    let archive = |layer_bytes: Vec<u8>| {
+        docker_tar(
+            &[
+                Member("config.json".into(), config.clone()),
+                Member("layer".into(), layer_bytes),
+            ],
+            &[DockerImage {
+                config: "config.json".into(),
+                tags: None,
+                layers: vec!["layer".into()],
+            }],
+        )
+    };
+    let (_d, dst) = temp_store();
+    let mut manifests = Vec::new();
+    for bytes in [layer.clone(), gzip(&layer), zstd(&layer)] {
+        let report = load_bytes(&dst, &archive(bytes), &LoadOptions::default()).unwrap();
+        assert_eq!(report.images[0].id, id, "one image ID");
+        manifests.push(report.images[0].manifest.digest);
+    }
+    assert_eq!(dst.image_entries().unwrap().len(), 3, "three manifests");
+    for what in [id.to_string(), id.hex(), id.short()] {
+        let image = dst.resolve(&what).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(image.id(), id, "{what}");
+        assert_eq!(image.manifest_digest, manifests[2], "{what}: the newest");
+    }
+    // A manifest digest still names its own manifest.
+    let image = dst.resolve(&manifests[0].to_string()).unwrap();
+    assert_eq!(image.manifest_digest, manifests[0]);
+}
+
+#[test]
+fn a_prefix_of_two_images_is_ambiguous_and_says_what_it_names() {
+    let (_d, dst) = temp_store();
+    // Seventeen images: two of them share the first digit of their ID.
+    let mut ids = Vec::new();
+    for seed in 0..17 {
+        let (archive, id) = simple_docker_tar(None, &[80 + seed], &Platform::host());
+        load_bytes(&dst, &archive, &LoadOptions::default()).unwrap();
+        ids.push(id);
+    }
+    let digit = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|d| {
+            ids.iter()
+                .filter(|id| id.hex().starts_with(d.as_str()))
+                .count()
+                > 1
+        })
+        .unwrap();
+    let err = dst.resolve(&digit).unwrap_err().to_string();
+    assert!(
+        err.contains("ambiguous") && err.contains("more digits"),
+        "{err}"
+    );
+    assert!(err.contains("manifest sha256:"), "{err}");
 }

@@ -2,7 +2,7 @@
 
 use super::Ctx;
 use anyhow::{Context, Result, bail};
-use layerfs::export::{Source, export};
+use layerfs::export::{Source, export, export_to_path};
 use std::io::{IsTerminal, Write};
 
 #[derive(clap::Args)]
@@ -31,30 +31,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         out.flush()?;
         return Ok(());
     }
-    // Written beside the target and renamed: a failed export leaves no file.
-    let target = std::path::Path::new(&a.output);
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".layerfs-export-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    let file = tmp.reopen()?;
-    let out = export(
-        &store,
-        src,
-        std::io::BufWriter::with_capacity(1 << 20, file),
-    )
-    .with_context(|| format!("export {}", a.what))?;
-    let file = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("writing {}", a.output))?;
-    file.sync_all()
-        .with_context(|| format!("writing {}", a.output))?;
-    tmp.persist(target)
-        .with_context(|| format!("writing {}", a.output))?;
-    Ok(())
+    export_to_path(&store, src, std::path::Path::new(&a.output))
+        .with_context(|| format!("export {} to {}", a.what, a.output))
 }

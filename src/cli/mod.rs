@@ -200,7 +200,7 @@ pub fn main() -> i32 {
 
 /// The error and its causes on one line, without repeating a cause that the
 /// message above it already quotes.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let s = cause.to_string();

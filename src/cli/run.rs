@@ -41,6 +41,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     run::init_process()?;
     layerfs::mount::ignore_sigpipe();
     let _ = a.mount_proc;
+    for kv in &a.env {
+        run::check_env(kv).map_err(|e| UsageError(e.to_string()))?;
+    }
     let volumes = a
         .volume
         .iter()
@@ -50,9 +53,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let image = match store.resolve(&a.image) {
         // As docker run: an image the store lacks is pulled first.
         Err(layerfs::store::StoreError::ImageNotFound(_)) => {
-            eprintln!("Unable to find image '{}' locally", a.image);
-            layerfs::registry::pull_missing(&store, &a.image)
-                .with_context(|| format!("run {}: pulling it", a.image))?;
+            // Said in the error, if the pull fails: one line, not two.
+            log::info!("unable to find image '{}' locally; pulling it", a.image);
+            layerfs::registry::pull_missing(&store, &a.image).with_context(|| {
+                format!("run {}: no such image here, and pulling it failed", a.image)
+            })?;
             store.resolve(&a.image)
         }
         r => r,

@@ -8,6 +8,12 @@
 //!   lock         flock: one writer of cache.json at a time
 //! ```
 //!
+//! Config-only steps (ENV, LABEL, CMD, ...) store no image each: a run of
+//! them is keyed as a chain (each key over the one before, the next step's
+//! key over the last), and their changes are stored with the next image
+//! stored. Their keys are recorded then as markers (`chain:<key>`), never
+//! as images, so that a rebuild can say those steps were cached.
+//!
 //! Intermediate images are kept out of index.json (so `images` lists what
 //! people built, not every step, as Docker hides intermediates); the hold
 //! `build-cache` keeps them from gc instead. A step image that is also
@@ -65,6 +71,11 @@ pub fn key(parts: &[&str]) -> String {
     h.finish().hex()
 }
 
+/// What marks `key` as a config-only step some build has stored past.
+pub fn chain_marker(key: &str) -> String {
+    format!("chain:{key}")
+}
+
 impl Cache {
     pub fn open(store: &Store) -> Result<Cache, StepError> {
         Ok(Cache {
@@ -116,12 +127,33 @@ impl Cache {
     /// Records the image a step made, and holds it against gc. Call with the
     /// store lock held shared, before the image is otherwise unreferenced.
     pub fn put(&self, store: &Store, key: &str, entry: Entry) -> Result<(), StepError> {
+        self.put_chain(store, key, entry, &[])
+    }
+
+    /// `put`, and the keys of the config-only steps that led to it marked
+    /// as known, in one write.
+    pub fn put_chain(
+        &self,
+        store: &Store,
+        key: &str,
+        entry: Entry,
+        chain: &[String],
+    ) -> Result<(), StepError> {
         let _lock = self.lock()?;
         let mut map = self.read();
+        for k in chain {
+            map.insert(chain_marker(k), entry.clone());
+        }
         map.insert(key.to_string(), entry);
         let bytes = serde_json::to_vec_pretty(&map).map_err(|e| self.io(e.into()))?;
         store.write_file(&self.file(), &bytes)?;
         self.write_hold(store, &map)
+    }
+
+    /// Every key the cache knows (images and chain markers) as it is now:
+    /// read once per build, for config-only steps to say they were cached.
+    pub fn known_keys(&self) -> HashSet<String> {
+        self.read().into_keys().collect()
     }
 
     /// Rewrites the hold after tags changed (a build tagged its result).

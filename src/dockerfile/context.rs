@@ -6,7 +6,7 @@
 //! symlink (they are copied as symlinks). `.dockerignore` hides what it
 //! excludes, as if it were not there.
 
-use super::ignore::{Ignore, clean, has_wildcard, match_component};
+use super::ignore::{BadPattern, Ignore, clean, has_wildcard, match_component};
 use crate::oci::Sha256Writer as Sha256;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
@@ -30,6 +30,8 @@ pub enum ContextError {
     NoMatch(String),
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error("{path}: {source}")]
+    BadIgnore { path: String, source: BadPattern },
 }
 
 fn errno(e: nix::errno::Errno) -> io::Error {
@@ -142,7 +144,10 @@ impl Context {
                         path: path.join(".dockerignore").display().to_string(),
                         source: e,
                     })?;
-                Ignore::parse(&text)
+                Ignore::parse(&text).map_err(|e| ContextError::BadIgnore {
+                    path: path.join(".dockerignore").display().to_string(),
+                    source: e,
+                })?
             }
             Err(nix::errno::Errno::ENOENT) => Ignore::default(),
             Err(e) => {
@@ -505,5 +510,20 @@ mod tests {
         std::fs::write(dir.path().join("app/sub/b.txt"), b"changed").unwrap();
         let d3 = c.digest(&c.sources(&["app".into()]).unwrap()).unwrap();
         assert_ne!(d1, d3);
+    }
+
+    #[test]
+    fn a_malformed_dockerignore_is_an_error_naming_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".dockerignore"), "*.log\n[[[[\n").unwrap();
+        let Err(e) = Context::open(dir.path()) else {
+            panic!("a malformed .dockerignore was accepted");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(".dockerignore: line 2") && e.contains("syntax error in pattern"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1);
     }
 }

@@ -124,6 +124,34 @@ pub fn clean(path: &str) -> String {
     out.join("/")
 }
 
+/// A `.dockerignore` line that is not a valid pattern.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {pattern:?}: syntax error in pattern: {why}")]
+pub struct BadPattern {
+    pub line: usize,
+    pub pattern: String,
+    pub why: &'static str,
+}
+
+/// What is wrong with one component of a pattern, if anything.
+fn pattern_error(pattern: &str) -> Option<&'static str> {
+    let p: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            '\\' if i + 1 == p.len() => return Some("it ends in an escaping '\\'"),
+            '\\' => i += 2,
+            // Any character will do: only whether the class closes counts.
+            '[' => match class(&p[i + 1..], Some('a')) {
+                Some((_, used)) => i += 1 + used,
+                None => return Some("a '[' is not closed by ']'"),
+            },
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 #[derive(Clone, Debug)]
 struct Rule {
     parts: Vec<String>,
@@ -137,9 +165,11 @@ pub struct Ignore {
 }
 
 impl Ignore {
-    pub fn parse(text: &str) -> Ignore {
+    /// Parses a `.dockerignore`; a malformed pattern (an unclosed `[`, a
+    /// trailing `\`) is an error, as Docker's "syntax error in pattern".
+    pub fn parse(text: &str) -> Result<Ignore, BadPattern> {
         let mut rules = Vec::new();
-        for line in text.lines() {
+        for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -152,12 +182,17 @@ impl Ignore {
             if cleaned.is_empty() {
                 continue;
             }
-            rules.push(Rule {
-                parts: cleaned.split('/').map(str::to_string).collect(),
-                negate,
-            });
+            let parts: Vec<String> = cleaned.split('/').map(str::to_string).collect();
+            if let Some(why) = parts.iter().find_map(|p| pattern_error(p)) {
+                return Err(BadPattern {
+                    line: i + 1,
+                    pattern: line.to_string(),
+                    why,
+                });
+            }
+            rules.push(Rule { parts, negate });
         }
-        Ignore { rules }
+        Ok(Ignore { rules })
     }
 
     /// Whether `rel` (relative to the context, `/`-separated) is excluded.
@@ -228,8 +263,8 @@ mod tests {
         ));
         let many = format!("{}x", "**/".repeat(20));
         let deep = vec!["d"; 100].join("/");
-        assert!(!Ignore::parse(&many).excludes(&deep));
-        assert!(Ignore::parse(&many).excludes(&format!("{deep}/x")));
+        assert!(!Ignore::parse(&many).unwrap().excludes(&deep));
+        assert!(Ignore::parse(&many).unwrap().excludes(&format!("{deep}/x")));
     }
 
     #[test]
@@ -243,7 +278,8 @@ mod tests {
              !docs/keep.md\n\
              secret/\n\
              ./tmp/../cache\n",
-        );
+        )
+        .unwrap();
         let table = [
             ("app.log", true),
             ("sub/app.log", false),
@@ -266,5 +302,22 @@ mod tests {
         assert!(ig.has_exceptions());
         assert_eq!(clean("/a/./b/../c/"), "a/c");
         assert_eq!(clean("../../x"), "x");
+    }
+
+    #[test]
+    fn malformed_patterns_are_refused_with_their_line() {
+        for (text, line) in [
+            ("[[[[", 1),
+            ("ok\n# c\nsrc/[a-", 3),
+            ("!keep[", 1),
+            ("trailing\\", 1),
+        ] {
+            let e = Ignore::parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}");
+            assert!(e.to_string().contains("syntax error in pattern"), "{e}");
+        }
+        for good in ["[a-c]x", "[]]", "\\[x", "a\\*b", "**/x"] {
+            assert!(Ignore::parse(good).is_ok(), "{good}");
+        }
     }
 }

@@ -5,8 +5,11 @@
 //! the other instructions change only the config. Every step makes an
 //! image, recorded in the build cache under a key of its parent, its
 //! instruction and what it reads, so an unchanged step is not run again and
-//! a rebuild of an unchanged Dockerfile writes nothing. History records
-//! every step. Errors name the Dockerfile line.
+//! a rebuild of an unchanged Dockerfile writes nothing. Config-only steps
+//! store no image of their own: their changes ride with the next stored
+//! one (a layer step's, a RUN's base, the result), so 2,000 ENV lines cost
+//! one config blob, not 2,000 growing ones. History records every step.
+//! Errors name the Dockerfile line.
 //!
 //! Single-stage builds only: a second FROM or `COPY --from` is refused.
 
@@ -124,9 +127,21 @@ struct State {
     shell: Vec<String>,
     /// ARGs declared in this stage, with their values.
     args: BTreeMap<String, Option<String>>,
+    /// Cache keys of the config-only steps applied to `config` since `image`
+    /// was stored, oldest first; the last keys the image they make.
+    pending: Vec<String>,
 }
 
 impl State {
+    /// What a step's cache key names as its parent: the last stored image,
+    /// or the chain of config-only steps applied to it since.
+    fn parent_key(&self) -> String {
+        match self.pending.last() {
+            Some(k) => k.clone(),
+            None => self.image.manifest.to_string(),
+        }
+    }
+
     fn lookup(&self, k: &str) -> Option<String> {
         let env = self.config.config.as_ref().and_then(|c| c.env.as_ref());
         if let Some(v) = env.and_then(|e| {
@@ -212,9 +227,11 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     })?;
     let ctx = Context::open(&opts.context)?;
     prune_step_containers(store);
+    let cache = Cache::open(store)?;
     let mut b = Builder {
         store,
-        cache: Cache::open(store)?,
+        known: cache.known_keys(),
+        cache,
         ctx,
         df: &df,
         opts,
@@ -236,6 +253,9 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
             text: short(&ins.text),
             source: Box::new(source),
         })?;
+    }
+    if b.state.is_some() {
+        b.materialize()?;
     }
     let state = b.state.take().ok_or_else(|| BuildError::Parse {
         file: file_name.clone(),
@@ -298,6 +318,8 @@ fn short(text: &str) -> String {
 struct Builder<'a> {
     store: &'a Store,
     cache: Cache,
+    /// The cache's keys as the build began, for config-only steps.
+    known: std::collections::HashSet<String>,
     ctx: Context,
     df: &'a Dockerfile,
     opts: &'a BuildOptions,
@@ -455,6 +477,7 @@ impl<'a> Builder<'a> {
             cmd_from_base,
             shell: vec!["/bin/sh".into(), "-c".into()],
             args: BTreeMap::new(),
+            pending: Vec::new(),
         });
         Ok(())
     }
@@ -470,6 +493,7 @@ impl<'a> Builder<'a> {
         st.config = config;
         st.layers = layers;
         st.image = image;
+        st.pending.clear();
         Ok(())
     }
 
@@ -489,24 +513,58 @@ impl<'a> Builder<'a> {
     }
 
     /// Stores a step's image, records it in the cache, makes it current.
+    /// The config-only steps before it are in `config` already: they are
+    /// marked known, not stored on their own.
     fn record(
         &mut self,
         key: &str,
         config: ImageConfig,
         layers: Vec<Descriptor>,
     ) -> Result<(), StepError> {
-        let e = {
-            let _lock = self.store.lock_shared()?;
-            let e = Entry::from(&store_image(self.store, &config.to_json(), &layers)?);
-            self.cache.put(self.store, key, e.clone())?;
-            e
-        };
+        let chain = std::mem::take(&mut self.state()?.pending);
+        let e = self.store_step(key, &config, &layers, &chain)?;
         let _ = writeln!(self.out, "--> {}", e.id.short());
         self.set_current(e, config, layers)
     }
 
+    /// Stores an image and records it in the cache under `key` (and the
+    /// config-only steps of `chain` that led to it as known).
+    fn store_step(
+        &mut self,
+        key: &str,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        chain: &[String],
+    ) -> Result<Entry, StepError> {
+        let _lock = self.store.lock_shared()?;
+        let e = Entry::from(&store_image(self.store, &config.to_json(), layers)?);
+        self.cache.put_chain(self.store, key, e.clone(), chain)?;
+        Ok(e)
+    }
+
+    /// Stores the image the pending config-only steps made (or takes it
+    /// from the cache), so that it has a manifest.
+    fn materialize(&mut self) -> Result<(), StepError> {
+        let st = self.state()?;
+        let chain = std::mem::take(&mut st.pending);
+        let Some((key, before)) = chain.split_last() else {
+            return Ok(());
+        };
+        if !self.opts.no_cache
+            && let Some((e, m)) = self.cache.get(self.store, key)
+        {
+            let config = self.store.read_config(&m.config.digest)?;
+            return self.set_current(e, config, m.layers);
+        }
+        let st = self.state()?;
+        let (config, layers) = (st.config.clone(), st.layers.clone());
+        let e = self.store_step(key, &config, &layers, before)?;
+        self.state()?.image = e;
+        Ok(())
+    }
+
     fn parent(&mut self) -> Result<String, StepError> {
-        Ok(self.state()?.image.manifest.to_string())
+        Ok(self.state()?.parent_key())
     }
 
     /// A metadata-only step: the config changes, an empty-layer history entry.
@@ -607,18 +665,23 @@ impl<'a> Builder<'a> {
             }
             _ => return Err(msg(format!("{} is not a config instruction", ins.keyword))),
         }
-        let parent = st.image.manifest.to_string();
+        // Keyed as a chain from the last stored image; stored later, once.
+        let key = cache::key(&[&st.parent_key(), &canonical]);
+        config.created = Some(time::now_rfc3339());
+        config.history.push(history(&canonical, true));
         let st = self.state()?;
         st.cmd_from_base = cmd_from_base;
         st.shell = shell;
-        let key = cache::key(&[&parent, &canonical]);
-        if self.cached(&key)? {
-            return Ok(());
+        st.config = config;
+        st.pending.push(key.clone());
+        let known = self.known.contains(&key) || self.known.contains(&cache::chain_marker(&key));
+        if known && !self.opts.no_cache {
+            let _ = writeln!(self.out, "--> Using cache (config)");
+            self.cached += 1;
+        } else {
+            let _ = writeln!(self.out, "--> (config)");
         }
-        config.created = Some(time::now_rfc3339());
-        config.history.push(history(&canonical, true));
-        let layers = self.state()?.layers.clone();
-        self.record(&key, config, layers)
+        Ok(())
     }
 
     fn run_step(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
@@ -669,6 +732,8 @@ impl<'a> Builder<'a> {
         if self.cached(&key)? {
             return Ok(());
         }
+        // The command runs in a container of a stored image.
+        self.materialize()?;
         let _ = self.out.flush();
         let st = self.state()?;
         let image = st.image.manifest;

@@ -492,3 +492,95 @@ fn add_and_import_agree_on_entries_under_a_symlink_of_the_archive() {
         }
     }
 }
+
+#[test]
+fn config_only_steps_store_one_image_not_one_each() {
+    const STEPS: usize = 2000;
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    let mut dockerfile = String::from("FROM base:1\n");
+    for i in 0..STEPS {
+        dockerfile.push_str(&format!("ENV V{i}=value{i}\n"));
+    }
+    dockerfile.push_str("LABEL last=yes\n");
+    let before = store.list_blobs().unwrap().len();
+    let first = build_in(&store, ctx.path(), &dockerfile).unwrap();
+    let stored = store.list_blobs().unwrap().len() - before;
+    assert_eq!(stored, 2, "one config and one manifest for {STEPS} steps");
+    let config = store.read_config(&first.id).unwrap();
+    let env = config.config.unwrap().env.unwrap();
+    assert!(env.contains(&"V1999=value1999".to_string()));
+    let steps: Vec<_> = config
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.as_deref().filter(|_| h.empty_layer))
+        .collect();
+    assert_eq!(steps.len(), STEPS + 1, "one empty-layer entry per step");
+    assert_eq!(steps[0], "ENV V0=value0");
+    assert_eq!(steps[STEPS], "LABEL last=yes");
+
+    let again = build_in(&store, ctx.path(), &dockerfile).unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.cached, STEPS + 1, "fully cached");
+    assert_eq!(store.list_blobs().unwrap().len() - before, 2);
+
+    // A changed step in the middle: the steps before it are still cached.
+    let changed = dockerfile.replace("ENV V1000=value1000\n", "ENV V1000=other\n");
+    let built = build_in(&store, ctx.path(), &changed).unwrap();
+    assert_eq!(built.cached, 1000);
+    assert_ne!(built.id, first.id);
+    let env = store
+        .read_config(&built.id)
+        .unwrap()
+        .config
+        .unwrap()
+        .env
+        .unwrap();
+    assert!(env.contains(&"V1000=other".to_string()));
+}
+
+#[test]
+fn a_run_of_config_steps_before_a_layer_step_is_cached_as_one() {
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "f.txt", b"f\n");
+    let dockerfile = "FROM base:1\nENV A=1\nENV B=$A-2\nCOPY f.txt /f\nENV C=3\n";
+    let before = store.list_blobs().unwrap().len();
+    let first = build_in(&store, ctx.path(), dockerfile).unwrap();
+    let blobs = store.list_blobs().unwrap().len();
+    assert_eq!(
+        blobs - before,
+        5,
+        "the COPY's layer and image, the last ENV's image; no image for ENV B alone"
+    );
+    let again = build_in(&store, ctx.path(), dockerfile).unwrap();
+    assert_eq!((again.id, again.cached, again.new_layers), (first.id, 4, 0));
+    assert_eq!(
+        store.list_blobs().unwrap().len(),
+        blobs,
+        "nothing new stored"
+    );
+    let env = store
+        .read_config(&first.id)
+        .unwrap()
+        .config
+        .unwrap()
+        .env
+        .unwrap();
+    assert!(
+        env.ends_with(&["A=1".into(), "B=1-2".into(), "C=3".into()]),
+        "{env:?}"
+    );
+    // The image the COPY built on ends in ENV B, as it did step by step.
+    let shorter = build_in(&store, ctx.path(), "FROM base:1\nENV A=1\n").unwrap();
+    let env = store
+        .read_config(&shorter.id)
+        .unwrap()
+        .config
+        .unwrap()
+        .env
+        .unwrap();
+    assert!(!env.iter().any(|e| e.starts_with("B=")), "{env:?}");
+}

@@ -1,7 +1,8 @@
 //! `BlobReader`: a blob download as one `Read`, which reconnects with a
 //! Range request when the connection breaks and goes on from the byte it
 //! had reached, so a single ingest pass (store, verify, index) survives a
-//! flaky network. It never yields more than the descriptor's size.
+//! flaky network. It never yields more than the descriptor's size, and
+//! gives up on a registry slower than `Deadlines` allow.
 
 use super::RegistryError;
 use super::auth::Scopes;
@@ -11,6 +12,7 @@ use crate::oci::Digest;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Reconnections allowed in all for one blob, however much each one gained.
 const MAX_RECONNECTS: u32 = 20;
@@ -34,6 +36,8 @@ pub struct BlobReader<'a> {
     /// Failures since the last byte was received.
     failures: u32,
     reconnects: u32,
+    /// When the current rate window began, and the bytes received in it.
+    window: (Instant, u64),
 }
 
 impl<'a> BlobReader<'a> {
@@ -62,6 +66,7 @@ impl<'a> BlobReader<'a> {
             body: None,
             failures: 0,
             reconnects: 0,
+            window: (Instant::now(), 0),
         }
     }
 
@@ -122,7 +127,29 @@ impl<'a> BlobReader<'a> {
             }
         }
         self.body = Some(body);
+        self.window = (Instant::now(), 0);
         Ok(())
+    }
+
+    /// Counts `n` bytes received; an error when a whole window passed with
+    /// fewer than the minimum.
+    fn check_rate(&mut self, n: u64) -> Result<(), RegistryError> {
+        let d = self.client.deadlines();
+        self.window.1 += n;
+        if self.window.0.elapsed() < d.window {
+            return Ok(());
+        }
+        let got = self.window.1;
+        self.window = (Instant::now(), 0);
+        if got >= d.min_bytes {
+            return Ok(());
+        }
+        let why = format!(
+            "too slow: {got} bytes in {} s, fewer than the {} a blob transfer needs",
+            d.window.as_secs(),
+            d.min_bytes
+        );
+        Err(self.transfer_error(why))
     }
 
     /// A broken connection: give up, or wait and reconnect from `offset`.
@@ -185,6 +212,10 @@ impl Read for BlobReader<'_> {
                 }
                 Ok(n) => {
                     self.offset += n as u64;
+                    // Not retried: a registry this slow stays so.
+                    if let Err(e) = self.check_rate(n as u64) {
+                        return Err(self.fail(e));
+                    }
                     self.failures = 0;
                     self.received.fetch_add(n as u64, Ordering::Relaxed);
                     self.progress.event(Event::Bytes {

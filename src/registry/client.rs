@@ -73,6 +73,51 @@ impl RetryPolicy {
     }
 }
 
+/// How long a registry may take. A request that is not a blob transfer
+/// (ping, token, manifest, HEAD, upload session) has an overall deadline,
+/// headers to last byte; a blob download, which may rightly take hours,
+/// must instead keep a minimum rate: it fails when fewer than `min_bytes`
+/// arrive in a `window`. So a registry trickling 1 byte/s cannot keep a
+/// pull busy forever. (A silent connection is cut after 120 s by the
+/// per-read timeout in any case.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    pub request: Duration,
+    pub window: Duration,
+    pub min_bytes: u64,
+}
+
+/// Sets `Deadlines::request`, in seconds.
+pub const TIMEOUT_ENV: &str = "LAYERFS_REGISTRY_TIMEOUT";
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            request: Duration::from_secs(120),
+            window: Duration::from_secs(30),
+            min_bytes: 32 << 10,
+        }
+    }
+}
+
+impl Deadlines {
+    /// The defaults, with `request` from LAYERFS_REGISTRY_TIMEOUT when it
+    /// holds a positive number of seconds (else a warning, and the default).
+    pub fn from_env() -> Deadlines {
+        let mut d = Deadlines::default();
+        if let Ok(v) = std::env::var(TIMEOUT_ENV) {
+            match v.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => d.request = Duration::from_secs(secs),
+                _ => log::warn!(
+                    "{TIMEOUT_ENV}={v:?} is not a positive number of seconds; using {}",
+                    d.request.as_secs()
+                ),
+            }
+        }
+        d
+    }
+}
+
 /// How to reach a registry.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -85,6 +130,7 @@ pub struct ClientOptions {
     /// Used instead of the saved ones (login checks new credentials with it).
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
+    pub deadlines: Deadlines,
 }
 
 impl ClientOptions {
@@ -95,6 +141,7 @@ impl ClientOptions {
             config,
             credentials: None,
             retry: RetryPolicy::default(),
+            deadlines: Deadlines::from_env(),
         }
     }
 }
@@ -159,6 +206,8 @@ pub struct Req<'a> {
     pub what: String,
     /// Whether the request may be repeated on a connection error or 5xx.
     pub idempotent: bool,
+    /// A blob download: kept to a minimum rate, not to `Deadlines::request`.
+    pub transfer: bool,
 }
 
 impl<'a> Req<'a> {
@@ -172,6 +221,7 @@ impl<'a> Req<'a> {
             scopes,
             what,
             idempotent,
+            transfer: false,
         }
     }
     pub fn header(mut self, k: &'static str, v: impl Into<String>) -> Self {
@@ -186,6 +236,10 @@ impl<'a> Req<'a> {
         self.idempotent = false;
         self
     }
+    pub fn transfer(mut self) -> Self {
+        self.transfer = true;
+        self
+    }
 }
 
 pub struct Client {
@@ -194,6 +248,7 @@ pub struct Client {
     agent: Agent,
     auth: Auth,
     retry: RetryPolicy,
+    deadlines: Deadlines,
     /// One token request at a time, so parallel transfers needing the same
     /// scope wait for the first one's token instead of each asking.
     token_fetch: std::sync::Mutex<()>,
@@ -224,6 +279,7 @@ impl Client {
             agent,
             auth: Auth::new(creds),
             retry: opts.retry,
+            deadlines: opts.deadlines,
             token_fetch: std::sync::Mutex::new(()),
         };
         let plain_allowed = opts.insecure || is_loopback(registry);
@@ -258,6 +314,10 @@ impl Client {
 
     pub fn retry(&self) -> RetryPolicy {
         self.retry
+    }
+
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
     }
 
     fn ping(&self) -> Result<(), RegistryError> {
@@ -540,11 +600,16 @@ impl Client {
             b = b.header("Content-Length", req.body.len().to_string());
         }
         let what = &req.what;
+        // Blob transfers, down or up, take as long as their size needs.
+        let deadline = match (req.transfer, &req.body) {
+            (true, _) | (_, Payload::File { .. }) => None,
+            _ => Some(self.deadlines.request),
+        };
         match req.body {
-            Payload::Empty => self.run(b, SendBody::none(), what),
+            Payload::Empty => self.run(b, SendBody::none(), what, deadline),
             Payload::Bytes(bytes) => {
                 let mut r = bytes;
-                self.run(b, SendBody::from_reader(&mut r), what)
+                self.run(b, SendBody::from_reader(&mut r), what, deadline)
             }
             Payload::File { file, offset, len } => {
                 let mut r = FileRange {
@@ -552,7 +617,7 @@ impl Client {
                     pos: offset,
                     end: offset + len,
                 };
-                self.run(b, SendBody::from_reader(&mut r), what)
+                self.run(b, SendBody::from_reader(&mut r), what, deadline)
             }
         }
     }
@@ -562,10 +627,17 @@ impl Client {
         b: ureq::http::request::Builder,
         body: SendBody<'_>,
         what: &str,
+        deadline: Option<Duration>,
     ) -> Result<Response<Body>, RegistryError> {
         let request = b
             .body(body)
             .map_err(|e| self.bad(what, &format!("cannot build the request: {e}")))?;
+        // The deadline also covers reading the body, after this returns.
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(deadline)
+            .build();
         self.agent
             .run(request)
             .map_err(|e| self.transport_error(what, e))
@@ -585,6 +657,9 @@ impl Client {
             ureq::Error::Io(io) if io.to_string().contains("failed to lookup address") => {
                 (format!("cannot resolve the host name ({io})"), false)
             }
+            // Retrying what already had its whole deadline would only
+            // multiply the wait.
+            ureq::Error::Timeout(ureq::Timeout::Global) => (self.deadline_passed(), false),
             ureq::Error::Timeout(t) => (format!("timed out ({t})"), true),
             ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
                 "connection refused; is the registry running?".to_string(),
@@ -622,6 +697,13 @@ impl Client {
             why,
             transient,
         }
+    }
+
+    fn deadline_passed(&self) -> String {
+        format!(
+            "no complete answer within {} s (set {TIMEOUT_ENV}=SECONDS to wait longer)",
+            self.deadlines.request.as_secs()
+        )
     }
 
     pub fn bad(&self, what: &str, why: &str) -> RegistryError {
@@ -735,6 +817,14 @@ impl Client {
         let bytes = match read_limited(&mut resp, MAX_MANIFEST) {
             Ok(b) => b,
             Err(e) if e.contains("limit") => return Err(self.too_large(&what)),
+            Err(e) if e == DEADLINE_PASSED => {
+                return Err(RegistryError::Connect {
+                    registry: self.registry.clone(),
+                    what,
+                    why: self.deadline_passed(),
+                    transient: false,
+                });
+            }
             Err(e) => return Err(self.bad(&what, &format!("reading the manifest failed: {e}"))),
         };
         let digest = Digest::of(&bytes);
@@ -853,7 +943,8 @@ impl Client {
             format!("/v2/{repo}/blobs/{digest}"),
             scopes,
             format!("GET {what}"),
-        );
+        )
+        .transfer();
         if offset > 0 {
             req = req.header("Range", format!("bytes={offset}-"));
         }
@@ -1017,9 +1108,13 @@ fn read_limited(resp: &mut Response<Body>, limit: u64) -> Result<Vec<u8>, String
         .read_to_vec()
         .map_err(|e| match e {
             ureq::Error::BodyExceedsLimit(n) => format!("body exceeds the limit of {n} bytes"),
+            ureq::Error::Timeout(ureq::Timeout::Global) => DEADLINE_PASSED.to_string(),
             other => other.to_string(),
         })
 }
+
+/// What `read_limited` says when the request's deadline passed.
+const DEADLINE_PASSED: &str = "the request's deadline passed";
 
 /// The messages of a Distribution error body (`{"errors":[{"code","message"}]}`),
 /// or the start of a plain-text one.

@@ -22,7 +22,7 @@ mod push;
 mod sources;
 mod tls;
 
-pub use client::{ClientOptions, RetryPolicy};
+pub use client::{ClientOptions, Deadlines, RetryPolicy, TIMEOUT_ENV};
 pub use config::{Credentials, RegistryConfig};
 pub use error::RegistryError;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};

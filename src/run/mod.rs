@@ -22,7 +22,7 @@ pub mod rootfs;
 pub mod rules;
 mod session;
 
-pub use rules::{Volume, parse_volume};
+pub use rules::{Volume, check_env, parse_volume};
 pub use session::{Session, create_container};
 
 use crate::container::{Container, ContainerError};
@@ -48,6 +48,8 @@ pub enum RunError {
     BadVolume(String, &'static str),
     #[error("-v {0}: the host path does not exist")]
     NoVolumeSource(String),
+    #[error("-e {0:?}: {1}")]
+    BadEnv(String, &'static str),
     #[error("the working directory {0:?} must be an absolute path")]
     BadWorkdir(String),
     #[error("{path} in the container: {why}")]

@@ -71,6 +71,20 @@ pub fn environment(
     env
 }
 
+/// A `-e` flag as Docker takes it: `KEY=VALUE` or `KEY`, the key not empty
+/// (`-e =x` is refused, as Docker does) and nothing holding a NUL byte.
+pub fn check_env(kv: &str) -> Result<(), RunError> {
+    let bad = |why| Err(RunError::BadEnv(kv.to_string(), why));
+    let key = kv.split_once('=').map_or(kv, |(k, _)| k);
+    if key.is_empty() {
+        return bad("invalid environment variable: the name is empty");
+    }
+    if kv.contains('\0') {
+        return bad("invalid environment variable: it holds a NUL byte");
+    }
+    Ok(())
+}
+
 /// The PATH directories to look a command up in, from an environment.
 pub fn search_path(env: &[String]) -> Vec<String> {
     env.iter()
@@ -214,11 +228,28 @@ pub fn parse_volume(s: &str) -> Result<Volume, RunError> {
     if !container.starts_with('/') {
         return Err(bad("the container path must be absolute"));
     }
+    if is_root(container) {
+        return Err(bad("the container path can't be '/'"));
+    }
     Ok(Volume {
         host: PathBuf::from(host),
         container: container.to_string(),
         read_only,
     })
+}
+
+/// Whether an absolute path names `/` once `.`, `..` and repeated slashes
+/// are taken out.
+fn is_root(path: &str) -> bool {
+    let mut depth = 0usize;
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => depth = depth.saturating_sub(1),
+            _ => depth += 1,
+        }
+    }
+    depth == 0
 }
 
 /// The working directory: `-w`, else the image's WorkingDir, else `/`.
@@ -312,6 +343,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn env_flags_need_a_name() {
+        for good in ["A=1", "A=", "A", "A==b", "PATH=/x:/y"] {
+            assert!(check_env(good).is_ok(), "{good}");
+        }
+        for bad in ["=x", "=", "", "A=\0"] {
+            let e = check_env(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid environment variable"), "{bad:?}: {e}");
+        }
+    }
+
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
         daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
         app:x:1000:1000:App:/home/app:/bin/sh\n";
@@ -358,6 +400,11 @@ mod tests {
         for bad in ["data:/data", "/a:b", "/a:/b:rx", "/a"] {
             assert!(parse_volume(bad).is_err(), "{bad}");
         }
+        for root in ["/x:/", "/x://", "/x:/.", "/x:/a/..", "/x:/../..:ro"] {
+            let e = parse_volume(root).unwrap_err().to_string();
+            assert!(e.contains("can't be '/'"), "{root}: {e}");
+        }
+        assert!(parse_volume("/x:/a/../b").is_ok());
         assert_eq!(workdir(None, None).unwrap(), "/");
         assert_eq!(workdir(None, Some("/srv")).unwrap(), "/srv");
         assert_eq!(workdir(Some("/tmp"), Some("/srv")).unwrap(), "/tmp");

@@ -26,8 +26,12 @@ pub enum StoreError {
     Corrupt { path: PathBuf, why: String },
     #[error("no such image: {0}")]
     ImageNotFound(String),
-    #[error("{0} is ambiguous: it names more than one image; use more digits or a name")]
-    Ambiguous(String),
+    #[error("{what} is ambiguous: it names {candidates}; {hint}")]
+    Ambiguous {
+        what: String,
+        candidates: String,
+        hint: &'static str,
+    },
     #[error("blob {digest}: {why}")]
     BadBlob { digest: Digest, why: String },
 }

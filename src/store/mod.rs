@@ -7,7 +7,10 @@
 //!   index.json                 one entry per image; a tag is the entry's
 //!                              org.opencontainers.image.ref.name annotation
 //!   blobs/sha256/<hex>         layers, configs, manifests, indexes; each once
-//!   layerfs/                   our own data, all of it rebuildable or small
+//!   layerfs/                   our own data, all of it rebuildable or small;
+//!                              0700: containers' upper dirs hold whatever a
+//!                              container made (setuid files, device nodes),
+//!                              which no other host user may reach
 //!     lock                     flock: shared while blobs are written, exclusive for gc
 //!     refs.lock                flock: exclusive around each update of index.json
 //!     tmp/                     blobs being written: temp file, fsync, rename
@@ -15,6 +18,11 @@
 //!     holds/<id>.json          what mounts, containers and builds use (kept by gc)
 //!     containers/, mounts/     owned by the modules of those names
 //! ```
+//!
+//! Modes: a root layerfs creates is 0700 (as Docker's /var/lib/docker); a
+//! root it adopts keeps its mode, so skopeo and umoci read it as before.
+//! `layerfs/` and every folder in it are 0700, tightened on each open for
+//! stores made before that rule.
 //!
 //! Crash safety: a blob becomes visible only by rename after fsync, and
 //! index.json is replaced the same way, after the blobs it names. So at any
@@ -27,6 +35,8 @@ mod gc;
 mod holds;
 mod lock;
 mod refs;
+#[cfg(test)]
+mod tests;
 
 pub use blobs::BlobWriter;
 pub use error::StoreError;
@@ -46,6 +56,7 @@ const INDEX_JSON: &str = "index.json";
 const EMPTY_INDEX: &[u8] =
     br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
 const OWN_DIR: &str = "layerfs";
+const PRIVATE_DIR_MODE: u32 = 0o700;
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -59,14 +70,13 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        for dir in [
-            store.root.join("blobs/sha256"),
-            store.own_dir(),
-            store.tmp_dir(),
-            store.index_dir(),
-        ] {
-            fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        create_private_dir(&store.root)?;
+        fs::create_dir_all(store.root.join("blobs/sha256"))
+            .map_err(|e| StoreError::io(&store.root.join("blobs/sha256"), e))?;
+        for dir in [store.own_dir(), store.tmp_dir(), store.index_dir()] {
+            create_private_dir(&dir)?;
         }
+        tighten(&store.own_dir());
         store.create_if_missing(OCI_LAYOUT, OCI_LAYOUT_CONTENT)?;
         store.create_if_missing(INDEX_JSON, EMPTY_INDEX)?;
         Ok(store)
@@ -93,7 +103,7 @@ impl Store {
     /// The folder for layerfs's own data of a kind (`containers`, `mounts`, …).
     pub fn own_dir_for(&self, kind: &str) -> Result<PathBuf> {
         let dir = self.own_dir().join(kind);
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        create_private_dir(&dir)?;
         Ok(dir)
     }
 
@@ -120,5 +130,35 @@ impl Store {
             return Ok(());
         }
         blobs::write_atomic(&self.tmp_dir(), &path, content)
+    }
+}
+
+/// Creates `dir` and any missing parent with mode 0700; what exists is left
+/// as it is.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+/// Takes group and other permissions off `dir` (a store made before its
+/// private parts were 0700); one stat when it is already right. Best effort:
+/// a store on read-only media, or another user's, still opens.
+fn tighten(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(md) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if md.permissions().mode() & 0o077 == 0 {
+        return;
+    }
+    if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE)) {
+        log::warn!(
+            "{}: cannot make it private (mode 0700): {e}; other users may reach containers' files",
+            dir.display()
+        );
     }
 }

@@ -176,22 +176,53 @@ impl Store {
         if !is_hex {
             return Err(StoreError::ImageNotFound(what.to_string()));
         }
-        let mut found: Option<&ImageEntry> = None;
-        for e in entries {
-            let id = self.image_id(&e.descriptor).unwrap_or(e.descriptor.digest);
-            let hit = id.hex().starts_with(prefix) || e.descriptor.digest.hex().starts_with(prefix);
-            if hit {
-                match found {
-                    Some(f) if f.descriptor.digest != e.descriptor.digest => {
-                        return Err(StoreError::Ambiguous(what.to_string()));
-                    }
-                    _ => found = Some(e),
-                }
+        let hits: Vec<(&ImageEntry, Digest)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e,
+                    self.image_id(&e.descriptor).unwrap_or(e.descriptor.digest),
+                )
+            })
+            .filter(|(e, id)| {
+                id.hex().starts_with(prefix) || e.descriptor.digest.hex().starts_with(prefix)
+            })
+            .collect();
+        let (Some(&(first, _)), Some(&(newest, id))) = (hits.first(), hits.last()) else {
+            return Err(StoreError::ImageNotFound(what.to_string()));
+        };
+        // Several tags of one manifest.
+        if hits
+            .iter()
+            .all(|(e, _)| e.descriptor.digest == first.descriptor.digest)
+        {
+            return Ok(first.clone());
+        }
+        // One image stored under several manifests (the same config, say
+        // with gzip and with zstd layers): one image ID, as Docker and
+        // podman keep it; the newest manifest serves it.
+        if id.hex().starts_with(prefix) && hits.iter().all(|(_, i)| *i == id) {
+            return Ok(newest.clone());
+        }
+        let mut candidates: Vec<String> = Vec::new();
+        for (e, id) in &hits {
+            let c = match e.name() {
+                Some(n) => format!("{n} (ID {})", id.short()),
+                None => format!("manifest {} (ID {})", e.descriptor.digest, id.short()),
+            };
+            if !candidates.contains(&c) {
+                candidates.push(c);
             }
         }
-        found
-            .cloned()
-            .ok_or_else(|| StoreError::ImageNotFound(what.to_string()))
+        Err(StoreError::Ambiguous {
+            what: what.to_string(),
+            candidates: candidates.join(", "),
+            hint: if prefix.len() < 64 {
+                "use more digits, a name or a manifest digest"
+            } else {
+                "use a name or a manifest digest"
+            },
+        })
     }
 
     /// The image ID of a top-level entry: the config digest of a manifest, the

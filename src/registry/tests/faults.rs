@@ -6,7 +6,7 @@
 
 use super::harness::{Action, Registry, RegistryKind, Request, Server, free_port, respond};
 use super::*;
-use crate::registry::{RegistryError, Silent, pull};
+use crate::registry::{Deadlines, RegistryError, Silent, TIMEOUT_ENV, pull};
 use crate::testutil::{noise, temp_store};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -610,4 +610,105 @@ fn credentials_go_to_the_registry_only() {
         at_other.lock().unwrap().iter().all(Option::is_none),
         "credentials leaked to another host"
     );
+}
+
+/// Pulls `app:1` from `addr` with `deadlines`; the result.
+fn pull_with(addr: &str, deadlines: Deadlines) -> Result<(), RegistryError> {
+    let cfg = tempfile::tempdir().unwrap();
+    let (_dir, store) = temp_store();
+    let mut o = pull_opts(cfg.path());
+    o.client.deadlines = deadlines;
+    let r = Reference::parse(&format!("{addr}/app:1")).unwrap();
+    let result = pull(&store, &r, &o, &Silent).map(drop);
+    if result.is_err() {
+        assert!(
+            store.image_entries().unwrap().is_empty(),
+            "a tag was written"
+        );
+        assert_no_temp_files(&store);
+    }
+    result
+}
+
+#[test]
+fn a_manifest_trickling_in_meets_the_request_deadline() {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let g2 = gets.clone();
+    let s = fake(
+        served(1000),
+        Arc::new(move |req: &Request, img: &Served| {
+            if !req.path().contains("/manifests/") || req.method == "HEAD" {
+                return None;
+            }
+            g2.fetch_add(1, Ordering::SeqCst);
+            let d = img.manifest.to_string();
+            let raw = respond(
+                "200 OK",
+                &[
+                    ("Content-Type", mt::OCI_MANIFEST),
+                    ("Docker-Content-Digest", &d),
+                ],
+                &img.blobs[&d],
+            );
+            // A byte per 100 ms: the whole manifest would take about a minute.
+            Some(Action::Trickle {
+                raw,
+                chunk: 1,
+                every: std::time::Duration::from_millis(100),
+            })
+        }),
+    );
+    let deadlines = Deadlines {
+        request: std::time::Duration::from_secs(1),
+        ..Deadlines::default()
+    };
+    let e = pull_with(&s.addr, deadlines).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&s.addr) && msg.contains("no complete answer within 1 s"),
+        "{msg}"
+    );
+    assert!(msg.contains(TIMEOUT_ENV), "{msg}");
+    assert!(!msg.contains('\n'));
+    assert_eq!(
+        gets.load(Ordering::SeqCst),
+        1,
+        "a request that used its whole deadline is not retried"
+    );
+}
+
+#[test]
+fn a_blob_below_the_minimum_rate_fails_and_one_above_it_completes() {
+    let img = served(6000);
+    let big = img.layers[1];
+    let slow = |every_ms: u64, chunk: usize| {
+        let big = big.to_string();
+        fake(
+            img.clone(),
+            Arc::new(move |req: &Request, img: &Served| {
+                (req.blob_digest() == Some(big.as_str())).then(|| Action::Trickle {
+                    raw: respond("200 OK", &[], &img.blobs[&big]),
+                    chunk,
+                    every: std::time::Duration::from_millis(every_ms),
+                })
+            }),
+        )
+    };
+    let deadlines = Deadlines {
+        request: std::time::Duration::from_secs(1),
+        window: std::time::Duration::from_secs(1),
+        min_bytes: 1000,
+    };
+    // 10 bytes per 50 ms: about 200 bytes a second, under the minimum.
+    let s = slow(50, 10);
+    let e = pull_with(&s.addr, deadlines).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("too slow") && msg.contains(&big.to_string()) && msg.contains(&s.addr),
+        "{msg}"
+    );
+    // 1,000 bytes per 100 ms: above the minimum, and a transfer may take
+    // longer than the request deadline.
+    let s = slow(100, 1000);
+    pull_with(&s.addr, deadlines).unwrap();
 }

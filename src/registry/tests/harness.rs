@@ -220,6 +220,14 @@ pub enum Action {
     ForwardTruncated(u64),
     /// Answer with these raw bytes (status line, headers, body), then close.
     Respond(Vec<u8>),
+    /// Answer with these raw bytes: the status line and headers at once,
+    /// then the body `chunk` bytes at a time, one chunk per `every` (a slow
+    /// or stalling registry), until done or the client hangs up.
+    Trickle {
+        raw: Vec<u8>,
+        chunk: usize,
+        every: Duration,
+    },
 }
 
 /// One request seen: what was asked and what went back.
@@ -318,6 +326,23 @@ fn serve(
             entry.status = status_of(&raw);
             entry.body_bytes = raw.len() as u64;
             out.write_all(&raw).and_then(|_| out.flush())
+        }
+        Action::Trickle { raw, chunk, every } => {
+            entry.status = status_of(&raw);
+            let head = raw
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(raw.len(), |p| p + 4);
+            let mut sent = out.write_all(&raw[..head]).and_then(|_| out.flush());
+            for part in raw[head..].chunks(chunk.max(1)) {
+                if sent.is_err() {
+                    break;
+                }
+                std::thread::sleep(every);
+                sent = out.write_all(part).and_then(|_| out.flush());
+                entry.body_bytes += part.len() as u64;
+            }
+            sent
         }
         Action::Forward => forward(
             &req,
