@@ -11,6 +11,7 @@ mod crash;
 mod debian;
 mod fixtures;
 mod interop;
+mod live_commit;
 mod posix;
 mod readonly;
 mod run;

@@ -19,11 +19,11 @@
 use crate::oci::{Digest, Manifest, Platform, time};
 use crate::store::{Hold, Store, StoreError};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,9 @@ impl Freeze {
             return Ok(());
         };
         let lost = |why: String| {
-            ContainerError::Freeze(format!("it stopped holding the changes before the end ({why})"))
+            ContainerError::Freeze(format!(
+                "it stopped holding the changes before the end ({why})"
+            ))
         };
         writeln!(s, "{THAW}").map_err(|e| lost(e.to_string()))?;
         let mut line = String::new();
