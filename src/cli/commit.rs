@@ -3,9 +3,8 @@
 
 use super::Ctx;
 use anyhow::{Context, Result, bail};
-use layerfs::commit::{CommitOptions, commit};
+use layerfs::commit::{CommitOptions, commit_as};
 use layerfs::container;
-use layerfs::image::name_image;
 use layerfs::layer::Compression;
 use layerfs::oci::Reference;
 
@@ -52,10 +51,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         compression,
         created_by: None,
     };
-    // Held until the new image is named, so gc cannot take it first.
-    let _lock = store.lock_shared()?;
-    let made = commit(&store, &c, &opts).with_context(|| format!("commit {}", a.target))?;
-    name_image(&store, &made.image.manifest, tag.as_ref())
+    let made = commit_as(&store, &c, &opts, tag.as_ref())
         .with_context(|| format!("commit {}", a.target))?;
     println!("{}", made.image.id);
     Ok(())

@@ -23,10 +23,11 @@
 use crate::container::{Container, ContainerError, Freeze};
 use crate::flatten::{Flatten, FlattenError, ViewReader};
 use crate::image::{
-    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, push_layer, store_image,
+    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, name_image, push_layer,
+    store_image,
 };
 use crate::layer::{Compression, LayerError, LayerWriter, SpanCache, TarMeta, TarWriter};
-use crate::oci::{Descriptor, HistoryEntry, ImageConfig, time};
+use crate::oci::{Descriptor, HistoryEntry, ImageConfig, Reference, time};
 use crate::store::{Store, StoreError};
 use crate::union::upper::{
     OPAQUE, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT, join,
@@ -89,6 +90,21 @@ pub struct Committed {
     pub image: StoredImage,
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
+}
+
+/// Commits container `c` and names the new image `tag` (or lists it
+/// untagged), the store lock held shared from the first blob to the name,
+/// so gc cannot take the image in between.
+pub fn commit_as(
+    store: &Store,
+    c: &Container,
+    opts: &CommitOptions,
+    tag: Option<&Reference>,
+) -> Result<Committed, CommitError> {
+    let _lock = store.lock_shared()?;
+    let made = commit(store, c, opts)?;
+    name_image(store, &made.image.manifest, tag)?;
+    Ok(made)
 }
 
 /// Commits container `c` as a new, unnamed image. Hold the store lock
@@ -370,5 +386,62 @@ impl Walker<'_> {
                 .ino;
         }
         Ok(ino)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container;
+    use crate::image::{layer_descriptor, new_config, write_image};
+    use crate::layer::ingest;
+    use crate::testutil::{TarBuilder, temp_store};
+
+    #[test]
+    fn commit_as_names_an_image_whose_top_layer_is_the_change() {
+        let (_d, store) = temp_store();
+        let mut t = TarBuilder::new();
+        t.dir("etc", 0o755).file("etc/a", 0o644, b"lower\n");
+        let info = ingest(&store, &t.finish()[..], None).unwrap();
+        let base = Reference::parse("base:1").unwrap();
+        let img = write_image(
+            &store,
+            &new_config(),
+            &[layer_descriptor(&info)],
+            Some(&base),
+        )
+        .unwrap();
+        let c = container::create(&store, Some("c1"), "base:1", img.manifest.digest, None).unwrap();
+        std::fs::write(c.upper().join("new"), b"changed\n").unwrap();
+
+        let opts = CommitOptions {
+            compression: Compression::None,
+            message: Some("m".into()),
+            ..Default::default()
+        };
+        let tag = Reference::parse("made:1").unwrap();
+        let made = commit_as(&store, &c, &opts, Some(&tag)).unwrap();
+        let r = store.resolve("made:1").unwrap();
+        assert_eq!(r.id(), made.image.id);
+        assert_eq!(r.manifest.layers.len(), 2);
+        let top = store.open_blob(&r.manifest.layers[1].digest).unwrap();
+        let mut members = Vec::new();
+        for e in tar::Archive::new(top).entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = String::new();
+            std::io::Read::read_to_string(&mut e, &mut data).unwrap();
+            members.push((e.path().unwrap().display().to_string(), data));
+        }
+        assert_eq!(members, [("new".to_string(), "changed\n".to_string())]);
+        assert_eq!(
+            r.config.history.last().and_then(|h| h.comment.clone()),
+            Some("m".into())
+        );
+        // Nothing half-made is left beside the container.
+        let left: Vec<_> = std::fs::read_dir(c.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 3, "{left:?}");
     }
 }
