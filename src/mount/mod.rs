@@ -8,7 +8,8 @@ mod fuse;
 pub mod records;
 
 pub use daemon::{
-    MountOptions, ignore_sigpipe, report_ready, serve, spawn_daemon, take_ready_pipe, unmount,
+    MountOptions, daemon_args, ignore_sigpipe, mount_background, report_ready, serve, spawn_daemon,
+    take_ready_pipe, unmount,
 };
 pub use records::{MountRecord, is_mounted};
 
