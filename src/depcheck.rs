@@ -229,9 +229,8 @@ fn use_tree(t: &[&str], i: &mut usize, prefix: &[String], out: &mut Vec<Vec<Stri
                     }
                     let before = *i;
                     use_tree(t, i, &path, out);
-                    if t.get(*i) == Some(&",") {
-                        *i += 1;
-                    } else if *i == before {
+                    // Past the comma (or a token no tree starts with).
+                    if t.get(*i) == Some(&",") || *i == before {
                         *i += 1;
                     }
                 }
