@@ -3,12 +3,11 @@
 //! image is the container as it was at the snapshot; the control socket
 //! serves several clients, and one that goes silent delays no commit.
 
-use crate::support::tree::{self, assert_same_tree};
+use crate::support::tree::{self, assert_same_tree, names};
 use crate::support::{Env, Noise, Tar, can_mount};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -62,15 +61,6 @@ fn without_later(listing: &str) -> String {
         .filter(|l| !l.starts_with("./later"))
         .map(|l| format!("{l}\n"))
         .collect()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

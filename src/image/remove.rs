@@ -78,6 +78,16 @@ mod tests {
             .id
     }
 
+    /// An image named `a:1` and `b:1`: its ID and index entry.
+    fn named_twice(store: &Store) -> (Digest, crate::oci::Descriptor) {
+        let id = image(store, "a:1");
+        let desc = store.find_entry("a:1").unwrap().descriptor;
+        store
+            .tag(&Reference::parse("b:1").unwrap().canonical(), &desc)
+            .unwrap();
+        (id, desc)
+    }
+
     fn names(store: &Store) -> Vec<String> {
         let mut v: Vec<String> = store
             .image_entries()
@@ -92,11 +102,7 @@ mod tests {
     #[test]
     fn one_of_several_names_is_only_untagged_and_the_last_deletes() {
         let (_d, store) = temp_store();
-        let id = image(&store, "a:1");
-        let desc = store.find_entry("a:1").unwrap().descriptor;
-        store
-            .tag(&Reference::parse("b:1").unwrap().canonical(), &desc)
-            .unwrap();
+        let (id, _) = named_twice(&store);
         let r = remove_image(&store, "a:1", false).unwrap();
         assert_eq!(r.deleted, None);
         assert_eq!(r.untagged.len(), 1);
@@ -110,11 +116,7 @@ mod tests {
     #[test]
     fn by_id_with_several_names_or_in_use_needs_force() {
         let (_d, store) = temp_store();
-        let id = image(&store, "a:1");
-        let desc = store.find_entry("a:1").unwrap().descriptor;
-        store
-            .tag(&Reference::parse("b:1").unwrap().canonical(), &desc)
-            .unwrap();
+        let (id, desc) = named_twice(&store);
         let e = remove_image(&store, &id.to_string(), false).unwrap_err();
         assert!(matches!(e, ImageError::SeveralNames { .. }), "{e}");
         assert_eq!(names(&store).len(), 2);
