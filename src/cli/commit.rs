@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use layerfs::commit::{CommitOptions, commit_as};
 use layerfs::container;
 use layerfs::layer::Compression;
+use layerfs::mount::records::container_named;
 use layerfs::oci::Reference;
 
 #[derive(clap::Args)]
@@ -37,7 +38,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         );
     }
     let store = ctx.store()?;
-    let name = container_of(&store, &a.target)?;
+    let name = container_named(&store, &a.target)?;
     let c = container::load(&store, &name)?;
     let compression = match a.compression.as_str() {
         "zstd" => Compression::Zstd,
@@ -55,21 +56,4 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .with_context(|| format!("commit {}", a.target))?;
     println!("{}", made.image.id);
     Ok(())
-}
-
-/// The container a command names: a writable mount's mountpoint or its name.
-pub fn container_of(store: &layerfs::store::Store, target: &str) -> Result<String> {
-    let path = std::path::Path::new(target);
-    if path.is_dir() || target.contains('/') {
-        let canon = path
-            .canonicalize()
-            .with_context(|| format!("{target} is not a mountpoint or a container"))?;
-        return match layerfs::mount::records::find(store, &canon)? {
-            Some(r) => r
-                .container
-                .with_context(|| format!("{target} is a read-only mount, not a container")),
-            None => bail!("{target} is not a layerfs mount"),
-        };
-    }
-    Ok(target.to_string())
 }
