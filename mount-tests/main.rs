@@ -12,6 +12,7 @@ mod debian;
 mod fixtures;
 mod hostile;
 mod interop;
+mod live_commit;
 mod posix;
 mod readonly;
 mod run;

@@ -9,17 +9,22 @@
 //!   control.sock     while mounted: commit asks the daemon to hold changes
 //! ```
 //!
-//! The control protocol is one line each way: the client sends `freeze`, the
-//! daemon stops every change and answers `frozen`; the changes resume when
-//! the client sends `thaw` or goes away.
+//! The control protocol is one line at a time: the client sends `freeze`,
+//! the daemon stops every change and answers `frozen`; while frozen the
+//! client sends `hold` at least every `HOLD_EVERY`, and `thaw`, which the
+//! daemon answers with `thawed` once changes resume. A client that stays
+//! silent (before `freeze` or while frozen) is dropped and its freeze ends;
+//! the missing `thawed` then tells it its snapshot was not held throughout.
 
 use crate::oci::{Digest, Manifest, Platform, time};
 use crate::store::{Hold, Store, StoreError};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -49,11 +54,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
 
 pub const FREEZE: &str = "freeze";
 pub const FROZEN: &str = "frozen";
+pub const HOLD: &str = "hold";
 pub const THAW: &str = "thaw";
+pub const THAWED: &str = "thawed";
+/// How often a frozen client says `hold`; the daemon drops one silent for
+/// `control::SILENCE` (several of these).
+pub const HOLD_EVERY: Duration = Duration::from_secs(1);
 
 /// A live container's changes held by its daemon while this lives (dropping
 /// it thaws them). A container that is not mounted needs no holding.
-pub struct Freeze(Option<UnixStream>);
+pub struct Freeze {
+    conn: Option<(UnixStream, BufReader<UnixStream>)>,
+    last_hold: Cell<Instant>,
+}
 
 impl Freeze {
     pub fn take(c: &Container) -> Result<Freeze, ContainerError> {
@@ -66,26 +79,64 @@ impl Freeze {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
                 ) =>
             {
-                return Ok(Freeze(None));
+                return Ok(Freeze {
+                    conn: None,
+                    last_hold: Cell::new(Instant::now()),
+                });
             }
             Err(e) => return Err(io(&sock)(e)),
         };
         let failed = |e: std::io::Error| ContainerError::Freeze(e.to_string());
         writeln!(stream, "{FREEZE}").map_err(failed)?;
+        let mut reader = BufReader::new(stream.try_clone().map_err(failed)?);
         let mut line = String::new();
-        BufReader::new(stream.try_clone().map_err(failed)?)
-            .read_line(&mut line)
-            .map_err(failed)?;
+        reader.read_line(&mut line).map_err(failed)?;
         if line.trim() != FROZEN {
             return Err(ContainerError::Freeze(format!("it answered {line:?}")));
         }
-        Ok(Freeze(Some(stream)))
+        Ok(Freeze {
+            conn: Some((stream, reader)),
+            last_hold: Cell::new(Instant::now()),
+        })
+    }
+
+    /// Tells the daemon the holder is still at work (at most every
+    /// `HOLD_EVERY`; cheap to call often). A failure shows at `release`.
+    pub fn keep(&self) {
+        if let Some((s, _)) = &self.conn
+            && self.last_hold.get().elapsed() >= HOLD_EVERY
+        {
+            self.last_hold.set(Instant::now());
+            let _ = writeln!(&*s, "{HOLD}");
+        }
+    }
+
+    /// Ends the freeze; fails if the daemon had stopped holding the changes
+    /// before now (it dropped this client as silent, or went away).
+    pub fn release(mut self) -> Result<(), ContainerError> {
+        let Some((mut s, mut reader)) = self.conn.take() else {
+            return Ok(());
+        };
+        let lost = |why: String| {
+            ContainerError::Freeze(format!(
+                "it stopped holding the changes before the end ({why})"
+            ))
+        };
+        writeln!(s, "{THAW}").map_err(|e| lost(e.to_string()))?;
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| lost(e.to_string()))?;
+        if line.trim() != THAWED {
+            return Err(lost(format!("it answered {line:?}")));
+        }
+        Ok(())
     }
 }
 
 impl Drop for Freeze {
     fn drop(&mut self) {
-        if let Some(s) = &mut self.0 {
+        if let Some((s, _)) = &mut self.conn {
             let _ = writeln!(s, "{THAW}");
         }
     }

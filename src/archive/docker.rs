@@ -6,7 +6,7 @@
 //! directories and `repositories` file that older readers want.
 
 use super::ArchiveError;
-use super::save::{Checked, SaveItem, TarOut};
+use super::save_out::{Checked, SaveItem, TarOut};
 use super::source::Source;
 use crate::layer::{Compression, LayerIndex, LayerInfo, index_blob};
 use crate::oci::{Digest, ImageConfig, Reference, from_json};

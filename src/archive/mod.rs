@@ -10,13 +10,15 @@
 //! name is written until every image of the archive is whole in the store.
 //!
 //! `source` reads files out of a directory or tar; `oci` and `docker` know
-//! one format each, for reading and writing; `load` and `save` drive them.
+//! one format each, for reading and writing; `load` and `save` drive them,
+//! and `save_out` holds what save and both formats share.
 
 mod docker;
 mod load;
 mod oci;
 mod output;
 mod save;
+mod save_out;
 mod source;
 
 pub use load::{LoadOptions, LoadReport, LoadedImage, load, load_reader};

@@ -4,7 +4,7 @@
 //! as an oci-archive with blobs byte for byte.
 
 use super::ArchiveError;
-use super::save::{SaveItem, TarOut, copy_blob};
+use super::save_out::{SaveItem, TarOut, copy_blob};
 use super::source::Source;
 use crate::oci::{
     Descriptor, Digest, ImageConfig, ImageIndex, Manifest, ManifestKind, Platform,

@@ -3,10 +3,10 @@
 
 use super::Ctx;
 use anyhow::{Context, Result, bail};
-use layerfs::commit::{CommitOptions, commit};
+use layerfs::commit::{CommitOptions, commit_as};
 use layerfs::container;
-use layerfs::image::name_image;
 use layerfs::layer::Compression;
+use layerfs::mount::records::container_named;
 use layerfs::oci::Reference;
 
 #[derive(clap::Args)]
@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         );
     }
     let store = ctx.store()?;
-    let name = container_of(&store, &a.target)?;
+    let name = container_named(&store, &a.target)?;
     let c = container::load(&store, &name)?;
     let compression = match a.compression.as_str() {
         "zstd" => Compression::Zstd,
@@ -52,28 +52,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         compression,
         created_by: None,
     };
-    // Held until the new image is named, so gc cannot take it first.
-    let _lock = store.lock_shared()?;
-    let made = commit(&store, &c, &opts).with_context(|| format!("commit {}", a.target))?;
-    name_image(&store, &made.image.manifest, tag.as_ref())
+    let made = commit_as(&store, &c, &opts, tag.as_ref())
         .with_context(|| format!("commit {}", a.target))?;
     println!("{}", made.image.id);
     Ok(())
-}
-
-/// The container a command names: a writable mount's mountpoint or its name.
-pub fn container_of(store: &layerfs::store::Store, target: &str) -> Result<String> {
-    let path = std::path::Path::new(target);
-    if path.is_dir() || target.contains('/') {
-        let canon = path
-            .canonicalize()
-            .with_context(|| format!("{target} is not a mountpoint or a container"))?;
-        return match layerfs::mount::records::find(store, &canon)? {
-            Some(r) => r
-                .container
-                .with_context(|| format!("{target} is a read-only mount, not a container")),
-            None => bail!("{target} is not a layerfs mount"),
-        };
-    }
-    Ok(target.to_string())
 }

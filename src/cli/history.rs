@@ -4,7 +4,7 @@
 use super::Ctx;
 use super::format::{OutputFormat, human_size, print_table, short_id};
 use anyhow::{Context, Result};
-use layerfs::layer::LayerIndex;
+use layerfs::image::history;
 use layerfs::oci::time::human_age;
 
 #[derive(clap::Args)]
@@ -37,51 +37,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let r = store
         .resolve(&a.image)
         .with_context(|| format!("history {}", a.image))?;
-    let layer_size = |i: usize| -> u64 {
-        r.manifest.layers.get(i).map_or(0, |l| {
-            LayerIndex::open(&store.layer_index_path(&l.digest), &l.digest)
-                .map_or(l.size, |x| x.meta().uncompressed_size)
+    let steps: Vec<Step> = history(&store, &r)
+        .into_iter()
+        .map(|s| Step {
+            id: s.id.map_or_else(|| "<missing>".into(), |d| d.to_string()),
+            created: s.created,
+            created_by: s.created_by,
+            size: s.size,
+            comment: s.comment,
+            layer: s.layer.map(|d| d.to_string()),
         })
-    };
-    let mut steps = Vec::new();
-    let mut next_layer = 0;
-    for h in &r.config.history {
-        let (size, layer) = if h.empty_layer {
-            (0, None)
-        } else {
-            next_layer += 1;
-            (
-                layer_size(next_layer - 1),
-                r.manifest
-                    .layers
-                    .get(next_layer - 1)
-                    .map(|l| l.digest.to_string()),
-            )
-        };
-        steps.push(Step {
-            id: "<missing>".into(),
-            created: h.created.clone(),
-            created_by: h.created_by.clone().unwrap_or_default(),
-            size,
-            comment: h.comment.clone().unwrap_or_default(),
-            layer,
-        });
-    }
-    // Layers the history does not account for (images without history).
-    for i in next_layer..r.manifest.layers.len() {
-        steps.push(Step {
-            id: "<missing>".into(),
-            created: None,
-            created_by: String::new(),
-            size: layer_size(i),
-            comment: String::new(),
-            layer: Some(r.manifest.layers[i].digest.to_string()),
-        });
-    }
-    steps.reverse();
-    if let Some(top) = steps.first_mut() {
-        top.id = r.id().to_string();
-    }
+        .collect();
     match a.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&steps)?),
         OutputFormat::Table if a.quiet => {

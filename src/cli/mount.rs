@@ -4,7 +4,7 @@
 
 use super::{Ctx, UsageError};
 use anyhow::{Context, Result};
-use layerfs::mount::{self, MountOptions, records};
+use layerfs::mount::{self, MountOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,7 +49,8 @@ fn default_threads() -> usize {
         .clamp(2, 8)
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+/// The mount `a` asks for, and how to name it in messages.
+fn options(a: &Args) -> Result<(MountOptions, String)> {
     let (image, mountpoint) = match (&a.container, a.targets.as_slice()) {
         (Some(_), [m]) => (String::new(), m.clone()),
         (None, [i, m]) => (i.clone(), m.clone()),
@@ -62,14 +63,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .container
         .clone()
         .map_or_else(|| image.clone(), |c| format!("container {c}"));
-    let store = ctx.store()?;
-    if !a.foreground {
-        return background(ctx, &store, &a, &image, &mountpoint)
-            .with_context(|| format!("mount {what}"));
-    }
-    if a.debug {
-        log::set_max_level(log::LevelFilter::Debug);
-    }
     let opts = MountOptions {
         image,
         writable: a.writable,
@@ -82,7 +75,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         cache_bytes: a.cache_size << 20,
         threads: a.threads,
         in_process: false,
+        debug: a.debug,
     };
+    Ok((opts, what))
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let (opts, what) = options(&a)?;
+    let store = ctx.store()?;
+    if !a.foreground {
+        mount::mount_background(&store, &opts).with_context(|| format!("mount {what}"))?;
+        return Ok(());
+    }
     // Set when `mount` started this process as its background daemon.
     let mut ready = mount::take_ready_pipe();
     mount::serve(&store, &opts, |r| {
@@ -95,54 +99,53 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Starts this same command with `-f` as a daemon and waits until it serves.
-fn background(
-    ctx: &Ctx,
-    store: &layerfs::store::Store,
-    a: &Args,
-    image: &str,
-    mountpoint: &str,
-) -> Result<()> {
-    let exe = std::env::current_exe().context("cannot find the layerfs executable")?;
-    let mp = std::path::Path::new(mountpoint);
-    let canon = mp.canonicalize().unwrap_or_else(|_| mp.to_path_buf());
-    let log = records::dir(store)?.join(format!("{}.log", records::mount_id(&canon)));
-    let mut args = vec![
-        "--root".to_string(),
-        ctx.root.display().to_string(),
-        "mount".into(),
-        "-f".into(),
-    ];
-    for (on, flag) in [
-        (a.debug, "--debug"),
-        (a.suid, "--suid"),
-        (a.dev, "--dev"),
-        (a.writable, "--writable"),
-    ] {
-        if on {
-            args.push(flag.into());
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command};
+    use super::*;
+    use clap::Parser;
+
+    fn parsed(argv: &[String]) -> Args {
+        let cli =
+            Cli::try_parse_from(std::iter::once("layerfs".to_string()).chain(argv.iter().cloned()))
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        match cli.command {
+            Command::Mount(a) => a,
+            _ => panic!("{argv:?} is not a mount"),
         }
     }
-    if let Some(n) = &a.name {
-        args.extend(["--name".into(), n.clone()]);
+
+    #[test]
+    fn the_background_daemon_is_started_with_the_same_mount() {
+        for user in [
+            vec![
+                "mount",
+                "-w",
+                "--name",
+                "c1",
+                "--suid",
+                "--dev",
+                "-o",
+                "allow_other,ro",
+                "--cache-size",
+                "7",
+                "--threads",
+                "3",
+                "--debug",
+                "img:1",
+                "/mnt/x",
+            ],
+            vec!["mount", "--container", "c1", "rel/dir"],
+            vec!["mount", "--", "-odd-image", "/mnt/y"],
+        ] {
+            let argv: Vec<String> = user.iter().map(|s| s.to_string()).collect();
+            let a = parsed(&argv);
+            assert!(!a.foreground);
+            let (want, _) = options(&a).unwrap();
+            let daemon = parsed(&mount::daemon_args(std::path::Path::new("/store"), &want));
+            assert!(daemon.foreground, "{user:?}");
+            let (got, _) = options(&daemon).unwrap();
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{user:?}");
+        }
     }
-    if let Some(c) = &a.container {
-        args.extend(["--container".into(), c.clone()]);
-    }
-    for o in &a.options {
-        args.extend(["-o".into(), o.clone()]);
-    }
-    args.extend([
-        "--cache-size".into(),
-        a.cache_size.to_string(),
-        "--threads".into(),
-        a.threads.to_string(),
-        "--".into(),
-    ]);
-    if !image.is_empty() {
-        args.push(image.to_string());
-    }
-    args.push(mountpoint.to_string());
-    mount::spawn_daemon(&exe, &args, &log)?;
-    Ok(())
 }

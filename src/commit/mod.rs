@@ -11,26 +11,32 @@
 //! same digest; hard links are kept within the layer only.
 //!
 //! A live container's daemon is asked (over its control socket) to hold
-//! every change for the moment of the read. The image is stored unnamed;
-//! the caller names it (`image::name_image`) or keeps it as a build step,
-//! so an interrupted commit leaves no half image and the container as it was.
+//! every change only while the commit snapshots it: the walk of the upper
+//! directory writes the uncompressed tar into an unnamed file beside the
+//! container (a copy of what changed, consistent because nothing changes
+//! meanwhile); compressing it into the layer blob comes after the thaw, so
+//! a write into the mount waits for the copy at most, never for gzip. The
+//! image is stored unnamed; the caller names it (`image::name_image`) or
+//! keeps it as a build step, so an interrupted commit leaves no half image
+//! and the container as it was (the unnamed file goes with the process).
 
 use crate::container::{Container, ContainerError, Freeze};
 use crate::flatten::{Flatten, FlattenError, ViewReader};
 use crate::image::{
-    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, push_layer, store_image,
+    ChangeError, ImageError, StoredImage, apply_change, layer_descriptor, name_image, push_layer,
+    store_image,
 };
-use crate::layer::{
-    Compression, LayerError, LayerSink, LayerWriter, SpanCache, TarMeta, TarWriter,
-};
-use crate::oci::{Descriptor, HistoryEntry, ImageConfig, time};
+use crate::layer::{Compression, LayerError, LayerWriter, SpanCache, TarMeta, TarWriter};
+use crate::oci::{Descriptor, HistoryEntry, ImageConfig, Reference, time};
 use crate::store::{Store, StoreError};
 use crate::union::upper::{
     OPAQUE, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT, join,
 };
 use crate::union::{FileKind, ROOT_INO, Stack, UnionError, UnionFs, UpperDir};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -86,6 +92,21 @@ pub struct Committed {
     pub layers: Vec<Descriptor>,
 }
 
+/// Commits container `c` and names the new image `tag` (or lists it
+/// untagged), the store lock held shared from the first blob to the name,
+/// so gc cannot take the image in between.
+pub fn commit_as(
+    store: &Store,
+    c: &Container,
+    opts: &CommitOptions,
+    tag: Option<&Reference>,
+) -> Result<Committed, CommitError> {
+    let _lock = store.lock_shared()?;
+    let made = commit(store, c, opts)?;
+    name_image(store, &made.image.manifest, tag)?;
+    Ok(made)
+}
+
 /// Commits container `c` as a new, unnamed image. Hold the store lock
 /// (shared) until the image is named or otherwise referenced.
 pub fn commit(
@@ -101,28 +122,17 @@ pub fn commit(
     }
     let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
     let stack = Stack::open(store, &layers, SpanCache::new(16 << 20))?;
-    let upper_err = |e| CommitError::Io {
-        path: c.upper(),
-        source: e,
-    };
-    let info = {
-        let _freeze = Freeze::take(c)?;
-        let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(upper_err)?;
-        let view = UnionFs::new(stack, Some(upper));
-        // The view was made with the upper dir just above.
-        let upper = view.upper.as_ref().ok_or(CommitError::Union {
-            path: "/".into(),
-            source: UnionError::ReadOnly,
-        })?;
-        let mut out = LayerWriter::new(store, opts.compression)?;
-        Walker {
-            upper,
-            view: &view,
-            links: HashMap::new(),
-        }
-        .dir(&mut out, b"")?;
-        out.finish()?
-    };
+    let staged = snapshot(c, stack)?;
+    let size = staged.metadata().map_or(0, |m| m.len());
+    log::info!(
+        "commit {}: snapshot taken ({size} bytes of tar); changes resume while the layer is written",
+        c.name
+    );
+    let info = LayerWriter::from_tar(
+        store,
+        opts.compression,
+        BufReader::with_capacity(1 << 20, staged),
+    )?;
     let now = time::now_rfc3339();
     config.created = Some(now.clone());
     if opts.author.is_some() {
@@ -153,6 +163,39 @@ pub fn commit(
     })
 }
 
+/// The container's changes as one uncompressed tar, in an unnamed file
+/// beside its upper directory, written while its daemon (if it is mounted)
+/// holds every change.
+fn snapshot(c: &Container, stack: Stack) -> Result<File, CommitError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CommitError::Io { path, source }
+    };
+    let mut staged = tempfile::tempfile_in(c.dir()).map_err(io(c.dir()))?;
+    let freeze = Freeze::take(c)?;
+    let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(io(&c.upper()))?;
+    let view = UnionFs::new(stack, Some(upper));
+    // The view was made with the upper dir just above.
+    let upper = view.upper.as_ref().ok_or(CommitError::Union {
+        path: "/".into(),
+        source: UnionError::ReadOnly,
+    })?;
+    let mut out = TarWriter::new(BufWriter::with_capacity(1 << 20, &staged));
+    Walker {
+        upper,
+        view: &view,
+        links: HashMap::new(),
+        freeze: &freeze,
+    }
+    .dir(&mut out, b"")?;
+    out.finish()?
+        .into_inner()
+        .map_err(|e| io(c.dir())(e.into_error()))?;
+    freeze.release()?;
+    staged.rewind().map_err(io(c.dir()))?;
+    Ok(staged)
+}
+
 fn created_by(c: &Container, opts: &CommitOptions) -> String {
     if let Some(by) = &opts.created_by {
         return by.clone();
@@ -173,6 +216,22 @@ struct Walker<'a> {
     view: &'a UnionFs,
     /// First path written for each host inode with several names.
     links: HashMap<u64, Vec<u8>>,
+    /// Told now and then that the snapshot is still going on.
+    freeze: &'a Freeze,
+}
+
+/// Reads `inner`, telling the daemon on the way that the freeze is wanted
+/// still (a large file takes a while to copy).
+struct Beat<'a, R> {
+    inner: R,
+    freeze: &'a Freeze,
+}
+
+impl<R: Read> Read for Beat<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.freeze.keep();
+        self.inner.read(buf)
+    }
 }
 
 impl Walker<'_> {
@@ -193,7 +252,7 @@ impl Walker<'_> {
 
     /// Writes upper directory `dir`: its opaque marker, its whiteouts, then
     /// its entries, each sorted by name.
-    fn dir(&mut self, out: &mut TarWriter<LayerSink>, dir: &[u8]) -> Result<(), CommitError> {
+    fn dir<W: Write>(&mut self, out: &mut TarWriter<W>, dir: &[u8]) -> Result<(), CommitError> {
         let mut entries = self.upper.read_dir(dir).map_err(self.io(dir))?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         if entries.iter().any(|e| e.name == OPAQUE) {
@@ -208,6 +267,7 @@ impl Walker<'_> {
             .iter()
             .filter(|e| !e.name.starts_with(WHITEOUT_PREFIX))
         {
+            self.freeze.keep();
             let rel = join(dir, &e.name);
             let st = &e.stat;
             let kind = FileKind::from_mode(st.st_mode);
@@ -258,9 +318,9 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn file(
+    fn file<W: Write>(
         &mut self,
-        out: &mut TarWriter<LayerSink>,
+        out: &mut TarWriter<W>,
         rel: &[u8],
         st: &libc::stat,
         meta: &TarMeta,
@@ -283,6 +343,10 @@ impl Walker<'_> {
                 .upper
                 .open_file(rel, nix::fcntl::OFlag::O_RDONLY, 0)
                 .map_err(self.io(rel))?;
+            let f = Beat {
+                inner: f,
+                freeze: self.freeze,
+            };
             out.add_file(rel, meta, size, f)?;
             return Ok(());
         }
@@ -301,7 +365,10 @@ impl Walker<'_> {
             rel,
             meta,
             size,
-            ViewReader::new(self.view, origin, None, rel),
+            Beat {
+                inner: ViewReader::new(self.view, origin, None, rel),
+                freeze: self.freeze,
+            },
         )?;
         Ok(())
     }
@@ -319,5 +386,62 @@ impl Walker<'_> {
                 .ino;
         }
         Ok(ino)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container;
+    use crate::image::{layer_descriptor, new_config, write_image};
+    use crate::layer::ingest;
+    use crate::testutil::{TarBuilder, temp_store};
+
+    #[test]
+    fn commit_as_names_an_image_whose_top_layer_is_the_change() {
+        let (_d, store) = temp_store();
+        let mut t = TarBuilder::new();
+        t.dir("etc", 0o755).file("etc/a", 0o644, b"lower\n");
+        let info = ingest(&store, &t.finish()[..], None).unwrap();
+        let base = Reference::parse("base:1").unwrap();
+        let img = write_image(
+            &store,
+            &new_config(),
+            &[layer_descriptor(&info)],
+            Some(&base),
+        )
+        .unwrap();
+        let c = container::create(&store, Some("c1"), "base:1", img.manifest.digest, None).unwrap();
+        std::fs::write(c.upper().join("new"), b"changed\n").unwrap();
+
+        let opts = CommitOptions {
+            compression: Compression::None,
+            message: Some("m".into()),
+            ..Default::default()
+        };
+        let tag = Reference::parse("made:1").unwrap();
+        let made = commit_as(&store, &c, &opts, Some(&tag)).unwrap();
+        let r = store.resolve("made:1").unwrap();
+        assert_eq!(r.id(), made.image.id);
+        assert_eq!(r.manifest.layers.len(), 2);
+        let top = store.open_blob(&r.manifest.layers[1].digest).unwrap();
+        let mut members = Vec::new();
+        for e in tar::Archive::new(top).entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = String::new();
+            std::io::Read::read_to_string(&mut e, &mut data).unwrap();
+            members.push((e.path().unwrap().display().to_string(), data));
+        }
+        assert_eq!(members, [("new".to_string(), "changed\n".to_string())]);
+        assert_eq!(
+            r.config.history.last().and_then(|h| h.comment.clone()),
+            Some("m".into())
+        );
+        // Nothing half-made is left beside the container.
+        let left: Vec<_> = std::fs::read_dir(c.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 3, "{left:?}");
     }
 }

@@ -4,12 +4,16 @@
 
 mod change;
 mod fsck;
+mod history;
 mod import;
+mod remove;
 mod usage;
 
 pub use change::{ChangeError, apply_change};
 pub use fsck::{FsckReport, fsck};
+pub use history::{HistoryStep, history};
 pub use import::{ImportOptions, import};
+pub use remove::{Removal, remove_image};
 pub use usage::{ImageUsage, StoreUsage, usage};
 
 use crate::layer::{LayerError, LayerInfo};
@@ -28,6 +32,10 @@ pub enum ImageError {
     Change(#[from] ChangeError),
     #[error("hard link {path:?} names {target:?}, which no layer of the image holds")]
     MissingLinkTarget { path: String, target: String },
+    #[error("image {id} has several names ({names}); remove them by name or use --force")]
+    SeveralNames { id: String, names: String },
+    #[error("image is in use by {0}; stop using it or use --force")]
+    InUse(String),
 }
 
 /// An image just written: its ID (config digest) and manifest descriptor.

@@ -253,8 +253,8 @@ pub struct LayerWriter<'s> {
     tar: TarWriter<LayerSink>,
 }
 
-impl<'s> LayerWriter<'s> {
-    pub fn new(store: &'s Store, compression: Compression) -> Result<Self, LayerError> {
+impl LayerSink {
+    fn new(store: &Store, compression: Compression) -> Result<Self, LayerError> {
         let blob = store.blob_writer()?;
         let inner = match compression {
             Compression::None => Compressor::None(blob),
@@ -264,25 +264,47 @@ impl<'s> LayerWriter<'s> {
             }
             Compression::Zstd => Compressor::Zstd(zstd::Encoder::new(blob, 3).map_err(werr)?),
         };
+        Ok(LayerSink {
+            inner,
+            hash: Sha256Writer::new(),
+        })
+    }
+
+    /// Stores the blob and indexes it.
+    fn store(self, store: &Store) -> Result<LayerInfo, LayerError> {
+        let diff_id = self.hash.finish();
+        let blob = self.inner.finish().map_err(werr)?;
+        let (digest, _) = blob.commit(None)?;
+        let index = index_blob(store, &digest)?;
+        let info = LayerInfo::from_index(&index);
+        debug_assert_eq!(info.diff_id, diff_id);
+        Ok(info)
+    }
+}
+
+impl<'s> LayerWriter<'s> {
+    pub fn new(store: &'s Store, compression: Compression) -> Result<Self, LayerError> {
         Ok(LayerWriter {
             store,
-            tar: TarWriter::new(LayerSink {
-                inner,
-                hash: Sha256Writer::new(),
-            }),
+            tar: TarWriter::new(LayerSink::new(store, compression)?),
         })
+    }
+
+    /// A layer whose tar stream is already written (a whole archive, its
+    /// end blocks included): compressed, stored and indexed as it is.
+    pub fn from_tar(
+        store: &'s Store,
+        compression: Compression,
+        mut tar: impl Read,
+    ) -> Result<LayerInfo, LayerError> {
+        let mut sink = LayerSink::new(store, compression)?;
+        io::copy(&mut tar, &mut sink).map_err(werr)?;
+        sink.store(store)
     }
 
     /// Ends the archive, stores the blob and indexes it.
     pub fn finish(self) -> Result<LayerInfo, LayerError> {
-        let sink = self.tar.finish()?;
-        let diff_id = sink.hash.finish();
-        let blob = sink.inner.finish().map_err(werr)?;
-        let (digest, _) = blob.commit(None)?;
-        let index = index_blob(self.store, &digest)?;
-        let info = LayerInfo::from_index(&index);
-        debug_assert_eq!(info.diff_id, diff_id);
-        Ok(info)
+        self.tar.finish()?.store(self.store)
     }
 }
 

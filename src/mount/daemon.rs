@@ -42,6 +42,8 @@ pub struct MountOptions {
     /// Served by a thread of a process that handles its own signals (`run`,
     /// `build`): no signal thread, and the caller unmounts when it is done.
     pub in_process: bool,
+    /// Log every filesystem request (the daemon's log level becomes debug).
+    pub debug: bool,
 }
 
 /// The mountpoint, canonical, checked: a directory, empty, not mounted.
@@ -102,6 +104,9 @@ fn serve_inner(
     opts: &MountOptions,
     ready: &mut Option<impl FnOnce(Result<(), &MountError>)>,
 ) -> Result<(), MountError> {
+    if opts.debug && !opts.in_process {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     let mountpoint = check_mountpoint(&opts.mountpoint)?;
     check_fuse()?;
     return_freed_memory();
@@ -324,6 +329,60 @@ fn fuse_config(opts: &MountOptions, writable: bool, name: &str) -> Config {
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
     config
+}
+
+/// Mounts in the background: starts this same executable as the daemon
+/// (`layerfs mount -f` with `opts` spelled out, its output to the mount's
+/// log) and waits until it serves or fails. Returns the daemon's pid.
+pub fn mount_background(store: &Store, opts: &MountOptions) -> Result<u32, MountError> {
+    let exe =
+        std::env::current_exe().map_err(|e| MountError::io(Path::new("/proc/self/exe"), e))?;
+    let mp = &opts.mountpoint;
+    let canon = mp.canonicalize().unwrap_or_else(|_| mp.clone());
+    let log = records::dir(store)?.join(format!("{}.log", records::mount_id(&canon)));
+    spawn_daemon(&exe, &daemon_args(store.root(), opts), &log)
+}
+
+/// The `layerfs` arguments that serve `opts` in the foreground from the
+/// store at `root`.
+pub fn daemon_args(root: &Path, opts: &MountOptions) -> Vec<String> {
+    let mut args = vec![
+        "--root".to_string(),
+        root.display().to_string(),
+        "mount".into(),
+        "-f".into(),
+    ];
+    for (on, flag) in [
+        (opts.debug, "--debug"),
+        (opts.suid, "--suid"),
+        (opts.dev, "--dev"),
+        (opts.writable, "--writable"),
+    ] {
+        if on {
+            args.push(flag.into());
+        }
+    }
+    if let Some(n) = &opts.name {
+        args.extend(["--name".into(), n.clone()]);
+    }
+    if let Some(c) = &opts.container {
+        args.extend(["--container".into(), c.clone()]);
+    }
+    for o in &opts.options {
+        args.extend(["-o".into(), o.clone()]);
+    }
+    args.extend([
+        "--cache-size".into(),
+        (opts.cache_bytes >> 20).to_string(),
+        "--threads".into(),
+        opts.threads.to_string(),
+        "--".into(),
+    ]);
+    if !opts.image.is_empty() {
+        args.push(opts.image.clone());
+    }
+    args.push(opts.mountpoint.display().to_string());
+    args
 }
 
 /// The environment variable that gives a daemon its readiness pipe.

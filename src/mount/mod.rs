@@ -8,7 +8,8 @@ mod fuse;
 pub mod records;
 
 pub use daemon::{
-    MountOptions, ignore_sigpipe, report_ready, serve, spawn_daemon, take_ready_pipe, unmount,
+    MountOptions, daemon_args, ignore_sigpipe, mount_background, report_ready, serve, spawn_daemon,
+    take_ready_pipe, unmount,
 };
 pub use records::{MountRecord, is_mounted};
 
@@ -34,6 +35,12 @@ pub enum MountError {
     NoFuse,
     #[error("mounting as a normal user needs fusermount3 (apt-get install fuse3)")]
     NoFusermount,
+    #[error("{0} is not a mountpoint or a container")]
+    NotAContainer(String),
+    #[error("{} is not a layerfs mount", .0.display())]
+    NotAMount(PathBuf),
+    #[error("{} is a read-only mount, not a container", .0.display())]
+    ReadOnlyMount(PathBuf),
     #[error("container {name} is already mounted at {}", at.display())]
     ContainerMounted { name: String, at: PathBuf },
     #[error(transparent)]

@@ -147,3 +147,56 @@ fn unescape(s: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The container `target` names: a writable mount's mountpoint (anything
+/// with a `/`, or an existing directory), else a container's name.
+pub fn container_named(store: &Store, target: &str) -> Result<String, MountError> {
+    let path = Path::new(target);
+    if !path.is_dir() && !target.contains('/') {
+        return Ok(target.to_string());
+    }
+    let canon = path
+        .canonicalize()
+        .map_err(|_| MountError::NotAContainer(target.to_string()))?;
+    match find(store, &canon)? {
+        Some(r) => r.container.ok_or(MountError::ReadOnlyMount(canon)),
+        None => Err(MountError::NotAMount(canon)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::temp_store;
+
+    #[test]
+    fn a_target_is_a_container_name_or_a_recorded_mountpoint() {
+        let (dir, store) = temp_store();
+        assert_eq!(container_named(&store, "web").unwrap(), "web");
+        let rw = dir.path().join("rw");
+        let ro = dir.path().join("ro");
+        for (at, container) in [(&rw, Some("c1")), (&ro, None)] {
+            fs::create_dir(at).unwrap();
+            let at = at.canonicalize().unwrap();
+            let r = MountRecord {
+                id: mount_id(&at),
+                mountpoint: at,
+                image: "i:1".into(),
+                manifest: Digest::of(b"m"),
+                pid: std::process::id(),
+                writable: container.is_some(),
+                container: container.map(String::from),
+                started: String::new(),
+            };
+            write(&store, &r).unwrap();
+        }
+        let name = |p: &Path| container_named(&store, p.to_str().unwrap());
+        assert_eq!(name(&rw).unwrap(), "c1");
+        assert!(matches!(name(&ro), Err(MountError::ReadOnlyMount(_))));
+        assert!(matches!(name(dir.path()), Err(MountError::NotAMount(_))));
+        assert!(matches!(
+            container_named(&store, "no/such/dir"),
+            Err(MountError::NotAContainer(_))
+        ));
+    }
+}
