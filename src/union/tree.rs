@@ -231,6 +231,9 @@ pub struct UnionFs {
     /// Held shared by every change, exclusively while a commit reads the
     /// upper directory.
     pub(crate) frozen: RwLock<()>,
+    /// Called as a copy-up starts reading lower data (tests block it there).
+    #[cfg(test)]
+    pub(crate) copy_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl UnionFs {
@@ -242,6 +245,8 @@ impl UnionFs {
             table: Mutex::new(Table::default()),
             files: RwLock::new(HashMap::new()),
             frozen: RwLock::new(()),
+            #[cfg(test)]
+            copy_hook: Mutex::new(None),
         };
         let chain = fs.root_chain();
         let lower = chain.first().map(|&(l, _)| (l, 0));

@@ -286,6 +286,10 @@ impl UnionFs {
     /// threads, each decoding its own half of the layer's spans; a sparse
     /// file keeps its holes.
     fn copy_data(&self, lower: LowerRef, file: &File) -> Result<()> {
+        #[cfg(test)]
+        if let Some(hook) = self.copy_hook.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            hook();
+        }
         let (_, e) = self.file_src(lower)?;
         let (size, sparse) = (e.size(), e.is_sparse());
         let copy = |from: u64, to: u64| -> Result<()> {

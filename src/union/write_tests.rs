@@ -404,3 +404,62 @@ fn a_new_entry_on_a_reused_inode_number_is_a_new_file() {
         assert_ne!(link.generation, placeholder.generation);
     }
 }
+
+/// A copy-up whose lower read is held up: lookups, getattr and readdir of
+/// other paths still complete, and a second writer of the same file waits
+/// for the first copy instead of making another. The 20 s bound only turns
+/// a hang into a failure.
+#[test]
+fn a_copy_up_in_progress_blocks_only_its_own_file() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::time::Duration;
+    const HANG: Duration = Duration::from_secs(20);
+    let Some(fx) = Fixture::new() else { return };
+    let fs = Arc::new(fx.fs());
+    let motd = walk(&fs, "etc/motd").unwrap().ino;
+    let copies = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let counted = copies.clone();
+    *fs.copy_hook.lock().unwrap() = Some(Arc::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let _ = started_tx.send(());
+        // Returns when released, or when the test gave up (sender dropped).
+        let _ = release_rx.lock().unwrap().recv();
+    }));
+    let writer = |fs: Arc<UnionFs>| {
+        std::thread::spawn(move || {
+            let o = fs.open(motd, libc::O_WRONLY)?;
+            fs.write_fh(o.fh, 0, b"H")?;
+            fs.release(o.fh);
+            Ok::<_, UnionError>(())
+        })
+    };
+    let first = writer(fs.clone());
+    started_rx.recv_timeout(HANG).expect("the copy-up started");
+    let second = writer(fs.clone());
+    let (done_tx, done_rx) = mpsc::channel();
+    let reader = fs.clone();
+    std::thread::spawn(move || {
+        let r = (|| {
+            let passwd = walk(&reader, "etc/passwd")?;
+            reader.getattr(passwd.ino)?;
+            walk(&reader, "usr/share/doc/b/README")?;
+            Ok::<_, UnionError>((list(&reader, "etc"), list(&reader, "usr/share/doc")))
+        })();
+        let _ = done_tx.send(r);
+    });
+    let others = done_rx.recv_timeout(HANG);
+    drop(release_tx);
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    let (etc, doc) = others
+        .expect("other paths were served while a copy-up ran")
+        .unwrap();
+    assert!(etc.contains(&"passwd".to_string()));
+    assert_eq!(doc, ["a", "b"]);
+    assert_eq!(copies.load(Ordering::SeqCst), 1, "the file was copied once");
+    assert_eq!(read(&fs, "etc/motd"), b"Hello\n");
+}
