@@ -5,6 +5,7 @@
 
 mod attr;
 mod error;
+mod handle;
 mod merge;
 mod stack;
 mod tree;
@@ -16,7 +17,8 @@ pub use error::{Result, UnionError};
 pub use stack::{LowerRef, Stack};
 pub use tree::{DirEntry, ROOT_INO, UnionFs};
 pub use upper::UpperDir;
-pub use write::{Caller, OpenFile, Opened, SetAttr, SetTime};
+pub use handle::{OpenFile, Opened};
+pub use write::{Caller, SetAttr, SetTime};
 
 #[cfg(test)]
 mod test_helpers;

@@ -146,7 +146,7 @@ pub(crate) struct Node {
     pub listing: Option<Arc<Listing>>,
     /// An upper file whose last name was removed while it was open: it
     /// lives on in that open file, which is all `stat` can ask.
-    pub detached: Option<Arc<super::write::OpenFile>>,
+    pub detached: Option<Arc<super::handle::OpenFile>>,
     pub generation: u64,
 }
 
@@ -227,7 +227,7 @@ pub struct UnionFs {
     pub(crate) stack: Stack,
     pub(crate) upper: Option<UpperDir>,
     table: Mutex<Table>,
-    pub(crate) files: RwLock<HashMap<u64, Arc<super::write::OpenFile>>>,
+    pub(crate) files: RwLock<HashMap<u64, Arc<super::handle::OpenFile>>>,
     /// Held shared by every change, exclusively while a commit reads the
     /// upper directory.
     pub(crate) frozen: RwLock<()>,
@@ -408,7 +408,7 @@ impl UnionFs {
 
     fn attr_of(&self, t: &mut Table, ino: u64) -> Result<Attr> {
         let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if let Some(super::write::OpenFile::Upper(f)) = node.detached.as_deref() {
+        if let Some(super::handle::OpenFile::Upper(f)) = node.detached.as_deref() {
             let st = nix::sys::stat::fstat(f).map_err(std::io::Error::from)?;
             return Ok(stat_attr(ino, &st));
         }

@@ -10,6 +10,7 @@
 
 use super::attr::{Attr, FileKind};
 use super::error::{Result, UnionError};
+use super::handle::{OpenFile, Opened};
 use super::stack::LowerRef;
 use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino};
 use super::upper::{
@@ -21,20 +22,6 @@ use nix::sys::stat::SFlag;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
-
-/// An open file: lower data (read through its layer) or a host file of the
-/// upper directory.
-pub enum OpenFile {
-    Lower(LowerRef),
-    Upper(File),
-}
-
-/// What `open` and `create` hand back.
-pub struct Opened {
-    pub fh: u64,
-    /// The upper file, for the FUSE layer to register for passthrough.
-    pub upper: Option<File>,
-}
 
 /// Who makes a new entry: its owner, unless the directory's setgid bit says
 /// the group.
