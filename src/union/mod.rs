@@ -14,10 +14,10 @@ mod write;
 
 pub use attr::{Attr, FileKind, Timestamp};
 pub use error::{Result, UnionError};
+pub use handle::{OpenFile, Opened};
 pub use stack::{LowerRef, Stack};
 pub use tree::{DirEntry, ROOT_INO, UnionFs};
 pub use upper::UpperDir;
-pub use handle::{OpenFile, Opened};
 pub use write::{Caller, SetAttr, SetTime};
 
 #[cfg(test)]

@@ -289,6 +289,19 @@ impl UpperDir {
         nix::fcntl::renameat2(&ffd, os(fbase), &tfd, os(tbase), flags).map_err(errno)
     }
 
+    /// fsync(2) of directory `rel`: its entries are on disk when it returns.
+    pub fn sync_dir(&self, rel: &[u8]) -> io::Result<()> {
+        let fd = self.dir_fd(rel)?;
+        let dir = nix::fcntl::openat(
+            &fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        File::from(dir).sync_all()
+    }
+
     /// Records the deletion of `rel` (an empty `.wh.NAME` beside it).
     pub fn whiteout(&self, rel: &[u8]) -> io::Result<()> {
         let (dir, base) = split(rel);
