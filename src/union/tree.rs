@@ -24,6 +24,10 @@ pub const ROOT_INO: u64 = 1;
 pub const NAME_MAX: usize = 255;
 const LOWER_SHIFT: u32 = 40;
 const UPPER_INO: u64 = 1 << 62;
+/// Numbers given to new upper entries whose host number the kernel still
+/// holds for a deleted file (see `UnionFs::new_ino`); host inode numbers
+/// stay below 2^61.
+pub(crate) const FRESH_INO: u64 = UPPER_INO | 1 << 61;
 /// How often a call that worked without the lock tries again when a change
 /// overtook it, before it settles for what it found.
 const RETRIES: u32 = 4;
@@ -232,6 +236,10 @@ pub(crate) struct Table {
     /// Upper directories (by inode) that a copy-up put an entry in and no
     /// fsync has covered yet: an fsync beneath them syncs them too.
     pub unsynced: HashSet<u64>,
+    /// Upper entries numbered anew (`UnionFs::new_ino`): host-derived
+    /// number → the number they have in this mount.
+    pub renumbered: HashMap<u64, u64>,
+    pub next_ino: u64,
 }
 
 impl Table {

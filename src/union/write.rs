@@ -16,7 +16,9 @@ use super::attr::{Attr, FileKind};
 use super::error::{Result, UnionError};
 use super::handle::{OpenFile, Opened};
 use super::stack::LowerRef;
-use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino};
+use super::tree::{
+    Child, FRESH_INO, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino,
+};
 use super::upper::{
     Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_PREFIX, XATTR_REDIRECT,
     join, split,
@@ -432,9 +434,10 @@ impl UnionFs {
                 return Err(e);
             }
         };
+        let mut t = self.lock();
         let child = Child {
             name: name.into(),
-            ino: upper_ino(st.st_ino),
+            ino: Self::new_ino(&mut t, st.st_ino),
             src: Source {
                 kind,
                 lower: None,
@@ -443,24 +446,30 @@ impl UnionFs {
                 lower_here: false,
             },
         };
-        let mut t = self.lock();
         Self::edit_listing(&mut t, parent, |l| l.put(child.clone()));
-        if let Some(old) = t.nodes.get_mut(&child.ino) {
-            // The host gave the number of a file deleted moments ago, which
-            // the kernel has not forgotten yet: the same number, a new file.
-            old.src = child.src.clone();
-            old.parent = parent;
-            old.name = name.into();
-            old.aliases.clear();
-            old.listing = None;
-            old.detached = None;
-            old.generation += 1;
-        }
         Self::touch(&mut t, child.ino);
         t.nlinks.remove(&child.ino);
         drop(t);
         let attr = self.remember_attr(parent, &child)?;
         Ok((attr, file))
+    }
+
+    /// The inode number of a new upper entry whose host inode is `host`.
+    /// The host often gives the number of a file deleted moments ago, which
+    /// the kernel may still hold (a removed working directory, a name tar
+    /// just replaced): the same number for the new file would make the
+    /// kernel fail every call on the old one with EIO, so the new file then
+    /// gets a number of its own, kept for the mount's life.
+    fn new_ino(t: &mut Table, host: u64) -> u64 {
+        let host = upper_ino(host);
+        let ino = t.renumbered.get(&host).copied().unwrap_or(host);
+        if !t.nodes.contains_key(&ino) {
+            return ino;
+        }
+        t.next_ino += 1;
+        let ino = FRESH_INO | t.next_ino;
+        t.renumbered.insert(host, ino);
+        ino
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {

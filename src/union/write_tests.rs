@@ -463,3 +463,43 @@ fn a_copy_up_in_progress_blocks_only_its_own_file() {
     assert_eq!(copies.load(Ordering::SeqCst), 1, "the file was copied once");
     assert_eq!(read(&fs, "etc/motd"), b"Hello\n");
 }
+
+/// A directory removed while the kernel still holds it (a shell's working
+/// directory) stays a removed directory when the host gives its inode
+/// number to a new file: the new file gets a number of its own (the same
+/// one would make the kernel fail every call on the old with EIO), and
+/// creating in the removed one is ENOENT.
+#[test]
+fn a_removed_directory_keeps_its_number_to_itself() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let gone = fs.mkdir(ROOT_INO, b"gone", 0o755, ME).unwrap();
+    let host_ino = std::fs::metadata(fx.upper.join("gone")).unwrap().ino();
+    fs.rmdir(ROOT_INO, b"gone").unwrap();
+    // Until the host hands that number out again.
+    let mut reused = None;
+    for i in 0..64 {
+        let name = format!("f{i}");
+        let (a, o) = fs.create(ROOT_INO, name.as_bytes(), 0o644, ME).unwrap();
+        fs.release(o.fh);
+        if std::fs::metadata(fx.upper.join(&name)).unwrap().ino() == host_ino {
+            reused = Some(a);
+            break;
+        }
+    }
+    let new = reused.expect("the host reuses a freed inode number");
+    assert_ne!(new.ino, gone.ino);
+    assert_eq!(fs.getattr(gone.ino).unwrap_err().errno(), libc::ENOENT);
+    let e = fs
+        .create(gone.ino, b"f", 0o644, ME)
+        .err()
+        .expect("created in a removed dir");
+    assert_eq!(e.errno(), libc::ENOENT);
+    // The new number is the file's: lookup and readdir say it too.
+    let by_name: Vec<u64> = list(&fs, "")
+        .iter()
+        .map(|n| walk(&fs, n).unwrap().ino)
+        .collect();
+    assert!(by_name.contains(&new.ino) && !by_name.contains(&gone.ino));
+}
