@@ -304,10 +304,10 @@ impl UnionFs {
     /// caller must not hold `changes` (lock order).
     fn copy_up_data(&self, ino: u64) -> Result<()> {
         let lock = self.copy_lock(ino);
-        let done = (|| {
+        let done = {
             let _one = lock.lock().unwrap_or_else(|p| p.into_inner());
             self.fill(ino)
-        })();
+        };
         self.copy_unlock(ino, lock);
         done
     }
@@ -930,7 +930,7 @@ impl UnionFs {
                 let _one = lock
                     .as_ref()
                     .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-                if regular && !trunc {
+                if regular && !trunc && v.src.upper != Upper::Full {
                     self.copy_up_data(ino)?;
                 }
                 let _ns = self.ns();
@@ -1016,8 +1016,10 @@ impl UnionFs {
             } else {
                 f.sync_all()?
             }
-            let parent = self.view(ino)?.parent;
-            self.sync_copied_up_dirs(parent)?;
+            // An unlinked file has no directory to sync.
+            if let Ok(v) = self.view(ino) {
+                self.sync_copied_up_dirs(v.parent)?;
+            }
         }
         Ok(())
     }
