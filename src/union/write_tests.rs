@@ -503,3 +503,50 @@ fn a_removed_directory_keeps_its_number_to_itself() {
         .collect();
     assert!(by_name.contains(&new.ino) && !by_name.contains(&gone.ino));
 }
+
+/// Listings merged without the lock while changes come in (a reader lists
+/// directories a writer is filling): what is cached in the end is what the
+/// upper dir holds, for every directory.
+#[test]
+fn listings_merged_during_changes_are_not_stale() {
+    const DIRS: usize = 40;
+    const FILES: usize = 15;
+    let Some(fx) = Fixture::new() else { return };
+    let fs = std::sync::Arc::new(fx.fs());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (fs, done) = (fs.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for i in 0..DIRS {
+                    let Ok(a) = fs.lookup(ROOT_INO, format!("b{i}").as_bytes()) else {
+                        continue;
+                    };
+                    let _ = fs.readdir(a.ino, 0, 0, false, |_, _| true);
+                    fs.forget(a.ino, 1);
+                }
+            }
+        })
+    };
+    for i in 0..DIRS {
+        let dir = fs.mkdir(ROOT_INO, format!("b{i}").as_bytes(), 0o755, ME).unwrap();
+        for j in 0..FILES {
+            let name = format!("f{j}");
+            let (_, o) = fs.create(dir.ino, name.as_bytes(), 0o644, ME).unwrap();
+            fs.release(o.fh);
+            if j % 3 == 0 {
+                fs.unlink(dir.ino, name.as_bytes()).unwrap();
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    reader.join().unwrap();
+    for i in 0..DIRS {
+        let mut on_disk: Vec<String> = std::fs::read_dir(fx.upper.join(format!("b{i}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        assert_eq!(list(&fs, &format!("b{i}")), on_disk, "b{i}");
+    }
+}
