@@ -9,7 +9,14 @@
 //! topmost layer entry of a path (a hard link uses its target's; a copied-up
 //! file keeps its lower one, recorded as `origin`), so they are stable for
 //! the mount's life, equal in lookup and readdir, and the same for every name
-//! of a hard-linked file. Files only the container has use their host inode.
+//! of a hard-linked file. Files only the container has use their host inode
+//! (unless the kernel still holds that number for a deleted file).
+//!
+//! The table lock guards memory only: no host I/O and no layer read happens
+//! under it (a read may wait for the network). A call copies what it needs
+//! out of the table (`view`), does its I/O, and takes the lock again to
+//! record the result; a merged listing is kept only if no change touched
+//! its directory meanwhile (`touch`, the table's epoch).
 
 use super::attr::{Attr, FileKind, Timestamp};
 use super::error::{Result, UnionError};

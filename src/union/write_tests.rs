@@ -529,7 +529,9 @@ fn listings_merged_during_changes_are_not_stale() {
         })
     };
     for i in 0..DIRS {
-        let dir = fs.mkdir(ROOT_INO, format!("b{i}").as_bytes(), 0o755, ME).unwrap();
+        let dir = fs
+            .mkdir(ROOT_INO, format!("b{i}").as_bytes(), 0o755, ME)
+            .unwrap();
         for j in 0..FILES {
             let name = format!("f{j}");
             let (_, o) = fs.create(dir.ino, name.as_bytes(), 0o644, ME).unwrap();
