@@ -34,7 +34,19 @@ const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
 /// detached on drop.
 struct Ext4Loop {
     path: PathBuf,
+    image: PathBuf,
     device: String,
+}
+
+/// A new loop device over `image`.
+fn attach(image: &Path) -> String {
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(image)
+        .output()
+        .expect("losetup");
+    assert!(out.status.success(), "losetup: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Ext4Loop {
@@ -42,20 +54,24 @@ impl Ext4Loop {
         let f = fs::File::create(image).expect("image file");
         f.set_len(128 << 20).expect("size the image");
         run("mkfs.ext4", &["-q", "-F", image.to_str().expect("utf-8")]);
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(image)
-            .output()
-            .expect("losetup");
-        assert!(out.status.success(), "losetup: {out:?}");
-        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
         fs::create_dir_all(at).expect("mountpoint");
         let e = Ext4Loop {
             path: at.to_path_buf(),
-            device,
+            image: image.to_path_buf(),
+            device: attach(image),
         };
         e.mount();
         e
+    }
+
+    /// Unmounts, and mounts the image again through a new loop device: a
+    /// mount namespace made meanwhile (another test's container) may still
+    /// hold the shut-down filesystem, which the same device would give back.
+    fn mount_again(&mut self) {
+        unmount_fully(&self.path);
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        self.device = attach(&self.image);
+        self.mount();
     }
 
     /// A commit interval far longer than the test: only fsync commits.
@@ -74,10 +90,6 @@ impl Ext4Loop {
         // SAFETY: the ioctl reads one u32 from a valid pointer on an open fd.
         let r = unsafe { libc::ioctl(dir.as_raw_fd(), FS_IOC_SHUTDOWN, &flags) };
         assert_eq!(r, 0, "shutdown: {}", std::io::Error::last_os_error());
-    }
-
-    fn unmount(&self) {
-        unmount_fully(&self.path);
     }
 }
 
@@ -125,7 +137,7 @@ fn fsynced_changes_survive_a_power_loss() {
         .prefix("layerfs-ext4-")
         .tempdir_in("/var/tmp")
         .expect("scratch dir");
-    let disk = Ext4Loop::new(
+    let mut disk = Ext4Loop::new(
         &scratch.path().join("disk.img"),
         &scratch.path().join("ext4"),
     );
@@ -172,8 +184,7 @@ fn fsynced_changes_survive_a_power_loss() {
     // Really unmounted (never lazily): a detached FUSE mount would keep the
     // shut-down ext4 alive, and mounting the device again would give it back.
     unmount_fully(&m.path);
-    disk.unmount();
-    disk.mount();
+    disk.mount_again();
 
     let again = env.mount_container("db");
     assert_eq!(
