@@ -9,6 +9,7 @@ mod chroot;
 mod cli;
 mod crash;
 mod debian;
+mod durability;
 mod fixtures;
 mod hostile;
 mod interop;

@@ -547,3 +547,32 @@ fn tar_extracts_symlinks_into_a_writable_mount() {
         assert_eq!(fs::read(&link).unwrap(), b"elf");
     }
 }
+
+#[test]
+fn creating_in_a_removed_working_directory_is_enoent() {
+    const T: &str = "creating_in_a_removed_working_directory_is_enoent";
+    if !can_mount(T) {
+        return;
+    }
+    let env = Env::new();
+    small_image(&env, "small:1");
+    let m = env.mount_writable("small:1", "cwd");
+    let p = m.path.display();
+    // A shell in a directory that goes away; new files elsewhere then take
+    // its host inode number (the host reuses numbers at once), which must
+    // not make the removed directory a broken one (EIO).
+    let script = format!(
+        "mkdir {p}/gone && cd {p}/gone && rmdir {p}/gone && \
+         for i in 1 2 3 4 5 6 7 8; do touch {p}/f$i; mkdir {p}/d$i; done && \
+         for op in 'touch f' 'mkdir d' 'ln -s x l' 'mkfifo p' 'stat .'; do $op 2>&1; done; true"
+    );
+    let (_, out, err) = crate::support::sh(&script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "every op fails: {out}{err}");
+    for l in lines {
+        assert!(l.contains("No such file or directory"), "{l}");
+    }
+    assert!(!m.join("gone").exists());
+    assert_eq!(names(&m.join("d1")), Vec::<String>::new());
+    m.unmount();
+}

@@ -402,23 +402,23 @@ impl Filesystem for FuseFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(self.fs.fsync(fh.0, datasync), reply);
+        Self::reply_empty(self.fs.fsync(ino.0, fh.0, datasync), reply);
     }
 
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        Self::reply_empty(self.fs.fsyncdir(ino.0), reply);
     }
 
     fn fallocate(

@@ -210,6 +210,15 @@ impl UnionFs {
             };
             children.push(child);
         }
+        let t = self.lock();
+        if !t.renumbered.is_empty() {
+            for c in &mut children {
+                if let Some(&ino) = t.renumbered.get(&c.ino) {
+                    c.ino = ino;
+                }
+            }
+        }
+        drop(t);
         Ok(Listing::new(children))
     }
 

@@ -5,6 +5,7 @@
 
 mod attr;
 mod error;
+mod handle;
 mod merge;
 mod stack;
 mod tree;
@@ -13,10 +14,11 @@ mod write;
 
 pub use attr::{Attr, FileKind, Timestamp};
 pub use error::{Result, UnionError};
+pub use handle::{OpenFile, Opened};
 pub use stack::{LowerRef, Stack};
 pub use tree::{DirEntry, ROOT_INO, UnionFs};
 pub use upper::UpperDir;
-pub use write::{Caller, OpenFile, Opened, SetAttr, SetTime};
+pub use write::{Caller, SetAttr, SetTime};
 
 #[cfg(test)]
 mod test_helpers;

@@ -9,14 +9,21 @@
 //! topmost layer entry of a path (a hard link uses its target's; a copied-up
 //! file keeps its lower one, recorded as `origin`), so they are stable for
 //! the mount's life, equal in lookup and readdir, and the same for every name
-//! of a hard-linked file. Files only the container has use their host inode.
+//! of a hard-linked file. Files only the container has use their host inode
+//! (unless the kernel still holds that number for a deleted file).
+//!
+//! The table lock guards memory only: no host I/O and no layer read happens
+//! under it (a read may wait for the network). A call copies what it needs
+//! out of the table (`view`), does its I/O, and takes the lock again to
+//! record the result; a merged listing is kept only if no change touched
+//! its directory meanwhile (`touch`, the table's epoch).
 
 use super::attr::{Attr, FileKind, Timestamp};
 use super::error::{Result, UnionError};
 use super::stack::{LowerRef, Stack};
 use super::upper::UpperDir;
 use crate::layer::{Entry, EntryKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub const ROOT_INO: u64 = 1;
@@ -24,6 +31,13 @@ pub const ROOT_INO: u64 = 1;
 pub const NAME_MAX: usize = 255;
 const LOWER_SHIFT: u32 = 40;
 const UPPER_INO: u64 = 1 << 62;
+/// Numbers given to new upper entries whose host number the kernel still
+/// holds for a deleted file (see `UnionFs::new_ino`); host inode numbers
+/// stay below 2^61.
+pub(crate) const FRESH_INO: u64 = UPPER_INO | 1 << 61;
+/// How often a call that worked without the lock tries again when a change
+/// overtook it, before it settles for what it found.
+const RETRIES: u32 = 4;
 
 /// Inode number of a lower entry: layer+1 in the high bits, entry id low.
 pub(crate) fn lower_ino((layer, entry): LowerRef) -> u64 {
@@ -146,7 +160,21 @@ pub(crate) struct Node {
     pub listing: Option<Arc<Listing>>,
     /// An upper file whose last name was removed while it was open: it
     /// lives on in that open file, which is all `stat` can ask.
-    pub detached: Option<Arc<super::write::OpenFile>>,
+    pub detached: Option<Arc<super::handle::OpenFile>>,
+    pub generation: u64,
+    /// The table's epoch at this inode's last change (see `UnionFs::touch`).
+    pub changed: u64,
+}
+
+/// An inode as one call sees it: copied out of the table, so that the call
+/// does its host I/O without holding the lock.
+pub(crate) struct View {
+    pub src: Source,
+    pub path: Vec<u8>,
+    /// Where `path` ends: its parent's inode and its name there.
+    pub parent: u64,
+    pub name: Box<[u8]>,
+    pub detached: Option<Arc<super::handle::OpenFile>>,
     pub generation: u64,
 }
 
@@ -206,6 +234,19 @@ pub(crate) struct Table {
     next_fh: u64,
     /// st_nlink of hard-linked lower files, counted over the merged view.
     pub nlinks: HashMap<u64, u32>,
+    /// Counts changes; what was computed without the lock (a merged
+    /// listing, a link count) is kept only if no change came in between.
+    pub epoch: u64,
+    /// One lock per inode whose data is being copied up: a second writer
+    /// waits on it rather than copying again.
+    pub copying: HashMap<u64, Arc<Mutex<()>>>,
+    /// Upper directories (by inode) that a copy-up put an entry in and no
+    /// fsync has covered yet: an fsync beneath them syncs them too.
+    pub unsynced: HashSet<u64>,
+    /// Upper entries numbered anew (`UnionFs::new_ino`): host-derived
+    /// number → the number they have in this mount.
+    pub renumbered: HashMap<u64, u64>,
+    pub next_ino: u64,
 }
 
 impl Table {
@@ -227,10 +268,17 @@ pub struct UnionFs {
     pub(crate) stack: Stack,
     pub(crate) upper: Option<UpperDir>,
     table: Mutex<Table>,
-    pub(crate) files: RwLock<HashMap<u64, Arc<super::write::OpenFile>>>,
+    /// Serializes changes to names and metadata (each does host I/O by path,
+    /// which a rename must not move meanwhile). Held only by changes, never
+    /// while a file's data is copied up; lookups and reads do not take it.
+    pub(crate) changes: Mutex<()>,
+    pub(crate) files: RwLock<HashMap<u64, Arc<super::handle::OpenFile>>>,
     /// Held shared by every change, exclusively while a commit reads the
     /// upper directory.
     pub(crate) frozen: RwLock<()>,
+    /// Called as a copy-up starts reading lower data (tests block it there).
+    #[cfg(test)]
+    pub(crate) copy_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl UnionFs {
@@ -240,8 +288,11 @@ impl UnionFs {
             stack,
             upper,
             table: Mutex::new(Table::default()),
+            changes: Mutex::new(()),
             files: RwLock::new(HashMap::new()),
             frozen: RwLock::new(()),
+            #[cfg(test)]
+            copy_hook: Mutex::new(None),
         };
         let chain = fs.root_chain();
         let lower = chain.first().map(|&(l, _)| (l, 0));
@@ -268,6 +319,7 @@ impl UnionFs {
                 listing: None,
                 detached: None,
                 generation: 0,
+                changed: 0,
             },
         );
         fs
@@ -324,26 +376,91 @@ impl UnionFs {
         Err(UnionError::BadHandle)
     }
 
-    /// The listing of directory `ino`, merged on first use.
-    pub(crate) fn listing(&self, t: &mut Table, ino: u64) -> Result<Arc<Listing>> {
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if node.src.kind != FileKind::Directory {
-            return Err(UnionError::NotDir);
+    /// What a call needs of inode `ino`, read under the lock so that the
+    /// host I/O can be done without it.
+    pub(crate) fn view(&self, ino: u64) -> Result<View> {
+        let t = self.lock();
+        let n = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        Ok(View {
+            src: n.src.clone(),
+            path: self.path(&t, ino)?,
+            parent: n.parent,
+            name: n.name.clone(),
+            detached: n.detached.clone(),
+            generation: n.generation,
+        })
+    }
+
+    /// Runs `f` (host I/O by path, no lock held) on a view of `ino`; when it
+    /// finds nothing because a rename moved the inode meanwhile, runs it
+    /// again on the new path.
+    pub(crate) fn with_view<T>(&self, ino: u64, f: impl Fn(&View) -> Result<T>) -> Result<T> {
+        let mut v = self.view(ino)?;
+        for _ in 0..RETRIES {
+            match f(&v) {
+                Err(e) if e.errno() == libc::ENOENT => {
+                    let now = self.view(ino)?;
+                    if now.path == v.path {
+                        return Err(e);
+                    }
+                    v = now;
+                }
+                r => return r,
+            }
         }
-        if let Some(l) = &node.listing {
-            return Ok(l.clone());
-        }
-        let src = node.src.clone();
-        let path = self.path(t, ino)?;
-        let listing = Arc::new(self.merge(&src, &path)?);
+        f(&v)
+    }
+
+    /// Marks a change of `ino` (its listing or its source), so that what was
+    /// computed of it without the lock before is not kept.
+    pub(crate) fn touch(t: &mut Table, ino: u64) {
+        t.epoch += 1;
+        let epoch = t.epoch;
         if let Some(n) = t.nodes.get_mut(&ino) {
-            n.listing = Some(listing.clone());
+            n.changed = epoch;
         }
-        Ok(listing)
+    }
+
+    /// The cached listing of directory `ino`, if it has one.
+    pub(crate) fn cached_listing(&self, ino: u64) -> Option<Arc<Listing>> {
+        self.lock().nodes.get(&ino).and_then(|n| n.listing.clone())
+    }
+
+    /// The listing of directory `ino`, merged on first use. The merge reads
+    /// the upper dir without the lock; its result is kept only if no change
+    /// touched the directory meanwhile (else it is merged again).
+    pub(crate) fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
+        let mut tries = 0;
+        loop {
+            let (src, path, epoch) = {
+                let t = self.lock();
+                let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+                if node.src.kind != FileKind::Directory {
+                    return Err(UnionError::NotDir);
+                }
+                if let Some(l) = &node.listing {
+                    return Ok(l.clone());
+                }
+                (node.src.clone(), self.path(&t, ino)?, t.epoch)
+            };
+            let merged = self.merge(&src, &path);
+            let mut t = self.lock();
+            let changed = t.nodes.get(&ino).is_none_or(|n| n.changed > epoch);
+            tries += 1;
+            if changed && tries < RETRIES {
+                continue;
+            }
+            let listing = Arc::new(merged?);
+            if let Some(n) = t.nodes.get_mut(&ino).filter(|_| !changed) {
+                return Ok(n.listing.get_or_insert(listing).clone());
+            }
+            return Ok(listing);
+        }
     }
 
     /// Records a kernel reference to `child` of `parent`.
     pub(crate) fn remember(t: &mut Table, parent: u64, c: &Child) {
+        let epoch = t.epoch;
         let node = t.nodes.entry(c.ino).or_insert_with(|| Node {
             src: c.src.clone(),
             parent,
@@ -353,6 +470,7 @@ impl UnionFs {
             listing: None,
             detached: None,
             generation: 0,
+            changed: epoch,
         });
         node.lookups += 1;
         node.set_path(parent, &c.name);
@@ -360,19 +478,18 @@ impl UnionFs {
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         check_name(name)?;
-        let mut t = self.lock();
-        let listing = self.listing(&mut t, parent)?;
+        let listing = self.listing(parent)?;
         let child = listing.find(name).ok_or(UnionError::NotFound)?;
-        self.remember_attr(&mut t, parent, child)
+        self.remember_attr(parent, child)
     }
 
     /// Remembers `c` and answers its attributes; the kernel gets no
     /// reference when that fails, so none is counted.
-    pub(crate) fn remember_attr(&self, t: &mut Table, parent: u64, c: &Child) -> Result<Attr> {
-        Self::remember(t, parent, c);
-        let attr = self.attr(t, c.ino);
+    pub(crate) fn remember_attr(&self, parent: u64, c: &Child) -> Result<Attr> {
+        Self::remember(&mut self.lock(), parent, c);
+        let attr = self.attr(c.ino);
         if attr.is_err() {
-            Self::unremember(t, c.ino);
+            Self::unremember(&mut self.lock(), c.ino);
         }
         attr
     }
@@ -392,26 +509,27 @@ impl UnionFs {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        let mut t = self.lock();
-        self.attr(&mut t, ino)
+        self.attr(ino)
     }
 
-    pub(crate) fn attr(&self, t: &mut Table, ino: u64) -> Result<Attr> {
-        let generation = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.generation;
-        self.attr_of(t, ino).map(|a| Attr { generation, ..a })
+    pub(crate) fn attr(&self, ino: u64) -> Result<Attr> {
+        self.with_view(ino, |v| {
+            self.attr_of(ino, v).map(|a| Attr {
+                generation: v.generation,
+                ..a
+            })
+        })
     }
 
-    fn attr_of(&self, t: &mut Table, ino: u64) -> Result<Attr> {
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if let Some(super::write::OpenFile::Upper(f)) = node.detached.as_deref() {
+    fn attr_of(&self, ino: u64, v: &View) -> Result<Attr> {
+        if let Some(super::handle::OpenFile::Upper(f)) = v.detached.as_deref() {
             let st = nix::sys::stat::fstat(f).map_err(std::io::Error::from)?;
             return Ok(stat_attr(ino, &st));
         }
-        let src = node.src.clone();
+        let src = &v.src;
         let mut a = if src.upper != Upper::No {
             let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
-            let path = self.path(t, ino)?;
-            let st = upper.lstat(&path)?.ok_or(UnionError::NotFound)?;
+            let st = upper.lstat(&v.path)?.ok_or(UnionError::NotFound)?;
             stat_attr(ino, &st)
         } else if src.kind == FileKind::Directory {
             // Metadata from the topmost directory a tar listed; one a layer
@@ -429,27 +547,38 @@ impl UnionFs {
             let e = self.entry(lower);
             let mut a = entry_attr(ino, &e, src.kind);
             if e.group().is_some() || self.stack.external_members.contains_key(&lower) {
-                a.nlink = match t.nlinks.get(&ino) {
-                    Some(&n) => n,
-                    None => {
-                        let n = self.count_links(t, lower);
-                        t.nlinks.insert(ino, n);
-                        n
-                    }
-                };
+                a.nlink = self.nlink(ino, lower);
             }
             a
         };
         if src.kind == FileKind::Directory {
-            a.nlink = 2 + self.listing(t, ino)?.subdirs;
+            a.nlink = 2 + self.listing(ino)?.subdirs;
         }
         Ok(a)
+    }
+
+    /// The link count of hard-linked lower file `ino`, counted over the
+    /// merged view once (without the lock) and cached until a change.
+    fn nlink(&self, ino: u64, lower: LowerRef) -> u32 {
+        let epoch = {
+            let t = self.lock();
+            if let Some(&n) = t.nlinks.get(&ino) {
+                return n;
+            }
+            t.epoch
+        };
+        let n = (self.link_paths(lower).len() as u32).max(1);
+        let mut t = self.lock();
+        if t.epoch == epoch {
+            t.nlinks.insert(ino, n);
+        }
+        n
     }
 
     /// The visible paths of the hard-linked lower entry `src`: its group in
     /// its layer and the links to it from higher layers, each only if no
     /// higher layer (or the container) hides or replaces its path.
-    pub(crate) fn link_paths(&self, t: &mut Table, src: LowerRef) -> Vec<Vec<u8>> {
+    pub(crate) fn link_paths(&self, src: LowerRef) -> Vec<Vec<u8>> {
         let e = self.entry(src);
         let index = &self.stack.layers[src.0 as usize].index;
         let mut members: Vec<LowerRef> = match e.group() {
@@ -468,19 +597,15 @@ impl UnionFs {
             .iter()
             .map(|&m| self.entry(m).path())
             .filter(|p| {
-                self.resolve_path(t, p)
+                self.resolve_path(p)
                     .is_some_and(|c| c.src.lower == Some(src) && c.src.upper == Upper::No)
             })
             .collect()
     }
 
-    fn count_links(&self, t: &mut Table, src: LowerRef) -> u32 {
-        (self.link_paths(t, src).len() as u32).max(1)
-    }
-
     /// The child a path names in the merged view, merging directories on the
     /// way (cached listings are used, new ones are not kept).
-    pub(crate) fn resolve_path(&self, t: &mut Table, path: &[u8]) -> Option<Child> {
+    pub(crate) fn resolve_path(&self, path: &[u8]) -> Option<Child> {
         let mut dir_ino = ROOT_INO;
         let mut dir_src: Option<Source> = None;
         let mut dir_path: Vec<u8> = Vec::new();
@@ -489,10 +614,9 @@ impl UnionFs {
             .filter(|c| !c.is_empty())
             .peekable();
         while let Some(name) = comps.next() {
-            let cached = t.nodes.get(&dir_ino).and_then(|n| n.listing.clone());
-            let listing = match (cached, &dir_src) {
+            let listing = match (self.cached_listing(dir_ino), &dir_src) {
                 (Some(l), _) => l,
-                (None, None) => self.listing(t, dir_ino).ok()?,
+                (None, None) => self.listing(dir_ino).ok()?,
                 (None, Some(src)) => Arc::new(self.merge(src, &dir_path).ok()?),
             };
             let child = listing.find(name)?.clone();
@@ -510,29 +634,28 @@ impl UnionFs {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        let t = self.lock();
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if node.src.kind != FileKind::Symlink {
-            return Err(UnionError::Invalid);
-        }
-        if node.src.upper != Upper::No {
-            let path = self.path(&t, ino)?;
-            return Ok(self
-                .upper
-                .as_ref()
-                .ok_or(UnionError::BadHandle)?
-                .read_link(&path)?);
-        }
-        let lower = node.src.lower.ok_or(UnionError::BadHandle)?;
-        Ok(self.entry(lower).link().to_vec())
+        self.with_view(ino, |v| {
+            if v.src.kind != FileKind::Symlink {
+                return Err(UnionError::Invalid);
+            }
+            if v.src.upper != Upper::No {
+                return Ok(self
+                    .upper
+                    .as_ref()
+                    .ok_or(UnionError::BadHandle)?
+                    .read_link(&v.path)?);
+            }
+            let lower = v.src.lower.ok_or(UnionError::BadHandle)?;
+            Ok(self.entry(lower).link().to_vec())
+        })
     }
 
     /// Opens directory `ino` for reading: a snapshot of its listing, so
     /// offsets stay valid for the handle's life (seekdir/telldir) while the
     /// directory changes.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let listing = self.listing(ino)?;
         let mut t = self.lock();
-        let listing = self.listing(&mut t, ino)?;
         let parent = t.nodes.get(&ino).map_or(ROOT_INO, |n| n.parent);
         let fh = t.next_fh();
         t.dirs.insert(
@@ -563,24 +686,22 @@ impl UnionFs {
         plus: bool,
         mut add: impl FnMut(&DirEntry<'_>, Option<&Attr>) -> bool,
     ) -> Result<()> {
-        let mut t = self.lock();
-        let (parent, listing) = match t.dirs.get(&fh) {
-            Some(h) if fh != 0 && h.ino == ino => (h.parent, h.listing.clone()),
-            _ if fh != 0 => return Err(UnionError::BadHandle),
-            _ => {
-                let listing = self.listing(&mut t, ino)?;
-                (t.nodes.get(&ino).map_or(ROOT_INO, |n| n.parent), listing)
+        let (parent, listing) = if fh != 0 {
+            let t = self.lock();
+            match t.dirs.get(&fh) {
+                Some(h) if h.ino == ino => (h.parent, h.listing.clone()),
+                _ => return Err(UnionError::BadHandle),
             }
+        } else {
+            let listing = self.listing(ino)?;
+            let t = self.lock();
+            (t.nodes.get(&ino).map_or(ROOT_INO, |n| n.parent), listing)
         };
         let mut i = offset;
         // Offsets: 1 = ".", 2 = "..", 3.. = children; each names the next entry.
         while i < 2 {
             let (e_ino, name): (u64, &[u8]) = if i == 0 { (ino, b".") } else { (parent, b"..") };
-            let attr = if plus {
-                Some(self.attr(&mut t, e_ino)?)
-            } else {
-                None
-            };
+            let attr = if plus { Some(self.attr(e_ino)?) } else { None };
             let ent = DirEntry {
                 ino: e_ino,
                 offset: i + 1,
@@ -601,10 +722,10 @@ impl UnionFs {
                 name: &c.name,
             };
             if plus {
-                let attr = self.remember_attr(&mut t, ino, c)?;
+                let attr = self.remember_attr(ino, c)?;
                 if !add(&ent, Some(&attr)) {
                     // Not sent: the reference it took is not the kernel's.
-                    Self::unremember(&mut t, c.ino);
+                    Self::unremember(&mut self.lock(), c.ino);
                     return Ok(());
                 }
             } else if !add(&ent, None) {
@@ -681,41 +802,39 @@ impl UnionFs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        let t = self.lock();
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if node.src.upper != Upper::No {
-            if name.starts_with(super::upper::XATTR_PREFIX) {
+        self.with_view(ino, |v| {
+            if v.src.upper != Upper::No {
+                if name.starts_with(super::upper::XATTR_PREFIX) {
+                    return Err(UnionError::NoData);
+                }
+                let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
+                let name = std::str::from_utf8(name).map_err(|_| UnionError::NoData)?;
+                return upper.get_xattr(&v.path, name)?.ok_or(UnionError::NoData);
+            }
+            let e = self.entry(self.meta_src(&v.src)?);
+            if !e.has_xattrs() {
                 return Err(UnionError::NoData);
             }
-            let path = self.path(&t, ino)?;
-            let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
-            let name = std::str::from_utf8(name).map_err(|_| UnionError::NoData)?;
-            return upper.get_xattr(&path, name)?.ok_or(UnionError::NoData);
-        }
-        let e = self.entry(self.meta_src(&node.src)?);
-        if !e.has_xattrs() {
-            return Err(UnionError::NoData);
-        }
-        e.xattrs()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_vec())
-            .ok_or(UnionError::NoData)
+            e.xattrs()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_vec())
+                .ok_or(UnionError::NoData)
+        })
     }
 
     /// Extended attributes of an inode, as (name, value) pairs.
     pub(crate) fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let t = self.lock();
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if node.src.upper != Upper::No {
-            let path = self.path(&t, ino)?;
-            return Ok(self
-                .upper
-                .as_ref()
-                .ok_or(UnionError::BadHandle)?
-                .xattrs(&path)?);
-        }
-        let e = self.entry(self.meta_src(&node.src)?);
-        Ok(e.xattrs().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+        self.with_view(ino, |v| {
+            if v.src.upper != Upper::No {
+                return Ok(self
+                    .upper
+                    .as_ref()
+                    .ok_or(UnionError::BadHandle)?
+                    .xattrs(&v.path)?);
+            }
+            let e = self.entry(self.meta_src(&v.src)?);
+            Ok(e.xattrs().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+        })
     }
 
     /// The lower entry whose metadata a name shows (for a directory, the

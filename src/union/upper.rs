@@ -77,6 +77,12 @@ pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A directory descriptor that can be read (and fsynced), from an O_PATH one.
+fn open_readable(dir: &OwnedFd) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::openat(dir, ".", flags, Mode::empty()).map_err(errno)
+}
+
 fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
@@ -155,13 +161,7 @@ impl UpperDir {
     /// The entries of directory `rel` (whiteout files included), unsorted.
     pub fn read_dir(&self, rel: &[u8]) -> io::Result<Vec<UpperEntry>> {
         let fd = self.dir_fd(rel)?;
-        let dir_fd = nix::fcntl::openat(
-            &fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno)?;
+        let dir_fd = open_readable(&fd)?;
         let mut dir = nix::dir::Dir::from_fd(dir_fd).map_err(errno)?;
         let mut out = Vec::new();
         for e in dir.iter() {
@@ -287,6 +287,11 @@ impl UpperDir {
         let ffd = self.dir_fd(fdir)?;
         let tfd = self.dir_fd(tdir)?;
         nix::fcntl::renameat2(&ffd, os(fbase), &tfd, os(tbase), flags).map_err(errno)
+    }
+
+    /// fsync(2) of directory `rel`: its entries are on disk when it returns.
+    pub fn sync_dir(&self, rel: &[u8]) -> io::Result<()> {
+        File::from(open_readable(&self.dir_fd(rel)?)?).sync_all()
     }
 
     /// Records the deletion of `rel` (an empty `.wh.NAME` beside it).

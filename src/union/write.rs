@@ -6,12 +6,19 @@
 //! FUSE layer can pass through to the kernel).
 //!
 //! Every change holds the freeze lock shared, so a commit can stop them for
-//! the moment it reads the upper directory.
+//! the moment it reads the upper directory. Changes of names and metadata
+//! are serialized by `changes`; none does host I/O under the table lock. A
+//! file's data is copied up holding only that file's copy lock, so the rest
+//! of the mount is served meanwhile (lock order: freeze, copy, changes,
+//! table).
 
 use super::attr::{Attr, FileKind};
 use super::error::{Result, UnionError};
+use super::handle::{OpenFile, Opened};
 use super::stack::LowerRef;
-use super::tree::{Child, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino};
+use super::tree::{
+    Child, FRESH_INO, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino,
+};
 use super::upper::{
     Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_PREFIX, XATTR_REDIRECT,
     join, split,
@@ -20,21 +27,7 @@ use nix::fcntl::{OFlag, RenameFlags};
 use nix::sys::stat::SFlag;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
-
-/// An open file: lower data (read through its layer) or a host file of the
-/// upper directory.
-pub enum OpenFile {
-    Lower(LowerRef),
-    Upper(File),
-}
-
-/// What `open` and `create` hand back.
-pub struct Opened {
-    pub fh: u64,
-    /// The upper file, for the FUSE layer to register for passthrough.
-    pub upper: Option<File>,
-}
+use std::sync::{Arc, MutexGuard, RwLockReadGuard, RwLockWriteGuard};
 
 /// Who makes a new entry: its owner, unless the directory's setgid bit says
 /// the group.
@@ -76,6 +69,11 @@ impl UnionFs {
         Ok(self.frozen.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Held by each change of names or metadata, for its whole length.
+    fn ns(&self) -> MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Gives a new container's upper root the image root's owner, mode,
     /// xattrs and mtime (the root always exists in the upper dir).
     pub fn adopt_lower_root(&self) -> Result<()> {
@@ -109,6 +107,7 @@ impl UnionFs {
 
     /// Applies `f` to the cached listing entry `name` of directory `parent`.
     fn edit_child(t: &mut Table, parent: u64, name: &[u8], f: impl FnOnce(&mut Child)) {
+        Self::touch(t, parent);
         if let Some(listing) = t.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
             let l = Arc::make_mut(listing);
             if let Ok(i) = l.children.binary_search_by(|c| (*c.name).cmp(name)) {
@@ -118,16 +117,23 @@ impl UnionFs {
     }
 
     fn edit_listing(t: &mut Table, parent: u64, f: impl FnOnce(&mut Listing)) {
+        Self::touch(t, parent);
         if let Some(listing) = t.nodes.get_mut(&parent).and_then(|n| n.listing.as_mut()) {
             f(Arc::make_mut(listing));
         }
     }
 
+    /// `ino`, named `name` in `parent`, is now in the upper dir as `state`.
     fn mark_upper(t: &mut Table, parent: u64, name: &[u8], ino: u64, state: Upper) {
-        Self::edit_child(t, parent, name, |c| c.src.upper = state);
+        Self::edit_child(t, parent, name, |c| {
+            if c.ino == ino {
+                c.src.upper = state
+            }
+        });
         if let Some(n) = t.nodes.get_mut(&ino) {
             n.src.upper = state;
         }
+        Self::touch(t, ino);
     }
 
     fn lower_meta(&self, src: &Source) -> Result<Meta> {
@@ -143,16 +149,15 @@ impl UnionFs {
 
     /// Makes sure directory `path` and its parents exist in the upper dir, with
     /// their lower metadata; returns nothing new when they already do.
-    fn copy_up_dir_path(&self, t: &mut Table, path: &[u8]) -> Result<()> {
+    fn copy_up_dir_path(&self, path: &[u8]) -> Result<()> {
         let upper = self.upper_dir()?;
         let mut cur_ino = ROOT_INO;
         let mut cur_path: Vec<u8> = Vec::new();
         let mut cur_src: Option<Source> = None;
         for comp in path.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
-            let cached = t.nodes.get(&cur_ino).and_then(|n| n.listing.clone());
-            let listing = match (cached, &cur_src) {
+            let listing = match (self.cached_listing(cur_ino), &cur_src) {
                 (Some(l), _) => l,
-                (None, None) => self.listing(t, cur_ino)?,
+                (None, None) => self.listing(cur_ino)?,
                 (None, Some(src)) => Arc::new(self.merge(src, &cur_path)?),
             };
             let mut child = listing.find(comp).ok_or(UnionError::NotFound)?.clone();
@@ -166,7 +171,9 @@ impl UnionFs {
                 upper.mkdir_temp(&tmp)?;
                 upper.set_temp_meta(&tmp, &meta)?;
                 upper.install(&tmp, &child_path)?;
-                Self::mark_upper(t, cur_ino, comp, child.ino, Upper::Full);
+                let mut t = self.lock();
+                Self::mark_upper(&mut t, cur_ino, comp, child.ino, Upper::Full);
+                t.unsynced.insert(cur_ino);
                 child.src.upper = Upper::Full;
             }
             cur_ino = child.ino;
@@ -177,49 +184,40 @@ impl UnionFs {
     }
 
     /// Makes sure directory `ino` exists in the upper dir; returns its path.
-    fn copy_up_dir(&self, t: &mut Table, ino: u64) -> Result<Vec<u8>> {
-        let path = self.path(t, ino)?;
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        if node.src.kind != FileKind::Directory {
+    fn copy_up_dir(&self, ino: u64) -> Result<Vec<u8>> {
+        let v = self.view(ino)?;
+        if v.src.kind != FileKind::Directory {
             return Err(UnionError::NotDir);
         }
-        if node.src.upper == Upper::No {
-            self.copy_up_dir_path(t, &path)?;
+        if v.src.upper == Upper::No {
+            self.copy_up_dir_path(&v.path)?;
         }
-        Ok(path)
+        Ok(v.path)
     }
 
-    /// Copies non-directory `ino` up: its data too when `data`, else (for a
-    /// regular file) only its metadata. A hard-linked lower file comes up
-    /// with all its visible names, linked, so they stay one file.
-    fn copy_up(&self, t: &mut Table, ino: u64, data: bool) -> Result<Vec<u8>> {
+    /// Copies `ino` up without its data: a regular file as a metadata copy
+    /// (its data stays the lower layer's until `copy_up_data`), anything
+    /// else whole. A hard-linked lower file comes up with all its visible
+    /// names, linked, so they stay one file. The caller holds `changes`.
+    fn copy_up(&self, ino: u64) -> Result<Vec<u8>> {
         let upper = self.upper_dir()?;
-        let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
-        let src = node.src.clone();
-        let parent = node.parent;
-        let name = node.name.clone();
+        let v = self.view(ino)?;
+        let src = v.src;
         if src.kind == FileKind::Directory {
-            return self.copy_up_dir(t, ino);
+            return self.copy_up_dir(ino);
         }
-        let path = self.path(t, ino)?;
-        match src.upper {
-            Upper::Full => return Ok(path),
-            Upper::MetaCopy if !data => return Ok(path),
-            Upper::MetaCopy => {
-                self.fill_metacopy(upper, &path, src.lower.ok_or(UnionError::BadHandle)?)?;
-                Self::mark_upper(t, parent, &name, ino, Upper::Full);
-                return Ok(path);
-            }
-            Upper::No => {}
+        let path = v.path;
+        if src.upper != Upper::No {
+            return Ok(path);
         }
         let lower = src.lower.ok_or(UnionError::BadHandle)?;
         let links = if src.kind == FileKind::Regular {
-            self.link_paths(t, lower)
+            self.link_paths(lower)
         } else {
             Vec::new()
         };
         let (dir, _) = split(&path);
-        self.copy_up_dir_path(t, dir)?;
+        self.copy_up_dir_path(dir)?;
         let e = self.entry(lower);
         let mut meta = self.lower_meta(&src)?;
         meta.xattrs
@@ -227,13 +225,9 @@ impl UnionFs {
         let tmp = match src.kind {
             FileKind::Regular => {
                 let (tmp, file) = upper.create_temp(0o600)?;
-                if data {
-                    self.copy_data(lower, &file)?;
-                } else {
-                    file.set_len(e.size())?;
-                    meta.xattrs
-                        .push((XATTR_METACOPY.as_bytes().to_vec(), Vec::new()));
-                }
+                file.set_len(e.size())?;
+                meta.xattrs
+                    .push((XATTR_METACOPY.as_bytes().to_vec(), Vec::new()));
                 tmp
             }
             FileKind::Symlink => {
@@ -250,35 +244,96 @@ impl UnionFs {
         };
         upper.set_temp_meta(&tmp, &meta)?;
         upper.install(&tmp, &path)?;
-        let state = if data || src.kind != FileKind::Regular {
-            Upper::Full
-        } else {
+        let state = if src.kind == FileKind::Regular {
             Upper::MetaCopy
+        } else {
+            Upper::Full
         };
-        Self::mark_upper(t, parent, &name, ino, state);
+        {
+            let mut t = self.lock();
+            let (parent, name) = t
+                .nodes
+                .get(&ino)
+                .map(|n| (n.parent, n.name.clone()))
+                .ok_or(UnionError::BadHandle)?;
+            Self::mark_upper(&mut t, parent, &name, ino, state);
+            t.unsynced.insert(parent);
+        }
         for other in links.iter().filter(|p| **p != path) {
             let (odir, oname) = split(other);
-            self.copy_up_dir_path(t, odir)?;
+            self.copy_up_dir_path(odir)?;
             upper.link(&path, other)?;
             if let Some(pino) = self
-                .resolve_path(t, odir)
+                .resolve_path(odir)
                 .map(|c| c.ino)
                 .or((odir.is_empty()).then_some(ROOT_INO))
             {
-                Self::edit_child(t, pino, oname, |c| c.src.upper = state);
+                let mut t = self.lock();
+                Self::edit_child(&mut t, pino, oname, |c| c.src.upper = state);
+                t.unsynced.insert(pino);
             }
         }
+        let mut t = self.lock();
         t.nlinks.remove(&ino);
+        Self::touch(&mut t, ino);
         Ok(path)
     }
 
-    /// Writes the lower data into a metadata-only upper file, in place (so
-    /// its hard links stay linked), then drops the mark.
-    fn fill_metacopy(&self, upper: &UpperDir, path: &[u8], lower: LowerRef) -> Result<()> {
-        let file = upper.open_file(path, OFlag::O_WRONLY, 0)?;
+    /// This inode's copy lock: held while its data is copied up.
+    fn copy_lock(&self, ino: u64) -> Arc<std::sync::Mutex<()>> {
+        self.lock().copying.entry(ino).or_default().clone()
+    }
+
+    /// Drops the copy lock `lock` of `ino` from the table once no one else
+    /// holds or waits for it.
+    fn copy_unlock(&self, ino: u64, lock: Arc<std::sync::Mutex<()>>) {
+        let mut t = self.lock();
+        // Clones are taken under the table lock: the map's and ours are all.
+        if Arc::strong_count(&lock) == 2 {
+            t.copying.remove(&ino);
+        }
+    }
+
+    /// Copies regular file `ino` up with its data: a metadata copy first,
+    /// then the lower data written into it in place (so its hard links stay
+    /// linked), then the mark dropped. The data is copied holding only this
+    /// inode's copy lock — neither the table lock nor `changes` — so the
+    /// rest of the mount is served meanwhile; a second caller for the same
+    /// inode waits for the first and finds it done. A crash midway leaves
+    /// the metadata copy, whose data is still read from the layer. The
+    /// caller must not hold `changes` (lock order).
+    fn copy_up_data(&self, ino: u64) -> Result<()> {
+        let lock = self.copy_lock(ino);
+        let done = {
+            let _one = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.fill(ino)
+        };
+        self.copy_unlock(ino, lock);
+        done
+    }
+
+    /// The body of `copy_up_data`, under the copy lock.
+    fn fill(&self, ino: u64) -> Result<()> {
+        let upper = self.upper_dir()?;
+        let (file, lower) = {
+            let _ns = self.ns();
+            let path = self.copy_up(ino)?;
+            let v = self.view(ino)?;
+            if v.src.upper != Upper::MetaCopy {
+                return Ok(());
+            }
+            let lower = v.src.lower.ok_or(UnionError::BadHandle)?;
+            (upper.open_file(&path, OFlag::O_WRONLY, 0)?, lower)
+        };
         self.copy_data(lower, &file)?;
+        // The data is on disk before the mark that says it is not goes.
         file.sync_data()?;
-        upper.remove_xattr(path, XATTR_METACOPY.as_bytes())?;
+        let _ns = self.ns();
+        xattr::FileExt::remove_xattr(&file, XATTR_METACOPY)?;
+        let mut t = self.lock();
+        if let Some((parent, name)) = t.nodes.get(&ino).map(|n| (n.parent, n.name.clone())) {
+            Self::mark_upper(&mut t, parent, &name, ino, Upper::Full);
+        }
         Ok(())
     }
 
@@ -286,6 +341,15 @@ impl UnionFs {
     /// threads, each decoding its own half of the layer's spans; a sparse
     /// file keeps its holes.
     fn copy_data(&self, lower: LowerRef, file: &File) -> Result<()> {
+        #[cfg(test)]
+        if let Some(hook) = self
+            .copy_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            hook();
+        }
         let (_, e) = self.file_src(lower)?;
         let (size, sparse) = (e.size(), e.is_sparse());
         let copy = |from: u64, to: u64| -> Result<()> {
@@ -333,11 +397,11 @@ impl UnionFs {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
         check_new_name(name)?;
-        let mut t = self.lock();
-        if self.listing(&mut t, parent)?.find(name).is_some() {
+        let _ns = self.ns();
+        if self.listing(parent)?.find(name).is_some() {
             return Err(UnionError::Exists);
         }
-        let dir = self.copy_up_dir(&mut t, parent)?;
+        let dir = self.copy_up_dir(parent)?;
         let path = join(&dir, name);
         let file = make(upper, &path)?;
         let owned = (|| {
@@ -370,9 +434,10 @@ impl UnionFs {
                 return Err(e);
             }
         };
+        let mut t = self.lock();
         let child = Child {
             name: name.into(),
-            ino: upper_ino(st.st_ino),
+            ino: Self::new_ino(&mut t, st.st_ino),
             src: Source {
                 kind,
                 lower: None,
@@ -382,20 +447,29 @@ impl UnionFs {
             },
         };
         Self::edit_listing(&mut t, parent, |l| l.put(child.clone()));
-        if let Some(old) = t.nodes.get_mut(&child.ino) {
-            // The host gave the number of a file deleted moments ago, which
-            // the kernel has not forgotten yet: the same number, a new file.
-            old.src = child.src.clone();
-            old.parent = parent;
-            old.name = name.into();
-            old.aliases.clear();
-            old.listing = None;
-            old.detached = None;
-            old.generation += 1;
-        }
+        Self::touch(&mut t, child.ino);
         t.nlinks.remove(&child.ino);
-        let attr = self.remember_attr(&mut t, parent, &child)?;
+        drop(t);
+        let attr = self.remember_attr(parent, &child)?;
         Ok((attr, file))
+    }
+
+    /// The inode number of a new upper entry whose host inode is `host`.
+    /// The host often gives the number of a file deleted moments ago, which
+    /// the kernel may still hold (a removed working directory, a name tar
+    /// just replaced): the same number for the new file would make the
+    /// kernel fail every call on the old one with EIO, so the new file then
+    /// gets a number of its own, kept for the mount's life.
+    fn new_ino(t: &mut Table, host: u64) -> u64 {
+        let host = upper_ino(host);
+        let ino = t.renumbered.get(&host).copied().unwrap_or(host);
+        if !t.nodes.contains_key(&ino) {
+            return ino;
+        }
+        t.next_ino += 1;
+        let ino = FRESH_INO | t.next_ino;
+        t.renumbered.insert(host, ino);
+        ino
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
@@ -473,18 +547,19 @@ impl UnionFs {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
         check_new_name(newname)?;
-        let mut t = self.lock();
-        let src = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.src.clone();
+        let _ns = self.ns();
+        let src = self.view(ino)?.src;
         if src.kind == FileKind::Directory {
             return Err(UnionError::NotPermitted);
         }
-        if self.listing(&mut t, newparent)?.find(newname).is_some() {
+        if self.listing(newparent)?.find(newname).is_some() {
             return Err(UnionError::Exists);
         }
-        let from = self.copy_up(&mut t, ino, false)?;
-        let dir = self.copy_up_dir(&mut t, newparent)?;
+        let from = self.copy_up(ino)?;
+        let dir = self.copy_up_dir(newparent)?;
         let to = join(&dir, newname);
         upper.link(&from, &to)?;
+        let mut t = self.lock();
         let state = t.nodes.get(&ino).map_or(Upper::Full, |n| n.src.upper);
         let child = Child {
             name: newname.into(),
@@ -497,7 +572,10 @@ impl UnionFs {
         };
         Self::edit_listing(&mut t, newparent, |l| l.put(child.clone()));
         t.nlinks.remove(&ino);
-        self.remember_attr(&mut t, newparent, &child)
+        Self::touch(&mut t, ino);
+        t.unsynced.insert(newparent);
+        drop(t);
+        self.remember_attr(newparent, &child)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
@@ -511,9 +589,9 @@ impl UnionFs {
     fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
-        let mut t = self.lock();
+        let _ns = self.ns();
         let child = self
-            .listing(&mut t, parent)?
+            .listing(parent)?
             .find(name)
             .cloned()
             .ok_or(UnionError::NotFound)?;
@@ -525,9 +603,9 @@ impl UnionFs {
                 UnionError::IsDir
             });
         }
-        let parent_path = self.copy_up_dir(&mut t, parent)?;
+        let parent_path = self.copy_up_dir(parent)?;
         let path = join(&parent_path, name);
-        if is_dir && !self.dir_listing(&mut t, &child, &path)?.children.is_empty() {
+        if is_dir && !self.dir_listing(&child, &path)?.children.is_empty() {
             return Err(UnionError::NotEmpty);
         }
         // The whiteout first: a crash in between leaves the name still there,
@@ -543,13 +621,16 @@ impl UnionFs {
                 upper.unlink(&path)?
             }
         }
-        self.detach_if_open(&mut t, child.ino, last_link);
+        let open = self.open_file_of(last_link);
+        let mut t = self.lock();
+        Self::detach(&mut t, child.ino, open);
         Self::edit_listing(&mut t, parent, |l| {
             l.remove(name);
         });
         if let Some(n) = t.nodes.get_mut(&child.ino) {
             n.drop_name(parent, name);
         }
+        Self::touch(&mut t, child.ino);
         t.nlinks.remove(&child.ino);
         Ok(())
     }
@@ -568,30 +649,39 @@ impl UnionFs {
         Ok(upper.lstat(path)?.filter(|st| st.st_nlink == 1))
     }
 
-    /// After its last name went: if a handle still has the file open, `stat`
-    /// of the inode asks that handle from now on.
-    fn detach_if_open(&self, t: &mut Table, ino: u64, gone: Option<libc::stat>) {
-        let Some(st) = gone else { return };
-        let Some(node) = t.nodes.get_mut(&ino) else {
-            return;
-        };
+    /// After its last name went (`gone` is its stat): the handle that still
+    /// has the file open, if any (Some(None) if none does).
+    fn open_file_of(&self, gone: Option<libc::stat>) -> Option<Option<Arc<OpenFile>>> {
+        let st = gone?;
         let files = self.files.read().unwrap_or_else(|p| p.into_inner());
-        node.detached = files
-            .values()
-            .find(|f| match &***f {
-                OpenFile::Upper(file) => nix::sys::stat::fstat(file)
-                    .is_ok_and(|s| s.st_dev == st.st_dev && s.st_ino == st.st_ino),
-                OpenFile::Lower(_) => false,
-            })
-            .cloned();
+        Some(
+            files
+                .values()
+                .find(|f| match &***f {
+                    OpenFile::Upper(file) => nix::sys::stat::fstat(file)
+                        .is_ok_and(|s| s.st_dev == st.st_dev && s.st_ino == st.st_ino),
+                    OpenFile::Lower(_) => false,
+                })
+                .cloned(),
+        )
+    }
+
+    /// `stat` of an inode whose last name went asks the handle that still
+    /// has it open from now on.
+    fn detach(t: &mut Table, ino: u64, open: Option<Option<Arc<OpenFile>>>) {
+        if let Some(f) = open
+            && let Some(node) = t.nodes.get_mut(&ino)
+        {
+            node.detached = f;
+        }
     }
 
     /// The listing of a child directory, cached if it has an inode.
-    fn dir_listing(&self, t: &mut Table, child: &Child, path: &[u8]) -> Result<Arc<Listing>> {
-        if t.nodes.contains_key(&child.ino) {
-            return self.listing(t, child.ino);
+    fn dir_listing(&self, child: &Child, path: &[u8]) -> Result<Arc<Listing>> {
+        match self.listing(child.ino) {
+            Err(UnionError::BadHandle) => Ok(Arc::new(self.merge(&child.src, path)?)),
+            r => r,
         }
-        Ok(Arc::new(self.merge(&child.src, path)?))
     }
 
     /// Renames `name` in `parent` to `newname` in `newparent`, replacing what
@@ -611,17 +701,17 @@ impl UnionFs {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
         check_new_name(newname)?;
-        let mut t = self.lock();
+        let _ns = self.ns();
         let src = self
-            .listing(&mut t, parent)?
+            .listing(parent)?
             .find(name)
             .cloned()
             .ok_or(UnionError::NotFound)?;
-        let dst = self.listing(&mut t, newparent)?.find(newname).cloned();
+        let dst = self.listing(newparent)?.find(newname).cloned();
         let src_dir = src.src.kind == FileKind::Directory;
-        let src_parent_path = self.copy_up_dir(&mut t, parent)?;
+        let src_parent_path = self.copy_up_dir(parent)?;
         let src_path = join(&src_parent_path, name);
-        let dst_parent_path = self.copy_up_dir(&mut t, newparent)?;
+        let dst_parent_path = self.copy_up_dir(newparent)?;
         let dst_path = join(&dst_parent_path, newname);
         if let Some(d) = &dst {
             if flags & libc::RENAME_NOREPLACE != 0 {
@@ -633,7 +723,7 @@ impl UnionFs {
             match (src_dir, d.src.kind == FileKind::Directory) {
                 (true, false) => return Err(UnionError::NotDir),
                 (false, true) => return Err(UnionError::IsDir),
-                (true, true) if !self.dir_listing(&mut t, d, &dst_path)?.children.is_empty() => {
+                (true, true) if !self.dir_listing(d, &dst_path)?.children.is_empty() => {
                     return Err(UnionError::NotEmpty);
                 }
                 _ => {}
@@ -642,7 +732,7 @@ impl UnionFs {
         // Bring the source into the upper dir.
         if src_dir {
             if src.src.upper == Upper::No {
-                self.copy_up_dir_path(&mut t, &src_path)?;
+                self.copy_up_dir_path(&src_path)?;
             }
             // Without a redirect it merges the lower directories at its own
             // path. The redirect names where its layers hold it, which is not
@@ -655,15 +745,11 @@ impl UnionFs {
             }
             upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
         } else {
-            // copy_up works on inodes; the kernel normally holds one for `name`.
-            let borrowed = !t.nodes.contains_key(&src.ino);
-            if borrowed {
-                Self::remember(&mut t, parent, &src);
-            }
-            let copied = self.copy_up(&mut t, src.ino, false);
-            if borrowed {
-                Self::unremember(&mut t, src.ino);
-            }
+            // copy_up works on inodes: a reference of our own keeps this one
+            // known while it runs.
+            Self::remember(&mut self.lock(), parent, &src);
+            let copied = self.copy_up(src.ino);
+            Self::unremember(&mut self.lock(), src.ino);
             copied?;
             if upper.get_xattr(&src_path, XATTR_ORIGIN)?.is_none() {
                 upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
@@ -684,12 +770,14 @@ impl UnionFs {
             None => None,
         };
         upper.rename(&src_path, &dst_path, RenameFlags::empty())?;
-        if let Some(d) = &dst {
-            self.detach_if_open(&mut t, d.ino, replaced);
-        }
+        let open = self.open_file_of(replaced);
         if src_dir && dst_lower {
             // The lower directory at the new name must not merge into it.
             upper.whiteout(&dst_path)?;
+        }
+        let mut t = self.lock();
+        if let Some(d) = &dst {
+            Self::detach(&mut t, d.ino, open);
         }
         let state = t
             .nodes
@@ -713,11 +801,13 @@ impl UnionFs {
             n.rename_path((parent, name), (newparent, newname));
             n.src = moved.src.clone();
         }
+        Self::touch(&mut t, src.ino);
         t.nlinks.remove(&src.ino);
         if let Some(d) = dst {
             if let Some(n) = t.nodes.get_mut(&d.ino) {
                 n.drop_name(newparent, newname);
             }
+            Self::touch(&mut t, d.ino);
             t.nlinks.remove(&d.ino);
         }
         Ok(())
@@ -726,9 +816,8 @@ impl UnionFs {
     pub fn setattr(&self, ino: u64, a: SetAttr) -> Result<Attr> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
-        let mut t = self.lock();
-        let kind = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.src.kind;
-        let path = if let Some(size) = a.size {
+        let kind = self.view(ino)?.src.kind;
+        if a.size.is_some() {
             if kind != FileKind::Regular {
                 return Err(if kind == FileKind::Directory {
                     UnionError::IsDir
@@ -736,19 +825,20 @@ impl UnionFs {
                     UnionError::Invalid
                 });
             }
-            let p = self.copy_up(&mut t, ino, true)?;
+            self.copy_up_data(ino)?;
+        }
+        let ns = self.ns();
+        let path = self.copy_up(ino)?;
+        if let Some(size) = a.size {
             match a.fh.and_then(|fh| self.file(fh)) {
                 Some(f) if matches!(*f, OpenFile::Upper(_)) => {
                     if let OpenFile::Upper(file) = &*f {
                         file.set_len(size)?;
                     }
                 }
-                _ => upper.open_file(&p, OFlag::O_WRONLY, 0)?.set_len(size)?,
+                _ => upper.open_file(&path, OFlag::O_WRONLY, 0)?.set_len(size)?,
             }
-            p
-        } else {
-            self.copy_up(&mut t, ino, false)?
-        };
+        }
         if a.uid.is_some() || a.gid.is_some() {
             upper.chown(&path, a.uid, a.gid)?;
         }
@@ -774,7 +864,8 @@ impl UnionFs {
             };
             upper.utimens(&path, &ts(a.atime), &ts(a.mtime))?;
         }
-        self.attr(&mut t, ino)
+        drop(ns);
+        self.attr(ino)
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
@@ -783,8 +874,8 @@ impl UnionFs {
         if name.starts_with(XATTR_PREFIX) {
             return Err(UnionError::NotPermitted);
         }
-        let mut t = self.lock();
-        let path = self.copy_up(&mut t, ino, false)?;
+        let _ns = self.ns();
+        let path = self.copy_up(ino)?;
         let exists = upper
             .get_xattr(
                 &path,
@@ -807,8 +898,8 @@ impl UnionFs {
         if name.starts_with(XATTR_PREFIX) {
             return Err(UnionError::NoData);
         }
-        let mut t = self.lock();
-        let path = self.copy_up(&mut t, ino, false)?;
+        let _ns = self.ns();
+        let path = self.copy_up(ino)?;
         upper
             .remove_xattr(&path, name)
             .map_err(|e| match e.raw_os_error() {
@@ -823,46 +914,52 @@ impl UnionFs {
         let upper = self.upper_dir()?;
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let trunc = flags & libc::O_TRUNC != 0;
-        let t = self.lock();
-        let src = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?.src.clone();
-        if src.kind == FileKind::Directory {
+        let v = self.view(ino)?;
+        if v.src.kind == FileKind::Directory {
             return Err(UnionError::IsDir);
         }
         let extra =
             OFlag::from_bits_truncate(flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME));
         if write || trunc {
-            drop(t);
             let _g = self.changing()?;
-            let mut t = self.lock();
-            // O_TRUNC discards the data: a metadata copy is enough.
-            let path = self.copy_up(&mut t, ino, !trunc)?;
-            let file = upper.open_file(&path, OFlag::O_RDWR | extra, 0)?;
-            if trunc {
-                file.set_len(0)?;
-                if t.nodes
-                    .get(&ino)
-                    .is_some_and(|n| n.src.upper == Upper::MetaCopy)
-                {
-                    upper.remove_xattr(&path, XATTR_METACOPY.as_bytes())?;
-                    let (parent, name) = t
-                        .nodes
-                        .get(&ino)
-                        .map(|n| (n.parent, n.name.clone()))
-                        .ok_or(UnionError::BadHandle)?;
-                    Self::mark_upper(&mut t, parent, &name, ino, Upper::Full);
+            let regular = v.src.kind == FileKind::Regular;
+            // O_TRUNC discards the data: a metadata copy is enough, once no
+            // copy of the data is still writing into it.
+            let lock = (regular && trunc).then(|| self.copy_lock(ino));
+            let opened = (|| {
+                let _one = lock
+                    .as_ref()
+                    .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
+                if regular && !trunc && v.src.upper != Upper::Full {
+                    self.copy_up_data(ino)?;
                 }
+                let _ns = self.ns();
+                let path = self.copy_up(ino)?;
+                let file = upper.open_file(&path, OFlag::O_RDWR | extra, 0)?;
+                if trunc {
+                    file.set_len(0)?;
+                    let v = self.view(ino)?;
+                    if v.src.upper == Upper::MetaCopy {
+                        upper.remove_xattr(&path, XATTR_METACOPY.as_bytes())?;
+                        let mut t = self.lock();
+                        Self::mark_upper(&mut t, v.parent, &v.name, ino, Upper::Full);
+                    }
+                }
+                Ok::<_, UnionError>(file)
+            })();
+            if let Some(l) = lock {
+                self.copy_unlock(ino, l);
             }
-            drop(t);
+            let file = opened?;
             return Ok(self.add_file(OpenFile::Upper(file.try_clone()?), Some(file)));
         }
-        if src.upper == Upper::Full {
-            let path = self.path(&t, ino)?;
-            let file = upper.open_file(&path, OFlag::O_RDONLY | extra, 0)?;
-            drop(t);
+        if v.src.upper == Upper::Full {
+            let file = self.with_view(ino, |v| {
+                Ok(upper.open_file(&v.path, OFlag::O_RDONLY | extra, 0)?)
+            })?;
             return Ok(self.add_file(OpenFile::Upper(file.try_clone()?), Some(file)));
         }
-        let lower = src.lower.ok_or(UnionError::BadHandle)?;
-        drop(t);
+        let lower = v.src.lower.ok_or(UnionError::BadHandle)?;
         Ok(self.add_file(OpenFile::Lower(lower), None))
     }
 
@@ -909,13 +1006,75 @@ impl UnionFs {
             .remove(&fh);
     }
 
-    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+    /// Syncs open file `fh` of inode `ino`, and the upper directories above
+    /// it that copy-ups put entries in (so that a copied-up file is where
+    /// it was after a crash once it is fsynced).
+    pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<()> {
         if let OpenFile::Upper(f) = &*self.file(fh).ok_or(UnionError::BadHandle)? {
             if datasync {
                 f.sync_data()?
             } else {
                 f.sync_all()?
             }
+            // An unlinked file has no directory to sync.
+            if let Ok(v) = self.view(ino) {
+                self.sync_copied_up_dirs(v.parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs the upper directory of `ino` (what fsync of a directory asks:
+    /// its entries, such as a rename into it, are durable), and the ones
+    /// above it that copy-ups put entries in. A directory only in lower
+    /// layers has nothing to sync.
+    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
+        let Some(upper) = self.upper.as_ref() else {
+            return Ok(());
+        };
+        let v = self.view(ino)?;
+        if v.src.upper == Upper::No {
+            return Ok(());
+        }
+        self.with_view(ino, |v| Ok(upper.sync_dir(&v.path)?))?;
+        self.lock().unsynced.remove(&ino);
+        if ino != ROOT_INO {
+            self.sync_copied_up_dirs(v.parent)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs `dir` and each directory above it that a copy-up put an entry
+    /// in since it was last synced.
+    fn sync_copied_up_dirs(&self, dir: u64) -> Result<()> {
+        let Some(upper) = self.upper.as_ref() else {
+            return Ok(());
+        };
+        let dirs: Vec<u64> = {
+            let t = self.lock();
+            if t.unsynced.is_empty() {
+                return Ok(());
+            }
+            let mut out = Vec::new();
+            let mut cur = dir;
+            for _ in 0..4096 {
+                if t.unsynced.contains(&cur) {
+                    out.push(cur);
+                }
+                match t.nodes.get(&cur) {
+                    Some(n) if cur != ROOT_INO => cur = n.parent,
+                    _ => break,
+                }
+            }
+            out
+        };
+        for d in dirs {
+            match self.with_view(d, |v| Ok(upper.sync_dir(&v.path)?)) {
+                // Gone since: nothing of it to keep.
+                Err(e) if e.errno() == libc::ENOENT => {}
+                r => r?,
+            }
+            self.lock().unsynced.remove(&d);
         }
         Ok(())
     }

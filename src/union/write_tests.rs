@@ -404,3 +404,151 @@ fn a_new_entry_on_a_reused_inode_number_is_a_new_file() {
         assert_ne!(link.generation, placeholder.generation);
     }
 }
+
+/// A copy-up whose lower read is held up: lookups, getattr and readdir of
+/// other paths still complete, and a second writer of the same file waits
+/// for the first copy instead of making another. The 20 s bound only turns
+/// a hang into a failure.
+#[test]
+fn a_copy_up_in_progress_blocks_only_its_own_file() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::time::Duration;
+    const HANG: Duration = Duration::from_secs(20);
+    let Some(fx) = Fixture::new() else { return };
+    let fs = Arc::new(fx.fs());
+    let motd = walk(&fs, "etc/motd").unwrap().ino;
+    let copies = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let counted = copies.clone();
+    *fs.copy_hook.lock().unwrap() = Some(Arc::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let _ = started_tx.send(());
+        // Returns when released, or when the test gave up (sender dropped).
+        let _ = release_rx.lock().unwrap().recv();
+    }));
+    let writer = |fs: Arc<UnionFs>| {
+        std::thread::spawn(move || {
+            let o = fs.open(motd, libc::O_WRONLY)?;
+            fs.write_fh(o.fh, 0, b"H")?;
+            fs.release(o.fh);
+            Ok::<_, UnionError>(())
+        })
+    };
+    let first = writer(fs.clone());
+    started_rx.recv_timeout(HANG).expect("the copy-up started");
+    let second = writer(fs.clone());
+    let (done_tx, done_rx) = mpsc::channel();
+    let reader = fs.clone();
+    std::thread::spawn(move || {
+        let r = (|| {
+            let passwd = walk(&reader, "etc/passwd")?;
+            reader.getattr(passwd.ino)?;
+            walk(&reader, "usr/share/doc/b/README")?;
+            Ok::<_, UnionError>((list(&reader, "etc"), list(&reader, "usr/share/doc")))
+        })();
+        let _ = done_tx.send(r);
+    });
+    let others = done_rx.recv_timeout(HANG);
+    drop(release_tx);
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    let (etc, doc) = others
+        .expect("other paths were served while a copy-up ran")
+        .unwrap();
+    assert!(etc.contains(&"passwd".to_string()));
+    assert_eq!(doc, ["a", "b"]);
+    assert_eq!(copies.load(Ordering::SeqCst), 1, "the file was copied once");
+    assert_eq!(read(&fs, "etc/motd"), b"Hello\n");
+}
+
+/// A directory removed while the kernel still holds it (a shell's working
+/// directory) stays a removed directory when the host gives its inode
+/// number to a new file: the new file gets a number of its own (the same
+/// one would make the kernel fail every call on the old with EIO), and
+/// creating in the removed one is ENOENT.
+#[test]
+fn a_removed_directory_keeps_its_number_to_itself() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let gone = fs.mkdir(ROOT_INO, b"gone", 0o755, ME).unwrap();
+    let host_ino = std::fs::metadata(fx.upper.join("gone")).unwrap().ino();
+    fs.rmdir(ROOT_INO, b"gone").unwrap();
+    // Until the host hands that number out again.
+    let mut reused = None;
+    for i in 0..64 {
+        let name = format!("f{i}");
+        let (a, o) = fs.create(ROOT_INO, name.as_bytes(), 0o644, ME).unwrap();
+        fs.release(o.fh);
+        if std::fs::metadata(fx.upper.join(&name)).unwrap().ino() == host_ino {
+            reused = Some(a);
+            break;
+        }
+    }
+    let new = reused.expect("the host reuses a freed inode number");
+    assert_ne!(new.ino, gone.ino);
+    assert_eq!(fs.getattr(gone.ino).unwrap_err().errno(), libc::ENOENT);
+    let e = fs
+        .create(gone.ino, b"f", 0o644, ME)
+        .err()
+        .expect("created in a removed dir");
+    assert_eq!(e.errno(), libc::ENOENT);
+    // The new number is the file's: lookup and readdir say it too.
+    let by_name: Vec<u64> = list(&fs, "")
+        .iter()
+        .map(|n| walk(&fs, n).unwrap().ino)
+        .collect();
+    assert!(by_name.contains(&new.ino) && !by_name.contains(&gone.ino));
+}
+
+/// Listings merged without the lock while changes come in (a reader lists
+/// directories a writer is filling): what is cached in the end is what the
+/// upper dir holds, for every directory.
+#[test]
+fn listings_merged_during_changes_are_not_stale() {
+    const DIRS: usize = 40;
+    const FILES: usize = 15;
+    let Some(fx) = Fixture::new() else { return };
+    let fs = std::sync::Arc::new(fx.fs());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (fs, done) = (fs.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for i in 0..DIRS {
+                    let Ok(a) = fs.lookup(ROOT_INO, format!("b{i}").as_bytes()) else {
+                        continue;
+                    };
+                    let _ = fs.readdir(a.ino, 0, 0, false, |_, _| true);
+                    fs.forget(a.ino, 1);
+                }
+            }
+        })
+    };
+    for i in 0..DIRS {
+        let dir = fs
+            .mkdir(ROOT_INO, format!("b{i}").as_bytes(), 0o755, ME)
+            .unwrap();
+        for j in 0..FILES {
+            let name = format!("f{j}");
+            let (_, o) = fs.create(dir.ino, name.as_bytes(), 0o644, ME).unwrap();
+            fs.release(o.fh);
+            if j % 3 == 0 {
+                fs.unlink(dir.ino, name.as_bytes()).unwrap();
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    reader.join().unwrap();
+    for i in 0..DIRS {
+        let mut on_disk: Vec<String> = std::fs::read_dir(fx.upper.join(format!("b{i}")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        assert_eq!(list(&fs, &format!("b{i}")), on_disk, "b{i}");
+    }
+}
