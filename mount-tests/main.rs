@@ -14,4 +14,5 @@ mod interop;
 mod posix;
 mod readonly;
 mod run;
+mod stress;
 mod writable;
