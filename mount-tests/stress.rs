@@ -1148,3 +1148,50 @@ fn a_lower_file_survives_a_listing_of_its_unlinked_hard_link() {
     );
     assert_eq!(fs::read(&tool).ok(), Some(lower_tool()), "read bin/tool");
 }
+
+/// Whether process `pid` waits for a file lock (a "->" line of /proc/locks).
+fn waits_for_a_lock(pid: u32) -> bool {
+    let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
+    let pid = pid.to_string();
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"->") && f.contains(&pid.as_str())
+    })
+}
+
+/// Found by the stress test: fsck beside gc reported the blobs gc removed
+/// under it as damaged (exit 1). It waits for gc now, as writers do.
+#[test]
+fn fsck_waits_for_gc_rather_than_report_what_gc_removes() {
+    let env = Env::new();
+    env.image("fsck:1", &[Tar::new().file("f", 0o644, b"x\n").finish()]);
+    let gc = env
+        .store
+        .lock_exclusive()
+        .expect("the store lock, as gc takes it");
+    let mut fsck = env
+        .cmd(&["fsck"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start fsck");
+    let mut ended = None;
+    crate::support::wait_until(
+        || {
+            ended = fsck.try_wait().expect("fsck status");
+            ended.is_some() || waits_for_a_lock(fsck.id())
+        },
+        "fsck to wait for the store lock",
+    );
+    assert!(
+        ended.is_none(),
+        "fsck ran ({ended:?}) while gc held the store"
+    );
+    drop(gc);
+    let out = fsck.wait_with_output().expect("fsck");
+    assert!(
+        out.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
