@@ -77,7 +77,7 @@ fn a_live_container_under_stress_commits_exact_images() {
     eprintln!("stress: {secs} s, seed {seed} (LAYERFS_STRESS_SECS, LAYERFS_STRESS_SEED)");
     let env = Arc::new(env);
     let m = env.mount_writable("debian:3layer", "stress");
-    let refs = Arc::new(References::take(&env, &m.path));
+    let refs = Arc::new(References::take(&env, &m.path, seed));
 
     let sh = Arc::new(Shared {
         mnt: m.path.clone(),
@@ -85,43 +85,24 @@ fn a_live_container_under_stress_commits_exact_images() {
         pause: RwLock::new(()),
         busy: Mutex::new(Vec::new()),
     });
+    let with_refs = |f: fn(&mut Worker, &References) -> Result<(), String>| -> Body {
+        let r = refs.clone();
+        Box::new(move |w: &mut Worker| f(w, &r))
+    };
+    let with_env = |f: fn(&mut Worker, &Env) -> Result<(), String>| -> Body {
+        let e = env.clone();
+        Box::new(move |w: &mut Worker| f(w, &e))
+    };
     let bodies: Vec<(&'static str, Body)> = vec![
-        ("find", {
-            let r = refs.clone();
-            Box::new(move |w: &mut Worker| find_reader(w, &r))
-        }),
-        ("tar", {
-            let r = refs.clone();
-            Box::new(move |w: &mut Worker| tar_reader(w, &r))
-        }),
-        ("sha256sum", {
-            let r = refs.clone();
-            Box::new(move |w: &mut Worker| sum_reader(w, &r))
-        }),
-        ("untar", {
-            let r = refs.clone();
-            Box::new(move |w: &mut Worker| untar_writer(w, &r))
-        }),
-        ("rename", {
-            let r = refs.clone();
-            Box::new(move |w: &mut Worker| rename_writer(w, &r))
-        }),
-        ("link", {
-            let r = refs.clone();
-            Box::new(move |w: &mut Worker| link_writer(w, &r))
-        }),
-        ("fsx", {
-            let r = refs.clone();
-            Box::new(move |w: &mut Worker| fsx(w, &r, seed))
-        }),
-        ("commit", {
-            let e = env.clone();
-            Box::new(move |w: &mut Worker| committer(w, &e, seed))
-        }),
-        ("gc", {
-            let e = env.clone();
-            Box::new(move |w: &mut Worker| gc_worker(w, &e))
-        }),
+        ("find", with_refs(find_reader)),
+        ("tar", with_refs(tar_reader)),
+        ("sha256sum", with_refs(sum_reader)),
+        ("untar", with_refs(untar_writer)),
+        ("rename", with_refs(rename_writer)),
+        ("link", with_refs(link_writer)),
+        ("fsx", with_refs(fsx)),
+        ("commit", with_env(committer)),
+        ("gc", with_env(gc_worker)),
     ];
     let workers: Vec<JoinHandle<Report>> = bodies
         .into_iter()
@@ -380,6 +361,8 @@ struct References {
     moved_file: Vec<u8>,
     link_contents: Vec<Vec<u8>>,
     fsx_start: Vec<u8>,
+    /// What the fsx checker's random choices start from.
+    seed: u64,
 }
 
 const FIND_FORMAT: &str = "%P\\t%y\\t%m\\t%n\\t%s\\t%U:%G\\t%T@\\t%l\\n";
@@ -402,7 +385,7 @@ fn tar_sum(mnt: &Path, area: &str) -> Result<String, String> {
 }
 
 impl References {
-    fn take(env: &Env, mnt: &Path) -> References {
+    fn take(env: &Env, mnt: &Path, seed: u64) -> References {
         let finds = FIND_AREAS
             .iter()
             .map(|a| find_lines(&mnt.join(a)).expect("find"))
@@ -488,6 +471,7 @@ impl References {
             moved_file: read(&format!("{MOVES_DIR}/changelog.Debian.gz")),
             link_contents,
             fsx_start: read(FSX_FILE),
+            seed,
         }
     }
 }
@@ -794,7 +778,8 @@ fn first_difference(got: &[u8], want: &[u8]) -> String {
 /// An fsx-style checker: random writes, truncates, reads, mmap reads and
 /// fallocates on a copied-up lower file, every result checked against an
 /// in-memory model of the file; fsync, close and reopen now and then.
-fn fsx(w: &mut Worker, r: &References, seed: u64) -> Result<(), String> {
+fn fsx(w: &mut Worker, r: &References) -> Result<(), String> {
+    let seed = r.seed;
     use nix::fcntl::{FallocateFlags as F, fallocate};
     let path = w.mnt(FSX_FILE);
     let mut model = r.fsx_start.clone();
@@ -946,7 +931,7 @@ fn listings(root: &Path, areas: &[&str]) -> String {
 /// every area writers change, live ones a directory made just before and
 /// lower areas nobody writes. Keeps the last two images for gc to free the
 /// others.
-fn committer(w: &mut Worker, env: &Env, seed: u64) -> Result<(), String> {
+fn committer(w: &mut Worker, env: &Env) -> Result<(), String> {
     let mnt = w.mnt("");
     let mnt_arg = mnt.to_str().ok_or("a utf-8 mountpoint")?.to_string();
     let mut i = 0u64;
@@ -973,7 +958,7 @@ fn committer(w: &mut Worker, env: &Env, seed: u64) -> Result<(), String> {
             (CHANGED_AREAS, want)
         } else {
             let dir = mnt.join(format!("stress/frozen/{i}"));
-            w.op("fill-frozen", || fill_frozen(&dir, seed ^ i))?;
+            w.op("fill-frozen", || fill_frozen(&dir, i))?;
             if i >= 9 {
                 let old = mnt.join(format!("stress/frozen/{}", i - 8));
                 w.op("rm-r-frozen", || {
@@ -1194,4 +1179,38 @@ fn fsck_waits_for_gc_rather_than_report_what_gc_removes() {
         "fsck: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Found by the stress test: a mount beside gc failed ("holds/mount-...json:
+/// No such file or directory") when gc removed the temp file of its hold
+/// record as one a crash left. Such records are written under the store
+/// lock now, so gc waits for them.
+#[test]
+fn a_hold_written_beside_gc_waits_for_it() {
+    let env = Env::new();
+    let gc = env
+        .store
+        .lock_exclusive()
+        .expect("the store lock, as gc takes it");
+    let store = layerfs::store::Store::open(&env.root()).expect("store");
+    let writer = std::thread::spawn(move || {
+        store.add_hold(&layerfs::store::Hold {
+            id: "mount-stress".into(),
+            manifests: vec![layerfs::oci::Digest::from_hex(&"ab".repeat(32)).expect("digest")],
+            what: "a mount beside gc".into(),
+            pid: None,
+        })
+    });
+    crate::support::wait_until(
+        || writer.is_finished() || waits_for_a_lock(std::process::id()),
+        "the hold to wait for the store lock",
+    );
+    assert!(
+        !writer.is_finished(),
+        "a hold was written while gc held the store"
+    );
+    drop(gc);
+    writer.join().expect("writer").expect("add_hold");
+    let holds = env.store.holds().expect("holds");
+    assert_eq!(holds.len(), 1, "{holds:?}");
 }
