@@ -17,4 +17,5 @@ mod live_commit;
 mod posix;
 mod readonly;
 mod run;
+mod stress;
 mod writable;

@@ -19,6 +19,9 @@ pub struct FsckReport {
 }
 
 pub fn fsck(store: &Store) -> Result<FsckReport> {
+    // As writers do: gc waits, so a blob it would remove under the check is
+    // not reported as damaged.
+    let _lock = store.lock_shared()?;
     let mut r = FsckReport::default();
     let mut bad_blobs = HashSet::new();
     for d in store.list_blobs()? {

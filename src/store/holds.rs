@@ -2,7 +2,6 @@
 //! plain `rmi` while something uses it — a mount (held as long as its daemon
 //! lives), a container (held until it is removed), a running build.
 
-use super::blobs::write_atomic;
 use super::{Result, Store, StoreError};
 use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
@@ -32,11 +31,7 @@ impl Store {
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let bytes = serde_json::to_vec_pretty(hold)
             .map_err(|e| StoreError::io(&dir, std::io::Error::other(e)))?;
-        write_atomic(
-            &self.tmp_dir(),
-            &dir.join(format!("{}.json", hold.id)),
-            &bytes,
-        )
+        self.write_file(&dir.join(format!("{}.json", hold.id)), &bytes)
     }
 
     pub fn remove_hold(&self, id: &str) -> Result<()> {

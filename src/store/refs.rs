@@ -73,8 +73,10 @@ impl Store {
 
     /// Replaces `dest`, a file in the store's own folders, with `content`:
     /// a temp file, fsynced, renamed over it, so a crash leaves the old
-    /// file or the new one.
+    /// file or the new one. Under the store lock, shared, as every writer:
+    /// gc removes the temp files it finds as left by crashes.
     pub(crate) fn write_file(&self, dest: &std::path::Path, content: &[u8]) -> Result<()> {
+        let _lock = self.lock_shared()?;
         write_atomic(&self.tmp_dir(), dest, content)
     }
 
@@ -87,7 +89,7 @@ impl Store {
         let mut bytes = serde_json::to_vec_pretty(&index)
             .map_err(|e| StoreError::io(&path, std::io::Error::other(e)))?;
         bytes.push(b'\n');
-        write_atomic(&self.tmp_dir(), &self.index_json_path(), &bytes)?;
+        self.write_file(&path, &bytes)?;
         Ok(out)
     }
 

@@ -713,8 +713,23 @@ impl UnionFs {
             }
             i += 1;
         }
+        // A handle lists the directory as it was at opendir. A name renamed
+        // or removed since must not be remembered: it would become its
+        // inode's path again (a renamed dir's contents, or the lower file a
+        // removed hard link shared, would then vanish). POSIX lets readdir
+        // leave such names out.
+        // A directory removed since has no current names.
+        let current = plus.then(|| self.listing(&mut t, ino).ok());
         for c in listing.children.iter().skip((i - 2) as usize) {
             i += 1;
+            if let Some(now) = &current {
+                let live = now.as_ref().is_some_and(|now| {
+                    Arc::ptr_eq(now, &listing) || now.find(&c.name).is_some_and(|n| n.ino == c.ino)
+                });
+                if !live {
+                    continue;
+                }
+            }
             let ent = DirEntry {
                 ino: c.ino,
                 offset: i,
