@@ -683,13 +683,14 @@ impl<'a> Builder<'a> {
             &layers,
             Some(std::process::id()),
         )?;
+        // As `buildah bud --isolation oci`: the same runtime as `run`; the
+        // host's network, as RUN steps have always had it.
         let spec = RunSpec {
             command: run::Command::Exact(argv),
             env: arg_env,
-            workdir: None,
-            user: None,
-            volumes: Vec::new(),
             stdin_null: true,
+            network: run::Network::Host,
+            ..RunSpec::default()
         };
         let result = match run::run(self.store, &c, &config, &spec) {
             Ok(0) => self.commit_run(&key, &c, &created_by),
