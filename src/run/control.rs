@@ -27,6 +27,16 @@ pub fn running(c: &Container) -> Result<State, RunError> {
     }
 }
 
+/// Removes what the runtime may still keep of a container whose monitor
+/// was killed before it could (its state, its cgroup).
+pub fn forget(c: &Container) {
+    if let Some(st) = state::load(c)
+        && !st.running()
+    {
+        let _ = runtime_of(&st).delete(&c.name);
+    }
+}
+
 /// Sends `signal` (a name as `kill -l` gives it, or a number) to the container's init.
 pub fn kill(c: &Container, signal: &str) -> Result<(), RunError> {
     let st = running(c)?;

@@ -533,6 +533,11 @@ fn prepare(
 
     let caps = spec::capabilities(&spec.cap_add, &spec.cap_drop, spec.privileged)
         .map_err(RunError::Usage)?;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = match status.lines().find_map(|l| l.strip_prefix("CapBnd:")) {
+        Some(bnd) => spec::within_bounding(caps, bnd),
+        None => caps,
+    };
     let seccomp = match (&spec.seccomp, spec.privileged) {
         (_, true) | (Seccomp::Unconfined, _) => None,
         (Seccomp::Default, _) => {

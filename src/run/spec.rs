@@ -133,6 +133,22 @@ pub fn capabilities(
     Ok(caps)
 }
 
+/// The capabilities of `caps` that a bounding set (`CapBnd:` of
+/// /proc/self/status, hex) holds: a container cannot have more than we do.
+pub fn within_bounding(caps: Vec<String>, cap_bnd_hex: &str) -> Vec<String> {
+    let Ok(mask) = u64::from_str_radix(cap_bnd_hex.trim(), 16) else {
+        return caps;
+    };
+    caps.into_iter()
+        .filter(|c| {
+            ALL_CAPS
+                .iter()
+                .position(|a| a == c)
+                .is_some_and(|bit| mask & (1 << bit) != 0)
+        })
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Network {
     /// A namespace of its own; outbound access through user-mode networking.
@@ -325,6 +341,11 @@ mod tests {
         assert!(c.contains(&"CAP_SYS_ADMIN".to_string()) && !c.contains(&"CAP_CHOWN".to_string()));
         assert_eq!(capabilities(&[], &[], true).unwrap().len(), ALL_CAPS.len());
         assert!(capabilities(&s(&["FLY"]), &[], false).is_err());
+        // Bit 24 (CAP_SYS_RESOURCE) missing from ours: not given.
+        let all = capabilities(&[], &[], true).unwrap();
+        let c = within_bounding(all, "000001fffeffffff");
+        assert_eq!(c.len(), ALL_CAPS.len() - 1);
+        assert!(!c.contains(&"CAP_SYS_RESOURCE".to_string()));
     }
 
     #[test]
