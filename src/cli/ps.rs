@@ -53,7 +53,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["NAME", "IMAGE", "CREATED", "STATUS", "SIZE", "MOUNTED AT"], &table);
+            print_table(
+                &["NAME", "IMAGE", "CREATED", "STATUS", "SIZE", "MOUNTED AT"],
+                &table,
+            );
         }
     }
     Ok(())
