@@ -430,6 +430,23 @@ fn the_runtime_confines_the_container_as_docker_does() {
     assert_eq!(out.stdout, b"through stdin\n");
     assert_eq!(env.ok(&["run", "--rm", img, "cat"]), "");
 
+    // -t: a terminal through the runtime's console socket (its line
+    // discipline turns \n into \r\n); the exit code still comes through.
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "-t",
+        img,
+        "sh",
+        "-c",
+        "tty; test -t 1 && echo is a tty; exit 4",
+    ]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/dev/pts/0\r\nis a tty\r\n"
+    );
+
     // Bad flags are usage errors.
     for bad in [
         &["run", "--rm", "--cap-add", "FLY", img, "true"][..],

@@ -21,6 +21,7 @@
 //! ROOT/layerfs/runtime/                   the runtime's state (its --root)
 //! ```
 
+pub mod console;
 pub mod control;
 pub mod inroot;
 pub mod network;
@@ -268,13 +269,32 @@ fn monitor(
         started: crate::oci::time::now_rfc3339(),
         ..Default::default()
     };
+    let console = match spec.tty {
+        true => Some(console::Socket::listen(dir)?),
+        false => None,
+    };
+    let stdio = match spec.tty {
+        true => [Stdio::null(), Stdio::null(), Stdio::inherit()],
+        false => [stdin, Stdio::inherit(), Stdio::inherit()],
+    };
     rt.create(
         id,
         dir,
         &pid_file,
-        None,
-        [stdin, Stdio::inherit(), Stdio::inherit()],
+        console.as_ref().map(|c| c.path.as_path()),
+        stdio,
     )?;
+    let (_raw, output) = match console {
+        Some(sock) => {
+            let master = sock.master()?;
+            console::copy_size(&master);
+            (
+                Some(console::Raw::enter()),
+                Some(console::attach(master, !spec.stdin_null)?),
+            )
+        }
+        None => (None, None),
+    };
     let result = (|| {
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .ok()
@@ -290,6 +310,9 @@ fn monitor(
         state::save(c, &st)?;
         process::wait_forwarding(nix::unistd::Pid::from_raw(pid))
     })();
+    if let Some(t) = output {
+        let _ = t.join();
+    }
     let _ = rt.delete(id);
     st.status = state::Status::Exited;
     st.exit_code = result.as_ref().ok().copied();
