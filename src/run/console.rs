@@ -49,7 +49,7 @@ fn receive(listener: &UnixListener) -> Result<OwnedFd, String> {
         stream.as_raw_fd(),
         &mut iov,
         Some(&mut space),
-        MsgFlags::empty(),
+        MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .map_err(|e| e.to_string())?;
     for c in msg.cmsgs().map_err(|e| e.to_string())? {
