@@ -623,3 +623,126 @@ fn detached_containers_logs_exec_stop_kill_and_rm() {
     assert_ne!(code(&out), 0);
     assert!(leftovers(&env).is_empty(), "{:?}", leftovers(&env));
 }
+
+/// What a container sees of its confinement, in lines both runtimes'
+/// users can compare (nothing that names the image store or the init).
+const PROBE: &str = r#"
+echo "== status"; grep -E '^(Seccomp|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
+echo "== who"; id; hostname; echo "$(cat /etc/hostname)"; pwd; umask
+echo "== mounts"
+for m in /proc /dev /dev/pts /dev/shm /dev/mqueue /sys /sys/fs/cgroup; do
+  awk -v m=$m '$2==m {split($4,o,","); print $2, $3, o[1]}' /proc/self/mounts
+done
+echo "== devices"; stat -c '%n %F %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty
+echo "== masked"; stat -c '%n %F %s' /proc/keys /proc/timer_list
+echo "$(ls -A /proc/acpi 2>/dev/null | wc -l) in /proc/acpi, $(ls -A /sys/firmware | wc -l) in /sys/firmware"
+echo "== read-only"
+for f in /proc/sysrq-trigger /proc/sys/kernel/domainname /sys/kernel/uevent_helper; do
+  (echo x > $f) 2>/dev/null && echo "$f written" || echo "$f refused"
+done
+echo "== refused"
+mount -t tmpfs t /mnt 2>/dev/null && echo mounted || echo mount refused
+perl -e 'syscall(169, 0xfee1dead, 672274793, 0, 0) == -1 and print "reboot: $!\n"'
+perl -e 'syscall(167, "/dev/null", 0) == -1 and print "swapon: $!\n"'
+echo "== allowed"
+touch /tmp/f && chown 1:1 /tmp/f && echo chown ok
+mknod /tmp/n c 1 3 && echo mknod ok
+chroot / true && echo chroot ok
+echo "== network"; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '
+echo "== env"; echo "PATH=$PATH HOME=$HOME"
+"#;
+
+#[test]
+fn podman_and_layerfs_run_give_the_same_answers() {
+    const T: &str = "podman_and_layerfs_run_give_the_same_answers";
+    if !crate::support::sh("command -v podman && command -v runc").0 {
+        assert!(
+            std::env::var_os("LAYERFS_CI").is_none(),
+            "{T}: podman or runc is not installed"
+        );
+        eprintln!("SKIPPED {T}: podman or runc is not installed");
+        return;
+    }
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
+        return;
+    };
+    // The same image, in podman's own store.
+    let dir = env.mkdir("podman");
+    let archive = dir.join("image.tar");
+    env.ok(&["save", "debian:minbase", "-o", archive.to_str().unwrap()]);
+    let podman = |args: &[&str]| {
+        let out = std::process::Command::new("podman")
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+                "--runtime",
+                "runc",
+            ])
+            .args(args)
+            .output()
+            .expect("podman");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    podman(&["load", "-i", archive.to_str().unwrap()]);
+    // Podman's own defaults differ from Docker's in three capabilities;
+    // this machine's hard limits need its --ulimit (see design.md).
+    let theirs = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--hostname",
+        "probe",
+        "--cap-add",
+        "MKNOD,NET_RAW,AUDIT_WRITE",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=4096:4096",
+        "localhost/debian:minbase",
+        "sh",
+        "-c",
+        PROBE,
+    ]);
+    let ours = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--hostname",
+        "probe",
+        "debian:minbase",
+        "sh",
+        "-c",
+        PROBE,
+    ]);
+    assert!(theirs.contains("Seccomp:\t2"), "{theirs}");
+    for (n, (a, b)) in theirs.lines().zip(ours.lines()).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "line {}: podman vs layerfs\n{theirs}\n---\n{ours}",
+            n + 1
+        );
+    }
+    assert_eq!(
+        theirs.lines().count(),
+        ours.lines().count(),
+        "{theirs}\n---\n{ours}"
+    );
+    podman(&["rmi", "-a", "-f"]);
+    assert!(leftovers(&env).is_empty(), "{:?}", leftovers(&env));
+}
