@@ -318,6 +318,26 @@ fn the_runtime_confines_the_container_as_docker_does() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("all started"));
     assert!(crate::support::sh("true").0, "the host still forks");
 
+    // The limits as the container's cgroups show them.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "0.5",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "32",
+        "--security-opt",
+        "no-new-privileges",
+        img,
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes \
+         /sys/fs/cgroup/pids/pids.max; grep NoNewPrivs /proc/self/status",
+    ]);
+    assert_eq!(out, "50000\n67108864\n32\nNoNewPrivs:\t1\n");
+
     // Capabilities: Docker's set; --cap-drop ALL takes chown away.
     let chown = "touch /tmp/f && chown 1:1 /tmp/f && echo chowned";
     assert_eq!(

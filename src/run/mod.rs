@@ -484,7 +484,7 @@ fn prepare(
         Command::Image(args) => match &spec.entrypoint {
             // As Docker: --entrypoint replaces the image's and drops its Cmd.
             Some(ep) if ep.is_empty() => rules::argv(None, None, args)?,
-            Some(ep) => rules::argv(Some(&[ep.clone()]), None, args)?,
+            Some(ep) => rules::argv(Some(std::slice::from_ref(ep)), None, args)?,
             None => rules::argv(config.entrypoint.as_deref(), config.cmd.as_deref(), args)?,
         },
         Command::Exact(argv) if argv.is_empty() => return Err(RunError::NoCommand),

@@ -181,7 +181,7 @@ pub fn filter(
         let mut names = strings(s.get("names"));
         if tighten && action == "SCMP_ACT_ALLOW" {
             names.retain(|n| {
-                restricted(n).is_none_or(|cap| has(cap)) && (*n != "clone" || has("CAP_SYS_ADMIN"))
+                restricted(n).is_none_or(&has) && (*n != "clone" || has("CAP_SYS_ADMIN"))
             });
         }
         if names.is_empty() {
