@@ -481,8 +481,20 @@ fn the_runtime_confines_the_container_as_docker_does() {
     assert!(stderr(&out).contains("no-such-runtime"), "{}", stderr(&out));
     assert_ne!(code(&out), 0);
     let out = env.run(&["run", "--rm", "--debug", img, "true"]);
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("runtime /usr/sbin/runc"),
+        err.contains("layerfs: runtime /") && err.contains("runc version"),
+        "{err}"
+    );
+    // No runtime on PATH: the error names the package.
+    let out = env
+        .cmd(&["run", "--rm", img, "true"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 125);
+    assert!(
+        stderr(&out).contains("apt-get install runc"),
         "{}",
         stderr(&out)
     );

@@ -614,3 +614,20 @@ fn prepare(
     let p = dir.join("config.json");
     std::fs::write(&p, json).map_err(|e| io(&p, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_behind_slirp_replaces_loopback_nameservers() {
+        let host = "search lan\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n";
+        assert_eq!(
+            resolv_conf(host, Network::Default),
+            "search lan\nnameserver 10.0.2.3\noptions edns0\n"
+        );
+        assert_eq!(resolv_conf(host, Network::Host), host);
+        let outside = "nameserver 192.0.2.1\n";
+        assert_eq!(resolv_conf(outside, Network::Default), outside);
+    }
+}
