@@ -106,11 +106,11 @@ impl Runtime {
         RunError::Runtime(format!("{} {what} {id}: {why}", self.name()))
     }
 
+    /// Runs `runtime ARGS` (which name container `id`), its output kept for the error.
     fn quiet(&self, args: &[&str], id: &str) -> Result<(), RunError> {
         let out = self
             .command()
             .args(args)
-            .arg(id)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| super::io(&self.path, e))?;
@@ -160,25 +160,15 @@ impl Runtime {
     }
 
     pub fn start(&self, id: &str) -> Result<(), RunError> {
-        self.quiet(&["start"], id)
+        self.quiet(&["start", id], id)
     }
 
     pub fn kill(&self, id: &str, signal: &str) -> Result<(), RunError> {
-        let out = self
-            .command()
-            .args(["kill", id, signal])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| super::io(&self.path, e))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(self.failed("kill", id, &out))
-        }
+        self.quiet(&["kill", id, signal], id)
     }
 
     /// Removes the container's state (and kills what is left of it).
     pub fn delete(&self, id: &str) -> Result<(), RunError> {
-        self.quiet(&["delete", "--force"], id)
+        self.quiet(&["delete", "--force", id], id)
     }
 }
