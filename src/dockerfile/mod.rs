@@ -281,6 +281,8 @@ fn prune_step_containers(store: &Store) {
             && let Ok(None | Some((_, false))) =
                 crate::mount::records::find_container(store, &c.name)
         {
+            // What the runtime kept of it too (its state, its cgroups).
+            run::control::forget(&c);
             let _ = container::remove(store, &c);
         }
     }

@@ -31,7 +31,7 @@ pub fn running(c: &Container) -> Result<State, RunError> {
 /// was killed before it could (its state, its cgroup).
 pub fn forget(c: &Container) {
     if let Some(st) = state::load(c)
-        && !st.running()
+        && !crate::store::process_alive(st.monitor)
     {
         let _ = runtime_of(&st).delete(&c.name);
     }

@@ -269,6 +269,9 @@ fn monitor(
         started: crate::oci::time::now_rfc3339(),
         ..Default::default()
     };
+    // Recorded before the runtime has it, so a killed monitor's leftovers
+    // can be found (`control::forget`).
+    state::save(c, &st)?;
     let console = match spec.tty {
         true => Some(console::Socket::listen(dir)?),
         false => None,
