@@ -610,7 +610,8 @@ fn prepare(
         cpus: spec.cpus,
         pids_limit: spec.pids_limit,
         network: spec.network,
-        cgroups_path: format!("/layerfs/{}", c.name),
+        // Unique on the host: stores are not, nor are container names across them.
+        cgroups_path: format!("/layerfs/{}-{}", c.name, std::process::id()),
         binds,
     };
     let json = serde_json::to_vec_pretty(&spec::config(&input)).unwrap_or_default();
