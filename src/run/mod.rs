@@ -287,16 +287,18 @@ fn monitor(
         console.as_ref().map(|c| c.path.as_path()),
         stdio,
     )?;
-    let (_raw, output) = match console {
+    let (_raw, output, size) = match console {
         Some(sock) => {
             let master = sock.master()?;
             console::copy_size(&master);
+            let size = master.try_clone().map_err(|e| io(dir, e))?;
             (
                 Some(console::Raw::enter()),
                 Some(console::attach(master, !spec.stdin_null)?),
+                Some(size),
             )
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let result = (|| {
         let pid: i32 = std::fs::read_to_string(&pid_file)
@@ -311,7 +313,12 @@ fn monitor(
         st.status = state::Status::Running;
         st.pid = pid as u32;
         state::save(c, &st)?;
-        process::wait_forwarding(nix::unistd::Pid::from_raw(pid))
+        let resized = || {
+            if let Some(m) = &size {
+                console::copy_size(m);
+            }
+        };
+        process::wait_forwarding(nix::unistd::Pid::from_raw(pid), &resized)
     })();
     if let Some(t) = output {
         let _ = t.join();

@@ -4,7 +4,8 @@
 //! its status with waitpid. The signals a run forwards (SIGHUP, SIGINT,
 //! SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2), sent to us by `kill` or by the
 //! terminal, are passed on to the init, which lives in a session of its own
-//! and so hears nothing from our terminal otherwise.
+//! and so hears nothing from our terminal otherwise. SIGWINCH resizes the
+//! terminal of a `run -t`.
 
 use super::RunError;
 use nix::errno::Errno;
@@ -63,12 +64,20 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, RunError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// The forwarded signals and SIGWINCH (a terminal's new size), which
+/// `run` holds while a command runs.
+fn held() -> SigSet {
+    let mut s = forwarded();
+    s.add(Signal::SIGWINCH);
+    s
+}
+
 /// Waits for `child` (ours by now), passing on the signals sent to us
-/// meanwhile; returns its exit code.
-pub fn wait_forwarding(child: Pid) -> Result<i32, RunError> {
+/// meanwhile and calling `resized` on SIGWINCH; returns its exit code.
+pub fn wait_forwarding(child: Pid, resized: &dyn Fn()) -> Result<i32, RunError> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let pidfd = pidfd_open(child)?;
-    let sfd = SignalFd::with_flags(&forwarded(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    let sfd = SignalFd::with_flags(&held(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(sys("signalfd"))?;
     loop {
         let mut fds = [
@@ -81,8 +90,12 @@ pub fn wait_forwarding(child: Pid) -> Result<i32, RunError> {
         }
         if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             while let Ok(Some(si)) = sfd.read_signal() {
-                if let Ok(sig) = Signal::try_from(si.ssi_signo as i32) {
-                    let _ = nix::sys::signal::kill(child, sig);
+                match Signal::try_from(si.ssi_signo as i32) {
+                    Ok(Signal::SIGWINCH) => resized(),
+                    Ok(sig) => {
+                        let _ = nix::sys::signal::kill(child, sig);
+                    }
+                    Err(_) => {}
                 }
             }
         }
@@ -103,10 +116,10 @@ pub fn wait_forwarding(child: Pid) -> Result<i32, RunError> {
     }
 }
 
-/// Blocks the forwarded signals in the calling thread; returns the mask to
-/// restore. Threads started afterwards inherit it.
+/// Blocks the forwarded signals and SIGWINCH in the calling thread; returns
+/// the mask to restore. Threads started afterwards inherit it.
 pub fn block_forwarded() -> Result<SigSet, RunError> {
-    forwarded()
+    held()
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(sys("sigprocmask"))
 }
