@@ -4,6 +4,7 @@
 mod build;
 mod commit;
 mod df;
+mod exec;
 mod export;
 mod format;
 mod fsck;
@@ -15,6 +16,7 @@ mod inspect;
 mod load;
 mod login;
 mod logout;
+mod logs;
 mod mount;
 mod mounts;
 mod ps;
@@ -24,6 +26,7 @@ mod rm;
 mod rmi;
 mod run;
 mod save;
+mod stop;
 mod tag;
 mod transfer;
 mod umount;
@@ -97,6 +100,16 @@ enum Command {
     Run(run::Args),
     /// Build an image from a Dockerfile
     Build(build::Args),
+    /// Show the output of a detached container
+    Logs(logs::Args),
+    /// Run a command in a running container
+    Exec(exec::Args),
+    /// Stop a running container: SIGTERM, then SIGKILL after -t seconds
+    Stop(stop::Args),
+    /// Send a signal to a running container
+    Kill(stop::KillArgs),
+    #[command(hide = true)]
+    ContainerMonitor(run::MonitorArgs),
 }
 
 /// A mistake in how a command was called (exit code 2).
@@ -180,6 +193,11 @@ pub fn main() -> i32 {
         Command::Logout(a) => logout::run(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
         Command::Build(a) => build::run(&ctx, a),
+        Command::Logs(a) => logs::run(&ctx, a),
+        Command::Exec(a) => exec::run(&ctx, a),
+        Command::Stop(a) => stop::run(&ctx, a),
+        Command::Kill(a) => stop::kill(&ctx, a),
+        Command::ContainerMonitor(a) => run::monitor(&ctx, a),
     };
     match result {
         Ok(()) => 0,

@@ -1,5 +1,5 @@
-//! `layerfs ps`: containers, their image, the size of their changes, and
-//! where they are mounted.
+//! `layerfs ps`: containers, their image, whether they run (or their exit
+//! code), the size of their changes, and where they are mounted.
 
 use super::Ctx;
 use super::format::{OutputFormat, human_size, print_table};
@@ -15,6 +15,9 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let mut rows: Vec<(layerfs::container::Container, u64, Option<String>)> = Vec::new();
+    let status = |c: &layerfs::container::Container| {
+        layerfs::run::state::load(c).map_or_else(|| "created".to_string(), |s| s.describe())
+    };
     for c in layerfs::container::list(&store)? {
         let at = match layerfs::mount::records::find_container(&store, &c.name)? {
             Some((r, true)) => Some(r.mountpoint.display().to_string()),
@@ -28,7 +31,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             let v: Vec<_> = rows
                 .iter()
                 .map(|(c, size, at)| {
-                    serde_json::json!({"Name": c.name, "Image": c.image, "ImageDigest": c.manifest, "Created": c.created, "Size": size, "MountedAt": at})
+                    {
+                        let st = layerfs::run::state::load(c);
+                        serde_json::json!({"Name": c.name, "Image": c.image, "ImageDigest": c.manifest, "Created": c.created, "Size": size, "MountedAt": at, "Status": status(c), "ExitCode": st.and_then(|s| s.exit_code)})
+                    }
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -41,12 +47,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                         c.name.clone(),
                         c.image.clone(),
                         layerfs::oci::time::human_age(Some(&c.created)),
+                        status(c),
                         human_size(*size),
                         at.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            print_table(&["NAME", "IMAGE", "CREATED", "SIZE", "MOUNTED AT"], &table);
+            print_table(
+                &["NAME", "IMAGE", "CREATED", "STATUS", "SIZE", "MOUNTED AT"],
+                &table,
+            );
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 pub struct Args {
     #[arg(required = true)]
     containers: Vec<String>,
-    /// Unmount a mounted container first
+    /// Unmount a mounted container first; kill a running one
     #[arg(short, long)]
     force: bool,
 }
@@ -30,7 +30,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
 }
 
 fn remove(store: &layerfs::store::Store, name: &str, force: bool) -> Result<()> {
-    let c = layerfs::container::load(store, name)?;
+    let mut c = layerfs::container::load(store, name)?;
+    if layerfs::run::state::load(&c).is_some_and(|st| st.running()) {
+        if !force {
+            bail!("it is running; stop it or use --force");
+        }
+        layerfs::run::control::kill(&c, "KILL")?;
+        layerfs::run::control::wait_monitor(&c, None);
+        // A run --rm container is gone with its monitor.
+        match layerfs::container::load(store, name) {
+            Ok(again) => c = again,
+            Err(layerfs::container::ContainerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    layerfs::run::control::forget(&c);
     if let Some((r, _)) = layerfs::mount::records::find_container(store, name)? {
         if !force {
             bail!(

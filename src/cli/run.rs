@@ -1,9 +1,14 @@
-//! `layerfs run [--rm] [--name NAME] [-e K=V] [-w DIR] [-u USER]
-//! [-v HOST:CONTAINER[:ro]] IMAGE [CMD...]`: the command's exit code is ours.
+//! `layerfs run [OPTIONS] IMAGE [CMD...]`, as `docker run` spells its
+//! options: the command's exit code is ours. With `-d` the container runs
+//! under a monitor process of its own (`layerfs container-monitor NAME`,
+//! hidden), which serves its mount until it ends; its output goes to the
+//! container's log.
 
 use super::{Ctx, ExitCode, UsageError};
 use anyhow::{Context, Result};
-use layerfs::run::{self, Command, RunSpec};
+use layerfs::run::{self, Command, Network, RunSpec, Seccomp};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,6 +18,15 @@ pub struct Args {
     /// Name of the container
     #[arg(long)]
     name: Option<String>,
+    /// Run in the background; print the container's name (see logs, exec, stop)
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin open for the command (else it reads /dev/null)
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the command a terminal
+    #[arg(short, long)]
+    tty: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to pass ours on)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -25,6 +39,45 @@ pub struct Args {
     /// Bind a host path into the container
     #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
+    /// Replace the image's Entrypoint (its Cmd is dropped too)
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The container's hostname (default: its name)
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Add a capability to Docker's default set (or ALL)
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a capability from the set (or ALL)
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Every capability, no seccomp filter, no masked paths
+    #[arg(long)]
+    privileged: bool,
+    /// Memory limit (bytes, or with b, k, m, g)
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPUs the container may use (e.g. 1.5)
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Most processes the container may have
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// default (own namespace, outbound through slirp4netns), none (loopback only) or host
+    #[arg(long, alias = "net", default_value = "default")]
+    network: String,
+    /// The OCI runtime: a name on PATH (runc, crun) or a path
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Say which runtime runs the container
+    #[arg(long)]
+    debug: bool,
     /// Mount a fresh /proc for the container's PID namespace (always done;
     /// accepted as unshare(1) spells it)
     #[arg(long)]
@@ -36,19 +89,97 @@ pub struct Args {
     command: Vec<String>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    // While this process has one thread: a private mount namespace.
-    run::init_process()?;
-    layerfs::mount::ignore_sigpipe();
-    let _ = a.mount_proc;
+/// What a detached container's monitor reads: the spec and what to do after.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Detached {
+    spec: RunSpec,
+    config: layerfs::oci::ContainerConfig,
+    rm: bool,
+}
+
+fn spec_of(a: &Args) -> Result<RunSpec> {
+    let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
     for kv in &a.env {
-        run::check_env(kv).map_err(|e| UsageError(e.to_string()))?;
+        run::check_env(kv).map_err(|e| usage(e.to_string()))?;
     }
     let volumes = a
         .volume
         .iter()
-        .map(|v| run::parse_volume(v).map_err(|e| UsageError(e.to_string())))
+        .map(|v| run::parse_volume(v).map_err(|e| usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut seccomp = Seccomp::Default;
+    let mut no_new_privileges = false;
+    for o in &a.security_opt {
+        match o.split_once(['=', ':']) {
+            _ if o == "no-new-privileges" || o == "no-new-privileges=true" => {
+                no_new_privileges = true
+            }
+            Some(("seccomp", "unconfined")) => seccomp = Seccomp::Unconfined,
+            Some(("seccomp", p)) => seccomp = Seccomp::Profile(PathBuf::from(p)),
+            _ => {
+                return Err(usage(format!(
+                    "--security-opt {o}: expected no-new-privileges, seccomp=unconfined or seccomp=PROFILE"
+                )));
+            }
+        }
+    }
+    let memory = match &a.memory {
+        Some(m) => Some(
+            run::spec::parse_memory(m)
+                .ok_or_else(|| usage(format!("--memory {m}: expected a size such as 64m")))?,
+        ),
+        None => None,
+    };
+    if a.cpus.is_some_and(|c| c.is_nan() || c <= 0.0) {
+        return Err(usage("--cpus: expected a positive number".into()));
+    }
+    let network = match a.network.as_str() {
+        "default" | "bridge" | "slirp4netns" => Network::Default,
+        "none" => Network::None,
+        "host" => Network::Host,
+        n => {
+            return Err(usage(format!(
+                "--network {n}: expected default, none or host"
+            )));
+        }
+    };
+    run::spec::capabilities(&a.cap_add, &a.cap_drop, a.privileged).map_err(usage)?;
+    Ok(RunSpec {
+        command: Command::Image(a.command.clone()),
+        entrypoint: a.entrypoint.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        volumes,
+        stdin_null: !a.interactive,
+        tty: a.tty,
+        hostname: a.hostname.clone(),
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        no_new_privileges,
+        seccomp,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        memory,
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
+        network,
+        runtime: a.runtime.clone(),
+        debug: a.debug,
+    })
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let _ = a.mount_proc;
+    let spec = spec_of(&a)?;
+    if a.detach && a.tty {
+        return Err(UsageError("run: -d with -t is not supported".into()).into());
+    }
+    if !a.detach {
+        // While this process has one thread: a private mount namespace.
+        run::init_process()?;
+        layerfs::mount::ignore_sigpipe();
+    }
     let store = ctx.store()?;
     let image = match store.resolve(&a.image) {
         // As docker run: an image the store lacks is pulled first.
@@ -72,18 +203,24 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         None,
     )
     .with_context(|| format!("run {}", a.image))?;
-    let spec = RunSpec {
-        command: Command::Image(a.command),
-        env: a.env,
-        workdir: a.workdir,
-        user: a.user,
-        volumes,
-        stdin_null: false,
-    };
     let config = image.config.config.unwrap_or_default();
+    if a.detach {
+        return detach(ctx, &c, spec, config, a.rm);
+    }
     let result = run::run(&store, &c, &config, &spec);
-    if a.rm {
-        layerfs::container::remove(&store, &c)
+    finish(&store, &c, result, a.rm, &a.image)
+}
+
+/// The command's exit code becomes ours; `--rm` removes the container.
+fn finish(
+    store: &layerfs::store::Store,
+    c: &layerfs::container::Container,
+    result: Result<i32, run::RunError>,
+    rm: bool,
+    what: &str,
+) -> Result<()> {
+    if rm {
+        layerfs::container::remove(store, c)
             .with_context(|| format!("removing container {}", c.name))?;
     }
     match result {
@@ -91,8 +228,76 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         Ok(code) => Err(ExitCode(code).into()),
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("layerfs: run {}: {e}", a.image);
+            eprintln!("layerfs: run {what}: {e}");
             Err(ExitCode(code).into())
         }
     }
+}
+
+/// Starts the container's monitor in the background and waits until the
+/// container runs (or has already ended); prints its name.
+fn detach(
+    ctx: &Ctx,
+    c: &layerfs::container::Container,
+    spec: RunSpec,
+    config: layerfs::oci::ContainerConfig,
+    rm: bool,
+) -> Result<()> {
+    let job = c.dir().join("detached.json");
+    std::fs::write(&job, serde_json::to_vec(&Detached { spec, config, rm })?)
+        .with_context(|| format!("writing {}", job.display()))?;
+    let log_path = run::state::log_path(c);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut child = std::process::Command::new("/proc/self/exe")
+        .arg("container-monitor")
+        .arg(&c.name)
+        .env("LAYERFS_ROOT", &ctx.root)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Out of our terminal's process group: its ^C is not for it.
+        .process_group(0)
+        .spawn()
+        .context("starting the container's monitor")?;
+    loop {
+        if let Some(st) = run::state::load(c)
+            && st.status != run::state::Status::Created
+        {
+            println!("{}", c.name);
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("").to_string();
+            if status.success() && rm {
+                println!("{}", c.name);
+                return Ok(());
+            }
+            anyhow::bail!("run -d {}: the container did not start: {last}", c.name);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[derive(clap::Args)]
+pub struct MonitorArgs {
+    container: String,
+}
+
+/// The monitor of a detached container (started by `run -d`).
+pub fn monitor(ctx: &Ctx, a: MonitorArgs) -> Result<()> {
+    run::init_process()?;
+    layerfs::mount::ignore_sigpipe();
+    let store = ctx.store()?;
+    let c = layerfs::container::load(&store, &a.container)?;
+    let job_path = c.dir().join("detached.json");
+    let job: Detached = serde_json::from_slice(
+        &std::fs::read(&job_path).with_context(|| format!("reading {}", job_path.display()))?,
+    )?;
+    let result = run::run(&store, &c, &job.config, &job.spec);
+    finish(&store, &c, result, job.rm, &c.name)
 }

@@ -301,6 +301,8 @@ fn prune_step_containers(store: &Store) {
             && let Ok(None | Some((_, false))) =
                 crate::mount::records::find_container(store, &c.name)
         {
+            // What the runtime kept of it too (its state, its cgroups).
+            run::control::forget(&c);
             let _ = container::remove(store, &c);
         }
     }
@@ -748,13 +750,14 @@ impl<'a> Builder<'a> {
             &layers,
             Some(std::process::id()),
         )?;
+        // As `buildah bud --isolation oci`: the same runtime as `run`; the
+        // host's network, as RUN steps have always had it.
         let spec = RunSpec {
             command: run::Command::Exact(argv),
             env: arg_env,
-            workdir: None,
-            user: None,
-            volumes: Vec::new(),
             stdin_null: true,
+            network: run::Network::Host,
+            ..RunSpec::default()
         };
         let result = match run::run(self.store, &c, &config, &spec) {
             Ok(0) => self.commit_run(&key, &c, &created_by),

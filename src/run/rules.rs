@@ -203,7 +203,7 @@ pub fn user_ids(spec: &str, passwd: &str, group: &str) -> Result<Ids, RunError> 
 }
 
 /// A `-v HOST:CONTAINER[:ro|rw]` bind mount.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     pub host: PathBuf,
     pub container: String,

@@ -719,7 +719,7 @@ impl UnionFs {
         // removed hard link shared, would then vanish). POSIX lets readdir
         // leave such names out.
         // A directory removed since has no current names.
-        let current = plus.then(|| self.listing(&mut t, ino).ok());
+        let current = plus.then(|| self.listing(ino).ok());
         for c in listing.children.iter().skip((i - 2) as usize) {
             i += 1;
             if let Some(now) = &current {
