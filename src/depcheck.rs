@@ -34,8 +34,6 @@ const LEVELS: &[(&str, u32)] = &[
     ("fuzzing", 8),
 ];
 
-/// Files of one module that may use each other, both ways.
-
 fn level(m: &str) -> Option<u32> {
     LEVELS.iter().find(|(n, _)| *n == m).map(|(_, l)| *l)
 }
