@@ -518,6 +518,9 @@ fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<
     let mut cursor = BlobCursor::new(blob, cp.in_offset);
     if cp.window_len > 0 {
         inf = Inflater::new(zlib::RAW)?;
+        if cp.bits > 7 {
+            return Err(format!("a bit offset of {} within a byte", cp.bits));
+        }
         if cp.bits > 0 {
             let mut b = [0u8; 1];
             let at = cp

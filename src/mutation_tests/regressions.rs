@@ -107,6 +107,20 @@ fn a_checkpoint_with_bits_before_the_blob_is_an_error() {
     assert!(e.contains("span"), "{e}");
 }
 
+/// Found by `mutated_layer_index_files_resealed` once the index's checksum
+/// covered the windows: a bit offset of 8 or more shifted a byte by a
+/// negative amount (an overflow panic in the reader).
+#[test]
+fn a_checkpoint_bit_offset_past_a_byte_is_an_error() {
+    let f = IndexFixture::new();
+    let mut index = f.seed();
+    let cp1 = checkpoint_out_len_at(&index, 1) - 24;
+    index[cp1 + 32..cp1 + 36].copy_from_slice(&1u32.to_le_bytes()); // a window
+    index[cp1 + 36] = 9;
+    let e = f.read(&index, true).unwrap_err();
+    assert!(e.contains("span"), "{e}");
+}
+
 /// Found by `mutated_archives`: the tar crate quotes a bad header field
 /// byte for byte, newlines included, and the error spanned several lines.
 #[test]
