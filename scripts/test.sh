@@ -9,4 +9,5 @@ PATH="$HOME/.cargo/bin:$PATH"
 export RUST_BACKTRACE=1
 cargo build --quiet
 # Mount tests are many processes and mounts; two at a time is plenty on a small machine.
-cargo test --quiet --all-targets -- --test-threads="${TEST_THREADS:-2}"
+# --no-fail-fast: a failing unit test must not hide what the mount tests say.
+cargo test --quiet --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
