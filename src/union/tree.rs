@@ -651,8 +651,8 @@ impl UnionFs {
     }
 
     /// Opens directory `ino` for reading: a snapshot of its listing, so
-    /// offsets stay valid for the handle's life (seekdir/telldir) while the
-    /// directory changes.
+    /// offsets stay valid (seekdir/telldir) while the directory changes,
+    /// taken again at each read from offset 0 (see `readdir`).
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let listing = self.listing(ino)?;
         let mut t = self.lock();
@@ -687,9 +687,25 @@ impl UnionFs {
         mut add: impl FnMut(&DirEntry<'_>, Option<&Attr>) -> bool,
     ) -> Result<()> {
         let (parent, listing) = if fh != 0 {
-            let t = self.lock();
-            match t.dirs.get(&fh) {
-                Some(h) if h.ino == ino => (h.parent, h.listing.clone()),
+            // From offset 0 (the first read or a rewind) a handle lists the
+            // directory as it is now: the kernel keeps that first listing
+            // (FOPEN_CACHE_DIR) as the directory's contents from the moment
+            // it asked, and trusts it until the next change it sees. A
+            // listing from opendir could miss changes made in between, for
+            // every later reader. A removed directory keeps its snapshot.
+            let fresh = if offset == 0 {
+                self.listing(ino).ok()
+            } else {
+                None
+            };
+            let mut t = self.lock();
+            match t.dirs.get_mut(&fh) {
+                Some(h) if h.ino == ino => {
+                    if let Some(l) = fresh {
+                        h.listing = l;
+                    }
+                    (h.parent, h.listing.clone())
+                }
                 _ => return Err(UnionError::BadHandle),
             }
         } else {
@@ -713,7 +729,7 @@ impl UnionFs {
             }
             i += 1;
         }
-        // A handle lists the directory as it was at opendir. A name renamed
+        // A handle lists the directory as it was at offset 0. A name renamed
         // or removed since must not be remembered: it would become its
         // inode's path again (a renamed dir's contents, or the lower file a
         // removed hard link shared, would then vanish). POSIX lets readdir

@@ -552,3 +552,48 @@ fn listings_merged_during_changes_are_not_stale() {
         assert_eq!(list(&fs, &format!("b{i}")), on_disk, "b{i}");
     }
 }
+
+/// The names a handle lists from offset 0, with readdir or readdirplus.
+fn names_from_start(fs: &UnionFs, ino: u64, fh: u64, plus: bool) -> Vec<String> {
+    let mut names = Vec::new();
+    fs.readdir(ino, fh, 0, plus, |e, _| {
+        names.push(String::from_utf8_lossy(e.name).into_owned());
+        true
+    })
+    .unwrap();
+    names.retain(|n| n != "." && n != "..");
+    names
+}
+
+/// A listing read from offset 0 is the directory as it is then, not as it
+/// was at opendir: the kernel caches what the first readdir of a handle
+/// returns (FOPEN_CACHE_DIR) as the directory's contents at that moment, so
+/// a change between opendir and that readdir (a file created, a directory
+/// renamed) would otherwise stay hidden from later readers (`rm -r` then
+/// fails with "Directory not empty").
+#[test]
+fn readdir_from_start_lists_changes_made_after_opendir() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let doc = walk(&fs, "usr/share/doc").unwrap().ino;
+    for plus in [false, true] {
+        let fh = fs.opendir(doc).unwrap();
+        let (_, o) = fs.create(doc, b"new", 0o644, ME).unwrap();
+        fs.release(o.fh);
+        fs.rename(doc, b"a", doc, b"a.moved", 0).unwrap();
+        assert_eq!(
+            names_from_start(&fs, doc, fh, plus),
+            ["a.moved", "b", "new"],
+            "plus={plus}"
+        );
+        // A rewind (offset 0 again) sees later changes too.
+        fs.rename(doc, b"a.moved", doc, b"a", 0).unwrap();
+        fs.unlink(doc, b"new").unwrap();
+        assert_eq!(
+            names_from_start(&fs, doc, fh, plus),
+            ["a", "b"],
+            "plus={plus}"
+        );
+        fs.releasedir(fh);
+    }
+}
