@@ -17,7 +17,8 @@ use super::error::{Result, UnionError};
 use super::handle::{OpenFile, Opened};
 use super::stack::LowerRef;
 use super::tree::{
-    Child, FRESH_INO, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, upper_ino,
+    Child, FRESH_INO, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, lower_of_ino,
+    upper_ino,
 };
 use super::upper::{
     Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_PREFIX, XATTR_REDIRECT,
@@ -743,7 +744,9 @@ impl UnionFs {
                 let lower_path = self.stack.layers[l as usize].index.dir(d).path();
                 upper.set_xattr(&src_path, XATTR_REDIRECT.as_bytes(), lower_path)?;
             }
-            upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
+            if keeps_origin(src.ino) {
+                upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
+            }
         } else {
             // copy_up works on inodes: a reference of our own keeps this one
             // known while it runs.
@@ -751,7 +754,7 @@ impl UnionFs {
             let copied = self.copy_up(src.ino);
             Self::unremember(&mut self.lock(), src.ino);
             copied?;
-            if upper.get_xattr(&src_path, XATTR_ORIGIN)?.is_none() {
+            if keeps_origin(src.ino) && upper.get_xattr(&src_path, XATTR_ORIGIN)?.is_none() {
                 upper.set_xattr(&src_path, XATTR_ORIGIN.as_bytes(), &src.ino.to_le_bytes())?;
             }
         }
@@ -1145,4 +1148,13 @@ fn check_new_name(name: &[u8]) -> Result<()> {
         return Err(UnionError::NotPermitted);
     }
     Ok(())
+}
+
+/// Whether a renamed entry's number is worth recording as its origin: a
+/// lower entry's number is the same in every mount, an upper entry keeps its
+/// host number across a rename anyway, and a fresh number (see `new_ino`)
+/// means something only in this mount, so recorded it could collide with
+/// another file's after a remount.
+fn keeps_origin(ino: u64) -> bool {
+    lower_of_ino(ino).is_some()
 }

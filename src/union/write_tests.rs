@@ -484,11 +484,11 @@ fn a_removed_directory_keeps_its_number_to_itself() {
         let (a, o) = fs.create(ROOT_INO, name.as_bytes(), 0o644, ME).unwrap();
         fs.release(o.fh);
         if std::fs::metadata(fx.upper.join(&name)).unwrap().ino() == host_ino {
-            reused = Some(a);
+            reused = Some((a, name));
             break;
         }
     }
-    let new = reused.expect("the host reuses a freed inode number");
+    let (new, new_name) = reused.expect("the host reuses a freed inode number");
     assert_ne!(new.ino, gone.ino);
     assert_eq!(fs.getattr(gone.ino).unwrap_err().errno(), libc::ENOENT);
     let e = fs
@@ -502,6 +502,13 @@ fn a_removed_directory_keeps_its_number_to_itself() {
         .map(|n| walk(&fs, n).unwrap().ino)
         .collect();
     assert!(by_name.contains(&new.ino) && !by_name.contains(&gone.ino));
+    // That number means something in this mount only: a rename must not
+    // record it on disk as the file's origin, where a later mount would
+    // take it up and could give it to another file too.
+    fs.rename(ROOT_INO, new_name.as_bytes(), ROOT_INO, b"moved", 0)
+        .unwrap();
+    let origin = xattr::get(fx.upper.join("moved"), super::upper::XATTR_ORIGIN).unwrap();
+    assert_eq!(origin, None, "a mount-local number recorded as origin");
 }
 
 /// Listings merged without the lock while changes come in (a reader lists
