@@ -236,9 +236,11 @@ pub fn run(
         let mut created = Vec::new();
         let result = prepare(c, &upper, spec, config, &dir, &rootfs, &mut created)
             .and_then(|()| monitor(&rt, c, spec, &dir));
-        session.finish()?;
-        rootfs::remove_created(&upper, &created)?;
-        result
+        // Both clean-ups run whatever happened; the command's own result
+        // comes first.
+        let finished = session.finish();
+        let removed = rootfs::remove_created(&upper, &created);
+        result.and_then(|code| finished.and(removed).map(|()| code))
     })();
     let _ = old_mask.thread_set_mask();
     let _ = std::fs::remove_dir_all(&dir);
@@ -282,25 +284,43 @@ fn monitor(
         true => [Stdio::null(), Stdio::null(), Stdio::inherit()],
         false => [stdin, Stdio::inherit(), Stdio::inherit()],
     };
-    rt.create(
+    let ended = |st: &mut state::State| {
+        st.status = state::Status::Exited;
+        st.finished = Some(crate::oci::time::now_rfc3339());
+        let _ = state::save(c, st);
+    };
+    if let Err(e) = rt.create(
         id,
         dir,
         &pid_file,
         console.as_ref().map(|c| c.path.as_path()),
         stdio,
-    )?;
-    let (_raw, output, size) = match console {
-        Some(sock) => {
+    ) {
+        ended(&mut st);
+        return Err(e);
+    }
+    // From here the runtime holds a container (and our mount): every way
+    // out deletes it, or the run would wait forever for the mount to go.
+    let attached = match console {
+        Some(sock) => (|| {
             let master = sock.master()?;
             console::copy_size(&master);
             let size = master.try_clone().map_err(|e| io(dir, e))?;
-            (
+            Ok((
                 Some(console::Raw::enter()),
                 Some(console::attach(master, !spec.stdin_null)?),
                 Some(size),
-            )
+            ))
+        })(),
+        None => Ok((None, None, None)),
+    };
+    let (_raw, output, size) = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = rt.delete(id);
+            ended(&mut st);
+            return Err(e);
         }
-        None => (None, None, None),
     };
     let result = (|| {
         let pid: i32 = std::fs::read_to_string(&pid_file)
@@ -326,10 +346,8 @@ fn monitor(
         let _ = t.join();
     }
     let _ = rt.delete(id);
-    st.status = state::Status::Exited;
     st.exit_code = result.as_ref().ok().copied();
-    st.finished = Some(crate::oci::time::now_rfc3339());
-    let _ = state::save(c, &st);
+    ended(&mut st);
     result
 }
 
@@ -366,7 +384,7 @@ fn run_dir(store: &Store, name: &str) -> Result<PathBuf, RunError> {
 }
 
 /// Reads a file of the mounted image (resolved inside it), if it is there.
-fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, RunError> {
+pub(super) fn read_in_root(root: &Path, path: &str) -> Result<Option<String>, RunError> {
     let mut tree = HostTree::new(root);
     let r = resolve(&mut tree, path.as_bytes(), true).map_err(|e| RunError::Path {
         path: path.to_string(),
@@ -468,11 +486,6 @@ fn check_command(root: &Path, arg0: &str, env: &[String], workdir: &str) -> Resu
     ))
 }
 
-/// The canonical path `ensure` returned, as a mount destination.
-fn dest(rel: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(rel))
-}
-
 /// Works out the container's config and writes it into the bundle `dir`,
 /// creating in the container what its mounts need (recorded in `created`).
 fn prepare(
@@ -513,7 +526,7 @@ fn prepare(
     let workdir = rules::workdir(spec.workdir.as_deref(), config.working_dir.as_deref())?;
     // Docker creates a missing working directory; it stays in the container.
     let workdir_rel = rootfs::ensure(root, upper, &workdir, true, &mut Vec::new())?;
-    check_command(root, &argv[0], &env, &dest(&workdir_rel))?;
+    check_command(root, &argv[0], &env, &inroot::lossy(&workdir_rel))?;
 
     // The mountpoints the runtime needs, made here so they can be removed again.
     for d in ["/proc", "/dev", "/sys"] {
@@ -534,7 +547,7 @@ fn prepare(
         let rel = rootfs::ensure(root, upper, file, false, created)?;
         binds.push(spec::Bind {
             source: src.display().to_string(),
-            destination: dest(&rel),
+            destination: inroot::lossy(&rel),
             read_only: false,
         });
     }
@@ -544,7 +557,7 @@ fn prepare(
         let rel = rootfs::ensure(root, upper, &v.container, md.is_dir(), created)?;
         binds.push(spec::Bind {
             source: v.host.display().to_string(),
-            destination: dest(&rel),
+            destination: inroot::lossy(&rel),
             read_only: v.read_only,
         });
     }
@@ -603,7 +616,7 @@ fn prepare(
     let input = spec::Input {
         args,
         env,
-        cwd: dest(&workdir_rel),
+        cwd: inroot::lossy(&workdir_rel),
         uid: ids.uid,
         gid: ids.gid,
         groups: ids.groups,
