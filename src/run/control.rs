@@ -111,10 +111,11 @@ pub fn exec(c: &Container, e: &Exec) -> Result<i32, RunError> {
         process["cwd"] = serde_json::json!(rules::workdir(Some(w), None)?);
     }
     if let Some(u) = &e.user {
-        // The container's own /etc/passwd, seen through its init.
+        // The container's own /etc/passwd, seen through its init; its
+        // symlinks resolved inside the container, never on the host.
         let root = std::path::PathBuf::from(format!("/proc/{}/root", st.pid));
-        let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-        let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+        let passwd = super::read_in_root(&root, "/etc/passwd")?.unwrap_or_default();
+        let group = super::read_in_root(&root, "/etc/group")?.unwrap_or_default();
         let ids = rules::user_ids(u, &passwd, &group)?;
         process["user"] =
             serde_json::json!({"uid": ids.uid, "gid": ids.gid, "additionalGids": ids.groups});

@@ -6,6 +6,8 @@
 //! has loopback only, and a note says so.
 
 use super::RunError;
+use super::process::sys;
+use super::runtime::on_path;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -27,28 +29,15 @@ impl Drop for Net {
     }
 }
 
-fn find(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// Gives the network namespace of process `pid` its outbound link; returns
 /// once it is configured.
 pub fn start(pid: i32) -> Result<Option<Net>, RunError> {
-    let Some(slirp) = find("slirp4netns") else {
+    let Some(slirp) = on_path("slirp4netns") else {
         eprintln!(
             "layerfs: slirp4netns is not installed (Debian package slirp4netns): \
              the container has loopback only"
         );
         return Ok(None);
-    };
-    let sys = |what: &'static str| {
-        move |e| RunError::Sys {
-            what: what.into(),
-            errno: e,
-        }
     };
     let (r, w): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;

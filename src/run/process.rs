@@ -33,7 +33,7 @@ pub fn forwarded() -> SigSet {
     s
 }
 
-fn sys(what: &str) -> impl FnOnce(Errno) -> RunError + '_ {
+pub(super) fn sys(what: &str) -> impl FnOnce(Errno) -> RunError + '_ {
     move |e| RunError::Sys {
         what: what.to_string(),
         errno: e,
