@@ -3,6 +3,7 @@
 
 mod build;
 mod commit;
+mod completion;
 mod df;
 mod exec;
 mod export;
@@ -17,7 +18,9 @@ mod load;
 mod login;
 mod logout;
 mod logs;
+mod man;
 mod mount;
+mod mount_helper;
 mod mounts;
 mod ps;
 mod pull;
@@ -110,6 +113,10 @@ enum Command {
     Kill(stop::KillArgs),
     #[command(hide = true)]
     ContainerMonitor(run::MonitorArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completion(completion::Args),
+    #[command(hide = true)]
+    ManPages(man::Args),
 }
 
 /// A mistake in how a command was called (exit code 2).
@@ -157,6 +164,9 @@ pub fn main() -> i32 {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    if let Some(code) = mount_helper::called_as_helper() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -198,6 +208,8 @@ pub fn main() -> i32 {
         Command::Stop(a) => stop::run(&ctx, a),
         Command::Kill(a) => stop::kill(&ctx, a),
         Command::ContainerMonitor(a) => run::monitor(&ctx, a),
+        Command::Completion(a) => completion::run(a),
+        Command::ManPages(a) => man::run(a),
     };
     match result {
         Ok(()) => 0,
