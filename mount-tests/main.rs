@@ -18,4 +18,5 @@ mod posix;
 mod readonly;
 mod run;
 mod stress;
+mod system;
 mod writable;
