@@ -526,14 +526,42 @@ impl Client {
             sep = '&';
         }
         let none = Scopes::none();
-        let mut req = Req::new(
-            Method::GET,
-            url,
-            &none,
-            format!("{what}: token from {realm}"),
-        );
         let creds = self.auth.credentials();
-        let auth = creds.map(|c| format!("Basic {}", c.basic_value()));
+        // An identity token is an OAuth2 refresh token: POSTed to the realm
+        // as Docker does, never sent as a password.
+        let form = creds.and_then(|c| c.identity_token()).map(|t| {
+            let mut f = format!(
+                "grant_type=refresh_token&client_id=layerfs&refresh_token={}",
+                enc(t)
+            );
+            if let Some(s) = service {
+                f.push_str(&format!("&service={}", enc(s)));
+            }
+            let scope: Vec<&str> = scopes.iter().collect();
+            if !scope.is_empty() {
+                f.push_str(&format!("&scope={}", enc(&scope.join(" "))));
+            }
+            f
+        });
+        let mut req = match &form {
+            Some(f) => Req::new(
+                Method::POST,
+                realm.to_string(),
+                &none,
+                format!("{what}: token from {realm}"),
+            )
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(Payload::Bytes(f.as_bytes())),
+            None => Req::new(
+                Method::GET,
+                url,
+                &none,
+                format!("{what}: token from {realm}"),
+            ),
+        };
+        let auth = creds
+            .filter(|_| form.is_none())
+            .map(|c| format!("Basic {}", c.basic_value()));
         let mut resp = self.retry.run(
             || self.raw_with(&req, auth.clone()),
             |r| self.retry_why(&req.what, r),

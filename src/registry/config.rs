@@ -9,17 +9,25 @@
 //! ```
 //!
 //! auth.json has the layout of Docker's config.json (and Podman's auth.json),
-//! so either tool's file can be copied in. Docker's own
-//! `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`) is read as
-//! well, after ours; credential helpers (`credsStore`) are not run.
+//! so either tool's file can be copied in. The files Podman, skopeo and
+//! Docker share are read after ours, in the order Podman reads them:
+//! `$REGISTRY_AUTH_FILE` (else `${XDG_RUNTIME_DIR}/containers/auth.json`),
+//! `~/.config/containers/auth.json`, then Docker's `$DOCKER_CONFIG/config.json`
+//! (default `~/.docker/config.json`). In each file, as Docker reads it:
+//! `credHelpers[REGISTRY]`, else the `auths` entry (`auth` as base64
+//! user:password, or `identitytoken`), else `credsStore`; a helper is the
+//! program `docker-credential-NAME` (see credentials.rs). `login` stores
+//! into the helper the files name for the registry, if any, else into ours.
 //! The same rule holds for root: credentials follow the user's home, not a
 //! system-wide file, so one user's login never serves another.
 
 use super::RegistryError;
+use super::credentials::Helper;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::fs;
 use std::io::Write;
@@ -43,7 +51,15 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The username that marks the password as an identity token (Docker's).
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 impl Credentials {
+    /// The identity token (an OAuth2 refresh token) these stand for, if any.
+    pub fn identity_token(&self) -> Option<&str> {
+        (self.username == IDENTITY_TOKEN_USER).then_some(self.password.as_str())
+    }
+
     /// `base64(user:password)`, the value of Basic auth and of a config `auth` field.
     pub fn basic_value(&self) -> String {
         B64.encode(format!("{}:{}", self.username, self.password))
@@ -64,6 +80,20 @@ impl Credentials {
 struct AuthFile {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    /// The helper that keeps every registry's credentials.
+    #[serde(
+        default,
+        rename = "credsStore",
+        skip_serializing_if = "Option::is_none"
+    )]
+    creds_store: Option<String>,
+    /// A helper per registry, over `credsStore`.
+    #[serde(
+        default,
+        rename = "credHelpers",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    cred_helpers: BTreeMap<String, String>,
     /// Whatever else a copied Docker config holds, kept on rewrite.
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
@@ -77,12 +107,33 @@ struct AuthEntry {
     username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identitytoken: Option<String>,
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
 }
 
+impl AuthFile {
+    /// The helper named for registry `key` (normalized), if any:
+    /// `credHelpers` first, then `credsStore`.
+    fn helper_for(&self, key: &str) -> Option<&str> {
+        self.cred_helpers
+            .iter()
+            .find(|(k, _)| normalize_key(k) == key)
+            .map(|(_, v)| v.as_str())
+            .or(self.creds_store.as_deref())
+            .filter(|h| !h.is_empty())
+    }
+}
+
 impl AuthEntry {
     fn credentials(&self) -> Option<Credentials> {
+        if let Some(t) = self.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Some(Credentials {
+                username: IDENTITY_TOKEN_USER.into(),
+                password: t.to_string(),
+            });
+        }
         if let Some(a) = self.auth.as_deref().filter(|a| !a.is_empty()) {
             return Credentials::from_auth_field(a);
         }
@@ -93,12 +144,15 @@ impl AuthEntry {
     }
 }
 
-/// The folder of our registry settings and Docker's config, as found.
+/// The folder of our registry settings and the other tools' files, as found.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
     pub dir: PathBuf,
-    /// Docker's config.json, read for credentials when ours has none.
-    pub docker_config: Option<PathBuf>,
+    /// Podman's, skopeo's and Docker's credential files, read after ours
+    /// in this order (see the module comment).
+    pub shared_files: Vec<PathBuf>,
+    /// Where `docker-credential-NAME` programs are looked for (None: `$PATH`).
+    pub helper_path: Option<OsString>,
 }
 
 const AUTH_FILE: &str = "auth.json";
@@ -117,17 +171,34 @@ impl RegistryConfig {
             .or_else(|| var("XDG_CONFIG_HOME").map(|d| d.join("layerfs")))
             .or_else(|| home.as_ref().map(|h| h.join(".config/layerfs")))
             .unwrap_or_else(|| PathBuf::from(".layerfs"));
-        let docker_config = var("DOCKER_CONFIG")
-            .or_else(|| home.map(|h| h.join(".docker")))
-            .map(|d| d.join("config.json"));
-        RegistryConfig { dir, docker_config }
+        let mut shared_files = Vec::new();
+        shared_files.extend(
+            var("REGISTRY_AUTH_FILE")
+                .or_else(|| var("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json"))),
+        );
+        shared_files.extend(
+            home.as_ref()
+                .map(|h| h.join(".config/containers/auth.json")),
+        );
+        shared_files.extend(
+            var("DOCKER_CONFIG")
+                .or_else(|| home.map(|h| h.join(".docker")))
+                .map(|d| d.join("config.json")),
+        );
+        RegistryConfig {
+            dir,
+            shared_files,
+            helper_path: None,
+        }
     }
 
-    /// Settings kept in `dir` alone, Docker's file not consulted (tests).
+    /// Settings kept in `dir` alone, other tools' files not consulted and
+    /// no helper program run (tests, fuzzing).
     pub fn in_dir(dir: &Path) -> RegistryConfig {
         RegistryConfig {
             dir: dir.to_path_buf(),
-            docker_config: None,
+            shared_files: Vec::new(),
+            helper_path: Some(OsString::new()),
         }
     }
 
@@ -135,15 +206,31 @@ impl RegistryConfig {
         self.dir.join(AUTH_FILE)
     }
 
-    /// The credentials for `registry`: ours first, then Docker's.
+    /// Ours, then the shared files.
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.auth_file()];
+        files.extend(self.shared_files.iter().cloned());
+        files
+    }
+
+    /// The credentials for `registry`: ours first, then the shared files;
+    /// in each, a helper it names for the registry or its `auths` entry.
     pub fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
         let key = normalize_key(registry);
-        let mut files = vec![self.auth_file()];
-        files.extend(self.docker_config.clone());
-        for path in files {
+        for path in self.files() {
             let Some(file) = read_auth_file(&path)? else {
                 continue;
             };
+            let per_registry = file
+                .cred_helpers
+                .iter()
+                .find(|(k, _)| normalize_key(k) == key)
+                .map(|(_, v)| v.as_str());
+            if let Some(name) = per_registry
+                && let Some(c) = self.from_helper(name, &path, registry)?
+            {
+                return Ok(Some(c));
+            }
             for (k, entry) in &file.auths {
                 if normalize_key(k) == key
                     && let Some(c) = entry.credentials()
@@ -151,8 +238,81 @@ impl RegistryConfig {
                     return Ok(Some(c));
                 }
             }
+            if let Some(name) = file.creds_store.as_deref().filter(|n| !n.is_empty())
+                && let Some(c) = self.from_helper(name, &path, registry)?
+            {
+                return Ok(Some(c));
+            }
         }
         Ok(None)
+    }
+
+    /// Asks helper `name` (named in `config`); one that is not installed
+    /// (a config copied from another machine) is passed over with a warning,
+    /// so public images still pull.
+    fn from_helper(
+        &self,
+        name: &str,
+        config: &Path,
+        registry: &str,
+    ) -> Result<Option<Credentials>, RegistryError> {
+        match Helper::find(name, self.helper_path.as_ref(), config) {
+            Ok(h) => h.get(&storage_key(registry)),
+            Err(e) => {
+                log::warn!("{e}; going on without its credentials");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The helper that keeps `registry`'s credentials, as the first file
+    /// naming one says, and that file.
+    fn helper_for(&self, registry: &str) -> Result<Option<(Helper, PathBuf)>, RegistryError> {
+        let key = normalize_key(registry);
+        for path in self.files() {
+            let Some(file) = read_auth_file(&path)? else {
+                continue;
+            };
+            if let Some(name) = file.helper_for(&key) {
+                let h = Helper::find(name, self.helper_path.as_ref(), &path)?;
+                return Ok(Some((h, path)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Saves `creds` for `registry`: into the credential helper a config
+    /// names for it, else into our auth.json. Says where.
+    pub fn store_credentials(
+        &self,
+        registry: &str,
+        creds: &Credentials,
+    ) -> Result<String, RegistryError> {
+        match self.helper_for(registry)? {
+            Some((h, _)) => {
+                h.store(&storage_key(registry), creds)?;
+                // A password of ours for the registry would shadow the helper's.
+                self.remove_credentials(registry)?;
+                Ok(format!(
+                    "the credential helper docker-credential-{}",
+                    h.name()
+                ))
+            }
+            None => {
+                self.save_credentials(registry, creds)?;
+                Ok(self.auth_file().display().to_string())
+            }
+        }
+    }
+
+    /// Forgets `registry`'s credentials in our auth.json and in the helper
+    /// a config names for it; false when there were none.
+    pub fn forget_credentials(&self, registry: &str) -> Result<bool, RegistryError> {
+        let mut removed = self.remove_credentials(registry)?;
+        if let Some((h, _)) = self.helper_for(registry)? {
+            removed |= h.erase(&storage_key(registry))?;
+        }
+        Ok(removed)
     }
 
     /// Saves `creds` for `registry` in our auth.json, readable by its owner only.
@@ -345,7 +505,8 @@ mod tests {
         .unwrap();
         let cfg = RegistryConfig {
             dir: dir.path().join("ours"),
-            docker_config: Some(docker),
+            shared_files: vec![docker],
+            helper_path: Some(dir.path().into()),
         };
         let hub = cfg.credentials("registry-1.docker.io").unwrap().unwrap();
         assert_eq!(hub.username, "hubuser");

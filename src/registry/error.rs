@@ -86,6 +86,8 @@ pub enum RegistryError {
     },
     #[error("{}: {why}", path.display())]
     Config { path: PathBuf, why: String },
+    #[error("credential helper {}: {why}", program.display())]
+    CredentialHelper { program: PathBuf, why: String },
     #[error("{0}")]
     Invalid(String),
     #[error("cancelled after another download failed")]

@@ -5,7 +5,8 @@
 //! ```text
 //! pull  -> Client (scheme, auth, retries)  -> BlobReader (resumable GET) -> layer::ingest
 //! push  -> Client                          -> HEAD / mount / POST+PUT (or PATCH chunks)
-//! login -> Client::check_login             -> RegistryConfig (auth.json, 0600)
+//! login -> Client::check_login             -> RegistryConfig (auth.json, 0600, or a
+//!                                             docker-credential-NAME helper)
 //! ```
 //!
 //! Only this module uses the HTTP client crate; the CLI gets progress
@@ -15,6 +16,7 @@ mod auth;
 mod blob_reader;
 mod client;
 mod config;
+mod credentials;
 mod error;
 mod progress;
 mod pull;
@@ -78,12 +80,14 @@ fn run_parallel<J: Send, T: Send>(
 }
 
 /// Checks `creds` against `registry` and saves them (and `opts.ca_cert`,
-/// to be trusted for that registry from now on) when it accepts them.
+/// to be trusted for that registry from now on) when it accepts them: in
+/// the credential helper a config names for the registry, else in our
+/// auth.json. Returns where they went.
 pub fn login(
     registry: &str,
     creds: &Credentials,
     opts: &ClientOptions,
-) -> Result<(), RegistryError> {
+) -> Result<String, RegistryError> {
     let mut opts = opts.clone();
     opts.credentials = Some(creds.clone());
     let client = client::Client::connect(registry, &opts)?;
@@ -95,7 +99,7 @@ pub fn login(
         })?;
         opts.config.save_ca_cert(registry, &pem)?;
     }
-    opts.config.save_credentials(registry, creds)
+    opts.config.store_credentials(registry, creds)
 }
 
 /// Pulls image `name` with the saved settings (credentials, CAs), as `docker
@@ -107,9 +111,10 @@ pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullRepor
     pull(store, &reference, &opts, &Silent)
 }
 
-/// Forgets the saved credentials of `registry`; false when there were none.
+/// Forgets the saved credentials of `registry` (ours, and the credential
+/// helper's a config names for it); false when there were none.
 pub fn logout(registry: &str, config: &RegistryConfig) -> Result<bool, RegistryError> {
-    config.remove_credentials(registry)
+    config.forget_credentials(registry)
 }
 
 /// The parsers of what a registry sends, reached by `crate::fuzzing` (they
