@@ -8,6 +8,7 @@ mod build;
 mod chroot;
 mod cli;
 mod crash;
+mod credentials;
 mod debian;
 mod durability;
 mod fixtures;

@@ -2,13 +2,15 @@
 # Installs what layerfs and its tests need on Debian (bookworm or later):
 # FUSE, the tools the tests compare with (kernel overlayfs needs nothing;
 # fuse-overlayfs, skopeo, umoci, docker-registry, podman), runc for run, e2fsprogs for
-# the power-loss test's ext4, debootstrap for the test
+# the power-loss test's ext4, man-db, pass and docker-credential-pass for the
+# install and credential-helper tests, debootstrap for the test
 # rootfs, and a Rust toolchain if there is none. Run as root. Idempotent.
 set -eu
 
 PACKAGES="fuse3 fuse-overlayfs skopeo umoci docker-registry apache2-utils openssl jq zstd attr
   pigz curl ca-certificates debootstrap build-essential pkg-config python3 perl buildah
-  runc tini slirp4netns golang-github-containers-common podman e2fsprogs util-linux"
+  runc tini slirp4netns golang-github-containers-common podman e2fsprogs util-linux
+  man-db pass golang-docker-credential-helpers"
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (it installs packages)" >&2

@@ -88,6 +88,27 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(state: &Path) -> Registry {
+        Registry::start_with(state, "")
+    }
+
+    /// One that asks for HTTP Basic credentials `user`/`pass` (htpasswd).
+    pub fn start_with_password(state: &Path, user: &str, pass: &str) -> Registry {
+        std::fs::create_dir_all(state).expect("registry dir");
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, pass])
+            .output()
+            .expect("htpasswd");
+        assert!(out.status.success(), "htpasswd failed");
+        let file = state.join("htpasswd");
+        std::fs::write(&file, out.stdout).expect("htpasswd file");
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: layerfs-test\n    path: {}\n",
+            file.display()
+        );
+        Registry::start_with(state, &auth)
+    }
+
+    fn start_with(state: &Path, auth: &str) -> Registry {
         std::fs::create_dir_all(state.join("data")).expect("registry dir");
         // A port the kernel just handed out, free again once dropped.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -99,7 +120,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: layerfs-test\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: layerfs-test\n{auth}",
                 state.join("data").display()
             ),
         )
@@ -132,7 +153,7 @@ impl Registry {
         r
     }
 
-    /// GET /v2/ answers 200.
+    /// GET /v2/ answers (200, or 401 when it asks for credentials).
     fn answers(&self) -> bool {
         let Ok(mut s) = std::net::TcpStream::connect(&self.addr) else {
             return false;
@@ -146,7 +167,7 @@ impl Registry {
         }
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
-        resp.starts_with("HTTP/1.1 200")
+        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401")
     }
 }
 

@@ -1,7 +1,9 @@
-//! `layerfs login REGISTRY -u USER [--password-stdin] [--ca-cert FILE]`:
-//! checks the credentials against the registry, then saves them (mode 0600;
-//! see `registry::RegistryConfig` for where). The password is read from
-//! stdin or typed without echo; it is never printed or logged.
+//! `layerfs login REGISTRY -u USER [--password-stdin | -p PASSWORD] [--ca-cert FILE]`:
+//! checks the credentials against the registry, then saves them (in the
+//! credential helper Docker's config names, else mode 0600 in our auth.json;
+//! see `registry::RegistryConfig`). The password is read from stdin, typed
+//! without echo, or (with Docker's warning) given as `-p`; it is never
+//! printed or logged.
 
 use super::Ctx;
 use super::transfer::TransportArgs;
@@ -21,6 +23,9 @@ pub struct Args {
     /// Read the password from standard input
     #[arg(long)]
     password_stdin: bool,
+    /// The password (insecure: other users see it in the process list; use --password-stdin)
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    password: Option<String>,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -47,7 +52,10 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<()> {
     if username.is_empty() {
         bail!("login {registry}: the user name is empty");
     }
-    let password = if a.password_stdin {
+    let password = if let Some(p) = a.password {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        p
+    } else if a.password_stdin {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
@@ -61,7 +69,8 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<()> {
     }
     let creds = Credentials { username, password };
     let opts = a.transport.client_options();
-    login(&registry, &creds, &opts).with_context(|| format!("login {registry}"))?;
+    let saved = login(&registry, &creds, &opts).with_context(|| format!("login {registry}"))?;
+    log::info!("credentials for {registry} saved in {saved}");
     println!("Login Succeeded");
     Ok(())
 }
