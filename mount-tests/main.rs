@@ -18,6 +18,7 @@ mod live_commit;
 mod posix;
 mod readonly;
 mod run;
+mod run_exit;
 mod stress;
 mod system;
 mod writable;

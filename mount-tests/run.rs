@@ -467,7 +467,7 @@ fn the_runtime_confines_the_container_as_docker_does() {
         "/dev/pts/0\r\nis a tty\r\n"
     );
 
-    // Bad flags are usage errors.
+    // Bad flags are run's own errors: 125, as docker run.
     for bad in [
         &["run", "--rm", "--cap-add", "FLY", img, "true"][..],
         &["run", "--rm", "--memory", "lots", img, "true"],
@@ -475,7 +475,7 @@ fn the_runtime_confines_the_container_as_docker_does() {
         &["run", "--rm", "--security-opt", "apparmor=x", img, "true"],
     ] {
         let out = env.run(bad);
-        assert_eq!(code(&out), 2, "{bad:?}: {}", stderr(&out));
+        assert_eq!(code(&out), 125, "{bad:?}: {}", stderr(&out));
     }
     let out = env.run(&["run", "--rm", "--runtime", "no-such-runtime", img, "true"]);
     assert!(stderr(&out).contains("no-such-runtime"), "{}", stderr(&out));

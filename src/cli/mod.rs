@@ -171,7 +171,10 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return e.exit_code();
+            let argv: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            return run::parse_error_code(&e, &argv);
         }
     };
     init_logging();

@@ -1,5 +1,7 @@
 //! `layerfs run [OPTIONS] IMAGE [CMD...]`, as `docker run` spells its
-//! options: the command's exit code is ours. With `-d` the container runs
+//! options: the command's exit code is ours; as Docker's, ours are 125
+//! when `run` itself fails (bad flags included), 126 when the command cannot
+//! be invoked, 127 when it is not found. With `-d` the container runs
 //! under a monitor process of its own (`layerfs container-monitor NAME`,
 //! hidden), which serves its mount until it ends; its output goes to the
 //! container's log.
@@ -30,6 +32,10 @@ pub struct Args {
     /// Set an environment variable (KEY=VALUE, or KEY to pass ours on)
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines, KEY alone
+    /// to pass ours on, # comments (before -e)
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
     /// Working directory inside the container
     #[arg(short, long)]
     workdir: Option<String>,
@@ -99,7 +105,15 @@ struct Detached {
 
 fn spec_of(a: &Args) -> Result<RunSpec> {
     let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
-    for kv in &a.env {
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        let text = std::fs::read(f).with_context(|| format!("--env-file {}", f.display()))?;
+        let vars = env_file(&text, |k| std::env::var(k).ok())
+            .map_err(|e| usage(format!("--env-file {}: {e}", f.display())))?;
+        env.extend(vars);
+    }
+    env.extend(a.env.iter().cloned());
+    for kv in &env {
         run::check_env(kv).map_err(|e| usage(e.to_string()))?;
     }
     let volumes = a
@@ -147,7 +161,7 @@ fn spec_of(a: &Args) -> Result<RunSpec> {
     Ok(RunSpec {
         command: Command::Image(a.command.clone()),
         entrypoint: a.entrypoint.clone(),
-        env: a.env.clone(),
+        env,
         workdir: a.workdir.clone(),
         user: a.user.clone(),
         volumes,
@@ -169,7 +183,75 @@ fn spec_of(a: &Args) -> Result<RunSpec> {
     })
 }
 
+/// Docker's env-file format: one `KEY=VALUE` per line (the value as it
+/// stands, quotes and spaces kept), `KEY` alone for `host`'s value (dropped
+/// when unset there), blank lines and `#` comments skipped.
+fn env_file(text: &[u8], host: impl Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "not UTF-8 text".to_string())?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (line, None),
+        };
+        if key.is_empty() {
+            return Err(format!("line {}: no variable name", n + 1));
+        }
+        if key.contains(char::is_whitespace) {
+            return Err(format!(
+                "line {}: variable {key:?} contains whitespace",
+                n + 1
+            ));
+        }
+        match value {
+            Some(v) => out.push(format!("{key}={v}")),
+            None => out.extend(host(key).map(|v| format!("{key}={v}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// `run`'s own failures, flags included, exit 125 as `docker run`'s do;
+/// the command's own code passes through.
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    run_container(ctx, a).map_err(|e| {
+        if e.downcast_ref::<ExitCode>().is_some() {
+            return e;
+        }
+        eprintln!("layerfs: {}", super::one_line(&e));
+        ExitCode(RUN_FAILED).into()
+    })
+}
+
+/// `docker run`'s code for its own failures.
+const RUN_FAILED: i32 = 125;
+
+/// The exit code of a command line clap refused: 125 for `run`, as
+/// `docker run` exits on a bad flag; clap's own for the rest.
+pub fn parse_error_code(e: &clap::Error, argv: &[String]) -> i32 {
+    let code = e.exit_code();
+    if code == 0 {
+        return code;
+    }
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--root" => {
+                args.next();
+            }
+            a if a.starts_with('-') => {}
+            "run" => return RUN_FAILED,
+            _ => break,
+        }
+    }
+    code
+}
+
+fn run_container(ctx: &Ctx, a: Args) -> Result<()> {
     let _ = a.mount_proc;
     let spec = spec_of(&a)?;
     if a.detach && a.tty {
@@ -227,7 +309,11 @@ fn finish(
         Ok(0) => Ok(()),
         Ok(code) => Err(ExitCode(code).into()),
         Err(e) => {
-            let code = e.exit_code();
+            // 126/127 for a command that cannot run, else 125.
+            let code = match e.exit_code() {
+                2 => RUN_FAILED,
+                c => c,
+            };
             eprintln!("layerfs: run {what}: {e}");
             Err(ExitCode(code).into())
         }
@@ -300,4 +386,48 @@ pub fn monitor(ctx: &Ctx, a: MonitorArgs) -> Result<()> {
     )?;
     let result = run::run(&store, &c, &job.config, &job.spec);
     finish(&store, &c, result, job.rm, &c.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_as_docker_reads_it() {
+        let text =
+            b"# comment\n\n  A=1\nB= spaced value \nC=\"quoted\"\nD=x=y\nFROM_HOST\nUNSET\nE=\n";
+        let host = |k: &str| (k == "FROM_HOST").then(|| "h".to_string());
+        assert_eq!(
+            env_file(text, host).unwrap(),
+            [
+                "A=1",
+                "B= spaced value ",
+                "C=\"quoted\"",
+                "D=x=y",
+                "FROM_HOST=h",
+                "E="
+            ]
+        );
+        for bad in [&b"=x\n"[..], b"A B=1\n", b"B =1\n", b"A=\xff\n"] {
+            assert!(env_file(bad, |_| None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_run_flags_exit_125_and_other_commands_keep_2() {
+        use clap::Parser;
+        let code = |line: &str| {
+            let argv: Vec<String> = line.split(' ').map(String::from).collect();
+            match super::super::Cli::try_parse_from(&argv) {
+                Ok(_) => 0,
+                Err(e) => parse_error_code(&e, &argv),
+            }
+        };
+        assert_eq!(code("layerfs run --no-such-flag img"), 125);
+        assert_eq!(code("layerfs --root /x run --memory"), 125);
+        assert_eq!(code("layerfs run"), 125);
+        assert_eq!(code("layerfs images --no-such-flag"), 2);
+        assert_eq!(code("layerfs run --help"), 0);
+        assert_eq!(code("layerfs no-such-command"), 2);
+    }
 }

@@ -516,13 +516,14 @@ fn prepare(
         Command::Exact(argv) => argv.clone(),
     };
     let name = hostname(spec.hostname.as_deref().unwrap_or(&c.name));
-    let env = rules::environment(
-        config.env.as_deref().unwrap_or_default(),
-        &spec.env,
-        &name,
-        &ids.home,
-        |k| std::env::var(k).ok(),
-    );
+    // With a terminal, TERM=xterm as Docker sets it: under the image's Env.
+    let mut image_env = config.env.clone().unwrap_or_default();
+    if spec.tty {
+        image_env.insert(0, "TERM=xterm".into());
+    }
+    let env = rules::environment(&image_env, &spec.env, &name, &ids.home, |k| {
+        std::env::var(k).ok()
+    });
     let workdir = rules::workdir(spec.workdir.as_deref(), config.working_dir.as_deref())?;
     // Docker creates a missing working directory; it stays in the container.
     let workdir_rel = rootfs::ensure(root, upper, &workdir, true, &mut Vec::new())?;
