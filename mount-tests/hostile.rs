@@ -185,13 +185,14 @@ fn a_missing_image_is_one_line_for_rmi_and_run() {
         return;
     }
     let env = Env::new();
-    for args in [
-        &["rmi", "nosuch:1"][..],
-        &["run", "--rm", "localhost:1/nosuch:1", "true"][..],
+    // run's own failures exit 125, as docker run's.
+    for (args, code) in [
+        (&["rmi", "nosuch:1"][..], 1),
+        (&["run", "--rm", "localhost:1/nosuch:1", "true"][..], 125),
     ] {
         let out = env.run(args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains("nosuch"), "{err}");
     }
@@ -216,7 +217,8 @@ fn run_flags_that_docker_refuses_are_usage_errors() {
     ] {
         let out = env.run(args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        // 125: docker run's code for a flag it refuses.
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
