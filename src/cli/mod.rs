@@ -100,7 +100,7 @@ enum Command {
     /// Log out from a registry
     Logout(logout::Args),
     /// Run a command in a new container of an image
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Build an image from a Dockerfile
     Build(build::Args),
     /// Show the output of a detached container
@@ -204,7 +204,7 @@ pub fn main() -> i32 {
         Command::Push(a) => push::run(&ctx, a),
         Command::Login(a) => login::run(&ctx, a),
         Command::Logout(a) => logout::run(&ctx, a),
-        Command::Run(a) => run::run(&ctx, a),
+        Command::Run(a) => run::run(&ctx, *a),
         Command::Build(a) => build::run(&ctx, a),
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Exec(a) => exec::run(&ctx, a),

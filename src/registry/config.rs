@@ -227,7 +227,7 @@ impl RegistryConfig {
                 .find(|(k, _)| normalize_key(k) == key)
                 .map(|(_, v)| v.as_str());
             if let Some(name) = per_registry
-                && let Some(c) = self.from_helper(name, &path, registry)?
+                && let Some(c) = self.ask_helper(name, &path, registry)?
             {
                 return Ok(Some(c));
             }
@@ -239,7 +239,7 @@ impl RegistryConfig {
                 }
             }
             if let Some(name) = file.creds_store.as_deref().filter(|n| !n.is_empty())
-                && let Some(c) = self.from_helper(name, &path, registry)?
+                && let Some(c) = self.ask_helper(name, &path, registry)?
             {
                 return Ok(Some(c));
             }
@@ -250,7 +250,7 @@ impl RegistryConfig {
     /// Asks helper `name` (named in `config`); one that is not installed
     /// (a config copied from another machine) is passed over with a warning,
     /// so public images still pull.
-    fn from_helper(
+    fn ask_helper(
         &self,
         name: &str,
         config: &Path,
