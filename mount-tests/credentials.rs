@@ -5,7 +5,7 @@
 //! and pass store), Podman's auth.json, and `login -p` with Docker's warning.
 
 use crate::support::writable::Registry;
-use crate::support::{Env, Tar, have_tool};
+use crate::support::{Env, Tar, have_tool, stub_credential_helper};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -73,31 +73,6 @@ impl Home {
     }
 }
 
-/// A shell helper keeping credentials in `keep.json` next to it.
-fn stub_helper(bin: &Path, name: &str) {
-    let program = bin.join(format!("docker-credential-{name}"));
-    let keep = bin.join(format!("{name}.json"));
-    std::fs::write(
-        &program,
-        format!(
-            r#"#!/bin/sh
-keep={keep}
-case "$1" in
-get) server=$(cat)
-     if [ -f "$keep" ] && grep -q "\"ServerURL\":\"$server\"" "$keep"; then cat "$keep"
-     else echo "credentials not found in native keychain"; exit 1; fi ;;
-store) cat > "$keep" ;;
-erase) rm -f "$keep" ;;
-esac
-"#,
-            keep = keep.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 /// A store with `img:1`, and a registry asking for USER/PASS.
 fn setup(test: &str) -> Option<(Env, Registry)> {
     if !have_tool("docker-registry", test) || !have_tool("htpasswd", test) {
@@ -121,7 +96,7 @@ fn login_pull_and_logout_through_a_credential_helper() {
     const T: &str = "login_pull_and_logout_through_a_credential_helper";
     let Some((env, reg)) = setup(T) else { return };
     let home = Home::new(&env);
-    stub_helper(&home.dir.join("bin"), "stub");
+    stub_credential_helper(&home.dir.join("bin"), "stub");
     home.docker_config(r#"{"auths":{},"credsStore":"stub"}"#);
     let remote = format!("{}/team/app:1", reg.addr);
 

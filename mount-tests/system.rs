@@ -119,10 +119,32 @@ fn greeting_env() -> Env {
     env
 }
 
-fn wait_gone(pid: u32) {
+/// Runs the mount helper `helper` with `args`; it must succeed.
+fn helper_mounts(helper: &Path, args: &[&str]) {
+    let out = std::process::Command::new(helper)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// umount(8) of `mnt`, then its daemon must exit and its record go.
+fn umount_ends_the_daemon(env: &Env, mnt: &Path) {
+    let pid = env.daemon_pid(mnt);
+    let (ok, _, err) = sh(&format!("umount {}", mnt.display()));
+    assert!(ok, "umount: {err}");
     wait_until(
         || !Path::new(&format!("/proc/{pid}")).exists(),
         "the mount daemon to exit",
+    );
+    assert!(!is_mounted(mnt));
+    assert!(
+        env.ok(&["mounts"]).lines().count() <= 1,
+        "a mount record stayed"
     );
 }
 
@@ -139,16 +161,11 @@ fn mount_helper_called_as_mount_calls_it() {
     let mnt = env.mkdir("mnt");
     let store = env.root();
     let opts = format!("rw,name=web,store={}", store.display());
+    let m = mnt.to_str().unwrap();
     // As mount(8) runs /sbin/mount.fuse.layerfs: SOURCE DIR -n -o OPTS -t TYPE.
-    let out = std::process::Command::new(&helper)
-        .args(["img:1", mnt.to_str().unwrap(), "-n", "-o", &opts])
-        .args(["-t", "fuse.layerfs"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    helper_mounts(
+        &helper,
+        &["img:1", m, "-n", "-o", &opts, "-t", "fuse.layerfs"],
     );
     assert!(is_mounted(&mnt));
     assert_eq!(
@@ -156,34 +173,15 @@ fn mount_helper_called_as_mount_calls_it() {
         "hello\n"
     );
     std::fs::write(mnt.join("etc/motd"), "kept\n").unwrap();
-    let pid = env.daemon_pid(&mnt);
-    let (ok, _, err) = sh(&format!("umount {}", mnt.display()));
-    assert!(ok, "umount: {err}");
-    wait_gone(pid);
-    assert!(!is_mounted(&mnt));
-    assert!(
-        env.ok(&["mounts"]).lines().count() <= 1,
-        "a mount record stayed"
-    );
+    umount_ends_the_daemon(&env, &mnt);
 
     // The same line again brings back container web, with its change.
-    let out = std::process::Command::new(&helper)
-        .args(["img:1", mnt.to_str().unwrap(), "-o", &opts])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    helper_mounts(&helper, &["img:1", m, "-o", &opts]);
     assert_eq!(
         std::fs::read_to_string(mnt.join("etc/motd")).unwrap(),
         "kept\n"
     );
-    let pid = env.daemon_pid(&mnt);
-    let (ok, _, err) = sh(&format!("umount {}", mnt.display()));
-    assert!(ok, "umount: {err}");
-    wait_gone(pid);
+    umount_ends_the_daemon(&env, &mnt);
     let ps = env.ok(&["ps"]);
     assert_eq!(
         ps.lines().filter(|l| l.starts_with("web ")).count(),
@@ -193,7 +191,7 @@ fn mount_helper_called_as_mount_calls_it() {
 
     // Bad options: a usage error, nothing mounted.
     let out = std::process::Command::new(&helper)
-        .args(["img:1", mnt.to_str().unwrap(), "-o", "ro,writable"])
+        .args(["img:1", m, "-o", "ro,writable"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

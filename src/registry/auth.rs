@@ -2,7 +2,7 @@
 //! HTTP Basic, or Bearer tokens from the challenge's realm (Docker's token
 //! protocol), cached per scope so a pull asks for its token once.
 
-use super::config::Credentials;
+use super::credentials::Credentials;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

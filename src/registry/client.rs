@@ -6,7 +6,8 @@
 
 use super::RegistryError;
 use super::auth::{Auth, Challenge, Header, Scopes, TokenResponse, parse_challenge};
-use super::config::{Credentials, RegistryConfig};
+use super::config::RegistryConfig;
+use super::credentials::Credentials;
 use super::tls;
 use crate::oci::{Descriptor, Digest, ManifestKind, media_type as mt};
 use rustls::RootCertStore;

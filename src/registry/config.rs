@@ -22,59 +22,14 @@
 //! system-wide file, so one user's login never serves another.
 
 use super::RegistryError;
-use super::credentials::Helper;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use super::credentials::{Credentials, Helper, IDENTITY_TOKEN_USER};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// A username and password (or token) for one registry.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-/// Never prints the password, so a `{:?}` in a log line leaks nothing.
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-/// The username that marks the password as an identity token (Docker's).
-pub const IDENTITY_TOKEN_USER: &str = "<token>";
-
-impl Credentials {
-    /// The identity token (an OAuth2 refresh token) these stand for, if any.
-    pub fn identity_token(&self) -> Option<&str> {
-        (self.username == IDENTITY_TOKEN_USER).then_some(self.password.as_str())
-    }
-
-    /// `base64(user:password)`, the value of Basic auth and of a config `auth` field.
-    pub fn basic_value(&self) -> String {
-        B64.encode(format!("{}:{}", self.username, self.password))
-    }
-
-    fn from_auth_field(auth: &str) -> Option<Credentials> {
-        let raw = B64.decode(auth.trim()).ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let (user, pass) = text.split_once(':')?;
-        Some(Credentials {
-            username: user.to_string(),
-            password: pass.to_string(),
-        })
-    }
-}
 
 #[derive(Default, Serialize, Deserialize)]
 struct AuthFile {
@@ -463,6 +418,8 @@ fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
 
     #[test]
     fn saves_with_mode_0600_and_reads_back() {

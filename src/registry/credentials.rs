@@ -14,12 +14,56 @@
 //! identity token (an OAuth2 refresh token), not a password.
 
 use super::RegistryError;
-use super::config::Credentials;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
+use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// A username and password (or token) for one registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Never prints the password, so a `{:?}` in a log line leaks nothing.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The username that marks the password as an identity token (Docker's).
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
+impl Credentials {
+    /// The identity token (an OAuth2 refresh token) these stand for, if any.
+    pub fn identity_token(&self) -> Option<&str> {
+        (self.username == IDENTITY_TOKEN_USER).then_some(self.password.as_str())
+    }
+
+    /// `base64(user:password)`, the value of Basic auth and of a config `auth` field.
+    pub fn basic_value(&self) -> String {
+        B64.encode(format!("{}:{}", self.username, self.password))
+    }
+
+    pub(super) fn from_auth_field(auth: &str) -> Option<Credentials> {
+        let raw = B64.decode(auth.trim()).ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (user, pass) = text.split_once(':')?;
+        Some(Credentials {
+            username: user.to_string(),
+            password: pass.to_string(),
+        })
+    }
+}
 
 /// What a helper says when it has nothing for the server.
 const NOT_FOUND: &str = "credentials not found";
@@ -171,38 +215,9 @@ fn is_executable(p: &Path) -> bool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A helper in shell keeping one server's credentials in a file next
-    /// to it, as a real keychain would.
-    pub fn stub_helper(dir: &Path, name: &str) -> PathBuf {
-        let program = dir.join(format!("docker-credential-{name}"));
-        let keep = dir.join(format!("{name}.json"));
-        std::fs::write(
-            &program,
-            format!(
-                r#"#!/bin/sh
-keep={keep}
-case "$1" in
-get) server=$(cat)
-     if [ -f "$keep" ] && grep -q "\"ServerURL\":\"$server\"" "$keep"; then cat "$keep"
-     else echo "credentials not found in native keychain"; exit 1; fi ;;
-store) cat > "$keep" ;;
-erase) server=$(cat)
-     if [ -f "$keep" ] && grep -q "\"ServerURL\":\"$server\"" "$keep"; then rm "$keep"
-     else echo "credentials not found in native keychain"; exit 1; fi ;;
-*) echo "unknown verb $1" >&2; exit 2 ;;
-esac
-"#,
-                keep = keep.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-        program
-    }
+    use crate::testutil::stub_credential_helper as stub_helper;
 
     #[test]
     fn get_store_erase_through_a_helper_program() {

@@ -25,7 +25,8 @@ mod sources;
 mod tls;
 
 pub use client::{ClientOptions, Deadlines, RetryPolicy, TIMEOUT_ENV};
-pub use config::{Credentials, RegistryConfig};
+pub use config::RegistryConfig;
+pub use credentials::Credentials;
 pub use error::RegistryError;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
 pub use pull::{PullOptions, PullReport, pull};

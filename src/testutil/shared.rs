@@ -1,5 +1,6 @@
 //! The test helpers the library's tests and mount-tests/ both use: loud
-//! skips (a failure under LAYERFS_CI=1), external tools, gzip and zstd.
+//! skips (a failure under LAYERFS_CI=1), external tools, gzip and zstd,
+//! a stub Docker credential helper.
 //! mount-tests/support includes this file by path (the library's testutil
 //! is #[cfg(test)], out of its reach), so it names no `crate::` item.
 
@@ -53,4 +54,36 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 
 pub fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::encode_all(data, 3).expect("zstd")
+}
+
+/// A `docker-credential-NAME` program in shell, in `dir`, speaking the
+/// helper protocol (get/store/erase) and keeping one server's credentials
+/// in `dir/NAME.json`, as a real keychain would.
+pub fn stub_credential_helper(dir: &std::path::Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let program = dir.join(format!("docker-credential-{name}"));
+    let keep = dir.join(format!("{name}.json"));
+    std::fs::write(
+        &program,
+        format!(
+            r#"#!/bin/sh
+keep={keep}
+case "$1" in
+get) server=$(cat)
+     if [ -f "$keep" ] && grep -q "\"ServerURL\":\"$server\"" "$keep"; then cat "$keep"
+     else echo "credentials not found in native keychain"; exit 1; fi ;;
+store) cat > "$keep" ;;
+erase) server=$(cat)
+     if [ -f "$keep" ] && grep -q "\"ServerURL\":\"$server\"" "$keep"; then rm "$keep"
+     else echo "credentials not found in native keychain"; exit 1; fi ;;
+*) echo "unknown verb $1" >&2; exit 2 ;;
+esac
+"#,
+            keep = keep.display()
+        ),
+    )
+    .expect("write the stub helper");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the stub helper");
+    program
 }

@@ -6,8 +6,8 @@
 
 use super::harness::{Action, PASS, Registry, RegistryKind, Request, Server, USER, respond};
 use super::*;
-use crate::registry::credentials::tests::stub_helper;
 use crate::registry::{Credentials, RegistryError, Silent, login, logout, pull};
+use crate::testutil::stub_credential_helper as stub_helper;
 use crate::testutil::temp_store;
 use std::sync::{Arc, Mutex, OnceLock};
 
