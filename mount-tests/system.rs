@@ -237,8 +237,8 @@ stop() {{
     grep -q " {m} " /proc/self/mountinfo && echo "still mounted"
     true
 }}
-mount -t fuse.layerfs img:1 {m} -o ro,store={s}
-grep " {m} " /proc/self/mountinfo | grep -q " ro," && echo read-only
+mount -t fuse.layerfs img:1 {m} -o ro,noexec,store={s}
+grep " {m} " /proc/self/mountinfo | grep -q " ro,.*noexec" && echo read-only noexec
 cat {m}/etc/greeting
 touch {m}/etc/x 2>/dev/null || echo refused
 stop
@@ -260,7 +260,10 @@ stop
         script.replace('\'', r"'\''")
     ));
     assert!(ok, "{out}{err}");
-    assert_eq!(out, "read-only\nhello\nrefused\nchanged\n", "stderr: {err}");
+    assert_eq!(
+        out, "read-only noexec\nhello\nrefused\nchanged\n",
+        "stderr: {err}"
+    );
     let ps = env.ok(&["ps"]);
     assert_eq!(
         ps.lines().filter(|l| l.starts_with("app ")).count(),

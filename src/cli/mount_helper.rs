@@ -12,9 +12,10 @@
 //! container=NAME                  mount the existing container NAME
 //! store=PATH                      the store (default as `layerfs --root`)
 //! suid, dev, allow_other, debug, cache_size=MIB, threads=N   as `layerfs mount`'s flags
+//! exec noexec atime noatime sync async dirsync      mount flags, as given
 //! defaults auto noauto user users nouser owner group _netdev nofail
-//! x-* comment=* fsname=* subtype=* nosuid nodev exec noexec atime noatime
-//! relatime strictatime nodiratime async      accepted and left to mount(8)
+//! x-* comment=* fsname=* subtype=* nosuid nodev relatime strictatime
+//! nodiratime                                  accepted and left to mount(8)
 //! ```
 
 use super::{UsageError, one_line};
@@ -186,15 +187,19 @@ fn parse(args: &[String]) -> Result<Request> {
             ("suid", None) => req.opts.suid = true,
             ("dev", None) => req.opts.dev = true,
             ("debug", None) => req.opts.debug = true,
-            ("allow_other", None) => req.opts.options.push(k.to_string()),
+            (
+                "allow_other" | "exec" | "noexec" | "atime" | "noatime" | "sync" | "async"
+                | "dirsync",
+                None,
+            ) => req.opts.options.push(k.to_string()),
             // Permissions are always checked by the kernel; root may always enter.
             ("allow_root" | "default_permissions", None) => {}
             ("cache_size", Some(v)) => req.opts.cache_bytes = number(k, v)? << 20,
             ("threads", Some(v)) => req.opts.threads = number(k, v)?,
             (
                 "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "owner" | "group"
-                | "_netdev" | "nofail" | "nosuid" | "nodev" | "exec" | "noexec" | "atime"
-                | "noatime" | "relatime" | "strictatime" | "nodiratime" | "async",
+                | "_netdev" | "nofail" | "nosuid" | "nodev" | "relatime" | "strictatime"
+                | "nodiratime",
                 None,
             ) => {}
             ("comment" | "fsname" | "subtype", Some(_)) => {}
@@ -244,11 +249,11 @@ mod tests {
         assert_eq!(r.opts.cache_bytes, 32 << 20);
 
         let r = parsed(
-            "img /m -o ro,noauto,nofail,_netdev,x-systemd.automount,defaults,user,allow_other -n",
+            "img /m -o ro,noauto,nofail,_netdev,x-systemd.automount,defaults,user,allow_other,noexec -n",
         )
         .unwrap();
         assert!(!r.opts.writable && !r.opts.suid);
-        assert_eq!(r.opts.options, ["allow_other", "ro"]);
+        assert_eq!(r.opts.options, ["allow_other", "noexec", "ro"]);
 
         let r = parsed("img /m -o rw,name=web,cache_size=8,threads=3,debug").unwrap();
         assert!(r.opts.writable && r.opts.debug);

@@ -316,6 +316,14 @@ fn fuse_config(opts: &MountOptions, writable: bool, name: &str) -> Config {
         match o.as_str() {
             "allow_other" => allow_other = true,
             "ro" | "rw" => {}
+            // Mount flags, not FUSE options: the kernel refuses them as text.
+            "exec" => mo.push(MountOption::Exec),
+            "noexec" => mo.push(MountOption::NoExec),
+            "atime" => mo.push(MountOption::Atime),
+            "noatime" => mo.push(MountOption::NoAtime),
+            "sync" => mo.push(MountOption::Sync),
+            "async" => mo.push(MountOption::Async),
+            "dirsync" => mo.push(MountOption::DirSync),
             other => mo.push(MountOption::CUSTOM(other.to_string())),
         }
     }
