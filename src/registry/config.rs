@@ -12,7 +12,7 @@
 //! so either tool's file can be copied in. The files Podman, skopeo and
 //! Docker share are read after ours, in the order Podman reads them:
 //! `$REGISTRY_AUTH_FILE` (else `${XDG_RUNTIME_DIR}/containers/auth.json`),
-//! `~/.config/containers/auth.json`, then Docker's `$DOCKER_CONFIG/config.json`
+//! `${XDG_CONFIG_HOME:-~/.config}/containers/auth.json`, then Docker's `$DOCKER_CONFIG/config.json`
 //! (default `~/.docker/config.json`). In each file, as Docker reads it:
 //! `credHelpers[REGISTRY]`, else the `auths` entry (`auth` as base64
 //! user:password, or `identitytoken`), else `credsStore`; a helper is the
@@ -132,8 +132,9 @@ impl RegistryConfig {
                 .or_else(|| var("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json"))),
         );
         shared_files.extend(
-            home.as_ref()
-                .map(|h| h.join(".config/containers/auth.json")),
+            var("XDG_CONFIG_HOME")
+                .or_else(|| home.as_ref().map(|h| h.join(".config")))
+                .map(|d| d.join("containers/auth.json")),
         );
         shared_files.extend(
             var("DOCKER_CONFIG")
@@ -477,6 +478,63 @@ mod tests {
         };
         cfg.save_credentials("reg.example:443", &mine).unwrap();
         assert_eq!(cfg.credentials("reg.example:443").unwrap(), Some(mine));
+    }
+
+    /// Ours, then each shared file in order; in one file, `credHelpers`
+    /// over `auths` over `credsStore`, as Docker reads its config.
+    #[test]
+    fn the_first_file_that_knows_the_registry_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        crate::testutil::stub_credential_helper(d, "kc");
+        std::fs::write(
+            d.join("kc.json"),
+            r#"{"ServerURL":"r.example","Username":"from-helper","Secret":"h"}"#,
+        )
+        .unwrap();
+        let entry = |user: &str| format!(r#"{{"auth":"{}"}}"#, B64.encode(format!("{user}:p")));
+        let podman = d.join("podman.json");
+        let docker = d.join("docker.json");
+        let cfg = RegistryConfig {
+            dir: d.join("ours"),
+            shared_files: vec![podman.clone(), docker.clone()],
+            helper_path: Some(d.into()),
+        };
+        let user = |cfg: &RegistryConfig| cfg.credentials("r.example").unwrap().map(|c| c.username);
+        std::fs::write(
+            &docker,
+            format!(
+                r#"{{"auths":{{"r.example":{}}},"credHelpers":{{"r.example":"kc"}}}}"#,
+                entry("docker")
+            ),
+        )
+        .unwrap();
+        assert_eq!(user(&cfg).as_deref(), Some("from-helper"));
+        std::fs::write(
+            &docker,
+            format!(
+                r#"{{"auths":{{"r.example":{}}},"credsStore":"kc"}}"#,
+                entry("docker")
+            ),
+        )
+        .unwrap();
+        assert_eq!(user(&cfg).as_deref(), Some("docker"));
+        std::fs::write(
+            &podman,
+            format!(r#"{{"auths":{{"r.example":{}}}}}"#, entry("podman")),
+        )
+        .unwrap();
+        assert_eq!(user(&cfg).as_deref(), Some("podman"));
+        let creds = Credentials {
+            username: "ours".into(),
+            password: "p".into(),
+        };
+        cfg.save_credentials("r.example", &creds).unwrap();
+        assert_eq!(user(&cfg).as_deref(), Some("ours"));
+        // An identity token reads as the `<token>` user.
+        std::fs::write(&podman, r#"{"auths":{"t.example":{"identitytoken":"rt"}}}"#).unwrap();
+        let t = cfg.credentials("t.example").unwrap().unwrap();
+        assert_eq!(t.identity_token(), Some("rt"));
     }
 
     #[test]
