@@ -168,6 +168,9 @@ fn mount_helper_called_as_mount_calls_it() {
         &["img:1", m, "-n", "-o", &opts, "-t", "fuse.layerfs"],
     );
     assert!(is_mounted(&mnt));
+    // Listed with the type it was mounted as.
+    let (_, listed, _) = sh(&format!("findmnt -n -o FSTYPE {m}"));
+    assert_eq!(listed.trim(), "fuse.layerfs");
     assert_eq!(
         std::fs::read_to_string(mnt.join("etc/greeting")).unwrap(),
         "hello\n"

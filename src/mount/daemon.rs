@@ -293,7 +293,10 @@ fn fuse_config(opts: &MountOptions, writable: bool, name: &str) -> Config {
     let read_only = !writable || opts.options.iter().any(|o| o == "ro");
     let mut mo = vec![
         MountOption::FSName(format!("layerfs:{name}")),
-        MountOption::Subtype("layerfs".into()),
+        // In the mount data, so the kernel lists the mount as fuse.layerfs,
+        // the type `mount -t`, fstab lines and systemd units name (fuser's
+        // Subtype reaches only fusermount).
+        MountOption::CUSTOM("subtype=layerfs".into()),
         MountOption::DefaultPermissions,
         if read_only {
             MountOption::RO
