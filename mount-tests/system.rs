@@ -3,7 +3,9 @@
 //! fuse.layerfs`, an fstab line and mount(8)'s call of the helper mount an
 //! image, and a plain `umount` ends the daemon.
 
-use crate::support::{Env, Tar, can_mount, have_tool, is_mounted, sh, wait_until};
+use crate::support::{
+    Env, Tar, can_mount, have_tool, is_mounted, sh, unmount_or_detach, wait_until,
+};
 use std::path::{Path, PathBuf};
 
 const BIN: &str = env!("CARGO_BIN_EXE_layerfs");
@@ -132,6 +134,18 @@ fn helper_mounts(helper: &Path, args: &[&str]) {
     );
 }
 
+/// Unmounts what a test mounted outside the Mounted guard, should it fail
+/// before it unmounts.
+struct Unmounts<'a>(&'a Path);
+
+impl Drop for Unmounts<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.0) {
+            unmount_or_detach(self.0);
+        }
+    }
+}
+
 /// umount(8) of `mnt`, then its daemon must exit and its record go.
 fn umount_ends_the_daemon(env: &Env, mnt: &Path) {
     let pid = env.daemon_pid(mnt);
@@ -159,6 +173,7 @@ fn mount_helper_called_as_mount_calls_it() {
     let helper = sbin.join("mount.fuse.layerfs");
     std::os::unix::fs::symlink(BIN, &helper).unwrap();
     let mnt = env.mkdir("mnt");
+    let _guard = Unmounts(&mnt);
     let store = env.root();
     let opts = format!("rw,name=web,store={}", store.display());
     let m = mnt.to_str().unwrap();
@@ -231,6 +246,8 @@ fn mount_t_fuse_layerfs_and_an_fstab_line() {
     // mounts`, then umount(8) and a wait for that pid to end.
     let script = format!(
         r#"set -e
+# A failed step leaves no daemon serving in this namespace.
+trap 'umount {m} 2>/dev/null || true' EXIT
 mount --bind {path} /usr/local/sbin
 stop() {{
     pid=$({bin} --root {s} mounts | awk -v m={m} '$1 == m {{ print $4 }}')
