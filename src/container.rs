@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ROOT/layerfs/containers/<name>/
-//!   container.json   name, image, manifest digest, created
+//!   container.json   name, ID, image, manifest digest, created
 //!   upper/           the changes (see union::upper for their form)
 //!   work/            scratch on the same filesystem, for atomic copy-ups
 //!   control.sock     while mounted: commit asks the daemon to hold changes
@@ -41,6 +41,8 @@ pub enum ContainerError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{what} names several containers ({names}); use more digits or a name")]
+    Ambiguous { what: String, names: String },
     #[error("the container's daemon did not hold its changes: {0}")]
     Freeze(String),
 }
@@ -145,6 +147,10 @@ impl Drop for Freeze {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {
     pub name: String,
+    /// 64 hex digits, as Docker's container IDs (listings show 12). Records
+    /// written before IDs existed get one derived from name and creation.
+    #[serde(default)]
+    pub id: String,
     /// The image as the user named it.
     pub image: String,
     /// The image's top-level manifest (or index) digest, as stored.
@@ -176,6 +182,11 @@ impl Container {
         Ok(store
             .manifest_for_platform(&self.manifest, &Platform::host())?
             .1)
+    }
+
+    /// The ID as listings show it: its first 12 digits.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
     }
 
     fn hold_id(&self) -> String {
@@ -258,6 +269,20 @@ fn random_name(store: &Store) -> Result<String, ContainerError> {
     Ok(format!("container_{}", x % 1_000_000))
 }
 
+/// 32 random bytes in hex.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    if bytes == [0u8; 32] {
+        // No /dev/urandom: unique enough from the clock and the pid.
+        let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+        return crate::oci::Digest::of(seed.as_bytes()).hex();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Creates a container over image `image` (its top-level manifest `manifest`).
 pub fn create(
     store: &Store,
@@ -282,6 +307,7 @@ pub fn create(
     }
     let c = Container {
         name: name.clone(),
+        id: new_id(),
         image: image.to_string(),
         manifest,
         created: time::now_rfc3339(),
@@ -310,7 +336,32 @@ pub fn create(
     Ok(c)
 }
 
-pub fn load(store: &Store, name: &str) -> Result<Container, ContainerError> {
+/// The container a user's words name: its name, its ID, or a unique prefix
+/// of its ID (as Docker takes them).
+pub fn load(store: &Store, what: &str) -> Result<Container, ContainerError> {
+    match load_named(store, what) {
+        Err(ContainerError::NotFound(_)) if is_id_prefix(what) => {}
+        other => return other,
+    }
+    let mut hits = list(store)?.into_iter().filter(|c| c.id.starts_with(what));
+    match (hits.next(), hits.next()) {
+        (Some(c), None) => Ok(c),
+        (Some(a), Some(b)) => Err(ContainerError::Ambiguous {
+            what: what.to_string(),
+            names: format!("{}, {}", a.name, b.name),
+        }),
+        _ => Err(ContainerError::NotFound(what.to_string())),
+    }
+}
+
+fn is_id_prefix(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn load_named(store: &Store, name: &str) -> Result<Container, ContainerError> {
+    if !valid_name(name) {
+        return Err(ContainerError::NotFound(name.to_string()));
+    }
     let dir = containers_dir(store)?.join(name);
     let record = dir.join("container.json");
     let bytes = match fs::read(&record) {
@@ -322,6 +373,9 @@ pub fn load(store: &Store, name: &str) -> Result<Container, ContainerError> {
     };
     let mut c: Container =
         serde_json::from_slice(&bytes).map_err(|e| io(&record)(std::io::Error::other(e)))?;
+    if c.id.is_empty() {
+        c.id = crate::oci::Digest::of(format!("{}\n{}", c.name, c.created).as_bytes()).hex();
+    }
     c.dir = dir;
     Ok(c)
 }
@@ -331,7 +385,7 @@ pub fn list(store: &Store) -> Result<Vec<Container>, ContainerError> {
     let mut out = Vec::new();
     for e in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
         if let Some(name) = e.file_name().to_str()
-            && let Ok(c) = load(store, name)
+            && let Ok(c) = load_named(store, name)
         {
             out.push(c);
         }

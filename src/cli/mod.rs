@@ -28,6 +28,7 @@ mod run;
 mod save;
 mod stop;
 mod tag;
+mod template;
 mod transfer;
 mod umount;
 
