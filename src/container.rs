@@ -43,6 +43,8 @@ pub enum ContainerError {
     Store(#[from] StoreError),
     #[error("{what} names several containers ({names}); use more digits or a name")]
     Ambiguous { what: String, names: String },
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
     #[error("the container's daemon did not hold its changes: {0}")]
     Freeze(String),
 }
@@ -402,4 +404,86 @@ pub fn remove(store: &Store, c: &Container) -> Result<(), ContainerError> {
     fs::remove_dir_all(&trash).map_err(io(&trash))?;
     store.remove_hold(&c.hold_id())?;
     Ok(())
+}
+
+/// A kind of change `diff` lists, with Docker's letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// The container's changes as `docker diff` lists them, sorted by path
+/// (`/etc/motd`): what the upper directory holds, each path `Changed` if
+/// the image has it and `Added` if not, each whiteout `Deleted`. Needs no
+/// mount; the image's layer indexes answer whether it has a path, without
+/// reading layer data.
+pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, ContainerError> {
+    use crate::layer::SpanCache;
+    use crate::union::upper::{OPAQUE, WHITEOUT_PREFIX};
+    use crate::union::{ROOT_INO, Stack, UnionFs};
+    use std::os::unix::ffi::OsStrExt;
+
+    let layers: Vec<Digest> = c
+        .image_manifest(store)?
+        .layers
+        .iter()
+        .map(|l| l.digest)
+        .collect();
+    let lower = UnionFs::new(Stack::open(store, &layers, SpanCache::new(1 << 20))?, None);
+    let in_image = |path: &[u8]| {
+        let mut ino = ROOT_INO;
+        for name in path.split(|b| *b == b'/').filter(|n| !n.is_empty()) {
+            match lower.lookup(ino, name) {
+                Ok(a) => ino = a.ino,
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let mut out = Vec::new();
+    // (host directory, its path in the container)
+    let mut todo = vec![(c.upper(), Vec::new())];
+    while let Some((dir, rel)) = todo.pop() {
+        for e in fs::read_dir(&dir).map_err(io(&dir))? {
+            let e = e.map_err(io(&dir))?;
+            let name = e.file_name();
+            let name = name.as_bytes();
+            if name == OPAQUE {
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                let mut p = rel.clone();
+                p.push(b'/');
+                p.extend_from_slice(hidden);
+                out.push((ChangeKind::Deleted, p));
+                continue;
+            }
+            let mut p = rel.clone();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            let kind = if in_image(&p) {
+                ChangeKind::Changed
+            } else {
+                ChangeKind::Added
+            };
+            if e.file_type().map_err(io(&dir))?.is_dir() {
+                todo.push((e.path(), p.clone()));
+            }
+            out.push((kind, p));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
 }

@@ -4,6 +4,7 @@
 mod build;
 mod commit;
 mod df;
+mod diff;
 mod exec;
 mod export;
 mod format;
@@ -12,6 +13,7 @@ mod gc;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod load;
 mod login;
@@ -19,6 +21,7 @@ mod logout;
 mod logs;
 mod mount;
 mod mounts;
+mod prune;
 mod ps;
 mod pull;
 mod push;
@@ -27,6 +30,7 @@ mod rmi;
 mod run;
 mod save;
 mod stop;
+mod system;
 mod tag;
 mod template;
 mod transfer;
@@ -109,6 +113,18 @@ enum Command {
     Stop(stop::Args),
     /// Send a signal to a running container
     Kill(stop::KillArgs),
+    /// List a container's changes: A added, C changed, D deleted
+    Diff(diff::Args),
+    /// Manage images (image prune)
+    Image(prune::ImageArgs),
+    /// Manage containers (container prune)
+    Container(prune::ContainerArgs),
+    /// Disk usage, pruning and facts of the store (system df|prune|info)
+    System(system::Args),
+    /// Show the store, its images and containers, and the driver's facts
+    Info(info::Args),
+    /// Show the version of layerfs and of what it uses
+    Version(info::Args),
     #[command(hide = true)]
     ContainerMonitor(run::MonitorArgs),
 }
@@ -198,6 +214,12 @@ pub fn main() -> i32 {
         Command::Exec(a) => exec::run(&ctx, a),
         Command::Stop(a) => stop::run(&ctx, a),
         Command::Kill(a) => stop::kill(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Image(a) => prune::image(&ctx, a),
+        Command::Container(a) => prune::container(&ctx, a),
+        Command::System(a) => system::run(&ctx, a),
+        Command::Info(a) => info::info(&ctx, a),
+        Command::Version(a) => info::version(a),
         Command::ContainerMonitor(a) => run::monitor(&ctx, a),
     };
     match result {

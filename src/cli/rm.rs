@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     Ok(())
 }
 
-fn remove(store: &layerfs::store::Store, what: &str, force: bool) -> Result<()> {
+pub(super) fn remove(store: &layerfs::store::Store, what: &str, force: bool) -> Result<()> {
     let mut c = layerfs::container::load(store, what)?;
     let name = c.name.clone();
     let name = name.as_str();
