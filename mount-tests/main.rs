@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod debian;
 mod durability;
+mod everyday;
 mod fixtures;
 mod hostile;
 mod interop;

@@ -426,9 +426,10 @@ impl ChangeKind {
 
 /// The container's changes as `docker diff` lists them, sorted by path
 /// (`/etc/motd`): what the upper directory holds, each path `Changed` if
-/// the image has it and `Added` if not, each whiteout `Deleted`. Needs no
-/// mount; the image's layer indexes answer whether it has a path, without
-/// reading layer data.
+/// the image has it and `Added` if not, each whiteout `Deleted`. A
+/// directory holding a change is itself changed, as Docker and Podman list
+/// it. Needs no mount; the image's layer indexes answer whether it has a
+/// path, without reading layer data.
 pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, ContainerError> {
     use crate::layer::SpanCache;
     use crate::union::upper::{OPAQUE, WHITEOUT_PREFIX};
@@ -442,20 +443,10 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
         .map(|l| l.digest)
         .collect();
     let lower = UnionFs::new(Stack::open(store, &layers, SpanCache::new(1 << 20))?, None);
-    let in_image = |path: &[u8]| {
-        let mut ino = ROOT_INO;
-        for name in path.split(|b| *b == b'/').filter(|n| !n.is_empty()) {
-            match lower.lookup(ino, name) {
-                Ok(a) => ino = a.ino,
-                Err(_) => return false,
-            }
-        }
-        true
-    };
     let mut out = Vec::new();
-    // (host directory, its path in the container)
-    let mut todo = vec![(c.upper(), Vec::new())];
-    while let Some((dir, rel)) = todo.pop() {
+    // (upper directory, its path in the container, its inode in the image if it has it)
+    let mut todo = vec![(c.upper(), Vec::new(), Some(ROOT_INO))];
+    while let Some((dir, rel, lower_ino)) = todo.pop() {
         for e in fs::read_dir(&dir).map_err(io(&dir))? {
             let e = e.map_err(io(&dir))?;
             let name = e.file_name();
@@ -463,25 +454,23 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
             if name == OPAQUE {
                 continue;
             }
+            let mut path = rel.clone();
+            path.push(b'/');
             if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-                let mut p = rel.clone();
-                p.push(b'/');
-                p.extend_from_slice(hidden);
-                out.push((ChangeKind::Deleted, p));
+                path.extend_from_slice(hidden);
+                out.push((ChangeKind::Deleted, path));
                 continue;
             }
-            let mut p = rel.clone();
-            p.push(b'/');
-            p.extend_from_slice(name);
-            let kind = if in_image(&p) {
-                ChangeKind::Changed
-            } else {
-                ChangeKind::Added
-            };
+            path.extend_from_slice(name);
+            let below = lower_ino.and_then(|ino| lower.lookup(ino, name).ok().map(|a| a.ino));
             if e.file_type().map_err(io(&dir))?.is_dir() {
-                todo.push((e.path(), p.clone()));
+                todo.push((e.path(), path.clone(), below));
             }
-            out.push((kind, p));
+            let kind = match below {
+                Some(_) => ChangeKind::Changed,
+                None => ChangeKind::Added,
+            };
+            out.push((kind, path));
         }
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
