@@ -128,6 +128,30 @@ fn images_lists_uncompressed_sizes_newest_first_and_filters_as_docker() {
         "{{.Repository}}:{{.Tag}}",
     ]);
     assert_eq!(lines(&dangling), ["<none>:<none>"], "{dangling}");
+    // -a adds the build cache's intermediate images, which no name lists.
+    let step = write_image(
+        &env.store,
+        &new_config(),
+        &[layer_descriptor(
+            &ingest(&env.store, &small[..], None).unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    env.store
+        .remove_image_entries(&step.manifest.digest)
+        .unwrap();
+    env.store
+        .add_hold(&layerfs::store::Hold {
+            id: layerfs::image::BUILD_CACHE_HOLD.into(),
+            manifests: vec![step.manifest.digest],
+            what: "the build cache".into(),
+            pid: None,
+        })
+        .unwrap();
+    let short = &step.id.hex()[..12];
+    assert!(!env.ok(&["images", "-q"]).contains(short));
+    assert!(env.ok(&["images", "-a", "-q"]).contains(short));
     // -q, table templates, json.
     let ids = env.ok(&["images", "-q"]);
     assert!(ids.lines().all(|l| l.len() == 12), "{ids}");

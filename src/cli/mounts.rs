@@ -22,6 +22,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             serde_json::json!({
                 "Mountpoint": r.mountpoint,
                 "Image": r.image,
+                "Digest": r.manifest,
                 "Container": r.container,
                 "Writable": r.writable,
                 "Pid": r.pid,

@@ -12,11 +12,16 @@ pub struct ImageUsage {
     /// The image's tags (none for an untagged image).
     pub names: Vec<String>,
     pub id: Digest,
+    /// The manifest (or index) digest, as `images` calls it.
+    #[serde(rename = "Digest")]
     pub manifest: Digest,
+    #[serde(rename = "Size")]
     pub total: u64,
     /// Bytes of blobs no other image uses.
+    #[serde(rename = "UniqueSize")]
     pub unique: u64,
     /// Bytes of blobs other images use too.
+    #[serde(rename = "SharedSize")]
     pub shared: u64,
 }
 
