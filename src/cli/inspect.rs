@@ -72,22 +72,13 @@ fn image_json(store: &Store, what: &str) -> Result<Value> {
 }
 
 fn container_json(store: &Store, c: &Container) -> Result<Value> {
-    let st = layerfs::run::state::load(c);
-    let mounted = match layerfs::mount::records::find_container(store, &c.name)? {
-        Some((r, true)) => Some(r.mountpoint),
-        _ => None,
-    };
+    let row = super::ps::Row::load(store, c.clone(), true)?;
+    let st = row.state.as_ref();
     let image_id = c
         .image_manifest(store)
         .map(|m| m.config.digest.to_string())
         .unwrap_or_default();
-    let running = st.as_ref().is_some_and(|s| s.running());
-    let status = match &st {
-        _ if running => "running",
-        Some(s) if s.exit_code.is_some() || s.finished.is_some() => "exited",
-        _ if mounted.is_some() => "mounted",
-        _ => "created",
-    };
+    let running = row.running();
     Ok(json!({
         "Id": c.id,
         "Name": c.name,
@@ -96,20 +87,20 @@ fn container_json(store: &Store, c: &Container) -> Result<Value> {
         "ImageDigest": c.manifest,
         "Config": { "Image": c.image },
         "State": {
-            "Status": status,
+            "Status": row.state_word(),
             "Running": running,
-            "Pid": st.as_ref().filter(|_| running).map_or(0, |s| s.pid),
-            "ExitCode": st.as_ref().and_then(|s| s.exit_code).unwrap_or(0),
-            "StartedAt": st.as_ref().map(|s| s.started.clone()),
-            "FinishedAt": st.as_ref().and_then(|s| s.finished.clone()),
+            "Pid": st.filter(|_| running).map_or(0, |s| s.pid),
+            "ExitCode": st.and_then(|s| s.exit_code).unwrap_or(0),
+            "StartedAt": st.map(|s| s.started.clone()),
+            "FinishedAt": st.and_then(|s| s.finished.clone()),
         },
-        "SizeRw": c.size(),
+        "SizeRw": row.size,
         "GraphDriver": {
             "Name": "layerfs",
             "Data": {
                 "UpperDir": c.upper(),
                 "WorkDir": c.work(),
-                "MountPoint": mounted,
+                "MountPoint": row.mounted_at,
             },
         },
     }))

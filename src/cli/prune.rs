@@ -67,22 +67,17 @@ pub(super) fn prune_containers(store: &Store) -> Result<(Vec<String>, u64)> {
     let mut removed = Vec::new();
     let mut freed = 0;
     for c in layerfs::container::list(store)? {
-        let running = layerfs::run::state::load(&c).is_some_and(|s| s.running());
-        let mounted = matches!(
-            layerfs::mount::records::find_container(store, &c.name)?,
-            Some((_, true))
-        );
-        let building = c.build_pid.is_some_and(layerfs::store::process_alive);
-        if running || mounted || building {
+        let row = super::ps::Row::load(store, c, true)?;
+        let building = row.c.build_pid.is_some_and(layerfs::store::process_alive);
+        if row.active() || building {
             continue;
         }
-        let size = c.size();
-        match super::rm::remove(store, &c.name, false) {
+        match super::rm::remove(store, &row.c.name, false) {
             Ok(()) => {
-                freed += size;
-                removed.push(c.id);
+                freed += row.size;
+                removed.push(row.c.id);
             }
-            Err(e) => eprintln!("layerfs: container prune: {}: {e:#}", c.name),
+            Err(e) => eprintln!("layerfs: container prune: {}: {e:#}", row.c.name),
         }
     }
     Ok((removed, freed))

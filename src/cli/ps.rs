@@ -27,19 +27,44 @@ pub struct Args {
     format: Option<String>,
 }
 
-struct Row {
-    c: Container,
-    state: Option<State>,
-    size: u64,
-    mounted_at: Option<String>,
+/// A container as the listing commands see it: its run state and where it
+/// is mounted (shared by ps, inspect, system df and the prune commands).
+pub(super) struct Row {
+    pub c: Container,
+    pub state: Option<State>,
+    pub size: u64,
+    pub mounted_at: Option<String>,
 }
 
 impl Row {
+    /// `with_size` walks the container's changes for their disk use.
+    pub fn load(store: &layerfs::store::Store, c: Container, with_size: bool) -> Result<Row> {
+        let mounted_at = match layerfs::mount::records::find_container(store, &c.name)? {
+            Some((r, true)) => Some(r.mountpoint.display().to_string()),
+            _ => None,
+        };
+        Ok(Row {
+            state: state::load(&c),
+            size: if with_size { c.size() } else { 0 },
+            c,
+            mounted_at,
+        })
+    }
+
+    pub fn running(&self) -> bool {
+        self.state.as_ref().is_some_and(State::running)
+    }
+
+    /// Running, or mounted: in use, as Docker's "active".
+    pub fn active(&self) -> bool {
+        self.running() || self.mounted_at.is_some()
+    }
+
     /// `running`, `exited`, `created`, or `mounted` for a container that
     /// a writable mount serves but no process runs in.
-    fn state_word(&self) -> &'static str {
+    pub fn state_word(&self) -> &'static str {
         match &self.state {
-            Some(s) if s.running() => "running",
+            _ if self.running() => "running",
             Some(s) if s.exit_code.is_some() || s.finished.is_some() => "exited",
             _ if self.mounted_at.is_some() => "mounted",
             Some(s) if s.status != state::Status::Created => "exited",
@@ -82,16 +107,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let mut rows = Vec::new();
     for c in layerfs::container::list(&store)? {
-        let mounted_at = match layerfs::mount::records::find_container(&store, &c.name)? {
-            Some((r, true)) => Some(r.mountpoint.display().to_string()),
-            _ => None,
-        };
-        rows.push(Row {
-            state: state::load(&c),
-            size: if a.quiet { 0 } else { c.size() },
-            c,
-            mounted_at,
-        });
+        rows.push(Row::load(&store, c, !a.quiet)?);
     }
     // Newest first, as Docker lists them.
     rows.reverse();

@@ -90,17 +90,12 @@ fn usage(store: &Store) -> Result<(Vec<Usage>, u64)> {
     let mut c_active = 0;
     let mut c_reclaimable = 0;
     for c in &containers {
-        let size = c.size();
-        c_size += size;
-        let running = layerfs::run::state::load(c).is_some_and(|s| s.running());
-        let mounted = matches!(
-            layerfs::mount::records::find_container(store, &c.name)?,
-            Some((_, true))
-        );
-        if running || mounted {
+        let row = super::ps::Row::load(store, c.clone(), true)?;
+        c_size += row.size;
+        if row.active() {
             c_active += 1;
         } else {
-            c_reclaimable += size;
+            c_reclaimable += row.size;
         }
     }
     Ok((
