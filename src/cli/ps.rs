@@ -124,7 +124,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 .map(|r| {
                     serde_json::json!({
                         "Id": r.c.id,
-                        "Name": r.c.name,
+                        "Names": [&r.c.name],
                         "Image": r.c.image,
                         "ImageDigest": r.c.manifest,
                         "Created": r.c.created,
