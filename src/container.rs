@@ -476,3 +476,91 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{layer_descriptor, new_config, write_image};
+    use crate::layer::ingest;
+    use crate::oci::Reference;
+    use crate::testutil::{TarBuilder, temp_store};
+
+    fn image(store: &Store) -> Digest {
+        let mut t = TarBuilder::new();
+        t.dir("etc", 0o755)
+            .file("etc/a", 0o644, b"a")
+            .file("etc/gone", 0o644, b"g")
+            .dir("old", 0o755)
+            .file("old/f", 0o644, b"f");
+        let info = ingest(store, &t.finish()[..], None).unwrap();
+        let mut config = new_config();
+        config.rootfs.diff_ids = vec![info.diff_id];
+        let r = Reference::parse("img:1").unwrap();
+        write_image(store, &config, &[layer_descriptor(&info)], Some(&r))
+            .unwrap()
+            .manifest
+            .digest
+    }
+
+    #[test]
+    fn a_container_is_found_by_name_id_or_unique_id_prefix() {
+        let (_d, store) = temp_store();
+        let m = image(&store);
+        let a = create(&store, Some("a"), "img:1", m, None).unwrap();
+        let b = create(&store, Some("b"), "img:1", m, None).unwrap();
+        assert_eq!(a.id.len(), 64);
+        assert_ne!(a.id, b.id);
+        assert_eq!(load(&store, "a").unwrap().id, a.id);
+        assert_eq!(load(&store, &a.id).unwrap().name, "a");
+        assert_eq!(load(&store, a.short_id()).unwrap().name, "a");
+        // A prefix both IDs share (if any) is ambiguous; none at all is not found.
+        let common =
+            a.id.chars()
+                .zip(b.id.chars())
+                .take_while(|(x, y)| x == y)
+                .count();
+        if common > 0 {
+            let e = load(&store, &a.id[..common]).unwrap_err();
+            assert!(matches!(e, ContainerError::Ambiguous { .. }), "{e}");
+        }
+        for missing in ["c", "../a", "zz"] {
+            assert!(
+                matches!(load(&store, missing), Err(ContainerError::NotFound(_))),
+                "{missing}"
+            );
+        }
+    }
+
+    #[test]
+    fn diff_reads_changes_from_the_upper_dir_as_docker_lists_them() {
+        let (_d, store) = temp_store();
+        let m = image(&store);
+        let c = create(&store, Some("c"), "img:1", m, None).unwrap();
+        let up = c.upper();
+        fs::create_dir_all(up.join("etc")).unwrap();
+        fs::write(up.join("etc/a"), b"changed").unwrap();
+        fs::write(up.join("etc/new"), b"n").unwrap();
+        fs::write(up.join("etc/.wh.gone"), b"").unwrap();
+        fs::write(up.join(".wh.old"), b"").unwrap();
+        fs::create_dir_all(up.join("fresh/sub")).unwrap();
+        fs::write(up.join("fresh/sub/f"), b"f").unwrap();
+        let got: Vec<String> = diff(&store, &c)
+            .unwrap()
+            .into_iter()
+            .map(|(k, p)| format!("{} {}", k.letter(), String::from_utf8_lossy(&p)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "C /etc",
+                "C /etc/a",
+                "D /etc/gone",
+                "A /etc/new",
+                "A /fresh",
+                "A /fresh/sub",
+                "A /fresh/sub/f",
+                "D /old",
+            ]
+        );
+    }
+}
