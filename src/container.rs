@@ -444,27 +444,64 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
         .collect();
     let lower = UnionFs::new(Stack::open(store, &layers, SpanCache::new(1 << 20))?, None);
     let mut out = Vec::new();
-    // (upper directory, its path in the container, its inode in the image if it has it)
-    let mut todo = vec![(c.upper(), Vec::new(), Some(ROOT_INO))];
-    while let Some((dir, rel, lower_ino)) = todo.pop() {
-        for e in fs::read_dir(&dir).map_err(io(&dir))? {
-            let e = e.map_err(io(&dir))?;
-            let name = e.file_name();
-            let name = name.as_bytes();
+    // (upper directory, its path in the container, its inode in the image
+    // if it has it, whether it hides all the image has below it)
+    let mut todo = vec![(c.upper(), Vec::new(), Some(ROOT_INO), false)];
+    while let Some((dir, rel, lower_ino, hides_lower)) = todo.pop() {
+        let entries = fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io(&dir))?;
+        let names: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| e.file_name().as_bytes().to_vec())
+            .collect();
+        let child = |name: &[u8]| {
+            let mut path = rel.clone();
+            path.push(b'/');
+            path.extend_from_slice(name);
+            path
+        };
+        // An opaque directory, or one made anew where the image had one
+        // (`.wh.NAME` beside `NAME`), hides all the image had in it: each
+        // such name is deleted unless the directory holds it again.
+        let hides_lower = hides_lower || names.iter().any(|n| n == OPAQUE);
+        if let Some(ino) = lower_ino
+            && hides_lower
+        {
+            let mut hidden = Vec::new();
+            lower
+                .readdir(ino, 0, 0, false, |d, _| {
+                    if d.name != b"." && d.name != b".." {
+                        hidden.push(d.name.to_vec());
+                    }
+                    true
+                })
+                .map_err(|e| io(&dir)(std::io::Error::other(e.to_string())))?;
+            for name in hidden {
+                if !names.contains(&name) {
+                    out.push((ChangeKind::Deleted, child(&name)));
+                }
+            }
+        }
+        for (e, name) in entries.iter().zip(&names) {
             if name == OPAQUE {
                 continue;
             }
-            let mut path = rel.clone();
-            path.push(b'/');
             if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-                path.extend_from_slice(hidden);
-                out.push((ChangeKind::Deleted, path));
+                // A name made anew is listed as itself, below.
+                if !names.iter().any(|n| n == hidden) {
+                    out.push((ChangeKind::Deleted, child(hidden)));
+                }
                 continue;
             }
-            path.extend_from_slice(name);
+            let mut whiteout = WHITEOUT_PREFIX.to_vec();
+            whiteout.extend_from_slice(name);
+            let made_anew = names.contains(&whiteout);
+            let path = child(name);
             let below = lower_ino.and_then(|ino| lower.lookup(ino, name).ok().map(|a| a.ino));
             if e.file_type().map_err(io(&dir))?.is_dir() {
-                todo.push((e.path(), path.clone(), below));
+                todo.push((e.path(), path.clone(), below, hides_lower || made_anew));
             }
             let kind = match below {
                 Some(_) => ChangeKind::Changed,
@@ -491,7 +528,10 @@ mod tests {
             .file("etc/a", 0o644, b"a")
             .file("etc/gone", 0o644, b"g")
             .dir("old", 0o755)
-            .file("old/f", 0o644, b"f");
+            .file("old/f", 0o644, b"f")
+            .dir("keep", 0o755)
+            .file("keep/x", 0o644, b"x")
+            .file("keep/y", 0o644, b"y");
         let info = ingest(store, &t.finish()[..], None).unwrap();
         let mut config = new_config();
         config.rootfs.diff_ids = vec![info.diff_id];
@@ -543,6 +583,10 @@ mod tests {
         fs::write(up.join("etc/.wh.gone"), b"").unwrap();
         fs::write(up.join(".wh.old"), b"").unwrap();
         fs::create_dir_all(up.join("fresh/sub")).unwrap();
+        // keep/ removed and made again: its x is gone, its y written anew.
+        fs::create_dir_all(up.join("keep")).unwrap();
+        fs::write(up.join("keep/.wh..wh..opq"), b"").unwrap();
+        fs::write(up.join("keep/y"), b"y2").unwrap();
         fs::write(up.join("fresh/sub/f"), b"f").unwrap();
         let got: Vec<String> = diff(&store, &c)
             .unwrap()
@@ -559,6 +603,9 @@ mod tests {
                 "A /fresh",
                 "A /fresh/sub",
                 "A /fresh/sub/f",
+                "C /keep",
+                "D /keep/x",
+                "C /keep/y",
                 "D /old",
             ]
         );
