@@ -299,6 +299,8 @@ fn diff_lists_what_podman_diff_lists_for_the_same_changes() {
         .file("keep/k", 0o644, b"k\n")
         .file("opq/o1", 0o644, b"o\n")
         .file("opq/o2", 0o644, b"o\n")
+        .file("mvdir/sub/f", 0o644, b"m\n")
+        .file("mvdir/g", 0o644, b"m\n")
         .finish();
     let tar_path = env.dir.path().join("image.tar");
     std::fs::write(&tar_path, &tar).unwrap();
@@ -312,7 +314,8 @@ fn diff_lists_what_podman_diff_lists_for_the_same_changes() {
         chmod 700 keep
         ln -s /etc/a usr/bin/link
         mv usr/bin/tool usr/bin/tool2
-        rm -r opq && mkdir opq && echo z > opq/z && echo o > opq/o2";
+        rm -r opq && mkdir opq && echo z > opq/z && echo o > opq/o2
+        mv mvdir moved && echo h > moved/h && rm moved/g";
     let m = env.mount("rich:1", &["--writable", "--name", "c"]);
     let (ok, _, err) = sh(&format!("cd {} && {changes}", m.path.display()));
     assert!(ok, "{err}");

@@ -428,12 +428,13 @@ impl ChangeKind {
 /// (`/etc/motd`): what the upper directory holds, each path `Changed` if
 /// the image has it and `Added` if not, each whiteout `Deleted`. A
 /// directory holding a change is itself changed, as Docker and Podman list
-/// it. Needs no mount; the image's layer indexes answer whether it has a
-/// path, without reading layer data.
+/// it; a renamed directory lists its whole tree. Needs no mount; the
+/// image's layer indexes answer whether it has a path, without reading
+/// layer data.
 pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, ContainerError> {
     use crate::layer::SpanCache;
-    use crate::union::upper::{OPAQUE, WHITEOUT_PREFIX};
-    use crate::union::{ROOT_INO, Stack, UnionFs};
+    use crate::union::upper::{OPAQUE, WHITEOUT_PREFIX, XATTR_REDIRECT};
+    use crate::union::{ROOT_INO, Stack, UnionFs, UpperDir};
     use std::os::unix::ffi::OsStrExt;
 
     let layers: Vec<Digest> = c
@@ -443,6 +444,8 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
         .map(|l| l.digest)
         .collect();
     let lower = UnionFs::new(Stack::open(store, &layers, SpanCache::new(1 << 20))?, None);
+    let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(io(&c.upper()))?;
+    let mut merged: Option<UnionFs> = None;
     let mut out = Vec::new();
     // (upper directory, its path in the container, its inode in the image
     // if it has it, whether it hides all the image has below it)
@@ -500,7 +503,29 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
             let made_anew = names.contains(&whiteout);
             let path = child(name);
             let below = lower_ino.and_then(|ino| lower.lookup(ino, name).ok().map(|a| a.ino));
-            if e.file_type().map_err(io(&dir))?.is_dir() {
+            let is_dir = e.file_type().map_err(io(&dir))?.is_dir();
+            let redirected = is_dir
+                && upper
+                    .get_xattr(&path[1..], XATTR_REDIRECT)
+                    .map_err(io(&e.path()))?
+                    .is_some();
+            if redirected {
+                // A renamed directory merges what the image has elsewhere:
+                // its whole tree, as the container sees it, is listed.
+                let merged = match &merged {
+                    Some(m) => m,
+                    None => merged.insert(UnionFs::new(
+                        Stack::open(store, &layers, SpanCache::new(1 << 20))?,
+                        Some(UpperDir::open_existing(&c.upper(), &c.work()).map_err(io(&dir))?),
+                    )),
+                };
+                merged_tree(merged, &lower, &path, below, &mut out).map_err(|e| {
+                    io(&dir)(std::io::Error::other(format!(
+                        "{}: {e}",
+                        String::from_utf8_lossy(&path)
+                    )))
+                })?;
+            } else if is_dir {
                 todo.push((e.path(), path.clone(), below, hides_lower || made_anew));
             }
             let kind = match below {
@@ -512,6 +537,48 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
+}
+
+/// Lists everything below `path` as the container sees it (`merged`, with
+/// its changes): each name `Changed` if the image has it at that path
+/// (below `lower_ino`), `Added` if not.
+fn merged_tree(
+    merged: &crate::union::UnionFs,
+    lower: &crate::union::UnionFs,
+    path: &[u8],
+    lower_ino: Option<u64>,
+    out: &mut Vec<(ChangeKind, Vec<u8>)>,
+) -> crate::union::Result<()> {
+    let mut ino = crate::union::ROOT_INO;
+    for name in path.split(|b| *b == b'/').filter(|n| !n.is_empty()) {
+        ino = merged.lookup(ino, name)?.ino;
+    }
+    let mut todo = vec![(ino, path.to_vec(), lower_ino)];
+    while let Some((ino, path, lower_ino)) = todo.pop() {
+        let mut names = Vec::new();
+        merged.readdir(ino, 0, 0, false, |d, _| {
+            if d.name != b"." && d.name != b".." {
+                names.push(d.name.to_vec());
+            }
+            true
+        })?;
+        for name in names {
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(&name);
+            let attr = merged.lookup(ino, &name)?;
+            let below = lower_ino.and_then(|l| lower.lookup(l, &name).ok().map(|a| a.ino));
+            if attr.kind == crate::union::FileKind::Directory {
+                todo.push((attr.ino, p.clone(), below));
+            }
+            let kind = match below {
+                Some(_) => ChangeKind::Changed,
+                None => ChangeKind::Added,
+            };
+            out.push((kind, p));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
