@@ -347,10 +347,13 @@ fn output_into_a_closed_pipe_ends_quietly() {
     ));
     assert_eq!(out.len(), 10);
     assert!(!err.contains("panicked"), "{err}");
-    let out = env.run(&["images", "--format", "xml"]);
+    let out = env.run(&["images", "--format", "{{.Xml}}"]);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(2),
-        "a bad --format is a usage error"
+        Some(1),
+        "a template naming no field fails as Docker's does: {err}"
     );
+    assert!(err.contains("can't evaluate field Xml"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -11,6 +11,7 @@ mod crash;
 mod credentials;
 mod debian;
 mod durability;
+mod everyday;
 mod fixtures;
 mod hostile;
 mod interop;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ROOT/layerfs/containers/<name>/
-//!   container.json   name, image, manifest digest, created
+//!   container.json   name, ID, image, manifest digest, created
 //!   upper/           the changes (see union::upper for their form)
 //!   work/            scratch on the same filesystem, for atomic copy-ups
 //!   control.sock     while mounted: commit asks the daemon to hold changes
@@ -41,6 +41,10 @@ pub enum ContainerError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{what} names several containers ({names}); use more digits or a name")]
+    Ambiguous { what: String, names: String },
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
     #[error("the container's daemon did not hold its changes: {0}")]
     Freeze(String),
 }
@@ -145,6 +149,10 @@ impl Drop for Freeze {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {
     pub name: String,
+    /// 64 hex digits, as Docker's container IDs (listings show 12). Records
+    /// written before IDs existed get one derived from name and creation.
+    #[serde(default)]
+    pub id: String,
     /// The image as the user named it.
     pub image: String,
     /// The image's top-level manifest (or index) digest, as stored.
@@ -176,6 +184,11 @@ impl Container {
         Ok(store
             .manifest_for_platform(&self.manifest, &Platform::host())?
             .1)
+    }
+
+    /// The ID as listings show it: its first 12 digits.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
     }
 
     fn hold_id(&self) -> String {
@@ -258,6 +271,20 @@ fn random_name(store: &Store) -> Result<String, ContainerError> {
     Ok(format!("container_{}", x % 1_000_000))
 }
 
+/// 32 random bytes in hex.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    if bytes == [0u8; 32] {
+        // No /dev/urandom: unique enough from the clock and the pid.
+        let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+        return crate::oci::Digest::of(seed.as_bytes()).hex();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Creates a container over image `image` (its top-level manifest `manifest`).
 pub fn create(
     store: &Store,
@@ -282,6 +309,7 @@ pub fn create(
     }
     let c = Container {
         name: name.clone(),
+        id: new_id(),
         image: image.to_string(),
         manifest,
         created: time::now_rfc3339(),
@@ -310,7 +338,32 @@ pub fn create(
     Ok(c)
 }
 
-pub fn load(store: &Store, name: &str) -> Result<Container, ContainerError> {
+/// The container a user's words name: its name, its ID, or a unique prefix
+/// of its ID (as Docker takes them).
+pub fn load(store: &Store, what: &str) -> Result<Container, ContainerError> {
+    match load_named(store, what) {
+        Err(ContainerError::NotFound(_)) if is_id_prefix(what) => {}
+        other => return other,
+    }
+    let mut hits = list(store)?.into_iter().filter(|c| c.id.starts_with(what));
+    match (hits.next(), hits.next()) {
+        (Some(c), None) => Ok(c),
+        (Some(a), Some(b)) => Err(ContainerError::Ambiguous {
+            what: what.to_string(),
+            names: format!("{}, {}", a.name, b.name),
+        }),
+        _ => Err(ContainerError::NotFound(what.to_string())),
+    }
+}
+
+fn is_id_prefix(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn load_named(store: &Store, name: &str) -> Result<Container, ContainerError> {
+    if !valid_name(name) {
+        return Err(ContainerError::NotFound(name.to_string()));
+    }
     let dir = containers_dir(store)?.join(name);
     let record = dir.join("container.json");
     let bytes = match fs::read(&record) {
@@ -322,6 +375,9 @@ pub fn load(store: &Store, name: &str) -> Result<Container, ContainerError> {
     };
     let mut c: Container =
         serde_json::from_slice(&bytes).map_err(|e| io(&record)(std::io::Error::other(e)))?;
+    if c.id.is_empty() {
+        c.id = crate::oci::Digest::of(format!("{}\n{}", c.name, c.created).as_bytes()).hex();
+    }
     c.dir = dir;
     Ok(c)
 }
@@ -331,7 +387,7 @@ pub fn list(store: &Store) -> Result<Vec<Container>, ContainerError> {
     let mut out = Vec::new();
     for e in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
         if let Some(name) = e.file_name().to_str()
-            && let Ok(c) = load(store, name)
+            && let Ok(c) = load_named(store, name)
         {
             out.push(c);
         }
@@ -348,4 +404,277 @@ pub fn remove(store: &Store, c: &Container) -> Result<(), ContainerError> {
     fs::remove_dir_all(&trash).map_err(io(&trash))?;
     store.remove_hold(&c.hold_id())?;
     Ok(())
+}
+
+/// A kind of change `diff` lists, with Docker's letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// The container's changes as `docker diff` lists them, sorted by path
+/// (`/etc/motd`): what the upper directory holds, each path `Changed` if
+/// the image has it and `Added` if not, each whiteout `Deleted`. A
+/// directory holding a change is itself changed, as Docker and Podman list
+/// it; a renamed directory lists its whole tree. Needs no mount; the
+/// image's layer indexes answer whether it has a path, without reading
+/// layer data.
+pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, ContainerError> {
+    use crate::layer::SpanCache;
+    use crate::union::upper::{OPAQUE, WHITEOUT_PREFIX, XATTR_REDIRECT};
+    use crate::union::{ROOT_INO, Stack, UnionFs, UpperDir};
+    use std::os::unix::ffi::OsStrExt;
+
+    let layers: Vec<Digest> = c
+        .image_manifest(store)?
+        .layers
+        .iter()
+        .map(|l| l.digest)
+        .collect();
+    let lower = UnionFs::new(Stack::open(store, &layers, SpanCache::new(1 << 20))?, None);
+    let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(io(&c.upper()))?;
+    let mut merged: Option<UnionFs> = None;
+    let mut out = Vec::new();
+    // (upper directory, its path in the container, its inode in the image
+    // if it has it, whether it hides all the image has below it)
+    let mut todo = vec![(c.upper(), Vec::new(), Some(ROOT_INO), false)];
+    while let Some((dir, rel, lower_ino, hides_lower)) = todo.pop() {
+        let entries = fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io(&dir))?;
+        let names: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| e.file_name().as_bytes().to_vec())
+            .collect();
+        let child = |name: &[u8]| {
+            let mut path = rel.clone();
+            path.push(b'/');
+            path.extend_from_slice(name);
+            path
+        };
+        // An opaque directory, or one made anew where the image had one
+        // (`.wh.NAME` beside `NAME`), hides all the image had in it: each
+        // such name is deleted unless the directory holds it again.
+        let hides_lower = hides_lower || names.iter().any(|n| n == OPAQUE);
+        if let Some(ino) = lower_ino
+            && hides_lower
+        {
+            let mut hidden = Vec::new();
+            lower
+                .readdir(ino, 0, 0, false, |d, _| {
+                    if d.name != b"." && d.name != b".." {
+                        hidden.push(d.name.to_vec());
+                    }
+                    true
+                })
+                .map_err(|e| io(&dir)(std::io::Error::other(e.to_string())))?;
+            for name in hidden {
+                if !names.contains(&name) {
+                    out.push((ChangeKind::Deleted, child(&name)));
+                }
+            }
+        }
+        for (e, name) in entries.iter().zip(&names) {
+            if name == OPAQUE {
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                // A name made anew is listed as itself, below.
+                if !names.iter().any(|n| n == hidden) {
+                    out.push((ChangeKind::Deleted, child(hidden)));
+                }
+                continue;
+            }
+            let mut whiteout = WHITEOUT_PREFIX.to_vec();
+            whiteout.extend_from_slice(name);
+            let made_anew = names.contains(&whiteout);
+            let path = child(name);
+            let below = lower_ino.and_then(|ino| lower.lookup(ino, name).ok().map(|a| a.ino));
+            let is_dir = e.file_type().map_err(io(&dir))?.is_dir();
+            let redirected = is_dir
+                && upper
+                    .get_xattr(&path[1..], XATTR_REDIRECT)
+                    .map_err(io(&e.path()))?
+                    .is_some();
+            if redirected {
+                // A renamed directory merges what the image has elsewhere:
+                // its whole tree, as the container sees it, is listed.
+                let merged = match &merged {
+                    Some(m) => m,
+                    None => merged.insert(UnionFs::new(
+                        Stack::open(store, &layers, SpanCache::new(1 << 20))?,
+                        Some(UpperDir::open_existing(&c.upper(), &c.work()).map_err(io(&dir))?),
+                    )),
+                };
+                merged_tree(merged, &lower, &path, below, &mut out).map_err(|e| {
+                    io(&dir)(std::io::Error::other(format!(
+                        "{}: {e}",
+                        String::from_utf8_lossy(&path)
+                    )))
+                })?;
+            } else if is_dir {
+                todo.push((e.path(), path.clone(), below, hides_lower || made_anew));
+            }
+            let kind = match below {
+                Some(_) => ChangeKind::Changed,
+                None => ChangeKind::Added,
+            };
+            out.push((kind, path));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// Lists everything below `path` as the container sees it (`merged`, with
+/// its changes): each name `Changed` if the image has it at that path
+/// (below `lower_ino`), `Added` if not.
+fn merged_tree(
+    merged: &crate::union::UnionFs,
+    lower: &crate::union::UnionFs,
+    path: &[u8],
+    lower_ino: Option<u64>,
+    out: &mut Vec<(ChangeKind, Vec<u8>)>,
+) -> crate::union::Result<()> {
+    let mut ino = crate::union::ROOT_INO;
+    for name in path.split(|b| *b == b'/').filter(|n| !n.is_empty()) {
+        ino = merged.lookup(ino, name)?.ino;
+    }
+    let mut todo = vec![(ino, path.to_vec(), lower_ino)];
+    while let Some((ino, path, lower_ino)) = todo.pop() {
+        let mut names = Vec::new();
+        merged.readdir(ino, 0, 0, false, |d, _| {
+            if d.name != b"." && d.name != b".." {
+                names.push(d.name.to_vec());
+            }
+            true
+        })?;
+        for name in names {
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(&name);
+            let attr = merged.lookup(ino, &name)?;
+            let below = lower_ino.and_then(|l| lower.lookup(l, &name).ok().map(|a| a.ino));
+            if attr.kind == crate::union::FileKind::Directory {
+                todo.push((attr.ino, p.clone(), below));
+            }
+            let kind = match below {
+                Some(_) => ChangeKind::Changed,
+                None => ChangeKind::Added,
+            };
+            out.push((kind, p));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{layer_descriptor, new_config, write_image};
+    use crate::layer::ingest;
+    use crate::oci::Reference;
+    use crate::testutil::{TarBuilder, temp_store};
+
+    fn image(store: &Store) -> Digest {
+        let mut t = TarBuilder::new();
+        t.dir("etc", 0o755)
+            .file("etc/a", 0o644, b"a")
+            .file("etc/gone", 0o644, b"g")
+            .dir("old", 0o755)
+            .file("old/f", 0o644, b"f")
+            .dir("keep", 0o755)
+            .file("keep/x", 0o644, b"x")
+            .file("keep/y", 0o644, b"y");
+        let info = ingest(store, &t.finish()[..], None).unwrap();
+        let mut config = new_config();
+        config.rootfs.diff_ids = vec![info.diff_id];
+        let r = Reference::parse("img:1").unwrap();
+        write_image(store, &config, &[layer_descriptor(&info)], Some(&r))
+            .unwrap()
+            .manifest
+            .digest
+    }
+
+    #[test]
+    fn a_container_is_found_by_name_id_or_unique_id_prefix() {
+        let (_d, store) = temp_store();
+        let m = image(&store);
+        let a = create(&store, Some("a"), "img:1", m, None).unwrap();
+        let b = create(&store, Some("b"), "img:1", m, None).unwrap();
+        assert_eq!(a.id.len(), 64);
+        assert_ne!(a.id, b.id);
+        assert_eq!(load(&store, "a").unwrap().id, a.id);
+        assert_eq!(load(&store, &a.id).unwrap().name, "a");
+        assert_eq!(load(&store, a.short_id()).unwrap().name, "a");
+        // A prefix both IDs share (if any) is ambiguous; none at all is not found.
+        let common =
+            a.id.chars()
+                .zip(b.id.chars())
+                .take_while(|(x, y)| x == y)
+                .count();
+        if common > 0 {
+            let e = load(&store, &a.id[..common]).unwrap_err();
+            assert!(matches!(e, ContainerError::Ambiguous { .. }), "{e}");
+        }
+        for missing in ["c", "../a", "zz"] {
+            assert!(
+                matches!(load(&store, missing), Err(ContainerError::NotFound(_))),
+                "{missing}"
+            );
+        }
+    }
+
+    #[test]
+    fn diff_reads_changes_from_the_upper_dir_as_docker_lists_them() {
+        let (_d, store) = temp_store();
+        let m = image(&store);
+        let c = create(&store, Some("c"), "img:1", m, None).unwrap();
+        let up = c.upper();
+        fs::create_dir_all(up.join("etc")).unwrap();
+        fs::write(up.join("etc/a"), b"changed").unwrap();
+        fs::write(up.join("etc/new"), b"n").unwrap();
+        fs::write(up.join("etc/.wh.gone"), b"").unwrap();
+        fs::write(up.join(".wh.old"), b"").unwrap();
+        fs::create_dir_all(up.join("fresh/sub")).unwrap();
+        // keep/ removed and made again: its x is gone, its y written anew.
+        fs::create_dir_all(up.join("keep")).unwrap();
+        fs::write(up.join("keep/.wh..wh..opq"), b"").unwrap();
+        fs::write(up.join("keep/y"), b"y2").unwrap();
+        fs::write(up.join("fresh/sub/f"), b"f").unwrap();
+        let got: Vec<String> = diff(&store, &c)
+            .unwrap()
+            .into_iter()
+            .map(|(k, p)| format!("{} {}", k.letter(), String::from_utf8_lossy(&p)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "C /etc",
+                "C /etc/a",
+                "D /etc/gone",
+                "A /etc/new",
+                "A /fresh",
+                "A /fresh/sub",
+                "A /fresh/sub/f",
+                "C /keep",
+                "D /keep/x",
+                "C /keep/y",
+                "D /old",
+            ]
+        );
+    }
 }

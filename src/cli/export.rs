@@ -1,4 +1,5 @@
-//! `layerfs export IMAGE|CONTAINER -o FILE|-`: the whole tree as one tar.
+//! `layerfs export IMAGE|CONTAINER [-o FILE|-]`: the whole tree as one tar,
+//! to standard output when `-o` is not given and it is not a terminal.
 
 use super::Ctx;
 use anyhow::{Context, Result, bail};
@@ -7,11 +8,11 @@ use std::io::{IsTerminal, Write};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// An image, or a container's name
+    /// An image, or a container's name or ID
     what: String,
-    /// Where to write the tar (- for standard output)
-    #[arg(short, long)]
-    output: String,
+    /// Where to write the tar (- for standard output, the default when it is not a terminal)
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
@@ -21,16 +22,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         Some(c) => Source::Container(c),
         None => Source::Image(&a.what),
     };
-    if a.output == "-" {
-        let stdout = std::io::stdout();
-        if stdout.is_terminal() {
-            bail!("export: refusing to write a tar to a terminal; use -o FILE or a pipe");
-        }
-        let mut out = export(&store, src, std::io::BufWriter::new(stdout.lock()))
+    match a.output.as_deref() {
+        Some(path) if path != "-" => export_to_path(&store, src, std::path::Path::new(path))
+            .with_context(|| format!("export {} to {path}", a.what)),
+        _ => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("export: refusing to write a tar to a terminal; use -o FILE or a pipe");
+            }
+            let mut out = export(
+                &store,
+                src,
+                std::io::BufWriter::with_capacity(1 << 20, stdout.lock()),
+            )
             .with_context(|| format!("export {}", a.what))?;
-        out.flush()?;
-        return Ok(());
+            out.flush().with_context(|| format!("export {}", a.what))?;
+            Ok(())
+        }
     }
-    export_to_path(&store, src, std::path::Path::new(&a.output))
-        .with_context(|| format!("export {} to {}", a.what, a.output))
 }

@@ -1,11 +1,69 @@
 //! Output helpers shared by the listing commands: sizes and ages as Docker
 //! prints them, and tables with aligned columns.
 
-/// `--format` of the listing commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+use super::template::{Missing, Template, default_header};
+use serde_json::Value;
+
+/// `--format` of the listing commands (no value-enum parsing, so a clap
+/// field of this type parses with `value_parser = OutputFormat::parse`).
+#[derive(Clone, Debug)]
 pub enum OutputFormat {
+    /// The default table.
     Table,
+    /// A JSON array of the rows, machine-readable (numbers as numbers).
     Json,
+    /// A Go-style template over Docker's fields (see `template`).
+    Template(Template),
+}
+
+impl OutputFormat {
+    /// `--format`'s value; a bad template fails with exit code 1, as Docker's.
+    pub fn parse(s: Option<&str>) -> anyhow::Result<OutputFormat> {
+        Ok(match s.unwrap_or("table") {
+            "" | "table" => OutputFormat::Table,
+            "json" => OutputFormat::Json,
+            t => OutputFormat::Template(Template::parse(t, Missing::Error)?),
+        })
+    }
+}
+
+/// A timestamp as Go prints a `time.Time` (Docker's `CreatedAt`):
+/// `2024-01-02 15:04:05 +0000 UTC`.
+pub fn go_time(rfc3339: Option<&str>) -> String {
+    match rfc3339.and_then(layerfs::oci::time::parse_rfc3339) {
+        Some(t) => {
+            let s = layerfs::oci::time::format_rfc3339(t);
+            format!(
+                "{} +0000 UTC",
+                s.trim_end_matches('Z').replacen('T', " ", 1)
+            )
+        }
+        None => "N/A".into(),
+    }
+}
+
+/// Prints `rows` through `t`; `header` names a field's column for `table`.
+pub fn print_template(
+    t: &Template,
+    rows: &[Value],
+    header: impl Fn(&str) -> String,
+) -> anyhow::Result<()> {
+    let out = t.render_all(rows, header)?;
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    Ok(())
+}
+
+/// Column headers as Docker's: `header_for(&[("ID", "IMAGE ID")])`, others
+/// from the field name.
+pub fn header_for(names: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> String {
+    move |field| {
+        names
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or_else(|| default_header(field), |(_, h)| h.to_string())
+    }
 }
 
 /// `77.9MB`: SI units with three significant digits, as docker prints sizes.

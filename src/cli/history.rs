@@ -2,7 +2,7 @@
 //! newest first, as `docker history` prints it.
 
 use super::Ctx;
-use super::format::{OutputFormat, human_size, print_table, short_id};
+use super::format::{OutputFormat, go_time, header_for, human_size, print_table, short_id};
 use anyhow::{Context, Result};
 use layerfs::image::history;
 use layerfs::oci::time::human_age;
@@ -16,9 +16,9 @@ pub struct Args {
     /// Only show image IDs
     #[arg(short, long)]
     quiet: bool,
-    /// Output format: table or json
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    format: OutputFormat,
+    /// table, json, or a Go template ({{.ID}}, {{.CreatedBy}}, {{.Size}}, {{json .}})
+    #[arg(long)]
+    format: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -33,6 +33,7 @@ struct Step {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let format = OutputFormat::parse(a.format.as_deref())?;
     let store = ctx.store()?;
     let r = store
         .resolve(&a.image)
@@ -48,12 +49,30 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             layer: s.layer.map(|d| d.to_string()),
         })
         .collect();
-    match a.format {
+    if a.quiet {
+        for s in &steps {
+            println!("{}", short_id(&s.id, a.no_trunc));
+        }
+        return Ok(());
+    }
+    match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&steps)?),
-        OutputFormat::Table if a.quiet => {
-            for s in &steps {
-                println!("{}", short_id(&s.id, a.no_trunc));
-            }
+        OutputFormat::Template(t) => {
+            let rows: Vec<_> = steps
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "ID": short_id(&s.id, a.no_trunc),
+                        "CreatedAt": go_time(s.created.as_deref()),
+                        "CreatedSince": human_age(s.created.as_deref()),
+                        "CreatedBy": s.created_by,
+                        "Size": human_size(s.size),
+                        "Comment": s.comment,
+                    })
+                })
+                .collect();
+            const HEADERS: &[(&str, &str)] = &[("ID", "IMAGE"), ("CreatedSince", "CREATED")];
+            super::format::print_template(&t, &rows, header_for(HEADERS))?;
         }
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = steps

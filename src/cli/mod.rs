@@ -5,6 +5,7 @@ mod build;
 mod commit;
 mod completion;
 mod df;
+mod diff;
 mod exec;
 mod export;
 mod format;
@@ -13,6 +14,7 @@ mod gc;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod load;
 mod login;
@@ -22,6 +24,7 @@ mod man;
 mod mount;
 mod mount_helper;
 mod mounts;
+mod prune;
 mod ps;
 mod pull;
 mod push;
@@ -30,7 +33,9 @@ mod rmi;
 mod run;
 mod save;
 mod stop;
+mod system;
 mod tag;
+mod template;
 mod transfer;
 mod umount;
 
@@ -111,6 +116,18 @@ enum Command {
     Stop(stop::Args),
     /// Send a signal to a running container
     Kill(stop::KillArgs),
+    /// List a container's changes: A added, C changed, D deleted
+    Diff(diff::Args),
+    /// Manage images (image prune)
+    Image(prune::ImageArgs),
+    /// Manage containers (container prune)
+    Container(prune::ContainerArgs),
+    /// Disk usage, pruning and facts of the store (system df|prune|info)
+    System(system::Args),
+    /// Show the store, its images and containers, and the driver's facts
+    Info(info::Args),
+    /// Show the version of layerfs and of what it uses
+    Version(info::Args),
     #[command(hide = true)]
     ContainerMonitor(run::MonitorArgs),
     /// Print a shell completion script (bash, zsh or fish)
@@ -210,6 +227,12 @@ pub fn main() -> i32 {
         Command::Exec(a) => exec::run(&ctx, a),
         Command::Stop(a) => stop::run(&ctx, a),
         Command::Kill(a) => stop::kill(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Image(a) => prune::image(&ctx, a),
+        Command::Container(a) => prune::container(&ctx, a),
+        Command::System(a) => system::run(&ctx, a),
+        Command::Info(a) => info::info(&ctx, a),
+        Command::Version(a) => info::version(a),
         Command::ContainerMonitor(a) => run::monitor(&ctx, a),
         Command::Completion(a) => completion::run(a),
         Command::ManPages(a) => man::run(a),

@@ -81,8 +81,13 @@ fn options(a: &Args) -> Result<(MountOptions, String)> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let (opts, what) = options(&a)?;
+    let (mut opts, what) = options(&a)?;
     let store = ctx.store()?;
+    // The daemon and the mount records know containers by name; users may give an ID.
+    if let Some(c) = &opts.container {
+        let c = layerfs::container::load(&store, c).with_context(|| format!("mount {what}"))?;
+        opts.container = Some(c.name);
+    }
     if !a.foreground {
         mount::mount_background(&store, &opts).with_context(|| format!("mount {what}"))?;
         return Ok(());

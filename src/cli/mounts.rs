@@ -6,21 +6,34 @@ use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output format: table or json
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    format: OutputFormat,
+    /// table, json, or a Go template ({{.Mountpoint}}, {{.Image}}, {{json .}})
+    #[arg(long)]
+    format: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let format = OutputFormat::parse(a.format.as_deref())?;
     let store = ctx.store()?;
     let list = layerfs::mount::records::list(&store)?;
-    match a.format {
-        OutputFormat::Json => {
-            let v: Vec<_> = list
-                .iter()
-                .map(|(r, alive)| serde_json::json!({"record": r, "alive": alive}))
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+    // One spelling of keys across images, ps, mounts and df.
+    let rows: Vec<_> = list
+        .iter()
+        .map(|(r, alive)| {
+            serde_json::json!({
+                "Mountpoint": r.mountpoint,
+                "Image": r.image,
+                "Digest": r.manifest,
+                "Container": r.container,
+                "Writable": r.writable,
+                "Pid": r.pid,
+                "Alive": alive,
+            })
+        })
+        .collect();
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        OutputFormat::Template(t) => {
+            super::format::print_template(&t, &rows, super::format::header_for(&[]))?
         }
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = list

@@ -1,4 +1,5 @@
-//! `layerfs rm [-f] CONTAINER...`: deletes containers and their changes.
+//! `layerfs rm [-f] CONTAINER...`: deletes containers (by name or ID) and
+//! their changes.
 
 use super::Ctx;
 use anyhow::{Result, bail};
@@ -29,8 +30,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     Ok(())
 }
 
-fn remove(store: &layerfs::store::Store, name: &str, force: bool) -> Result<()> {
-    let mut c = layerfs::container::load(store, name)?;
+pub(super) fn remove(store: &layerfs::store::Store, what: &str, force: bool) -> Result<()> {
+    let mut c = layerfs::container::load(store, what)?;
+    let name = c.name.clone();
+    let name = name.as_str();
     if layerfs::run::state::load(&c).is_some_and(|st| st.running()) {
         if !force {
             bail!("it is running; stop it or use --force");

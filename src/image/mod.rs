@@ -14,7 +14,7 @@ pub use fsck::{FsckReport, fsck};
 pub use history::{HistoryStep, history};
 pub use import::{ImportOptions, import};
 pub use remove::{Removal, remove_image};
-pub use usage::{ImageUsage, StoreUsage, usage};
+pub use usage::{BUILD_CACHE_HOLD, ImageUsage, StoreUsage, usage};
 
 use crate::layer::{LayerError, LayerInfo};
 use crate::oci::{

@@ -1,24 +1,32 @@
 //! Disk usage per image: total, unique and shared bytes, with every shared
-//! blob counted once in the store's total (`df`).
+//! blob counted once in the store's total (`df`); what gc would free (the
+//! same computation gc makes), and what the build cache alone keeps.
 
 use crate::oci::Digest;
 use crate::store::{Result, Store};
 use std::collections::{HashMap, HashSet};
 
 #[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ImageUsage {
     /// The image's tags (none for an untagged image).
     pub names: Vec<String>,
     pub id: Digest,
+    /// The manifest (or index) digest, as `images` calls it.
+    #[serde(rename = "Digest")]
     pub manifest: Digest,
+    #[serde(rename = "Size")]
     pub total: u64,
     /// Bytes of blobs no other image uses.
+    #[serde(rename = "UniqueSize")]
     pub unique: u64,
     /// Bytes of blobs other images use too.
+    #[serde(rename = "SharedSize")]
     pub shared: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct StoreUsage {
     pub images: Vec<ImageUsage>,
     /// Bytes of the distinct blobs the images use, each counted once.
@@ -27,7 +35,16 @@ pub struct StoreUsage {
     pub blobs_total: u64,
     /// Bytes of layer indexes (derived data).
     pub indexes_total: u64,
+    /// Bytes `gc` would free now: blobs nothing reaches, and temp files.
+    pub reclaimable: u64,
+    /// The build cache's intermediate images (held, in no image list).
+    pub build_cache_images: usize,
+    /// Bytes of blobs only the build cache keeps (what dropping it frees).
+    pub build_cache: u64,
 }
+
+/// The hold of the build cache (see `dockerfile::cache`).
+pub const BUILD_CACHE_HOLD: &str = "build-cache";
 
 pub fn usage(store: &Store) -> Result<StoreUsage> {
     // (manifest, image ID, tags) of each image, in index.json order.
@@ -81,10 +98,27 @@ pub fn usage(store: &Store) -> Result<StoreUsage> {
         .filter_map(|d| std::fs::metadata(store.layer_index_path(d)).ok())
         .map(|m| m.len())
         .sum();
+    let reclaimable = store.gc_plan(&[])?.freed;
+    let holds = store.holds()?;
+    let (cache, others): (Vec<_>, Vec<_>) =
+        holds.into_iter().partition(|h| h.id == BUILD_CACHE_HOLD);
+    let cache_manifests: Vec<Digest> = cache.into_iter().flat_map(|h| h.manifests).collect();
+    let mut kept_otherwise: Vec<Digest> = others.into_iter().flat_map(|h| h.manifests).collect();
+    kept_otherwise.extend(images.iter().map(|i| i.manifest));
+    let kept_otherwise = store.reachable_from(&kept_otherwise)?;
+    let build_cache = store
+        .reachable_from(&cache_manifests)?
+        .iter()
+        .filter(|d| !kept_otherwise.contains(d) && store.has_blob(d))
+        .map(size)
+        .sum();
     Ok(StoreUsage {
         images,
         images_total,
         blobs_total,
         indexes_total,
+        reclaimable,
+        build_cache_images: cache_manifests.len(),
+        build_cache,
     })
 }

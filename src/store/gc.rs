@@ -51,17 +51,43 @@ impl Store {
         Ok(seen)
     }
 
+    /// The blobs (with their sizes) that `gc(roots)` would remove now.
+    fn unreachable_blobs(&self, roots: &[Digest]) -> Result<Vec<(Digest, u64)>> {
+        let keep = self.reachable(roots)?;
+        Ok(self
+            .list_blobs()?
+            .into_iter()
+            .filter(|d| !keep.contains(d))
+            .map(|d| {
+                let size = self.blob_size(&d).unwrap_or(0);
+                (d, size)
+            })
+            .collect())
+    }
+
+    /// What `gc(roots)` would remove and free if no writer were active,
+    /// removing nothing (`df`'s reclaimable bytes are this report's).
+    pub fn gc_plan(&self, roots: &[Digest]) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        for (d, size) in self.unreachable_blobs(roots)? {
+            report.freed += size;
+            report.removed.push((d, size));
+        }
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))? {
+            let entry = entry.map_err(|e| StoreError::io(&tmp, e))?;
+            report.freed += entry.metadata().map_or(0, |m| m.len());
+            report.temp_files += 1;
+        }
+        Ok(report)
+    }
+
     /// Removes what nothing reaches. Waits for writers to finish (they hold
     /// the store lock shared) and keeps them out while it runs.
     pub fn gc(&self, roots: &[Digest]) -> Result<GcReport> {
         let _lock = self.lock_exclusive()?;
-        let keep = self.reachable(roots)?;
         let mut report = GcReport::default();
-        for d in self.list_blobs()? {
-            if keep.contains(&d) {
-                continue;
-            }
-            let size = self.blob_size(&d).unwrap_or(0);
+        for (d, size) in self.unreachable_blobs(roots)? {
             self.remove_blob(&d)?;
             report.freed += size;
             report.removed.push((d, size));
