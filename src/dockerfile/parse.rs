@@ -558,15 +558,20 @@ pub fn onbuild_trigger(ins: &Instruction) -> Result<Instruction, ParseError> {
     let Args::Shell(text) = &ins.args else {
         return Err(err(ins.line, "ONBUILD needs an instruction"));
     };
-    let inner = instruction(ins.line, text)?;
+    trigger(ins.line, text)
+}
+
+/// A stored ONBUILD trigger as an instruction, at `line` (its FROM's).
+pub fn trigger(line: usize, text: &str) -> Result<Instruction, ParseError> {
+    let inner = instruction(line, text)?;
     match inner.keyword {
-        Keyword::Onbuild => Err(err(ins.line, "ONBUILD ONBUILD is not allowed")),
+        Keyword::Onbuild => Err(err(line, "ONBUILD ONBUILD is not allowed")),
         Keyword::From | Keyword::Maintainer => Err(err(
-            ins.line,
+            line,
             format!("{} is not allowed as an ONBUILD trigger", inner.keyword),
         )),
         _ if !heredoc_markers(text).is_empty() => {
-            Err(err(ins.line, "heredocs are not allowed in ONBUILD"))
+            Err(err(line, "heredocs are not allowed in ONBUILD"))
         }
         _ => Ok(inner),
     }
