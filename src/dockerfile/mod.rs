@@ -294,20 +294,19 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         .iter()
         .position(|i| i.keyword == Keyword::From)
         .unwrap_or(df.instructions.len());
-    let mut run: Vec<usize> = (0..first_from).collect();
-    let mut total = first_from;
-    let mut plan = Vec::new();
     let step_err = |ins: &Instruction, source: StepError| BuildError::Step {
         file: file_name.clone(),
         line: ins.line,
         text: short(&ins.text),
         source: Box::new(source),
     };
-    for (k, n) in run.drain(..).enumerate() {
-        let ins = &df.instructions[n];
-        let _ = writeln!(b.out, "STEP {}/{}: {}", k + 1, first_from, ins.text);
+    // Their values name the stages' images, and so which stages run; they
+    // are shown with the steps once the count is known.
+    for (n, ins) in df.instructions.iter().enumerate().take(first_from) {
         b.step(n, ins).map_err(|e| step_err(ins, e))?;
     }
+    let mut total = first_from;
+    let mut plan = Vec::new();
     let stages = {
         let meta = &b.meta_args;
         stage::stages(&df, &|k| meta.get(k).cloned().flatten()).map_err(parse_err)?
@@ -321,6 +320,10 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     }
     b.done = vec![None; stages.len()];
     b.stages = stages;
+    for (k, ins) in df.instructions.iter().enumerate().take(first_from) {
+        let _ = writeln!(b.out, "STEP {}/{total}: {}", k + 1, ins.text);
+        let _ = writeln!(b.out, "--> (build argument)");
+    }
     let mut k = first_from;
     for i in plan {
         b.current = i;
@@ -330,6 +333,9 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
             let _ = writeln!(b.out, "STEP {k}/{total}: {}", ins.text);
             let _ = b.out.flush();
             b.step(n, ins).map_err(|e| step_err(ins, e))?;
+            if ins.keyword == Keyword::Arg {
+                let _ = writeln!(b.out, "--> (build argument)");
+            }
         }
         b.materialize()?;
         let st = b.state.take().ok_or_else(|| msg("no FROM"))?;
@@ -484,7 +490,6 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                let _ = writeln!(self.out, "--> (build argument)");
                 Ok(())
             }
             Keyword::Run => self.run_step(n, ins),
@@ -540,8 +545,8 @@ impl<'a> Builder<'a> {
         self.state = Some(state);
         for t in &triggers {
             let _ = writeln!(self.out, "--> running ONBUILD trigger: {t}");
-            let trigger = parse::trigger(ins.line, t)
-                .map_err(|e| msg(format!("ONBUILD {t}: {}", e.msg)))?;
+            let trigger =
+                parse::trigger(ins.line, t).map_err(|e| msg(format!("ONBUILD {t}: {}", e.msg)))?;
             self.step(n, &trigger)
                 .map_err(|e| msg(format!("ONBUILD {t}: {e}")))?;
         }
@@ -1026,8 +1031,9 @@ impl<'a> Builder<'a> {
             match doc {
                 Some(h) => {
                     let text = match h.expand {
-                        true => parse::expand_vars(&h.content(), esc, &vars)
-                            .map_err(StepError::Msg)?,
+                        true => {
+                            parse::expand_vars(&h.content(), esc, &vars).map_err(StepError::Msg)?
+                        }
                         false => h.content(),
                     };
                     inline.push((h.name.clone(), text.into_bytes()));
@@ -1073,19 +1079,18 @@ impl<'a> Builder<'a> {
                 if !inline.is_empty() {
                     return Err(msg("COPY --from does not take heredocs"));
                 }
-                let (layers, manifest) = match stage::source(&self.stages, self.current, &f)
-                    .map_err(StepError::Msg)?
-                {
-                    stage::Source::Stage(j) => {
-                        let s = self.stage_image(j)?;
-                        (s.layers, s.image.manifest)
-                    }
-                    stage::Source::Image(name) => {
-                        let (_, layers, image) = self.base_image(&name)?;
-                        self.hold.add(image.manifest)?;
-                        (layers, image.manifest)
-                    }
-                };
+                let (layers, manifest) =
+                    match stage::source(&self.stages, self.current, &f).map_err(StepError::Msg)? {
+                        stage::Source::Stage(j) => {
+                            let s = self.stage_image(j)?;
+                            (s.layers, s.image.manifest)
+                        }
+                        stage::Source::Image(name) => {
+                            let (_, layers, image) = self.base_image(&name)?;
+                            self.hold.add(image.manifest)?;
+                            (layers, image.manifest)
+                        }
+                    };
                 Some((f, layers, manifest))
             }
             None => None,
@@ -1112,12 +1117,7 @@ impl<'a> Builder<'a> {
         .into_iter()
         .flatten()
         .collect();
-        let created_by = format!(
-            "{}{flags} {} {}",
-            ins.keyword,
-            words.join(" "),
-            dest_word
-        );
+        let created_by = format!("{}{flags} {} {}", ins.keyword, words.join(" "), dest_word);
         let parent = st.parent_key();
         let key = cache::key(&[
             &parent,
@@ -1301,5 +1301,7 @@ fn key_values(
         .collect()
 }
 
+#[cfg(test)]
+mod stage_tests;
 #[cfg(test)]
 mod tests;
