@@ -95,6 +95,8 @@ pub enum BuildError {
     },
     #[error("build context {0}")]
     Context(#[from] ContextError),
+    #[error("target stage {0:?} could not be found in {1}")]
+    NoTarget(String, String),
     #[error(transparent)]
     Setup(#[from] StepError),
 }
@@ -311,7 +313,10 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         let meta = &b.meta_args;
         stage::stages(&df, &|k| meta.get(k).cloned().flatten()).map_err(parse_err)?
     };
-    let (target, need) = stage::needed(&df, &stages, opts.target.as_deref()).map_err(parse_err)?;
+    let target = stage::target(&stages, opts.target.as_deref()).ok_or_else(|| {
+        BuildError::NoTarget(opts.target.clone().unwrap_or_default(), file_name.clone())
+    })?;
+    let need = stage::needed(&df, &stages, target).map_err(parse_err)?;
     for (i, st) in stages.iter().enumerate() {
         if need[i] {
             total += st.end - st.from;

@@ -130,36 +130,29 @@ pub fn references(ins: &Instruction) -> Vec<String> {
     }
 }
 
-/// The stage `target` names (a name, an index, or by default the last),
-/// and which stages building it needs: itself, and every stage it reads
-/// from, transitively.
-pub fn needed(
-    df: &Dockerfile,
-    stages: &[Stage],
-    target: Option<&str>,
-) -> Result<(usize, Vec<bool>), ParseError> {
-    let last = stages.len().checked_sub(1).ok_or_else(|| ParseError {
-        line: 1,
-        msg: "no FROM instruction".into(),
-    })?;
-    let target = match target {
-        None => last,
-        Some(t) => {
-            let lower = t.to_ascii_lowercase();
-            stages
-                .iter()
-                .position(|s| s.name.as_deref() == Some(lower.as_str()))
-                .or_else(|| t.parse::<usize>().ok().filter(|i| *i <= last))
-                .ok_or_else(|| ParseError {
-                    line: 1,
-                    msg: format!("target stage {t:?} could not be found"),
-                })?
-        }
+/// The stage `target` names: by its name or index; by default the last.
+pub fn target(stages: &[Stage], target: Option<&str>) -> Option<usize> {
+    let last = stages.len().checked_sub(1)?;
+    let Some(t) = target else {
+        return Some(last);
     };
+    let lower = t.to_ascii_lowercase();
+    stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        .or_else(|| t.parse::<usize>().ok().filter(|i| *i <= last))
+}
+
+/// Which stages building stage `target` needs: itself, and every stage it
+/// reads from, transitively.
+pub fn needed(df: &Dockerfile, stages: &[Stage], target: usize) -> Result<Vec<bool>, ParseError> {
     let mut need = vec![false; stages.len()];
     let mut work = vec![target];
     while let Some(i) = work.pop() {
-        if std::mem::replace(&mut need[i], true) {
+        let Some(seen) = need.get_mut(i) else {
+            continue;
+        };
+        if std::mem::replace(seen, true) {
             continue;
         }
         let st = &stages[i];
@@ -176,7 +169,7 @@ pub fn needed(
             }
         }
     }
-    Ok((target, need))
+    Ok(need)
 }
 
 #[cfg(test)]
@@ -218,18 +211,15 @@ mod tests {
                 (None, 9, 12, "base"),
             ]
         );
-        let need = |t: Option<&str>| needed(&df, &st, t).unwrap().1;
+        let need = |t: Option<&str>| needed(&df, &st, target(&st, t).unwrap()).unwrap();
         assert_eq!(need(None), [true, true, false, false, true]);
         assert_eq!(need(Some("BUILD")), [true, true, false, false, false]);
         assert_eq!(need(Some("docs")), [false, false, true, false, false]);
         assert_eq!(need(Some("test")), [true, true, false, true, false]);
         assert_eq!(need(Some("4")), need(None));
-        assert_eq!(needed(&df, &st, Some("docs")).unwrap().0, 2);
-        let e = needed(&df, &st, Some("nope")).unwrap_err();
-        assert!(
-            e.msg.contains("target stage \"nope\" could not be found"),
-            "{e}"
-        );
+        assert_eq!(target(&st, Some("docs")), Some(2));
+        assert_eq!(target(&st, Some("nope")), None);
+        assert_eq!(target(&st, Some("5")), None);
         assert_eq!(
             source(&st, 4, "busybox:1"),
             Ok(Source::Image("busybox:1".into()))
@@ -255,7 +245,7 @@ mod tests {
         for (text, line, msg) in table {
             let df = parse::parse(text).unwrap();
             let e = stages(&df, &meta)
-                .and_then(|st| needed(&df, &st, Some("0")).map(drop))
+                .and_then(|st| needed(&df, &st, 0).map(drop))
                 .unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.msg.contains(msg), "{text:?}: {e}");

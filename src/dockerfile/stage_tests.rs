@@ -148,6 +148,18 @@ fn stages_copy_from_each_other_and_from_images() {
     assert!(!l.contains_key("srv"));
     let env = b.config.config.unwrap().env.unwrap();
     assert!(env.contains(&"STAGE=build".to_string()), "{env:?}");
+    let opts = BuildOptions {
+        context: ctx.path().to_path_buf(),
+        target: Some("nope".into()),
+        ..Default::default()
+    };
+    let e = build(&store, &opts, &mut std::io::sink())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("target stage \"nope\" could not be found in "),
+        "{e}"
+    );
 }
 
 #[test]
