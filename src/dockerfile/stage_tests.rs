@@ -431,3 +431,43 @@ fn config_fields_are_written_as_docker_writes_them() {
     assert_eq!(cc.cmd.unwrap(), ["/bin/bash", "-eu", "-c", "ls"]);
     assert_eq!(cc.labels.unwrap()["from"], "trigger");
 }
+
+#[test]
+fn chmod_link_and_parents() {
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = multi_context();
+    write(ctx.path(), "one.txt", b"1\n");
+    let df = "FROM base:1\n\
+        COPY --parents app/sub/b.txt one.txt /p/\n\
+        COPY --parents app /q/\n\
+        COPY --link one.txt /linked.txt\n\
+        ADD --chmod=600 one.txt /added\n\
+        COPY --chmod=751 app/a.txt /x\n";
+    let (built, _) = build_to(&store, ctx.path(), df, "app:1", None);
+    assert_eq!(built.new_layers, 5, "each a layer of its own");
+    let l = listing(&store, &store.resolve("app:1").unwrap().manifest_digest);
+    let get = |p: &str| l.get(p).unwrap_or_else(|| panic!("{p} missing: {l:#?}"));
+    assert_eq!(get("p/app/sub/b.txt").3, "file b\n");
+    assert_eq!(get("p/one.txt").3, "1\n");
+    assert_eq!(get("q/app/a.txt").3, "file a\n");
+    assert_eq!(get("q/app/link").0, 'l');
+    assert_eq!(get("linked.txt").3, "1\n");
+    assert_eq!(get("added").1, 0o600);
+    assert_eq!(get("x").1, 0o751);
+    let history: Vec<String> = store
+        .read_config(&built.id)
+        .unwrap()
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.clone())
+        .collect();
+    assert!(
+        history.contains(&"COPY --link one.txt /linked.txt".to_string()),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(&"COPY --parents app /q/".to_string()),
+        "{history:?}"
+    );
+}
