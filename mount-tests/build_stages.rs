@@ -31,6 +31,10 @@ RUN <<-'EOT' bash
 FROM debian:minbase AS unused
 RUN touch /unused-ran && exit 1
 
+FROM debian:minbase AS assets
+COPY assets/ /assets/
+RUN ls /assets > /assets.list
+
 FROM $BASE
 ARG BASE
 COPY --from=builder /out/ /app/
@@ -47,6 +51,7 @@ RUN <<EOF
 #!/bin/bash
 [ -n "$BASH_VERSION" ] && echo "run by bash" > /app/shebang
 EOF
+COPY --from=assets /assets.list /app/
 HEALTHCHECK --interval=5s --retries=2 CMD test -f /app/HELLO
 STOPSIGNAL SIGINT
 VOLUME /data
@@ -62,6 +67,7 @@ fn a_multi_stage_build_with_heredocs_builds_what_its_target_needs() {
     let ctx = env.mkdir("ctx");
     write(&ctx, "Dockerfile", MULTI);
     write(&ctx, "src/hello.txt", "hello from layerfs\n");
+    write(&ctx, "assets/a.css", "a\n");
     let ctx_s = ctx.to_str().unwrap();
     let first = env.ok(&["build", "-t", "app:1", ctx_s]);
     assert!(
@@ -84,6 +90,7 @@ fn a_multi_stage_build_with_heredocs_builds_what_its_target_needs() {
     assert_eq!(cat("/app/two"), "second $BASE\n", "and not <<\"TWO\"");
     assert_eq!(cat("/app/motd"), "hello from debian:minbase\n");
     assert_eq!(cat("/app/shebang"), "run by bash\n");
+    assert_eq!(cat("/app/assets.list"), "a.css\n");
     let ls = env.ok(&["run", "--rm", "app:1", "ls", "-ln", "/app/private"]);
     assert!(ls.starts_with("-rwx------ 1 0 0 19 "), "{ls}");
     let code = env
@@ -109,10 +116,36 @@ fn a_multi_stage_build_with_heredocs_builds_what_its_target_needs() {
     let again = env.ok(&["build", "-t", "app:1", ctx_s]);
     assert_eq!(
         again.matches("--> Using cache").count(),
-        13,
-        "4 steps of builder, 9 of the final stage (ARG, FROM are not cached steps): {again}"
+        16,
+        "4 steps of builder, 2 of assets, 10 of the final stage (ARG, FROM are not cached steps): {again}"
     );
     assert!(!again.contains("unused-ran"));
+    // A changed asset rebuilds stage assets, and the final stage from its
+    // COPY --from=assets on; the builder's RUNs are not run again.
+    write(&ctx, "assets/b.css", "b\n");
+    let changed = env.ok(&["build", "-t", "app:1", ctx_s]);
+    let cached: Vec<&str> = changed
+        .split("STEP ")
+        .filter(|s| s.contains("--> Using cache"))
+        .map(|s| s.lines().next().unwrap_or_default())
+        .map(|l| l.split_once(": ").map_or(l, |(_, t)| t))
+        .collect();
+    assert_eq!(
+        cached,
+        [
+            "WORKDIR /src",
+            "COPY src/ ./",
+            "RUN <<EOF",
+            "RUN <<-'EOT' bash",
+            "COPY --from=builder /out/ /app/",
+            "COPY --from=builder --chmod=0700 /out/HELLO /app/private",
+            "RUN <<ONE cat > /app/one && <<\"TWO\" cat > /app/two",
+            "COPY <<EOF /app/motd",
+            "RUN <<EOF",
+        ],
+        "{changed}"
+    );
+    assert_eq!(cat("/app/assets.list"), "a.css\nb.css\n");
     // --target builder builds that stage alone.
     let builder = env.ok(&["build", "--target", "builder", "-t", "app:builder", ctx_s]);
     assert!(!builder.contains("/app/motd"), "{builder}");
