@@ -280,7 +280,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         stages: Vec::new(),
         current: 0,
         done: Vec::new(),
-        meta_args: BTreeMap::new(),
+        meta_args: platform_args(),
         used_args: BTreeSet::new(),
         cached: 0,
         new_layers: 0,
@@ -381,6 +381,21 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         cached: b.cached,
         new_layers: b.new_layers,
     })
+}
+
+/// BuildKit's automatic ARGs in the global scope: BUILDPLATFORM,
+/// TARGETPLATFORM and their OS, ARCH and VARIANT parts, all this machine's.
+fn platform_args() -> BTreeMap<String, Option<String>> {
+    let host = Platform::host();
+    let mut args = BTreeMap::new();
+    for side in ["BUILD", "TARGET"] {
+        let mut set = |k: &str, v: String| args.insert(format!("{side}{k}"), Some(v));
+        set("PLATFORM", host.to_string());
+        set("OS", host.os.clone());
+        set("ARCH", host.architecture.clone());
+        set("VARIANT", host.variant.clone().unwrap_or_default());
+    }
+    args
 }
 
 /// Removes the RUN containers of builds that died (their build process
@@ -484,7 +499,8 @@ impl<'a> Builder<'a> {
                         (_, None, Some(d)) => Some(d),
                         // Inside a stage, a bare ARG takes the global one's value.
                         (true, None, None) => self.meta_args.get(&name).cloned().flatten(),
-                        (false, None, None) => None,
+                        // The automatic platform ARGs keep their values.
+                        (false, None, None) => self.meta_args.get(&name).cloned().flatten(),
                     };
                     match self.state.as_mut() {
                         Some(s) => {
@@ -505,10 +521,18 @@ impl<'a> Builder<'a> {
     }
 
     fn from(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
-        if ins.flag("platform").is_some() {
-            return Err(msg(
-                "FROM --platform is not supported: images are built for this machine",
-            ));
+        if let Some(p) = ins.flag("platform") {
+            // Only this machine's platform can be built: say so for any other.
+            let meta = &self.meta_args;
+            let p = parse::word(p, self.df.escape, &|k| meta.get(k).cloned().flatten())
+                .map_err(StepError::Msg)?;
+            let host = Platform::host();
+            let bare = format!("{}/{}", host.os, host.architecture);
+            if p != host.to_string() && p != bare {
+                return Err(msg(format!(
+                    "FROM --platform={p}: only this machine's platform ({host}) can be built"
+                )));
+            }
         }
         let base = self
             .stages

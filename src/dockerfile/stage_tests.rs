@@ -471,3 +471,44 @@ fn chmod_link_and_parents() {
         "{history:?}"
     );
 }
+
+#[test]
+fn platform_args_and_from_platform() {
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    let host = crate::oci::Platform::host();
+    let df = "FROM --platform=$BUILDPLATFORM base:1 AS build\n\
+        ARG TARGETARCH\n\
+        ARG TARGETOS\n\
+        ENV ARCH=$TARGETARCH OS=$TARGETOS UNDECLARED=x${BUILDARCH}x\n\
+        FROM --platform=other/arch base:1\n";
+    let (built, _) = build_to(&store, ctx.path(), df, "app:1", Some("build"));
+    let env = store
+        .read_config(&built.id)
+        .unwrap()
+        .config
+        .unwrap()
+        .env
+        .unwrap();
+    assert_eq!(
+        env,
+        [
+            format!("ARCH={}", host.architecture),
+            format!("OS={}", host.os),
+            "UNDECLARED=xx".to_string()
+        ]
+    );
+    write(ctx.path(), "Dockerfile", df.as_bytes());
+    let opts = BuildOptions {
+        context: ctx.path().to_path_buf(),
+        ..Default::default()
+    };
+    let e = build(&store, &opts, &mut std::io::sink())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Dockerfile:5: FROM --platform=other/arch base:1: FROM --platform=other/arch: only this machine's platform"),
+        "{e}"
+    );
+}
