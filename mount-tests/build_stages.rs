@@ -106,6 +106,19 @@ fn a_multi_stage_build_with_heredocs_builds_what_its_target_needs() {
     assert_eq!((hc.interval, hc.retries), (5_000_000_000, 2));
     assert_eq!(cc.stop_signal.as_deref(), Some("SIGINT"));
     assert!(cc.volumes.unwrap().contains_key("/data"));
+    let created: Vec<String> = img
+        .config
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.clone())
+        .collect();
+    assert!(
+        created.contains(
+            &"RUN <<EOF\n#!/bin/bash\n[ -n \"$BASH_VERSION\" ] && echo \"run by bash\" > /app/shebang\nEOF\n"
+                .to_string()
+        ),
+        "a heredoc RUN's history is the instruction as written: {created:#?}"
+    );
     let history = env.ok(&["history", "--no-trunc", "app:1"]);
     assert!(
         history.contains("COPY --from=builder /out/ /app/"),

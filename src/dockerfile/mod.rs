@@ -888,8 +888,8 @@ impl<'a> Builder<'a> {
             .collect();
         let created_by = match &ins.args {
             Args::Exec(v) => format!("RUN {}", serde_json::to_string(v).unwrap_or_default()),
-            Args::Shell(_) if !ins.heredocs.is_empty() => {
-                format!("RUN {}", argv.last().cloned().unwrap_or_default())
+            Args::Shell(s) if !ins.heredocs.is_empty() => {
+                format!("RUN {}", with_heredocs(s, &ins.heredocs))
             }
             Args::Shell(s) => format!("RUN {}", s),
         };
@@ -1281,18 +1281,20 @@ fn run_argv(shell: &[String], ins: &Instruction) -> Vec<String> {
                 None => argv.push(script),
             }
         }
-        docs => {
-            let mut text = s.clone();
-            text.push('\n');
-            for h in docs {
-                text.push_str(&h.body);
-                text.push_str(&h.name);
-                text.push('\n');
-            }
-            argv.push(text);
-        }
+        docs => argv.push(with_heredocs(s, docs)),
     }
     argv
+}
+
+/// A command line and its heredocs as written: what a shell reads.
+fn with_heredocs(line: &str, docs: &[parse::Heredoc]) -> String {
+    let mut text = format!("{line}\n");
+    for h in docs {
+        text.push_str(&h.body);
+        text.push_str(&h.name);
+        text.push('\n');
+    }
+    text
 }
 
 fn shell_text(ins: &Instruction) -> Result<String, StepError> {
