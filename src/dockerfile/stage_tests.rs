@@ -27,6 +27,28 @@ fn build_to(
     (built, String::from_utf8(out).unwrap())
 }
 
+/// The error of building the Dockerfile in `ctx` as `opts` says (the
+/// context set here).
+fn build_error(store: &Store, ctx: &Path, opts: BuildOptions) -> String {
+    let opts = BuildOptions {
+        context: ctx.to_path_buf(),
+        ..opts
+    };
+    build(store, &opts, &mut std::io::sink())
+        .unwrap_err()
+        .to_string()
+}
+
+/// The created_by of each history entry of image `id`.
+fn created_by(store: &Store, id: &crate::oci::Digest) -> Vec<String> {
+    let config = store.read_config(id).unwrap();
+    config
+        .history
+        .into_iter()
+        .filter_map(|h| h.created_by)
+        .collect()
+}
+
 /// The STEP lines of a build's progress, and which of them were cached.
 fn steps(progress: &str) -> Vec<(String, bool)> {
     let mut out: Vec<(String, bool)> = Vec::new();
@@ -114,12 +136,7 @@ fn stages_copy_from_each_other_and_from_images() {
         "the build stage's tree stays there"
     );
     assert!(!l.contains_key("nope"));
-    let history: Vec<String> = img
-        .config
-        .history
-        .iter()
-        .filter_map(|h| h.created_by.clone())
-        .collect();
+    let history = created_by(&store, &built.id);
     assert!(
         history.contains(&"COPY --from=build /opt/app /srv/".to_string()),
         "{history:#?}"
@@ -148,14 +165,14 @@ fn stages_copy_from_each_other_and_from_images() {
     assert!(!l.contains_key("srv"));
     let env = b.config.config.unwrap().env.unwrap();
     assert!(env.contains(&"STAGE=build".to_string()), "{env:?}");
-    let opts = BuildOptions {
-        context: ctx.path().to_path_buf(),
-        target: Some("nope".into()),
-        ..Default::default()
-    };
-    let e = build(&store, &opts, &mut std::io::sink())
-        .unwrap_err()
-        .to_string();
+    let e = build_error(
+        &store,
+        ctx.path(),
+        BuildOptions {
+            target: Some("nope".into()),
+            ..Default::default()
+        },
+    );
     assert!(
         e.starts_with("target stage \"nope\" could not be found in "),
         "{e}"
@@ -242,9 +259,7 @@ LABEL tag=$TAG
         .env
         .unwrap();
     assert!(env.contains(&"IN_STAGE=cli".to_string()), "{env:?}");
-    let e = build(&store, &opts(&[("TAG", "2")]), &mut std::io::sink())
-        .unwrap_err()
-        .to_string();
+    let e = build_error(&store, ctx.path(), opts(&[("TAG", "2")]));
     assert!(
         e.contains("Dockerfile:3: FROM base:$TAG: image base:2"),
         "{e}"
@@ -288,13 +303,7 @@ fn heredoc_copies_are_files() {
         ('f', 0o755, "0:0".into(), "#!/bin/sh\necho one\n".into())
     );
     assert_eq!(l["bin/two.sh"].3, "\techo two\n");
-    let history: Vec<String> = store
-        .read_config(&built.id)
-        .unwrap()
-        .history
-        .iter()
-        .filter_map(|h| h.created_by.clone())
-        .collect();
+    let history = created_by(&store, &built.id);
     assert!(
         history.contains(&"COPY <<EOF /etc/motd".to_string()),
         "{history:?}"
@@ -365,13 +374,7 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
     // A trigger that fails names the child's FROM line.
     std::fs::remove_file(ctx.path().join("child.txt")).unwrap();
     write(ctx.path(), "Dockerfile", b"# child\nFROM obbase:1\n");
-    let opts = BuildOptions {
-        context: ctx.path().to_path_buf(),
-        ..Default::default()
-    };
-    let e = build(&store, &opts, &mut std::io::sink())
-        .unwrap_err()
-        .to_string();
+    let e = build_error(&store, ctx.path(), BuildOptions::default());
     assert!(
         e.contains(
             "Dockerfile:2: FROM obbase:1: ONBUILD COPY child.txt /onbuild/: child.txt: no such file"
@@ -455,13 +458,7 @@ fn chmod_link_and_parents() {
     assert_eq!(get("linked.txt").3, "1\n");
     assert_eq!(get("added").1, 0o600);
     assert_eq!(get("x").1, 0o751);
-    let history: Vec<String> = store
-        .read_config(&built.id)
-        .unwrap()
-        .history
-        .iter()
-        .filter_map(|h| h.created_by.clone())
-        .collect();
+    let history = created_by(&store, &built.id);
     assert!(
         history.contains(&"COPY --link one.txt /linked.txt".to_string()),
         "{history:?}"
@@ -500,13 +497,7 @@ fn platform_args_and_from_platform() {
         ]
     );
     write(ctx.path(), "Dockerfile", df.as_bytes());
-    let opts = BuildOptions {
-        context: ctx.path().to_path_buf(),
-        ..Default::default()
-    };
-    let e = build(&store, &opts, &mut std::io::sink())
-        .unwrap_err()
-        .to_string();
+    let e = build_error(&store, ctx.path(), BuildOptions::default());
     assert!(
         e.contains("Dockerfile:5: FROM --platform=other/arch base:1: FROM --platform=other/arch: only this machine's platform"),
         "{e}"
