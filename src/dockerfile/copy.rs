@@ -173,6 +173,17 @@ impl ImageTree {
     }
 }
 
+#[cfg(test)]
+impl ImageTree {
+    pub fn ino_of(&mut self, path: &[u8]) -> Option<u64> {
+        self.ino(path).ok().flatten()
+    }
+
+    pub fn xattrs_of(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, UnionError> {
+        self.fs.xattrs(ino)
+    }
+}
+
 fn join_str(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
@@ -457,8 +468,8 @@ impl<'s> LayerBuild<'s> {
         )
     }
 
-    /// COPY --from: `sources` of image tree `src`, with their owners, modes
-    /// and mtimes (--chown and --chmod win); a directory's contents go into
+    /// COPY --from: `sources` of image tree `src`, with their owners, modes,
+    /// mtimes and xattrs (--chown and --chmod win); a directory's contents go into
     /// the destination, its symlinks copied as symlinks.
     pub fn copy_image(
         &mut self,
@@ -517,7 +528,9 @@ impl<'s> LayerBuild<'s> {
             .ino(path)?
             .ok_or_else(|| StepError::Msg(format!("{}: not in the image", lossy(path))))?;
         let a = src.fs.getattr(ino)?;
-        let meta = self.meta(spec, a.perm, (a.uid, a.gid), a.mtime.secs);
+        let mut meta = self.meta(spec, a.perm, (a.uid, a.gid), a.mtime.secs);
+        // File capabilities and the like go with the file, as BuildKit copies them.
+        meta.xattrs = src.fs.xattrs(ino)?;
         let kind = match a.kind {
             FileKind::Directory => Kind::Dir,
             FileKind::Regular => {

@@ -503,3 +503,46 @@ fn platform_args_and_from_platform() {
         "{e}"
     );
 }
+
+#[test]
+fn copy_from_keeps_xattrs() {
+    use crate::image::{ImportOptions, import};
+    use crate::testutil::{TarBuilder, gzip};
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let mut t = TarBuilder::new();
+    t.dir("bin", 0o755).xattr_file(
+        "bin/ping",
+        &[("security.capability", b"cap\x01"), ("user.note", b"n")],
+        b"ping",
+    );
+    import(
+        &store,
+        &gzip(&t.finish())[..],
+        Some(&Reference::parse("caps:1").unwrap()),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let (built, _) = build_to(
+        &store,
+        ctx.path(),
+        "FROM base:1\nCOPY --from=caps:1 /bin/ping /usr/bin/ping\n",
+        "app:1",
+        None,
+    );
+    let m = store.read_manifest(&built.manifest.digest).unwrap();
+    let layers: Vec<_> = m.layers.iter().map(|l| l.digest).collect();
+    let mut tree = copy::ImageTree::open(&store, &layers).unwrap();
+    let r = tree.resolve(b"usr/bin/ping", false).unwrap();
+    let ino = tree.ino_of(&r.path).unwrap();
+    let mut xattrs = tree.xattrs_of(ino).unwrap();
+    xattrs.sort();
+    assert_eq!(
+        xattrs,
+        [
+            (b"security.capability".to_vec(), b"cap\x01".to_vec()),
+            (b"user.note".to_vec(), b"n".to_vec())
+        ]
+    );
+}
