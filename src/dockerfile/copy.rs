@@ -175,12 +175,10 @@ impl ImageTree {
 
 #[cfg(test)]
 impl ImageTree {
-    pub fn ino_of(&mut self, path: &[u8]) -> Option<u64> {
-        self.ino(path).ok().flatten()
-    }
-
-    pub fn xattrs_of(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, UnionError> {
-        self.fs.xattrs(ino)
+    /// The xattrs of the entry at canonical `path` (none if it is missing).
+    pub fn xattrs_at(&mut self, path: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let ino = self.ino(path).ok().flatten();
+        ino.and_then(|i| self.fs.xattrs(i).ok()).unwrap_or_default()
     }
 }
 

@@ -535,8 +535,7 @@ fn copy_from_keeps_xattrs() {
     let layers: Vec<_> = m.layers.iter().map(|l| l.digest).collect();
     let mut tree = copy::ImageTree::open(&store, &layers).unwrap();
     let r = tree.resolve(b"usr/bin/ping", false).unwrap();
-    let ino = tree.ino_of(&r.path).unwrap();
-    let mut xattrs = tree.xattrs_of(ino).unwrap();
+    let mut xattrs = tree.xattrs_at(&r.path);
     xattrs.sort();
     assert_eq!(
         xattrs,
