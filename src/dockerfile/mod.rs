@@ -475,7 +475,6 @@ impl<'a> Builder<'a> {
             Keyword::From => self.from(n, ins),
             Keyword::Arg => {
                 let raw = shell_text(ins)?;
-                let in_stage = self.state.is_some();
                 let words = {
                     let st = self.state.as_ref();
                     let meta = &self.meta_args;
@@ -494,14 +493,12 @@ impl<'a> Builder<'a> {
                         return Err(msg("ARG needs a name"));
                     }
                     let given = self.build_arg(&name);
-                    let value = match (in_stage, given, default) {
-                        (_, Some(v), _) => Some(v),
-                        (_, None, Some(d)) => Some(d),
-                        // Inside a stage, a bare ARG takes the global one's value.
-                        (true, None, None) => self.meta_args.get(&name).cloned().flatten(),
-                        // The automatic platform ARGs keep their values.
-                        (false, None, None) => self.meta_args.get(&name).cloned().flatten(),
-                    };
+                    // Inside a stage, a bare ARG takes the global one's
+                    // value; a global one keeps its own (the automatic
+                    // platform ARGs).
+                    let value = given
+                        .or(default)
+                        .or_else(|| self.meta_args.get(&name).cloned().flatten());
                     match self.state.as_mut() {
                         Some(s) => {
                             s.args.insert(name, value);
@@ -617,9 +614,14 @@ impl<'a> Builder<'a> {
             }
             r => r?,
         };
+        // Its size, for a build that tags it unchanged.
+        let size = match r.top.digest == r.manifest_digest {
+            true => r.top.size,
+            false => self.store.blob_size(&r.manifest_digest)?,
+        };
         let image = Entry {
             manifest: r.manifest_digest,
-            size: 0,
+            size,
             id: r.config_digest,
         };
         let layers = r

@@ -545,3 +545,20 @@ fn copy_from_keeps_xattrs() {
         ]
     );
 }
+
+#[test]
+fn a_base_tagged_unchanged_keeps_its_manifest_size() {
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    let (built, _) = build_to(&store, ctx.path(), "FROM base:1\n", "same:1", None);
+    let size = store.blob_size(&built.manifest.digest).unwrap();
+    assert_eq!(built.manifest.size, size);
+    let entry = store
+        .image_entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name().as_deref() == Some("same:1"))
+        .unwrap();
+    assert_eq!(entry.descriptor.size, size);
+}
