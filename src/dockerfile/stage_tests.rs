@@ -558,7 +558,7 @@ fn a_base_tagged_unchanged_keeps_its_manifest_size() {
         .image_entries()
         .unwrap()
         .into_iter()
-        .find(|e| e.name().as_deref() == Some("same:1"))
+        .find(|e| e.name() == Some("same:1"))
         .unwrap();
     assert_eq!(entry.descriptor.size, size);
 }
