@@ -562,3 +562,53 @@ fn a_base_tagged_unchanged_keeps_its_manifest_size() {
         .unwrap();
     assert_eq!(entry.descriptor.size, size);
 }
+
+#[test]
+fn copy_from_keeps_hard_links() {
+    use crate::image::{ImportOptions, import};
+    use crate::testutil::{TarBuilder, gzip};
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let mut t = TarBuilder::new();
+    t.dir("bin", 0o755)
+        .file("bin/a", 0o755, b"same file")
+        .hardlink("bin/b", "bin/a");
+    import(
+        &store,
+        &gzip(&t.finish())[..],
+        Some(&Reference::parse("links:1").unwrap()),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let (built, _) = build_to(
+        &store,
+        ctx.path(),
+        "FROM base:1\nCOPY --from=links:1 /bin /b2/\n",
+        "app:1",
+        None,
+    );
+    let m = store.read_manifest(&built.manifest.digest).unwrap();
+    let last = m.layers.last().unwrap().digest;
+    let r = crate::layer::decompressed(store.open_blob(&last).unwrap()).unwrap();
+    let mut ar = tar::Archive::new(r);
+    let members: Vec<(String, tar::EntryType)> = ar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            (path, e.header().entry_type())
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("b2/".to_string(), tar::EntryType::Directory),
+            ("b2/a".to_string(), tar::EntryType::Regular),
+            ("b2/b".to_string(), tar::EntryType::Link),
+        ]
+    );
+    let l = listing(&store, &built.manifest.digest);
+    assert_eq!(l["b2/b"].3, "b2/a", "{l:#?}");
+}
