@@ -1,7 +1,8 @@
 //! The Dockerfile language, without I/O: parser directives (`# escape=`),
-//! comments, line continuations, instructions with their `--flags` and
-//! their arguments in exec (JSON) or shell form, each with the line it
-//! starts on; and the word lexer that expands `$VAR`, `${VAR}`,
+//! comments, line continuations, heredocs (`RUN <<EOF`, `COPY <<EOF /f`),
+//! instructions with their `--flags` and their arguments in exec (JSON) or
+//! shell form, each with the line it starts on; HEALTHCHECK and ONBUILD
+//! checked as Docker checks them; and the word lexer that expands `$VAR`, `${VAR}`,
 //! `${VAR:-word}` and `${VAR:+word}` and removes quotes the way Docker's
 //! does, for the instructions that take variables.
 
