@@ -69,7 +69,9 @@ fn a_multi_stage_build_with_heredocs_builds_what_its_target_needs() {
     write(&ctx, "src/hello.txt", "hello from layerfs\n");
     write(&ctx, "assets/a.css", "a\n");
     let ctx_s = ctx.to_str().unwrap();
+    let started = std::time::Instant::now();
     let first = env.ok(&["build", "-t", "app:1", ctx_s]);
+    let t_first = started.elapsed();
     assert!(
         !first.contains("unused-ran"),
         "an unneeded stage ran: {first}"
@@ -126,7 +128,9 @@ fn a_multi_stage_build_with_heredocs_builds_what_its_target_needs() {
     );
 
     // Unchanged: every step comes from the cache.
+    let started = std::time::Instant::now();
     let again = env.ok(&["build", "-t", "app:1", ctx_s]);
+    let t_again = started.elapsed();
     assert_eq!(
         again.matches("--> Using cache").count(),
         16,
@@ -136,7 +140,13 @@ fn a_multi_stage_build_with_heredocs_builds_what_its_target_needs() {
     // A changed asset rebuilds stage assets, and the final stage from its
     // COPY --from=assets on; the builder's RUNs are not run again.
     write(&ctx, "assets/b.css", "b\n");
+    let started = std::time::Instant::now();
     let changed = env.ok(&["build", "-t", "app:1", ctx_s]);
+    let t_changed = started.elapsed();
+    eprintln!(
+        "multi-stage build times: first {t_first:.2?}, unchanged {t_again:.2?}, \
+         one asset changed {t_changed:.2?}"
+    );
     let cached: Vec<&str> = changed
         .split("STEP ")
         .filter(|s| s.contains("--> Using cache"))
