@@ -531,12 +531,8 @@ impl<'a> Builder<'a> {
                 )));
             }
         }
-        let base = self
-            .stages
-            .get(self.current)
-            .map(|s| s.base.clone())
+        let src = stage::base(&self.stages, self.current)
             .ok_or_else(|| msg("FROM outside the stages planned"))?;
-        let src = stage::source(&self.stages, self.current, &base).map_err(StepError::Msg)?;
         let (config, layers, image) = match src {
             stage::Source::Stage(j) => {
                 let s = self.stage_image(j)?;

@@ -112,6 +112,22 @@ pub fn source(stages: &[Stage], current: usize, reference: &str) -> Result<Sourc
     Ok(Source::Image(reference.to_string()))
 }
 
+/// What stage `current` starts FROM: an earlier stage by name, else an
+/// image (`FROM debian AS debian` names the image).
+pub fn base(stages: &[Stage], current: usize) -> Option<Source> {
+    let st = stages.get(current)?;
+    let lower = st.base.to_ascii_lowercase();
+    Some(
+        match stages[..current]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
+            Some(i) => Source::Stage(i),
+            None => Source::Image(st.base.clone()),
+        },
+    )
+}
+
 /// The `--from` values an instruction reads (COPY --from, and the `from=`
 /// of RUN --mount).
 pub fn references(ins: &Instruction) -> Vec<String> {
@@ -155,9 +171,11 @@ pub fn needed(df: &Dockerfile, stages: &[Stage], target: usize) -> Result<Vec<bo
         if std::mem::replace(seen, true) {
             continue;
         }
+        if let Some(Source::Stage(j)) = base(stages, i) {
+            work.push(j);
+        }
         let st = &stages[i];
-        let from_line = df.instructions[st.from].line;
-        let mut refs = vec![(from_line, st.base.clone())];
+        let mut refs = Vec::new();
         for ins in &df.instructions[st.from + 1..st.end] {
             refs.extend(references(ins).into_iter().map(|r| (ins.line, r)));
         }
@@ -225,6 +243,11 @@ mod tests {
             Ok(Source::Image("busybox:1".into()))
         );
         assert_eq!(source(&st, 4, "1"), Ok(Source::Stage(1)));
+        let df = parse::parse("FROM debian AS debian\nFROM later\nFROM x AS later\n").unwrap();
+        let st = stages(&df, &meta).unwrap();
+        assert_eq!(base(&st, 0), Some(Source::Image("debian".into())));
+        assert_eq!(base(&st, 1), Some(Source::Image("later".into())));
+        assert_eq!(needed(&df, &st, 1).unwrap(), [false, true, false]);
     }
 
     #[test]
