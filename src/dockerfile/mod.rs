@@ -1100,6 +1100,9 @@ impl<'a> Builder<'a> {
                 let meta = &self.meta_args;
                 let f = parse::word(f, esc, &|k| meta.get(k).cloned().flatten())
                     .map_err(StepError::Msg)?;
+                if f.is_empty() {
+                    return Err(msg("--from needs a stage or an image"));
+                }
                 if parents {
                     return Err(msg("COPY --parents with --from is not supported"));
                 }

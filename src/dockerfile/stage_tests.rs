@@ -612,3 +612,46 @@ fn copy_from_keeps_hard_links() {
     let l = listing(&store, &built.manifest.digest);
     assert_eq!(l["b2/b"].3, "b2/a", "{l:#?}");
 }
+
+#[test]
+fn bad_multi_stage_input_is_a_one_line_error_naming_its_line() {
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "a", b"a");
+    let table = [
+        (
+            "FROM base:1\nCOPY --from= /a /b\n",
+            "Dockerfile:2: COPY --from= /a /b: --from needs a stage or an image",
+        ),
+        (
+            "FROM base:1 AS a\nFROM a\nCOPY --from=a /nope* /x/\n",
+            "Dockerfile:3: COPY --from=a /nope* /x/: /nope*: no file matches",
+        ),
+        (
+            "FROM base:1 AS a\nFROM a\nCOPY --from=a --parents /etc /y/\n",
+            "Dockerfile:3: COPY --from=a --parents /etc /y/: COPY --parents with --from",
+        ),
+        (
+            "FROM base:1\nCOPY <<EOF\nx\nEOF\n",
+            "Dockerfile:2: COPY <<EOF: COPY needs a source and a destination",
+        ),
+        (
+            "FROM base:1\nHEALTHCHECK --interval=1x CMD true\n",
+            "Dockerfile:2: --interval=1x: \"1x\" is not a duration",
+        ),
+        (
+            "FROM base:1\nONBUILD FROM x\n",
+            "Dockerfile:2: FROM is not allowed",
+        ),
+        (
+            "FROM base:1 AS 9\n",
+            "Dockerfile:1: invalid stage name \"9\"",
+        ),
+    ];
+    for (df, want) in table {
+        write(ctx.path(), "Dockerfile", df.as_bytes());
+        let e = build_error(&store, ctx.path(), BuildOptions::default());
+        assert!(e.contains(want) && !e.contains('\n'), "{df:?}: {e}");
+    }
+}
