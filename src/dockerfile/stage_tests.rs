@@ -217,6 +217,18 @@ fn a_change_rebuilds_only_the_stages_and_steps_that_depend_on_it() {
     assert_eq!(changed.new_layers, 5);
     let l = listing(&store, &store.resolve("app:1").unwrap().manifest_digest);
     assert_eq!(l["docs.txt"].3, "docs v2\n");
+
+    // A change to stage build that leaves the files copied from it as they
+    // were: the COPY --from steps are cached (keyed by what they copy).
+    let other = MULTI.replace("RUN_PLACEHOLDER\n", "ENV STAGE=other\n");
+    let (same, progress) = build_to(&store, ctx.path(), &other, "app:1", None);
+    let not_cached: Vec<String> = steps(&progress)
+        .into_iter()
+        .filter(|(t, cached)| !cached && !t.starts_with("FROM") && !t.starts_with("ARG"))
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(not_cached, ["ENV STAGE=other"], "{progress}");
+    assert_eq!((same.id, same.new_layers), (changed.id, 0));
 }
 
 #[test]
