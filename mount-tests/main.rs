@@ -5,6 +5,7 @@
 mod support;
 
 mod build;
+mod build_stages;
 mod chroot;
 mod cli;
 mod crash;

@@ -21,6 +21,9 @@ pub struct Args {
     /// Run every step again instead of using the build cache
     #[arg(long)]
     no_cache: bool,
+    /// The stage to build (its AS name or index); default: the last
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
     /// The build context: the directory COPY and ADD read from
     context: std::path::PathBuf,
 }
@@ -59,6 +62,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         tag,
         build_args,
         no_cache: a.no_cache,
+        target: a.target,
     };
     let mut out = std::io::stdout();
     let built = build(&store, &opts, &mut out).context("build")?;

@@ -11,13 +11,18 @@
 //! one config blob, not 2,000 growing ones. History records every step.
 //! Errors name the Dockerfile line.
 //!
-//! Single-stage builds only: a second FROM or `COPY --from` is refused.
+//! A multi-stage Dockerfile builds the stages its target needs (see
+//! `stage`), in order; a stage starts FROM an image or an earlier stage's
+//! result, and `COPY --from` reads an earlier stage's tree or an image's.
+//! Every stage's steps are keyed as above, so each is cached on its own.
+//! ONBUILD triggers of a base image run right after its FROM.
 
 mod cache;
 pub mod context;
 mod copy;
 pub mod ignore;
 pub mod parse;
+pub mod stage;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
@@ -90,6 +95,8 @@ pub enum BuildError {
     },
     #[error("build context {0}")]
     Context(#[from] ContextError),
+    #[error("target stage {0:?} could not be found in {1}")]
+    NoTarget(String, String),
     #[error(transparent)]
     Setup(#[from] StepError),
 }
@@ -103,6 +110,8 @@ pub struct BuildOptions {
     pub build_args: Vec<(String, String)>,
     /// Run every step, using no cache (the results still fill it).
     pub no_cache: bool,
+    /// The stage to build (`--target`): by default the last.
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +124,14 @@ pub struct Built {
     pub cached: usize,
     /// Layers this build wrote.
     pub new_layers: usize,
+}
+
+/// A finished stage: the image it made.
+#[derive(Clone)]
+struct StageImage {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    image: Entry,
 }
 
 /// The image a build is at, between steps.
@@ -183,10 +200,28 @@ fn msg(s: impl Into<String>) -> StepError {
     StepError::Msg(s.into())
 }
 
-/// Removes its hold when the build ends, however it ends.
+/// Holds the images a build starts from against gc; removes its hold
+/// when the build ends, however it ends.
 struct BuildHold<'a> {
     store: &'a Store,
     id: String,
+    manifests: Vec<crate::oci::Digest>,
+}
+
+impl BuildHold<'_> {
+    fn add(&mut self, manifest: crate::oci::Digest) -> Result<(), StepError> {
+        if self.manifests.contains(&manifest) {
+            return Ok(());
+        }
+        self.manifests.push(manifest);
+        self.store.add_hold(&Hold {
+            id: self.id.clone(),
+            manifests: self.manifests.clone(),
+            what: "a running build".into(),
+            pid: Some(std::process::id()),
+        })?;
+        Ok(())
+    }
 }
 
 impl Drop for BuildHold<'_> {
@@ -228,6 +263,11 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     let ctx = Context::open(&opts.context)?;
     prune_step_containers(store);
     let cache = Cache::open(store)?;
+    let parse_err = |e: parse::ParseError| BuildError::Parse {
+        file: file_name.clone(),
+        line: e.line,
+        msg: e.msg,
+    };
     let mut b = Builder {
         store,
         known: cache.known_keys(),
@@ -237,27 +277,80 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         opts,
         out,
         state: None,
-        meta_args: BTreeMap::new(),
+        stages: Vec::new(),
+        current: 0,
+        done: Vec::new(),
+        meta_args: platform_args(),
         used_args: BTreeSet::new(),
         cached: 0,
         new_layers: 0,
-        hold: None,
+        hold: BuildHold {
+            store,
+            id: format!("build-{}", std::process::id()),
+            manifests: Vec::new(),
+        },
     };
-    let total = df.instructions.len();
-    for (n, ins) in df.instructions.iter().enumerate() {
-        let _ = writeln!(b.out, "STEP {}/{total}: {}", n + 1, ins.text);
-        let _ = b.out.flush();
-        b.step(n, ins).map_err(|source| BuildError::Step {
-            file: file_name.clone(),
-            line: ins.line,
-            text: short(&ins.text),
-            source: Box::new(source),
-        })?;
+    // The ARGs before the first FROM, then the stages the target needs.
+    let first_from = df
+        .instructions
+        .iter()
+        .position(|i| i.keyword == Keyword::From)
+        .unwrap_or(df.instructions.len());
+    let step_err = |ins: &Instruction, source: StepError| BuildError::Step {
+        file: file_name.clone(),
+        line: ins.line,
+        text: short(&ins.text),
+        source: Box::new(source),
+    };
+    // Their values name the stages' images, and so which stages run; they
+    // are shown with the steps once the count is known.
+    for (n, ins) in df.instructions.iter().enumerate().take(first_from) {
+        b.step(n, ins).map_err(|e| step_err(ins, e))?;
     }
-    if b.state.is_some() {
+    let mut total = first_from;
+    let mut plan = Vec::new();
+    let stages = {
+        let meta = &b.meta_args;
+        stage::stages(&df, &|k| meta.get(k).cloned().flatten()).map_err(parse_err)?
+    };
+    let target = stage::target(&stages, opts.target.as_deref()).ok_or_else(|| {
+        BuildError::NoTarget(opts.target.clone().unwrap_or_default(), file_name.clone())
+    })?;
+    let need = stage::needed(&df, &stages, target).map_err(parse_err)?;
+    for (i, st) in stages.iter().enumerate() {
+        if need[i] {
+            total += st.end - st.from;
+            plan.push(i);
+        }
+    }
+    b.done = vec![None; stages.len()];
+    b.stages = stages;
+    for (k, ins) in df.instructions.iter().enumerate().take(first_from) {
+        let _ = writeln!(b.out, "STEP {}/{total}: {}", k + 1, ins.text);
+        let _ = writeln!(b.out, "--> (build argument)");
+    }
+    let mut k = first_from;
+    for i in plan {
+        b.current = i;
+        let (from, end) = (b.stages[i].from, b.stages[i].end);
+        for (n, ins) in df.instructions.iter().enumerate().take(end).skip(from) {
+            k += 1;
+            let _ = writeln!(b.out, "STEP {k}/{total}: {}", ins.text);
+            let _ = b.out.flush();
+            b.step(n, ins).map_err(|e| step_err(ins, e))?;
+            if ins.keyword == Keyword::Arg {
+                let _ = writeln!(b.out, "--> (build argument)");
+            }
+        }
         b.materialize()?;
+        let st = b.state.take().ok_or_else(|| msg("no FROM"))?;
+        b.done[i] = Some(StageImage {
+            config: st.config,
+            layers: st.layers,
+            image: st.image,
+        });
     }
-    let state = b.state.take().ok_or_else(|| BuildError::Parse {
+    let state = b.done[target].take().ok_or_else(|| BuildError::Parse {
         file: file_name.clone(),
         line: 1,
         msg: "no FROM instruction".into(),
@@ -288,6 +381,21 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         cached: b.cached,
         new_layers: b.new_layers,
     })
+}
+
+/// BuildKit's automatic ARGs in the global scope: BUILDPLATFORM,
+/// TARGETPLATFORM and their OS, ARCH and VARIANT parts, all this machine's.
+fn platform_args() -> BTreeMap<String, Option<String>> {
+    let host = Platform::host();
+    let mut args = BTreeMap::new();
+    for side in ["BUILD", "TARGET"] {
+        let mut set = |k: &str, v: String| args.insert(format!("{side}{k}"), Some(v));
+        set("PLATFORM", host.to_string());
+        set("OS", host.os.clone());
+        set("ARCH", host.architecture.clone());
+        set("VARIANT", host.variant.clone().unwrap_or_default());
+    }
+    args
 }
 
 /// Removes the RUN containers of builds that died (their build process
@@ -327,12 +435,17 @@ struct Builder<'a> {
     opts: &'a BuildOptions,
     out: &'a mut dyn Write,
     state: Option<State>,
+    stages: Vec<stage::Stage>,
+    /// The stage being built.
+    current: usize,
+    /// The images of the stages built so far.
+    done: Vec<Option<StageImage>>,
     /// ARGs before the first FROM (usable in FROM).
     meta_args: BTreeMap<String, Option<String>>,
     used_args: BTreeSet<String>,
     cached: usize,
     new_layers: usize,
-    hold: Option<BuildHold<'a>>,
+    hold: BuildHold<'a>,
 }
 
 impl<'a> Builder<'a> {
@@ -359,10 +472,9 @@ impl<'a> Builder<'a> {
     fn step(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
         let esc = self.df.escape;
         match ins.keyword {
-            Keyword::From => self.from(ins),
+            Keyword::From => self.from(n, ins),
             Keyword::Arg => {
                 let raw = shell_text(ins)?;
-                let in_stage = self.state.is_some();
                 let words = {
                     let st = self.state.as_ref();
                     let meta = &self.meta_args;
@@ -381,13 +493,12 @@ impl<'a> Builder<'a> {
                         return Err(msg("ARG needs a name"));
                     }
                     let given = self.build_arg(&name);
-                    let value = match (in_stage, given, default) {
-                        (_, Some(v), _) => Some(v),
-                        (_, None, Some(d)) => Some(d),
-                        // Inside a stage, a bare ARG takes the global one's value.
-                        (true, None, None) => self.meta_args.get(&name).cloned().flatten(),
-                        (false, None, None) => None,
-                    };
+                    // Inside a stage, a bare ARG takes the global one's
+                    // value; a global one keeps its own (the automatic
+                    // platform ARGs).
+                    let value = given
+                        .or(default)
+                        .or_else(|| self.meta_args.get(&name).cloned().flatten());
                     match self.state.as_mut() {
                         Some(s) => {
                             s.args.insert(name, value);
@@ -397,7 +508,6 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                let _ = writeln!(self.out, "--> (build argument)");
                 Ok(())
             }
             Keyword::Run => self.run_step(n, ins),
@@ -407,25 +517,79 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn from(&mut self, ins: &Instruction) -> Result<(), StepError> {
-        if self.state.is_some() {
-            return Err(msg("multi-stage builds are not supported (a second FROM)"));
+    fn from(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
+        if let Some(p) = ins.flag("platform") {
+            // Only this machine's platform can be built: say so for any other.
+            let meta = &self.meta_args;
+            let p = parse::word(p, self.df.escape, &|k| meta.get(k).cloned().flatten())
+                .map_err(StepError::Msg)?;
+            let host = Platform::host();
+            let bare = format!("{}/{}", host.os, host.architecture);
+            if p != host.to_string() && p != bare {
+                return Err(msg(format!(
+                    "FROM --platform={p}: only this machine's platform ({host}) can be built"
+                )));
+            }
         }
-        if ins.flag("platform").is_some() {
-            return Err(msg(
-                "FROM --platform is not supported: images are built for this machine",
-            ));
-        }
-        let raw = shell_text(ins)?;
-        let meta = &self.meta_args;
-        let words = parse::words(&raw, self.df.escape, &|k| meta.get(k).cloned().flatten())
-            .map_err(StepError::Msg)?;
-        let name = match words.as_slice() {
-            [image] => image.clone(),
-            [image, as_, _stage] if as_.eq_ignore_ascii_case("as") => image.clone(),
-            _ => return Err(msg("expected FROM IMAGE [AS NAME]")),
+        let src = stage::base(&self.stages, self.current)
+            .ok_or_else(|| msg("FROM outside the stages planned"))?;
+        let (config, layers, image) = match src {
+            stage::Source::Stage(j) => {
+                let s = self.stage_image(j)?;
+                (s.config, s.layers, s.image)
+            }
+            stage::Source::Image(name) => self.base_image(&name)?,
         };
-        let (config, layers, image) = if name.eq_ignore_ascii_case("scratch") {
+        self.hold.add(image.manifest)?;
+        let _ = writeln!(self.out, "--> {}", image.id.short());
+        let cc = config.config.as_ref();
+        let cmd_from_base = cc.is_some_and(|c| c.cmd.is_some());
+        let shell = cc
+            .and_then(|c| c.shell.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let triggers = cc.and_then(|c| c.on_build.clone()).unwrap_or_default();
+        let mut state = State {
+            config,
+            layers,
+            image,
+            cmd_from_base,
+            shell,
+            args: BTreeMap::new(),
+            pending: Vec::new(),
+        };
+        if !triggers.is_empty() {
+            // The triggers run here, and the child image has none of its own.
+            let key = cache::key(&[&state.parent_key(), "ONBUILD triggers run"]);
+            state.config.container_config().on_build = None;
+            state.pending.push(key);
+        }
+        self.state = Some(state);
+        for t in &triggers {
+            let _ = writeln!(self.out, "--> running ONBUILD trigger: {t}");
+            let trigger =
+                parse::trigger(ins.line, t).map_err(|e| msg(format!("ONBUILD {t}: {}", e.msg)))?;
+            self.step(n, &trigger)
+                .map_err(|e| msg(format!("ONBUILD {t}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The image an earlier stage made.
+    fn stage_image(&self, j: usize) -> Result<StageImage, StepError> {
+        self.done
+            .get(j)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| msg(format!("stage {j} was not built")))
+    }
+
+    /// A stored image (pulled if missing), or scratch.
+    fn base_image(
+        &mut self,
+        name: &str,
+    ) -> Result<(ImageConfig, Vec<Descriptor>, Entry), StepError> {
+        if name.eq_ignore_ascii_case("scratch") {
             let key = cache::key(&["FROM scratch", &Platform::host().to_string()]);
             let (config, image) = match self.cache.get(self.store, &key) {
                 Some((e, m)) => (self.store.read_config(&m.config.digest)?, e),
@@ -437,51 +601,32 @@ impl<'a> Builder<'a> {
                     (config, e)
                 }
             };
-            (config, Vec::new(), image)
-        } else {
-            let r = match self.store.resolve(&name) {
-                Err(StoreError::ImageNotFound(_)) => {
-                    self.pull(&name)?;
-                    self.store.resolve(&name)?
-                }
-                r => r?,
-            };
-            let image = Entry {
-                manifest: r.manifest_digest,
-                size: 0,
-                id: r.config_digest,
-            };
-            let layers = r
-                .manifest
-                .layers
-                .iter()
-                .map(crate::image::oci_layer_descriptor)
-                .collect();
-            (r.config, layers, image)
+            return Ok((config, Vec::new(), image));
+        }
+        let r = match self.store.resolve(name) {
+            Err(StoreError::ImageNotFound(_)) => {
+                self.pull(name)?;
+                self.store.resolve(name)?
+            }
+            r => r?,
         };
-        let hold = BuildHold {
-            store: self.store,
-            id: format!("build-{}", std::process::id()),
+        // Its size, for a build that tags it unchanged.
+        let size = match r.top.digest == r.manifest_digest {
+            true => r.top.size,
+            false => self.store.blob_size(&r.manifest_digest)?,
         };
-        self.store.add_hold(&Hold {
-            id: hold.id.clone(),
-            manifests: vec![image.manifest],
-            what: "a running build".into(),
-            pid: Some(std::process::id()),
-        })?;
-        self.hold = Some(hold);
-        let _ = writeln!(self.out, "--> {}", image.id.short());
-        let cmd_from_base = config.config.as_ref().is_some_and(|c| c.cmd.is_some());
-        self.state = Some(State {
-            config,
-            layers,
-            image,
-            cmd_from_base,
-            shell: vec!["/bin/sh".into(), "-c".into()],
-            args: BTreeMap::new(),
-            pending: Vec::new(),
-        });
-        Ok(())
+        let image = Entry {
+            manifest: r.manifest_digest,
+            size,
+            id: r.config_digest,
+        };
+        let layers = r
+            .manifest
+            .layers
+            .iter()
+            .map(crate::image::oci_layer_descriptor)
+            .collect();
+        Ok((r.config, layers, image))
     }
 
     /// Makes a step's image the one the next step builds on.
@@ -663,7 +808,33 @@ impl<'a> Builder<'a> {
                     return Err(msg("SHELL needs at least the shell"));
                 }
                 shell = v.clone();
+                config.container_config().shell = Some(v.clone());
                 canonical = format!("SHELL {}", serde_json::to_string(v).unwrap_or_default());
+            }
+            Keyword::Healthcheck => {
+                let h = parse::healthcheck(ins).map_err(StepError::Msg)?;
+                let hc = crate::oci::Healthcheck {
+                    test: h.test,
+                    interval: h.interval,
+                    timeout: h.timeout,
+                    start_period: h.start_period,
+                    start_interval: h.start_interval,
+                    retries: h.retries,
+                };
+                canonical = format!(
+                    "HEALTHCHECK {}",
+                    serde_json::to_string(&hc).unwrap_or_default()
+                );
+                config.container_config().healthcheck = Some(hc);
+            }
+            Keyword::Onbuild => {
+                let trigger = shell_text(ins)?;
+                config
+                    .container_config()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(trigger.clone());
+                canonical = format!("ONBUILD {trigger}");
             }
             _ => return Err(msg(format!("{} is not a config instruction", ins.keyword))),
         }
@@ -693,14 +864,7 @@ impl<'a> Builder<'a> {
                 "RUN --mount, --network and --security are not supported",
             ));
         }
-        let argv = match &ins.args {
-            Args::Exec(v) => v.clone(),
-            Args::Shell(s) => {
-                let mut v = st.shell.clone();
-                v.push(s.clone());
-                v
-            }
-        };
+        let argv = run_argv(&st.shell, ins);
         // Build args reach RUN as environment (Env wins over them), and
         // their values are part of the key.
         let env_keys: BTreeSet<String> = st
@@ -722,6 +886,9 @@ impl<'a> Builder<'a> {
             .collect();
         let created_by = match &ins.args {
             Args::Exec(v) => format!("RUN {}", serde_json::to_string(v).unwrap_or_default()),
+            Args::Shell(s) if !ins.heredocs.is_empty() => {
+                format!("RUN {}", with_heredocs(s, &ins.heredocs))
+            }
             Args::Shell(s) => format!("RUN {}", s),
         };
         let parent = self.parent()?;
@@ -852,11 +1019,6 @@ impl<'a> Builder<'a> {
 
     fn copy_step(&mut self, ins: &Instruction) -> Result<(), StepError> {
         let esc = self.df.escape;
-        if ins.flag("from").is_some() {
-            return Err(msg(
-                "COPY --from is not supported (single-stage builds only)",
-            ));
-        }
         let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
         let vars = |k: &str| st.lookup(k);
         let mut words = match &ins.args {
@@ -884,6 +1046,28 @@ impl<'a> Builder<'a> {
                 "ADD {u}: URLs are not supported; download the file into the build context"
             )));
         }
+        // Heredoc sources (`COPY <<EOF /f`) are files of their own.
+        let mut inline: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut paths: Vec<String> = Vec::new();
+        for w in &words {
+            let doc = ins.heredocs.iter().find(|h| {
+                w.strip_prefix("<<")
+                    .map(|r| r.strip_prefix('-').unwrap_or(r))
+                    .is_some_and(|n| n == h.name)
+            });
+            match doc {
+                Some(h) => {
+                    let text = match h.expand {
+                        true => {
+                            parse::expand_vars(&h.content(), esc, &vars).map_err(StepError::Msg)?
+                        }
+                        false => h.content(),
+                    };
+                    inline.push((h.name.clone(), text.into_bytes()));
+                }
+                None => paths.push(w.clone()),
+            }
+        }
         let dest = if dest_word.starts_with('/') {
             dest_word.clone()
         } else {
@@ -909,20 +1093,64 @@ impl<'a> Builder<'a> {
                 "with several sources the destination must be a directory ending in /: {dest_word}"
             )));
         }
-        let sources = self.ctx.sources(&words)?;
-        let content = self.ctx.digest(&sources)?;
-        let created_by = format!(
-            "{}{}{} {} {}",
-            ins.keyword,
-            chown
-                .as_ref()
-                .map(|c| format!(" --chown={c}"))
-                .unwrap_or_default(),
-            chmod.map(|m| format!(" --chmod={m:o}")).unwrap_or_default(),
-            words.join(" "),
-            dest_word
-        );
-        let parent = self.parent()?;
+        let parents = ins.flag("parents").is_some_and(|v| v != "false");
+        // What the files come from: the context, or another stage or image.
+        let mut from = match ins.flag("from") {
+            Some(f) => {
+                let meta = &self.meta_args;
+                let f = parse::word(f, esc, &|k| meta.get(k).cloned().flatten())
+                    .map_err(StepError::Msg)?;
+                if f.is_empty() {
+                    return Err(msg("--from needs a stage or an image"));
+                }
+                if parents {
+                    return Err(msg("COPY --parents with --from is not supported"));
+                }
+                if !inline.is_empty() {
+                    return Err(msg("COPY --from does not take heredocs"));
+                }
+                let layers =
+                    match stage::source(&self.stages, self.current, &f).map_err(StepError::Msg)? {
+                        stage::Source::Stage(j) => self.stage_image(j)?.layers,
+                        stage::Source::Image(name) => {
+                            let (_, layers, image) = self.base_image(&name)?;
+                            self.hold.add(image.manifest)?;
+                            layers
+                        }
+                    };
+                let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
+                let mut tree = copy::ImageTree::open(self.store, &digests)?;
+                let found = tree.sources(&paths)?;
+                Some((f, tree, found))
+            }
+            None => None,
+        };
+        let sources = match from {
+            None => self.ctx.sources(&paths)?,
+            Some(_) => Vec::new(),
+        };
+        // What a COPY --from reads is keyed by content, as BuildKit keys
+        // it: a change elsewhere in its stage leaves the step cached.
+        let mut content = match &mut from {
+            None => self.ctx.digest(&sources)?,
+            Some((_, tree, found)) => format!("from {}", tree.digest(found)?),
+        };
+        for (name, data) in &inline {
+            content.push_str(&cache::key(&[name, &String::from_utf8_lossy(data)]));
+        }
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
+        let flags: String = [
+            from.as_ref().map(|(f, _, _)| format!(" --from={f}")),
+            chown.as_ref().map(|c| format!(" --chown={c}")),
+            chmod.map(|m| format!(" --chmod={m:o}")),
+            ins.flag("link").map(|_| " --link".to_string()),
+            parents.then(|| " --parents".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let created_by = format!("{}{flags} {} {}", ins.keyword, words.join(" "), dest_word);
+        let parent = st.parent_key();
         let key = cache::key(&[
             &parent,
             &created_by,
@@ -949,16 +1177,34 @@ impl<'a> Builder<'a> {
                 }
                 None => None,
             };
-            lb.copy(
-                ctx,
-                &sources,
-                &CopySpec {
-                    dest: dest.clone(),
-                    owner,
-                    chmod,
-                    unpack: add,
-                },
-            )
+            let spec = CopySpec {
+                dest: dest.clone(),
+                owner,
+                chmod,
+                unpack: add,
+            };
+            if let Some((_, mut tree, found)) = from {
+                return lb.copy_image(&mut tree, &found, &spec);
+            }
+            if !parents {
+                return lb.copy(ctx, &sources, &inline, &spec);
+            }
+            // --parents: each source keeps its directories below the destination.
+            for src in &sources {
+                let keep = match src.kind {
+                    context::Kind::Dir => src.rel.as_str(),
+                    _ => src.rel.rsplit_once('/').map_or("", |(d, _)| d),
+                };
+                let spec = CopySpec {
+                    dest: format!("{}/{keep}/", dest.trim_end_matches('/')),
+                    ..spec
+                };
+                lb.copy(ctx, std::slice::from_ref(src), &[], &spec)?;
+            }
+            match inline.is_empty() {
+                true => Ok(()),
+                false => lb.copy(ctx, &[], &inline, &spec),
+            }
         })
     }
 
@@ -1004,6 +1250,52 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The command a RUN runs. A heredoc that is the whole command is the
+/// script (run by the interpreter its `#!` line names, else the shell);
+/// otherwise the shell gets the command line with its heredocs, as
+/// written, and reads them itself.
+fn run_argv(shell: &[String], ins: &Instruction) -> Vec<String> {
+    let s = match &ins.args {
+        Args::Exec(v) => return v.clone(),
+        Args::Shell(s) => s,
+    };
+    let mut argv = shell.to_vec();
+    match ins.heredocs.as_slice() {
+        [] => argv.push(s.clone()),
+        [h] if s.trim() == h.word => {
+            let script = h.content();
+            match script.strip_prefix("#!") {
+                Some(rest) => {
+                    let (interp, _) = rest.split_once('\n').unwrap_or((rest, ""));
+                    // A delimiter the script does not hold.
+                    let mut end = String::from("LAYERFS_SCRIPT");
+                    while script.lines().any(|l| l == end) {
+                        end.push('_');
+                    }
+                    argv.push(format!(
+                        "exec {} /dev/stdin <<'{end}'\n{script}{end}\n",
+                        interp.trim()
+                    ));
+                }
+                None => argv.push(script),
+            }
+        }
+        docs => argv.push(with_heredocs(s, docs)),
+    }
+    argv
+}
+
+/// A command line and its heredocs as written: what a shell reads.
+fn with_heredocs(line: &str, docs: &[parse::Heredoc]) -> String {
+    let mut text = format!("{line}\n");
+    for h in docs {
+        text.push_str(&h.body);
+        text.push_str(&h.name);
+        text.push('\n');
+    }
+    text
+}
+
 fn shell_text(ins: &Instruction) -> Result<String, StepError> {
     match &ins.args {
         Args::Shell(s) => Ok(s.clone()),
@@ -1039,5 +1331,7 @@ fn key_values(
         .collect()
 }
 
+#[cfg(test)]
+mod stage_tests;
 #[cfg(test)]
 mod tests;

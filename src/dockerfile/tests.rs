@@ -15,7 +15,7 @@ use std::path::Path;
 /// (type, mode, uid:gid, content or link target) of every path of an image.
 type Listing = BTreeMap<String, (char, u32, String, String)>;
 
-fn listing(store: &Store, manifest: &crate::oci::Digest) -> Listing {
+pub(super) fn listing(store: &Store, manifest: &crate::oci::Digest) -> Listing {
     let m = store.read_manifest(manifest).unwrap();
     let layers: Vec<_> = m.layers.iter().map(|l| l.digest).collect();
     let view = UnionFs::new(
@@ -58,7 +58,7 @@ fn listing(store: &Store, manifest: &crate::oci::Digest) -> Listing {
     map
 }
 
-fn base_image(store: &Store) {
+pub(super) fn base_image(store: &Store) {
     let mut t = TarBuilder::new();
     t.dir("etc", 0o755)
         .file(
@@ -80,7 +80,7 @@ fn base_image(store: &Store) {
     .unwrap();
 }
 
-fn write(dir: &Path, rel: &str, data: &[u8]) {
+pub(super) fn write(dir: &Path, rel: &str, data: &[u8]) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
@@ -372,10 +372,21 @@ fn errors_name_the_dockerfile_line() {
             "FROM base:1\nCOPY a /etc/passwd/x\n",
             "Dockerfile:2: COPY a /etc/passwd/x",
         ),
-        ("FROM base:1\nCOPY --from=x a /x\n", "not supported"),
         (
-            "FROM base:1\nFROM base:1\n",
-            "Dockerfile:2: FROM base:1: multi-stage",
+            "FROM base:1 AS a\nFROM base:1 AS A\n",
+            "Dockerfile:2: duplicate stage name \"a\"",
+        ),
+        (
+            "FROM base:1\nCOPY --from=0 a /x\n",
+            "Dockerfile:2: --from=0: a stage can only copy from an earlier stage",
+        ),
+        (
+            "FROM base:1 AS b\nFROM b\nCOPY --from=b /nope /x\n",
+            "Dockerfile:3: COPY --from=b /nope /x: /nope: no such file or directory",
+        ),
+        (
+            "FROM base:1\nRUN <<EOF\ntrue\n",
+            "Dockerfile:2: heredoc EOF: no line EOF ends it",
         ),
         ("FROM base:1\nCOPY --chown=nobody a /x\n", "no user nobody"),
         (
