@@ -5,7 +5,7 @@
 //! same change made by root.
 
 use crate::support::debian::{chroot, debian_layers};
-use crate::support::rootless::{Home, User, user};
+use crate::support::rootless::{Home, User, user, user_without_subids};
 use crate::support::{Env, Tar, is_mounted, wait_until};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -148,7 +148,7 @@ fn change_as_user(u: &User, home: &Home, base: &Path) {
     assert!(
         out.status.success(),
         "the change as {}: {}{}",
-        crate::support::rootless::USER,
+        u.name,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -326,4 +326,44 @@ fn rootless_pjdfstest_in_unshare_fails_nothing_fuse_overlayfs_passes() {
         regressions.len(),
         regressions.join("\n")
     );
+}
+
+#[test]
+fn unshare_without_subordinate_ids_maps_the_user_alone_and_says_how_to_add_some() {
+    let test = "unshare_without_subordinate_ids_maps_the_user_alone_and_says_how_to_add_some";
+    let Some(u) = user_without_subids(test) else {
+        return;
+    };
+    let home = u.home();
+    let out = u.sh(
+        &home,
+        "$L unshare sh -c 'id -u; cat /proc/self/uid_map'",
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let map: Vec<&str> = stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(stdout.lines().next(), Some("0"), "root of the namespace");
+    assert_eq!(
+        map,
+        ["0", &u.uid.to_string(), "1"],
+        "only the user's own id"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no subordinate ids") && stderr.contains("usermod --add-subuids"),
+        "the note: {stderr}"
+    );
+    // The command's exit code comes back.
+    let out = u.sh(&home, "$L unshare sh -c 'exit 7'", None);
+    assert_eq!(out.status.code(), Some(7));
 }
