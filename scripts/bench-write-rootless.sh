@@ -52,7 +52,7 @@ if [ ! -r "$PAYLOAD" ]; then
     PAYLOAD=$W/payload.tar
     tar -C "$(dirname "$src")" -cf "$PAYLOAD" "$(basename "$src")"
 fi
-cp "$PAYLOAD" "$W/payload.tar"
+[ "$PAYLOAD" = "$W/payload.tar" ] || cp "$PAYLOAD" "$W/payload.tar"
 chown -R "$RUSER:" "$W"
 log "rootless: user $RUSER, base $BASE, payload $(stat -c %s "$W/payload.tar") bytes, $ROUNDS rounds"
 

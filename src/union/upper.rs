@@ -192,6 +192,9 @@ pub struct UpperDir {
     work_fd: OwnedFd,
     next_tmp: AtomicU64,
     form: Form,
+    /// This process's (uid, gid): in the user form, the owner of every host
+    /// file, which is the container's root where no override says more.
+    own: (u32, u32),
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -247,6 +250,10 @@ impl UpperDir {
         Ok(UpperDir {
             root: root.to_path_buf(),
             form: Form::of(&root_fd),
+            own: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
             root_fd,
             work_fd,
             next_tmp: AtomicU64::new(0),
@@ -295,12 +302,10 @@ impl UpperDir {
             None => {
                 // Our own files (whiteouts), and symlinks: the daemon's
                 // owner is the container's root.
-                let me = nix::unistd::geteuid().as_raw();
-                let my_gid = nix::unistd::getegid().as_raw();
-                if st.st_uid == me {
+                if st.st_uid == self.own.0 {
                     st.st_uid = 0;
                 }
-                if st.st_gid == my_gid {
+                if st.st_gid == self.own.1 {
                     st.st_gid = 0;
                 }
             }
@@ -334,6 +339,7 @@ impl UpperDir {
         let host_perm = st.st_mode & 0o7777;
         let path = Self::fd_path(dir, name);
         let value = self.read_override(&path, kind);
+        let had = value.clone();
         self.apply_override(&mut st, value);
         let mut o = Override {
             uid: st.st_uid,
@@ -342,7 +348,10 @@ impl UpperDir {
             rdev: st.st_rdev,
         };
         f(&mut o);
-        xattr::set(&path, XATTR_OVERRIDE, &o.encode())?;
+        let new = o.encode();
+        if had.as_deref() != Some(&new[..]) {
+            xattr::set(&path, XATTR_OVERRIDE, &new)?;
+        }
         let host = host_mode(kind, o.mode);
         if host_perm != host {
             nix::sys::stat::fchmodat(
@@ -509,7 +518,9 @@ impl UpperDir {
         let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let f = nix::fcntl::openat(&fd, os(base), flags, self.new_mode(libc::S_IFREG, mode))
             .map_err(errno)?;
-        if create && self.form == Form::User {
+        // Without an override a file shows its host mode, owned by 0:0:
+        // only a mode the host file cannot have needs one now.
+        if create && self.form == Form::User && host_mode(libc::S_IFREG, mode) != mode & 0o7777 {
             self.update_override(&fd, base, |o| o.mode = libc::S_IFREG | (mode & 0o7777))?;
         }
         Ok(File::from(f))
@@ -520,7 +531,7 @@ impl UpperDir {
         let fd = self.dir_fd(dir)?;
         nix::sys::stat::mkdirat(&fd, os(base), self.new_mode(libc::S_IFDIR, mode))
             .map_err(errno)?;
-        if self.form == Form::User {
+        if self.form == Form::User && host_mode(libc::S_IFDIR, mode) != mode & 0o7777 {
             self.update_override(&fd, base, |o| o.mode = libc::S_IFDIR | (mode & 0o7777))?;
         }
         Ok(())
@@ -787,11 +798,7 @@ impl UpperDir {
 
     pub fn mkdir_temp(&self, tmp: &[u8]) -> io::Result<()> {
         nix::sys::stat::mkdirat(&self.work_fd, os(tmp), Mode::from_bits_truncate(0o700))
-            .map_err(errno)?;
-        if self.form == Form::User {
-            self.update_override(&self.work_fd, tmp, |_| {})?;
-        }
-        Ok(())
+            .map_err(errno)
     }
 
     pub fn symlink_temp(&self, tmp: &[u8], target: &[u8]) -> io::Result<()> {
