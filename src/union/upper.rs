@@ -23,7 +23,9 @@
 //! "uid:gid:0mode:type", the form fuse-overlayfs and containers/storage use
 //! for rootless Podman; a device node is a regular host file with that
 //! xattr, and so are fifos and sockets (user xattrs are refused on special
-//! files). Symlinks cannot carry user xattrs: theirs show as 0:0.
+//! files). An entry without the xattr belongs to 0:0 with its host mode:
+//! symlinks (they cannot carry user xattrs) and entries whose host mode is
+//! their mode.
 
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
@@ -64,11 +66,11 @@ impl Form {
     /// The form a container made by this process gets: root of the host
     /// keeps real owners; anyone else (in a user namespace or not) cannot.
     pub fn for_this_process() -> Form {
-        let host_root = nix::unistd::geteuid().is_root()
-            && std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
-                m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
-            });
-        if host_root { Form::Root } else { Form::User }
+        if nix::unistd::geteuid().is_root() && !crate::userns::in_user_namespace() {
+            Form::Root
+        } else {
+            Form::User
+        }
     }
 
     /// Stamps a new, empty upper dir with its form.
@@ -192,9 +194,6 @@ pub struct UpperDir {
     work_fd: OwnedFd,
     next_tmp: AtomicU64,
     form: Form,
-    /// This process's (uid, gid): in the user form, the owner of every host
-    /// file, which is the container's root where no override says more.
-    own: (u32, u32),
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -250,10 +249,6 @@ impl UpperDir {
         Ok(UpperDir {
             root: root.to_path_buf(),
             form: Form::of(&root_fd),
-            own: (
-                nix::unistd::geteuid().as_raw(),
-                nix::unistd::getegid().as_raw(),
-            ),
             root_fd,
             work_fd,
             next_tmp: AtomicU64::new(0),
@@ -300,14 +295,11 @@ impl UpperDir {
                 st.st_rdev = o.rdev;
             }
             None => {
-                // Our own files (whiteouts), and symlinks: the daemon's
-                // owner is the container's root.
-                if st.st_uid == self.own.0 {
-                    st.st_uid = 0;
-                }
-                if st.st_gid == self.own.1 {
-                    st.st_gid = 0;
-                }
+                // Symlinks, and entries made with a mode the host file shows
+                // as it is: the container's root owns them, whoever the
+                // host owner (the daemon of the moment) is.
+                st.st_uid = 0;
+                st.st_gid = 0;
             }
         }
     }
