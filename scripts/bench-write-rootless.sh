@@ -64,7 +64,8 @@ L="$W/layerfs --root $W/store"
 mkdir -p lower m
 tar -C lower -xf "$BASE"
 $L import "$BASE" base > /dev/null
-find lower/usr/share/doc -type f | sort | head -200 | sed 's|^lower/||' > copyup.list
+find lower/usr/share/doc -type f | sed 's|^lower/||' | sort > doc.list
+head -200 doc.list > copyup.list
 t() { local a b; a=$(date +%s.%N); eval "$1"; b=$(date +%s.%N); awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }'; }
 work() {   # tool name; prints "tool metric seconds" lines
     echo "$1 untar_50MB_s $(t "tar -C m/tmp -xf payload.tar && sync")"
