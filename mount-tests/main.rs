@@ -19,6 +19,7 @@ mod interop;
 mod live_commit;
 mod posix;
 mod readonly;
+mod rootless;
 mod run;
 mod run_exit;
 mod stress;

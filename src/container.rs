@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! ROOT/layerfs/containers/<name>/
-//!   container.json   name, ID, image, manifest digest, created
-//!   upper/           the changes (see union::upper for their form)
+//!   container.json   name, ID, image, manifest digest, created, form
+//!   upper/           the changes (see union::upper for their form, which
+//!                    its root's user.layerfs.form xattr repeats)
 //!   work/            scratch on the same filesystem, for atomic copy-ups
 //!   control.sock     while mounted: commit asks the daemon to hold changes
 //! ```
@@ -162,6 +163,10 @@ pub struct Container {
     /// it when the step ends (or a later build does, if that process died).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_pid: Option<u32>,
+    /// How its upper dir keeps owners and marks, chosen when it is made:
+    /// `root`, or `user` for one made by an ordinary user (union::upper).
+    #[serde(default)]
+    pub form: crate::union::Form,
     #[serde(skip)]
     dir: PathBuf,
 }
@@ -314,6 +319,7 @@ pub fn create(
         manifest,
         created: time::now_rfc3339(),
         build_pid,
+        form: crate::union::Form::for_this_process(),
         dir: dir.clone(),
     };
     let made = (|| {
@@ -324,6 +330,7 @@ pub fn create(
             pid: None,
         })?;
         fs::create_dir(c.upper()).map_err(io(&dir))?;
+        c.form.stamp(&c.upper()).map_err(io(&c.upper()))?;
         fs::create_dir(c.work()).map_err(io(&dir))?;
         let record = dir.join("container.json");
         let bytes =
@@ -588,6 +595,7 @@ mod tests {
     use crate::layer::ingest;
     use crate::oci::Reference;
     use crate::testutil::{TarBuilder, temp_store};
+    use crate::union::Form;
 
     fn image(store: &Store) -> Digest {
         let mut t = TarBuilder::new();
@@ -676,5 +684,33 @@ mod tests {
                 "D /old",
             ]
         );
+    }
+
+
+    #[test]
+    fn a_record_from_before_forms_is_a_root_container() {
+        let (_d, store) = temp_store();
+        let dir = containers_dir(&store).unwrap().join("old");
+        fs::create_dir_all(&dir).unwrap();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        fs::write(
+            dir.join("container.json"),
+            format!(
+                r#"{{"name":"old","image":"x:1","manifest":"{digest}","created":"2026-01-01T00:00:00Z"}}"#
+            ),
+        )
+        .unwrap();
+        assert_eq!(load(&store, "old").unwrap().form, Form::Root);
+    }
+
+    #[test]
+    fn a_new_container_records_the_form_of_its_maker() {
+        let (_d, store) = temp_store();
+        let digest: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+        let c = create(&store, Some("new"), "x:1", digest, None).unwrap();
+        assert_eq!(c.form, Form::for_this_process());
+        assert_eq!(load(&store, "new").unwrap().form, c.form);
+        let upper = crate::union::UpperDir::open_existing(&c.upper(), &c.work()).unwrap();
+        assert_eq!(upper.form(), c.form, "the upper dir knows its form too");
     }
 }

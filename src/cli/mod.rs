@@ -38,6 +38,7 @@ mod tag;
 mod template;
 mod transfer;
 mod umount;
+mod unshare;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -128,6 +129,8 @@ enum Command {
     Info(info::Args),
     /// Show the version of layerfs and of what it uses
     Version(info::Args),
+    /// Run a command as root of a user namespace of your ids (podman unshare)
+    Unshare(unshare::Args),
     #[command(hide = true)]
     ContainerMonitor(run::MonitorArgs),
     /// Print a shell completion script (bash, zsh or fish)
@@ -233,6 +236,7 @@ pub fn main() -> i32 {
         Command::System(a) => system::run(&ctx, a),
         Command::Info(a) => info::info(&ctx, a),
         Command::Version(a) => info::version(a),
+        Command::Unshare(a) => unshare::run(&ctx, a),
         Command::ContainerMonitor(a) => run::monitor(&ctx, a),
         Command::Completion(a) => completion::run(a),
         Command::ManPages(a) => man::run(a),
