@@ -27,6 +27,7 @@ pub mod inroot;
 pub mod network;
 mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod rules;
 pub mod runtime;
 pub mod seccomp;
@@ -52,6 +53,8 @@ use std::process::Stdio;
 pub enum RunError {
     #[error("running containers needs root (mount and PID namespaces, FUSE)")]
     NotRoot,
+    #[error("{what}: needs root ({why})")]
+    NeedsRoot { what: String, why: &'static str },
     #[error("no command: the image has no Cmd or Entrypoint and none was given")]
     NoCommand,
     #[error("{0}")]
@@ -504,7 +507,12 @@ fn prepare(
         .as_deref()
         .or(config.user.as_deref())
         .unwrap_or_default();
-    let ids = rules::user_ids(user, &passwd, &group)?;
+    let mut ids = rules::user_ids(user, &passwd, &group)?;
+    let userns = rootless::current();
+    if let Some(ns) = &userns {
+        rootless::check(spec)?;
+        ids.groups = rootless::mapped_ids(ns, ids.uid, ids.gid, &ids.groups)?;
+    }
     let argv = match &spec.command {
         Command::Image(args) => match &spec.entrypoint {
             // As Docker: --entrypoint replaces the image's and drops its Cmd.
@@ -636,7 +644,11 @@ fn prepare(
         cgroups_path: format!("/layerfs/{}-{}", c.name, std::process::id()),
         binds,
     };
-    let json = serde_json::to_vec_pretty(&spec::config(&input)).unwrap_or_default();
+    let mut config = spec::config(&input);
+    if let Some(ns) = &userns {
+        rootless::adjust(&mut config, ns, spec.network);
+    }
+    let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
     let p = dir.join("config.json");
     std::fs::write(&p, json).map_err(|e| io(&p, e))
 }
