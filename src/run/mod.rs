@@ -225,6 +225,9 @@ pub fn run(
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
     }
+    if rootless::current().is_some() {
+        rootless::check(spec)?;
+    }
     let rt = runtime_for(store, spec.runtime.as_deref())?;
     if spec.debug {
         eprintln!("layerfs: runtime {} ({})", rt.path.display(), rt.version());
@@ -510,7 +513,6 @@ fn prepare(
     let mut ids = rules::user_ids(user, &passwd, &group)?;
     let userns = rootless::current();
     if let Some(ns) = &userns {
-        rootless::check(spec)?;
         ids.groups = rootless::mapped_ids(ns, ids.uid, ids.gid, &ids.groups)?;
     }
     let argv = match &spec.command {

@@ -1,0 +1,295 @@
+//! `layerfs run` and `build` by an ordinary user with subordinate ids, as
+//! rootless Podman and Buildah run them: in the user's own store, the
+//! command is root of a user namespace (and of its PID namespace: it sees
+//! its own processes only), the exit code passes through, a detached
+//! container takes exec and stop from the user outside any namespace, what
+//! needs the host's root is refused in one line; the build tests'
+//! Dockerfile built by the user gives the same tree as root's build.
+
+use crate::build::{context, untimed};
+use crate::support::containers::minbase_env;
+use crate::support::debian::debian_layers;
+use crate::support::rootless::{Home, User, user};
+use crate::support::{Env, is_mounted, sh, tree, unmount_or_detach, wait_until};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A store of the user's own, holding Debian minbase as `debian:minbase`
+/// (imported by the user).
+struct UserStore {
+    user: &'static User,
+    home: Home,
+}
+
+impl UserStore {
+    fn new(test: &str) -> Option<UserStore> {
+        let user = user(test)?;
+        let deb = debian_layers(test)?;
+        // slirp4netns opens /dev/net/tun as the user; some VMs ship it 0600
+        // where Debian has 0666.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666));
+        let s = UserStore {
+            user,
+            home: user.home(),
+        };
+        s.ok(&["import", deb.gz()[0].to_str().expect("utf-8 path"), "debian:minbase"]);
+        Some(s)
+    }
+
+    fn root(&self) -> &Path {
+        &self.home.store
+    }
+
+    /// `layerfs ARGS` as the user, in its store.
+    fn run(&self, args: &[&str]) -> Output {
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        self.user
+            .sh(&self.home, &format!("exec \"$L\" {}", quoted.join(" ")), None)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "layerfs {args:?} as the test user failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What the user left behind: mounts of the store, processes.
+fn assert_nothing_left(s: &UserStore) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = s.root();
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(root.to_str().unwrap_or("-")))
+        .collect();
+    assert!(ours.is_empty(), "mounts left: {ours:?}");
+    let procs = processes_of(s.user.uid);
+    assert!(procs.is_empty(), "processes of the user left: {procs:?}");
+}
+
+#[test]
+fn rootless_run_of_debian_minbase() {
+    const T: &str = "rootless_run_of_debian_minbase";
+    let Some(s) = UserStore::new(T) else { return };
+
+    let out = s.ok(&["run", "--rm", "debian:minbase", "cat", "/etc/os-release"]);
+    assert!(
+        out.contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""),
+        "{out}"
+    );
+    let out = s.run(&["run", "--rm", "debian:minbase", "sh", "-c", "exit 7"]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+
+    // Root of its namespace: uid 0, a chown to a mapped id works, a device
+    // node does not (the host's root only).
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "debian:minbase",
+        "sh",
+        "-c",
+        "id -u; mkdir /d && chown 33:33 /d && stat -c '%u:%g' /d; \
+         mknod /c c 1 3 2>/dev/null || echo no mknod",
+    ]);
+    assert_eq!(out, "0\n33:33\nno mknod\n");
+
+    // Its own PID namespace: its init (pid 1) and the command.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "debian:minbase",
+        "sh",
+        "-c",
+        "for d in /proc/[0-9]*; do echo \"${d#/proc/} $(cat $d/comm)\"; done",
+    ]);
+    let procs: Vec<&str> = out.lines().collect();
+    assert_eq!(procs.len(), 2, "processes seen inside: {out}");
+    assert_eq!(procs[0], "1 layerfs-init", "processes seen inside");
+    assert!(procs[1].ends_with(" sh"), "processes seen inside: {out}");
+
+    // An image user is one of the subordinate ids; every network mode runs.
+    for net in ["default", "none", "host"] {
+        let out = s.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "-u",
+            "nobody",
+            "debian:minbase",
+            "sh",
+            "-c",
+            "id; ls /sys/class/net | grep -c lo",
+        ]);
+        assert_eq!(
+            out,
+            "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n1\n",
+            "--network {net}"
+        );
+    }
+
+    // What needs the host's root says so in one line.
+    let out = s.run(&["run", "--rm", "--memory", "64m", "debian:minbase", "true"]);
+    assert_eq!(code(&out), 125);
+    assert_eq!(
+        stderr(&out).trim(),
+        "layerfs: run debian:minbase: --memory: needs root (an ordinary user's container \
+         has no cgroup of its own to limit)"
+    );
+    assert_nothing_left(&s);
+}
+
+#[test]
+fn a_rootless_detached_container_takes_exec_and_stop() {
+    const T: &str = "a_rootless_detached_container_takes_exec_and_stop";
+    let Some(s) = UserStore::new(T) else { return };
+    let name = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "debian:minbase",
+        "sh",
+        "-c",
+        "trap 'exit 3' TERM; echo started; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(name, "bg\n");
+    // exec from the user's shell, outside the container's namespace: it
+    // joins it, and reads the container's passwd through its mount.
+    let out = s.ok(&["exec", "-u", "nobody", "bg", "sh", "-c", "id -un; echo x > /tmp/x"]);
+    assert_eq!(out, "nobody\n");
+    assert_eq!(s.ok(&["exec", "bg", "id", "-u"]), "0\n");
+    s.ok(&["stop", "-t", "10", "bg"]);
+    let ps = s.ok(&["ps", "-a"]);
+    assert!(ps.contains("exited (3)"), "{ps}");
+    assert!(s.ok(&["logs", "bg"]).starts_with("started\n"));
+    s.ok(&["rm", "bg"]);
+    assert_nothing_left(&s);
+}
+
+/// The build tests' Dockerfile, built by root and by the user.
+#[test]
+fn a_rootless_build_gives_the_same_tree_as_roots() {
+    const T: &str = "a_rootless_build_gives_the_same_tree_as_roots";
+    let Some(s) = UserStore::new(T) else { return };
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
+        return;
+    };
+    let Some(ctx) = context(&env, T) else {
+        return;
+    };
+    env.ok(&["build", "-t", "app:1", ctx.to_str().unwrap()]);
+
+    // The same context, the user's own.
+    let theirs = s.home.dir.path().join("ctx");
+    let (ok, _, err) = sh(&format!(
+        "cp -a {} {} && chown -R {}:{} {}",
+        ctx.display(),
+        theirs.display(),
+        s.user.uid,
+        s.user.gid,
+        theirs.display()
+    ));
+    assert!(ok, "{err}");
+    let built = s.ok(&["build", "-t", "app:1", theirs.to_str().unwrap()]);
+    assert!(built.contains("Setting up hello"), "dpkg ran: {built}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "app:1"]),
+        "Hello, world!\nhello from layerfs\n/opt/app/work\nappuser\nversion 1\n"
+    );
+
+    // Both images, mounted by root, list alike: owners, modes, contents.
+    let root_tree = untimed(&tree::listing(&env.mount("app:1", &[]).path));
+    let user_tree = untimed(&listing_of(&env, s.root(), "app:1"));
+    // dpkg's logs and ldconfig's cache record when and where they were
+    // written: only their contents may differ.
+    const LOGS: [&str; 3] = [
+        "./var/log/dpkg.log",
+        "./var/log/alternatives.log",
+        "./var/cache/ldconfig/aux-cache",
+    ];
+    let path = |l: &String| l.split('\t').next().unwrap_or_default().to_string();
+    let meta = |l: &String| l.split('\t').take(4).collect::<Vec<_>>().join("\t");
+    let mut unexplained = Vec::new();
+    for l in user_tree.iter().filter(|l| !root_tree.contains(l)) {
+        let p = path(l);
+        let log = LOGS.contains(&p.as_str())
+            && root_tree.iter().any(|o| path(o) == p && meta(o) == meta(l));
+        if !log {
+            unexplained.push(format!("+ {l}"));
+        }
+    }
+    for l in root_tree.iter().filter(|l| !user_tree.contains(l)) {
+        if !LOGS.contains(&path(l).as_str()) {
+            unexplained.push(format!("- {l}"));
+        }
+    }
+    assert!(root_tree.len() > 6000, "{} entries", root_tree.len());
+    assert!(
+        unexplained.is_empty(),
+        "the user's build (+) and root's (-) differ:\n{}",
+        unexplained.join("\n")
+    );
+    let ls = s.ok(&["run", "--rm", "app:1", "ls", "-ln", "/opt/app/sub"]);
+    assert!(ls.contains("-rw------- 1 1001 1001 8 "), "{ls}");
+    assert_nothing_left(&s);
+}
+
+/// The tree listing of image `image` of the store at `root`, mounted by
+/// root on a directory of `env`.
+fn listing_of(env: &Env, root: &Path, image: &str) -> String {
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            unmount_or_detach(&self.0);
+        }
+    }
+    let mnt = env.mkdir("user-image");
+    let out = Command::new(env!("CARGO_BIN_EXE_layerfs"))
+        .arg("--root")
+        .arg(root)
+        .args(["mount", image])
+        .arg(&mnt)
+        .output()
+        .expect("layerfs mount");
+    assert!(out.status.success(), "mount: {}", stderr(&out));
+    let _unmount = Unmount(mnt.clone());
+    wait_until(|| is_mounted(&mnt), "the user's image to be mounted");
+    tree::listing(&mnt)
+}
+
+/// Processes running as `uid` on the host ("PID COMM").
+fn processes_of(uid: u32) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let owner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        if owner == Some(uid) {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            v.push(format!("{} {}", e.file_name().to_string_lossy(), comm.trim()));
+        }
+    }
+    v
+}
