@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! ROOT/layerfs/containers/<name>/
-//!   container.json   name, image, manifest digest, created
-//!   upper/           the changes (see union::upper for their form)
+//!   container.json   name, image, manifest digest, created, form
+//!   upper/           the changes (see union::upper for their form, which
+//!                    its root's user.layerfs.form xattr repeats)
 //!   work/            scratch on the same filesystem, for atomic copy-ups
 //!   control.sock     while mounted: commit asks the daemon to hold changes
 //! ```
@@ -154,6 +155,10 @@ pub struct Container {
     /// it when the step ends (or a later build does, if that process died).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_pid: Option<u32>,
+    /// How its upper dir keeps owners and marks, chosen when it is made:
+    /// `root`, or `user` for one made by an ordinary user (union::upper).
+    #[serde(default)]
+    pub form: crate::union::Form,
     #[serde(skip)]
     dir: PathBuf,
 }
@@ -286,6 +291,7 @@ pub fn create(
         manifest,
         created: time::now_rfc3339(),
         build_pid,
+        form: crate::union::Form::for_this_process(),
         dir: dir.clone(),
     };
     let made = (|| {
@@ -296,6 +302,7 @@ pub fn create(
             pid: None,
         })?;
         fs::create_dir(c.upper()).map_err(io(&dir))?;
+        c.form.stamp(&c.upper()).map_err(io(&c.upper()))?;
         fs::create_dir(c.work()).map_err(io(&dir))?;
         let record = dir.join("container.json");
         let bytes =

@@ -17,6 +17,8 @@ use std::path::Path;
 /// Each module's level; a module may use only modules of a lower level.
 const LEVELS: &[(&str, u32)] = &[
     ("oci", 0),
+    // user namespaces use nothing of ours; run, build and the CLI enter them
+    ("userns", 0),
     ("store", 1),
     ("layer", 2),
     ("image", 3),

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod run;
 pub mod store;
 pub mod union;
+pub mod userns;
 
 #[cfg(test)]
 mod depcheck;

@@ -30,6 +30,7 @@ mod stop;
 mod tag;
 mod transfer;
 mod umount;
+mod unshare;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -108,6 +109,8 @@ enum Command {
     Stop(stop::Args),
     /// Send a signal to a running container
     Kill(stop::KillArgs),
+    /// Run a command as root of a user namespace of your ids (podman unshare)
+    Unshare(unshare::Args),
     #[command(hide = true)]
     ContainerMonitor(run::MonitorArgs),
 }
@@ -197,6 +200,7 @@ pub fn main() -> i32 {
         Command::Exec(a) => exec::run(&ctx, a),
         Command::Stop(a) => stop::run(&ctx, a),
         Command::Kill(a) => stop::kill(&ctx, a),
+        Command::Unshare(a) => unshare::run(&ctx, a),
         Command::ContainerMonitor(a) => run::monitor(&ctx, a),
     };
     match result {

@@ -145,10 +145,38 @@ impl FuseFs {
     }
 }
 
+/// The ids of a daemon that is an ordinary user outside any user
+/// namespace: the mount then maps that user to the container's root (0)
+/// both ways, as a namespace mapping only the user would, so the user owns
+/// what the container's root owns and what the user makes is root's, never
+/// a host id. None for root and inside a namespace (the kernel maps there).
+fn own_ids() -> Option<(u32, u32)> {
+    static IDS: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        let uid = nix::unistd::geteuid().as_raw();
+        (uid != 0 && !crate::userns::in_user_namespace())
+            .then(|| (uid, nix::unistd::getegid().as_raw()))
+    })
+}
+
+/// A host id the kernel sent, as the container's id.
+fn id_in(id: u32, own: Option<u32>) -> u32 {
+    if Some(id) == own { 0 } else { id }
+}
+
+/// A container's id, as the host sees it.
+fn id_out(id: u32, own: Option<u32>) -> u32 {
+    match own {
+        Some(me) if id == 0 => me,
+        _ => id,
+    }
+}
+
 fn caller(req: &Request) -> Caller {
+    let own = own_ids();
     Caller {
-        uid: req.uid(),
-        gid: req.gid(),
+        uid: id_in(req.uid(), own.map(|o| o.0)),
+        gid: id_in(req.gid(), own.map(|o| o.1)),
     }
 }
 
@@ -206,8 +234,8 @@ fn file_attr(a: &Attr) -> FileAttr {
         kind: file_type(a.kind),
         perm: a.perm as u16,
         nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
+        uid: id_out(a.uid, own_ids().map(|o| o.0)),
+        gid: id_out(a.gid, own_ids().map(|o| o.1)),
         rdev: a.rdev as u32,
         blksize: 4096,
         flags: 0,
@@ -456,10 +484,11 @@ impl Filesystem for FuseFs {
             "setattr {} mode {mode:?} uid {uid:?} gid {gid:?} size {size:?}",
             ino.0
         );
+        let own = own_ids();
         let a = SetAttr {
             mode,
-            uid,
-            gid,
+            uid: uid.map(|u| id_in(u, own.map(|o| o.0))),
+            gid: gid.map(|g| id_in(g, own.map(|o| o.1))),
             size,
             atime: set_time(atime),
             mtime: set_time(mtime),

@@ -17,7 +17,7 @@ pub use error::{Result, UnionError};
 pub use handle::{OpenFile, Opened};
 pub use stack::{LowerRef, Stack};
 pub use tree::{DirEntry, ROOT_INO, UnionFs};
-pub use upper::UpperDir;
+pub use upper::{Form, UpperDir};
 pub use write::{Caller, SetAttr, SetTime};
 
 #[cfg(test)]

@@ -523,7 +523,8 @@ impl UnionFs {
 
     fn attr_of(&self, ino: u64, v: &View) -> Result<Attr> {
         if let Some(super::handle::OpenFile::Upper(f)) = v.detached.as_deref() {
-            let st = nix::sys::stat::fstat(f).map_err(std::io::Error::from)?;
+            let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
+            let st = upper.fstat(f)?;
             return Ok(stat_attr(ino, &st));
         }
         let src = &v.src;
@@ -835,10 +836,10 @@ impl UnionFs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         self.with_view(ino, |v| {
             if v.src.upper != Upper::No {
-                if name.starts_with(super::upper::XATTR_PREFIX) {
+                let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
+                if upper.is_private_xattr(name) {
                     return Err(UnionError::NoData);
                 }
-                let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;
                 let name = std::str::from_utf8(name).map_err(|_| UnionError::NoData)?;
                 return upper.get_xattr(&v.path, name)?.ok_or(UnionError::NoData);
             }

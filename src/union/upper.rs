@@ -12,6 +12,18 @@
 //! `redirect` (a renamed directory's lower path, whose contents it merges).
 //! A change becomes visible by rename from `work/`, so a crash leaves either
 //! the old or the new state.
+//!
+//! A container has one of two forms, chosen when it is made (`Form`): made
+//! by root, entries carry their real owners, modes and device numbers. Made
+//! by an ordinary user (in a user namespace or not), the marks are
+//! `user.layerfs.*` (the `trusted.` namespace is refused there, as kernel
+//! overlayfs's `userxattr`), every host file belongs to the daemon with
+//! owner rw(x) and no setuid bits, and what the container sees (owner, mode,
+//! type, device number) is `user.containers.override_stat` =
+//! "uid:gid:0mode:type", the form fuse-overlayfs and containers/storage use
+//! for rootless Podman; a device node is a regular host file with that
+//! xattr, and so are fifos and sockets (user xattrs are refused on special
+//! files). Symlinks cannot carry user xattrs: theirs show as 0:0.
 
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
@@ -30,6 +42,131 @@ pub const XATTR_PREFIX: &[u8] = b"trusted.layerfs.";
 pub const XATTR_ORIGIN: &str = "trusted.layerfs.origin";
 pub const XATTR_METACOPY: &str = "trusted.layerfs.metacopy";
 pub const XATTR_REDIRECT: &str = "trusted.layerfs.redirect";
+/// Where the user form keeps the marks above.
+const USER_MARK_PREFIX: &str = "user.layerfs.";
+/// The container's view of an entry of the user form.
+pub const XATTR_OVERRIDE: &str = "user.containers.override_stat";
+/// On the upper root of a container of the user form.
+const XATTR_FORM: &str = "user.layerfs.form";
+
+/// How an upper dir keeps its marks and its entries' owners (see above).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Form {
+    /// `trusted.` marks, real owners: made by root.
+    #[default]
+    Root,
+    /// `user.` marks, owners and modes in `user.containers.override_stat`.
+    User,
+}
+
+impl Form {
+    /// The form a container made by this process gets: root of the host
+    /// keeps real owners; anyone else (in a user namespace or not) cannot.
+    pub fn for_this_process() -> Form {
+        let host_root = nix::unistd::geteuid().is_root()
+            && std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+                m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+            });
+        if host_root { Form::Root } else { Form::User }
+    }
+
+    /// Stamps a new, empty upper dir with its form.
+    pub fn stamp(self, root: &Path) -> io::Result<()> {
+        match self {
+            Form::Root => Ok(()),
+            Form::User => xattr::set(root, XATTR_FORM, b"user"),
+        }
+    }
+
+    fn of(root_fd: &OwnedFd) -> Form {
+        match xattr::get(UpperDir::fd_path(root_fd, b""), XATTR_FORM) {
+            Ok(Some(v)) if v == b"user" => Form::User,
+            _ => Form::Root,
+        }
+    }
+}
+
+/// Owner, mode bits and type of an entry as a user-form container sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub uid: u32,
+    pub gid: u32,
+    /// `S_IFMT` bits and 0o7777.
+    pub mode: u32,
+    pub rdev: u64,
+}
+
+impl Override {
+    /// "uid:gid:0mode:type", type one of file, dir, symlink, pipe, socket,
+    /// char-MAJOR-MINOR, block-MAJOR-MINOR.
+    pub fn encode(&self) -> Vec<u8> {
+        let (ma, mi) = (libc::major(self.rdev), libc::minor(self.rdev));
+        let kind = match self.mode & libc::S_IFMT {
+            libc::S_IFDIR => "dir".to_string(),
+            libc::S_IFLNK => "symlink".to_string(),
+            libc::S_IFIFO => "pipe".to_string(),
+            libc::S_IFSOCK => "socket".to_string(),
+            libc::S_IFCHR => format!("char-{ma}-{mi}"),
+            libc::S_IFBLK => format!("block-{ma}-{mi}"),
+            _ => "file".to_string(),
+        };
+        format!(
+            "{}:{}:{:04o}:{kind}",
+            self.uid,
+            self.gid,
+            self.mode & 0o7777
+        )
+        .into_bytes()
+    }
+
+    /// Parses the value; without a type (the older three-field form) the
+    /// host file's type `host_kind` stands.
+    pub fn decode(v: &[u8], host_kind: u32) -> Option<Override> {
+        let s = std::str::from_utf8(v).ok()?;
+        let mut f = s.trim_end_matches('\0').split(':');
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        let mode = u32::from_str_radix(f.next()?, 8).ok()?;
+        let (kind, rdev) = match f.next() {
+            None => (host_kind, 0),
+            Some(t) => {
+                let mut p = t.split('-');
+                let kind = match p.next()? {
+                    "file" => libc::S_IFREG,
+                    "dir" => libc::S_IFDIR,
+                    "symlink" => libc::S_IFLNK,
+                    "pipe" => libc::S_IFIFO,
+                    "socket" => libc::S_IFSOCK,
+                    "char" => libc::S_IFCHR,
+                    "block" => libc::S_IFBLK,
+                    _ => return None,
+                };
+                let rdev = match (p.next(), p.next()) {
+                    (Some(a), Some(b)) => libc::makedev(a.parse().ok()?, b.parse().ok()?),
+                    _ => 0,
+                };
+                (kind, rdev)
+            }
+        };
+        if f.next().is_some() {
+            return None;
+        }
+        Some(Override {
+            uid,
+            gid,
+            mode: kind | (mode & 0o7777),
+            rdev,
+        })
+    }
+}
+
+/// The mode a user-form host file gets: the daemon (its owner) can always
+/// read and write it, and nothing of it is setuid on the host.
+fn host_mode(kind: u32, mode: u32) -> u32 {
+    let own = if kind == libc::S_IFDIR { 0o700 } else { 0o600 };
+    (mode & 0o777) | own
+}
 
 /// What an entry copied up from a lower layer keeps.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +191,7 @@ pub struct UpperDir {
     root_fd: OwnedFd,
     work_fd: OwnedFd,
     next_tmp: AtomicU64,
+    form: Form,
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -108,6 +246,7 @@ impl UpperDir {
         let work_fd = nix::fcntl::open(work, flags, Mode::empty()).map_err(errno)?;
         Ok(UpperDir {
             root: root.to_path_buf(),
+            form: Form::of(&root_fd),
             root_fd,
             work_fd,
             next_tmp: AtomicU64::new(0),
@@ -116,6 +255,115 @@ impl UpperDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn form(&self) -> Form {
+        self.form
+    }
+
+    /// The host name of one of our marks (`XATTR_ORIGIN`, ...) in this form.
+    pub fn mark_name<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        match (self.form, name.strip_prefix("trusted.layerfs.")) {
+            (Form::User, Some(rest)) => format!("{USER_MARK_PREFIX}{rest}").into(),
+            _ => name.into(),
+        }
+    }
+
+    /// Whether `name` is an xattr of ours, which a container neither sees
+    /// nor sets.
+    pub fn is_private_xattr(&self, name: &[u8]) -> bool {
+        name.starts_with(XATTR_PREFIX)
+            || (self.form == Form::User
+                && (name.starts_with(USER_MARK_PREFIX.as_bytes())
+                    || name == XATTR_OVERRIDE.as_bytes()))
+    }
+
+    /// In the user form: what the container sees of an entry whose host
+    /// stat is `st` and whose override xattr is `value`.
+    fn apply_override(&self, st: &mut libc::stat, value: Option<Vec<u8>>) {
+        if self.form != Form::User {
+            return;
+        }
+        let kind = st.st_mode & libc::S_IFMT;
+        match value.and_then(|v| Override::decode(&v, kind)) {
+            Some(o) => {
+                st.st_uid = o.uid;
+                st.st_gid = o.gid;
+                st.st_mode = o.mode;
+                st.st_rdev = o.rdev;
+            }
+            None => {
+                // Our own files (whiteouts), and symlinks: the daemon's
+                // owner is the container's root.
+                let me = nix::unistd::geteuid().as_raw();
+                let my_gid = nix::unistd::getegid().as_raw();
+                if st.st_uid == me {
+                    st.st_uid = 0;
+                }
+                if st.st_gid == my_gid {
+                    st.st_gid = 0;
+                }
+            }
+        }
+    }
+
+    fn read_override(&self, path: &Path, kind: u32) -> Option<Vec<u8>> {
+        // Symlinks cannot carry user xattrs; asking would follow nothing
+        // but cost a call.
+        if kind == libc::S_IFLNK {
+            return None;
+        }
+        xattr::get(path, XATTR_OVERRIDE).ok().flatten()
+    }
+
+    /// In the user form, changes the recorded view of `name` (beneath
+    /// `dir`); a no-op for a symlink (see the module comment).
+    fn update_override(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        f: impl FnOnce(&mut Override),
+    ) -> io::Result<()> {
+        let target: &[u8] = if name.is_empty() { b"." } else { name };
+        let mut st = nix::sys::stat::fstatat(dir, os(target), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(errno)?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFLNK {
+            return Ok(());
+        }
+        let host_perm = st.st_mode & 0o7777;
+        let path = Self::fd_path(dir, name);
+        let value = self.read_override(&path, kind);
+        self.apply_override(&mut st, value);
+        let mut o = Override {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode,
+            rdev: st.st_rdev,
+        };
+        f(&mut o);
+        xattr::set(&path, XATTR_OVERRIDE, &o.encode())?;
+        let host = host_mode(kind, o.mode);
+        if host_perm != host {
+            nix::sys::stat::fchmodat(
+                dir,
+                os(target),
+                Mode::from_bits_truncate(host),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(errno)?;
+        }
+        Ok(())
+    }
+
+    /// fstat of an open upper file, as the container sees it.
+    pub fn fstat(&self, f: &File) -> io::Result<libc::stat> {
+        let mut st = nix::sys::stat::fstat(f).map_err(errno)?;
+        if self.form == Form::User {
+            let v = xattr::FileExt::get_xattr(f, XATTR_OVERRIDE).ok().flatten();
+            self.apply_override(&mut st, v);
+        }
+        Ok(st)
     }
 
     /// An O_PATH descriptor of directory `rel`, resolved beneath the root.
@@ -135,9 +383,9 @@ impl UpperDir {
     /// descriptor, without following the last component.
     fn fd_path(fd: &OwnedFd, name: &[u8]) -> PathBuf {
         let mut p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        if !name.is_empty() {
-            p.push(os(name));
-        }
+        // The l*xattr calls would act on the magic link itself, not on the
+        // directory it names.
+        p.push(if name.is_empty() { os(b".") } else { os(name) });
         p
     }
 
@@ -152,7 +400,14 @@ impl UpperDir {
         };
         let target: &[u8] = if name.is_empty() { b"." } else { name };
         match nix::sys::stat::fstatat(&fd, os(target), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(st)),
+            Ok(mut st) => {
+                if self.form == Form::User {
+                    let v =
+                        self.read_override(&Self::fd_path(&fd, name), st.st_mode & libc::S_IFMT);
+                    self.apply_override(&mut st, v);
+                }
+                Ok(Some(st))
+            }
             Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Ok(None),
             Err(e) => Err(errno(e)),
         }
@@ -170,8 +425,12 @@ impl UpperDir {
             if name == b"." || name == b".." {
                 continue;
             }
-            let st = nix::sys::stat::fstatat(&fd, os(name), AtFlags::AT_SYMLINK_NOFOLLOW)
+            let mut st = nix::sys::stat::fstatat(&fd, os(name), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map_err(errno)?;
+            if self.form == Form::User && !name.starts_with(WHITEOUT_PREFIX) {
+                let v = self.read_override(&Self::fd_path(&fd, name), st.st_mode & libc::S_IFMT);
+                self.apply_override(&mut st, v);
+            }
             out.push(UpperEntry {
                 name: name.to_vec(),
                 stat: st,
@@ -180,22 +439,31 @@ impl UpperDir {
         Ok(out)
     }
 
+    /// An xattr of `rel`; our marks by their `trusted.layerfs.` names,
+    /// whatever the form.
     pub fn get_xattr(&self, rel: &[u8], name: &str) -> io::Result<Option<Vec<u8>>> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        xattr::get(Self::fd_path(&fd, base), name)
+        xattr::get(Self::fd_path(&fd, base), &*self.mark_name(name))
     }
 
     pub fn set_xattr(&self, rel: &[u8], name: &[u8], value: &[u8]) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        xattr::set(Self::fd_path(&fd, base), os(name), value)
+        xattr::set(Self::fd_path(&fd, base), self.host_xattr(name), value)
     }
 
     pub fn remove_xattr(&self, rel: &[u8], name: &[u8]) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        xattr::remove(Self::fd_path(&fd, base), os(name))
+        xattr::remove(Self::fd_path(&fd, base), self.host_xattr(name))
+    }
+
+    fn host_xattr(&self, name: &[u8]) -> std::ffi::OsString {
+        match std::str::from_utf8(name) {
+            Ok(n) => self.mark_name(n).into_owned().into(),
+            Err(_) => os(name).to_owned(),
+        }
     }
 
     /// Extended attributes as (name, value) pairs, our own marks left out.
@@ -206,7 +474,7 @@ impl UpperDir {
         let mut out = Vec::new();
         for name in xattr::list(&path)? {
             let n = name.as_bytes();
-            if n.starts_with(XATTR_PREFIX) {
+            if self.is_private_xattr(n) {
                 continue;
             }
             if let Some(v) = xattr::get(&path, &name)? {
@@ -226,26 +494,84 @@ impl UpperDir {
     }
 
     /// Opens regular file `rel` (never following a symlink).
+    /// A new entry's mode on the host (see `host_mode`).
+    fn new_mode(&self, kind: u32, mode: u32) -> Mode {
+        Mode::from_bits_truncate(match self.form {
+            Form::Root => mode,
+            Form::User => host_mode(kind, mode),
+        })
+    }
+
     pub fn open_file(&self, rel: &[u8], flags: OFlag, mode: u32) -> io::Result<File> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
+        let create = flags.contains(OFlag::O_CREAT);
         let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let f = nix::fcntl::openat(&fd, os(base), flags, Mode::from_bits_truncate(mode))
+        let f = nix::fcntl::openat(&fd, os(base), flags, self.new_mode(libc::S_IFREG, mode))
             .map_err(errno)?;
+        if create && self.form == Form::User {
+            self.update_override(&fd, base, |o| o.mode = libc::S_IFREG | (mode & 0o7777))?;
+        }
         Ok(File::from(f))
     }
 
     pub fn mkdir(&self, rel: &[u8], mode: u32) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        nix::sys::stat::mkdirat(&fd, os(base), Mode::from_bits_truncate(mode)).map_err(errno)
+        nix::sys::stat::mkdirat(&fd, os(base), self.new_mode(libc::S_IFDIR, mode))
+            .map_err(errno)?;
+        if self.form == Form::User {
+            self.update_override(&fd, base, |o| o.mode = libc::S_IFDIR | (mode & 0o7777))?;
+        }
+        Ok(())
     }
 
+    /// A device node, fifo or socket of the user form is a regular host
+    /// file whose override says what it is.
     pub fn mknod(&self, rel: &[u8], kind: SFlag, mode: u32, rdev: u64) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        nix::sys::stat::mknodat(&fd, os(base), kind, Mode::from_bits_truncate(mode), rdev)
-            .map_err(errno)
+        self.mknod_at(&fd, base, kind, mode, rdev)
+    }
+
+    fn mknod_at(
+        &self,
+        fd: &OwnedFd,
+        base: &[u8],
+        kind: SFlag,
+        mode: u32,
+        rdev: u64,
+    ) -> io::Result<()> {
+        if self.form == Form::Root {
+            return nix::sys::stat::mknodat(
+                fd,
+                os(base),
+                kind,
+                Mode::from_bits_truncate(mode),
+                rdev,
+            )
+            .map_err(errno);
+        }
+        // User xattrs are refused on special files: every one but a
+        // directory, file or symlink is a regular host file.
+        let device = kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK;
+        if kind != SFlag::S_IFREG && kind != SFlag::S_IFDIR {
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW;
+            nix::fcntl::openat(
+                fd,
+                os(base),
+                flags | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(errno)?;
+        } else {
+            nix::sys::stat::mknodat(fd, os(base), kind, self.new_mode(kind.bits(), mode), 0)
+                .map_err(errno)?;
+        }
+        self.update_override(fd, base, |o| {
+            o.mode = kind.bits() | (mode & 0o7777);
+            o.rdev = if device { rdev } else { 0 };
+        })
     }
 
     pub fn symlink(&self, rel: &[u8], target: &[u8]) -> io::Result<()> {
@@ -314,6 +640,12 @@ impl UpperDir {
     pub fn chown(&self, rel: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
+        if self.form == Form::User {
+            return self.update_override(&fd, base, |o| {
+                o.uid = uid.unwrap_or(o.uid);
+                o.gid = gid.unwrap_or(o.gid);
+            });
+        }
         let target: &[u8] = if base.is_empty() { b"." } else { base };
         nix::unistd::fchownat(
             &fd,
@@ -328,6 +660,11 @@ impl UpperDir {
     pub fn chmod(&self, rel: &[u8], mode: u32) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
+        if self.form == Form::User {
+            return self.update_override(&fd, base, |o| {
+                o.mode = (o.mode & libc::S_IFMT) | (mode & 0o7777)
+            });
+        }
         let target: &[u8] = if base.is_empty() { b"." } else { base };
         nix::sys::stat::fchmodat(
             &fd,
@@ -393,15 +730,27 @@ impl UpperDir {
     /// Gives work-dir entry `tmp` its owner, mode (not for a symlink), xattrs
     /// and mtime, before it is installed.
     pub fn set_temp_meta(&self, tmp: &[u8], m: &Meta) -> io::Result<()> {
-        nix::unistd::fchownat(
-            &self.work_fd,
-            os(tmp),
-            Some(Uid::from_raw(m.uid)),
-            Some(Gid::from_raw(m.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(errno)?;
-        if let Some(mode) = m.mode {
+        if self.form == Form::User {
+            self.update_override(&self.work_fd, tmp, |o| {
+                o.uid = m.uid;
+                o.gid = m.gid;
+                if let Some(mode) = m.mode {
+                    o.mode = (o.mode & libc::S_IFMT) | (mode & 0o7777);
+                }
+            })?;
+        } else {
+            nix::unistd::fchownat(
+                &self.work_fd,
+                os(tmp),
+                Some(Uid::from_raw(m.uid)),
+                Some(Gid::from_raw(m.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno)?;
+        }
+        if let Some(mode) = m.mode
+            && self.form == Form::Root
+        {
             nix::sys::stat::fchmodat(
                 &self.work_fd,
                 os(tmp),
@@ -412,7 +761,7 @@ impl UpperDir {
         }
         let path = self.work_path(tmp);
         for (k, v) in &m.xattrs {
-            if let Err(e) = xattr::set(&path, os(k), v) {
+            if let Err(e) = xattr::set(&path, self.host_xattr(k), v) {
                 // Our own marks must hold; an image's xattr this filesystem
                 // refuses (an invalid capability, an unknown namespace) must
                 // not stop the copy.
@@ -438,7 +787,11 @@ impl UpperDir {
 
     pub fn mkdir_temp(&self, tmp: &[u8]) -> io::Result<()> {
         nix::sys::stat::mkdirat(&self.work_fd, os(tmp), Mode::from_bits_truncate(0o700))
-            .map_err(errno)
+            .map_err(errno)?;
+        if self.form == Form::User {
+            self.update_override(&self.work_fd, tmp, |_| {})?;
+        }
+        Ok(())
     }
 
     pub fn symlink_temp(&self, tmp: &[u8], target: &[u8]) -> io::Result<()> {
@@ -446,14 +799,7 @@ impl UpperDir {
     }
 
     pub fn mknod_temp(&self, tmp: &[u8], kind: SFlag, rdev: u64) -> io::Result<()> {
-        nix::sys::stat::mknodat(
-            &self.work_fd,
-            os(tmp),
-            kind,
-            Mode::from_bits_truncate(0o600),
-            rdev,
-        )
-        .map_err(errno)
+        self.mknod_at(&self.work_fd, tmp, kind, 0o600, rdev)
     }
 
     /// The path of a work-dir entry for calls that need a path.

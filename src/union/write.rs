@@ -21,8 +21,7 @@ use super::tree::{
     upper_ino,
 };
 use super::upper::{
-    Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_PREFIX, XATTR_REDIRECT,
-    join, split,
+    Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT, join, split,
 };
 use nix::fcntl::{OFlag, RenameFlags};
 use nix::sys::stat::SFlag;
@@ -330,7 +329,7 @@ impl UnionFs {
         // The data is on disk before the mark that says it is not goes.
         file.sync_data()?;
         let _ns = self.ns();
-        xattr::FileExt::remove_xattr(&file, XATTR_METACOPY)?;
+        xattr::FileExt::remove_xattr(&file, &*upper.mark_name(XATTR_METACOPY))?;
         let mut t = self.lock();
         if let Some((parent, name)) = t.nodes.get(&ino).map(|n| (n.parent, n.name.clone())) {
             Self::mark_upper(&mut t, parent, &name, ino, Upper::Full);
@@ -874,7 +873,7 @@ impl UnionFs {
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
-        if name.starts_with(XATTR_PREFIX) {
+        if upper.is_private_xattr(name) {
             return Err(UnionError::NotPermitted);
         }
         let _ns = self.ns();
@@ -898,7 +897,7 @@ impl UnionFs {
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
-        if name.starts_with(XATTR_PREFIX) {
+        if upper.is_private_xattr(name) {
             return Err(UnionError::NoData);
         }
         let _ns = self.ns();
