@@ -170,6 +170,10 @@ fn spec_of(a: &Args) -> Result<RunSpec> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    // An ordinary user runs as root of a user namespace of their ids.
+    if let Some(code) = layerfs::userns::enter_or_reexec(&ctx.root)? {
+        return super::exit_with(code);
+    }
     let _ = a.mount_proc;
     let spec = spec_of(&a)?;
     if a.detach && a.tty {
