@@ -16,6 +16,7 @@ mod interop;
 mod live_commit;
 mod posix;
 mod readonly;
+mod rootless;
 mod run;
 mod stress;
 mod writable;

@@ -6,6 +6,7 @@
 pub mod containers;
 pub mod debian;
 pub mod debs;
+pub mod rootless;
 pub mod tree;
 pub mod writable;
 

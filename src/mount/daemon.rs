@@ -71,6 +71,17 @@ fn check_fuse() -> Result<(), MountError> {
         return Err(MountError::NoFuse);
     }
     let root = nix::unistd::geteuid().is_root();
+    // fusermount3 opens the device as the user too, so a device the user
+    // cannot open stops a mount inside a namespace and outside alike.
+    if (!root || crate::userns::in_user_namespace())
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    {
+        return Err(MountError::FuseNotAccessible);
+    }
     let has_fusermount = [
         "/usr/bin/fusermount3",
         "/bin/fusermount3",

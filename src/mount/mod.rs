@@ -35,6 +35,10 @@ pub enum MountError {
     NoFuse,
     #[error("mounting as a normal user needs fusermount3 (apt-get install fuse3)")]
     NoFusermount,
+    #[error(
+        "/dev/fuse is not open to you (some VMs ship it 0600): as root, chmod 0666 /dev/fuse (Debian's default) and make it stay in a udev rule"
+    )]
+    FuseNotAccessible,
     #[error("{0} is not a mountpoint or a container")]
     NotAContainer(String),
     #[error("{} is not a layerfs mount", .0.display())]
