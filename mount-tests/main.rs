@@ -17,6 +17,7 @@ mod live_commit;
 mod posix;
 mod readonly;
 mod rootless;
+mod rootless_run;
 mod run;
 mod stress;
 mod writable;

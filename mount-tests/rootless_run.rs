@@ -33,7 +33,11 @@ impl UserStore {
             user,
             home: user.home(),
         };
-        s.ok(&["import", deb.gz()[0].to_str().expect("utf-8 path"), "debian:minbase"]);
+        s.ok(&[
+            "import",
+            deb.gz()[0].to_str().expect("utf-8 path"),
+            "debian:minbase",
+        ]);
         Some(s)
     }
 
@@ -47,8 +51,11 @@ impl UserStore {
             .iter()
             .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
             .collect();
-        self.user
-            .sh(&self.home, &format!("exec \"$L\" {}", quoted.join(" ")), None)
+        self.user.sh(
+            &self.home,
+            &format!("exec \"$L\" {}", quoted.join(" ")),
+            None,
+        )
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -89,11 +96,14 @@ fn rootless_run_of_debian_minbase() {
     const T: &str = "rootless_run_of_debian_minbase";
     let Some(s) = UserStore::new(T) else { return };
 
-    let out = s.ok(&["run", "--rm", "debian:minbase", "cat", "/etc/os-release"]);
+    let out = s.run(&["run", "--rm", "debian:minbase", "cat", "/etc/os-release"]);
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""),
-        "{out}"
+        text.contains("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\""),
+        "{text}"
     );
+    // Nothing to warn about (passthrough is for the host's root alone).
+    assert_eq!(stderr(&out), "");
     let out = s.run(&["run", "--rm", "debian:minbase", "sh", "-c", "exit 7"]);
     assert_eq!(code(&out), 7, "{}", stderr(&out));
 
@@ -141,8 +151,7 @@ fn rootless_run_of_debian_minbase() {
             "id; ls /sys/class/net | grep -c lo",
         ]);
         assert_eq!(
-            out,
-            "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n1\n",
+            out, "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n1\n",
             "--network {net}"
         );
     }
@@ -175,7 +184,15 @@ fn a_rootless_detached_container_takes_exec_and_stop() {
     assert_eq!(name, "bg\n");
     // exec from the user's shell, outside the container's namespace: it
     // joins it, and reads the container's passwd through its mount.
-    let out = s.ok(&["exec", "-u", "nobody", "bg", "sh", "-c", "id -un; echo x > /tmp/x"]);
+    let out = s.ok(&[
+        "exec",
+        "-u",
+        "nobody",
+        "bg",
+        "sh",
+        "-c",
+        "id -un; echo x > /tmp/x",
+    ]);
     assert_eq!(out, "nobody\n");
     assert_eq!(s.ok(&["exec", "bg", "id", "-u"]), "0\n");
     s.ok(&["stop", "-t", "10", "bg"]);
@@ -183,6 +200,35 @@ fn a_rootless_detached_container_takes_exec_and_stop() {
     assert!(ps.contains("exited (3)"), "{ps}");
     assert!(s.ok(&["logs", "bg"]).starts_with("started\n"));
     s.ok(&["rm", "bg"]);
+    assert_nothing_left(&s);
+}
+
+#[test]
+fn rootless_signals_reach_the_command_and_a_killed_run_leaves_nothing() {
+    const T: &str = "rootless_signals_reach_the_command_and_a_killed_run_leaves_nothing";
+    let Some(s) = UserStore::new(T) else { return };
+    // `run` re-enters itself in a user namespace: the process the user
+    // started passes SIGTERM on, and its SIGKILL takes the rest with it.
+    let script = r#"
+        "$L" run --rm debian:minbase sh -c "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done" > term.out &
+        P=$!
+        until grep -q ready term.out; do sleep 0.05; done
+        kill -TERM $P; wait $P; echo "term $?"
+        "$L" run --name killed debian:minbase sh -c 'echo ready; exec sleep 1001' > kill.out &
+        P=$!
+        until grep -q ready kill.out; do sleep 0.05; done
+        kill -KILL $P; wait $P; echo "kill $?"
+    "#;
+    let out = s.user.ok(&s.home, script, None);
+    assert_eq!(out, "term 42\nkill 137\n");
+    wait_until(
+        || processes_of(s.user.uid).is_empty(),
+        "the container to die with the run",
+    );
+    // The container stays (as after a crash of docker run), and goes with rm.
+    assert!(s.ok(&["ps"]).contains("killed"));
+    s.ok(&["rm", "killed"]);
+    s.ok(&["run", "--rm", "debian:minbase", "true"]);
     assert_nothing_left(&s);
 }
 
@@ -249,6 +295,15 @@ fn a_rootless_build_gives_the_same_tree_as_roots() {
         "the user's build (+) and root's (-) differ:\n{}",
         unexplained.join("\n")
     );
+    eprintln!(
+        "rootless build: {} entries, alike but for the contents of {:?}",
+        user_tree.len(),
+        user_tree
+            .iter()
+            .filter(|l| !root_tree.contains(l))
+            .map(path)
+            .collect::<Vec<_>>()
+    );
     let ls = s.ok(&["run", "--rm", "app:1", "ls", "-ln", "/opt/app/sub"]);
     assert!(ls.contains("-rw------- 1 1001 1001 8 "), "{ls}");
     assert_nothing_left(&s);
@@ -286,9 +341,14 @@ fn processes_of(uid: u32) -> Vec<String> {
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
-        if owner == Some(uid) {
+        let zombie = status.lines().any(|l| l.starts_with("State:\tZ"));
+        if owner == Some(uid) && !zombie {
             let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            v.push(format!("{} {}", e.file_name().to_string_lossy(), comm.trim()));
+            v.push(format!(
+                "{} {}",
+                e.file_name().to_string_lossy(),
+                comm.trim()
+            ));
         }
     }
     v
