@@ -407,20 +407,23 @@ fn map_tool(
 }
 
 /// The signals passed on to the namespace's process (as `run` passes them
-/// on to a container), and SIGCHLD to learn of its end.
+/// on to a container).
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// FORWARDED, and SIGCHLD to learn of the process's end.
 fn forwarded() -> SigSet {
     let mut s = SigSet::empty();
-    for sig in [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGTERM,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGCHLD,
-    ] {
+    for sig in FORWARDED {
         s.add(sig);
     }
+    s.add(Signal::SIGCHLD);
     s
 }
 
