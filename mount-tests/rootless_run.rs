@@ -156,6 +156,30 @@ fn rootless_run_of_debian_minbase() {
         );
     }
 
+    // Without subordinate ids (a namespace of the user alone, as `unshare
+    // -r` makes): the image's root still runs, with a terminal (devpts
+    // without the unmapped tty group); an unmapped image user is named.
+    let alone = s.user.sh(
+        &s.home,
+        "unshare --user --map-root-user --mount \"$L\" run --rm --network none \
+         debian:minbase sh -c 'id -u; grep -c devpts /proc/mounts'; echo \"code $?\"; \
+         unshare --user --map-root-user --mount \"$L\" run --rm -u nobody debian:minbase id; \
+         echo \"code $?\"",
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&alone.stdout),
+        "0\n1\ncode 0\ncode 125\n"
+    );
+    assert!(
+        stderr(&alone).contains(
+            "uid 65534 of the container is not mapped in this user namespace: give the user \
+             subordinate ids (usermod --add-subuids"
+        ),
+        "{}",
+        stderr(&alone)
+    );
+
     // What needs the host's root says so in one line.
     let out = s.run(&["run", "--rm", "--memory", "64m", "debian:minbase", "true"]);
     assert_eq!(code(&out), 125);
@@ -200,6 +224,18 @@ fn a_rootless_detached_container_takes_exec_and_stop() {
     assert!(ps.contains("exited (3)"), "{ps}");
     assert!(s.ok(&["logs", "bg"]).starts_with("started\n"));
     s.ok(&["rm", "bg"]);
+    // rm -f of a running one (its runtime reached from outside too).
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bg2",
+        "debian:minbase",
+        "sleep",
+        "1002",
+    ]);
+    s.ok(&["rm", "-f", "bg2"]);
+    assert!(!s.ok(&["ps"]).contains("bg2"));
     assert_nothing_left(&s);
 }
 
