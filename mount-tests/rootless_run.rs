@@ -7,7 +7,7 @@
 //! Dockerfile built by the user gives the same tree as root's build.
 
 use crate::build::{context, untimed};
-use crate::support::containers::minbase_env;
+use crate::support::containers::{minbase_env, processes};
 use crate::support::debian::debian_layers;
 use crate::support::rootless::{Home, User, user};
 use crate::support::{Env, is_mounted, sh, tree, unmount_or_detach, wait_until};
@@ -87,8 +87,14 @@ fn assert_nothing_left(s: &UserStore) {
         .filter(|l| l.contains(root.to_str().unwrap_or("-")))
         .collect();
     assert!(ours.is_empty(), "mounts left: {ours:?}");
-    let procs = processes_of(s.user.uid);
-    assert!(procs.is_empty(), "processes of the user left: {procs:?}");
+    // (The test user is shared with other tests running beside: only the
+    // processes of this store's binary count.)
+    let procs = processes_of(&s.home.bin);
+    assert!(procs.is_empty(), "layerfs processes left: {procs:?}");
+    let runs = std::fs::read_dir(s.root().join("layerfs/run"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(runs, 0, "run directories left");
 }
 
 #[test]
@@ -232,7 +238,7 @@ fn a_rootless_detached_container_takes_exec_and_stop() {
         "bg2",
         "debian:minbase",
         "sleep",
-        "1002",
+        "7102",
     ]);
     s.ok(&["rm", "-f", "bg2"]);
     assert!(!s.ok(&["ps"]).contains("bg2"));
@@ -250,7 +256,7 @@ fn rootless_signals_reach_the_command_and_a_killed_run_leaves_nothing() {
         P=$!
         until grep -q ready term.out; do sleep 0.05; done
         kill -TERM $P; wait $P; echo "term $?"
-        "$L" run --name killed debian:minbase sh -c 'echo ready; exec sleep 1001' > kill.out &
+        "$L" run --name killed debian:minbase sh -c 'echo ready; exec sleep 7101' > kill.out &
         P=$!
         until grep -q ready kill.out; do sleep 0.05; done
         kill -KILL $P; wait $P; echo "kill $?"
@@ -258,7 +264,7 @@ fn rootless_signals_reach_the_command_and_a_killed_run_leaves_nothing() {
     let out = s.user.ok(&s.home, script, None);
     assert_eq!(out, "term 42\nkill 137\n");
     wait_until(
-        || processes_of(s.user.uid).is_empty(),
+        || processes(&["sleep", "7101"]).is_empty() && processes_of(&s.home.bin).is_empty(),
         "the container to die with the run",
     );
     // The container stays (as after a crash of docker run), and goes with rm.
@@ -368,22 +374,19 @@ fn listing_of(env: &Env, root: &Path, image: &str) -> String {
     tree::listing(&mnt)
 }
 
-/// Processes running as `uid` on the host ("PID COMM").
-fn processes_of(uid: u32) -> Vec<String> {
+/// Processes running `bin` ("PID ARGV0").
+fn processes_of(bin: &Path) -> Vec<String> {
+    let want = bin.as_os_str().as_encoded_bytes();
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        let owner = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
         let zombie = status.lines().any(|l| l.starts_with("State:\tZ"));
-        if owner == Some(uid) && !zombie {
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if cmdline.split(|&b| b == 0).next() == Some(want) && !zombie {
             v.push(format!(
                 "{} {}",
                 e.file_name().to_string_lossy(),
-                comm.trim()
+                bin.display()
             ));
         }
     }
