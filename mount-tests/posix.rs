@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &str)] = &[];
 
 /// Users the privileged cases switch to: they exist on every Debian host,
 /// so the test creates none.
-const CONFIG: &str = r#"
+pub(crate) const CONFIG: &str = r#"
 [features]
 posix_fallocate = {}
 utime_now = {}
@@ -32,14 +32,14 @@ entries = [["nobody", "nogroup"], ["daemon", "daemon"]]
 "#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     Failed,
     Skipped,
 }
 
 impl Outcome {
-    fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Failed => "FAILED",
@@ -49,7 +49,7 @@ impl Outcome {
 }
 
 /// Case name → outcome, from pjdfstest's `name ... ok|FAILED|skipped` lines.
-fn parse(output: &str) -> BTreeMap<String, Outcome> {
+pub(crate) fn parse(output: &str) -> BTreeMap<String, Outcome> {
     output
         .lines()
         .filter_map(|l| {
@@ -103,7 +103,7 @@ fn pjdfstest(env: &Env, dir: &Path, what: &str) -> (BTreeMap<String, Outcome>, S
 }
 
 /// The lines pjdfstest printed about `case` (its assertion message).
-fn detail(output: &str, case: &str) -> String {
+pub(crate) fn detail(output: &str, case: &str) -> String {
     let mut lines = output.lines().skip_while(|l| !l.starts_with(case));
     let mut out: Vec<&str> = lines.next().into_iter().collect();
     out.extend(

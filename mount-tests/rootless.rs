@@ -5,7 +5,7 @@
 //! same change made by root.
 
 use crate::support::debian::{chroot, debian_layers};
-use crate::support::rootless::{Home, User, user};
+use crate::support::rootless::{Home, User, user, user_without_subids};
 use crate::support::{Env, Tar, is_mounted, wait_until};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -148,7 +148,7 @@ fn change_as_user(u: &User, home: &Home, base: &Path) {
     assert!(
         out.status.success(),
         "the change as {}: {}{}",
-        crate::support::rootless::USER,
+        u.name,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -228,4 +228,142 @@ fn rootless_change_commits_the_owners_the_container_saw_and_roots_digest() {
         b"hello\n"
     );
     umount_as_root(&home.store, &at);
+}
+
+/// What runs as the user: in one `layerfs unshare`, the layer extracted
+/// as the namespace's root, fuse-overlayfs over it, then a writable layerfs
+/// mount of the same layer, pjdfstest in each.
+const PJDFSTEST: &str = r#"set -e
+export H="$PWD"
+mkdir lower up wk fovl m secA secB
+$L unshare sh -c '
+set -e
+tar -C lower -xf layer.tar
+fuse-overlayfs -o lowerdir=$PWD/lower,upperdir=$PWD/up,workdir=$PWD/wk $PWD/fovl
+(cd fovl/work && timeout 900 $H/pjdfstest -c $H/pjdfstest.toml -p $PWD -s $H/secA) > fovl.out 2>&1 || true
+umount fovl
+$L mount --writable --name posix posix:1 m
+(cd m/work && timeout 900 $H/pjdfstest -c $H/pjdfstest.toml -p $PWD -s $H/secB) > lfs.out 2>&1 || true
+cat m/work/lower-file
+$L umount m
+'
+"#;
+
+#[test]
+fn rootless_pjdfstest_in_unshare_fails_nothing_fuse_overlayfs_passes() {
+    use crate::posix::{Outcome, detail, parse};
+    let test = "rootless_pjdfstest_in_unshare_fails_nothing_fuse_overlayfs_passes";
+    let Some(u) = user(test) else { return };
+    let Some(pjd) = crate::support::external_tool("pjdfstest", test) else {
+        return;
+    };
+    if !crate::support::have_tool("fuse-overlayfs", test) {
+        return;
+    }
+    let home = u.home();
+    let layer = Tar::new()
+        .dir("work", 0o755)
+        .dir("etc", 0o755)
+        .file("etc/hostname", 0o644, b"posix\n")
+        .file("work/lower-file", 0o644, b"from the layer\n")
+        .finish();
+    home.file(u, "layer.tar", &layer);
+    home.file(u, "pjdfstest.toml", crate::posix::CONFIG.as_bytes());
+    let bin = home.file(
+        u,
+        "pjdfstest",
+        &std::fs::read(&pjd).expect("read pjdfstest"),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    u.ok(&home, "$L import layer.tar posix:1 >/dev/null", None);
+    let out = u.ok(&home, PJDFSTEST, None);
+    assert_eq!(out, "from the layer\n", "the suite ran in the mount");
+
+    let read = |n: &str| std::fs::read_to_string(home.dir.path().join(n)).unwrap_or_default();
+    let (fovl_out, lfs_out) = (read("fovl.out"), read("lfs.out"));
+    let (want, got) = (parse(&fovl_out), parse(&lfs_out));
+    for (what, o, text) in [
+        ("fuse-overlayfs", &want, &fovl_out),
+        ("layerfs", &got, &lfs_out),
+    ] {
+        assert!(
+            o.len() > 300,
+            "pjdfstest in {what} ran only {} cases:\n{text}",
+            o.len()
+        );
+    }
+    let count = |o: &std::collections::BTreeMap<String, Outcome>, x: Outcome| {
+        o.values().filter(|&&v| v == x).count()
+    };
+    let mut table = format!(
+        "rootless pjdfstest {} cases: fuse-overlayfs {} ok / {} failed / {} skipped; layerfs {} ok / {} failed / {} skipped\n",
+        want.len(),
+        count(&want, Outcome::Ok),
+        count(&want, Outcome::Failed),
+        count(&want, Outcome::Skipped),
+        count(&got, Outcome::Ok),
+        count(&got, Outcome::Failed),
+        count(&got, Outcome::Skipped),
+    );
+    let mut regressions = Vec::new();
+    let names: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
+    for name in names {
+        let (w, g) = (want.get(name).copied(), got.get(name).copied());
+        if w == Some(Outcome::Ok) && g == Some(Outcome::Ok) {
+            continue;
+        }
+        let word = |o: Option<Outcome>| o.map_or("-", Outcome::word);
+        table.push_str(&format!("{name:<60} {:>10} {:>10}\n", word(w), word(g)));
+        if w == Some(Outcome::Ok) && g != Some(Outcome::Ok) {
+            regressions.push(detail(&lfs_out, name));
+        }
+    }
+    eprintln!("{table}");
+    assert!(
+        regressions.is_empty(),
+        "rootless layerfs fails {} cases that rootless fuse-overlayfs passes:\n{}",
+        regressions.len(),
+        regressions.join("\n")
+    );
+}
+
+#[test]
+fn unshare_without_subordinate_ids_maps_the_user_alone_and_says_how_to_add_some() {
+    let test = "unshare_without_subordinate_ids_maps_the_user_alone_and_says_how_to_add_some";
+    let Some(u) = user_without_subids(test) else {
+        return;
+    };
+    let home = u.home();
+    let out = u.sh(
+        &home,
+        "$L unshare sh -c 'id -u; cat /proc/self/uid_map'",
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let map: Vec<&str> = stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(stdout.lines().next(), Some("0"), "root of the namespace");
+    assert_eq!(
+        map,
+        ["0", &u.uid.to_string(), "1"],
+        "only the user's own id"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no subordinate ids") && stderr.contains("usermod --add-subuids"),
+        "the note: {stderr}"
+    );
+    // The command's exit code comes back.
+    let out = u.sh(&home, "$L unshare sh -c 'exit 7'", None);
+    assert_eq!(out.status.code(), Some(7));
 }

@@ -4,6 +4,8 @@
 # suites "write" and "commit"): untar 50 MB into the mount, copy-up of 200
 # small files and of the 256 MiB file, rm -rf of a tree, commit of that large
 # change, and commit of a small change. Ratios are against kernel overlayfs.
+# Then the rootless column (scripts/bench-write-rootless.sh): layerfs inside
+# `layerfs unshare` as an ordinary user against rootless fuse-overlayfs.
 #
 #   scripts/bench-write.sh                  # ROUNDS=3
 #   ROUNDS=5 scripts/bench-write.sh
@@ -53,3 +55,9 @@ export CUSTOM_COMMIT='"$LAYERFS" --root "$LFS_STORE" commit "$MNT" bench-commit:
 export CUSTOM_COMMIT_CHECK='tar -tzf "$OUT" > "$OUT.list" && grep -qx etc/motd "$OUT.list" && grep -qx etc/.wh.issue "$OUT.list"'
 
 ROUNDS=${ROUNDS:-3} TOOLS="kovl-rw fovl-rw layerfs-rw" SUITES="write commit" "$BENCH_DIR/anchors.sh"
+
+# The rootless column: layerfs in `layerfs unshare` as an ordinary user,
+# beside rootless fuse-overlayfs in the same namespace (ROOTLESS=0 skips it).
+if [ "${ROOTLESS:-1}" = 1 ]; then
+    LAYERFS=$LAYERFS ROUNDS=${ROUNDS:-3} "$HERE/scripts/bench-write-rootless.sh"
+fi

@@ -356,3 +356,37 @@ pub fn remove(store: &Store, c: &Container) -> Result<(), ContainerError> {
     store.remove_hold(&c.hold_id())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::temp_store;
+    use crate::union::Form;
+
+    #[test]
+    fn a_record_from_before_forms_is_a_root_container() {
+        let (_d, store) = temp_store();
+        let dir = containers_dir(&store).unwrap().join("old");
+        fs::create_dir_all(&dir).unwrap();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        fs::write(
+            dir.join("container.json"),
+            format!(
+                r#"{{"name":"old","image":"x:1","manifest":"{digest}","created":"2026-01-01T00:00:00Z"}}"#
+            ),
+        )
+        .unwrap();
+        assert_eq!(load(&store, "old").unwrap().form, Form::Root);
+    }
+
+    #[test]
+    fn a_new_container_records_the_form_of_its_maker() {
+        let (_d, store) = temp_store();
+        let digest: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+        let c = create(&store, Some("new"), "x:1", digest, None).unwrap();
+        assert_eq!(c.form, Form::for_this_process());
+        assert_eq!(load(&store, "new").unwrap().form, c.form);
+        let upper = crate::union::UpperDir::open_existing(&c.upper(), &c.work()).unwrap();
+        assert_eq!(upper.form(), c.form, "the upper dir knows its form too");
+    }
+}

@@ -522,6 +522,15 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_unshare_says_which_setting_to_change() {
+        let msg =
+            |e: nix::errno::Errno| unshare_error(&format!("unshare: {}", e as i32)).to_string();
+        assert!(msg(nix::errno::Errno::EPERM).contains("kernel.unprivileged_userns_clone=1"));
+        assert!(msg(nix::errno::Errno::ENOSPC).contains("user.max_user_namespaces="));
+        assert!(msg(nix::errno::Errno::EINVAL).starts_with("cannot make a user namespace"));
+    }
+
+    #[test]
     fn malformed_lines_are_skipped() {
         let m = Map::from_files(
             5,

@@ -17,6 +17,7 @@ const SUBIDS: &str = "300000-365535";
 pub struct User {
     pub uid: u32,
     pub gid: u32,
+    pub name: &'static str,
 }
 
 /// The test user, made on first use; None after a loud skip when the
@@ -43,6 +44,64 @@ pub fn user(test: &str) -> Option<&'static User> {
         skip(test, "could not make the test user", true);
     }
     u
+}
+
+/// A second user, without subordinate ids (what `useradd` gave it is taken
+/// back).
+pub fn user_without_subids(test: &str) -> Option<&'static User> {
+    user(test)?;
+    static MADE: OnceLock<Option<User>> = OnceLock::new();
+    let u = MADE.get_or_init(make_plain_user).as_ref();
+    if u.is_none() {
+        skip(
+            test,
+            "could not make the test user without subordinate ids",
+            true,
+        );
+    }
+    u
+}
+
+pub const PLAIN_USER: &str = "layerfs-nosubids";
+
+fn make_plain_user() -> Option<User> {
+    if nix::unistd::User::from_name(PLAIN_USER)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        let ok = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", PLAIN_USER])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+    }
+    for (file, flag) in [
+        ("/etc/subuid", "--del-subuids"),
+        ("/etc/subgid", "--del-subgids"),
+    ] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if let [name, start, count] = f[..]
+                && name == PLAIN_USER
+                && let (Ok(s), Ok(c)) = (start.parse::<u64>(), count.parse::<u64>())
+            {
+                let range = format!("{s}-{}", s + c - 1);
+                let _ = Command::new("usermod")
+                    .args([flag, &range, PLAIN_USER])
+                    .status();
+            }
+        }
+    }
+    let u = nix::unistd::User::from_name(PLAIN_USER).ok()??;
+    Some(User {
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        name: PLAIN_USER,
+    })
 }
 
 fn make_user() -> Option<User> {
@@ -79,6 +138,7 @@ fn make_user() -> Option<User> {
     Some(User {
         uid: u.uid.as_raw(),
         gid: u.gid.as_raw(),
+        name: USER,
     })
 }
 
@@ -119,7 +179,7 @@ impl User {
     /// (its store the home's) and `stdin` as its input.
     pub fn sh(&self, home: &Home, script: &str, stdin: Option<&Path>) -> Output {
         let mut c = Command::new("runuser");
-        c.args(["-u", USER, "--", "/bin/sh", "-c", script])
+        c.args(["-u", self.name, "--", "/bin/sh", "-c", script])
             .current_dir(home.dir.path())
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
@@ -138,7 +198,8 @@ impl User {
         let out = self.sh(home, script, stdin);
         assert!(
             out.status.success(),
-            "as {USER}: {script}\nfailed ({}): {}{}",
+            "as {}: {script}\nfailed ({}): {}{}",
+            self.name,
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)

@@ -27,3 +27,6 @@ mod tests;
 
 #[cfg(test)]
 mod write_tests;
+
+#[cfg(test)]
+mod rootless_tests;

@@ -23,7 +23,9 @@
 //! "uid:gid:0mode:type", the form fuse-overlayfs and containers/storage use
 //! for rootless Podman; a device node is a regular host file with that
 //! xattr, and so are fifos and sockets (user xattrs are refused on special
-//! files). Symlinks cannot carry user xattrs: theirs show as 0:0.
+//! files). An entry without the xattr belongs to 0:0 with its host mode:
+//! symlinks (they cannot carry user xattrs) and entries whose host mode is
+//! their mode.
 
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
@@ -64,11 +66,11 @@ impl Form {
     /// The form a container made by this process gets: root of the host
     /// keeps real owners; anyone else (in a user namespace or not) cannot.
     pub fn for_this_process() -> Form {
-        let host_root = nix::unistd::geteuid().is_root()
-            && std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
-                m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
-            });
-        if host_root { Form::Root } else { Form::User }
+        if nix::unistd::geteuid().is_root() && !crate::userns::in_user_namespace() {
+            Form::Root
+        } else {
+            Form::User
+        }
     }
 
     /// Stamps a new, empty upper dir with its form.
@@ -293,16 +295,11 @@ impl UpperDir {
                 st.st_rdev = o.rdev;
             }
             None => {
-                // Our own files (whiteouts), and symlinks: the daemon's
-                // owner is the container's root.
-                let me = nix::unistd::geteuid().as_raw();
-                let my_gid = nix::unistd::getegid().as_raw();
-                if st.st_uid == me {
-                    st.st_uid = 0;
-                }
-                if st.st_gid == my_gid {
-                    st.st_gid = 0;
-                }
+                // Symlinks, and entries made with a mode the host file shows
+                // as it is: the container's root owns them, whoever the
+                // host owner (the daemon of the moment) is.
+                st.st_uid = 0;
+                st.st_gid = 0;
             }
         }
     }
@@ -334,6 +331,7 @@ impl UpperDir {
         let host_perm = st.st_mode & 0o7777;
         let path = Self::fd_path(dir, name);
         let value = self.read_override(&path, kind);
+        let had = value.clone();
         self.apply_override(&mut st, value);
         let mut o = Override {
             uid: st.st_uid,
@@ -342,7 +340,10 @@ impl UpperDir {
             rdev: st.st_rdev,
         };
         f(&mut o);
-        xattr::set(&path, XATTR_OVERRIDE, &o.encode())?;
+        let new = o.encode();
+        if had.as_deref() != Some(&new[..]) {
+            xattr::set(&path, XATTR_OVERRIDE, &new)?;
+        }
         let host = host_mode(kind, o.mode);
         if host_perm != host {
             nix::sys::stat::fchmodat(
@@ -509,7 +510,9 @@ impl UpperDir {
         let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let f = nix::fcntl::openat(&fd, os(base), flags, self.new_mode(libc::S_IFREG, mode))
             .map_err(errno)?;
-        if create && self.form == Form::User {
+        // Without an override a file shows its host mode, owned by 0:0:
+        // only a mode the host file cannot have needs one now.
+        if create && self.form == Form::User && host_mode(libc::S_IFREG, mode) != mode & 0o7777 {
             self.update_override(&fd, base, |o| o.mode = libc::S_IFREG | (mode & 0o7777))?;
         }
         Ok(File::from(f))
@@ -520,7 +523,7 @@ impl UpperDir {
         let fd = self.dir_fd(dir)?;
         nix::sys::stat::mkdirat(&fd, os(base), self.new_mode(libc::S_IFDIR, mode))
             .map_err(errno)?;
-        if self.form == Form::User {
+        if self.form == Form::User && host_mode(libc::S_IFDIR, mode) != mode & 0o7777 {
             self.update_override(&fd, base, |o| o.mode = libc::S_IFDIR | (mode & 0o7777))?;
         }
         Ok(())
@@ -787,11 +790,7 @@ impl UpperDir {
 
     pub fn mkdir_temp(&self, tmp: &[u8]) -> io::Result<()> {
         nix::sys::stat::mkdirat(&self.work_fd, os(tmp), Mode::from_bits_truncate(0o700))
-            .map_err(errno)?;
-        if self.form == Form::User {
-            self.update_override(&self.work_fd, tmp, |_| {})?;
-        }
-        Ok(())
+            .map_err(errno)
     }
 
     pub fn symlink_temp(&self, tmp: &[u8], target: &[u8]) -> io::Result<()> {
