@@ -10,7 +10,7 @@ use crate::build::{context, untimed};
 use crate::support::containers::{minbase_env, processes};
 use crate::support::debian::debian_layers;
 use crate::support::rootless::{Home, User, user};
-use crate::support::{Env, is_mounted, sh, tree, unmount_or_detach, wait_until};
+use crate::support::{Env, have_tool, is_mounted, sh, tree, unmount_or_detach, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -271,6 +271,62 @@ fn rootless_signals_reach_the_command_and_a_killed_run_leaves_nothing() {
     assert!(s.ok(&["ps"]).contains("killed"));
     s.ok(&["rm", "killed"]);
     s.ok(&["run", "--rm", "debian:minbase", "true"]);
+    assert_nothing_left(&s);
+}
+
+/// The run tests' probe of a container's confinement, run by rootless
+/// podman (runc, fuse-overlayfs) and by layerfs as the same user.
+#[test]
+fn rootless_podman_and_layerfs_run_give_the_same_answers() {
+    const T: &str = "rootless_podman_and_layerfs_run_give_the_same_answers";
+    if !have_tool("podman", T) || !have_tool("fuse-overlayfs", T) {
+        return;
+    }
+    let Some(s) = UserStore::new(T) else { return };
+    s.ok(&["save", "debian:minbase", "-o", "image.tar"]);
+    s.home
+        .file(s.user, "probe.sh", crate::run::PROBE.as_bytes());
+    // Podman's own defaults differ from Docker's in three capabilities;
+    // this machine's hard limits need its --ulimit (see design.md). Its
+    // pause process, which holds its namespace, goes at the end.
+    let script = r#"
+        export XDG_RUNTIME_DIR="$HOME/run"
+        mkdir -m 700 "$XDG_RUNTIME_DIR"
+        pod() {
+            podman --root "$HOME/podman" --runroot "$XDG_RUNTIME_DIR/podman" \
+                --storage-driver overlay --storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs \
+                --cgroup-manager cgroupfs --events-backend file --runtime runc "$@"
+        }
+        pod load -i image.tar > /dev/null &&
+        pod run --rm --network none --hostname probe --cap-add MKNOD,NET_RAW,AUDIT_WRITE \
+            --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 localhost/debian:minbase \
+            sh -c "$(cat probe.sh)" > theirs
+        code=$?
+        pod rmi -a -f > /dev/null
+        kill "$(cat "$XDG_RUNTIME_DIR/libpod/tmp/pause.pid")"
+        exit $code
+    "#;
+    s.user.ok(&s.home, script, None);
+    let theirs =
+        std::fs::read_to_string(s.home.dir.path().join("theirs")).expect("podman's answers");
+    let probe = std::fs::read_to_string(s.home.dir.path().join("probe.sh")).expect("probe");
+    let ours = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--hostname",
+        "probe",
+        "debian:minbase",
+        "sh",
+        "-c",
+        &probe,
+    ]);
+    assert!(
+        theirs.contains("Seccomp:\t2") && theirs.contains("uid=0(root)"),
+        "{theirs}"
+    );
+    assert_eq!(theirs, ours, "rootless podman, then layerfs");
     assert_nothing_left(&s);
 }
 
