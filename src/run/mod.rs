@@ -10,7 +10,9 @@
 //! pid 1, reaps orphans, forwards signals to the command and dies with the
 //! monitor, so a killed `run` leaves nothing running or mounted. What the
 //! run had to create in the container for its mounts is removed again, so a
-//! commit of the container shows only the command's own changes.
+//! commit of the container shows only the command's own changes. An
+//! ordinary user's runs are the same, as root of a user namespace; what
+//! differs for them is in rootless.rs.
 //!
 //! ```text
 //! ROOT/layerfs/run/<container>-<pid>/     the bundle
@@ -51,7 +53,10 @@ use std::process::Stdio;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("running containers needs root (mount and PID namespaces, FUSE)")]
+    #[error(
+        "running containers needs root, of the host or of a user namespace (`layerfs run` \
+         enters one for an ordinary user)"
+    )]
     NotRoot,
     #[error("{what}: needs root ({why})")]
     NeedsRoot { what: String, why: &'static str },
