@@ -102,6 +102,51 @@ fn pjdfstest(env: &Env, dir: &Path, what: &str) -> (BTreeMap<String, Outcome>, S
     (outcomes, text)
 }
 
+/// The two runs side by side: a table of every case not ok on either side,
+/// and the cases `want` passes that `got` does not (less those `allowed`).
+pub(crate) fn side_by_side(
+    (want_name, want): (&str, &BTreeMap<String, Outcome>),
+    (got_name, got): (&str, &BTreeMap<String, Outcome>),
+    allowed: &[(&str, &str)],
+) -> (String, Vec<String>) {
+    let count = |o: &BTreeMap<String, Outcome>, x: Outcome| o.values().filter(|&&v| v == x).count();
+    let sum = |o: &BTreeMap<String, Outcome>| {
+        format!(
+            "{} ok / {} failed / {} skipped",
+            count(o, Outcome::Ok),
+            count(o, Outcome::Failed),
+            count(o, Outcome::Skipped)
+        )
+    };
+    let mut table = format!(
+        "pjdfstest {} cases: {want_name} {}; {got_name} {}\n{:<60} {:>16} {:>10}\n",
+        want.len(),
+        sum(want),
+        sum(got),
+        "case (every one not ok on either side)",
+        want_name,
+        got_name
+    );
+    let names: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
+    let mut regressions = Vec::new();
+    for name in names {
+        let w = want.get(name).copied();
+        let g = got.get(name).copied();
+        if w == Some(Outcome::Ok) && g == Some(Outcome::Ok) {
+            continue;
+        }
+        let word = |o: Option<Outcome>| o.map_or("-", Outcome::word);
+        table.push_str(&format!("{name:<60} {:>16} {:>10}\n", word(w), word(g)));
+        if w == Some(Outcome::Ok)
+            && g != Some(Outcome::Ok)
+            && !allowed.iter().any(|(a, _)| a == name)
+        {
+            regressions.push(name.clone());
+        }
+    }
+    (table, regressions)
+}
+
 /// The lines pjdfstest printed about `case` (its assertion message).
 pub(crate) fn detail(output: &str, case: &str) -> String {
     let mut lines = output.lines().skip_while(|l| !l.starts_with(case));
@@ -150,37 +195,8 @@ fn a_writable_mount_passes_what_kernel_overlayfs_passes_in_pjdfstest() {
         "the suite ran somewhere else than the mount"
     );
 
-    let count = |o: &BTreeMap<String, Outcome>, x: Outcome| o.values().filter(|&&v| v == x).count();
-    let mut table = format!(
-        "pjdfstest {} cases: kernel overlayfs {} ok / {} failed / {} skipped; layerfs {} ok / {} failed / {} skipped\n{:<60} {:>10} {:>10}\n",
-        want.len(),
-        count(&want, Outcome::Ok),
-        count(&want, Outcome::Failed),
-        count(&want, Outcome::Skipped),
-        count(&got, Outcome::Ok),
-        count(&got, Outcome::Failed),
-        count(&got, Outcome::Skipped),
-        "case (every one not ok on either side)",
-        "overlayfs",
-        "layerfs"
-    );
-    let names: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
-    let mut regressions = Vec::new();
-    for name in names {
-        let w = want.get(name).copied();
-        let g = got.get(name).copied();
-        if w == Some(Outcome::Ok) && g == Some(Outcome::Ok) {
-            continue;
-        }
-        let word = |o: Option<Outcome>| o.map_or("-", Outcome::word);
-        table.push_str(&format!("{name:<60} {:>10} {:>10}\n", word(w), word(g)));
-        if w == Some(Outcome::Ok)
-            && g != Some(Outcome::Ok)
-            && !ALLOWED.iter().any(|(a, _)| a == name)
-        {
-            regressions.push(name.clone());
-        }
-    }
+    let (table, regressions) =
+        side_by_side(("kernel overlayfs", &want), ("layerfs", &got), ALLOWED);
     eprintln!("{table}");
     let why: Vec<String> = regressions.iter().map(|r| detail(&lfs_out, r)).collect();
     assert!(

@@ -251,7 +251,7 @@ $L umount m
 
 #[test]
 fn rootless_pjdfstest_in_unshare_fails_nothing_fuse_overlayfs_passes() {
-    use crate::posix::{Outcome, detail, parse};
+    use crate::posix::{detail, parse, side_by_side};
     let test = "rootless_pjdfstest_in_unshare_fails_nothing_fuse_overlayfs_passes";
     let Some(u) = user(test) else { return };
     let Some(pjd) = crate::support::external_tool("pjdfstest", test) else {
@@ -293,38 +293,15 @@ fn rootless_pjdfstest_in_unshare_fails_nothing_fuse_overlayfs_passes() {
             o.len()
         );
     }
-    let count = |o: &std::collections::BTreeMap<String, Outcome>, x: Outcome| {
-        o.values().filter(|&&v| v == x).count()
-    };
-    let mut table = format!(
-        "rootless pjdfstest {} cases: fuse-overlayfs {} ok / {} failed / {} skipped; layerfs {} ok / {} failed / {} skipped\n",
-        want.len(),
-        count(&want, Outcome::Ok),
-        count(&want, Outcome::Failed),
-        count(&want, Outcome::Skipped),
-        count(&got, Outcome::Ok),
-        count(&got, Outcome::Failed),
-        count(&got, Outcome::Skipped),
-    );
-    let mut regressions = Vec::new();
-    let names: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
-    for name in names {
-        let (w, g) = (want.get(name).copied(), got.get(name).copied());
-        if w == Some(Outcome::Ok) && g == Some(Outcome::Ok) {
-            continue;
-        }
-        let word = |o: Option<Outcome>| o.map_or("-", Outcome::word);
-        table.push_str(&format!("{name:<60} {:>10} {:>10}\n", word(w), word(g)));
-        if w == Some(Outcome::Ok) && g != Some(Outcome::Ok) {
-            regressions.push(detail(&lfs_out, name));
-        }
-    }
+    let (table, regressions) =
+        side_by_side(("rootless fuse-overlayfs", &want), ("layerfs", &got), &[]);
     eprintln!("{table}");
+    let why: Vec<String> = regressions.iter().map(|r| detail(&lfs_out, r)).collect();
     assert!(
         regressions.is_empty(),
         "rootless layerfs fails {} cases that rootless fuse-overlayfs passes:\n{}",
         regressions.len(),
-        regressions.join("\n")
+        why.join("\n")
     );
 }
 

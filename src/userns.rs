@@ -9,7 +9,7 @@
 //! Low in the dependency order (it uses nothing of ours), so `run`, `build`
 //! and the CLI can all put themselves in such a namespace.
 
-use nix::sched::CloneFlags;
+pub use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
@@ -203,18 +203,33 @@ fn check_enabled() -> Result<(), UsernsError> {
 /// namespace, and returns its exit code (128+N when killed by signal N). As
 /// root on the host, only the mount namespace is new.
 pub fn run_in_namespace(map: &Map, cmd: &mut Command) -> Result<i32, UsernsError> {
+    run_in_namespaces(map, cmd, CloneFlags::empty())
+}
+
+/// As `run_in_namespace`, with more namespaces (`CLONE_NEWUTS`,
+/// `CLONE_NEWIPC`, `CLONE_NEWPID`: then the command's first child is pid 1).
+pub fn run_in_namespaces(
+    map: &Map,
+    cmd: &mut Command,
+    extra: CloneFlags,
+) -> Result<i32, UsernsError> {
     // Signals sent to us (by `kill`) go on to it, held from before the fork
     // (its exec clears the mask) until it has ended.
     let held = forwarded();
     let old = held
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
         .map_err(UsernsError::Fork)?;
-    let result = start_and_wait(map, cmd, &held);
+    let result = start_and_wait(map, cmd, extra, &held);
     let _ = old.thread_set_mask();
     result
 }
 
-fn start_and_wait(map: &Map, cmd: &mut Command, held: &SigSet) -> Result<i32, UsernsError> {
+fn start_and_wait(
+    map: &Map,
+    cmd: &mut Command,
+    extra: CloneFlags,
+    held: &SigSet,
+) -> Result<i32, UsernsError> {
     let host_root = nix::unistd::geteuid().is_root() && !in_user_namespace();
     if !host_root {
         check_enabled()?;
@@ -231,7 +246,7 @@ fn start_and_wait(map: &Map, cmd: &mut Command, held: &SigSet) -> Result<i32, Us
             drop(ready_r);
             drop(go_w);
             drop(err_r);
-            let err = child(host_root, ready_w, go_r, cmd);
+            let err = child(host_root, extra, ready_w, go_r, cmd);
             let mut f = std::fs::File::from(err_w);
             let _ = f.write_all(err.as_bytes());
             // SAFETY: ends the forked child without running the parent's
@@ -288,16 +303,18 @@ fn unshare_error(msg: &str) -> UsernsError {
 /// the message for the parent.
 fn child(
     host_root: bool,
+    extra: CloneFlags,
     ready_w: std::os::fd::OwnedFd,
     go_r: std::os::fd::OwnedFd,
     cmd: &mut Command,
 ) -> String {
     let parent = nix::unistd::getppid();
-    let flags = if host_root {
-        CloneFlags::CLONE_NEWNS
-    } else {
-        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS
-    };
+    let flags = extra
+        | if host_root {
+            CloneFlags::CLONE_NEWNS
+        } else {
+            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS
+        };
     if let Err(e) = nix::sched::unshare(flags) {
         return format!("unshare: {}", e as i32);
     }

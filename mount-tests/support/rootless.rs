@@ -65,18 +65,8 @@ pub fn user_without_subids(test: &str) -> Option<&'static User> {
 pub const PLAIN_USER: &str = "layerfs-nosubids";
 
 fn make_plain_user() -> Option<User> {
-    if nix::unistd::User::from_name(PLAIN_USER)
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        let ok = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", PLAIN_USER])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return None;
-        }
+    if !useradd(PLAIN_USER) {
+        return None;
     }
     for (file, flag) in [
         ("/etc/subuid", "--del-subuids"),
@@ -104,15 +94,18 @@ fn make_plain_user() -> Option<User> {
     })
 }
 
-fn make_user() -> Option<User> {
-    if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
-        let ok = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", USER])
+/// Makes user `name` unless it exists; whether it does now.
+fn useradd(name: &str) -> bool {
+    nix::unistd::User::from_name(name).ok().flatten().is_some()
+        || Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", name])
             .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return None;
-        }
+            .is_ok_and(|s| s.success())
+}
+
+fn make_user() -> Option<User> {
+    if !useradd(USER) {
+        return None;
     }
     let has = |file: &str| {
         std::fs::read_to_string(file)
