@@ -36,7 +36,7 @@ fn write(dir: &Path, rel: &str, data: &[u8], mode: u32) {
 }
 
 /// The build context of DOCKERFILE; None after a loud skip.
-fn context(env: &Env, test: &str) -> Option<PathBuf> {
+pub(crate) fn context(env: &Env, test: &str) -> Option<PathBuf> {
     let debs = debs(test)?;
     let ctx = env.mkdir("ctx");
     for d in debs {
@@ -194,7 +194,7 @@ fn buildah(root: &Path, args: &[&str]) -> String {
 }
 
 /// A listing without its mtime column.
-fn untimed(listing: &str) -> Vec<String> {
+pub(crate) fn untimed(listing: &str) -> Vec<String> {
     listing
         .lines()
         .map(|l| l.rsplit_once('\t').map_or(l, |(a, _)| a).to_string())

@@ -20,6 +20,7 @@ mod live_commit;
 mod posix;
 mod readonly;
 mod rootless;
+mod rootless_run;
 mod run;
 mod run_exit;
 mod stress;

@@ -673,7 +673,7 @@ fn detached_containers_logs_exec_stop_kill_and_rm() {
 
 /// What a container sees of its confinement, in lines both runtimes'
 /// users can compare (nothing that names the image store or the init).
-const PROBE: &str = r#"
+pub(crate) const PROBE: &str = r#"
 echo "== status"; grep -E '^(Seccomp|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
 echo "== who"; id; hostname; echo "$(cat /etc/hostname)"; pwd; umask
 echo "== mounts"

@@ -13,6 +13,10 @@
 # test cache (/var/tmp/layerfs-test-cache, made by the mount tests). podman
 # gets it through `layerfs save` into a store of its own, so neither side
 # pulls or unpacks while timed. Needs root, /dev/fuse, runc, podman.
+#
+# BENCH_USER=NAME adds the rootless pair, run as that user (it needs
+# subordinate ids and /dev/fuse open to it): layerfs against rootless podman
+# on fuse-overlayfs, both with --network none, each with a store of the user's.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/bench-lib.sh
@@ -68,3 +72,41 @@ printf '%-44s %8.3f\n' "layerfs run --network none (runc)" "$ml"
 printf '%-44s %8.3f\n' "podman run --network none (runc)" "$mp"
 printf '%-44s %8.3f\n' "layerfs run (default network, slirp4netns)" "$mc"
 printf 'layerfs / podman: %.2f\n' "$(echo "$ml / $mp" | bc -l)"
+
+[ -n "${BENCH_USER:-}" ] || exit 0
+U=$BENCH_USER
+UH=$WORK/user
+chmod 755 "$WORK"
+mkdir -p "$UH/run" && chmod 700 "$UH/run"
+cp "$LAYERFS" "$WORK/image.tar" "$UH/"
+chown -R "$U:" "$UH"
+as_user() { runuser -u "$U" -- env -i PATH=/usr/bin:/bin HOME="$UH" XDG_RUNTIME_DIR="$UH/run" "$@"; }
+ulfs() { as_user "$UH/layerfs" --root "$UH/store" "$@"; }
+upod() {
+    as_user podman --root "$UH/podman" --runroot "$UH/run/podman" --storage-driver overlay \
+        --storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs --cgroup-manager cgroupfs \
+        --events-backend file --runtime runc "$@"
+}
+# Rootless podman keeps a pause process holding its namespace: it goes too.
+cleanup() {
+    [ -f "$UH/run/libpod/tmp/pause.pid" ] && kill "$(cat "$UH/run/libpod/tmp/pause.pid")" 2> /dev/null
+    rm -rf "$WORK"
+}
+ulfs load -i "$UH/image.tar" > /dev/null
+upod load -i "$UH/image.tar" > /dev/null 2>&1 || die "rootless podman load failed"
+t_ulfs() { local s; s=$(now); ulfs run --rm --network none "$IMAGE" true; echo "$(now) - $s" | bc; }
+t_upod() {
+    local s; s=$(now)
+    upod run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "$PIMAGE" true
+    echo "$(now) - $s" | bc
+}
+t_ulfs > /dev/null; t_upod > /dev/null
+d=(); e=()
+for r in $(seq "$ROUNDS"); do
+    d+=("$(t_ulfs)"); e+=("$(t_upod)")
+    log "rootless round $r: layerfs ${d[-1]} s, podman ${e[-1]} s"
+done
+md=$(median "${d[@]}"); me=$(median "${e[@]}")
+printf '%-44s %8.3f\n' "rootless layerfs run --network none (as $U)" "$md"
+printf '%-44s %8.3f\n' "rootless podman run (fuse-overlayfs, as $U)" "$me"
+printf 'rootless layerfs / podman: %.2f\n' "$(echo "$md / $me" | bc -l)"

@@ -10,6 +10,8 @@
 //! and the CLI can all put themselves in such a namespace.
 
 pub use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -211,6 +213,23 @@ pub fn run_in_namespaces(
     cmd: &mut Command,
     extra: CloneFlags,
 ) -> Result<i32, UsernsError> {
+    // Signals sent to us (by `kill`) go on to it, held from before the fork
+    // (its exec clears the mask) until it has ended.
+    let held = forwarded();
+    let old = held
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(UsernsError::Fork)?;
+    let result = start_and_wait(map, cmd, extra, &held);
+    let _ = old.thread_set_mask();
+    result
+}
+
+fn start_and_wait(
+    map: &Map,
+    cmd: &mut Command,
+    extra: CloneFlags,
+    held: &SigSet,
+) -> Result<i32, UsernsError> {
     let host_root = nix::unistd::geteuid().is_root() && !in_user_namespace();
     if !host_root {
         check_enabled()?;
@@ -252,7 +271,7 @@ pub fn run_in_namespaces(
             drop(go);
             let mut msg = String::new();
             let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
-            let status = wait(child);
+            let status = wait(child, held);
             mapped?;
             if !msg.is_empty() {
                 return Err(if msg.starts_with("unshare: ") {
@@ -289,6 +308,7 @@ fn child(
     go_r: std::os::fd::OwnedFd,
     cmd: &mut Command,
 ) -> String {
+    let parent = nix::unistd::getppid();
     let flags = extra
         | if host_root {
             CloneFlags::CLONE_NEWNS
@@ -328,6 +348,15 @@ fn child(
         None::<&str>,
     ) {
         return format!("making / private in the new mount namespace: {e}");
+    }
+    // Killed with us (SIGKILL cannot be passed on), after the credential
+    // changes above, which clear it.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return "prctl(PR_SET_PDEATHSIG)".into();
+    }
+    if nix::unistd::getppid() != parent {
+        return "the parent went away".into();
     }
     let e = cmd.exec();
     format!("cannot run {:?}: {e}", cmd.get_program())
@@ -394,15 +423,46 @@ fn map_tool(
     Ok(())
 }
 
-fn wait(pid: Pid) -> Result<i32, UsernsError> {
-    use nix::sys::wait::WaitStatus;
+/// The signals passed on to the namespace's process (as `run` passes them
+/// on to a container).
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// FORWARDED, and SIGCHLD to learn of the process's end.
+fn forwarded() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in FORWARDED {
+        s.add(sig);
+    }
+    s.add(Signal::SIGCHLD);
+    s
+}
+
+/// Waits for `pid`, passing on the `held` signals that a process sent us;
+/// those of the terminal (sent by the kernel) reach it directly, as it is
+/// in our process group.
+fn wait(pid: Pid, held: &SigSet) -> Result<i32, UsernsError> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus};
+    let signals = SignalFd::with_flags(held, SfdFlags::SFD_CLOEXEC).map_err(UsernsError::Fork)?;
     loop {
-        match nix::sys::wait::waitpid(pid, None) {
+        match nix::sys::wait::waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(UsernsError::Fork(e)),
+        }
+        if let Ok(Some(info)) = signals.read_signal()
+            && info.ssi_code != libc::SI_KERNEL
+            && let Ok(sig) = Signal::try_from(info.ssi_signo as i32)
+            && sig != Signal::SIGCHLD
+        {
+            let _ = nix::sys::signal::kill(pid, sig);
         }
     }
 }

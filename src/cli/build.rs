@@ -29,10 +29,11 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    // RUN steps need the run machinery (root); a build without RUN does not.
-    if nix::unistd::geteuid().is_root() {
-        layerfs::run::init_process()?;
+    // An ordinary user builds as root of a user namespace of their ids.
+    if let Some(code) = layerfs::userns::enter_or_reexec(&ctx.root)? {
+        return super::exit_with(code);
     }
+    layerfs::run::init_process()?;
     let tag = a.tag.as_deref().map(Reference::parse).transpose()?;
     if tag.as_ref().is_some_and(|t| t.digest().is_some()) {
         return Err(UsageError("build -t: give NAME[:TAG], not a digest".into()).into());

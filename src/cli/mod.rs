@@ -164,6 +164,14 @@ impl std::fmt::Display for ExitCode {
 
 impl std::error::Error for ExitCode {}
 
+/// Ends with `code`, the exit code of a command that said why itself.
+pub fn exit_with(code: i32) -> Result<()> {
+    match code {
+        0 => Ok(()),
+        c => Err(ExitCode(c).into()),
+    }
+}
+
 /// What every command gets: the store, opened on first use.
 pub struct Ctx {
     pub root: PathBuf,

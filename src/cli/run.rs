@@ -252,6 +252,10 @@ pub fn parse_error_code(e: &clap::Error, argv: &[String]) -> i32 {
 }
 
 fn run_container(ctx: &Ctx, a: Args) -> Result<()> {
+    // An ordinary user runs as root of a user namespace of their ids.
+    if let Some(code) = layerfs::userns::enter_or_reexec(&ctx.root)? {
+        return super::exit_with(code);
+    }
     let _ = a.mount_proc;
     let spec = spec_of(&a)?;
     if a.detach && a.tty {

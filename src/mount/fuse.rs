@@ -256,7 +256,11 @@ impl Filesystem for FuseFs {
         if self.writable {
             // Upper files live on a plain filesystem: stacking depth 1 lets
             // them back passthrough opens (and lets overlayfs stack on us).
-            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            // Backing files need CAP_SYS_ADMIN of the host: a rootless
+            // mount is served by the daemon, without a warning per mount.
+            let host_root = nix::unistd::geteuid().is_root() && !crate::userns::in_user_namespace();
+            let ok = host_root
+                && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             self.passthrough.store(ok, Ordering::Relaxed);
         } else {

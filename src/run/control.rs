@@ -13,6 +13,7 @@ fn runtime_of(st: &State) -> Runtime {
     Runtime {
         path: st.runtime.clone(),
         root: st.runtime_root.clone(),
+        userns_of: Some(st.monitor),
     }
 }
 
@@ -88,6 +89,8 @@ pub fn exec(c: &Container, e: &Exec) -> Result<i32, RunError> {
     if e.argv.is_empty() {
         return Err(RunError::NoCommand);
     }
+    // A rootless container's files are readable in its namespace only.
+    super::rootless::join(st.monitor)?;
     let config_path = st.bundle.join("config.json");
     let text = std::fs::read(&config_path).map_err(|err| io(&config_path, err))?;
     let config: serde_json::Value = serde_json::from_slice(&text)

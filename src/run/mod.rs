@@ -10,7 +10,9 @@
 //! pid 1, reaps orphans, forwards signals to the command and dies with the
 //! monitor, so a killed `run` leaves nothing running or mounted. What the
 //! run had to create in the container for its mounts is removed again, so a
-//! commit of the container shows only the command's own changes.
+//! commit of the container shows only the command's own changes. An
+//! ordinary user's runs are the same, as root of a user namespace; what
+//! differs for them is in rootless.rs.
 //!
 //! ```text
 //! ROOT/layerfs/run/<container>-<pid>/     the bundle
@@ -27,6 +29,7 @@ pub mod inroot;
 pub mod network;
 mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod rules;
 pub mod runtime;
 pub mod seccomp;
@@ -50,8 +53,13 @@ use std::process::Stdio;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("running containers needs root (mount and PID namespaces, FUSE)")]
+    #[error(
+        "running containers needs root, of the host or of a user namespace (`layerfs run` \
+         enters one for an ordinary user)"
+    )]
     NotRoot,
+    #[error("{what}: needs root ({why})")]
+    NeedsRoot { what: String, why: &'static str },
     #[error("no command: the image has no Cmd or Entrypoint and none was given")]
     NoCommand,
     #[error("{0}")]
@@ -221,6 +229,9 @@ pub fn run(
 ) -> Result<i32, RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
+    }
+    if rootless::current().is_some() {
+        rootless::check(spec)?;
     }
     let rt = runtime_for(store, spec.runtime.as_deref())?;
     if spec.debug {
@@ -504,7 +515,11 @@ fn prepare(
         .as_deref()
         .or(config.user.as_deref())
         .unwrap_or_default();
-    let ids = rules::user_ids(user, &passwd, &group)?;
+    let mut ids = rules::user_ids(user, &passwd, &group)?;
+    let userns = rootless::current();
+    if let Some(ns) = &userns {
+        ids.groups = rootless::mapped_ids(ns, ids.uid, ids.gid, &ids.groups)?;
+    }
     let argv = match &spec.command {
         Command::Image(args) => match &spec.entrypoint {
             // As Docker: --entrypoint replaces the image's and drops its Cmd.
@@ -637,7 +652,11 @@ fn prepare(
         cgroups_path: format!("/layerfs/{}-{}", c.name, std::process::id()),
         binds,
     };
-    let json = serde_json::to_vec_pretty(&spec::config(&input)).unwrap_or_default();
+    let mut config = spec::config(&input);
+    if let Some(ns) = &userns {
+        rootless::adjust(&mut config, ns, spec.network);
+    }
+    let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
     let p = dir.join("config.json");
     std::fs::write(&p, json).map_err(|e| io(&p, e))
 }

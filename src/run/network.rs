@@ -39,6 +39,19 @@ pub fn start(pid: i32) -> Result<Option<Net>, RunError> {
         );
         return Ok(None);
     };
+    // It opens /dev/net/tun as we are; some VMs ship it 0600 (Debian's is
+    // 0666), which shuts out an ordinary user.
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        eprintln!(
+            "layerfs: slirp4netns cannot open /dev/net/tun ({e}; it is 0666 on Debian, \
+             `chmod 0666 /dev/net/tun` as root): the container has loopback only"
+        );
+        return Ok(None);
+    }
     let (r, w): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (exit_r, exit_w): (OwnedFd, OwnedFd) =

@@ -15,15 +15,9 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
-/// Signals a run passes on to its command.
-pub const FORWARDED: [Signal; 6] = [
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGTERM,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
+/// Signals a run passes on to its command (as the user namespace's parent
+/// passes them on to a rootless run).
+pub use crate::userns::FORWARDED;
 
 pub fn forwarded() -> SigSet {
     let mut s = SigSet::empty();

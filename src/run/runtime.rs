@@ -14,6 +14,9 @@ pub struct Runtime {
     pub path: PathBuf,
     /// Where it keeps the state of our containers.
     pub root: PathBuf,
+    /// A process in the user namespace the runtime must run in (that of a
+    /// rootless container's monitor), when it is not ours.
+    pub userns_of: Option<u32>,
 }
 
 pub(super) fn on_path(name: &str) -> Option<PathBuf> {
@@ -62,7 +65,11 @@ pub fn find(choice: Option<&str>, root: PathBuf) -> Result<Runtime, RunError> {
             })?
         }
     };
-    Ok(Runtime { path, root })
+    Ok(Runtime {
+        path,
+        root,
+        userns_of: None,
+    })
 }
 
 impl Runtime {
@@ -91,6 +98,10 @@ impl Runtime {
     pub fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
         c.arg("--root").arg(&self.root);
+        let userns = self.userns_of.map(super::rootless::other_userns);
+        if let Some(Ok(Some(ns))) = userns {
+            super::rootless::enter_on_exec(&mut c, ns);
+        }
         c
     }
 
