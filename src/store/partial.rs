@@ -25,7 +25,8 @@
 //!   implemented by the registry client. The store cannot depend on the
 //!   registry, so the command line installs one with [`set_fetcher`]; every
 //!   reader of a partial blob in the process (mount, run, build, commit,
-//!   export) then fetches what is missing through it.
+//!   export) then fetches what is missing through it. Tests install fakes
+//!   for origins of their own with [`set_fetcher_for`].
 
 use super::{Result, Store, StoreError};
 use crate::oci::Digest;
@@ -191,16 +192,33 @@ pub trait BlobFetcher: Send + Sync {
     ) -> std::result::Result<Vec<u8>, FetchError>;
 }
 
-static FETCHER: OnceLock<Arc<dyn BlobFetcher>> = OnceLock::new();
+type Fetchers = std::sync::RwLock<Vec<(String, Arc<dyn BlobFetcher>)>>;
+static FETCHERS: OnceLock<Fetchers> = OnceLock::new();
 
-/// Installs the process's fetcher (once; later calls are ignored).
-pub fn set_fetcher(f: Arc<dyn BlobFetcher>) {
-    let _ = FETCHER.set(f);
+fn fetchers() -> &'static Fetchers {
+    FETCHERS.get_or_init(Default::default)
 }
 
-/// The process's fetcher, if one was installed.
-pub fn fetcher() -> Option<Arc<dyn BlobFetcher>> {
-    FETCHER.get().cloned()
+/// Installs the process's fetcher, for every origin.
+pub fn set_fetcher(f: Arc<dyn BlobFetcher>) {
+    set_fetcher_for("", f);
+}
+
+/// Installs a fetcher for the origins that start with `prefix` (the longest
+/// prefix wins), replacing one installed for the same prefix.
+pub fn set_fetcher_for(prefix: &str, f: Arc<dyn BlobFetcher>) {
+    let mut all = fetchers().write().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(p, _)| p != prefix);
+    all.push((prefix.to_string(), f));
+}
+
+/// The fetcher for `origin`, if one was installed.
+pub fn fetcher_for(origin: &str) -> Option<Arc<dyn BlobFetcher>> {
+    let all = fetchers().read().unwrap_or_else(|p| p.into_inner());
+    all.iter()
+        .filter(|(p, _)| origin.starts_with(p.as_str()))
+        .max_by_key(|(p, _)| p.len())
+        .map(|(_, f)| Arc::clone(f))
 }
 
 /// What `<hex>.json` records.
@@ -575,12 +593,11 @@ impl PartialBlob {
         if runs.is_empty() {
             return Ok(());
         }
-        let fetcher = fetcher().ok_or(FetchError::NoFetcher(self.digest))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let (me, spans) = (Arc::clone(self), spans.clone());
         let origin = self.origins().first().cloned().unwrap_or_default();
         std::thread::spawn(move || {
-            let _ = tx.send(me.fetch_runs(&*fetcher, &runs, &spans));
+            let _ = tx.send(me.fetch_runs(&runs, &spans));
         });
         match rx.recv_timeout(timeout) {
             Ok(r) => r,
@@ -602,7 +619,6 @@ impl PartialBlob {
     /// Fetches each run from the first origin that answers.
     pub fn fetch_runs(
         &self,
-        fetcher: &dyn BlobFetcher,
         runs: &[Range<u64>],
         spans: &SpanTable,
     ) -> std::result::Result<(), FetchError> {
@@ -610,6 +626,10 @@ impl PartialBlob {
             let mut last = FetchError::NoOrigin(self.digest);
             let mut done = false;
             for origin in self.origins() {
+                let Some(fetcher) = fetcher_for(origin) else {
+                    last = FetchError::NoFetcher(self.digest);
+                    continue;
+                };
                 match fetcher.fetch_range(origin, &self.digest, run.start, run.end - run.start) {
                     Ok(data) => {
                         self.store_verified(run.start, &data, spans, origin)?;
