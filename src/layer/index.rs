@@ -24,9 +24,10 @@
 //! strings      names, dir paths, link targets
 //! xattrs       per entry: (u16 name len, u32 value len, name, value)*
 //! windows      deflated 32 KiB inflate windows of gzip checkpoints
-//! blob spans   n_blob_spans × 32: sha256 of each BLOB_SPAN bytes of the
-//!              compressed blob (the last span shorter), so a range fetched
-//!              from a registry is verified before it is stored or served
+//! blob spans   n_blob_spans × 48: (offset, len, sha256) of spans of the
+//!              compressed blob (BLOB_SPAN bytes each when ingest made them;
+//!              eStargz chunks when made from a TOC), so a range fetched from
+//!              a registry is verified before it is stored or served
 //! ```
 
 use super::LayerError;
@@ -44,6 +45,7 @@ const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 const VERSION: u32 = 3;
 /// Bytes of compressed blob per span digest: the unit a lazy read fetches.
 pub const BLOB_SPAN: u64 = 512 << 10;
+const BLOB_SPAN_LEN: usize = 48;
 /// Where the header holds the sha256 of the whole file (these bytes as zeros).
 const HASH_AT: std::ops::Range<usize> = 152..184;
 const HEADER_LEN: usize = 192;
@@ -335,7 +337,7 @@ impl IndexBuilder {
         meta: &IndexMeta,
         checkpoints: &[Checkpoint],
         windows: &[u8],
-        blob_spans: &[Digest],
+        blob_spans: &crate::store::SpanTable,
     ) -> Result<Vec<u8>, LayerError> {
         // Every node with something under it is a directory; those the tar
         // did not list become implicit ones (their metadata does not override
@@ -570,12 +572,14 @@ impl IndexBuilder {
             strings: w.strings.len(),
             xattrs: w.xattr_area.len(),
             windows: windows.len(),
-            blob_spans: blob_spans.len(),
+            blob_spans: blob_spans.spans().len(),
         };
-        let span_bytes: Vec<u8> = blob_spans
-            .iter()
-            .flat_map(|d| d.as_bytes().iter().copied())
-            .collect();
+        let mut span_bytes = Vec::with_capacity(blob_spans.spans().len() * BLOB_SPAN_LEN);
+        for s in blob_spans.spans() {
+            span_bytes.extend_from_slice(&s.offset.to_le_bytes());
+            span_bytes.extend_from_slice(&s.len.to_le_bytes());
+            span_bytes.extend_from_slice(s.digest.as_bytes());
+        }
         let sections: [&[u8]; 11] = [
             &w.entries,
             &dir_bytes,
@@ -659,8 +663,8 @@ fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
         h.extend_from_slice(&(n as u64).to_le_bytes());
     }
     h.resize(HASH_AT.end, 0); // the checksum goes at HASH_AT once the file is laid out
-    h.extend_from_slice(&(BLOB_SPAN as u32).to_le_bytes());
     h.extend_from_slice(&(c.blob_spans as u32).to_le_bytes());
+    h.resize(HEADER_LEN, 0);
     h
 }
 
@@ -716,7 +720,6 @@ pub struct LayerIndex {
     windows_len: usize,
     blob_spans: usize,
     n_blob_spans: u32,
-    blob_span_len: u64,
 }
 
 impl std::fmt::Debug for LayerIndex {
@@ -785,7 +788,7 @@ impl LayerIndex {
         let strings_len = rd_u64(b, 128) as usize;
         let xattrs_len = rd_u64(b, 136) as usize;
         let windows_len = rd_u64(b, 144) as usize;
-        let (blob_span_len, n_blob_spans) = (rd_u32(b, 184) as u64, rd_u32(b, 188) as usize);
+        let n_blob_spans = rd_u32(b, 184) as usize;
         let sizes = [
             n_entries.checked_mul(ENTRY_LEN),
             n_dirs.checked_mul(DIR_LEN),
@@ -797,7 +800,7 @@ impl LayerIndex {
             Some(strings_len),
             Some(xattrs_len),
             Some(windows_len),
-            n_blob_spans.checked_mul(32),
+            n_blob_spans.checked_mul(BLOB_SPAN_LEN),
         ];
         let mut offs = [0usize; 12];
         offs[0] = HEADER_LEN;
@@ -834,7 +837,6 @@ impl LayerIndex {
             windows_len,
             blob_spans: offs[10],
             n_blob_spans: n_blob_spans as u32,
-            blob_span_len,
             map,
         })
     }
@@ -850,15 +852,19 @@ impl LayerIndex {
             return None;
         }
         let b = self.bytes();
-        let digests = (0..self.n_blob_spans as usize)
+        let spans = (0..self.n_blob_spans as usize)
             .map(|i| {
+                let at = self.blob_spans + BLOB_SPAN_LEN * i;
                 let mut d = [0u8; 32];
-                let at = self.blob_spans + 32 * i;
-                d.copy_from_slice(b.get(at..at + 32)?);
-                Some(Digest::from_bytes(d))
+                d.copy_from_slice(b.get(at + 16..at + 48)?);
+                Some(crate::store::BlobSpan {
+                    offset: rd_u64(b, at),
+                    len: rd_u64(b, at + 8),
+                    digest: Digest::from_bytes(d),
+                })
             })
             .collect::<Option<Vec<_>>>()?;
-        crate::store::SpanTable::fixed(self.meta.blob_size, self.blob_span_len, digests).ok()
+        crate::store::SpanTable::new(spans).ok()
     }
     pub fn digest(&self) -> &Digest {
         &self.meta.digest

@@ -175,7 +175,13 @@ pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
 
 fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
     let (builder, checkpoints, windows, blob_spans) = index_bytes;
-    let bytes = builder.finish(meta, &checkpoints, &windows, &blob_spans)?;
+    // Spans that do not add up to the blob (never seen) only cost lazy reads.
+    let spans = crate::store::SpanTable::fixed(meta.blob_size, super::index::BLOB_SPAN, blob_spans)
+        .unwrap_or_else(|why| {
+            log::warn!("layer {}: no span digests in its index: {why}", meta.digest);
+            crate::store::SpanTable::default()
+        });
+    let bytes = builder.finish(meta, &checkpoints, &windows, &spans)?;
     let path = store.layer_index_path(&meta.digest);
     let mut w = store.blob_writer()?;
     w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
