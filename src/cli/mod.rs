@@ -13,6 +13,7 @@ mod history;
 mod images;
 mod import;
 mod inspect;
+mod lazy;
 mod load;
 mod login;
 mod logout;
@@ -165,6 +166,7 @@ pub fn main() -> i32 {
         }
     };
     init_logging();
+    lazy::install_fetcher();
     let ctx = Ctx {
         root: cli.root.clone().unwrap_or_else(Store::default_root),
     };
