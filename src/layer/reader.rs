@@ -126,7 +126,10 @@ pub enum ReadError {
     #[error("layer {digest}: {source}")]
     Span { digest: Digest, source: SpanError },
     #[error("layer {digest}: {source}")]
-    Fetch { digest: Digest, source: FetchError },
+    Fetch {
+        digest: Digest,
+        source: Box<FetchError>,
+    },
 }
 
 /// Where a layer's compressed bytes are read from.
@@ -207,7 +210,7 @@ impl Layer {
         };
         let err = |source| ReadError::Fetch {
             digest: *self.digest(),
-            source,
+            source: Box::new(source),
         };
         let mut at = 0;
         while at < blob.size() {
@@ -336,7 +339,7 @@ impl Layer {
                     blob.ensure(range, spans, partial::fetch_timeout())
                         .map_err(|source| ReadError::Fetch {
                             digest: *self.digest(),
-                            source,
+                            source: Box::new(source),
                         })?;
                     blob.file()
                 }
