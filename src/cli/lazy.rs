@@ -42,7 +42,8 @@ pub fn pull_if_missing(store: &Store, image: &str, transport: &TransportArgs) ->
     }
     let mut opts = PullOptions::new(transport.client_options());
     opts.lazy = true;
-    let report = pull(store, &reference, &opts, &Silent).with_context(|| format!("pull {image}"))?;
+    let report =
+        pull(store, &reference, &opts, &Silent).with_context(|| format!("pull {image}"))?;
     Ok(report.name)
 }
 

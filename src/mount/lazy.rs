@@ -30,7 +30,9 @@ pub fn start_prefetch(fs: Arc<UnionFs>) -> Arc<AtomicBool> {
                 match layer.prefetch(PREFETCH_STEP, &|| !flag.load(Ordering::Relaxed)) {
                     Ok(true) => log::info!("layer {}: whole, from {origin}", layer.digest()),
                     Ok(false) => return,
-                    Err(e) => log::error!("prefetch of layer {} from {origin}: {e}", layer.digest()),
+                    Err(e) => {
+                        log::error!("prefetch of layer {} from {origin}: {e}", layer.digest())
+                    }
                 }
             }
         });

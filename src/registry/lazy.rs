@@ -71,7 +71,9 @@ impl RangeFetcher {
 
 /// Splits an origin (`registry/repository`) in two.
 pub fn split_origin(origin: &str) -> Option<(&str, &str)> {
-    origin.split_once('/').filter(|(r, p)| !r.is_empty() && !p.is_empty())
+    origin
+        .split_once('/')
+        .filter(|(r, p)| !r.is_empty() && !p.is_empty())
 }
 
 /// The origin string partial blobs record for `repo` on `registry`.
@@ -145,7 +147,8 @@ pub fn get_range(
     let mut body = resp.into_body().into_reader();
     let io = |e: std::io::Error| client.bad(&what, &format!("reading the body: {e}"));
     if skip > 0 {
-        let skipped = std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink()).map_err(io)?;
+        let skipped =
+            std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink()).map_err(io)?;
         if skipped < skip {
             return Err(client.bad(&what, "the body ends before the range"));
         }
@@ -187,9 +190,8 @@ impl IndexSource for LocalIndex {
     }
     fn fetch_index(&self, req: &IndexRequest<'_>) -> Result<bool, RegistryError> {
         let d = &req.layer.digest;
-        Ok(LayerIndex::open(&req.store.layer_index_path(d), d).is_ok_and(|i| {
-            i.meta().blob_size == req.layer.size && i.span_table().is_some()
-        }))
+        Ok(LayerIndex::open(&req.store.layer_index_path(d), d)
+            .is_ok_and(|i| i.meta().blob_size == req.layer.size && i.span_table().is_some()))
     }
 }
 
@@ -200,10 +202,7 @@ pub fn index_sources() -> Vec<Box<dyn IndexSource>> {
 
 /// The first index any source has for `req.layer`, opened; None when none
 /// has one (the layer is then fetched whole).
-pub fn find_index(
-    sources: &[Box<dyn IndexSource>],
-    req: &IndexRequest<'_>,
-) -> Option<LayerIndex> {
+pub fn find_index(sources: &[Box<dyn IndexSource>], req: &IndexRequest<'_>) -> Option<LayerIndex> {
     let d = &req.layer.digest;
     for s in sources {
         match s.fetch_index(req) {

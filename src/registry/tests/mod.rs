@@ -5,6 +5,7 @@
 mod auth;
 mod faults;
 mod harness;
+mod lazy;
 mod mutation;
 mod roundtrip;
 
