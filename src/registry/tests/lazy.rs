@@ -207,3 +207,58 @@ fn wrong_bytes_for_a_range_fail_the_read_and_store_nothing() {
     assert!(e.contains(&s.addr), "the error names no registry: {e}");
     assert_eq!(store.partial_status(&layer_d).unwrap().unwrap().1, 0);
 }
+
+#[test]
+fn fsck_df_and_gc_know_partial_layers() {
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, desc, layer_d) = big_image();
+    let s = fake(
+        served_from(&src, &desc),
+        Arc::new(|_: &Request, _: &Served| None),
+    );
+    partial::set_fetcher_for(&s.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    lazy_pull_from(&s.addr, &store, &o);
+    read_file(&store, &layer_d, "small").unwrap();
+    let size = src.blob_size(&layer_d).unwrap();
+    let local = store.local_bytes(&layer_d);
+    assert!(local > 0 && local < size / 2, "{local} of {size}");
+    // df counts local bytes only.
+    let u = crate::image::usage(&store).unwrap();
+    let config = store.read_manifest(&desc.digest).unwrap().config.size;
+    assert_eq!(u.images[0].total, local + config + desc.size);
+    // fsck: clean, then a flipped byte of a fetched span is found.
+    assert_fsck_clean(&store);
+    let data = store.root().join("layerfs/partial").join(layer_d.hex());
+    let p = store.open_partial(&layer_d).unwrap().unwrap();
+    let spans = Layer::open(&store, &layer_d, SpanCache::new(1 << 20))
+        .unwrap()
+        .index
+        .span_table()
+        .unwrap();
+    let first = *spans
+        .spans()
+        .iter()
+        .find(|sp| p.is_local(sp.offset..sp.end()))
+        .unwrap();
+    drop(p);
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"X", first.offset + 7).unwrap();
+    let r = crate::image::fsck(&store).unwrap();
+    assert!(
+        r.damaged.iter().any(|l| l.contains(&layer_d.to_string())),
+        "{:?}",
+        r.damaged
+    );
+    // gc keeps a partial layer an image uses, and removes it once none does.
+    store.gc(&[]).unwrap();
+    assert!(store.has_partial(&layer_d) && store.layer_index_path(&layer_d).is_file());
+    for t in store.tags_of(&desc.digest).unwrap() {
+        store.untag(&t).unwrap();
+    }
+    let report = store.gc(&[]).unwrap();
+    assert!(report.removed.iter().any(|(d, _)| *d == layer_d));
+    assert!(!store.has_partial(&layer_d) && !data.exists());
+    assert!(store.list_partials().unwrap().is_empty());
+}
