@@ -362,6 +362,23 @@ impl Layer {
     }
 }
 
+/// Makes layer `digest` whole when the store holds it in part: fetches
+/// what is missing, checks the digest, moves it into the blobs. Nothing to
+/// do for a whole one. `save`, `push` and a later `pull` use it.
+pub fn fetch_whole(store: &Store, digest: &Digest) -> Result<(), LayerError> {
+    if store.has_blob(digest) || !store.has_partial(digest) {
+        return Ok(());
+    }
+    let layer = Layer::open(store, digest, SpanCache::new(8 << 20))?;
+    match layer.prefetch(4 << 20, &|| true) {
+        Ok(_) => Ok(()),
+        Err(ReadError::Fetch { source, .. }) => Err(LayerError::Fetch(source)),
+        Err(e @ ReadError::Span { .. }) => {
+            Err(LayerError::Stream(std::io::Error::other(e.to_string())))
+        }
+    }
+}
+
 /// Opens a lazy layer: its index must be local (it cannot be rebuilt from a
 /// blob the store lacks) and carry span digests for the blob it describes.
 fn open_partial(

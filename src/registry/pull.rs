@@ -353,6 +353,12 @@ fn have_blob(
     diff_ids: &mut HashMap<Digest, Digest>,
 ) -> Result<bool, RegistryError> {
     let d = &job.desc.digest;
+    // Part of it fetched by a lazy read: fetch the rest, not all of it again.
+    if store.has_partial(d)
+        && let Err(e) = crate::layer::fetch_whole(store, d)
+    {
+        log::warn!("layer {d}: completing its partial blob: {e}; downloading it whole");
+    }
     if !store.has_blob(d) {
         return Ok(false);
     }

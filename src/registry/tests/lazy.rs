@@ -262,3 +262,76 @@ fn fsck_df_and_gc_know_partial_layers() {
     assert!(!store.has_partial(&layer_d) && !data.exists());
     assert!(store.list_partials().unwrap().is_empty());
 }
+
+#[test]
+fn a_changed_lazy_image_is_pushed_without_fetching_its_base_and_save_fetches_it_whole() {
+    let test = "a_changed_lazy_image_is_pushed_without_fetching_its_base";
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, _desc, layer_d) = big_image();
+    let target = Reference::parse(&format!("{}/lazy/base:1", reg.addr)).unwrap();
+    push(
+        &src,
+        "app:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+    let proxy = Server::start(
+        Some(reg.addr.clone()),
+        Arc::new(|_: &Request| Action::Forward),
+    );
+    partial::set_fetcher_for(&proxy.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    let base = Reference::parse(&format!("{}/lazy/base:1", proxy.addr)).unwrap();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    pull(&store, &base, &po, &Silent).unwrap();
+
+    // A change on top: the base layer as the lazy pull left it, plus a new one.
+    let index = Layer::open(&store, &layer_d, SpanCache::new(1 << 20))
+        .unwrap()
+        .index;
+    let base_info = crate::layer::LayerInfo::from_index(&index);
+    let change = layer(&store, Compression::Gzip, &[("new", b"changed\n")]);
+    let changed = image(&store, &[base_info, change], None, None);
+    store.tag("changed:1", &changed).unwrap();
+    proxy.clear_log();
+    let other = Reference::parse(&format!("{}/other/app:2", proxy.addr)).unwrap();
+    let report = push(
+        &store,
+        "changed:1",
+        &other,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        report.blobs_mounted, 1,
+        "the base layer is mounted across repositories"
+    );
+    let base_gets: Vec<_> = proxy
+        .logged()
+        .into_iter()
+        .filter(|l| l.method == "GET" && l.target.contains(&layer_d.to_string()))
+        .collect();
+    assert!(base_gets.is_empty(), "{base_gets:?}");
+    assert!(!store.has_blob(&layer_d));
+
+    // save fetches the rest first: the archive holds the whole image.
+    let mut out = Vec::new();
+    crate::archive::save(
+        &store,
+        &["changed:1".to_string()],
+        crate::archive::SaveFormat::OciArchive,
+        &mut out,
+    )
+    .unwrap();
+    assert!(store.has_blob(&layer_d) && !store.has_partial(&layer_d));
+    assert!(blob_bytes(&store, &layer_d) == blob_bytes(&src, &layer_d));
+    assert!(out.len() as u64 > src.blob_size(&layer_d).unwrap());
+}
