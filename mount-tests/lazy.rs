@@ -93,11 +93,21 @@ fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the
         .map(|d| src.store.blob_size(d).unwrap())
         .sum();
 
-    // The lazy store has the layers' indexes only.
+    // The lazy store has the layers' indexes only, made for lazy reads (a
+    // checkpoint every 1 MiB), as a published index is.
     let env = Env::new();
     for d in &digests {
+        layerfs::layer::index_blob_with_span(&src.store, d, 1 << 20).unwrap();
         std::fs::copy(src.store.layer_index_path(d), env.store.layer_index_path(d)).unwrap();
     }
+    let index_bytes: u64 = digests
+        .iter()
+        .map(|d| {
+            std::fs::metadata(env.store.layer_index_path(d))
+                .unwrap()
+                .len()
+        })
+        .sum();
     let before = proxy.bytes();
     let m = env.mount(&remote, &["--suid", "--dev", "--prefetch", "none"]);
     assert!(digests.iter().all(|d| !env.store.has_blob(d)));
@@ -116,11 +126,11 @@ fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the
     }
     let served = proxy.bytes() - before;
     eprintln!(
-        "lazy mount + dpkg -l + perl: {served} bytes from the registry of {compressed} compressed ({:.1} %)",
+        "lazy mount + dpkg -l + perl: {served} bytes from the registry of {compressed} compressed ({:.1} %), indexes {index_bytes} bytes",
         served as f64 * 100.0 / compressed as f64
     );
     assert!(
-        served * 5 < compressed,
+        served * 10 < compressed,
         "{served} bytes served of {compressed}"
     );
 

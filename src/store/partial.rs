@@ -645,6 +645,12 @@ impl PartialBlob {
                     last = FetchError::NoFetcher(self.digest);
                     continue;
                 };
+                log::debug!(
+                    "layer {}: fetching {}..{} from {origin}",
+                    self.digest,
+                    run.start,
+                    run.end
+                );
                 match fetcher.fetch_range(origin, &self.digest, run.start, run.end - run.start) {
                     Ok(data) => {
                         self.store_verified(run.start, &data, spans, origin)?;
