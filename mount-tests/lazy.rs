@@ -16,11 +16,13 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// A TCP proxy to `backend` that counts the bytes it sends back.
+/// A TCP proxy to `backend` that counts the bytes it sends back, and can
+/// stall (a registry that stops answering, connections kept open).
 struct CountingProxy {
     addr: String,
     down: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    stall: Arc<AtomicBool>,
 }
 
 impl CountingProxy {
@@ -29,7 +31,13 @@ impl CountingProxy {
         let addr = listener.local_addr().unwrap().to_string();
         let down = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (backend, down2, stop2) = (backend.to_string(), down.clone(), stop.clone());
+        let stall = Arc::new(AtomicBool::new(false));
+        let (backend, down2, stop2, stall2) = (
+            backend.to_string(),
+            down.clone(),
+            stop.clone(),
+            stall.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -39,12 +47,18 @@ impl CountingProxy {
                     continue;
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || copy(c2, s2, None));
+                let (st1, st2) = (stall2.clone(), stall2.clone());
+                std::thread::spawn(move || copy(c2, s2, None, &st1));
                 let down = down2.clone();
-                std::thread::spawn(move || copy(server, client, Some(&down)));
+                std::thread::spawn(move || copy(server, client, Some(&down), &st2));
             }
         });
-        CountingProxy { addr, down, stop }
+        CountingProxy {
+            addr,
+            down,
+            stop,
+            stall,
+        }
     }
 
     fn bytes(&self) -> u64 {
@@ -52,9 +66,12 @@ impl CountingProxy {
     }
 }
 
-fn copy(mut from: TcpStream, mut to: TcpStream, count: Option<&AtomicU64>) {
+fn copy(mut from: TcpStream, mut to: TcpStream, count: Option<&AtomicU64>, stall: &AtomicBool) {
     let mut buf = vec![0u8; 64 << 10];
     while let Ok(n) = from.read(&mut buf) {
+        while stall.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         if n == 0 || to.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -164,4 +181,94 @@ fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the
     m.unmount();
     env.ok(&["fsck"]);
     assert!(!is_mounted(&m.path));
+}
+
+/// Reads `rel` under the mount; the errno on failure.
+fn read(m: &std::path::Path, rel: &str) -> Result<Vec<u8>, i32> {
+    std::fs::read(m.join(rel)).map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+#[test]
+fn a_lazy_mount_survives_kill_9_and_a_stalled_registry_with_eio_bounded_then_recovers() {
+    const T: &str = "a_lazy_mount_survives_kill_9_and_a_stalled_registry";
+    let Some((src, deb)) = debian3_env(T) else {
+        return;
+    };
+    let reg = Registry::start(&src.mkdir("registry"));
+    let proxy = CountingProxy::start(&reg.addr);
+    let remote = format!("{}/lazy/debian:3", proxy.addr);
+    src.ok(&["push", "debian:3layer", &remote]);
+    let env = Env::new();
+    for d in layers(&src, "debian:3layer") {
+        std::fs::copy(
+            src.store.layer_index_path(&d),
+            env.store.layer_index_path(&d),
+        )
+        .unwrap();
+    }
+    let want = std::fs::read(deb.base_file("usr/bin/perl")).unwrap();
+    let m = env.mount(&remote, &["--prefetch", "none"]);
+    assert!(read(&m.path, "usr/bin/perl").unwrap() == want);
+    let local: u64 = layers(&env, &remote)
+        .iter()
+        .map(|d| env.store.local_bytes(d))
+        .sum();
+    assert!(local > 0);
+
+    // kill -9: what was fetched and verified stays; a new mount reads it
+    // without the registry.
+    let pid = env.daemon_pid(&m.path);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    crate::support::wait_until(
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the daemon to die",
+    );
+    env.ok(&["umount", m.path.to_str().unwrap()]);
+    let after: u64 = layers(&env, &remote)
+        .iter()
+        .map(|d| env.store.local_bytes(d))
+        .sum();
+    assert_eq!(after, local, "verified data was lost by kill -9");
+
+    // The registry stalls: data not local fails with EIO within the bound,
+    // local data is served; once it answers again, reads work.
+    let mnt = env.mkdir("again");
+    let out = env
+        .cmd(&[
+            "mount",
+            "--prefetch",
+            "none",
+            &remote,
+            mnt.to_str().unwrap(),
+        ])
+        .env("LAYERFS_FETCH_TIMEOUT", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served = proxy.bytes();
+    proxy.stall.store(true, Ordering::SeqCst);
+    assert!(read(&mnt, "usr/bin/perl").unwrap() == want);
+    assert_eq!(proxy.bytes(), served);
+    assert_eq!(read(&mnt, "usr/bin/dpkg"), Err(libc::EIO));
+    proxy.stall.store(false, Ordering::SeqCst);
+    let dpkg = std::fs::read(deb.base_file("usr/bin/dpkg")).unwrap();
+    let mut got = read(&mnt, "usr/bin/dpkg");
+    for _ in 0..50 {
+        if got.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        got = read(&mnt, "usr/bin/dpkg");
+    }
+    assert!(got.unwrap() == dpkg);
+    env.ok(&["umount", mnt.to_str().unwrap()]);
+    assert!(!is_mounted(&mnt));
 }
