@@ -94,16 +94,31 @@ fn layers(env: &Env, image: &str) -> Vec<layerfs::oci::Digest> {
     env.store.resolve(image).unwrap().layer_digests()
 }
 
-#[test]
-fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the_pulled_image() {
-    const T: &str = "a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part";
-    let Some((src, _)) = debian3_env(T) else {
-        return;
-    };
+/// The Debian image pushed to a real registry behind a counting proxy: the
+/// source env, the layers, the registry, the proxy and the image's name there.
+fn pushed_debian(
+    test: &str,
+) -> Option<(
+    Env,
+    &'static crate::support::debian::DebianLayers,
+    Registry,
+    CountingProxy,
+    String,
+)> {
+    let (src, deb) = debian3_env(test)?;
     let reg = Registry::start(&src.mkdir("registry"));
     let proxy = CountingProxy::start(&reg.addr);
     let remote = format!("{}/lazy/debian:3", proxy.addr);
     src.ok(&["push", "debian:3layer", &remote]);
+    Some((src, deb, reg, proxy, remote))
+}
+
+#[test]
+fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the_pulled_image() {
+    const T: &str = "a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part";
+    let Some((src, _, _reg, proxy, remote)) = pushed_debian(T) else {
+        return;
+    };
     let digests = layers(&src, "debian:3layer");
     let compressed: u64 = digests
         .iter()
@@ -191,13 +206,9 @@ fn read(m: &std::path::Path, rel: &str) -> Result<Vec<u8>, i32> {
 #[test]
 fn a_lazy_mount_survives_kill_9_and_a_stalled_registry_with_eio_bounded_then_recovers() {
     const T: &str = "a_lazy_mount_survives_kill_9_and_a_stalled_registry";
-    let Some((src, deb)) = debian3_env(T) else {
+    let Some((src, deb, _reg, proxy, remote)) = pushed_debian(T) else {
         return;
     };
-    let reg = Registry::start(&src.mkdir("registry"));
-    let proxy = CountingProxy::start(&reg.addr);
-    let remote = format!("{}/lazy/debian:3", proxy.addr);
-    src.ok(&["push", "debian:3layer", &remote]);
     let env = Env::new();
     for d in layers(&src, "debian:3layer") {
         std::fs::copy(
