@@ -350,3 +350,72 @@ fn a_changed_lazy_image_is_pushed_without_fetching_its_base_and_save_fetches_it_
     assert!(blob_bytes(store, &layer_d) == blob_bytes(src, &layer_d));
     assert!(out.len() as u64 > src.blob_size(&layer_d).unwrap());
 }
+
+#[test]
+fn a_token_that_expires_during_a_lazy_mount_is_renewed() {
+    let test = "a_token_that_expires_during_a_lazy_mount_is_renewed";
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, _desc, layer_d) = big_image();
+    let target = Reference::parse(&format!("{}/tok/app:1", reg.addr)).unwrap();
+    push(
+        &src,
+        "app:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+
+    // Anonymous Bearer tokens; `valid` empties when they "expire".
+    let valid = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let realm = Arc::new(std::sync::OnceLock::<String>::new());
+    let (v2, i2, r2) = (valid.clone(), issued.clone(), realm.clone());
+    let front = Server::start(
+        Some(reg.addr.clone()),
+        Arc::new(move |req: &Request| {
+            if req.path() == "/token" {
+                let n = i2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let token = format!("tok{n}");
+                v2.lock().unwrap().push(token.clone());
+                let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+                return Action::Respond(respond("200 OK", &[], body.as_bytes()));
+            }
+            let ok = req
+                .header("Authorization")
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .is_some_and(|t| v2.lock().unwrap().iter().any(|v| v == t));
+            if ok {
+                return Action::Forward;
+            }
+            let h = format!(
+                r#"Bearer realm="{}",service="lfs-test",scope="repository:tok/app:pull""#,
+                r2.get().cloned().unwrap_or_default()
+            );
+            Action::Respond(respond(
+                "401 Unauthorized",
+                &[("WWW-Authenticate", &h)],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}"#,
+            ))
+        }),
+    );
+    realm.set(format!("http://{}/token", front.addr)).unwrap();
+    partial::set_fetcher_for(&front.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    let via = Reference::parse(&format!("{}/tok/app:1", front.addr)).unwrap();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    pull(&store, &via, &po, &Silent).unwrap();
+    assert_eq!(
+        read_file(&store, &layer_d, "small").unwrap(),
+        b"small file\n"
+    );
+    let before = issued.load(std::sync::atomic::Ordering::SeqCst);
+    valid.lock().unwrap().clear();
+    assert!(read_file(&store, &layer_d, "b").unwrap() == text(9 << 20, 3));
+    assert!(issued.load(std::sync::atomic::Ordering::SeqCst) > before);
+}
