@@ -223,6 +223,9 @@ impl Layer {
             if !go_on() {
                 return Ok(false);
             }
+            if blob.is_whole() {
+                return Ok(true);
+            }
             let end = at.saturating_add(step).min(blob.size());
             let runs = blob.missing(at..end, spans).map_err(err)?;
             blob.fetch_runs(&runs, spans).map_err(err)?;
