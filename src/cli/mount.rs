@@ -142,6 +142,8 @@ mod tests {
                 "--threads",
                 "3",
                 "--debug",
+                "--prefetch",
+                "none",
                 "img:1",
                 "/mnt/x",
             ],
