@@ -283,3 +283,48 @@ fn a_lazy_mount_survives_kill_9_and_a_stalled_registry_with_eio_bounded_then_rec
     env.ok(&["umount", mnt.to_str().unwrap()]);
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn a_lazy_writable_mount_is_changed_committed_and_pushed_without_fetching_its_base() {
+    const T: &str = "a_lazy_writable_mount_is_changed_committed_and_pushed";
+    let Some((src, _, _reg, proxy, remote)) = pushed_debian(T) else {
+        return;
+    };
+    let digests = layers(&src, "debian:3layer");
+    let compressed: u64 = digests
+        .iter()
+        .map(|d| src.store.blob_size(d).unwrap())
+        .sum();
+    let env = Env::new();
+    for d in &digests {
+        std::fs::copy(src.store.layer_index_path(d), env.store.layer_index_path(d)).unwrap();
+    }
+    let m = env.mount(
+        &remote,
+        &["--writable", "--name", "lazyw", "--prefetch", "none"],
+    );
+    std::fs::write(m.join("etc/motd"), b"lazy and changed\n").unwrap();
+    std::fs::remove_dir_all(m.join("usr/share/doc")).unwrap();
+    let before = proxy.bytes();
+    env.ok(&["commit", m.path.to_str().unwrap(), "lazy:changed"]);
+    let other = format!("{}/other/debian:changed", proxy.addr);
+    env.ok(&["push", "lazy:changed", &other]);
+    let served = proxy.bytes() - before;
+    eprintln!("commit + push of a lazy image's change: {served} bytes from the registry");
+    assert!(
+        served * 100 < compressed,
+        "{served} bytes fetched to commit and push a change of a {compressed}-byte image"
+    );
+    assert!(digests.iter().all(|d| !env.store.has_blob(d)));
+    m.unmount();
+
+    // The pushed image is whole on the registry: a plain pull of it mounts.
+    let check = Env::new();
+    check.ok(&["pull", &other]);
+    let c = check.mount(&other, &[]);
+    assert_eq!(
+        std::fs::read(c.join("etc/motd")).unwrap(),
+        b"lazy and changed\n"
+    );
+    assert!(!c.join("usr/share/doc").exists());
+}
