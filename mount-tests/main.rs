@@ -16,6 +16,7 @@ mod everyday;
 mod fixtures;
 mod hostile;
 mod interop;
+mod lazy;
 mod live_commit;
 mod posix;
 mod readonly;

@@ -44,6 +44,10 @@ pub(crate) struct Row {
     pub digest: Digest,
     pub created: Option<String>,
     pub size: u64,
+    /// The layers' compressed bytes, and how many of them are in the store:
+    /// fewer for a lazy image not yet whole.
+    pub blob_size: u64,
+    pub local: u64,
     pub layers: usize,
     pub arch: String,
     pub os: String,
@@ -80,6 +84,8 @@ fn row(store: &Store, name: Option<String>, top: &Digest) -> Result<Row> {
         digest: *top,
         created: config.created,
         size: image_size(store, &m),
+        blob_size: m.layers.iter().map(|l| l.size).sum(),
+        local: m.layers.iter().map(|l| store.local_bytes(&l.digest)).sum(),
         layers: m.layers.len(),
         arch: config.architecture,
         os: config.os,
@@ -308,6 +314,15 @@ fn template_row(r: &Row, no_trunc: bool, containers: usize) -> serde_json::Value
     })
 }
 
+/// The size, and for a lazy image not yet whole how much of it is local.
+fn lazy_size(r: &Row) -> String {
+    if r.local >= r.blob_size {
+        return human_size(r.size);
+    }
+    let percent = r.local.saturating_mul(100) / r.blob_size.max(1);
+    format!("{} ({percent}% local)", human_size(r.size))
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let format = OutputFormat::parse(a.format.as_deref())?;
     let filters = Filters::parse(
@@ -347,6 +362,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                         "Digest": r.digest.to_string(),
                         "Created": r.created,
                         "Size": r.size,
+                        "BlobSize": r.blob_size,
+                        "LocalSize": r.local,
                         "Layers": r.layers,
                         "Labels": r.labels,
                         "Architecture": r.arch,
@@ -384,7 +401,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     row.extend([
                         short_id(&r.id.to_string(), a.no_trunc),
                         human_age(r.created.as_deref()),
-                        human_size(r.size),
+                        lazy_size(r),
                     ]);
                     row
                 })

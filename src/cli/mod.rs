@@ -16,6 +16,7 @@ mod images;
 mod import;
 mod info;
 mod inspect;
+mod lazy;
 mod load;
 mod login;
 mod logout;
@@ -206,6 +207,7 @@ pub fn main() -> i32 {
         }
     };
     init_logging();
+    lazy::install_fetcher();
     let ctx = Ctx {
         root: cli.root.clone().unwrap_or_else(Store::default_root),
     };

@@ -41,6 +41,11 @@ pub struct Args {
     /// FUSE worker threads
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
+    /// Lazy images: fetch the rest of each layer behind the reads (all) or only what is read (none)
+    #[arg(long, value_enum, default_value = "all")]
+    prefetch: super::lazy::Prefetch,
+    #[command(flatten)]
+    transport: super::transfer::TransportArgs,
 }
 
 fn default_threads() -> usize {
@@ -76,6 +81,7 @@ fn options(a: &Args) -> Result<(MountOptions, String)> {
         threads: a.threads,
         in_process: false,
         debug: a.debug,
+        no_prefetch: a.prefetch == super::lazy::Prefetch::None,
     };
     Ok((opts, what))
 }
@@ -87,6 +93,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if let Some(c) = &opts.container {
         let c = layerfs::container::load(&store, c).with_context(|| format!("mount {what}"))?;
         opts.container = Some(c.name);
+    }
+    if a.container.is_none() {
+        opts.image = super::lazy::pull_if_missing(&store, &opts.image, &a.transport)
+            .with_context(|| format!("mount {what}"))?;
     }
     if !a.foreground {
         mount::mount_background(&store, &opts).with_context(|| format!("mount {what}"))?;
@@ -137,6 +147,8 @@ mod tests {
                 "--threads",
                 "3",
                 "--debug",
+                "--prefetch",
+                "none",
                 "img:1",
                 "/mnt/x",
             ],

@@ -32,6 +32,9 @@ pub enum LayerError {
     BadIndex { path: PathBuf, why: String },
     #[error("writing the tar stream: {0}")]
     Write(std::io::Error),
+    /// A layer held in part could not be made whole (lazy images).
+    #[error(transparent)]
+    Fetch(Box<crate::store::FetchError>),
 }
 
 /// A path or name for a one-line message: lossy UTF-8, at most 64 bytes of

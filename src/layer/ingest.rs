@@ -101,7 +101,7 @@ pub fn ingest(
     }
     let tee = TeeReader::storing(src, store.blob_writer()?);
     let write_error = tee.write_error.clone();
-    let (index_bytes, decoded, mut tee) = match index_stream(tee) {
+    let (index_bytes, decoded, mut tee) = match index_stream(tee, super::SPAN) {
         Ok(v) => v,
         Err(e) => {
             let failed_write = write_error.lock().ok().and_then(|mut slot| slot.take());
@@ -145,6 +145,18 @@ pub fn open_index(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
 
 /// Rebuilds the index of a stored blob, verifying the blob on the way.
 pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
+    index_blob_with_span(store, digest, super::SPAN)
+}
+
+/// Rebuilds the index of a stored blob with a checkpoint every `span`
+/// uncompressed bytes: an index to publish for lazy reads wants them denser
+/// (a read fetches from the checkpoint before it), at the cost of a larger
+/// index (a 32 KiB window each, deflated).
+pub fn index_blob_with_span(
+    store: &Store,
+    digest: &Digest,
+    span: u64,
+) -> Result<LayerIndex, LayerError> {
     // Keeps gc from removing the temp file of the index being written.
     let _lock = store.lock_shared()?;
     let file = store.open_blob(digest)?;
@@ -153,7 +165,7 @@ pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
         .map_err(|e| LayerError::io(&store.blob_path(digest), e))?
         .len();
     let tee = TeeReader::hashing(file);
-    let (index_bytes, decoded, tee) = index_stream(tee)?;
+    let (index_bytes, decoded, tee) = index_stream(tee, span)?;
     let actual = tee.hash.finish();
     if actual != *digest {
         return Err(StoreError::DigestMismatch {
@@ -174,8 +186,14 @@ pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
 }
 
 fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
-    let (builder, checkpoints, windows) = index_bytes;
-    let bytes = builder.finish(meta, &checkpoints, &windows)?;
+    let (builder, checkpoints, windows, blob_spans) = index_bytes;
+    // Spans that do not add up to the blob (never seen) only cost lazy reads.
+    let spans = crate::store::SpanTable::fixed(meta.blob_size, super::index::BLOB_SPAN, blob_spans)
+        .unwrap_or_else(|why| {
+            log::warn!("layer {}: no span digests in its index: {why}", meta.digest);
+            crate::store::SpanTable::default()
+        });
+    let bytes = builder.finish(meta, &checkpoints, &windows, &spans)?;
     let path = store.layer_index_path(&meta.digest);
     let mut w = store.blob_writer()?;
     w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
@@ -184,7 +202,41 @@ fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Resu
     Ok(())
 }
 
-type IndexParts = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
+type IndexParts = (
+    IndexBuilder,
+    Vec<super::index::Checkpoint>,
+    Vec<u8>,
+    Vec<Digest>,
+);
+
+/// The sha256 of each BLOB_SPAN bytes of the compressed blob, as it passes.
+#[derive(Default)]
+struct SpanHasher {
+    hash: Sha256Writer,
+    done: Vec<Digest>,
+}
+
+impl SpanHasher {
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = (super::index::BLOB_SPAN - self.hash.len()) as usize;
+            let n = room.min(data.len());
+            self.hash.update(&data[..n]);
+            data = &data[n..];
+            if self.hash.len() == super::index::BLOB_SPAN {
+                let full = std::mem::take(&mut self.hash);
+                self.done.push(full.finish());
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Digest> {
+        if !self.hash.is_empty() {
+            self.done.push(self.hash.finish());
+        }
+        self.done
+    }
+}
 type DecodedMeta = (Digest, Compression, u64);
 
 /// Chunks read ahead of the decoder: reading, storing and hashing the blob
@@ -196,17 +248,20 @@ const CHUNKS_AHEAD: usize = 8;
 /// The source is read (and stored, and hashed) by a thread of its own.
 fn index_stream<R: Read + Send>(
     src: TeeReader<R>,
+    span: u64,
 ) -> Result<(IndexParts, DecodedMeta, TeeReader<R>), LayerError> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
         let producer = scope.spawn(move || {
             let mut src = src;
+            let mut spans = SpanHasher::default();
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 match src.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         buf.truncate(n);
+                        spans.update(&buf);
                         // A closed channel: the decoder stopped (bad data); stop reading too.
                         if tx.send(Ok(buf)).is_err() {
                             break;
@@ -219,18 +274,21 @@ fn index_stream<R: Read + Send>(
                     }
                 }
             }
-            src
+            (src, spans.finish())
         });
-        let parsed = parse_stream(ChunkReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        });
-        let tee = producer
+        let parsed = parse_stream(
+            ChunkReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            },
+            span,
+        );
+        let (tee, blob_spans) = producer
             .join()
             .map_err(|_| LayerError::Stream(io::Error::other("the reading thread failed")))?;
-        let (parts, meta) = parsed?;
-        Ok((parts, meta, tee))
+        let ((builder, checkpoints, windows), meta) = parsed?;
+        Ok(((builder, checkpoints, windows, blob_spans), meta, tee))
     })
 }
 
@@ -260,7 +318,9 @@ impl Read for ChunkReader {
     }
 }
 
-fn parse_stream(mut src: impl Read) -> Result<(IndexParts, DecodedMeta), LayerError> {
+type Parsed = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
+
+fn parse_stream(mut src: impl Read, span: u64) -> Result<(Parsed, DecodedMeta), LayerError> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {
@@ -276,7 +336,8 @@ fn parse_stream(mut src: impl Read) -> Result<(IndexParts, DecodedMeta), LayerEr
     }
     let compression = Compression::detect(&head[..got]);
     let chained = io::Cursor::new(head[..got].to_vec()).chain(src);
-    let decoder = StreamDecoder::new(chained, compression).map_err(LayerError::Stream)?;
+    let decoder =
+        StreamDecoder::with_span(chained, compression, span).map_err(LayerError::Stream)?;
     let mut tar = TarReader::new(BufReader::with_capacity(256 * 1024, decoder));
     let mut builder = IndexBuilder::new();
     let parsed: Result<(), LayerError> = (|| {

@@ -18,9 +18,13 @@ pub use compression::{Compression, decompressed};
 pub use decode::SPAN;
 pub use error::{LayerError, short_name};
 pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
-pub use ingest::{LayerInfo, TeeReader, index_blob, ingest, normalize_path, open_index};
-pub use reader::{Layer, ReadError, SpanCache};
+pub use ingest::{
+    LayerInfo, TeeReader, index_blob, index_blob_with_span, ingest, normalize_path, open_index,
+};
+pub use reader::{Layer, ReadError, SpanCache, fetch_whole};
 pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 
+#[cfg(test)]
+mod lazy_tests;
 #[cfg(test)]
 mod tests;

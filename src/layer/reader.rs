@@ -1,13 +1,19 @@
 //! Reading a layer's files: any byte range of an entry, decoding only the
 //! span(s) that hold it, through an LRU cache of decoded spans bounded in
 //! bytes and shared by all layers of a process.
+//!
+//! A layer the store holds only in part (a lazy image) is read through its
+//! partial blob: before a span is decoded, the compressed bytes it needs are
+//! made local (fetched, verified against the index's span digests, stored),
+//! waiting at most `store::partial::fetch_timeout()`. No lock of the union is
+//! held here; only the span being decoded is marked busy in the cache.
 
 use super::LayerError;
-use super::decode::{SpanError, ZstdCursor, decode_spans};
+use super::decode::{SpanError, ZstdCursor, decode_spans, inflate_prefix};
 use super::index::{Entry, LayerIndex};
 use super::ingest::open_index;
 use crate::oci::Digest;
-use crate::store::Store;
+use crate::store::{FetchError, PartialBlob, SpanTable, Store, partial};
 use lru::LruCache;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +92,12 @@ impl SpanCache {
         Ok(wanted)
     }
 
+    /// Span `i` of layer `layer` if it is cached.
+    fn cached(&self, layer: u64, i: u32) -> Option<Arc<Vec<u8>>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.lru.get(&(layer, i)).cloned()
+    }
+
     fn insert(&self, st: &mut CacheState, key: (u64, u32), data: Arc<Vec<u8>>) {
         st.bytes += data.len();
         if let Some(old) = st.lru.put(key, data) {
@@ -119,14 +131,33 @@ impl Drop for Busy<'_> {
 pub enum ReadError {
     #[error("layer {digest}: {source}")]
     Span { digest: Digest, source: SpanError },
+    #[error("layer {digest}: {source}")]
+    Fetch {
+        digest: Digest,
+        source: Box<FetchError>,
+    },
 }
+
+/// Where a layer's compressed bytes are read from.
+enum BlobData {
+    Whole(File),
+    /// Present in part: missing spans are fetched, verified against `spans`.
+    Partial {
+        blob: Arc<PartialBlob>,
+        spans: SpanTable,
+    },
+}
+
+/// Compressed bytes read past a span's end, so the inflater sees the next
+/// block's real header rather than the zeros of a sparse file.
+const SPAN_MARGIN: u64 = 64 << 10;
 
 static NEXT_LAYER_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// One layer opened for reading: its index and its blob.
 pub struct Layer {
     pub index: LayerIndex,
-    blob: File,
+    blob: BlobData,
     key: u64,
     cache: Arc<SpanCache>,
     /// Where the last zstd decode stopped, so sequential reads continue.
@@ -147,8 +178,14 @@ impl Layer {
         digest: &Digest,
         cache: Arc<SpanCache>,
     ) -> Result<Layer, LayerError> {
-        let blob = store.open_blob(digest)?;
-        let index = open_index(store, digest)?;
+        let (blob, index) = match store.open_blob(digest) {
+            Ok(f) => (BlobData::Whole(f), open_index(store, digest)?),
+            Err(crate::store::StoreError::BlobNotFound(_)) => match store.open_partial(digest)? {
+                Some(p) => open_partial(store, digest, p)?,
+                None => return Err(crate::store::StoreError::BlobNotFound(*digest).into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
         Ok(Layer {
             index,
             blob,
@@ -160,6 +197,41 @@ impl Layer {
 
     pub fn digest(&self) -> &Digest {
         self.index.digest()
+    }
+
+    /// The partial blob a lazy layer reads through; None when it is whole.
+    pub fn partial(&self) -> Option<&Arc<PartialBlob>> {
+        match &self.blob {
+            BlobData::Whole(_) => None,
+            BlobData::Partial { blob, .. } => Some(blob),
+        }
+    }
+
+    /// Fetches every span of a lazy layer still missing, `step` bytes per
+    /// request, then checks the whole blob and makes it an ordinary blob.
+    /// `go_on` is asked before each request (false stops the prefetch).
+    pub fn prefetch(&self, step: u64, go_on: &dyn Fn() -> bool) -> Result<bool, ReadError> {
+        let BlobData::Partial { blob, spans } = &self.blob else {
+            return Ok(true);
+        };
+        let err = |source| ReadError::Fetch {
+            digest: *self.digest(),
+            source: Box::new(source),
+        };
+        let mut at = 0;
+        while at < blob.size() {
+            if !go_on() {
+                return Ok(false);
+            }
+            if blob.is_whole() {
+                return Ok(true);
+            }
+            let end = at.saturating_add(step).min(blob.size());
+            let runs = blob.missing(at..end, spans).map_err(err)?;
+            blob.fetch_runs(&runs, spans).map_err(err)?;
+            at = runs.last().map_or(end, |r| r.end.max(end));
+        }
+        blob.complete().map_err(err)
     }
 
     /// Reads from file `entry` at `offset` into `buf`; returns the bytes read
@@ -248,8 +320,12 @@ impl Layer {
                 });
             };
             let cp = self.index.checkpoint(i);
-            let span = self.span(i)?;
             let start = (off - cp.out_offset) as usize;
+            let need = (start + buf.len()).min(cp.out_len as usize);
+            let span = match self.lazy_prefix(i, need)? {
+                Some(prefix) => prefix,
+                None => self.span(i)?,
+            };
             let n = buf.len().min(span.len().saturating_sub(start));
             if n == 0 {
                 return Err(ReadError::Span {
@@ -267,21 +343,153 @@ impl Layer {
         Ok(())
     }
 
+    /// For a gzip layer held in part whose span `i` is not local: its first
+    /// `need` bytes, fetching only the compressed bytes they take (None: read
+    /// the span whole, as for any other layer).
+    fn lazy_prefix(&self, i: u32, need: usize) -> Result<Option<Arc<Vec<u8>>>, ReadError> {
+        let BlobData::Partial { blob, spans } = &self.blob else {
+            return Ok(None);
+        };
+        if self.index.compression() != super::Compression::Gzip {
+            return Ok(None);
+        }
+        if let Some(s) = self.cache.cached(self.key, i) {
+            return Ok(Some(s));
+        }
+        let range = compressed_range(&self.index, i, blob.size());
+        if blob.is_local(range.clone()) {
+            return Ok(None);
+        }
+        let fetch_err = |source| ReadError::Fetch {
+            digest: *self.digest(),
+            source: Box::new(source),
+        };
+        let timeout = partial::fetch_timeout();
+        // One request for about the share of the span the read needs.
+        let cp = self.index.checkpoint(i);
+        let guess =
+            (range.end - range.start).saturating_mul(need as u64) / u64::from(cp.out_len.max(1));
+        blob.ensure(
+            range.start..range.start + guess + SPAN_MARGIN,
+            spans,
+            timeout,
+        )
+        .map_err(fetch_err)?;
+        let failed = std::cell::RefCell::new(None);
+        let ensure = |offset: u64, len: u64| {
+            blob.ensure(offset..offset.saturating_add(len), spans, timeout)
+                .map_err(|e| {
+                    *failed.borrow_mut() = Some(e);
+                    std::io::Error::other("fetch failed")
+                })
+        };
+        match inflate_prefix(&self.index, blob.file(), i, need, &ensure) {
+            Ok(prefix) => Ok(Some(Arc::new(prefix))),
+            Err(source) => match failed.into_inner() {
+                Some(f) => Err(fetch_err(f)),
+                None => Err(ReadError::Span {
+                    digest: *self.digest(),
+                    source,
+                }),
+            },
+        }
+    }
+
     fn span(&self, i: u32) -> Result<Arc<Vec<u8>>, ReadError> {
         let decoded = self.cache.get_or_decode(self.key, i, || {
-            decode_spans(&self.index, &self.blob, i, &self.zstd)
+            let file = match &self.blob {
+                BlobData::Whole(f) => f,
+                BlobData::Partial { blob, spans } => {
+                    let range = compressed_range(&self.index, i, blob.size());
+                    blob.ensure(range, spans, partial::fetch_timeout())
+                        .map_err(|source| ReadError::Fetch {
+                            digest: *self.digest(),
+                            source: Box::new(source),
+                        })?;
+                    blob.file()
+                }
+            };
+            decode_spans(&self.index, file, i, &self.zstd).map_err(|source| ReadError::Span {
+                digest: *self.digest(),
+                source,
+            })
         });
         let err = |source| ReadError::Span {
             digest: *self.digest(),
             source,
         };
-        decoded.map_err(err)?.ok_or_else(|| {
+        decoded?.ok_or_else(|| {
             err(SpanError::Damaged {
                 offset: 0,
                 why: "span not decoded".into(),
             })
         })
     }
+}
+
+/// Makes layer `digest` whole when the store holds it in part: fetches
+/// what is missing, checks the digest, moves it into the blobs. Nothing to
+/// do for a whole one. `save`, `push` and a later `pull` use it.
+pub fn fetch_whole(store: &Store, digest: &Digest) -> Result<(), LayerError> {
+    if store.has_blob(digest) || !store.has_partial(digest) {
+        return Ok(());
+    }
+    let layer = Layer::open(store, digest, SpanCache::new(8 << 20))?;
+    match layer.prefetch(4 << 20, &|| true) {
+        Ok(_) => Ok(()),
+        Err(ReadError::Fetch { source, .. }) => Err(LayerError::Fetch(source)),
+        Err(e @ ReadError::Span { .. }) => {
+            Err(LayerError::Stream(std::io::Error::other(e.to_string())))
+        }
+    }
+}
+
+/// Opens a lazy layer: its index must be local (it cannot be rebuilt from a
+/// blob the store lacks) and carry span digests for the blob it describes.
+fn open_partial(
+    store: &Store,
+    digest: &Digest,
+    blob: Arc<PartialBlob>,
+) -> Result<(BlobData, LayerIndex), LayerError> {
+    let path = store.layer_index_path(digest);
+    let index = LayerIndex::open(&path, digest)?;
+    let bad = |why: &str| LayerError::BadIndex {
+        path: path.clone(),
+        why: why.to_string(),
+    };
+    if index.meta().blob_size != blob.size() {
+        return Err(bad("its blob size differs from the partial blob's"));
+    }
+    let spans = index
+        .span_table()
+        .ok_or_else(|| bad("it has no span digests, so a lazy read cannot be verified"))?;
+    Ok((BlobData::Partial { blob, spans }, index))
+}
+
+/// The compressed bytes that decoding span `i` reads.
+fn compressed_range(index: &LayerIndex, i: u32, blob_size: u64) -> std::ops::Range<u64> {
+    let cp = index.checkpoint(i);
+    let mut first = i;
+    if index.compression() == super::Compression::Zstd {
+        while first > 0 && !index.checkpoint(first).restart {
+            first -= 1;
+        }
+    }
+    let start_cp = index.checkpoint(first);
+    let start = start_cp
+        .in_offset
+        .saturating_sub(u64::from(start_cp.bits > 0));
+    let end = if index.compression() == super::Compression::None {
+        cp.in_offset.saturating_add(cp.out_len as u64)
+    } else if i + 1 < index.checkpoints() {
+        index
+            .checkpoint(i + 1)
+            .in_offset
+            .saturating_add(SPAN_MARGIN)
+    } else {
+        blob_size
+    };
+    start.min(blob_size)..end.min(blob_size)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod client;
 mod config;
 mod credentials;
 mod error;
+pub mod lazy;
 mod progress;
 mod pull;
 mod push;
@@ -28,6 +29,7 @@ pub use client::{ClientOptions, Deadlines, RetryPolicy, TIMEOUT_ENV};
 pub use config::RegistryConfig;
 pub use credentials::Credentials;
 pub use error::RegistryError;
+pub use lazy::RangeFetcher;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
 pub use pull::{PullOptions, PullReport, pull};
 pub use push::{PushOptions, PushReport, push};
@@ -108,7 +110,9 @@ pub fn login(
 pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullReport, RegistryError> {
     let reference =
         crate::oci::Reference::parse(name).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-    let opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
+    let mut opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
+    // Lazy where a layer's index can be had: the data comes as it is read.
+    opts.lazy = true;
     pull(store, &reference, &opts, &Silent)
 }
 

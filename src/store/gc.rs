@@ -1,6 +1,7 @@
 //! Garbage collection: blobs that no image, no hold (mounts, containers,
 //! builds) and no root given by the caller reaches are removed with their indexes,
-//! together with temp files that crashed writers left.
+//! together with temp files that crashed writers left, and partial blobs
+//! (lazy images) that nothing reaches.
 
 use super::{Result, Store, StoreError};
 use crate::oci::{Digest, ManifestKind};
@@ -12,6 +13,12 @@ pub struct GcReport {
     pub removed: Vec<(Digest, u64)>,
     pub temp_files: usize,
     pub freed: u64,
+}
+
+struct Unreachable {
+    digest: Digest,
+    size: u64,
+    partial: bool,
 }
 
 impl Store {
@@ -51,27 +58,40 @@ impl Store {
         Ok(seen)
     }
 
-    /// The blobs (with their sizes) that `gc(roots)` would remove now.
-    fn unreachable_blobs(&self, roots: &[Digest]) -> Result<Vec<(Digest, u64)>> {
+    /// The blobs that `gc(roots)` would remove now, whole ones and partial
+    /// ones (lazy images; counted by their local bytes).
+    fn unreachable_blobs(&self, roots: &[Digest]) -> Result<Vec<Unreachable>> {
         let keep = self.reachable(roots)?;
-        Ok(self
+        let mut out: Vec<Unreachable> = self
             .list_blobs()?
             .into_iter()
             .filter(|d| !keep.contains(d))
-            .map(|d| {
-                let size = self.blob_size(&d).unwrap_or(0);
-                (d, size)
+            .map(|digest| Unreachable {
+                digest,
+                size: self.blob_size(&digest).unwrap_or(0),
+                partial: false,
             })
-            .collect())
+            .collect();
+        for digest in self.list_partials()? {
+            if !keep.contains(&digest) {
+                let size = self.partial_status(&digest)?.map_or(0, |(_, n)| n);
+                out.push(Unreachable {
+                    digest,
+                    size,
+                    partial: true,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// What `gc(roots)` would remove and free if no writer were active,
     /// removing nothing (`df`'s reclaimable bytes are this report's).
     pub fn gc_plan(&self, roots: &[Digest]) -> Result<GcReport> {
         let mut report = GcReport::default();
-        for (d, size) in self.unreachable_blobs(roots)? {
-            report.freed += size;
-            report.removed.push((d, size));
+        for u in self.unreachable_blobs(roots)? {
+            report.freed += u.size;
+            report.removed.push((u.digest, u.size));
         }
         let tmp = self.tmp_dir();
         for entry in fs::read_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))? {
@@ -87,19 +107,23 @@ impl Store {
     pub fn gc(&self, roots: &[Digest]) -> Result<GcReport> {
         let _lock = self.lock_exclusive()?;
         let mut report = GcReport::default();
-        for (d, size) in self.unreachable_blobs(roots)? {
-            self.remove_blob(&d)?;
-            report.freed += size;
-            report.removed.push((d, size));
+        for u in self.unreachable_blobs(roots)? {
+            if u.partial {
+                self.remove_partial(&u.digest)?;
+            } else {
+                self.remove_blob(&u.digest)?;
+            }
+            report.freed += u.size;
+            report.removed.push((u.digest, u.size));
         }
-        // Indexes whose blob is gone.
+        // Indexes whose blob is gone (a partial blob's index stays).
         let index_dir = self.index_dir();
         for entry in fs::read_dir(&index_dir).map_err(|e| StoreError::io(&index_dir, e))? {
             let entry = entry.map_err(|e| StoreError::io(&index_dir, e))?;
             let name = entry.file_name();
             let hex = name.to_str().and_then(|n| n.strip_suffix(".idx"));
             let orphan = match hex.and_then(|h| Digest::from_hex(h).ok()) {
-                Some(d) => !self.has_blob(&d),
+                Some(d) => !self.has_blob(&d) && !self.has_partial(&d),
                 None => true,
             };
             if orphan {

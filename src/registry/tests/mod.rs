@@ -6,6 +6,7 @@ mod auth;
 mod faults;
 mod harness;
 mod helpers;
+mod lazy;
 mod mutation;
 mod roundtrip;
 
