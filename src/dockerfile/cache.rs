@@ -163,6 +163,26 @@ impl Cache {
         self.write_hold(store, &map)
     }
 
+    /// Drops the records of intermediate step images (with `all`, of every
+    /// step, the tagged results' too) and rewrites the hold; returns how
+    /// many records went. A gc then frees what only they kept.
+    pub fn prune(&self, store: &Store, all: bool) -> Result<usize, StepError> {
+        let _lock = self.lock()?;
+        let mut map = self.read();
+        let before = map.len();
+        let tagged: HashSet<Digest> = store
+            .image_entries()?
+            .into_iter()
+            .filter(|e| e.name().is_some())
+            .map(|e| e.descriptor.digest)
+            .collect();
+        map.retain(|_, e| !all && tagged.contains(&e.manifest));
+        let bytes = serde_json::to_vec_pretty(&map).map_err(|e| self.io(e.into()))?;
+        store.write_file(&self.file(), &bytes)?;
+        self.write_hold(store, &map)?;
+        Ok(before - map.len())
+    }
+
     fn write_hold(&self, store: &Store, map: &BTreeMap<String, Entry>) -> Result<(), StepError> {
         let tagged: HashSet<Digest> = store
             .image_entries()?

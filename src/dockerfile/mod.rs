@@ -17,7 +17,11 @@ mod cache;
 pub mod context;
 mod copy;
 pub mod ignore;
+pub mod mounts;
 pub mod parse;
+mod prune;
+pub mod secrets;
+pub mod stdin;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
@@ -31,6 +35,7 @@ use cache::{Cache, Entry};
 use context::{Context, ContextError};
 use copy::{CopySpec, LayerBuild, chown_ids};
 use parse::{Args, Dockerfile, Instruction, Keyword};
+pub use prune::{PruneReport, prune};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -103,6 +108,14 @@ pub struct BuildOptions {
     pub build_args: Vec<(String, String)>,
     /// Run every step, using no cache (the results still fill it).
     pub no_cache: bool,
+    /// More names for the result (`-t` given several times).
+    pub more_tags: Vec<Reference>,
+    /// `--label`: labels set on the result.
+    pub labels: Vec<(String, String)>,
+    /// `--pull`: pull FROM images even when the store has them.
+    pub pull: bool,
+    /// `--secret`: what `RUN --mount=type=secret` may mount.
+    pub secrets: Vec<secrets::SecretSpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -254,6 +267,18 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
             source: Box::new(source),
         })?;
     }
+    if !opts.labels.is_empty()
+        && let Some(st) = b.state.as_mut()
+    {
+        // As Docker: on the result's config, without a history entry.
+        let mut text = String::from("build --label");
+        for (k, v) in &opts.labels {
+            st.config.add_label(k, v);
+            text.push_str(&format!(" {k}={v}"));
+        }
+        let key = cache::key(&[&st.parent_key(), &text]);
+        st.pending.push(key);
+    }
     if b.state.is_some() {
         b.materialize()?;
     }
@@ -266,7 +291,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         .build_args
         .iter()
         .map(|(k, _)| k)
-        .filter(|k| !b.used_args.contains(*k))
+        .filter(|k| !b.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
         .collect();
     if !unused.is_empty() {
         let _ = writeln!(
@@ -276,9 +301,12 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     }
     let desc = state.image.descriptor();
     name_image(store, &desc, opts.tag.as_ref()).map_err(StepError::from)?;
+    for t in &opts.more_tags {
+        name_image(store, &desc, Some(t)).map_err(StepError::from)?;
+    }
     b.cache.refresh_hold(store)?;
     let _ = writeln!(b.out, "Successfully built {}", state.image.id.short());
-    if let Some(t) = &opts.tag {
+    for t in opts.tag.iter().chain(&opts.more_tags) {
         let _ = writeln!(b.out, "Successfully tagged {}", t.canonical());
     }
     Ok(Built {
@@ -439,6 +467,9 @@ impl<'a> Builder<'a> {
             };
             (config, Vec::new(), image)
         } else {
+            if self.opts.pull {
+                self.pull(&name)?;
+            }
             let r = match self.store.resolve(&name) {
                 Err(StoreError::ImageNotFound(_)) => {
                     self.pull(&name)?;
@@ -687,12 +718,11 @@ impl<'a> Builder<'a> {
     }
 
     fn run_step(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
-        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
-        if !ins.flags.is_empty() {
-            return Err(msg(
-                "RUN --mount, --network and --security are not supported",
-            ));
+        if let Some((f, _)) = ins.flags.iter().find(|(f, _)| f != "mount") {
+            return Err(msg(format!("RUN --{f} is not supported")));
         }
+        let run_mounts = mounts::of_flags(&ins.flags)?;
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
         let argv = match &ins.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) => {
@@ -720,17 +750,22 @@ impl<'a> Builder<'a> {
             .filter(|(k, v)| v.is_some() && !env_keys.contains(*k))
             .map(|(k, v)| format!("{k}={}", v.clone().unwrap_or_default()))
             .collect();
+        // The proxy args need no ARG, and stay out of the key and history.
+        let proxy_env = proxy_env(&self.opts.build_args, &st.args, &env_keys);
+        let workdir = st.workdir();
         let created_by = match &ins.args {
             Args::Exec(v) => format!("RUN {}", serde_json::to_string(v).unwrap_or_default()),
             Args::Shell(s) => format!("RUN {}", s),
         };
+        let mount_key = mounts::key_text(&run_mounts, &self.ctx, &workdir)?;
         let parent = self.parent()?;
-        let key = cache::key(&[
-            &parent,
-            "RUN",
-            &serde_json::to_string(&argv).unwrap_or_default(),
-            &arg_env.join("\n"),
-        ]);
+        let argv_json = serde_json::to_string(&argv).unwrap_or_default();
+        let env_text = arg_env.join("\n");
+        let mut parts: Vec<&str> = vec![&parent, "RUN", &argv_json, &env_text];
+        if !mount_key.is_empty() {
+            parts.push(&mount_key);
+        }
+        let key = cache::key(&parts);
         if self.cached(&key)? {
             return Ok(());
         }
@@ -742,6 +777,21 @@ impl<'a> Builder<'a> {
         let layers: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
         let config = st.config.config.clone().unwrap_or_default();
         let name = format!("build-{}-{}-{}", std::process::id(), now_secs(), n + 1);
+        let prepared = mounts::prepare(
+            &run_mounts,
+            mounts::Inputs {
+                store: self.store,
+                ctx: &self.ctx,
+                secrets: &self.opts.secrets,
+                workdir: &workdir,
+                step: format!("{}-{}", std::process::id(), n + 1),
+                tree_of: &mut |f: &str| {
+                    Err(msg(format!(
+                        "--mount from={f}: binding a stage or image is not supported"
+                    )))
+                },
+            },
+        )?;
         let c = run::create_container(
             self.store,
             Some(&name),
@@ -750,16 +800,24 @@ impl<'a> Builder<'a> {
             &layers,
             Some(std::process::id()),
         )?;
+        let mut env = arg_env;
+        env.extend(proxy_env);
+        env.extend(prepared.env.iter().cloned());
         // As `buildah bud --isolation oci`: the same runtime as `run`; the
         // host's network, as RUN steps have always had it.
         let spec = RunSpec {
             command: run::Command::Exact(argv),
-            env: arg_env,
+            env,
+            volumes: prepared.volumes.clone(),
             stdin_null: true,
             network: run::Network::Host,
             ..RunSpec::default()
         };
-        let result = match run::run(self.store, &c, &config, &spec) {
+        let ran = run::run(self.store, &c, &config, &spec);
+        // The mounts' host side goes before the commit: nothing of it is
+        // in the container's changes.
+        drop(prepared);
+        let result = match ran {
             Ok(0) => self.commit_run(&key, &c, &created_by),
             Ok(code) => Err(StepError::Exit(code)),
             Err(e) => Err(e.into()),
@@ -1002,6 +1060,37 @@ impl<'a> Builder<'a> {
             }
         }
     }
+}
+
+/// The build args Docker predefines (proxies): they reach RUN without an
+/// ARG, and stay out of its cache key and history unless an ARG declares
+/// them.
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// `KEY=VALUE` of the proxy args given and not declared (nor set by ENV).
+fn proxy_env(
+    given: &[(String, String)],
+    declared: &BTreeMap<String, Option<String>>,
+    env_keys: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut out: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, v) in given {
+        if PROXY_ARGS.contains(&k.as_str()) && !declared.contains_key(k) && !env_keys.contains(k) {
+            out.insert(k, v);
+        }
+    }
+    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 fn shell_text(ins: &Instruction) -> Result<String, StepError> {
