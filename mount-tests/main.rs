@@ -5,6 +5,7 @@
 mod support;
 
 mod build;
+mod build_mounts;
 mod chroot;
 mod cli;
 mod crash;
