@@ -65,7 +65,7 @@ impl SecretSpec {
                 source: e,
             }),
             SecretSource::Env(v) => std::env::var_os(v)
-                .map(|s| std::os::unix::ffi::OsStringExt::into_vec(s))
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
                 .ok_or_else(|| {
                     StepError::Msg(format!(
                         "secret {}: the environment variable {v} is not set",
