@@ -45,6 +45,9 @@ pub struct Args {
     /// Pull the FROM images even when the store has them
     #[arg(long)]
     pull: bool,
+    /// The stage to build (its AS name or index); default: the last
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
     /// Print only the image ID
     #[arg(short, long)]
     quiet: bool,
@@ -178,6 +181,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         labels,
         pull: a.pull,
         secrets,
+        target: a.target,
     };
     let built = if a.quiet {
         // What RUN commands print goes with the progress: stdout is the ID's.

@@ -5,7 +5,9 @@
 //! so every path in the layer is canonical and nothing outside the image
 //! is ever named. ADD unpacks local tar archives (plain, gzip or zstd),
 //! refusing entries that climb out with `..` and, as layer ingest does,
-//! entries under a symlink or file the archive itself made.
+//! entries under a symlink or file the archive itself made. COPY --from
+//! reads another image's tree the same way (its paths resolved inside it,
+//! owners and modes kept), and a heredoc source is a file of its own.
 
 use super::StepError;
 use super::context::{Context, Kind, Source};
@@ -97,6 +99,104 @@ impl ImageTree {
     }
 }
 
+/// A path COPY --from names in another image, resolved inside it.
+pub struct ImageSource {
+    /// Canonical in that image.
+    pub path: Vec<u8>,
+    /// The name it gets in a destination directory (the last component
+    /// as written, not a symlink's target).
+    pub name: Vec<u8>,
+}
+
+impl ImageTree {
+    /// The names in directory `dir` (canonical), sorted.
+    fn list(&mut self, dir: &[u8]) -> Result<Vec<Vec<u8>>, StepError> {
+        let Some(ino) = self.ino(dir)? else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        self.fs.readdir(ino, 0, 0, false, |e, _| {
+            if e.name != b"." && e.name != b".." {
+                names.push(e.name.to_vec());
+            }
+            true
+        })?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// The paths `patterns` name (wildcards matched one component at a
+    /// time, as in the context), resolved inside the image.
+    pub fn sources(&mut self, patterns: &[String]) -> Result<Vec<ImageSource>, StepError> {
+        let mut out = Vec::new();
+        for pattern in patterns {
+            let cleaned = super::ignore::clean(pattern);
+            let mut found = vec![String::new()];
+            for comp in cleaned.split('/').filter(|c| !c.is_empty()) {
+                let mut next = Vec::new();
+                for base in found {
+                    if !super::ignore::has_wildcard(comp) {
+                        next.push(join_str(&base, comp));
+                        continue;
+                    }
+                    let dir = self.resolve(base.as_bytes(), true)?;
+                    if dir.node != Some(Node::Dir) {
+                        continue;
+                    }
+                    for n in self.list(&dir.path)? {
+                        let n = String::from_utf8_lossy(&n).into_owned();
+                        if super::ignore::match_component(comp, &n) {
+                            next.push(join_str(&base, &n));
+                        }
+                    }
+                }
+                found = next;
+            }
+            if found.is_empty() {
+                return Err(StepError::Msg(format!("{pattern}: no file matches")));
+            }
+            for rel in found {
+                let r = self.resolve(rel.as_bytes(), true)?;
+                if r.node.is_none() {
+                    return Err(StepError::Msg(format!("{pattern}: no such file or directory")));
+                }
+                let name = rel.rsplit('/').next().unwrap_or_default();
+                out.push(ImageSource {
+                    path: r.path,
+                    name: name.as_bytes().to_vec(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn join_str(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Reads a file of a union tree from the start.
+struct UnionReader<'a> {
+    fs: &'a UnionFs,
+    ino: u64,
+    offset: u64,
+}
+
+impl Read for UnionReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self
+            .fs
+            .read(self.ino, self.offset, buf)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 impl Tree for ImageTree {
     fn node(&mut self, path: &[u8]) -> io::Result<Option<Node>> {
         if let Some(n) = self.pending.get(path) {
@@ -133,6 +233,12 @@ pub struct CopySpec {
     pub chmod: Option<u32>,
     /// ADD: unpack local tar archives.
     pub unpack: bool,
+}
+
+/// Where the sources of a COPY go: into a directory, or one file at a path.
+enum Dest {
+    Into(Vec<u8>),
+    As(Vec<u8>),
 }
 
 fn check_name(path: &[u8]) -> Result<(), StepError> {
@@ -281,29 +387,28 @@ impl<'s> LayerBuild<'s> {
         &mut self,
         ctx: &Context,
         sources: &[Source],
+        inline: &[(String, Vec<u8>)],
         spec: &CopySpec,
     ) -> Result<(), StepError> {
-        let dest = spec.dest.as_bytes();
         let archive = sources
             .iter()
             .map(|s| Ok(spec.unpack && is_archive(ctx, s)?))
             .collect::<Result<Vec<bool>, StepError>>()?;
-        let into_dir = spec.dest.ends_with('/')
-            || sources.len() > 1
+        let many = sources.len() + inline.len() > 1
             || sources.iter().any(|s| s.kind == Kind::Dir)
-            || archive.contains(&true)
-            || self.tree.resolve(dest, true)?.node == Some(Node::Dir);
-        if !into_dir {
-            let Some(src) = sources.first() else {
-                return Ok(());
-            };
-            let r = self.tree.resolve(dest, true)?;
-            let (parent, name) = split(&r.path);
-            let (parent, name) = (parent.to_vec(), name.to_vec());
-            let (parent, _) = self.ensure_dir(&parent, spec.owner)?;
-            return self.copy_one(ctx, src, &join(&parent, &name), spec);
-        }
-        let (dir, _) = self.ensure_dir(dest, spec.owner)?;
+            || archive.contains(&true);
+        let dir = match self.dest(spec, many)? {
+            Dest::As(path) => {
+                if let Some((_, data)) = inline.first() {
+                    return self.put_bytes(&path, data, spec);
+                }
+                let Some(src) = sources.first() else {
+                    return Ok(());
+                };
+                return self.copy_one(ctx, src, &path, spec);
+            }
+            Dest::Into(dir) => dir,
+        };
         for (src, archive) in sources.iter().zip(archive) {
             match src.kind {
                 Kind::Dir => self.copy_tree(ctx, src, &dir, spec)?,
@@ -314,7 +419,124 @@ impl<'s> LayerBuild<'s> {
                 }
             }
         }
+        for (name, data) in inline {
+            self.put_bytes(&join(&dir, name.as_bytes()), data, spec)?;
+        }
         Ok(())
+    }
+
+    /// Docker's rule for the destination: a directory when it is written
+    /// as one, there are several sources (or a directory), or the image
+    /// has a directory there; else the path the one source becomes.
+    fn dest(&mut self, spec: &CopySpec, many: bool) -> Result<Dest, StepError> {
+        let dest = spec.dest.as_bytes();
+        let into_dir = spec.dest.ends_with('/')
+            || many
+            || self.tree.resolve(dest, true)?.node == Some(Node::Dir);
+        if into_dir {
+            return Ok(Dest::Into(self.ensure_dir(dest, spec.owner)?.0));
+        }
+        let r = self.tree.resolve(dest, true)?;
+        let (parent, name) = split(&r.path);
+        let (parent, name) = (parent.to_vec(), name.to_vec());
+        let (parent, _) = self.ensure_dir(&parent, spec.owner)?;
+        Ok(Dest::As(join(&parent, &name)))
+    }
+
+    /// A heredoc's document as a file (0644 unless --chmod says otherwise).
+    fn put_bytes(&mut self, target: &[u8], data: &[u8], spec: &CopySpec) -> Result<(), StepError> {
+        let meta = self.meta(spec, 0o644, (0, 0), self.now);
+        self.put(
+            target,
+            &Kind::File,
+            &meta,
+            data.len() as u64,
+            Some(&mut &data[..]),
+        )
+    }
+
+    /// COPY --from: `sources` of image tree `src`, with their owners, modes
+    /// and mtimes (--chown and --chmod win); a directory's contents go into
+    /// the destination, its symlinks copied as symlinks.
+    pub fn copy_image(
+        &mut self,
+        src: &mut ImageTree,
+        sources: &[ImageSource],
+        spec: &CopySpec,
+    ) -> Result<(), StepError> {
+        let mut kinds = Vec::new();
+        for s in sources {
+            kinds.push(src.node(&s.path).map_err(|e| StepError::Io {
+                path: lossy(&s.path),
+                source: e,
+            })?);
+        }
+        let many = sources.len() > 1 || kinds.contains(&Some(Node::Dir));
+        let dir = match self.dest(spec, many)? {
+            Dest::As(path) => match sources.first() {
+                Some(s) => return self.put_image_entry(src, &s.path, &path, spec).map(drop),
+                None => return Ok(()),
+            },
+            Dest::Into(dir) => dir,
+        };
+        for (s, kind) in sources.iter().zip(kinds) {
+            if kind != Some(Node::Dir) {
+                self.put_image_entry(src, &s.path, &join(&dir, &s.name), spec)?;
+                continue;
+            }
+            // (path in src, path below the destination), parents first.
+            let mut work: Vec<(Vec<u8>, Vec<u8>)> = src
+                .list(&s.path)?
+                .into_iter()
+                .rev()
+                .map(|n| (join(&s.path, &n), n))
+                .collect();
+            while let Some((path, rel)) = work.pop() {
+                let target = self.target(&dir, &rel)?;
+                if self.put_image_entry(src, &path, &target, spec)? {
+                    for n in src.list(&path)?.into_iter().rev() {
+                        work.push((join(&path, &n), join(&rel, &n)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes entry `path` of `src` at `target`; true for a directory.
+    fn put_image_entry(
+        &mut self,
+        src: &mut ImageTree,
+        path: &[u8],
+        target: &[u8],
+        spec: &CopySpec,
+    ) -> Result<bool, StepError> {
+        let ino = src
+            .ino(path)?
+            .ok_or_else(|| StepError::Msg(format!("{}: not in the image", lossy(path))))?;
+        let a = src.fs.getattr(ino)?;
+        let meta = self.meta(spec, a.perm, (a.uid, a.gid), a.mtime.secs);
+        let kind = match a.kind {
+            FileKind::Directory => Kind::Dir,
+            FileKind::Regular => {
+                let mut r = UnionReader {
+                    fs: &src.fs,
+                    ino,
+                    offset: 0,
+                };
+                self.put(target, &Kind::File, &meta, a.size, Some(&mut r))?;
+                return Ok(false);
+            }
+            FileKind::Symlink => Kind::Symlink(src.fs.readlink(ino)?),
+            FileKind::Fifo => Kind::Fifo,
+            FileKind::CharDevice | FileKind::BlockDevice => Kind::Device {
+                block: a.kind == FileKind::BlockDevice,
+                rdev: a.rdev,
+            },
+            FileKind::Socket => Kind::Socket,
+        };
+        self.put(target, &kind, &meta, 0, None)?;
+        Ok(kind == Kind::Dir)
     }
 
     fn copy_one(

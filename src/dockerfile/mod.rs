@@ -11,7 +11,11 @@
 //! one config blob, not 2,000 growing ones. History records every step.
 //! Errors name the Dockerfile line.
 //!
-//! Single-stage builds only: a second FROM or `COPY --from` is refused.
+//! A multi-stage Dockerfile builds the stages its target needs (see
+//! `stage`), in order; a stage starts FROM an image or an earlier stage's
+//! result, and `COPY --from` reads an earlier stage's tree or an image's.
+//! Every stage's steps are keyed as above, so each is cached on its own.
+//! ONBUILD triggers of a base image run right after its FROM.
 
 mod cache;
 pub mod context;
@@ -22,6 +26,7 @@ pub mod parse;
 mod prune;
 pub mod secrets;
 pub mod stdin;
+pub mod stage;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
@@ -116,6 +121,8 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--secret`: what `RUN --mount=type=secret` may mount.
     pub secrets: Vec<secrets::SecretSpec>,
+    /// The stage to build (`--target`): by default the last.
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +135,14 @@ pub struct Built {
     pub cached: usize,
     /// Layers this build wrote.
     pub new_layers: usize,
+}
+
+/// A finished stage: the image it made.
+#[derive(Clone)]
+struct StageImage {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    image: Entry,
 }
 
 /// The image a build is at, between steps.
@@ -196,10 +211,28 @@ fn msg(s: impl Into<String>) -> StepError {
     StepError::Msg(s.into())
 }
 
-/// Removes its hold when the build ends, however it ends.
+/// Holds the images a build starts from against gc; removes its hold
+/// when the build ends, however it ends.
 struct BuildHold<'a> {
     store: &'a Store,
     id: String,
+    manifests: Vec<crate::oci::Digest>,
+}
+
+impl BuildHold<'_> {
+    fn add(&mut self, manifest: crate::oci::Digest) -> Result<(), StepError> {
+        if self.manifests.contains(&manifest) {
+            return Ok(());
+        }
+        self.manifests.push(manifest);
+        self.store.add_hold(&Hold {
+            id: self.id.clone(),
+            manifests: self.manifests.clone(),
+            what: "a running build".into(),
+            pid: Some(std::process::id()),
+        })?;
+        Ok(())
+    }
 }
 
 impl Drop for BuildHold<'_> {
@@ -241,6 +274,11 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     let ctx = Context::open(&opts.context)?;
     prune_step_containers(store);
     let cache = Cache::open(store)?;
+    let parse_err = |e: parse::ParseError| BuildError::Parse {
+        file: file_name.clone(),
+        line: e.line,
+        msg: e.msg,
+    };
     let mut b = Builder {
         store,
         known: cache.known_keys(),
@@ -250,39 +288,74 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         opts,
         out,
         state: None,
+        stages: Vec::new(),
+        current: 0,
+        done: Vec::new(),
         meta_args: BTreeMap::new(),
         used_args: BTreeSet::new(),
         cached: 0,
         new_layers: 0,
-        hold: None,
+        hold: BuildHold {
+            store,
+            id: format!("build-{}", std::process::id()),
+            manifests: Vec::new(),
+        },
     };
-    let total = df.instructions.len();
-    for (n, ins) in df.instructions.iter().enumerate() {
-        let _ = writeln!(b.out, "STEP {}/{total}: {}", n + 1, ins.text);
-        let _ = b.out.flush();
-        b.step(n, ins).map_err(|source| BuildError::Step {
-            file: file_name.clone(),
-            line: ins.line,
-            text: short(&ins.text),
-            source: Box::new(source),
-        })?;
+    // The ARGs before the first FROM, then the stages the target needs.
+    let first_from = df
+        .instructions
+        .iter()
+        .position(|i| i.keyword == Keyword::From)
+        .unwrap_or(df.instructions.len());
+    let mut run: Vec<usize> = (0..first_from).collect();
+    let mut total = first_from;
+    let mut plan = Vec::new();
+    let step_err = |ins: &Instruction, source: StepError| BuildError::Step {
+        file: file_name.clone(),
+        line: ins.line,
+        text: short(&ins.text),
+        source: Box::new(source),
+    };
+    for (k, n) in run.drain(..).enumerate() {
+        let ins = &df.instructions[n];
+        let _ = writeln!(b.out, "STEP {}/{}: {}", k + 1, first_from, ins.text);
+        b.step(n, ins).map_err(|e| step_err(ins, e))?;
     }
-    if !opts.labels.is_empty()
-        && let Some(st) = b.state.as_mut()
-    {
-        // As Docker: on the result's config, without a history entry.
-        let mut text = String::from("build --label");
-        for (k, v) in &opts.labels {
-            st.config.add_label(k, v);
-            text.push_str(&format!(" {k}={v}"));
+    let stages = {
+        let meta = &b.meta_args;
+        stage::stages(&df, &|k| meta.get(k).cloned().flatten()).map_err(parse_err)?
+    };
+    let (target, need) = stage::needed(&df, &stages, opts.target.as_deref()).map_err(parse_err)?;
+    for (i, st) in stages.iter().enumerate() {
+        if need[i] {
+            total += st.end - st.from;
+            plan.push(i);
         }
-        let key = cache::key(&[&st.parent_key(), &text]);
-        st.pending.push(key);
     }
-    if b.state.is_some() {
+    b.done = vec![None; stages.len()];
+    b.stages = stages;
+    let mut k = first_from;
+    for i in plan {
+        b.current = i;
+        let (from, end) = (b.stages[i].from, b.stages[i].end);
+        for (n, ins) in df.instructions.iter().enumerate().take(end).skip(from) {
+            k += 1;
+            let _ = writeln!(b.out, "STEP {k}/{total}: {}", ins.text);
+            let _ = b.out.flush();
+            b.step(n, ins).map_err(|e| step_err(ins, e))?;
+        }
+        if i == target && !opts.labels.is_empty() {
+            b.add_labels(&opts.labels)?;
+        }
         b.materialize()?;
+        let st = b.state.take().ok_or_else(|| msg("no FROM"))?;
+        b.done[i] = Some(StageImage {
+            config: st.config,
+            layers: st.layers,
+            image: st.image,
+        });
     }
-    let state = b.state.take().ok_or_else(|| BuildError::Parse {
+    let state = b.done[target].take().ok_or_else(|| BuildError::Parse {
         file: file_name.clone(),
         line: 1,
         msg: "no FROM instruction".into(),
@@ -316,6 +389,22 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         cached: b.cached,
         new_layers: b.new_layers,
     })
+}
+
+impl Builder<'_> {
+    /// `build --label`: on the result's config, without a history entry,
+    /// as Docker sets them.
+    fn add_labels(&mut self, labels: &[(String, String)]) -> Result<(), StepError> {
+        let st = self.state()?;
+        let mut text = String::from("build --label");
+        for (k, v) in labels {
+            st.config.add_label(k, v);
+            text.push_str(&format!(" {k}={v}"));
+        }
+        let key = cache::key(&[&st.parent_key(), &text]);
+        st.pending.push(key);
+        Ok(())
+    }
 }
 
 /// Removes the RUN containers of builds that died (their build process
@@ -355,12 +444,17 @@ struct Builder<'a> {
     opts: &'a BuildOptions,
     out: &'a mut dyn Write,
     state: Option<State>,
+    stages: Vec<stage::Stage>,
+    /// The stage being built.
+    current: usize,
+    /// The images of the stages built so far.
+    done: Vec<Option<StageImage>>,
     /// ARGs before the first FROM (usable in FROM).
     meta_args: BTreeMap<String, Option<String>>,
     used_args: BTreeSet<String>,
     cached: usize,
     new_layers: usize,
-    hold: Option<BuildHold<'a>>,
+    hold: BuildHold<'a>,
 }
 
 impl<'a> Builder<'a> {
@@ -387,7 +481,7 @@ impl<'a> Builder<'a> {
     fn step(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
         let esc = self.df.escape;
         match ins.keyword {
-            Keyword::From => self.from(ins),
+            Keyword::From => self.from(n, ins),
             Keyword::Arg => {
                 let raw = shell_text(ins)?;
                 let in_stage = self.state.is_some();
@@ -435,25 +529,75 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn from(&mut self, ins: &Instruction) -> Result<(), StepError> {
-        if self.state.is_some() {
-            return Err(msg("multi-stage builds are not supported (a second FROM)"));
-        }
+    fn from(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
         if ins.flag("platform").is_some() {
             return Err(msg(
                 "FROM --platform is not supported: images are built for this machine",
             ));
         }
-        let raw = shell_text(ins)?;
-        let meta = &self.meta_args;
-        let words = parse::words(&raw, self.df.escape, &|k| meta.get(k).cloned().flatten())
-            .map_err(StepError::Msg)?;
-        let name = match words.as_slice() {
-            [image] => image.clone(),
-            [image, as_, _stage] if as_.eq_ignore_ascii_case("as") => image.clone(),
-            _ => return Err(msg("expected FROM IMAGE [AS NAME]")),
+        let base = self
+            .stages
+            .get(self.current)
+            .map(|s| s.base.clone())
+            .ok_or_else(|| msg("FROM outside the stages planned"))?;
+        let src = stage::source(&self.stages, self.current, &base).map_err(StepError::Msg)?;
+        let (config, layers, image) = match src {
+            stage::Source::Stage(j) => {
+                let s = self.stage_image(j)?;
+                (s.config, s.layers, s.image)
+            }
+            stage::Source::Image(name) => self.base_image(&name)?,
         };
-        let (config, layers, image) = if name.eq_ignore_ascii_case("scratch") {
+        self.hold.add(image.manifest)?;
+        let _ = writeln!(self.out, "--> {}", image.id.short());
+        let cc = config.config.as_ref();
+        let cmd_from_base = cc.is_some_and(|c| c.cmd.is_some());
+        let shell = cc
+            .and_then(|c| c.shell.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let triggers = cc.and_then(|c| c.on_build.clone()).unwrap_or_default();
+        let mut state = State {
+            config,
+            layers,
+            image,
+            cmd_from_base,
+            shell,
+            args: BTreeMap::new(),
+            pending: Vec::new(),
+        };
+        if !triggers.is_empty() {
+            // The triggers run here, and the child image has none of its own.
+            let key = cache::key(&[&state.parent_key(), "ONBUILD triggers run"]);
+            state.config.container_config().on_build = None;
+            state.pending.push(key);
+        }
+        self.state = Some(state);
+        for t in &triggers {
+            let _ = writeln!(self.out, "--> running ONBUILD trigger: {t}");
+            let trigger = parse::trigger(ins.line, t)
+                .map_err(|e| msg(format!("ONBUILD {t}: {}", e.msg)))?;
+            self.step(n, &trigger)
+                .map_err(|e| msg(format!("ONBUILD {t}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The image an earlier stage made.
+    fn stage_image(&self, j: usize) -> Result<StageImage, StepError> {
+        self.done
+            .get(j)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| msg(format!("stage {j} was not built")))
+    }
+
+    /// A stored image (pulled if missing), or scratch.
+    fn base_image(
+        &mut self,
+        name: &str,
+    ) -> Result<(ImageConfig, Vec<Descriptor>, Entry), StepError> {
+        if name.eq_ignore_ascii_case("scratch") {
             let key = cache::key(&["FROM scratch", &Platform::host().to_string()]);
             let (config, image) = match self.cache.get(self.store, &key) {
                 Some((e, m)) => (self.store.read_config(&m.config.digest)?, e),
@@ -465,54 +609,30 @@ impl<'a> Builder<'a> {
                     (config, e)
                 }
             };
-            (config, Vec::new(), image)
-        } else {
-            if self.opts.pull {
-                self.pull(&name)?;
+            return Ok((config, Vec::new(), image));
+        }
+        if self.opts.pull {
+            self.pull(name)?;
+        }
+        let r = match self.store.resolve(name) {
+            Err(StoreError::ImageNotFound(_)) => {
+                self.pull(name)?;
+                self.store.resolve(name)?
             }
-            let r = match self.store.resolve(&name) {
-                Err(StoreError::ImageNotFound(_)) => {
-                    self.pull(&name)?;
-                    self.store.resolve(&name)?
-                }
-                r => r?,
-            };
-            let image = Entry {
-                manifest: r.manifest_digest,
-                size: 0,
-                id: r.config_digest,
-            };
-            let layers = r
-                .manifest
-                .layers
-                .iter()
-                .map(crate::image::oci_layer_descriptor)
-                .collect();
-            (r.config, layers, image)
+            r => r?,
         };
-        let hold = BuildHold {
-            store: self.store,
-            id: format!("build-{}", std::process::id()),
+        let image = Entry {
+            manifest: r.manifest_digest,
+            size: 0,
+            id: r.config_digest,
         };
-        self.store.add_hold(&Hold {
-            id: hold.id.clone(),
-            manifests: vec![image.manifest],
-            what: "a running build".into(),
-            pid: Some(std::process::id()),
-        })?;
-        self.hold = Some(hold);
-        let _ = writeln!(self.out, "--> {}", image.id.short());
-        let cmd_from_base = config.config.as_ref().is_some_and(|c| c.cmd.is_some());
-        self.state = Some(State {
-            config,
-            layers,
-            image,
-            cmd_from_base,
-            shell: vec!["/bin/sh".into(), "-c".into()],
-            args: BTreeMap::new(),
-            pending: Vec::new(),
-        });
-        Ok(())
+        let layers = r
+            .manifest
+            .layers
+            .iter()
+            .map(crate::image::oci_layer_descriptor)
+            .collect();
+        Ok((r.config, layers, image))
     }
 
     /// Makes a step's image the one the next step builds on.
@@ -694,7 +814,33 @@ impl<'a> Builder<'a> {
                     return Err(msg("SHELL needs at least the shell"));
                 }
                 shell = v.clone();
+                config.container_config().shell = Some(v.clone());
                 canonical = format!("SHELL {}", serde_json::to_string(v).unwrap_or_default());
+            }
+            Keyword::Healthcheck => {
+                let h = parse::healthcheck(ins).map_err(StepError::Msg)?;
+                let hc = crate::oci::Healthcheck {
+                    test: h.test,
+                    interval: h.interval,
+                    timeout: h.timeout,
+                    start_period: h.start_period,
+                    start_interval: h.start_interval,
+                    retries: h.retries,
+                };
+                canonical = format!(
+                    "HEALTHCHECK {}",
+                    serde_json::to_string(&hc).unwrap_or_default()
+                );
+                config.container_config().healthcheck = Some(hc);
+            }
+            Keyword::Onbuild => {
+                let trigger = shell_text(ins)?;
+                config
+                    .container_config()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(trigger.clone());
+                canonical = format!("ONBUILD {trigger}");
             }
             _ => return Err(msg(format!("{} is not a config instruction", ins.keyword))),
         }
@@ -723,14 +869,7 @@ impl<'a> Builder<'a> {
         }
         let run_mounts = mounts::of_flags(&ins.flags)?;
         let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
-        let argv = match &ins.args {
-            Args::Exec(v) => v.clone(),
-            Args::Shell(s) => {
-                let mut v = st.shell.clone();
-                v.push(s.clone());
-                v
-            }
-        };
+        let argv = run_argv(&st.shell, ins);
         // Build args reach RUN as environment (Env wins over them), and
         // their values are part of the key.
         let env_keys: BTreeSet<String> = st
@@ -755,6 +894,9 @@ impl<'a> Builder<'a> {
         let workdir = st.workdir();
         let created_by = match &ins.args {
             Args::Exec(v) => format!("RUN {}", serde_json::to_string(v).unwrap_or_default()),
+            Args::Shell(_) if !ins.heredocs.is_empty() => {
+                format!("RUN {}", argv.last().cloned().unwrap_or_default())
+            }
             Args::Shell(s) => format!("RUN {}", s),
         };
         let mount_key = mounts::key_text(&run_mounts, &self.ctx, &workdir)?;
@@ -910,11 +1052,6 @@ impl<'a> Builder<'a> {
 
     fn copy_step(&mut self, ins: &Instruction) -> Result<(), StepError> {
         let esc = self.df.escape;
-        if ins.flag("from").is_some() {
-            return Err(msg(
-                "COPY --from is not supported (single-stage builds only)",
-            ));
-        }
         let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
         let vars = |k: &str| st.lookup(k);
         let mut words = match &ins.args {
@@ -942,6 +1079,27 @@ impl<'a> Builder<'a> {
                 "ADD {u}: URLs are not supported; download the file into the build context"
             )));
         }
+        // Heredoc sources (`COPY <<EOF /f`) are files of their own.
+        let mut inline: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut paths: Vec<String> = Vec::new();
+        for w in &words {
+            let doc = ins.heredocs.iter().find(|h| {
+                w.strip_prefix("<<")
+                    .map(|r| r.strip_prefix('-').unwrap_or(r))
+                    .is_some_and(|n| n == h.name)
+            });
+            match doc {
+                Some(h) => {
+                    let text = match h.expand {
+                        true => parse::expand_vars(&h.content(), esc, &vars)
+                            .map_err(StepError::Msg)?,
+                        false => h.content(),
+                    };
+                    inline.push((h.name.clone(), text.into_bytes()));
+                }
+                None => paths.push(w.clone()),
+            }
+        }
         let dest = if dest_word.starts_with('/') {
             dest_word.clone()
         } else {
@@ -967,20 +1125,65 @@ impl<'a> Builder<'a> {
                 "with several sources the destination must be a directory ending in /: {dest_word}"
             )));
         }
-        let sources = self.ctx.sources(&words)?;
-        let content = self.ctx.digest(&sources)?;
+        let parents = ins.flag("parents").is_some_and(|v| v != "false");
+        // What the files come from: the context, or another stage or image.
+        let from = match ins.flag("from") {
+            Some(f) => {
+                let meta = &self.meta_args;
+                let f = parse::word(f, esc, &|k| meta.get(k).cloned().flatten())
+                    .map_err(StepError::Msg)?;
+                if parents {
+                    return Err(msg("COPY --parents with --from is not supported"));
+                }
+                if !inline.is_empty() {
+                    return Err(msg("COPY --from does not take heredocs"));
+                }
+                let (layers, manifest) = match stage::source(&self.stages, self.current, &f)
+                    .map_err(StepError::Msg)?
+                {
+                    stage::Source::Stage(j) => {
+                        let s = self.stage_image(j)?;
+                        (s.layers, s.image.manifest)
+                    }
+                    stage::Source::Image(name) => {
+                        let (_, layers, image) = self.base_image(&name)?;
+                        self.hold.add(image.manifest)?;
+                        (layers, image.manifest)
+                    }
+                };
+                Some((f, layers, manifest))
+            }
+            None => None,
+        };
+        let sources = match from {
+            None => self.ctx.sources(&paths)?,
+            Some(_) => Vec::new(),
+        };
+        let mut content = match &from {
+            None => self.ctx.digest(&sources)?,
+            Some((_, _, manifest)) => format!("from {manifest}"),
+        };
+        for (name, data) in &inline {
+            content.push_str(&cache::key(&[name, &String::from_utf8_lossy(data)]));
+        }
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
+        let flags: String = [
+            from.as_ref().map(|(f, _, _)| format!(" --from={f}")),
+            chown.as_ref().map(|c| format!(" --chown={c}")),
+            chmod.map(|m| format!(" --chmod={m:o}")),
+            ins.flag("link").map(|_| " --link".to_string()),
+            parents.then(|| " --parents".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let created_by = format!(
-            "{}{}{} {} {}",
+            "{}{flags} {} {}",
             ins.keyword,
-            chown
-                .as_ref()
-                .map(|c| format!(" --chown={c}"))
-                .unwrap_or_default(),
-            chmod.map(|m| format!(" --chmod={m:o}")).unwrap_or_default(),
             words.join(" "),
             dest_word
         );
-        let parent = self.parent()?;
+        let parent = st.parent_key();
         let key = cache::key(&[
             &parent,
             &created_by,
@@ -994,6 +1197,7 @@ impl<'a> Builder<'a> {
         if self.cached(&key)? {
             return Ok(());
         }
+        let store = self.store;
         self.layer_step(&key, &created_by, None, |lb, ctx| {
             let owner = match &chown {
                 Some(spec) => {
@@ -1007,16 +1211,37 @@ impl<'a> Builder<'a> {
                 }
                 None => None,
             };
-            lb.copy(
-                ctx,
-                &sources,
-                &CopySpec {
-                    dest: dest.clone(),
-                    owner,
-                    chmod,
-                    unpack: add,
-                },
-            )
+            let spec = CopySpec {
+                dest: dest.clone(),
+                owner,
+                chmod,
+                unpack: add,
+            };
+            if let Some((_, layers, _)) = &from {
+                let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
+                let mut tree = copy::ImageTree::open(store, &digests)?;
+                let found = tree.sources(&paths)?;
+                return lb.copy_image(&mut tree, &found, &spec);
+            }
+            if !parents {
+                return lb.copy(ctx, &sources, &inline, &spec);
+            }
+            // --parents: each source keeps its directories below the destination.
+            for src in &sources {
+                let keep = match src.kind {
+                    context::Kind::Dir => src.rel.as_str(),
+                    _ => src.rel.rsplit_once('/').map_or("", |(d, _)| d),
+                };
+                let spec = CopySpec {
+                    dest: format!("{}/{keep}/", dest.trim_end_matches('/')),
+                    ..spec
+                };
+                lb.copy(ctx, std::slice::from_ref(src), &[], &spec)?;
+            }
+            match inline.is_empty() {
+                true => Ok(()),
+                false => lb.copy(ctx, &[], &inline, &spec),
+            }
         })
     }
 
@@ -1091,6 +1316,50 @@ fn proxy_env(
         }
     }
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The command a RUN runs. A heredoc that is the whole command is the
+/// script (run by the interpreter its `#!` line names, else the shell);
+/// otherwise the shell gets the command line with its heredocs, as
+/// written, and reads them itself.
+fn run_argv(shell: &[String], ins: &Instruction) -> Vec<String> {
+    let s = match &ins.args {
+        Args::Exec(v) => return v.clone(),
+        Args::Shell(s) => s,
+    };
+    let mut argv = shell.to_vec();
+    match ins.heredocs.as_slice() {
+        [] => argv.push(s.clone()),
+        [h] if s.trim() == h.word => {
+            let script = h.content();
+            match script.strip_prefix("#!") {
+                Some(rest) => {
+                    let (interp, _) = rest.split_once('\n').unwrap_or((rest, ""));
+                    // A delimiter the script does not hold.
+                    let mut end = String::from("LAYERFS_SCRIPT");
+                    while script.lines().any(|l| l == end) {
+                        end.push('_');
+                    }
+                    argv.push(format!(
+                        "exec {} /dev/stdin <<'{end}'\n{script}{end}\n",
+                        interp.trim()
+                    ));
+                }
+                None => argv.push(script),
+            }
+        }
+        docs => {
+            let mut text = s.clone();
+            text.push('\n');
+            for h in docs {
+                text.push_str(&h.body);
+                text.push_str(&h.name);
+                text.push('\n');
+            }
+            argv.push(text);
+        }
+    }
+    argv
 }
 
 fn shell_text(ins: &Instruction) -> Result<String, StepError> {

@@ -25,6 +25,8 @@ pub enum Keyword {
     StopSignal,
     Shell,
     Maintainer,
+    Healthcheck,
+    Onbuild,
 }
 
 impl Keyword {
@@ -46,6 +48,8 @@ impl Keyword {
             "STOPSIGNAL" => Keyword::StopSignal,
             "SHELL" => Keyword::Shell,
             "MAINTAINER" => Keyword::Maintainer,
+            "HEALTHCHECK" => Keyword::Healthcheck,
+            "ONBUILD" => Keyword::Onbuild,
             _ => return None,
         })
     }
@@ -68,6 +72,8 @@ impl Keyword {
             Keyword::StopSignal => "STOPSIGNAL",
             Keyword::Shell => "SHELL",
             Keyword::Maintainer => "MAINTAINER",
+            Keyword::Healthcheck => "HEALTHCHECK",
+            Keyword::Onbuild => "ONBUILD",
         }
     }
 
@@ -75,9 +81,16 @@ impl Keyword {
     fn flags(self) -> &'static [&'static str] {
         match self {
             Keyword::From => &["platform"],
-            Keyword::Copy => &["chown", "chmod", "from", "link"],
+            Keyword::Copy => &["chown", "chmod", "from", "link", "parents"],
             Keyword::Add => &["chown", "chmod", "link"],
             Keyword::Run => &["mount", "network", "security"],
+            Keyword::Healthcheck => &[
+                "interval",
+                "timeout",
+                "start-period",
+                "start-interval",
+                "retries",
+            ],
             _ => &[],
         }
     }
@@ -121,6 +134,34 @@ pub struct Instruction {
     pub args: Args,
     /// The instruction as written, continuations joined.
     pub text: String,
+    /// The heredocs its shell form names, in order (RUN, COPY, ADD).
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// `<<NAME` (`<<-NAME` strips leading tabs; a quoted name, `<<'NAME'` or
+/// `<<"NAME"`, turns off variable expansion) and the lines up to `NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heredoc {
+    pub name: String,
+    /// The word as written in the instruction (`<<-"EOF"`).
+    pub word: String,
+    pub strip_tabs: bool,
+    pub expand: bool,
+    /// The lines as written, each ending in a newline, without the last.
+    pub body: String,
+}
+
+impl Heredoc {
+    /// The document: the body, with leading tabs removed for `<<-`.
+    pub fn content(&self) -> String {
+        if !self.strip_tabs {
+            return self.body.clone();
+        }
+        self.body
+            .split_inclusive('\n')
+            .map(|l| l.trim_start_matches('\t'))
+            .collect()
+    }
 }
 
 impl Instruction {
@@ -187,8 +228,10 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     let mut instructions = Vec::new();
     // (first line, text so far) of an instruction continued on the next line
     let mut pending: Option<(usize, String)> = None;
-    for (i, raw) in lines.iter().enumerate().skip(first) {
-        let n = i + 1;
+    let mut i = first;
+    while i < lines.len() {
+        let raw = lines[i];
+        i += 1;
         let trimmed = raw.trim_start();
         // Comments and blank lines, also inside a continued instruction.
         if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -199,7 +242,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             Some(b) => (b, true),
             None => (body, false),
         };
-        let (start, mut text) = pending.take().unwrap_or((n, String::new()));
+        let (start, mut text) = pending.take().unwrap_or((i, String::new()));
         text.push_str(if text.is_empty() {
             body.trim_start()
         } else {
@@ -208,11 +251,15 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         if continues {
             pending = Some((start, text));
         } else {
-            instructions.push(instruction(start, &text)?);
+            let mut ins = instruction(start, &text)?;
+            i = read_heredocs(&mut ins, &lines, i)?;
+            instructions.push(ins);
         }
     }
     if let Some((start, text)) = pending {
-        instructions.push(instruction(start, &text)?);
+        let mut ins = instruction(start, &text)?;
+        read_heredocs(&mut ins, &lines, lines.len())?;
+        instructions.push(ins);
     }
     match instructions.iter().find(|i| i.keyword != Keyword::Arg) {
         None => return Err(err(lines.len().max(1), "no FROM instruction")),
@@ -232,13 +279,8 @@ fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
     let (word, mut rest) = text
         .split_once(char::is_whitespace)
         .map_or((text, ""), |(w, r)| (w, r.trim_start()));
-    let keyword = Keyword::parse(word).ok_or_else(|| {
-        let upper = word.to_ascii_uppercase();
-        match upper.as_str() {
-            "HEALTHCHECK" | "ONBUILD" => err(line, format!("{upper} is not supported")),
-            _ => err(line, format!("unknown instruction: {word}")),
-        }
-    })?;
+    let keyword =
+        Keyword::parse(word).ok_or_else(|| err(line, format!("unknown instruction: {word}")))?;
     let mut flags = Vec::new();
     while let Some(f) = rest.strip_prefix("--") {
         let (flag, after) = f
@@ -276,13 +318,263 @@ fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
     if empty {
         return Err(err(line, format!("{keyword} needs an argument")));
     }
-    Ok(Instruction {
+    let ins = Instruction {
         line,
         keyword,
         flags,
         args,
         text: text.to_string(),
+        heredocs: Vec::new(),
+    };
+    match keyword {
+        Keyword::Healthcheck => {
+            healthcheck(&ins).map_err(|m| err(line, m))?;
+        }
+        Keyword::Onbuild => {
+            onbuild_trigger(&ins)?;
+        }
+        _ => {}
+    }
+    Ok(ins)
+}
+
+/// Reads the bodies of the heredocs `ins` names from `lines[next..]`;
+/// returns the index of the first line after them.
+fn read_heredocs(ins: &mut Instruction, lines: &[&str], next: usize) -> Result<usize, ParseError> {
+    let Args::Shell(s) = &ins.args else {
+        return Ok(next);
+    };
+    if !matches!(ins.keyword, Keyword::Run | Keyword::Copy | Keyword::Add) {
+        return Ok(next);
+    }
+    let mut i = next;
+    for (word, name, strip_tabs, expand) in heredoc_markers(s) {
+        if name.is_empty() {
+            return Err(err(ins.line, format!("{word}: a heredoc needs a name")));
+        }
+        let mut body = String::new();
+        loop {
+            let Some(l) = lines.get(i) else {
+                return Err(err(
+                    ins.line,
+                    format!("heredoc {name}: no line {name} ends it"),
+                ));
+            };
+            i += 1;
+            let end = if strip_tabs {
+                l.trim_start_matches('\t')
+            } else {
+                l
+            };
+            if end == name {
+                break;
+            }
+            body.push_str(l);
+            body.push('\n');
+        }
+        ins.heredocs.push(Heredoc {
+            name,
+            word,
+            strip_tabs,
+            expand,
+            body,
+        });
+    }
+    Ok(i)
+}
+
+/// The heredoc words of a shell-form command line, outside quotes:
+/// (word, name, strip tabs, expand).
+pub fn heredoc_markers(s: &str) -> Vec<(String, String, bool, bool)> {
+    let mut out = Vec::new();
+    for w in shell_split(s) {
+        let Some(rest) = w.strip_prefix("<<") else {
+            continue;
+        };
+        let (strip, rest) = match rest.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        if rest.contains('<') {
+            continue;
+        }
+        let quoted = rest.len() >= 2
+            && ((rest.starts_with('"') && rest.ends_with('"'))
+                || (rest.starts_with('\'') && rest.ends_with('\'')));
+        let name = if quoted {
+            &rest[1..rest.len() - 1]
+        } else {
+            rest
+        };
+        out.push((w.clone(), name.to_string(), strip, !quoted));
+    }
+    out
+}
+
+/// Splits at whitespace outside quotes, keeping the quotes.
+fn shell_split(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for c in s.chars() {
+        match quote {
+            Some(q) => {
+                cur.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            None => {
+                if c == '"' || c == '\'' {
+                    quote = Some(c);
+                }
+                cur.push(c);
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    // A word that starts inside quotes is no heredoc.
+    out.into_iter()
+        .filter(|w| !w.starts_with(['"', '\'']))
+        .collect()
+}
+
+/// What a HEALTHCHECK instruction says, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthcheckSpec {
+    /// `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    pub interval: u64,
+    pub timeout: u64,
+    pub start_period: u64,
+    pub start_interval: u64,
+    pub retries: u64,
+}
+
+pub fn healthcheck(ins: &Instruction) -> Result<HealthcheckSpec, String> {
+    let text = match &ins.args {
+        Args::Shell(s) => s.trim(),
+        Args::Exec(_) => return Err("HEALTHCHECK needs NONE or CMD".into()),
+    };
+    let (first, rest) = text
+        .split_once(char::is_whitespace)
+        .map_or((text, ""), |(a, b)| (a, b.trim()));
+    let test = match first.to_ascii_uppercase().as_str() {
+        "NONE" => {
+            if !rest.is_empty() || !ins.flags.is_empty() {
+                return Err("HEALTHCHECK NONE takes no arguments or flags".into());
+            }
+            vec!["NONE".to_string()]
+        }
+        "CMD" => {
+            if rest.is_empty() {
+                return Err("HEALTHCHECK CMD needs a command".into());
+            }
+            match serde_json::from_str::<Vec<String>>(rest) {
+                Ok(v) if rest.starts_with('[') => {
+                    if v.is_empty() {
+                        return Err("HEALTHCHECK CMD needs a command".into());
+                    }
+                    std::iter::once("CMD".to_string()).chain(v).collect()
+                }
+                _ => vec!["CMD-SHELL".to_string(), rest.to_string()],
+            }
+        }
+        _ => return Err(format!("HEALTHCHECK: expected NONE or CMD, not {first:?}")),
+    };
+    let duration = |name: &str| match ins.flag(name) {
+        None => Ok(0),
+        Some(v) => {
+            let ns = duration_ns(v).map_err(|e| format!("--{name}={v}: {e}"))?;
+            if ns != 0 && ns < 1_000_000 {
+                return Err(format!("--{name}={v}: must be at least 1ms"));
+            }
+            Ok(ns)
+        }
+    };
+    let retries = match ins.flag("retries") {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("--retries={v}: expected a whole number"))?,
+    };
+    Ok(HealthcheckSpec {
+        test,
+        interval: duration("interval")?,
+        timeout: duration("timeout")?,
+        start_period: duration("start-period")?,
+        start_interval: duration("start-interval")?,
+        retries,
     })
+}
+
+/// A Go duration (`1m30s`, `500ms`, `2h`, `0`) in nanoseconds.
+pub fn duration_ns(s: &str) -> Result<u64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    let bad = || format!("{s:?} is not a duration (like 30s, 1m30s, 500ms)");
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += num * scale;
+        rest = &rest[unit_len..];
+    }
+    if total > u64::MAX as f64 / 2.0 {
+        return Err(bad());
+    }
+    Ok(total as u64)
+}
+
+/// The instruction an ONBUILD stores, checked as Docker checks it.
+pub fn onbuild_trigger(ins: &Instruction) -> Result<Instruction, ParseError> {
+    let Args::Shell(text) = &ins.args else {
+        return Err(err(ins.line, "ONBUILD needs an instruction"));
+    };
+    trigger(ins.line, text)
+}
+
+/// A stored ONBUILD trigger as an instruction, at `line` (its FROM's).
+pub fn trigger(line: usize, text: &str) -> Result<Instruction, ParseError> {
+    let inner = instruction(line, text)?;
+    match inner.keyword {
+        Keyword::Onbuild => Err(err(line, "ONBUILD ONBUILD is not allowed")),
+        Keyword::From | Keyword::Maintainer => Err(err(
+            line,
+            format!("{} is not allowed as an ONBUILD trigger", inner.keyword),
+        )),
+        _ if !heredoc_markers(text).is_empty() => {
+            Err(err(line, "heredocs are not allowed in ONBUILD"))
+        }
+        _ => Ok(inner),
+    }
 }
 
 /// Splits `s` into words, expanding variables from `vars` and removing
@@ -317,6 +609,36 @@ pub fn word(
     }
     .words(false)?;
     Ok(w.concat())
+}
+
+/// Expands variables only: quotes and escapes stay as written (an escaped
+/// `$` is not expanded), as BuildKit expands a heredoc's content.
+pub fn expand_vars(
+    s: &str,
+    escape: char,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut lx = Lexer {
+        chars: s.chars().collect(),
+        pos: 0,
+        escape,
+        vars,
+        depth: 0,
+    };
+    let mut out = String::new();
+    while let Some(c) = lx.next() {
+        if c == escape {
+            out.push(c);
+            if let Some(n) = lx.next() {
+                out.push(n);
+            }
+        } else if c == '$' {
+            out.push_str(&lx.variable()?);
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 const MAX_NESTING: usize = 64;
@@ -576,7 +898,22 @@ mod tests {
             ("# only a comment\n", 1, "no FROM"),
             ("FROM x\n\nCOPY --own=1 a b\n", 3, "unknown flag --own"),
             ("FROM x\nENV\n", 2, "needs an argument"),
-            ("FROM x\nHEALTHCHECK NONE\n", 2, "not supported"),
+            ("FROM x\nHEALTHCHECK\n", 2, "needs an argument"),
+            ("FROM x\nHEALTHCHECK NONE x\n", 2, "takes no arguments"),
+            ("FROM x\nHEALTHCHECK CMD\n", 2, "needs a command"),
+            ("FROM x\nHEALTHCHECK curl x\n", 2, "expected NONE or CMD"),
+            ("FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, "not a duration"),
+            ("FROM x\nHEALTHCHECK --timeout=1us CMD true\n", 2, "at least 1ms"),
+            ("FROM x\nHEALTHCHECK --retries=x CMD true\n", 2, "whole number"),
+            ("FROM x\nHEALTHCHECK --user=x CMD true\n", 2, "unknown flag --user"),
+            ("FROM x\nONBUILD ONBUILD RUN x\n", 2, "ONBUILD ONBUILD"),
+            ("FROM x\nONBUILD FROM y\n", 2, "not allowed as an ONBUILD"),
+            ("FROM x\nONBUILD FROB y\n", 2, "unknown instruction: FROB"),
+            ("FROM x\nONBUILD\n", 2, "needs an argument"),
+            ("FROM x\nONBUILD RUN <<E\nE\n", 2, "heredocs are not allowed"),
+            ("FROM x\nRUN true\nRUN <<EOF\necho\n", 3, "no line EOF ends it"),
+            ("FROM x\nRUN <<-E\n  E\n", 2, "no line E ends it"),
+            ("FROM x\nCOPY <<'' /x\n", 2, "needs a name"),
             ("FROM x\nSHELL /bin/bash\n", 2, "JSON array"),
         ];
         for (text, line, msg) in table {
@@ -584,6 +921,92 @@ mod tests {
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.msg.contains(msg), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn heredocs() {
+        let df = parse(
+            "FROM x\n\
+             RUN <<EOF\n\
+             # not a comment here\n\
+             \n\
+             echo $A\n\
+             EOF\n\
+             RUN <<-'END' cat > /f && <<\"TWO\" cat >/g\n\
+             \t\tindented $A\n\
+             \tEND\n\
+             two\n\
+             TWO\n\
+             COPY <<a.txt <<b.txt /dst/\n\
+             first\n\
+             a.txt\n\
+             b.txt\n\
+             RUN echo \"<<no\" '<<neither' a<<b\n\
+             RUN [\"<<EOF\"]\n",
+        )
+        .unwrap();
+        let lines: Vec<usize> = df.instructions.iter().map(|i| i.line).collect();
+        assert_eq!(lines, [1, 2, 7, 12, 16, 17]);
+        let h = &df.instructions[1].heredocs;
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].name, "EOF");
+        assert!(h[0].expand && !h[0].strip_tabs);
+        assert_eq!(h[0].content(), "# not a comment here\n\necho $A\n");
+        let h = &df.instructions[2].heredocs;
+        assert_eq!(h.len(), 2);
+        assert_eq!((h[0].name.as_str(), h[0].expand, h[0].strip_tabs), ("END", false, true));
+        assert_eq!(h[0].word, "<<-'END'");
+        assert_eq!(h[0].body, "\t\tindented $A\n");
+        assert_eq!(h[0].content(), "indented $A\n");
+        assert_eq!((h[1].name.as_str(), h[1].expand), ("TWO", false));
+        assert_eq!(h[1].content(), "two\n");
+        let h = &df.instructions[3].heredocs;
+        let names: Vec<&str> = h.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["a.txt", "b.txt"]);
+        assert_eq!((h[0].content().as_str(), h[1].content().as_str()), ("first\n", ""));
+        assert!(df.instructions[4].heredocs.is_empty());
+        assert!(df.instructions[5].heredocs.is_empty());
+    }
+
+    #[test]
+    fn healthcheck_forms() {
+        let hc = |text: &str| {
+            let df = parse(&format!("FROM x\n{text}\n")).unwrap();
+            healthcheck(&df.instructions[1]).unwrap()
+        };
+        assert_eq!(hc("HEALTHCHECK NONE").test, ["NONE"]);
+        let h = hc("HEALTHCHECK --interval=1m30s --timeout=500ms --start-period=2s \
+             --start-interval=1s --retries=4 CMD curl -f http://x/ || exit 1");
+        assert_eq!(h.test, ["CMD-SHELL", "curl -f http://x/ || exit 1"]);
+        assert_eq!(
+            (h.interval, h.timeout, h.start_period, h.start_interval, h.retries),
+            (90_000_000_000, 500_000_000, 2_000_000_000, 1_000_000_000, 4)
+        );
+        assert_eq!(hc("healthcheck cmd [\"true\", \"x\"]").test, ["CMD", "true", "x"]);
+        for (d, ns) in [("0", 0), ("0s", 0), ("1.5s", 1_500_000_000), ("2h", 7_200_000_000_000)] {
+            assert_eq!(duration_ns(d), Ok(ns), "{d}");
+        }
+        for bad in ["", "s", "5", "1x", "1s2"] {
+            assert!(duration_ns(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn onbuild_triggers_parse_as_instructions() {
+        let df = parse("FROM x\nONBUILD COPY --chown=1 . /app\nonbuild RUN make\n").unwrap();
+        let t = onbuild_trigger(&df.instructions[1]).unwrap();
+        assert_eq!(t.keyword, Keyword::Copy);
+        assert_eq!(t.flag("chown"), Some("1"));
+        assert_eq!(t.line, 2);
+        assert_eq!(df.instructions[2].args, Args::Shell("RUN make".into()));
+    }
+
+    #[test]
+    fn expands_variables_only() {
+        assert_eq!(
+            expand_vars("\"$A\" '${A}' \\$A ${UNSET:-d}\n", '\\', &vars).unwrap(),
+            "\"alpha\" 'alpha' \\$A d\n"
+        );
     }
 
     #[test]

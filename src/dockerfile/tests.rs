@@ -372,11 +372,23 @@ fn errors_name_the_dockerfile_line() {
             "FROM base:1\nCOPY a /etc/passwd/x\n",
             "Dockerfile:2: COPY a /etc/passwd/x",
         ),
-        ("FROM base:1\nCOPY --from=x a /x\n", "not supported"),
         (
-            "FROM base:1\nFROM base:1\n",
-            "Dockerfile:2: FROM base:1: multi-stage",
+            "FROM base:1 AS a\nFROM base:1 AS A\n",
+            "Dockerfile:2: duplicate stage name \"a\"",
         ),
+        (
+            "FROM base:1\nCOPY --from=0 a /x\n",
+            "Dockerfile:2: --from=0: a stage can only copy from an earlier stage",
+        ),
+        (
+            "FROM base:1 AS b\nFROM b\nCOPY --from=b /nope /x\n",
+            "Dockerfile:3: COPY --from=b /nope /x: /nope: no such file or directory",
+        ),
+        (
+            "FROM base:1\nRUN <<EOF\ntrue\n",
+            "Dockerfile:2: heredoc EOF: no line EOF ends it",
+        ),
+
         ("FROM base:1\nCOPY --chown=nobody a /x\n", "no user nobody"),
         (
             "FROM base:1\nADD http://example.com/x /x\n",

@@ -11,7 +11,7 @@ mod platform;
 mod reference;
 pub mod time;
 
-pub use config::{ContainerConfig, HistoryEntry, ImageConfig, RootFs};
+pub use config::{ContainerConfig, Healthcheck, HistoryEntry, ImageConfig, RootFs};
 pub use digest::{Digest, DigestError, Sha256Writer};
 pub use json::{JsonError, from_json, from_json_value};
 pub use manifest::{Descriptor, ImageIndex, Manifest, ManifestKind, ParseError};
