@@ -324,3 +324,57 @@ fn build_stdin(env: &Env, args: &[&str], input: &[u8]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn a_bind_from_a_stage_shows_its_tree_and_keys_on_it() {
+    const T: &str = "a_bind_from_a_stage_shows_its_tree_and_keys_on_it";
+    let Some(env) = minbase_env(T, "debian:minbase", |_| {}) else {
+        return;
+    };
+    let ctx = env.mkdir("ctx");
+    let dockerfile = |data: &str| {
+        format!(
+            "FROM debian:minbase AS tools\n\
+             RUN mkdir -p /out && echo {data} > /out/data.txt\n\
+             FROM debian:minbase\n\
+             RUN --mount=type=bind,from=tools,source=/out,target=/mnt/tools \
+             cat /mnt/tools/data.txt > /got.txt && ! touch /mnt/tools/x 2>/dev/null\n\
+             RUN --mount=type=bind,from=tools,target=/t,rw touch /t/new && echo rw > /rw.txt\n\
+             RUN --mount=type=bind,from=debian:minbase,source=etc/debian_version,target=/v \
+             cp /v /version.txt\n"
+        )
+    };
+    write(&ctx, "Dockerfile", dockerfile("one").as_bytes());
+    let ctx_s = ctx.to_str().unwrap();
+    env.ok(&["build", "-t", "b:1", ctx_s]);
+    assert_eq!(cat(&env, "b:1", "/got.txt"), "one\n");
+    assert_eq!(cat(&env, "b:1", "/rw.txt"), "rw\n");
+    let version = cat(&env, "debian:minbase", "/etc/debian_version");
+    assert_eq!(cat(&env, "b:1", "/version.txt"), version);
+    for l in &layers_of(&env, "b:1")[1..] {
+        let paths = layer_paths(&env, l);
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.starts_with("mnt/tools") || p == "t" || p.starts_with("t/") || p == "v"),
+            "{paths:?}"
+        );
+    }
+    // The stage's image is in the key: it changed, so the RUN runs again.
+    write(&ctx, "Dockerfile", dockerfile("two").as_bytes());
+    let out = env.ok(&["build", "-t", "b:2", ctx_s]);
+    assert_eq!(out.matches("--> Using cache").count(), 0, "{out}");
+    assert_eq!(cat(&env, "b:2", "/got.txt"), "two\n");
+    let again = env.ok(&["build", "-t", "b:2", ctx_s]);
+    assert_eq!(again.matches("--> Using cache").count(), 4, "{again}");
+    // Nothing of the build stays mounted, nor any scratch dir.
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let root = env.root().display().to_string();
+    assert!(!mounts.contains(&root), "{mounts}");
+    let left: Vec<_> = std::fs::read_dir(env.root().join("layerfs/build-run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -158,7 +158,9 @@ impl ImageTree {
             for rel in found {
                 let r = self.resolve(rel.as_bytes(), true)?;
                 if r.node.is_none() {
-                    return Err(StepError::Msg(format!("{pattern}: no such file or directory")));
+                    return Err(StepError::Msg(format!(
+                        "{pattern}: no such file or directory"
+                    )));
                 }
                 let name = rel.rsplit('/').next().unwrap_or_default();
                 out.push(ImageSource {

@@ -25,8 +25,8 @@ pub mod mounts;
 pub mod parse;
 mod prune;
 pub mod secrets;
-pub mod stdin;
 pub mod stage;
+pub mod stdin;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
@@ -392,6 +392,31 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
 }
 
 impl Builder<'_> {
+    /// The manifest and layers of each stage or image a RUN's mounts bind
+    /// from, by the name they give.
+    fn mount_sources(
+        &mut self,
+        run_mounts: &[mounts::RunMount],
+    ) -> Result<BTreeMap<String, (crate::oci::Digest, Vec<crate::oci::Digest>)>, StepError> {
+        let mut out = BTreeMap::new();
+        for f in mounts::from_names(run_mounts) {
+            let (manifest, layers) =
+                match stage::source(&self.stages, self.current, &f).map_err(StepError::Msg)? {
+                    stage::Source::Stage(j) => {
+                        let s = self.stage_image(j)?;
+                        (s.image.manifest, s.layers)
+                    }
+                    stage::Source::Image(name) => {
+                        let (_, layers, image) = self.base_image(&name)?;
+                        self.hold.add(image.manifest)?;
+                        (image.manifest, layers)
+                    }
+                };
+            out.insert(f, (manifest, layers.iter().map(|l| l.digest).collect()));
+        }
+        Ok(out)
+    }
+
     /// `build --label`: on the result's config, without a history entry,
     /// as Docker sets them.
     fn add_labels(&mut self, labels: &[(String, String)]) -> Result<(), StepError> {
@@ -575,8 +600,8 @@ impl<'a> Builder<'a> {
         self.state = Some(state);
         for t in &triggers {
             let _ = writeln!(self.out, "--> running ONBUILD trigger: {t}");
-            let trigger = parse::trigger(ins.line, t)
-                .map_err(|e| msg(format!("ONBUILD {t}: {}", e.msg)))?;
+            let trigger =
+                parse::trigger(ins.line, t).map_err(|e| msg(format!("ONBUILD {t}: {}", e.msg)))?;
             self.step(n, &trigger)
                 .map_err(|e| msg(format!("ONBUILD {t}: {e}")))?;
         }
@@ -868,6 +893,7 @@ impl<'a> Builder<'a> {
             return Err(msg(format!("RUN --{f} is not supported")));
         }
         let run_mounts = mounts::of_flags(&ins.flags)?;
+        let from_images = self.mount_sources(&run_mounts)?;
         let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
         let argv = run_argv(&st.shell, ins);
         // Build args reach RUN as environment (Env wins over them), and
@@ -899,7 +925,7 @@ impl<'a> Builder<'a> {
             }
             Args::Shell(s) => format!("RUN {}", s),
         };
-        let mount_key = mounts::key_text(&run_mounts, &self.ctx, &workdir)?;
+        let mount_key = mounts::key_text(&run_mounts, &self.ctx, &workdir, &from_images)?;
         let parent = self.parent()?;
         let argv_json = serde_json::to_string(&argv).unwrap_or_default();
         let env_text = arg_env.join("\n");
@@ -919,6 +945,8 @@ impl<'a> Builder<'a> {
         let layers: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
         let config = st.config.config.clone().unwrap_or_default();
         let name = format!("build-{}-{}-{}", std::process::id(), now_secs(), n + 1);
+        let mut bound = Vec::new();
+        let store = self.store;
         let prepared = mounts::prepare(
             &run_mounts,
             mounts::Inputs {
@@ -928,9 +956,19 @@ impl<'a> Builder<'a> {
                 workdir: &workdir,
                 step: format!("{}-{}", std::process::id(), n + 1),
                 tree_of: &mut |f: &str| {
-                    Err(msg(format!(
-                        "--mount from={f}: binding a stage or image is not supported"
-                    )))
+                    let (manifest, layers) = from_images
+                        .get(f)
+                        .ok_or_else(|| msg(format!("--mount from={f}: not resolved")))?;
+                    let m = mounts::ImageMount::start(
+                        store,
+                        &format!("{name}-from{}", bound.len()),
+                        &format!("build step {} --mount from={f}", n + 1),
+                        *manifest,
+                        layers,
+                    )?;
+                    let path = m.path.clone();
+                    bound.push(m);
+                    Ok(path)
                 },
             },
         )?;
@@ -959,6 +997,7 @@ impl<'a> Builder<'a> {
         // The mounts' host side goes before the commit: nothing of it is
         // in the container's changes.
         drop(prepared);
+        drop(bound);
         let result = match ran {
             Ok(0) => self.commit_run(&key, &c, &created_by),
             Ok(code) => Err(StepError::Exit(code)),
@@ -1091,8 +1130,9 @@ impl<'a> Builder<'a> {
             match doc {
                 Some(h) => {
                     let text = match h.expand {
-                        true => parse::expand_vars(&h.content(), esc, &vars)
-                            .map_err(StepError::Msg)?,
+                        true => {
+                            parse::expand_vars(&h.content(), esc, &vars).map_err(StepError::Msg)?
+                        }
                         false => h.content(),
                     };
                     inline.push((h.name.clone(), text.into_bytes()));
@@ -1138,19 +1178,18 @@ impl<'a> Builder<'a> {
                 if !inline.is_empty() {
                     return Err(msg("COPY --from does not take heredocs"));
                 }
-                let (layers, manifest) = match stage::source(&self.stages, self.current, &f)
-                    .map_err(StepError::Msg)?
-                {
-                    stage::Source::Stage(j) => {
-                        let s = self.stage_image(j)?;
-                        (s.layers, s.image.manifest)
-                    }
-                    stage::Source::Image(name) => {
-                        let (_, layers, image) = self.base_image(&name)?;
-                        self.hold.add(image.manifest)?;
-                        (layers, image.manifest)
-                    }
-                };
+                let (layers, manifest) =
+                    match stage::source(&self.stages, self.current, &f).map_err(StepError::Msg)? {
+                        stage::Source::Stage(j) => {
+                            let s = self.stage_image(j)?;
+                            (s.layers, s.image.manifest)
+                        }
+                        stage::Source::Image(name) => {
+                            let (_, layers, image) = self.base_image(&name)?;
+                            self.hold.add(image.manifest)?;
+                            (layers, image.manifest)
+                        }
+                    };
                 Some((f, layers, manifest))
             }
             None => None,
@@ -1177,12 +1216,7 @@ impl<'a> Builder<'a> {
         .into_iter()
         .flatten()
         .collect();
-        let created_by = format!(
-            "{}{flags} {} {}",
-            ins.keyword,
-            words.join(" "),
-            dest_word
-        );
+        let created_by = format!("{}{flags} {} {}", ins.keyword, words.join(" "), dest_word);
         let parent = st.parent_key();
         let key = cache::key(&[
             &parent,

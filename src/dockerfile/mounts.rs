@@ -22,8 +22,11 @@ use super::StepError;
 use super::cache;
 use super::context::{Context, Kind as EntryKind};
 use super::secrets::SecretSpec;
-use crate::run::rules::Volume;
+use crate::container::{self, Container};
+use crate::oci::Digest;
+use crate::run::{self, Session, rules::Volume};
 use crate::store::Store;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -261,10 +264,30 @@ fn absolute(target: &str, workdir: &str) -> String {
     }
 }
 
+/// The stages and images the mounts bind from (`from=`), by name.
+pub fn from_names(mounts: &[RunMount]) -> Vec<String> {
+    let mut names: Vec<String> = mounts
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Kind::Bind { from: Some(f), .. } => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// What the mounts add to the step's cache key: what they are and, for a
-/// context bind, a digest of what it shows. A cache mount's contents, a
-/// tmpfs and a secret's value are no part of it (as BuildKit keys them).
-pub fn key_text(mounts: &[RunMount], ctx: &Context, workdir: &str) -> Result<String, StepError> {
+/// context bind, a digest of what it shows; for a stage or image, its
+/// manifest (`from_ids`). A cache mount's contents, a tmpfs and a secret's
+/// value are no part of it (as BuildKit keys them).
+pub fn key_text(
+    mounts: &[RunMount],
+    ctx: &Context,
+    workdir: &str,
+    from_ids: &BTreeMap<String, (Digest, Vec<Digest>)>,
+) -> Result<String, StepError> {
     let mut out = String::new();
     for m in mounts {
         let target = absolute(&m.target, workdir);
@@ -281,7 +304,13 @@ pub fn key_text(mounts: &[RunMount], ctx: &Context, workdir: &str) -> Result<Str
                 from: Some(f),
                 source,
                 rw,
-            } => format!("bind {target} from={f} {source} rw={rw}"),
+            } => format!(
+                "bind {target} from={f} {} {source} rw={rw}",
+                from_ids
+                    .get(f)
+                    .map(|(m, _)| m.to_string())
+                    .unwrap_or_default()
+            ),
             Kind::Cache {
                 id,
                 sharing,
@@ -453,11 +482,6 @@ pub fn prepare(mounts: &[RunMount], inp: Inputs<'_>) -> Result<Prepared, StepErr
                 source,
                 rw,
             } => {
-                if *rw {
-                    return Err(StepError::Msg(format!(
-                        "--mount type=bind,from={f},rw is not supported (only read-only)"
-                    )));
-                }
                 let root = (inp.tree_of)(f)?;
                 let rel = super::ignore::clean(source);
                 let host = if rel.is_empty() {
@@ -473,7 +497,7 @@ pub fn prepare(mounts: &[RunMount], inp: Inputs<'_>) -> Result<Prepared, StepErr
                         "--mount from={f}: {source} leaves the image"
                     )));
                 }
-                (canon, true)
+                (canon, !rw)
             }
             Kind::Cache {
                 id,
@@ -577,6 +601,62 @@ pub fn prepare(mounts: &[RunMount], inp: Inputs<'_>) -> Result<Prepared, StepErr
         });
     }
     Ok(p)
+}
+
+/// A stage's or image's tree on the host for a `from=` bind: a container of
+/// it mounted by a thread of ours (so an rw bind's writes go to its upper
+/// dir, and away with it).
+pub struct ImageMount<'s> {
+    store: &'s Store,
+    session: Option<Session>,
+    container: Option<Container>,
+    pub path: PathBuf,
+}
+
+impl<'s> ImageMount<'s> {
+    pub fn start(
+        store: &'s Store,
+        name: &str,
+        what: &str,
+        manifest: Digest,
+        layers: &[Digest],
+    ) -> Result<ImageMount<'s>, StepError> {
+        let path = run_root(store)?.join(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| io(&path, e))?;
+        let mut m = ImageMount {
+            store,
+            session: None,
+            container: None,
+            path,
+        };
+        let c = run::create_container(
+            store,
+            Some(name),
+            what,
+            manifest,
+            layers,
+            Some(std::process::id()),
+        )?;
+        let c_name = c.name.clone();
+        m.container = Some(c);
+        m.session = Some(Session::start(store, &c_name, &m.path)?);
+        Ok(m)
+    }
+}
+
+impl Drop for ImageMount<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.finish();
+        }
+        if let Some(c) = self.container.take() {
+            let _ = container::remove(self.store, &c);
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
 }
 
 /// Copies a context path (a file, or a directory with what .dockerignore

@@ -902,16 +902,40 @@ mod tests {
             ("FROM x\nHEALTHCHECK NONE x\n", 2, "takes no arguments"),
             ("FROM x\nHEALTHCHECK CMD\n", 2, "needs a command"),
             ("FROM x\nHEALTHCHECK curl x\n", 2, "expected NONE or CMD"),
-            ("FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, "not a duration"),
-            ("FROM x\nHEALTHCHECK --timeout=1us CMD true\n", 2, "at least 1ms"),
-            ("FROM x\nHEALTHCHECK --retries=x CMD true\n", 2, "whole number"),
-            ("FROM x\nHEALTHCHECK --user=x CMD true\n", 2, "unknown flag --user"),
+            (
+                "FROM x\nHEALTHCHECK --interval=5 CMD true\n",
+                2,
+                "not a duration",
+            ),
+            (
+                "FROM x\nHEALTHCHECK --timeout=1us CMD true\n",
+                2,
+                "at least 1ms",
+            ),
+            (
+                "FROM x\nHEALTHCHECK --retries=x CMD true\n",
+                2,
+                "whole number",
+            ),
+            (
+                "FROM x\nHEALTHCHECK --user=x CMD true\n",
+                2,
+                "unknown flag --user",
+            ),
             ("FROM x\nONBUILD ONBUILD RUN x\n", 2, "ONBUILD ONBUILD"),
             ("FROM x\nONBUILD FROM y\n", 2, "not allowed as an ONBUILD"),
             ("FROM x\nONBUILD FROB y\n", 2, "unknown instruction: FROB"),
             ("FROM x\nONBUILD\n", 2, "needs an argument"),
-            ("FROM x\nONBUILD RUN <<E\nE\n", 2, "heredocs are not allowed"),
-            ("FROM x\nRUN true\nRUN <<EOF\necho\n", 3, "no line EOF ends it"),
+            (
+                "FROM x\nONBUILD RUN <<E\nE\n",
+                2,
+                "heredocs are not allowed",
+            ),
+            (
+                "FROM x\nRUN true\nRUN <<EOF\necho\n",
+                3,
+                "no line EOF ends it",
+            ),
             ("FROM x\nRUN <<-E\n  E\n", 2, "no line E ends it"),
             ("FROM x\nCOPY <<'' /x\n", 2, "needs a name"),
             ("FROM x\nSHELL /bin/bash\n", 2, "JSON array"),
@@ -954,7 +978,10 @@ mod tests {
         assert_eq!(h[0].content(), "# not a comment here\n\necho $A\n");
         let h = &df.instructions[2].heredocs;
         assert_eq!(h.len(), 2);
-        assert_eq!((h[0].name.as_str(), h[0].expand, h[0].strip_tabs), ("END", false, true));
+        assert_eq!(
+            (h[0].name.as_str(), h[0].expand, h[0].strip_tabs),
+            ("END", false, true)
+        );
         assert_eq!(h[0].word, "<<-'END'");
         assert_eq!(h[0].body, "\t\tindented $A\n");
         assert_eq!(h[0].content(), "indented $A\n");
@@ -963,7 +990,10 @@ mod tests {
         let h = &df.instructions[3].heredocs;
         let names: Vec<&str> = h.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["a.txt", "b.txt"]);
-        assert_eq!((h[0].content().as_str(), h[1].content().as_str()), ("first\n", ""));
+        assert_eq!(
+            (h[0].content().as_str(), h[1].content().as_str()),
+            ("first\n", "")
+        );
         assert!(df.instructions[4].heredocs.is_empty());
         assert!(df.instructions[5].heredocs.is_empty());
     }
@@ -975,15 +1005,31 @@ mod tests {
             healthcheck(&df.instructions[1]).unwrap()
         };
         assert_eq!(hc("HEALTHCHECK NONE").test, ["NONE"]);
-        let h = hc("HEALTHCHECK --interval=1m30s --timeout=500ms --start-period=2s \
-             --start-interval=1s --retries=4 CMD curl -f http://x/ || exit 1");
+        let h = hc(
+            "HEALTHCHECK --interval=1m30s --timeout=500ms --start-period=2s \
+             --start-interval=1s --retries=4 CMD curl -f http://x/ || exit 1",
+        );
         assert_eq!(h.test, ["CMD-SHELL", "curl -f http://x/ || exit 1"]);
         assert_eq!(
-            (h.interval, h.timeout, h.start_period, h.start_interval, h.retries),
+            (
+                h.interval,
+                h.timeout,
+                h.start_period,
+                h.start_interval,
+                h.retries
+            ),
             (90_000_000_000, 500_000_000, 2_000_000_000, 1_000_000_000, 4)
         );
-        assert_eq!(hc("healthcheck cmd [\"true\", \"x\"]").test, ["CMD", "true", "x"]);
-        for (d, ns) in [("0", 0), ("0s", 0), ("1.5s", 1_500_000_000), ("2h", 7_200_000_000_000)] {
+        assert_eq!(
+            hc("healthcheck cmd [\"true\", \"x\"]").test,
+            ["CMD", "true", "x"]
+        );
+        for (d, ns) in [
+            ("0", 0),
+            ("0s", 0),
+            ("1.5s", 1_500_000_000),
+            ("2h", 7_200_000_000_000),
+        ] {
             assert_eq!(duration_ns(d), Ok(ns), "{d}");
         }
         for bad in ["", "s", "5", "1x", "1s2"] {

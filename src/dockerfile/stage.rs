@@ -101,7 +101,10 @@ pub fn source(stages: &[Stage], current: usize, reference: &str) -> Result<Sourc
             "--from={i}: a stage can only copy from an earlier stage"
         ));
     }
-    if stages.iter().any(|s| s.name.as_deref() == Some(lower.as_str())) {
+    if stages
+        .iter()
+        .any(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
         return Err(format!(
             "{reference}: a stage can only use an earlier stage"
         ));
@@ -223,8 +226,14 @@ mod tests {
         assert_eq!(need(Some("4")), need(None));
         assert_eq!(needed(&df, &st, Some("docs")).unwrap().0, 2);
         let e = needed(&df, &st, Some("nope")).unwrap_err();
-        assert!(e.msg.contains("target stage \"nope\" could not be found"), "{e}");
-        assert_eq!(source(&st, 4, "busybox:1"), Ok(Source::Image("busybox:1".into())));
+        assert!(
+            e.msg.contains("target stage \"nope\" could not be found"),
+            "{e}"
+        );
+        assert_eq!(
+            source(&st, 4, "busybox:1"),
+            Ok(Source::Image("busybox:1".into()))
+        );
         assert_eq!(source(&st, 4, "1"), Ok(Source::Stage(1)));
     }
 
@@ -237,7 +246,11 @@ mod tests {
             ("FROM a b c d\n", 1, "expected FROM IMAGE"),
             ("ARG E\nFROM $E\n", 2, "names no image"),
             ("FROM a\nCOPY --from=1 /x /x\nFROM b\n", 2, "earlier stage"),
-            ("FROM a\nCOPY --from=later /x /x\nFROM b AS later\n", 2, "earlier stage"),
+            (
+                "FROM a\nCOPY --from=later /x /x\nFROM b AS later\n",
+                2,
+                "earlier stage",
+            ),
         ];
         for (text, line, msg) in table {
             let df = parse::parse(text).unwrap();

@@ -388,7 +388,6 @@ fn errors_name_the_dockerfile_line() {
             "FROM base:1\nRUN <<EOF\ntrue\n",
             "Dockerfile:2: heredoc EOF: no line EOF ends it",
         ),
-
         ("FROM base:1\nCOPY --chown=nobody a /x\n", "no user nobody"),
         (
             "FROM base:1\nADD http://example.com/x /x\n",
