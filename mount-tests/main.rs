@@ -6,6 +6,7 @@ mod support;
 
 mod build;
 mod build_mounts;
+mod build_parity;
 mod chroot;
 mod cli;
 mod crash;
