@@ -170,6 +170,15 @@ const LOGS: [&str; 3] = [
     "./var/cache/ldconfig/aux-cache",
 ];
 
+/// Compares the configs of `tag` built by us and by buildah.
+fn compare_config(env: &Env, b: &Buildah, tag: &str) {
+    assert_eq!(
+        our_config(env, tag),
+        b.config(tag),
+        "{tag}: the config fields (left layerfs, right buildah)"
+    );
+}
+
 /// Compares the trees and configs of `tag` built by us and by buildah;
 /// `leftovers` are the paths buildah alone may have (what its RUN leaves).
 fn compare(env: &Env, b: &Buildah, tag: &str, leftovers: &[&str]) {
@@ -200,11 +209,7 @@ fn compare(env: &Env, b: &Buildah, tag: &str, leftovers: &[&str]) {
         "{tag}: layerfs (+) and buildah (-) differ:\n{}",
         unexplained.join("\n")
     );
-    assert_eq!(
-        our_config(env, tag),
-        b.config(tag),
-        "{tag}: the config fields (left layerfs, right buildah)"
-    );
+    compare_config(env, b, tag);
     eprintln!(
         "{tag}: {} entries alike; buildah alone has {:?}",
         ours.len() - only_ours.len(),
@@ -388,7 +393,8 @@ fn parity_onbuild_base_and_child() {
     env.ok(&["build", "-t", "onchild", child.to_str().unwrap()]);
     b.bud("onbase", &[], &base);
     b.bud("onchild", &[], &child);
-    compare(&env, &b, "onbase", &[]);
+    // The base's tree is not listed: `buildah from` would run its triggers.
+    compare_config(&env, &b, "onbase");
     compare(&env, &b, "onchild", &[]);
     assert_eq!(env.ok(&["run", "--rm", "onchild"]), "the child's app\n");
 }
