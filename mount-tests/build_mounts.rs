@@ -305,6 +305,31 @@ fn build_flags_tags_labels_iidfile_quiet_stdin_and_proxy_args() {
     );
     assert!(from_df.contains("STEP 2/2"), "{from_df}");
     assert_eq!(cat(&env, "fromdf", "/hi.txt"), "hi\n");
+    // -f -: the Dockerfile on stdin, the context a directory.
+    let df_stdin = build_stdin(
+        &env,
+        &["build", "-t", "dfstdin", "-f", "-", ctx_s],
+        b"FROM debian:minbase\nCOPY a.txt /b.txt\n",
+    );
+    assert!(
+        df_stdin.contains("STEP 2/2: COPY a.txt /b.txt"),
+        "{df_stdin}"
+    );
+    assert_eq!(cat(&env, "dfstdin", "/b.txt"), "a\n");
+
+    // --pull asks the registry even for an image the store has: here one
+    // that no registry serves, so the build fails saying so.
+    env.ok(&["tag", "debian:minbase", "localhost:1/base:1"]);
+    write(
+        &ctx,
+        "Dockerfile",
+        b"FROM localhost:1/base:1\nCOPY a.txt /a.txt\n",
+    );
+    env.ok(&["build", ctx_s]);
+    let out = env.run(&["build", "--pull", ctx_s]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pull: pulling localhost:1/base:1 failed"), "{err}");
 }
 
 fn build_stdin(env: &Env, args: &[&str], input: &[u8]) -> String {

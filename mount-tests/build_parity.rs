@@ -451,7 +451,7 @@ fn parity_secrets() {
         ctx.to_str().unwrap(),
     ]);
     b.bud("secrets", &["--secret", &spec], &ctx);
-    compare(&env, &b, "secrets", &["./run/secrets", "./etc/token"]);
+    compare(&env, &b, "secrets", &["./run/secrets"]);
     assert_eq!(
         env.ok(&["run", "--rm", "secrets", "cat", "/mode.txt"]),
         "440\n"

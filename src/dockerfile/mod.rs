@@ -642,7 +642,9 @@ impl<'a> Builder<'a> {
             return Ok((config, Vec::new(), image));
         }
         if self.opts.pull {
-            self.pull(name)?;
+            let _ = writeln!(self.out, " ---> pulling {name} (--pull)");
+            registry::pull_missing(self.store, name)
+                .map_err(|e| msg(format!("--pull: pulling {name} failed: {e}")))?;
         }
         let r = match self.store.resolve(name) {
             Err(StoreError::ImageNotFound(_)) => {
