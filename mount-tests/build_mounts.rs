@@ -329,7 +329,10 @@ fn build_flags_tags_labels_iidfile_quiet_stdin_and_proxy_args() {
     let out = env.run(&["build", "--pull", ctx_s]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--pull: pulling localhost:1/base:1 failed"), "{err}");
+    assert!(
+        err.contains("--pull: pulling localhost:1/base:1 failed"),
+        "{err}"
+    );
 }
 
 fn build_stdin(env: &Env, args: &[&str], input: &[u8]) -> String {

@@ -449,6 +449,18 @@ pub fn dockerfile(data: &[u8]) -> Result<(), String> {
     for ins in &df.instructions {
         let _ = parse::words(&ins.text, df.escape, &vars);
         let _ = parse::word(&ins.text, df.escape, &vars);
+        let _ = parse::expand_vars(&ins.text, df.escape, &vars);
+        for h in &ins.heredocs {
+            let _ = h.content();
+        }
+        if ins.keyword == parse::Keyword::Healthcheck {
+            let _ = parse::healthcheck(ins);
+        }
+    }
+    use crate::dockerfile::stage;
+    let stages = stage::stages(&df, &vars).map_err(|e| one_line(e.to_string()))?;
+    if let Some(t) = stage::target(&stages, None) {
+        stage::needed(&df, &stages, t).map_err(|e| one_line(e.to_string()))?;
     }
     Ok(())
 }

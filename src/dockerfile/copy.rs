@@ -173,6 +173,15 @@ impl ImageTree {
     }
 }
 
+#[cfg(test)]
+impl ImageTree {
+    /// The xattrs of the entry at canonical `path` (none if it is missing).
+    pub fn xattrs_at(&mut self, path: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let ino = self.ino(path).ok().flatten();
+        ino.and_then(|i| self.fs.xattrs(i).ok()).unwrap_or_default()
+    }
+}
+
 fn join_str(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
@@ -457,8 +466,8 @@ impl<'s> LayerBuild<'s> {
         )
     }
 
-    /// COPY --from: `sources` of image tree `src`, with their owners, modes
-    /// and mtimes (--chown and --chmod win); a directory's contents go into
+    /// COPY --from: `sources` of image tree `src`, with their owners, modes,
+    /// mtimes and xattrs (--chown and --chmod win); a directory's contents go into
     /// the destination, its symlinks copied as symlinks.
     pub fn copy_image(
         &mut self,
@@ -474,16 +483,24 @@ impl<'s> LayerBuild<'s> {
             })?);
         }
         let many = sources.len() > 1 || kinds.contains(&Some(Node::Dir));
+        // Hard-linked files (one union inode) stay linked: the path each
+        // inode was first written at.
+        let mut links: HashMap<u64, Vec<u8>> = HashMap::new();
         let dir = match self.dest(spec, many)? {
             Dest::As(path) => match sources.first() {
-                Some(s) => return self.put_image_entry(src, &s.path, &path, spec).map(drop),
+                Some(s) => {
+                    return self
+                        .put_image_entry(src, &s.path, &path, spec, &mut links)
+                        .map(drop);
+                }
                 None => return Ok(()),
             },
             Dest::Into(dir) => dir,
         };
         for (s, kind) in sources.iter().zip(kinds) {
             if kind != Some(Node::Dir) {
-                self.put_image_entry(src, &s.path, &join(&dir, &s.name), spec)?;
+                let target = join(&dir, &s.name);
+                self.put_image_entry(src, &s.path, &target, spec, &mut links)?;
                 continue;
             }
             // (path in src, path below the destination), parents first.
@@ -495,7 +512,7 @@ impl<'s> LayerBuild<'s> {
                 .collect();
             while let Some((path, rel)) = work.pop() {
                 let target = self.target(&dir, &rel)?;
-                if self.put_image_entry(src, &path, &target, spec)? {
+                if self.put_image_entry(src, &path, &target, spec, &mut links)? {
                     for n in src.list(&path)?.into_iter().rev() {
                         work.push((join(&path, &n), join(&rel, &n)));
                     }
@@ -512,15 +529,27 @@ impl<'s> LayerBuild<'s> {
         path: &[u8],
         target: &[u8],
         spec: &CopySpec,
+        links: &mut HashMap<u64, Vec<u8>>,
     ) -> Result<bool, StepError> {
         let ino = src
             .ino(path)?
             .ok_or_else(|| StepError::Msg(format!("{}: not in the image", lossy(path))))?;
         let a = src.fs.getattr(ino)?;
-        let meta = self.meta(spec, a.perm, (a.uid, a.gid), a.mtime.secs);
+        let mut meta = self.meta(spec, a.perm, (a.uid, a.gid), a.mtime.secs);
+        // File capabilities and the like go with the file, as BuildKit copies them.
+        meta.xattrs = src.fs.xattrs(ino)?;
         let kind = match a.kind {
             FileKind::Directory => Kind::Dir,
             FileKind::Regular => {
+                if a.nlink > 1 {
+                    if let Some(first) = links.get(&ino) {
+                        check_name(target)?;
+                        self.out.add_hardlink(target, &meta, first)?;
+                        self.tree.pending.insert(target.to_vec(), Node::Other);
+                        return Ok(false);
+                    }
+                    links.insert(ino, target.to_vec());
+                }
                 let mut r = UnionReader {
                     fs: &src.fs,
                     ino,

@@ -100,6 +100,8 @@ pub enum BuildError {
     },
     #[error("build context {0}")]
     Context(#[from] ContextError),
+    #[error("target stage {0:?} could not be found in {1}")]
+    NoTarget(String, String),
     #[error(transparent)]
     Setup(#[from] StepError),
 }
@@ -291,7 +293,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         stages: Vec::new(),
         current: 0,
         done: Vec::new(),
-        meta_args: BTreeMap::new(),
+        meta_args: platform_args(),
         used_args: BTreeSet::new(),
         cached: 0,
         new_layers: 0,
@@ -307,25 +309,27 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         .iter()
         .position(|i| i.keyword == Keyword::From)
         .unwrap_or(df.instructions.len());
-    let mut run: Vec<usize> = (0..first_from).collect();
-    let mut total = first_from;
-    let mut plan = Vec::new();
     let step_err = |ins: &Instruction, source: StepError| BuildError::Step {
         file: file_name.clone(),
         line: ins.line,
         text: short(&ins.text),
         source: Box::new(source),
     };
-    for (k, n) in run.drain(..).enumerate() {
-        let ins = &df.instructions[n];
-        let _ = writeln!(b.out, "STEP {}/{}: {}", k + 1, first_from, ins.text);
+    // Their values name the stages' images, and so which stages run; they
+    // are shown with the steps once the count is known.
+    for (n, ins) in df.instructions.iter().enumerate().take(first_from) {
         b.step(n, ins).map_err(|e| step_err(ins, e))?;
     }
+    let mut total = first_from;
+    let mut plan = Vec::new();
     let stages = {
         let meta = &b.meta_args;
         stage::stages(&df, &|k| meta.get(k).cloned().flatten()).map_err(parse_err)?
     };
-    let (target, need) = stage::needed(&df, &stages, opts.target.as_deref()).map_err(parse_err)?;
+    let target = stage::target(&stages, opts.target.as_deref()).ok_or_else(|| {
+        BuildError::NoTarget(opts.target.clone().unwrap_or_default(), file_name.clone())
+    })?;
+    let need = stage::needed(&df, &stages, target).map_err(parse_err)?;
     for (i, st) in stages.iter().enumerate() {
         if need[i] {
             total += st.end - st.from;
@@ -334,6 +338,10 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     }
     b.done = vec![None; stages.len()];
     b.stages = stages;
+    for (k, ins) in df.instructions.iter().enumerate().take(first_from) {
+        let _ = writeln!(b.out, "STEP {}/{total}: {}", k + 1, ins.text);
+        let _ = writeln!(b.out, "--> (build argument)");
+    }
     let mut k = first_from;
     for i in plan {
         b.current = i;
@@ -348,6 +356,9 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
             let _ = writeln!(b.out, "{stage}STEP {k}/{total}: {}", ins.text);
             let _ = b.out.flush();
             b.step(n, ins).map_err(|e| step_err(ins, e))?;
+            if ins.keyword == Keyword::Arg {
+                let _ = writeln!(b.out, "--> (build argument)");
+            }
         }
         if i == target && !opts.labels.is_empty() {
             b.add_labels(&opts.labels)?;
@@ -437,6 +448,21 @@ impl Builder<'_> {
     }
 }
 
+/// BuildKit's automatic ARGs in the global scope: BUILDPLATFORM,
+/// TARGETPLATFORM and their OS, ARCH and VARIANT parts, all this machine's.
+fn platform_args() -> BTreeMap<String, Option<String>> {
+    let host = Platform::host();
+    let mut args = BTreeMap::new();
+    for side in ["BUILD", "TARGET"] {
+        let mut set = |k: &str, v: String| args.insert(format!("{side}{k}"), Some(v));
+        set("PLATFORM", host.to_string());
+        set("OS", host.os.clone());
+        set("ARCH", host.architecture.clone());
+        set("VARIANT", host.variant.clone().unwrap_or_default());
+    }
+    args
+}
+
 /// Removes the RUN containers of builds that died (their build process
 /// gone, not mounted): a killed build cannot clean up.
 fn prune_step_containers(store: &Store) {
@@ -514,7 +540,6 @@ impl<'a> Builder<'a> {
             Keyword::From => self.from(n, ins),
             Keyword::Arg => {
                 let raw = shell_text(ins)?;
-                let in_stage = self.state.is_some();
                 let words = {
                     let st = self.state.as_ref();
                     let meta = &self.meta_args;
@@ -533,13 +558,12 @@ impl<'a> Builder<'a> {
                         return Err(msg("ARG needs a name"));
                     }
                     let given = self.build_arg(&name);
-                    let value = match (in_stage, given, default) {
-                        (_, Some(v), _) => Some(v),
-                        (_, None, Some(d)) => Some(d),
-                        // Inside a stage, a bare ARG takes the global one's value.
-                        (true, None, None) => self.meta_args.get(&name).cloned().flatten(),
-                        (false, None, None) => None,
-                    };
+                    // Inside a stage, a bare ARG takes the global one's
+                    // value; a global one keeps its own (the automatic
+                    // platform ARGs).
+                    let value = given
+                        .or(default)
+                        .or_else(|| self.meta_args.get(&name).cloned().flatten());
                     match self.state.as_mut() {
                         Some(s) => {
                             s.args.insert(name, value);
@@ -549,7 +573,6 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                let _ = writeln!(self.out, "--> (build argument)");
                 Ok(())
             }
             Keyword::Run => self.run_step(n, ins),
@@ -560,17 +583,21 @@ impl<'a> Builder<'a> {
     }
 
     fn from(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
-        if ins.flag("platform").is_some() {
-            return Err(msg(
-                "FROM --platform is not supported: images are built for this machine",
-            ));
+        if let Some(p) = ins.flag("platform") {
+            // Only this machine's platform can be built: say so for any other.
+            let meta = &self.meta_args;
+            let p = parse::word(p, self.df.escape, &|k| meta.get(k).cloned().flatten())
+                .map_err(StepError::Msg)?;
+            let host = Platform::host();
+            let bare = format!("{}/{}", host.os, host.architecture);
+            if p != host.to_string() && p != bare {
+                return Err(msg(format!(
+                    "FROM --platform={p}: only this machine's platform ({host}) can be built"
+                )));
+            }
         }
-        let base = self
-            .stages
-            .get(self.current)
-            .map(|s| s.base.clone())
+        let src = stage::base(&self.stages, self.current)
             .ok_or_else(|| msg("FROM outside the stages planned"))?;
-        let src = stage::source(&self.stages, self.current, &base).map_err(StepError::Msg)?;
         let (config, layers, image) = match src {
             stage::Source::Stage(j) => {
                 let s = self.stage_image(j)?;
@@ -653,9 +680,14 @@ impl<'a> Builder<'a> {
             }
             r => r?,
         };
+        // Its size, for a build that tags it unchanged.
+        let size = match r.top.digest == r.manifest_digest {
+            true => r.top.size,
+            false => self.store.blob_size(&r.manifest_digest)?,
+        };
         let image = Entry {
             manifest: r.manifest_digest,
-            size: 0,
+            size,
             id: r.config_digest,
         };
         let layers = r
@@ -927,8 +959,8 @@ impl<'a> Builder<'a> {
         let workdir = st.workdir();
         let created_by = match &ins.args {
             Args::Exec(v) => format!("RUN {}", serde_json::to_string(v).unwrap_or_default()),
-            Args::Shell(_) if !ins.heredocs.is_empty() => {
-                format!("RUN {}", argv.last().cloned().unwrap_or_default())
+            Args::Shell(s) if !ins.heredocs.is_empty() => {
+                format!("RUN {}", with_heredocs(s, &ins.heredocs))
             }
             Args::Shell(s) => format!("RUN {}", s),
         };
@@ -1389,18 +1421,20 @@ fn run_argv(shell: &[String], ins: &Instruction) -> Vec<String> {
                 None => argv.push(script),
             }
         }
-        docs => {
-            let mut text = s.clone();
-            text.push('\n');
-            for h in docs {
-                text.push_str(&h.body);
-                text.push_str(&h.name);
-                text.push('\n');
-            }
-            argv.push(text);
-        }
+        docs => argv.push(with_heredocs(s, docs)),
     }
     argv
+}
+
+/// A command line and its heredocs as written: what a shell reads.
+fn with_heredocs(line: &str, docs: &[parse::Heredoc]) -> String {
+    let mut text = format!("{line}\n");
+    for h in docs {
+        text.push_str(&h.body);
+        text.push_str(&h.name);
+        text.push('\n');
+    }
+    text
 }
 
 fn shell_text(ins: &Instruction) -> Result<String, StepError> {
@@ -1438,5 +1472,7 @@ fn key_values(
         .collect()
 }
 
+#[cfg(test)]
+mod stage_tests;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! The Dockerfile language, without I/O: parser directives (`# escape=`),
-//! comments, line continuations, instructions with their `--flags` and
-//! their arguments in exec (JSON) or shell form, each with the line it
-//! starts on; and the word lexer that expands `$VAR`, `${VAR}`,
+//! comments, line continuations, heredocs (`RUN <<EOF`, `COPY <<EOF /f`),
+//! instructions with their `--flags` and their arguments in exec (JSON) or
+//! shell form, each with the line it starts on; HEALTHCHECK and ONBUILD
+//! checked as Docker checks them; and the word lexer that expands `$VAR`, `${VAR}`,
 //! `${VAR:-word}` and `${VAR:+word}` and removes quotes the way Docker's
 //! does, for the instructions that take variables.
 
@@ -563,9 +564,13 @@ pub fn onbuild_trigger(ins: &Instruction) -> Result<Instruction, ParseError> {
 
 /// A stored ONBUILD trigger as an instruction, at `line` (its FROM's).
 pub fn trigger(line: usize, text: &str) -> Result<Instruction, ParseError> {
+    // Checked before parsing it: a chain of ONBUILDs is never recursed into.
+    let word = text.split_whitespace().next().unwrap_or_default();
+    if word.eq_ignore_ascii_case("ONBUILD") {
+        return Err(err(line, "ONBUILD ONBUILD is not allowed"));
+    }
     let inner = instruction(line, text)?;
     match inner.keyword {
-        Keyword::Onbuild => Err(err(line, "ONBUILD ONBUILD is not allowed")),
         Keyword::From | Keyword::Maintainer => Err(err(
             line,
             format!("{} is not allowed as an ONBUILD trigger", inner.keyword),
@@ -923,6 +928,11 @@ mod tests {
                 "unknown flag --user",
             ),
             ("FROM x\nONBUILD ONBUILD RUN x\n", 2, "ONBUILD ONBUILD"),
+            (
+                "FROM x\nonbuild onbuild onbuild RUN x\n",
+                2,
+                "ONBUILD ONBUILD",
+            ),
             ("FROM x\nONBUILD FROM y\n", 2, "not allowed as an ONBUILD"),
             ("FROM x\nONBUILD FROB y\n", 2, "unknown instruction: FROB"),
             ("FROM x\nONBUILD\n", 2, "needs an argument"),
@@ -1035,6 +1045,12 @@ mod tests {
         for bad in ["", "s", "5", "1x", "1s2"] {
             assert!(duration_ns(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_long_onbuild_chain_is_one_error() {
+        let text = format!("FROM x\n{}RUN x\n", "ONBUILD ".repeat(200_000));
+        assert!(parse(&text).unwrap_err().msg.contains("ONBUILD ONBUILD"));
     }
 
     #[test]

@@ -112,6 +112,22 @@ pub fn source(stages: &[Stage], current: usize, reference: &str) -> Result<Sourc
     Ok(Source::Image(reference.to_string()))
 }
 
+/// What stage `current` starts FROM: an earlier stage by name, else an
+/// image (`FROM debian AS debian` names the image).
+pub fn base(stages: &[Stage], current: usize) -> Option<Source> {
+    let st = stages.get(current)?;
+    let lower = st.base.to_ascii_lowercase();
+    Some(
+        match stages[..current]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
+            Some(i) => Source::Stage(i),
+            None => Source::Image(st.base.clone()),
+        },
+    )
+}
+
 /// The `--from` values an instruction reads (COPY --from, and the `from=`
 /// of RUN --mount).
 pub fn references(ins: &Instruction) -> Vec<String> {
@@ -130,41 +146,36 @@ pub fn references(ins: &Instruction) -> Vec<String> {
     }
 }
 
-/// The stage `target` names (a name, an index, or by default the last),
-/// and which stages building it needs: itself, and every stage it reads
-/// from, transitively.
-pub fn needed(
-    df: &Dockerfile,
-    stages: &[Stage],
-    target: Option<&str>,
-) -> Result<(usize, Vec<bool>), ParseError> {
-    let last = stages.len().checked_sub(1).ok_or_else(|| ParseError {
-        line: 1,
-        msg: "no FROM instruction".into(),
-    })?;
-    let target = match target {
-        None => last,
-        Some(t) => {
-            let lower = t.to_ascii_lowercase();
-            stages
-                .iter()
-                .position(|s| s.name.as_deref() == Some(lower.as_str()))
-                .or_else(|| t.parse::<usize>().ok().filter(|i| *i <= last))
-                .ok_or_else(|| ParseError {
-                    line: 1,
-                    msg: format!("target stage {t:?} could not be found"),
-                })?
-        }
+/// The stage `target` names: by its name or index; by default the last.
+pub fn target(stages: &[Stage], target: Option<&str>) -> Option<usize> {
+    let last = stages.len().checked_sub(1)?;
+    let Some(t) = target else {
+        return Some(last);
     };
+    let lower = t.to_ascii_lowercase();
+    stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        .or_else(|| t.parse::<usize>().ok().filter(|i| *i <= last))
+}
+
+/// Which stages building stage `target` needs: itself, and every stage it
+/// reads from, transitively.
+pub fn needed(df: &Dockerfile, stages: &[Stage], target: usize) -> Result<Vec<bool>, ParseError> {
     let mut need = vec![false; stages.len()];
     let mut work = vec![target];
     while let Some(i) = work.pop() {
-        if std::mem::replace(&mut need[i], true) {
+        let Some(seen) = need.get_mut(i) else {
+            continue;
+        };
+        if std::mem::replace(seen, true) {
             continue;
         }
+        if let Some(Source::Stage(j)) = base(stages, i) {
+            work.push(j);
+        }
         let st = &stages[i];
-        let from_line = df.instructions[st.from].line;
-        let mut refs = vec![(from_line, st.base.clone())];
+        let mut refs = Vec::new();
         for ins in &df.instructions[st.from + 1..st.end] {
             refs.extend(references(ins).into_iter().map(|r| (ins.line, r)));
         }
@@ -176,7 +187,7 @@ pub fn needed(
             }
         }
     }
-    Ok((target, need))
+    Ok(need)
 }
 
 #[cfg(test)]
@@ -218,23 +229,25 @@ mod tests {
                 (None, 9, 12, "base"),
             ]
         );
-        let need = |t: Option<&str>| needed(&df, &st, t).unwrap().1;
+        let need = |t: Option<&str>| needed(&df, &st, target(&st, t).unwrap()).unwrap();
         assert_eq!(need(None), [true, true, false, false, true]);
         assert_eq!(need(Some("BUILD")), [true, true, false, false, false]);
         assert_eq!(need(Some("docs")), [false, false, true, false, false]);
         assert_eq!(need(Some("test")), [true, true, false, true, false]);
         assert_eq!(need(Some("4")), need(None));
-        assert_eq!(needed(&df, &st, Some("docs")).unwrap().0, 2);
-        let e = needed(&df, &st, Some("nope")).unwrap_err();
-        assert!(
-            e.msg.contains("target stage \"nope\" could not be found"),
-            "{e}"
-        );
+        assert_eq!(target(&st, Some("docs")), Some(2));
+        assert_eq!(target(&st, Some("nope")), None);
+        assert_eq!(target(&st, Some("5")), None);
         assert_eq!(
             source(&st, 4, "busybox:1"),
             Ok(Source::Image("busybox:1".into()))
         );
         assert_eq!(source(&st, 4, "1"), Ok(Source::Stage(1)));
+        let df = parse::parse("FROM debian AS debian\nFROM later\nFROM x AS later\n").unwrap();
+        let st = stages(&df, &meta).unwrap();
+        assert_eq!(base(&st, 0), Some(Source::Image("debian".into())));
+        assert_eq!(base(&st, 1), Some(Source::Image("later".into())));
+        assert_eq!(needed(&df, &st, 1).unwrap(), [false, true, false]);
     }
 
     #[test]
@@ -255,7 +268,7 @@ mod tests {
         for (text, line, msg) in table {
             let df = parse::parse(text).unwrap();
             let e = stages(&df, &meta)
-                .and_then(|st| needed(&df, &st, Some("0")).map(drop))
+                .and_then(|st| needed(&df, &st, 0).map(drop))
                 .unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.msg.contains(msg), "{text:?}: {e}");

@@ -15,7 +15,7 @@ use std::path::Path;
 /// (type, mode, uid:gid, content or link target) of every path of an image.
 type Listing = BTreeMap<String, (char, u32, String, String)>;
 
-fn listing(store: &Store, manifest: &crate::oci::Digest) -> Listing {
+pub(super) fn listing(store: &Store, manifest: &crate::oci::Digest) -> Listing {
     let m = store.read_manifest(manifest).unwrap();
     let layers: Vec<_> = m.layers.iter().map(|l| l.digest).collect();
     let view = UnionFs::new(
@@ -58,7 +58,7 @@ fn listing(store: &Store, manifest: &crate::oci::Digest) -> Listing {
     map
 }
 
-fn base_image(store: &Store) {
+pub(super) fn base_image(store: &Store) {
     let mut t = TarBuilder::new();
     t.dir("etc", 0o755)
         .file(
@@ -80,7 +80,7 @@ fn base_image(store: &Store) {
     .unwrap();
 }
 
-fn write(dir: &Path, rel: &str, data: &[u8]) {
+pub(super) fn write(dir: &Path, rel: &str, data: &[u8]) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
