@@ -348,12 +348,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         let (from, end) = (b.stages[i].from, b.stages[i].end);
         for (n, ins) in df.instructions.iter().enumerate().take(end).skip(from) {
             k += 1;
-            // As podman prints a multi-stage build: the stage first.
-            let stage = match b.stages.len() {
-                1 => String::new(),
-                m => format!("[{}/{m}] ", i + 1),
-            };
-            let _ = writeln!(b.out, "{stage}STEP {k}/{total}: {}", ins.text);
+            let _ = writeln!(b.out, "STEP {k}/{total}: {}", ins.text);
             let _ = b.out.flush();
             b.step(n, ins).map_err(|e| step_err(ins, e))?;
             if ins.keyword == Keyword::Arg {
