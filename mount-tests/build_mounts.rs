@@ -317,6 +317,13 @@ fn build_flags_tags_labels_iidfile_quiet_stdin_and_proxy_args() {
     );
     assert_eq!(cat(&env, "dfstdin", "/b.txt"), "a\n");
 
+    // A secret file that is not there fails the build before any step.
+    let out = env.run(&["build", "--secret", "id=x,src=/nonexistent/secret", ctx_s]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret id=x: /nonexistent/secret"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+
     // --pull asks the registry even for an image the store has: here one
     // that no registry serves, so the build fails saying so.
     env.ok(&["tag", "debian:minbase", "localhost:1/base:1"]);

@@ -130,6 +130,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .iter()
         .map(|s| parse_secret(s).map_err(|e| anyhow::Error::new(UsageError(e))))
         .collect::<Result<Vec<_>>>()?;
+    // As Docker: a secret file that is not there fails the build at once.
+    for s in &secrets {
+        if let layerfs::dockerfile::secrets::SecretSource::File(p) = &s.source {
+            std::fs::metadata(p)
+                .with_context(|| format!("--secret id={}: {}", s.id, p.display()))?;
+        }
+    }
     let store = ctx.store()?;
     let stdin_file = a.file.as_ref().is_some_and(|f| f.as_os_str() == "-");
     let mut temp = None;
