@@ -1,6 +1,7 @@
 //! The build cache: what each step made, by a key of the parent image, the
 //! instruction (after variable expansion, with the build args a RUN sees)
-//! and the digest of what a COPY or ADD reads from the context.
+//! and the digest of what a COPY or ADD reads from the context (or, for
+//! COPY --from, of the files it copies from the stage or image).
 //!
 //! ```text
 //! ROOT/layerfs/build-cache/

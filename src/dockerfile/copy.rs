@@ -173,6 +173,60 @@ impl ImageTree {
     }
 }
 
+impl ImageTree {
+    /// A digest of what COPY --from would copy of `sources`: names, kinds,
+    /// modes, owners, xattrs and contents (not mtimes), so that the step is
+    /// cached while those files are unchanged, whatever else their stage did.
+    pub fn digest(&mut self, sources: &[ImageSource]) -> Result<String, StepError> {
+        let mut h = crate::oci::Sha256Writer::new();
+        let field = |h: &mut crate::oci::Sha256Writer, b: &[u8]| {
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        for s in sources {
+            field(&mut h, &s.name);
+            // (path in the image, path below the source), parents first.
+            let mut work = vec![(s.path.clone(), Vec::new())];
+            while let Some((path, rel)) = work.pop() {
+                let ino = self
+                    .ino(&path)?
+                    .ok_or_else(|| StepError::Msg(format!("{}: not in the image", lossy(&path))))?;
+                let a = self.fs.getattr(ino)?;
+                field(&mut h, &rel);
+                let head = format!("{:?} {:o} {} {} {}", a.kind, a.perm, a.uid, a.gid, a.size);
+                field(&mut h, head.as_bytes());
+                for (k, v) in self.fs.xattrs(ino)? {
+                    field(&mut h, &k);
+                    field(&mut h, &v);
+                }
+                match a.kind {
+                    FileKind::Regular => {
+                        let mut offset = 0u64;
+                        loop {
+                            let n = self.fs.read(ino, offset, &mut buf)?;
+                            if n == 0 {
+                                break;
+                            }
+                            h.update(&buf[..n]);
+                            offset += n as u64;
+                        }
+                        h.update(&offset.to_le_bytes());
+                    }
+                    FileKind::Symlink => field(&mut h, &self.fs.readlink(ino)?),
+                    FileKind::Directory => {
+                        for n in self.list(&path)?.into_iter().rev() {
+                            work.push((join(&path, &n), join(&rel, &n)));
+                        }
+                    }
+                    _ => field(&mut h, &a.rdev.to_le_bytes()),
+                }
+            }
+        }
+        Ok(h.finish().to_string())
+    }
+}
+
 #[cfg(test)]
 impl ImageTree {
     /// The xattrs of the entry at canonical `path` (none if it is missing).

@@ -1201,30 +1201,33 @@ impl<'a> Builder<'a> {
         }
         let parents = ins.flag("parents").is_some_and(|v| v != "false");
         // What the files come from: the context, or another stage or image.
-        let from = match ins.flag("from") {
+        let mut from = match ins.flag("from") {
             Some(f) => {
                 let meta = &self.meta_args;
                 let f = parse::word(f, esc, &|k| meta.get(k).cloned().flatten())
                     .map_err(StepError::Msg)?;
+                if f.is_empty() {
+                    return Err(msg("--from needs a stage or an image"));
+                }
                 if parents {
                     return Err(msg("COPY --parents with --from is not supported"));
                 }
                 if !inline.is_empty() {
                     return Err(msg("COPY --from does not take heredocs"));
                 }
-                let (layers, manifest) =
+                let layers =
                     match stage::source(&self.stages, self.current, &f).map_err(StepError::Msg)? {
-                        stage::Source::Stage(j) => {
-                            let s = self.stage_image(j)?;
-                            (s.layers, s.image.manifest)
-                        }
+                        stage::Source::Stage(j) => self.stage_image(j)?.layers,
                         stage::Source::Image(name) => {
                             let (_, layers, image) = self.base_image(&name)?;
                             self.hold.add(image.manifest)?;
-                            (layers, image.manifest)
+                            layers
                         }
                     };
-                Some((f, layers, manifest))
+                let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
+                let mut tree = copy::ImageTree::open(self.store, &digests)?;
+                let found = tree.sources(&paths)?;
+                Some((f, tree, found))
             }
             None => None,
         };
@@ -1232,9 +1235,11 @@ impl<'a> Builder<'a> {
             None => self.ctx.sources(&paths)?,
             Some(_) => Vec::new(),
         };
-        let mut content = match &from {
+        // What a COPY --from reads is keyed by content, as BuildKit keys
+        // it: a change elsewhere in its stage leaves the step cached.
+        let mut content = match &mut from {
             None => self.ctx.digest(&sources)?,
-            Some((_, _, manifest)) => format!("from {manifest}"),
+            Some((_, tree, found)) => format!("from {}", tree.digest(found)?),
         };
         for (name, data) in &inline {
             content.push_str(&cache::key(&[name, &String::from_utf8_lossy(data)]));
@@ -1265,7 +1270,6 @@ impl<'a> Builder<'a> {
         if self.cached(&key)? {
             return Ok(());
         }
-        let store = self.store;
         self.layer_step(&key, &created_by, None, |lb, ctx| {
             let owner = match &chown {
                 Some(spec) => {
@@ -1285,10 +1289,7 @@ impl<'a> Builder<'a> {
                 chmod,
                 unpack: add,
             };
-            if let Some((_, layers, _)) = &from {
-                let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
-                let mut tree = copy::ImageTree::open(store, &digests)?;
-                let found = tree.sources(&paths)?;
+            if let Some((_, mut tree, found)) = from {
                 return lb.copy_image(&mut tree, &found, &spec);
             }
             if !parents {

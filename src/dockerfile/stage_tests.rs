@@ -217,6 +217,18 @@ fn a_change_rebuilds_only_the_stages_and_steps_that_depend_on_it() {
     assert_eq!(changed.new_layers, 5);
     let l = listing(&store, &store.resolve("app:1").unwrap().manifest_digest);
     assert_eq!(l["docs.txt"].3, "docs v2\n");
+
+    // A change to stage build that leaves the files copied from it as they
+    // were: the COPY --from steps are cached (keyed by what they copy).
+    let other = MULTI.replace("RUN_PLACEHOLDER\n", "ENV STAGE=other\n");
+    let (same, progress) = build_to(&store, ctx.path(), &other, "app:1", None);
+    let not_cached: Vec<String> = steps(&progress)
+        .into_iter()
+        .filter(|(t, cached)| !cached && !t.starts_with("FROM") && !t.starts_with("ARG"))
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(not_cached, ["ENV STAGE=other"], "{progress}");
+    assert_eq!((same.id, same.new_layers), (changed.id, 0));
 }
 
 #[test]
@@ -611,4 +623,47 @@ fn copy_from_keeps_hard_links() {
     );
     let l = listing(&store, &built.manifest.digest);
     assert_eq!(l["b2/b"].3, "b2/a", "{l:#?}");
+}
+
+#[test]
+fn bad_multi_stage_input_is_a_one_line_error_naming_its_line() {
+    let (_d, store) = temp_store();
+    base_image(&store);
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "a", b"a");
+    let table = [
+        (
+            "FROM base:1\nCOPY --from= /a /b\n",
+            "Dockerfile:2: COPY --from= /a /b: --from needs a stage or an image",
+        ),
+        (
+            "FROM base:1 AS a\nFROM a\nCOPY --from=a /nope* /x/\n",
+            "Dockerfile:3: COPY --from=a /nope* /x/: /nope*: no file matches",
+        ),
+        (
+            "FROM base:1 AS a\nFROM a\nCOPY --from=a --parents /etc /y/\n",
+            "Dockerfile:3: COPY --from=a --parents /etc /y/: COPY --parents with --from",
+        ),
+        (
+            "FROM base:1\nCOPY <<EOF\nx\nEOF\n",
+            "Dockerfile:2: COPY <<EOF: COPY needs a source and a destination",
+        ),
+        (
+            "FROM base:1\nHEALTHCHECK --interval=1x CMD true\n",
+            "Dockerfile:2: --interval=1x: \"1x\" is not a duration",
+        ),
+        (
+            "FROM base:1\nONBUILD FROM x\n",
+            "Dockerfile:2: FROM is not allowed",
+        ),
+        (
+            "FROM base:1 AS 9\n",
+            "Dockerfile:1: invalid stage name \"9\"",
+        ),
+    ];
+    for (df, want) in table {
+        write(ctx.path(), "Dockerfile", df.as_bytes());
+        let e = build_error(&store, ctx.path(), BuildOptions::default());
+        assert!(e.contains(want) && !e.contains('\n'), "{df:?}: {e}");
+    }
 }
