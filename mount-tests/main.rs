@@ -5,6 +5,8 @@
 mod support;
 
 mod build;
+mod build_mounts;
+mod build_parity;
 mod build_stages;
 mod chroot;
 mod cli;

@@ -77,6 +77,16 @@ pub fn chain_marker(key: &str) -> String {
     format!("chain:{key}")
 }
 
+/// The manifests of the tagged images.
+fn tagged(store: &Store) -> Result<HashSet<Digest>, StepError> {
+    Ok(store
+        .image_entries()?
+        .into_iter()
+        .filter(|e| e.name().is_some())
+        .map(|e| e.descriptor.digest)
+        .collect())
+}
+
 impl Cache {
     pub fn open(store: &Store) -> Result<Cache, StepError> {
         Ok(Cache {
@@ -164,13 +174,23 @@ impl Cache {
         self.write_hold(store, &map)
     }
 
+    /// Drops the records of intermediate step images (with `all`, of every
+    /// step, the tagged results' too) and rewrites the hold; returns how
+    /// many records went. A gc then frees what only they kept.
+    pub fn prune(&self, store: &Store, all: bool) -> Result<usize, StepError> {
+        let _lock = self.lock()?;
+        let mut map = self.read();
+        let before = map.len();
+        let tagged = tagged(store)?;
+        map.retain(|_, e| !all && tagged.contains(&e.manifest));
+        let bytes = serde_json::to_vec_pretty(&map).map_err(|e| self.io(e.into()))?;
+        store.write_file(&self.file(), &bytes)?;
+        self.write_hold(store, &map)?;
+        Ok(before - map.len())
+    }
+
     fn write_hold(&self, store: &Store, map: &BTreeMap<String, Entry>) -> Result<(), StepError> {
-        let tagged: HashSet<Digest> = store
-            .image_entries()?
-            .into_iter()
-            .filter(|e| e.name().is_some())
-            .map(|e| e.descriptor.digest)
-            .collect();
+        let tagged = tagged(store)?;
         let mut manifests: Vec<Digest> = map
             .values()
             .map(|e| e.manifest)
@@ -216,5 +236,24 @@ mod tests {
         store.remove_image_entries(&entry.manifest).unwrap();
         store.gc(&[]).unwrap();
         assert!(hit(&store).is_none(), "a collected image misses");
+    }
+
+    #[test]
+    fn prune_keeps_the_tagged_results_records_unless_all() {
+        let (_dir, store) = crate::testutil::temp_store();
+        let cache = Cache::open(&store).unwrap();
+        let mut config = new_config();
+        let step = Entry::from(&store_image(&store, &config.to_json(), &[]).unwrap());
+        config.author = Some("the result".into());
+        let result = Entry::from(&store_image(&store, &config.to_json(), &[]).unwrap());
+        cache.put(&store, "step", step.clone()).unwrap();
+        cache.put(&store, "result", result.clone()).unwrap();
+        store.tag("built:1", &result.descriptor()).unwrap();
+        assert_eq!(cache.prune(&store, false).unwrap(), 1);
+        assert!(cache.get(&store, "step").is_none());
+        assert_eq!(cache.get(&store, "result").map(|(e, _)| e), Some(result));
+        assert!(!store.held_manifests().unwrap().contains(&step.manifest));
+        assert_eq!(cache.prune(&store, true).unwrap(), 1);
+        assert!(cache.known_keys().is_empty());
     }
 }

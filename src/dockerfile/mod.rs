@@ -21,8 +21,12 @@ mod cache;
 pub mod context;
 mod copy;
 pub mod ignore;
+pub mod mounts;
 pub mod parse;
+mod prune;
+pub mod secrets;
 pub mod stage;
+pub mod stdin;
 
 use crate::commit::{CommitError, CommitOptions, commit};
 use crate::container::{self, ContainerError};
@@ -36,6 +40,7 @@ use cache::{Cache, Entry};
 use context::{Context, ContextError};
 use copy::{CopySpec, LayerBuild, chown_ids};
 use parse::{Args, Dockerfile, Instruction, Keyword};
+pub use prune::{PruneReport, prune};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -110,6 +115,14 @@ pub struct BuildOptions {
     pub build_args: Vec<(String, String)>,
     /// Run every step, using no cache (the results still fill it).
     pub no_cache: bool,
+    /// More names for the result (`-t` given several times).
+    pub more_tags: Vec<Reference>,
+    /// `--label`: labels set on the result.
+    pub labels: Vec<(String, String)>,
+    /// `--pull`: pull FROM images even when the store has them.
+    pub pull: bool,
+    /// `--secret`: what `RUN --mount=type=secret` may mount.
+    pub secrets: Vec<secrets::SecretSpec>,
     /// The stage to build (`--target`): by default the last.
     pub target: Option<String>,
 }
@@ -342,6 +355,9 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
                 let _ = writeln!(b.out, "--> (build argument)");
             }
         }
+        if i == target && !opts.labels.is_empty() {
+            b.add_labels(&opts.labels)?;
+        }
         b.materialize()?;
         let st = b.state.take().ok_or_else(|| msg("no FROM"))?;
         b.done[i] = Some(StageImage {
@@ -359,7 +375,7 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         .build_args
         .iter()
         .map(|(k, _)| k)
-        .filter(|k| !b.used_args.contains(*k))
+        .filter(|k| !b.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
         .collect();
     if !unused.is_empty() {
         let _ = writeln!(
@@ -369,9 +385,12 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
     }
     let desc = state.image.descriptor();
     name_image(store, &desc, opts.tag.as_ref()).map_err(StepError::from)?;
+    for t in &opts.more_tags {
+        name_image(store, &desc, Some(t)).map_err(StepError::from)?;
+    }
     b.cache.refresh_hold(store)?;
     let _ = writeln!(b.out, "Successfully built {}", state.image.id.short());
-    if let Some(t) = &opts.tag {
+    for t in opts.tag.iter().chain(&opts.more_tags) {
         let _ = writeln!(b.out, "Successfully tagged {}", t.canonical());
     }
     Ok(Built {
@@ -381,6 +400,47 @@ pub fn build(store: &Store, opts: &BuildOptions, out: &mut dyn Write) -> Result<
         cached: b.cached,
         new_layers: b.new_layers,
     })
+}
+
+impl Builder<'_> {
+    /// The manifest and layers of each stage or image a RUN's mounts bind
+    /// from, by the name they give.
+    fn mount_sources(
+        &mut self,
+        run_mounts: &[mounts::RunMount],
+    ) -> Result<BTreeMap<String, (crate::oci::Digest, Vec<crate::oci::Digest>)>, StepError> {
+        let mut out = BTreeMap::new();
+        for f in mounts::from_names(run_mounts) {
+            let (manifest, layers) =
+                match stage::source(&self.stages, self.current, &f).map_err(StepError::Msg)? {
+                    stage::Source::Stage(j) => {
+                        let s = self.stage_image(j)?;
+                        (s.image.manifest, s.layers)
+                    }
+                    stage::Source::Image(name) => {
+                        let (_, layers, image) = self.base_image(&name)?;
+                        self.hold.add(image.manifest)?;
+                        (image.manifest, layers)
+                    }
+                };
+            out.insert(f, (manifest, layers.iter().map(|l| l.digest).collect()));
+        }
+        Ok(out)
+    }
+
+    /// `build --label`: on the result's config, without a history entry,
+    /// as Docker sets them.
+    fn add_labels(&mut self, labels: &[(String, String)]) -> Result<(), StepError> {
+        let st = self.state()?;
+        let mut text = String::from("build --label");
+        for (k, v) in labels {
+            st.config.add_label(k, v);
+            text.push_str(&format!(" {k}={v}"));
+        }
+        let key = cache::key(&[&st.parent_key(), &text]);
+        st.pending.push(key);
+        Ok(())
+    }
 }
 
 /// BuildKit's automatic ARGs in the global scope: BUILDPLATFORM,
@@ -602,6 +662,11 @@ impl<'a> Builder<'a> {
                 }
             };
             return Ok((config, Vec::new(), image));
+        }
+        if self.opts.pull {
+            let _ = writeln!(self.out, " ---> pulling {name} (--pull)");
+            registry::pull_missing(self.store, name)
+                .map_err(|e| msg(format!("--pull: pulling {name} failed: {e}")))?;
         }
         let r = match self.store.resolve(name) {
             Err(StoreError::ImageNotFound(_)) => {
@@ -858,12 +923,12 @@ impl<'a> Builder<'a> {
     }
 
     fn run_step(&mut self, n: usize, ins: &Instruction) -> Result<(), StepError> {
-        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
-        if !ins.flags.is_empty() {
-            return Err(msg(
-                "RUN --mount, --network and --security are not supported",
-            ));
+        if let Some((f, _)) = ins.flags.iter().find(|(f, _)| f != "mount") {
+            return Err(msg(format!("RUN --{f} is not supported")));
         }
+        let run_mounts = mounts::of_flags(&ins.flags)?;
+        let from_images = self.mount_sources(&run_mounts)?;
+        let st = self.state.as_ref().ok_or_else(|| msg("no FROM"))?;
         let argv = run_argv(&st.shell, ins);
         // Build args reach RUN as environment (Env wins over them), and
         // their values are part of the key.
@@ -884,6 +949,9 @@ impl<'a> Builder<'a> {
             .filter(|(k, v)| v.is_some() && !env_keys.contains(*k))
             .map(|(k, v)| format!("{k}={}", v.clone().unwrap_or_default()))
             .collect();
+        // The proxy args need no ARG, and stay out of the key and history.
+        let proxy_env = proxy_env(&self.opts.build_args, &st.args, &env_keys);
+        let workdir = st.workdir();
         let created_by = match &ins.args {
             Args::Exec(v) => format!("RUN {}", serde_json::to_string(v).unwrap_or_default()),
             Args::Shell(s) if !ins.heredocs.is_empty() => {
@@ -891,13 +959,15 @@ impl<'a> Builder<'a> {
             }
             Args::Shell(s) => format!("RUN {}", s),
         };
+        let mount_key = mounts::key_text(&run_mounts, &self.ctx, &workdir, &from_images)?;
         let parent = self.parent()?;
-        let key = cache::key(&[
-            &parent,
-            "RUN",
-            &serde_json::to_string(&argv).unwrap_or_default(),
-            &arg_env.join("\n"),
-        ]);
+        let argv_json = serde_json::to_string(&argv).unwrap_or_default();
+        let env_text = arg_env.join("\n");
+        let mut parts: Vec<&str> = vec![&parent, "RUN", &argv_json, &env_text];
+        if !mount_key.is_empty() {
+            parts.push(&mount_key);
+        }
+        let key = cache::key(&parts);
         if self.cached(&key)? {
             return Ok(());
         }
@@ -909,6 +979,33 @@ impl<'a> Builder<'a> {
         let layers: Vec<_> = st.layers.iter().map(|l| l.digest).collect();
         let config = st.config.config.clone().unwrap_or_default();
         let name = format!("build-{}-{}-{}", std::process::id(), now_secs(), n + 1);
+        let mut bound = Vec::new();
+        let store = self.store;
+        let prepared = mounts::prepare(
+            &run_mounts,
+            mounts::Inputs {
+                store: self.store,
+                ctx: &self.ctx,
+                secrets: &self.opts.secrets,
+                workdir: &workdir,
+                step: format!("{}-{}", std::process::id(), n + 1),
+                tree_of: &mut |f: &str| {
+                    let (manifest, layers) = from_images
+                        .get(f)
+                        .ok_or_else(|| msg(format!("--mount from={f}: not resolved")))?;
+                    let m = mounts::ImageMount::start(
+                        store,
+                        &format!("{name}-from{}", bound.len()),
+                        &format!("build step {} --mount from={f}", n + 1),
+                        *manifest,
+                        layers,
+                    )?;
+                    let path = m.path.clone();
+                    bound.push(m);
+                    Ok(path)
+                },
+            },
+        )?;
         let c = run::create_container(
             self.store,
             Some(&name),
@@ -917,16 +1014,25 @@ impl<'a> Builder<'a> {
             &layers,
             Some(std::process::id()),
         )?;
+        let mut env = arg_env;
+        env.extend(proxy_env);
+        env.extend(prepared.env.iter().cloned());
         // As `buildah bud --isolation oci`: the same runtime as `run`; the
         // host's network, as RUN steps have always had it.
         let spec = RunSpec {
             command: run::Command::Exact(argv),
-            env: arg_env,
+            env,
+            volumes: prepared.volumes.clone(),
             stdin_null: true,
             network: run::Network::Host,
             ..RunSpec::default()
         };
-        let result = match run::run(self.store, &c, &config, &spec) {
+        let ran = run::run(self.store, &c, &config, &spec);
+        // The mounts' host side goes before the commit: nothing of it is
+        // in the container's changes.
+        drop(prepared);
+        drop(bound);
+        let result = match ran {
             Ok(0) => self.commit_run(&key, &c, &created_by),
             Ok(code) => Err(StepError::Exit(code)),
             Err(e) => Err(e.into()),
@@ -1248,6 +1354,37 @@ impl<'a> Builder<'a> {
             }
         }
     }
+}
+
+/// The build args Docker predefines (proxies): they reach RUN without an
+/// ARG, and stay out of its cache key and history unless an ARG declares
+/// them.
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// `KEY=VALUE` of the proxy args given and not declared (nor set by ENV).
+fn proxy_env(
+    given: &[(String, String)],
+    declared: &BTreeMap<String, Option<String>>,
+    env_keys: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut out: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, v) in given {
+        if PROXY_ARGS.contains(&k.as_str()) && !declared.contains_key(k) && !env_keys.contains(k) {
+            out.insert(k, v);
+        }
+    }
+    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 /// The command a RUN runs. A heredoc that is the whole command is the
