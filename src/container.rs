@@ -686,7 +686,6 @@ mod tests {
         );
     }
 
-
     #[test]
     fn a_record_from_before_forms_is_a_root_container() {
         let (_d, store) = temp_store();

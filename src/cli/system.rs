@@ -5,7 +5,7 @@
 use super::Ctx;
 use super::format::{OutputFormat, header_for, human_size, print_table};
 use super::prune;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use layerfs::image::BUILD_CACHE_HOLD;
 use layerfs::oci::Digest;
 use layerfs::store::Store;
@@ -199,20 +199,15 @@ fn system_prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     let store = ctx.store()?;
     let (ids, containers_freed) = prune::prune_containers(&store)?;
     let images = prune::prune_images(&store, a.all)?;
-    // The build cache's images are held by one hold; without it gc takes
-    // what no image shares with them, and later builds simply miss.
-    let cache: Vec<String> = store
-        .holds()?
-        .into_iter()
-        .filter(|h| h.id == BUILD_CACHE_HOLD)
-        .flat_map(|h| h.manifests)
-        .map(|d| d.to_string())
-        .collect();
-    store.remove_hold(BUILD_CACHE_HOLD)?;
-    let freed = containers_freed + prune::gc(&store)?;
+    // `build prune` drops the cache's records and mounts (with -a also the
+    // tagged results' records) and collects what only they kept.
+    let cache = layerfs::dockerfile::prune(&store, a.all).context("pruning the build cache")?;
+    let freed = containers_freed + cache.freed + prune::gc(&store)?;
     prune::print_section("Deleted Containers", &ids);
     prune::print_section("Deleted Images", &images);
-    prune::print_section("Deleted build cache objects", &cache);
+    if cache.records > 0 {
+        println!("Deleted build cache records: {}\n", cache.records);
+    }
     println!("Total reclaimed space: {}", human_size(freed));
     Ok(())
 }

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 
-const HOLD_ID: &str = "build-cache";
+const HOLD_ID: &str = crate::image::BUILD_CACHE_HOLD;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Entry {
