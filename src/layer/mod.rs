@@ -7,6 +7,7 @@
 mod compression;
 mod decode;
 mod error;
+pub mod estargz;
 pub mod index;
 mod ingest;
 mod reader;
