@@ -173,6 +173,41 @@ pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
     LayerIndex::open(&store.layer_index_path(digest), digest)
 }
 
+/// Indexes a layer blob read from `src` without storing it (`index push`
+/// reads a layer of a registry once, streaming). The bytes must hash to
+/// `expected`. Returns the layer and its index file's bytes.
+pub fn index_only(
+    src: impl Read + Send,
+    expected: &Digest,
+) -> Result<(LayerInfo, Vec<u8>), LayerError> {
+    let ((builder, checkpoints, windows), decoded, tee) = index_stream(TeeReader::hashing(src))?;
+    let size = tee.hash.len();
+    let actual = tee.hash.finish();
+    if actual != *expected {
+        return Err(StoreError::DigestMismatch {
+            expected: *expected,
+            actual,
+        }
+        .into());
+    }
+    let meta = IndexMeta {
+        digest: actual,
+        diff_id: decoded.0,
+        compression: decoded.1,
+        blob_size: size,
+        uncompressed_size: decoded.2,
+    };
+    let bytes = builder.finish(&meta, &checkpoints, &windows)?;
+    let info = LayerInfo {
+        digest: actual,
+        diff_id: meta.diff_id,
+        size,
+        compression: meta.compression,
+        uncompressed_size: meta.uncompressed_size,
+    };
+    Ok((info, bytes))
+}
+
 fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
     let (builder, checkpoints, windows) = index_bytes;
     let bytes = builder.finish(meta, &checkpoints, &windows)?;

@@ -19,7 +19,9 @@ pub use compression::{Compression, decompressed};
 pub use decode::SPAN;
 pub use error::{LayerError, short_name};
 pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
-pub use ingest::{LayerInfo, TeeReader, index_blob, ingest, normalize_path, open_index};
+pub use ingest::{
+    LayerInfo, TeeReader, index_blob, index_only, ingest, normalize_path, open_index,
+};
 pub use reader::{Layer, ReadError, SpanCache};
 pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 

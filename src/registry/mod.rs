@@ -19,6 +19,7 @@ mod error;
 mod progress;
 mod pull;
 mod push;
+mod referrers;
 mod sources;
 mod tls;
 
@@ -28,6 +29,9 @@ pub use error::RegistryError;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
 pub use pull::{PullOptions, PullReport, pull};
 pub use push::{PushOptions, PushReport, push};
+pub use referrers::{
+    INDEX_ARTIFACT_TYPE, Published, fetch_published_indexes, index_push, referrers_tag,
+};
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
