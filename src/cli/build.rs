@@ -1,5 +1,5 @@
 //! `layerfs build -t NAME[:TAG] [-f Dockerfile] [--build-arg K=V]
-//! [--no-cache] CONTEXT`: prints each step, then the image ID on stdout's
+//! [--no-cache] [--compression gzip|estargz] CONTEXT`: prints each step, then the image ID on stdout's
 //! last line.
 
 use super::{Ctx, UsageError};
@@ -21,6 +21,10 @@ pub struct Args {
     /// Run every step again instead of using the build cache
     #[arg(long)]
     no_cache: bool,
+    /// Layer format of the image: gzip, or estargz (every layer rewritten
+    /// as eStargz once the build is done; the tag names that image)
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "estargz"])]
+    compression: String,
     /// The build context: the directory COPY and ADD read from
     context: std::path::PathBuf,
 }
@@ -62,6 +66,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     };
     let mut out = std::io::stdout();
     let built = build(&store, &opts, &mut out).context("build")?;
+    if a.compression == "estargz" {
+        let converted = layerfs::image::to_estargz(&store, &built.manifest.digest.hex())
+            .context("build: eStargz layers")?;
+        layerfs::image::name_image(&store, &converted.manifest, opts.tag.as_ref())
+            .context("build: naming the eStargz image")?;
+        println!("{}", converted.id);
+        return Ok(());
+    }
     println!("{}", built.id);
     Ok(())
 }

@@ -67,6 +67,8 @@ pub struct CommitOptions {
     pub author: Option<String>,
     pub changes: Vec<String>,
     pub compression: Compression,
+    /// Write the layer as eStargz (gzip; `compression` is then unused).
+    pub estargz: bool,
     /// The history entry's `created_by` (a build names its instruction);
     /// `layerfs commit NAME --change ...` when not given.
     pub created_by: Option<String>,
@@ -79,6 +81,7 @@ impl Default for CommitOptions {
             author: None,
             changes: Vec::new(),
             compression: Compression::Gzip,
+            estargz: false,
             created_by: None,
         }
     }
@@ -128,11 +131,12 @@ pub fn commit(
         "commit {}: snapshot taken ({size} bytes of tar); changes resume while the layer is written",
         c.name
     );
-    let info = LayerWriter::from_tar(
-        store,
-        opts.compression,
-        BufReader::with_capacity(1 << 20, staged),
-    )?;
+    let staged = BufReader::with_capacity(1 << 20, staged);
+    let info = if opts.estargz {
+        LayerWriter::from_tar_estargz(store, staged)?
+    } else {
+        LayerWriter::from_tar(store, opts.compression, staged)?
+    };
     let now = time::now_rfc3339();
     config.created = Some(now.clone());
     if opts.author.is_some() {

@@ -32,6 +32,8 @@ pub enum LayerError {
     BadIndex { path: PathBuf, why: String },
     #[error("writing the tar stream: {0}")]
     Write(std::io::Error),
+    #[error(transparent)]
+    Estargz(super::estargz::EstargzError),
 }
 
 /// A path or name for a one-line message: lossy UTF-8, at most 64 bytes of

@@ -21,6 +21,9 @@ pub struct LayerInfo {
     pub size: u64,
     pub compression: Compression,
     pub uncompressed_size: u64,
+    /// eStargz layers as written here: the sha256 of the TOC, for the
+    /// descriptor's annotation.
+    pub toc_digest: Option<Digest>,
 }
 
 impl LayerInfo {
@@ -32,6 +35,7 @@ impl LayerInfo {
             size: m.blob_size,
             compression: m.compression,
             uncompressed_size: m.uncompressed_size,
+            toc_digest: None,
         }
     }
 }
@@ -124,6 +128,7 @@ pub fn ingest(
         size,
         compression: meta.compression,
         uncompressed_size: meta.uncompressed_size,
+        toc_digest: None,
     })
 }
 
@@ -204,6 +209,7 @@ pub fn index_only(
         size,
         compression: meta.compression,
         uncompressed_size: meta.uncompressed_size,
+        toc_digest: None,
     };
     Ok((info, bytes))
 }
