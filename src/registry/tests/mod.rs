@@ -3,6 +3,7 @@
 //! proxies that misbehave on purpose (faults).
 
 mod auth;
+mod estargz;
 mod faults;
 mod harness;
 mod mutation;
