@@ -24,6 +24,10 @@
 //! strings      names, dir paths, link targets
 //! xattrs       per entry: (u16 name len, u32 value len, name, value)*
 //! windows      deflated 32 KiB inflate windows of gzip checkpoints
+//! blob spans   n_blob_spans × 48: (offset, len, sha256) of spans of the
+//!              compressed blob (BLOB_SPAN bytes each when ingest made them;
+//!              eStargz chunks when made from a TOC), so a range fetched from
+//!              a registry is verified before it is stored or served
 //! ```
 
 use super::LayerError;
@@ -37,7 +41,11 @@ use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 /// 2: the checksum covers the header and the windows.
-const VERSION: u32 = 2;
+/// 3: the sha256 of each span of the compressed blob (lazy images).
+const VERSION: u32 = 3;
+/// Bytes of compressed blob per span digest: the unit a lazy read fetches.
+pub const BLOB_SPAN: u64 = 512 << 10;
+const BLOB_SPAN_LEN: usize = 48;
 /// Where the header holds the sha256 of the whole file (these bytes as zeros).
 const HASH_AT: std::ops::Range<usize> = 152..184;
 const HEADER_LEN: usize = 192;
@@ -329,6 +337,7 @@ impl IndexBuilder {
         meta: &IndexMeta,
         checkpoints: &[Checkpoint],
         windows: &[u8],
+        blob_spans: &crate::store::SpanTable,
     ) -> Result<Vec<u8>, LayerError> {
         // Every node with something under it is a directory; those the tar
         // did not list become implicit ones (their metadata does not override
@@ -563,8 +572,15 @@ impl IndexBuilder {
             strings: w.strings.len(),
             xattrs: w.xattr_area.len(),
             windows: windows.len(),
+            blob_spans: blob_spans.spans().len(),
         };
-        let sections: [&[u8]; 10] = [
+        let mut span_bytes = Vec::with_capacity(blob_spans.spans().len() * BLOB_SPAN_LEN);
+        for s in blob_spans.spans() {
+            span_bytes.extend_from_slice(&s.offset.to_le_bytes());
+            span_bytes.extend_from_slice(&s.len.to_le_bytes());
+            span_bytes.extend_from_slice(s.digest.as_bytes());
+        }
+        let sections: [&[u8]; 11] = [
             &w.entries,
             &dir_bytes,
             &groups_bytes,
@@ -575,6 +591,7 @@ impl IndexBuilder {
             &w.strings,
             &w.xattr_area,
             windows,
+            &span_bytes,
         ];
         let mut out =
             Vec::with_capacity(HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>());
@@ -609,6 +626,7 @@ struct Counts {
     strings: usize,
     xattrs: usize,
     windows: usize,
+    blob_spans: usize,
 }
 
 /// The sha256 of a whole index file, its own header field read as zeros.
@@ -644,7 +662,9 @@ fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
     for n in [c.strings, c.xattrs, c.windows] {
         h.extend_from_slice(&(n as u64).to_le_bytes());
     }
-    h.resize(HEADER_LEN, 0); // the checksum goes at HASH_AT once the file is laid out
+    h.resize(HASH_AT.end, 0); // the checksum goes at HASH_AT once the file is laid out
+    h.extend_from_slice(&(c.blob_spans as u32).to_le_bytes());
+    h.resize(HEADER_LEN, 0);
     h
 }
 
@@ -698,6 +718,8 @@ pub struct LayerIndex {
     xattrs: usize,
     windows: usize,
     windows_len: usize,
+    blob_spans: usize,
+    n_blob_spans: u32,
 }
 
 impl std::fmt::Debug for LayerIndex {
@@ -766,6 +788,7 @@ impl LayerIndex {
         let strings_len = rd_u64(b, 128) as usize;
         let xattrs_len = rd_u64(b, 136) as usize;
         let windows_len = rd_u64(b, 144) as usize;
+        let n_blob_spans = rd_u32(b, 184) as usize;
         let sizes = [
             n_entries.checked_mul(ENTRY_LEN),
             n_dirs.checked_mul(DIR_LEN),
@@ -777,15 +800,16 @@ impl LayerIndex {
             Some(strings_len),
             Some(xattrs_len),
             Some(windows_len),
+            n_blob_spans.checked_mul(BLOB_SPAN_LEN),
         ];
-        let mut offs = [0usize; 11];
+        let mut offs = [0usize; 12];
         offs[0] = HEADER_LEN;
         for (i, s) in sizes.iter().enumerate() {
             offs[i + 1] = s
                 .and_then(|s| offs[i].checked_add(s))
                 .ok_or_else(|| bad("section sizes overflow"))?;
         }
-        if offs[10] != b.len() {
+        if offs[11] != b.len() {
             return Err(bad("truncated or oversized"));
         }
         if checksum(b)[..] != b[HASH_AT] {
@@ -811,12 +835,36 @@ impl LayerIndex {
             xattrs: offs[8],
             windows: offs[9],
             windows_len,
+            blob_spans: offs[10],
+            n_blob_spans: n_blob_spans as u32,
             map,
         })
     }
 
     pub fn meta(&self) -> &IndexMeta {
         &self.meta
+    }
+
+    /// The digests of the blob's compressed spans, which verify ranges
+    /// fetched lazily; None for an index made without them.
+    pub fn span_table(&self) -> Option<crate::store::SpanTable> {
+        if self.n_blob_spans == 0 {
+            return None;
+        }
+        let b = self.bytes();
+        let spans = (0..self.n_blob_spans as usize)
+            .map(|i| {
+                let at = self.blob_spans + BLOB_SPAN_LEN * i;
+                let mut d = [0u8; 32];
+                d.copy_from_slice(b.get(at + 16..at + 48)?);
+                Some(crate::store::BlobSpan {
+                    offset: rd_u64(b, at),
+                    len: rd_u64(b, at + 8),
+                    digest: Digest::from_bytes(d),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        crate::store::SpanTable::new(spans).ok()
     }
     pub fn digest(&self) -> &Digest {
         &self.meta.digest

@@ -215,8 +215,14 @@ pub fn index_only(
 }
 
 fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
-    let (builder, checkpoints, windows) = index_bytes;
-    let bytes = builder.finish(meta, &checkpoints, &windows)?;
+    let (builder, checkpoints, windows, blob_spans) = index_bytes;
+    // Spans that do not add up to the blob (never seen) only cost lazy reads.
+    let spans = crate::store::SpanTable::fixed(meta.blob_size, super::index::BLOB_SPAN, blob_spans)
+        .unwrap_or_else(|why| {
+            log::warn!("layer {}: no span digests in its index: {why}", meta.digest);
+            crate::store::SpanTable::default()
+        });
+    let bytes = builder.finish(meta, &checkpoints, &windows, &spans)?;
     let path = store.layer_index_path(&meta.digest);
     let mut w = store.blob_writer()?;
     w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
@@ -225,7 +231,41 @@ fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Resu
     Ok(())
 }
 
-type IndexParts = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
+type IndexParts = (
+    IndexBuilder,
+    Vec<super::index::Checkpoint>,
+    Vec<u8>,
+    Vec<Digest>,
+);
+
+/// The sha256 of each BLOB_SPAN bytes of the compressed blob, as it passes.
+#[derive(Default)]
+struct SpanHasher {
+    hash: Sha256Writer,
+    done: Vec<Digest>,
+}
+
+impl SpanHasher {
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = (super::index::BLOB_SPAN - self.hash.len()) as usize;
+            let n = room.min(data.len());
+            self.hash.update(&data[..n]);
+            data = &data[n..];
+            if self.hash.len() == super::index::BLOB_SPAN {
+                let full = std::mem::take(&mut self.hash);
+                self.done.push(full.finish());
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Digest> {
+        if self.hash.len() > 0 {
+            self.done.push(self.hash.finish());
+        }
+        self.done
+    }
+}
 type DecodedMeta = (Digest, Compression, u64);
 
 /// Chunks read ahead of the decoder: reading, storing and hashing the blob
@@ -242,12 +282,14 @@ fn index_stream<R: Read + Send>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
         let producer = scope.spawn(move || {
             let mut src = src;
+            let mut spans = SpanHasher::default();
             loop {
                 let mut buf = vec![0u8; CHUNK];
                 match src.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         buf.truncate(n);
+                        spans.update(&buf);
                         // A closed channel: the decoder stopped (bad data); stop reading too.
                         if tx.send(Ok(buf)).is_err() {
                             break;
@@ -260,18 +302,18 @@ fn index_stream<R: Read + Send>(
                     }
                 }
             }
-            src
+            (src, spans.finish())
         });
         let parsed = parse_stream(ChunkReader {
             rx,
             chunk: Vec::new(),
             pos: 0,
         });
-        let tee = producer
+        let (tee, blob_spans) = producer
             .join()
             .map_err(|_| LayerError::Stream(io::Error::other("the reading thread failed")))?;
-        let (parts, meta) = parsed?;
-        Ok((parts, meta, tee))
+        let ((builder, checkpoints, windows), meta) = parsed?;
+        Ok(((builder, checkpoints, windows, blob_spans), meta, tee))
     })
 }
 
@@ -301,7 +343,9 @@ impl Read for ChunkReader {
     }
 }
 
-fn parse_stream(mut src: impl Read) -> Result<(IndexParts, DecodedMeta), LayerError> {
+type Parsed = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
+
+fn parse_stream(mut src: impl Read) -> Result<(Parsed, DecodedMeta), LayerError> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {

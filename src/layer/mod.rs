@@ -26,4 +26,6 @@ pub use reader::{Layer, ReadError, SpanCache};
 pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 
 #[cfg(test)]
+mod lazy_tests;
+#[cfg(test)]
 mod tests;

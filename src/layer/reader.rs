@@ -1,13 +1,19 @@
 //! Reading a layer's files: any byte range of an entry, decoding only the
 //! span(s) that hold it, through an LRU cache of decoded spans bounded in
 //! bytes and shared by all layers of a process.
+//!
+//! A layer the store holds only in part (a lazy image) is read through its
+//! partial blob: before a span is decoded, the compressed bytes it needs are
+//! made local (fetched, verified against the index's span digests, stored),
+//! waiting at most `store::partial::fetch_timeout()`. No lock of the union is
+//! held here; only the span being decoded is marked busy in the cache.
 
 use super::LayerError;
 use super::decode::{SpanError, ZstdCursor, decode_spans};
 use super::index::{Entry, LayerIndex};
 use super::ingest::open_index;
 use crate::oci::Digest;
-use crate::store::Store;
+use crate::store::{FetchError, PartialBlob, SpanTable, Store, partial};
 use lru::LruCache;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,14 +125,30 @@ impl Drop for Busy<'_> {
 pub enum ReadError {
     #[error("layer {digest}: {source}")]
     Span { digest: Digest, source: SpanError },
+    #[error("layer {digest}: {source}")]
+    Fetch { digest: Digest, source: FetchError },
 }
+
+/// Where a layer's compressed bytes are read from.
+enum BlobData {
+    Whole(File),
+    /// Present in part: missing spans are fetched, verified against `spans`.
+    Partial {
+        blob: Arc<PartialBlob>,
+        spans: SpanTable,
+    },
+}
+
+/// Compressed bytes read past a span's end, so the inflater sees the next
+/// block's real header rather than the zeros of a sparse file.
+const SPAN_MARGIN: u64 = 64 << 10;
 
 static NEXT_LAYER_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// One layer opened for reading: its index and its blob.
 pub struct Layer {
     pub index: LayerIndex,
-    blob: File,
+    blob: BlobData,
     key: u64,
     cache: Arc<SpanCache>,
     /// Where the last zstd decode stopped, so sequential reads continue.
@@ -147,8 +169,14 @@ impl Layer {
         digest: &Digest,
         cache: Arc<SpanCache>,
     ) -> Result<Layer, LayerError> {
-        let blob = store.open_blob(digest)?;
-        let index = open_index(store, digest)?;
+        let (blob, index) = match store.open_blob(digest) {
+            Ok(f) => (BlobData::Whole(f), open_index(store, digest)?),
+            Err(crate::store::StoreError::BlobNotFound(_)) => match store.open_partial(digest)? {
+                Some(p) => open_partial(store, digest, p)?,
+                None => return Err(crate::store::StoreError::BlobNotFound(*digest).into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
         Ok(Layer {
             index,
             blob,
@@ -160,6 +188,38 @@ impl Layer {
 
     pub fn digest(&self) -> &Digest {
         self.index.digest()
+    }
+
+    /// The partial blob a lazy layer reads through; None when it is whole.
+    pub fn partial(&self) -> Option<&Arc<PartialBlob>> {
+        match &self.blob {
+            BlobData::Whole(_) => None,
+            BlobData::Partial { blob, .. } => Some(blob),
+        }
+    }
+
+    /// Fetches every span of a lazy layer still missing, `step` bytes per
+    /// request, then checks the whole blob and makes it an ordinary blob.
+    /// `go_on` is asked before each request (false stops the prefetch).
+    pub fn prefetch(&self, step: u64, go_on: &dyn Fn() -> bool) -> Result<bool, ReadError> {
+        let BlobData::Partial { blob, spans } = &self.blob else {
+            return Ok(true);
+        };
+        let err = |source| ReadError::Fetch {
+            digest: *self.digest(),
+            source,
+        };
+        let mut at = 0;
+        while at < blob.size() {
+            if !go_on() {
+                return Ok(false);
+            }
+            let end = at.saturating_add(step).min(blob.size());
+            let runs = blob.missing(at..end, spans).map_err(err)?;
+            blob.fetch_runs(&runs, spans).map_err(err)?;
+            at = runs.last().map_or(end, |r| r.end.max(end));
+        }
+        blob.complete().map_err(err)
     }
 
     /// Reads from file `entry` at `offset` into `buf`; returns the bytes read
@@ -269,19 +329,77 @@ impl Layer {
 
     fn span(&self, i: u32) -> Result<Arc<Vec<u8>>, ReadError> {
         let decoded = self.cache.get_or_decode(self.key, i, || {
-            decode_spans(&self.index, &self.blob, i, &self.zstd)
+            let file = match &self.blob {
+                BlobData::Whole(f) => f,
+                BlobData::Partial { blob, spans } => {
+                    let range = compressed_range(&self.index, i, blob.size());
+                    blob.ensure(range, spans, partial::fetch_timeout())
+                        .map_err(|source| ReadError::Fetch {
+                            digest: *self.digest(),
+                            source,
+                        })?;
+                    blob.file()
+                }
+            };
+            decode_spans(&self.index, file, i, &self.zstd).map_err(|source| ReadError::Span {
+                digest: *self.digest(),
+                source,
+            })
         });
         let err = |source| ReadError::Span {
             digest: *self.digest(),
             source,
         };
-        decoded.map_err(err)?.ok_or_else(|| {
+        decoded?.ok_or_else(|| {
             err(SpanError::Damaged {
                 offset: 0,
                 why: "span not decoded".into(),
             })
         })
     }
+}
+
+/// Opens a lazy layer: its index must be local (it cannot be rebuilt from a
+/// blob the store lacks) and carry span digests for the blob it describes.
+fn open_partial(
+    store: &Store,
+    digest: &Digest,
+    blob: Arc<PartialBlob>,
+) -> Result<(BlobData, LayerIndex), LayerError> {
+    let path = store.layer_index_path(digest);
+    let index = LayerIndex::open(&path, digest)?;
+    let bad = |why: &str| LayerError::BadIndex {
+        path: path.clone(),
+        why: why.to_string(),
+    };
+    if index.meta().blob_size != blob.size() {
+        return Err(bad("its blob size differs from the partial blob's"));
+    }
+    let spans = index
+        .span_table()
+        .ok_or_else(|| bad("it has no span digests, so a lazy read cannot be verified"))?;
+    Ok((BlobData::Partial { blob, spans }, index))
+}
+
+/// The compressed bytes that decoding span `i` reads.
+fn compressed_range(index: &LayerIndex, i: u32, blob_size: u64) -> std::ops::Range<u64> {
+    let cp = index.checkpoint(i);
+    let mut first = i;
+    if index.compression() == super::Compression::Zstd {
+        while first > 0 && !index.checkpoint(first).restart {
+            first -= 1;
+        }
+    }
+    let start_cp = index.checkpoint(first);
+    let start = start_cp.in_offset.saturating_sub(u64::from(start_cp.bits > 0));
+    let end = if index.compression() == super::Compression::None {
+        cp.in_offset.saturating_add(cp.out_len as u64)
+    } else if i + 1 < index.checkpoints() {
+        index.checkpoint(i + 1).in_offset.saturating_add(SPAN_MARGIN)
+    } else {
+        blob_size
+    };
+    start.min(blob_size)..end.min(blob_size)
 }
 
 #[cfg(test)]

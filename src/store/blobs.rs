@@ -227,7 +227,7 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, content: &[u8]) -> Resul
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir, e))

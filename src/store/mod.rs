@@ -15,6 +15,7 @@
 //!     refs.lock                flock: exclusive around each update of index.json
 //!     tmp/                     blobs being written: temp file, fsync, rename
 //!     index/<hex>.idx          layer indexes, derived from the blob of that digest
+//!     partial/<hex>[.ranges|.json]  blobs present in part (lazy images): partial.rs
 //!     holds/<id>.json          what mounts, containers and builds use (kept by gc)
 //!     containers/, mounts/     owned by the modules of those names
 //! ```
@@ -34,6 +35,7 @@ mod error;
 mod gc;
 mod holds;
 mod lock;
+pub mod partial;
 mod refs;
 #[cfg(test)]
 mod tests;
@@ -43,6 +45,7 @@ pub use error::StoreError;
 pub use gc::GcReport;
 pub use holds::{Hold, process_alive};
 pub use lock::StoreLock;
+pub use partial::{BlobFetcher, BlobSpan, FetchError, PartialBlob, PartialInfo, SpanTable};
 pub use refs::{ImageEntry, ResolvedImage};
 
 use std::fs;

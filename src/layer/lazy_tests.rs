@@ -1,0 +1,133 @@
+//! Lazy layers: a layer whose blob the store holds in part is read through
+//! a fetcher, each fetched span verified before it is stored or served.
+
+use super::*;
+use crate::oci::Digest;
+use crate::store::{BlobFetcher, FetchError, Store, partial};
+use crate::testutil::{TarBuilder, gzip, temp_store, text};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Serves blobs from memory, counting bytes; can lie or go away.
+#[derive(Default)]
+struct FakeRegistry {
+    blobs: Mutex<Vec<(Digest, Vec<u8>)>>,
+    served: AtomicU64,
+    lie: AtomicBool,
+    gone: AtomicBool,
+}
+
+impl BlobFetcher for FakeRegistry {
+    fn fetch_range(
+        &self,
+        origin: &str,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, FetchError> {
+        let failed = |why: &str| FetchError::Failed {
+            origin: origin.to_string(),
+            why: why.to_string(),
+        };
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(failed("connection refused"));
+        }
+        let blobs = self.blobs.lock().unwrap();
+        let (_, blob) = blobs
+            .iter()
+            .find(|(d, _)| d == digest)
+            .ok_or_else(|| failed("404"))?;
+        let mut out = blob[offset as usize..(offset + len) as usize].to_vec();
+        if self.lie.load(Ordering::SeqCst) {
+            out[0] ^= 0xff;
+        }
+        self.served.fetch_add(len, Ordering::SeqCst);
+        Ok(out)
+    }
+}
+
+/// A gzip layer of 18 MiB of text (three 4 MiB spans before the small file), ingested, then its blob
+/// taken away so that only the index and a partial blob remain.
+fn lazy_layer(origin: &str) -> (tempfile::TempDir, Store, Digest, Vec<u8>, Arc<FakeRegistry>) {
+    let (dir, store) = temp_store();
+    let mut t = TarBuilder::new();
+    t.file("./a/first", 0o644, &text(9 << 20, 1))
+        .file("./etc/small", 0o644, &text(100, 2))
+        .file("./b/last", 0o644, &text(9 << 20, 3));
+    let blob = gzip(&t.finish());
+    let info = ingest(&store, &blob[..], None).unwrap();
+    std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
+    store
+        .add_partial(&info.digest, blob.len() as u64, origin)
+        .unwrap();
+    let fake = Arc::new(FakeRegistry::default());
+    fake.blobs.lock().unwrap().push((info.digest, blob.clone()));
+    partial::set_fetcher_for(origin, fake.clone());
+    (dir, store, info.digest, blob, fake)
+}
+
+fn read(layer: &Layer, path: &str) -> Result<Vec<u8>, ReadError> {
+    let (dir, name) = path.rsplit_once('/').unwrap();
+    let d = layer.index.find_dir(dir.as_bytes()).unwrap();
+    let e = d.lookup(name.as_bytes()).0.unwrap();
+    let mut out = vec![0u8; e.size() as usize];
+    let n = layer.read_at(&e, 0, &mut out)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+#[test]
+fn a_lazy_layer_fetches_only_what_is_read_and_never_twice() {
+    let (_d, store, digest, blob, fake) = lazy_layer("lazy-test-1/repo");
+    let layer = Layer::open(&store, &digest, SpanCache::new(1 << 20)).unwrap();
+    assert!(layer.partial().is_some());
+    assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 2));
+    let first = fake.served.load(Ordering::SeqCst);
+    assert!(
+        first < blob.len() as u64 / 2,
+        "{first} of {} bytes",
+        blob.len()
+    );
+    // Again, from a fresh process's view (new cache, reopened layer): nothing fetched.
+    let layer = Layer::open(&store, &digest, SpanCache::new(1 << 20)).unwrap();
+    assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 2));
+    assert_eq!(fake.served.load(Ordering::SeqCst), first);
+    // Prefetch makes it an ordinary blob, the very bytes of the original.
+    assert!(layer.prefetch(1 << 20, &|| true).unwrap());
+    assert!(store.has_blob(&digest) && !store.has_partial(&digest));
+    assert!(std::fs::read(store.blob_path(&digest)).unwrap() == blob);
+    assert!(read(&layer, "b/last").unwrap() == text(9 << 20, 3));
+    let layer = Layer::open(&store, &digest, SpanCache::new(1 << 20)).unwrap();
+    assert!(layer.partial().is_none());
+}
+
+#[test]
+fn wrong_bytes_fail_the_read_and_store_nothing_then_good_bytes_read() {
+    let (_d, store, digest, _blob, fake) = lazy_layer("lazy-test-2/repo");
+    let layer = Layer::open(&store, &digest, SpanCache::new(1 << 20)).unwrap();
+    fake.lie.store(true, Ordering::SeqCst);
+    let Err(e) = read(&layer, "b/last") else {
+        panic!("wrong bytes were served");
+    };
+    assert!(e.to_string().contains("do not match"), "{e}");
+    assert_eq!(store.partial_status(&digest).unwrap().unwrap().1, 0);
+    fake.lie.store(false, Ordering::SeqCst);
+    assert!(read(&layer, "b/last").unwrap() == text(9 << 20, 3));
+}
+
+#[test]
+fn a_registry_gone_fails_reads_of_missing_data_only_until_it_is_back() {
+    let (_d, store, digest, _blob, fake) = lazy_layer("lazy-test-3/repo");
+    let layer = Layer::open(&store, &digest, SpanCache::new(1 << 20)).unwrap();
+    assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 2));
+    fake.gone.store(true, Ordering::SeqCst);
+    let Err(e) = read(&layer, "a/first") else {
+        panic!("a read of data not local succeeded with the registry gone");
+    };
+    assert!(e.to_string().contains("connection refused"), "{e}");
+    // Local data is still served (a new cache: not from memory).
+    let layer = Layer::open(&store, &digest, SpanCache::new(1 << 20)).unwrap();
+    assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 2));
+    fake.gone.store(false, Ordering::SeqCst);
+    assert!(read(&layer, "a/first").unwrap() == text(9 << 20, 1));
+}

@@ -1,0 +1,800 @@
+//! Partial blobs: a layer the store holds only in part, because it is read
+//! lazily from a registry. It lives beside the blobs, never among them:
+//!
+//! ```text
+//! layerfs/partial/<hex>          sparse data file, the blob's full size
+//! layerfs/partial/<hex>.ranges   append-only log of the byte ranges that are
+//!                                local and verified: 24-byte records
+//!                                (offset, len, check), each written after the
+//!                                data it names is fsynced
+//! layerfs/partial/<hex>.json     size and where to fetch the rest (origins)
+//! ```
+//!
+//! Crash safety: a range is recorded only after its bytes are on disk, and a
+//! torn or damaged record at the log's end is ignored, so kill -9 loses at
+//! most a range being fetched, never one already verified. A partial blob
+//! becomes an ordinary blob (renamed into `blobs/sha256/`) only when whole and
+//! its digest checks.
+//!
+//! The seams other modules plug into:
+//! - [`SpanTable`]: the digest of every span of a blob's compressed bytes. A
+//!   fetched range is checked against it span by span before anything is
+//!   stored or served. The layer index carries one (fixed-size spans); an
+//!   eStargz TOC gives another (one span per chunk).
+//! - [`BlobFetcher`]: "fetch these bytes of this blob from this origin",
+//!   implemented by the registry client. The store cannot depend on the
+//!   registry, so the command line installs one with [`set_fetcher`]; every
+//!   reader of a partial blob in the process (mount, run, build, commit,
+//!   export) then fetches what is missing through it. Tests install fakes
+//!   for origins of their own with [`set_fetcher_for`].
+
+use super::{Result, Store, StoreError};
+use crate::oci::Digest;
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+const RECORD_LEN: usize = 24;
+const RECORD_CHECK: u64 = 0x6c66_7370_616e_2e31; // "lfspan.1"
+
+/// How long a read waits for the network before it fails (EIO), unless
+/// `LAYERFS_FETCH_TIMEOUT=SECONDS` says otherwise.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wait bound in force: `LAYERFS_FETCH_TIMEOUT` seconds, or 30.
+pub fn fetch_timeout() -> Duration {
+    std::env::var("LAYERFS_FETCH_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(DEFAULT_FETCH_TIMEOUT, Duration::from_secs_f64)
+}
+
+/// One span of a blob's compressed bytes and the sha256 of exactly those bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobSpan {
+    pub offset: u64,
+    pub len: u64,
+    pub digest: Digest,
+}
+
+impl BlobSpan {
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
+/// The spans of one blob that a fetched range is verified against, sorted,
+/// not overlapping. Bytes no span covers cannot be fetched lazily.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanTable {
+    spans: Vec<BlobSpan>,
+}
+
+impl SpanTable {
+    /// A table from spans in any order; overlapping or empty spans are refused.
+    pub fn new(mut spans: Vec<BlobSpan>) -> std::result::Result<SpanTable, String> {
+        spans.sort_by_key(|s| s.offset);
+        for w in spans.windows(2) {
+            if w[0].end() > w[1].offset {
+                return Err(format!("spans at {} and {} overlap", w[0].offset, w[1].offset));
+            }
+        }
+        if spans.iter().any(|s| s.len == 0) {
+            return Err("an empty span".into());
+        }
+        Ok(SpanTable { spans })
+    }
+
+    /// Fixed-size spans of `span_len` bytes (the last one shorter) over a
+    /// blob of `size` bytes, one digest each, as the layer index keeps them.
+    pub fn fixed(
+        size: u64,
+        span_len: u64,
+        digests: Vec<Digest>,
+    ) -> std::result::Result<SpanTable, String> {
+        if span_len == 0 || size.div_ceil(span_len) != digests.len() as u64 {
+            return Err("span count does not match the blob size".into());
+        }
+        let spans = digests
+            .into_iter()
+            .enumerate()
+            .map(|(i, digest)| {
+                let offset = i as u64 * span_len;
+                BlobSpan {
+                    offset,
+                    len: span_len.min(size - offset),
+                    digest,
+                }
+            })
+            .collect();
+        Ok(SpanTable { spans })
+    }
+
+    pub fn spans(&self) -> &[BlobSpan] {
+        &self.spans
+    }
+
+    /// The spans that overlap `range`; an error names the first byte of it
+    /// that no span covers.
+    pub fn covering(&self, range: Range<u64>) -> std::result::Result<&[BlobSpan], u64> {
+        if range.is_empty() {
+            return Ok(&[]);
+        }
+        let first = self.spans.partition_point(|s| s.end() <= range.start);
+        let last = self.spans.partition_point(|s| s.offset < range.end);
+        let found = &self.spans[first..last.max(first)];
+        let mut at = range.start;
+        for s in found {
+            if s.offset > at {
+                return Err(at);
+            }
+            at = s.end();
+        }
+        if at < range.end {
+            return Err(at);
+        }
+        Ok(found)
+    }
+}
+
+/// Why bytes of a blob could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{origin}: {why}")]
+    Failed { origin: String, why: String },
+    #[error("no registry is known for blob {0}")]
+    NoOrigin(Digest),
+    #[error("layer {digest}: bytes {offset}..{end} from {origin} do not match their span digest")]
+    WrongBytes {
+        digest: Digest,
+        offset: u64,
+        end: u64,
+        origin: String,
+    },
+    #[error("layer {digest}: no answer from {origin} within {secs} s")]
+    TimedOut {
+        digest: Digest,
+        origin: String,
+        secs: u64,
+    },
+    #[error("layer {digest}: byte {offset} cannot be verified (no span digest covers it)")]
+    Unverifiable { digest: Digest, offset: u64 },
+    #[error("layer {0} is not whole in the store and no registry fetcher is set")]
+    NoFetcher(Digest),
+    #[error(transparent)]
+    Store(Box<StoreError>),
+}
+
+impl From<StoreError> for FetchError {
+    fn from(e: StoreError) -> Self {
+        FetchError::Store(Box::new(e))
+    }
+}
+
+/// Fetches byte ranges of blobs from where they came from. The registry
+/// client implements it (auth, TLS, redirects, retries, token renewal); a
+/// source that ignores ranges must still return exactly the bytes asked for.
+pub trait BlobFetcher: Send + Sync {
+    /// Bytes `[offset, offset + len)` of blob `digest`, from `origin`
+    /// (`registry/repository`, as recorded when the partial blob was made).
+    fn fetch_range(
+        &self,
+        origin: &str,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> std::result::Result<Vec<u8>, FetchError>;
+}
+
+type Fetchers = std::sync::RwLock<Vec<(String, Arc<dyn BlobFetcher>)>>;
+static FETCHERS: OnceLock<Fetchers> = OnceLock::new();
+
+fn fetchers() -> &'static Fetchers {
+    FETCHERS.get_or_init(Default::default)
+}
+
+/// Installs the process's fetcher, for every origin.
+pub fn set_fetcher(f: Arc<dyn BlobFetcher>) {
+    set_fetcher_for("", f);
+}
+
+/// Installs a fetcher for the origins that start with `prefix` (the longest
+/// prefix wins), replacing one installed for the same prefix.
+pub fn set_fetcher_for(prefix: &str, f: Arc<dyn BlobFetcher>) {
+    let mut all = fetchers().write().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(p, _)| p != prefix);
+    all.push((prefix.to_string(), f));
+}
+
+/// The fetcher for `origin`, if one was installed.
+pub fn fetcher_for(origin: &str) -> Option<Arc<dyn BlobFetcher>> {
+    let all = fetchers().read().unwrap_or_else(|p| p.into_inner());
+    all.iter()
+        .filter(|(p, _)| origin.starts_with(p.as_str()))
+        .max_by_key(|(p, _)| p.len())
+        .map(|(_, f)| Arc::clone(f))
+}
+
+/// What `<hex>.json` records.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PartialInfo {
+    pub size: u64,
+    /// `registry/repository` names the blob can be fetched from, in order.
+    pub origins: Vec<String>,
+}
+
+/// Sorted, merged, non-empty ranges.
+#[derive(Clone, Debug, Default)]
+struct RangeSet(Vec<(u64, u64)>);
+
+impl RangeSet {
+    fn add(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut s, mut e) = (start, end);
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        for &(a, b) in &self.0 {
+            if b < s || a > e {
+                out.push((a, b));
+            } else {
+                s = s.min(a);
+                e = e.max(b);
+            }
+        }
+        out.push((s, e));
+        out.sort_unstable();
+        self.0 = out;
+    }
+
+    fn contains(&self, start: u64, end: u64) -> bool {
+        start >= end || self.0.iter().any(|&(a, b)| a <= start && end <= b)
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(|(a, b)| b - a).sum()
+    }
+}
+
+/// A blob the store holds in part, open for reading and filling.
+pub struct PartialBlob {
+    store: Store,
+    digest: Digest,
+    info: PartialInfo,
+    file: File,
+    state: Mutex<State>,
+}
+
+struct State {
+    ranges: RangeSet,
+    log: File,
+    /// Renamed into the blobs: nothing more to record.
+    whole: bool,
+}
+
+impl std::fmt::Debug for PartialBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PartialBlob({})", self.digest)
+    }
+}
+
+impl Store {
+    pub(crate) fn partial_dir(&self) -> PathBuf {
+        self.own_dir().join("partial")
+    }
+
+    fn partial_path(&self, digest: &Digest, ext: &str) -> PathBuf {
+        self.partial_dir().join(format!("{}{ext}", digest.hex()))
+    }
+
+    /// Whether the store holds blob `digest` in part.
+    pub fn has_partial(&self, digest: &Digest) -> bool {
+        self.partial_path(digest, ".json").is_file()
+    }
+
+    /// Every partially present blob.
+    pub fn list_partials(&self) -> Result<Vec<Digest>> {
+        let dir = self.partial_dir();
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The record of partial blob `digest`, and how many of its bytes are local.
+    pub fn partial_status(&self, digest: &Digest) -> Result<Option<(PartialInfo, u64)>> {
+        let Some(info) = self.partial_info(digest)? else {
+            return Ok(None);
+        };
+        let ranges = read_ranges(&self.partial_path(digest, ".ranges"), info.size)?;
+        Ok(Some((info, ranges.total())))
+    }
+
+    fn partial_info(&self, digest: &Digest) -> Result<Option<PartialInfo>> {
+        let path = self.partial_path(digest, ".json");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                why: e.to_string(),
+            })
+    }
+
+    /// Records that blob `digest` of `size` bytes can be fetched from
+    /// `origin`, creating its partial blob unless the store has it whole.
+    /// Returns false when the blob is whole already.
+    pub fn add_partial(&self, digest: &Digest, size: u64, origin: &str) -> Result<bool> {
+        if self.has_blob(digest) {
+            return Ok(false);
+        }
+        super::create_private_dir(&self.partial_dir())?;
+        let mut info = self.partial_info(digest)?.unwrap_or(PartialInfo {
+            size,
+            origins: Vec::new(),
+        });
+        if info.size != size {
+            return Err(StoreError::SizeMismatch {
+                digest: *digest,
+                expected: info.size,
+                actual: size,
+            });
+        }
+        if info.origins.iter().any(|o| o == origin) {
+            return Ok(true);
+        }
+        info.origins.push(origin.to_string());
+        let data = self.partial_path(digest, "");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&data)
+            .map_err(|e| StoreError::io(&data, e))?;
+        f.set_len(size).map_err(|e| StoreError::io(&data, e))?;
+        let json = serde_json::to_vec(&info).map_err(|e| StoreError::Corrupt {
+            path: data.clone(),
+            why: e.to_string(),
+        })?;
+        super::blobs::write_atomic(&self.tmp_dir(), &self.partial_path(digest, ".json"), &json)?;
+        Ok(true)
+    }
+
+    /// Opens partial blob `digest`; None when the store has no such record.
+    pub fn open_partial(&self, digest: &Digest) -> Result<Option<Arc<PartialBlob>>> {
+        let Some(info) = self.partial_info(digest)? else {
+            return Ok(None);
+        };
+        let data = self.partial_path(digest, "");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&data)
+            .map_err(|e| StoreError::io(&data, e))?;
+        let log_path = self.partial_path(digest, ".ranges");
+        let ranges = read_ranges(&log_path, info.size)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| StoreError::io(&log_path, e))?;
+        Ok(Some(Arc::new(PartialBlob {
+            store: self.clone(),
+            digest: *digest,
+            info,
+            file,
+            state: Mutex::new(State {
+                ranges,
+                log,
+                whole: false,
+            }),
+        })))
+    }
+
+    /// Removes partial blob `digest` (its data, ranges and record).
+    pub fn remove_partial(&self, digest: &Digest) -> Result<()> {
+        for ext in [".json", ".ranges", ""] {
+            let path = self.partial_path(digest, ext);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ranges a log records, a torn or damaged tail ignored.
+fn read_ranges(path: &std::path::Path, size: u64) -> Result<RangeSet> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RangeSet::default()),
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    let mut set = RangeSet::default();
+    for rec in bytes.chunks_exact(RECORD_LEN) {
+        let u = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let (off, len, check) = (u(0), u(1), u(2));
+        if check != record_check(off, len) {
+            break;
+        }
+        let end = off.saturating_add(len);
+        if end > size {
+            break;
+        }
+        set.add(off, end);
+    }
+    Ok(set)
+}
+
+fn record_check(off: u64, len: u64) -> u64 {
+    (off.rotate_left(17) ^ len.rotate_left(41) ^ RECORD_CHECK).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+impl PartialBlob {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    pub fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    pub fn origins(&self) -> &[String] {
+        &self.info.origins
+    }
+
+    /// The data file: verified bytes where recorded, zeros elsewhere.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Bytes local and verified.
+    pub fn local_bytes(&self) -> u64 {
+        self.lock().ranges.total()
+    }
+
+    pub fn is_local(&self, range: Range<u64>) -> bool {
+        self.lock().ranges.contains(range.start, range.end)
+    }
+
+    /// Whether the blob has been completed and moved into the blobs.
+    pub fn is_whole(&self) -> bool {
+        self.lock().whole
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `data`, the blob's bytes from `offset` on, after checking each
+    /// span of `spans` it covers whole; bytes of spans it covers only in part
+    /// are dropped. One wrong span and nothing of `data` is stored.
+    /// Returns the range stored.
+    pub fn store_verified(
+        &self,
+        offset: u64,
+        data: &[u8],
+        spans: &SpanTable,
+        origin: &str,
+    ) -> std::result::Result<Range<u64>, FetchError> {
+        let end = offset.saturating_add(data.len() as u64).min(self.info.size);
+        let whole: Vec<&BlobSpan> = spans
+            .spans()
+            .iter()
+            .filter(|s| s.offset >= offset && s.end() <= end)
+            .collect();
+        let (Some(first), Some(last)) = (whole.first(), whole.last()) else {
+            return Ok(offset..offset);
+        };
+        for s in &whole {
+            let bytes = &data[(s.offset - offset) as usize..(s.end() - offset) as usize];
+            if Digest::from_bytes(Sha256::digest(bytes).into()) != s.digest {
+                log::error!(
+                    "layer {}: bytes {}..{} from {origin} do not match their digest; nothing stored",
+                    self.digest,
+                    s.offset,
+                    s.end()
+                );
+                return Err(FetchError::WrongBytes {
+                    digest: self.digest,
+                    offset: s.offset,
+                    end: s.end(),
+                    origin: origin.to_string(),
+                });
+            }
+        }
+        let (lo, hi) = (first.offset, last.end());
+        let path = || self.store.partial_path(&self.digest, "");
+        self.file
+            .write_all_at(&data[(lo - offset) as usize..(hi - offset) as usize], lo)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| StoreError::io(&path(), e))?;
+        let mut st = self.lock();
+        if st.whole {
+            return Ok(lo..hi);
+        }
+        let mut rec = [0u8; RECORD_LEN];
+        rec[..8].copy_from_slice(&lo.to_le_bytes());
+        rec[8..16].copy_from_slice(&(hi - lo).to_le_bytes());
+        rec[16..].copy_from_slice(&record_check(lo, hi - lo).to_le_bytes());
+        let log_path = self.store.partial_path(&self.digest, ".ranges");
+        st.log
+            .write_all(&rec)
+            .and_then(|()| st.log.sync_data())
+            .map_err(|e| StoreError::io(&log_path, e))?;
+        st.ranges.add(lo, hi);
+        Ok(lo..hi)
+    }
+
+    /// The runs of spans overlapping `range` that are not local yet.
+    pub fn missing(
+        &self,
+        range: Range<u64>,
+        spans: &SpanTable,
+    ) -> std::result::Result<Vec<Range<u64>>, FetchError> {
+        let range = range.start..range.end.min(self.info.size);
+        let covering = spans
+            .covering(range)
+            .map_err(|offset| FetchError::Unverifiable {
+                digest: self.digest,
+                offset,
+            })?;
+        let st = self.lock();
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        for s in covering {
+            if st.ranges.contains(s.offset, s.end()) {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(r) if r.end == s.offset => r.end = s.end(),
+                _ => runs.push(s.offset..s.end()),
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Makes `range` local: fetches the spans over it that are missing,
+    /// verifies and stores them. Waits at most `timeout`; a fetch still
+    /// running then goes on in the background and keeps what it verifies.
+    pub fn ensure(
+        self: &Arc<Self>,
+        range: Range<u64>,
+        spans: &SpanTable,
+        timeout: Duration,
+    ) -> std::result::Result<(), FetchError> {
+        let runs = self.missing(range, spans)?;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (me, spans) = (Arc::clone(self), spans.clone());
+        let origin = self.origins().first().cloned().unwrap_or_default();
+        std::thread::spawn(move || {
+            let _ = tx.send(me.fetch_runs(&runs, &spans));
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                log::error!(
+                    "layer {}: no answer from {origin} within {} s",
+                    self.digest,
+                    timeout.as_secs()
+                );
+                Err(FetchError::TimedOut {
+                    digest: self.digest,
+                    origin,
+                    secs: timeout.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Fetches each run from the first origin that answers.
+    pub fn fetch_runs(
+        &self,
+        runs: &[Range<u64>],
+        spans: &SpanTable,
+    ) -> std::result::Result<(), FetchError> {
+        for run in runs {
+            let mut last = FetchError::NoOrigin(self.digest);
+            let mut done = false;
+            for origin in self.origins() {
+                let Some(fetcher) = fetcher_for(origin) else {
+                    last = FetchError::NoFetcher(self.digest);
+                    continue;
+                };
+                match fetcher.fetch_range(origin, &self.digest, run.start, run.end - run.start) {
+                    Ok(data) => {
+                        self.store_verified(run.start, &data, spans, origin)?;
+                        done = true;
+                        break;
+                    }
+                    Err(e) => {
+                        log::error!("layer {}: fetching from {origin}: {e}", self.digest);
+                        last = e;
+                    }
+                }
+            }
+            if !done {
+                return Err(last);
+            }
+        }
+        Ok(())
+    }
+
+    /// When every byte is local: checks the whole blob against its digest and
+    /// moves it into the blobs. Returns whether the blob is whole now. A blob
+    /// whose bytes do not hash to its digest is removed (its spans lied).
+    pub fn complete(&self) -> std::result::Result<bool, FetchError> {
+        let mut st = self.lock();
+        if st.whole {
+            return Ok(true);
+        }
+        if !st.ranges.contains(0, self.info.size) {
+            return Ok(false);
+        }
+        let data = self.store.partial_path(&self.digest, "");
+        let mut h = Sha256::new();
+        let f = &self.file;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        loop {
+            let n = f
+                .read_at(&mut buf, pos)
+                .map_err(|e| StoreError::io(&data, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        let actual = Digest::from_bytes(h.finalize().into());
+        if actual != self.digest || pos != self.info.size {
+            drop(st);
+            self.store.remove_partial(&self.digest)?;
+            return Err(StoreError::DigestMismatch {
+                expected: self.digest,
+                actual,
+            }
+            .into());
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io(&data, e))?;
+        let dest = self.store.blob_path(&self.digest);
+        fs::rename(&data, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        if let Some(dir) = dest.parent() {
+            super::blobs::sync_dir(dir)?;
+        }
+        st.whole = true;
+        drop(st);
+        for ext in [".json", ".ranges"] {
+            let _ = fs::remove_file(self.store.partial_path(&self.digest, ext));
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(blob: &[u8], span: u64) -> SpanTable {
+        let digests = blob.chunks(span as usize).map(Digest::of).collect();
+        SpanTable::fixed(blob.len() as u64, span, digests).unwrap()
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn verified_ranges_survive_a_reopen_and_a_torn_record() {
+        let (_d, store) = store();
+        let blob: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        assert!(store.add_partial(&digest, blob.len() as u64, "r/x").unwrap());
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        // 500..2600 covers span 1 whole only: only it is stored.
+        let got = p
+            .store_verified(500, &blob[500..2600], &spans, "r/x")
+            .unwrap();
+        assert_eq!(got, 1000..2000);
+        assert_eq!(p.local_bytes(), 1000);
+        drop(p);
+        // A record torn by a crash in the middle of its write.
+        let log = store.partial_path(&digest, ".ranges");
+        let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&[1, 2, 3]).unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        assert!(p.is_local(1000..2000));
+        assert!(!p.is_local(0..1000));
+        let mut buf = vec![0u8; 1000];
+        p.file().read_exact_at(&mut buf, 1000).unwrap();
+        assert_eq!(buf, &blob[1000..2000]);
+        assert_eq!(
+            p.missing(0..3500, &spans).unwrap(),
+            vec![0..1000, 2000..4000]
+        );
+    }
+
+    #[test]
+    fn wrong_bytes_store_nothing() {
+        let (_d, store) = store();
+        let blob = vec![5u8; 4000];
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        store.add_partial(&digest, 4000, "r/x").unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        let mut bad = blob.clone();
+        bad[2500] = 6;
+        let e = p.store_verified(0, &bad, &spans, "r/x").unwrap_err();
+        assert!(matches!(e, FetchError::WrongBytes { offset: 2000, .. }), "{e}");
+        assert_eq!(p.local_bytes(), 0);
+        assert_eq!(store.partial_status(&digest).unwrap().unwrap().1, 0);
+    }
+
+    #[test]
+    fn a_whole_partial_blob_becomes_an_ordinary_blob() {
+        let (_d, store) = store();
+        let blob: Vec<u8> = (0..3333u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        store.add_partial(&digest, blob.len() as u64, "r/x").unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        p.store_verified(0, &blob[..2000], &spans, "r/x").unwrap();
+        assert!(!p.complete().unwrap());
+        assert!(!store.has_blob(&digest));
+        p.store_verified(2000, &blob[2000..], &spans, "r/x").unwrap();
+        assert!(p.complete().unwrap());
+        assert!(store.has_blob(&digest));
+        assert!(!store.has_partial(&digest));
+        assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), blob);
+        assert!(store.list_partials().unwrap().is_empty());
+    }
+
+    #[test]
+    fn span_tables_find_the_spans_over_a_range_and_their_gaps() {
+        let d = Digest::of(b"");
+        let s = |offset, len| BlobSpan {
+            offset,
+            len,
+            digest: d,
+        };
+        let t = SpanTable::new(vec![s(100, 50), s(0, 100), s(200, 10)]).unwrap();
+        assert_eq!(t.covering(10..120).unwrap(), &[s(0, 100), s(100, 50)]);
+        assert_eq!(t.covering(140..205), Err(150));
+        assert_eq!(t.covering(200..210).unwrap(), &[s(200, 10)]);
+        assert!(SpanTable::new(vec![s(0, 10), s(5, 10)]).is_err());
+    }
+}
