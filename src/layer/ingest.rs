@@ -185,7 +185,7 @@ pub fn index_only(
     src: impl Read + Send,
     expected: &Digest,
 ) -> Result<(LayerInfo, Vec<u8>), LayerError> {
-    let ((builder, checkpoints, windows), decoded, tee) = index_stream(TeeReader::hashing(src))?;
+    let (parts, decoded, tee) = index_stream(TeeReader::hashing(src))?;
     let size = tee.hash.len();
     let actual = tee.hash.finish();
     if actual != *expected {
@@ -202,7 +202,7 @@ pub fn index_only(
         blob_size: size,
         uncompressed_size: decoded.2,
     };
-    let bytes = builder.finish(&meta, &checkpoints, &windows)?;
+    let bytes = index_file(&meta, parts)?;
     let info = LayerInfo {
         digest: actual,
         diff_id: meta.diff_id,
@@ -215,6 +215,17 @@ pub fn index_only(
 }
 
 fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
+    let bytes = index_file(meta, index_bytes)?;
+    let path = store.layer_index_path(&meta.digest);
+    let mut w = store.blob_writer()?;
+    w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
+    // Index files are named by the blob they describe, not by their own hash.
+    w.commit_to(&path)?;
+    Ok(())
+}
+
+/// The bytes of the index file for what one pass collected.
+fn index_file(meta: &IndexMeta, index_bytes: IndexParts) -> Result<Vec<u8>, LayerError> {
     let (builder, checkpoints, windows, blob_spans) = index_bytes;
     // Spans that do not add up to the blob (never seen) only cost lazy reads.
     let spans = crate::store::SpanTable::fixed(meta.blob_size, super::index::BLOB_SPAN, blob_spans)
@@ -222,13 +233,7 @@ fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Resu
             log::warn!("layer {}: no span digests in its index: {why}", meta.digest);
             crate::store::SpanTable::default()
         });
-    let bytes = builder.finish(meta, &checkpoints, &windows, &spans)?;
-    let path = store.layer_index_path(&meta.digest);
-    let mut w = store.blob_writer()?;
-    w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
-    // Index files are named by the blob they describe, not by their own hash.
-    w.commit_to(&path)?;
-    Ok(())
+    builder.finish(meta, &checkpoints, &windows, &spans)
 }
 
 type IndexParts = (
