@@ -33,7 +33,7 @@ pub enum LayerError {
     #[error("writing the tar stream: {0}")]
     Write(std::io::Error),
     #[error(transparent)]
-    Estargz(super::estargz::EstargzError),
+    Estargz(Box<super::estargz::EstargzError>),
 }
 
 /// A path or name for a one-line message: lossy UTF-8, at most 64 bytes of

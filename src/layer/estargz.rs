@@ -171,7 +171,9 @@ pub fn parse_footer(footer: &[u8]) -> Result<u64, EstargzError> {
         return Err(EstargzError::Footer("not 51 bytes"));
     }
     if f[0..4] != [0x1f, 0x8b, 8, 4] {
-        return Err(EstargzError::Footer("not a gzip header with an extra field"));
+        return Err(EstargzError::Footer(
+            "not a gzip header with an extra field",
+        ));
     }
     if f[10..16] != [26, 0, b'S', b'G', 22, 0] {
         return Err(EstargzError::Footer("no STARGZ extra field"));
@@ -184,7 +186,9 @@ pub fn parse_footer(footer: &[u8]) -> Result<u64, EstargzError> {
 }
 
 fn footer_bytes(toc_offset: u64) -> Vec<u8> {
-    let mut f = vec![0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 26, 0, b'S', b'G', 22, 0];
+    let mut f = vec![
+        0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 26, 0, b'S', b'G', 22, 0,
+    ];
     f.extend_from_slice(format!("{toc_offset:016x}STARGZ").as_bytes());
     // An empty final stored block, then CRC32 and ISIZE of nothing.
     f.extend_from_slice(&[1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -204,7 +208,9 @@ pub fn parse_toc(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, Diges
         .map_err(|e| EstargzError::Toc(format!("reading its tar header: {e}")))?;
     let name_end = hdr[..100].iter().position(|&b| b == 0).unwrap_or(100);
     if clean_name(&String::from_utf8_lossy(&hdr[..name_end])) != TOC_NAME {
-        return Err(bad("the member at the footer's offset is not stargz.index.json"));
+        return Err(bad(
+            "the member at the footer's offset is not stargz.index.json",
+        ));
     }
     let size = octal(&hdr[124..136]).ok_or_else(|| bad("bad size in its tar header"))?;
     if size > MAX_TOC {

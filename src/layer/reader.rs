@@ -391,11 +391,16 @@ fn compressed_range(index: &LayerIndex, i: u32, blob_size: u64) -> std::ops::Ran
         }
     }
     let start_cp = index.checkpoint(first);
-    let start = start_cp.in_offset.saturating_sub(u64::from(start_cp.bits > 0));
+    let start = start_cp
+        .in_offset
+        .saturating_sub(u64::from(start_cp.bits > 0));
     let end = if index.compression() == super::Compression::None {
         cp.in_offset.saturating_add(cp.out_len as u64)
     } else if i + 1 < index.checkpoints() {
-        index.checkpoint(i + 1).in_offset.saturating_add(SPAN_MARGIN)
+        index
+            .checkpoint(i + 1)
+            .in_offset
+            .saturating_add(SPAN_MARGIN)
     } else {
         blob_size
     };

@@ -229,7 +229,7 @@ impl Compressor {
             Compressor::Estargz { spool, mut blob } => {
                 let file = spool.into_inner().map_err(|e| werr(e.into_error()))?;
                 let written = estargz::write(io::BufReader::new(file), &mut blob)
-                    .map_err(LayerError::Estargz)?;
+                    .map_err(|e| LayerError::Estargz(Box::new(e)))?;
                 Ok((blob, Some(written)))
             }
         }

@@ -15,7 +15,7 @@ use crate::oci::{Descriptor, Digest};
 use std::io::Read;
 
 fn err(e: EstargzError) -> RegistryError {
-    RegistryError::Layer(LayerError::Estargz(e))
+    RegistryError::Layer(LayerError::Estargz(Box::new(e)))
 }
 
 /// `len` bytes of blob `digest` from `offset`. A registry that ignores
@@ -60,13 +60,17 @@ pub(super) fn fetch_toc(
         .parse()
         .map_err(|_| err(EstargzError::Toc(format!("bad {TOC_DIGEST_ANNOTATION}"))))?;
     if layer.size < FOOTER_SIZE {
-        return Err(err(EstargzError::Footer("the blob is shorter than a footer")));
+        return Err(err(EstargzError::Footer(
+            "the blob is shorter than a footer",
+        )));
     }
     let end = layer.size - FOOTER_SIZE;
     let footer = get_range(client, repo, &layer.digest, end, FOOTER_SIZE, scopes)?;
     let at = estargz::parse_footer(&footer).map_err(err)?;
     if at >= end || end - at > MAX_TOC {
-        return Err(err(EstargzError::Footer("the TOC offset is outside the blob")));
+        return Err(err(EstargzError::Footer(
+            "the TOC offset is outside the blob",
+        )));
     }
     let member = get_range(client, repo, &layer.digest, at, end - at, scopes)?;
     let (toc, _) = estargz::parse_toc(&member, Some(&want)).map_err(err)?;
@@ -81,7 +85,14 @@ pub(super) fn fetch_chunk(
     chunk: &Chunk,
     scopes: &Scopes,
 ) -> Result<Vec<u8>, RegistryError> {
-    let member = get_range(client, repo, layer, chunk.start, chunk.end - chunk.start, scopes)?;
+    let member = get_range(
+        client,
+        repo,
+        layer,
+        chunk.start,
+        chunk.end - chunk.start,
+        scopes,
+    )?;
     estargz::verify_chunk(&member, chunk).map_err(err)
 }
 

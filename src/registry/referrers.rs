@@ -21,8 +21,8 @@ use super::RegistryError;
 use super::auth::Scopes;
 use super::client::{Client, ClientOptions};
 use crate::layer::{LayerIndex, index_only, open_index};
-use crate::oci::{Descriptor, Digest, ImageIndex, Manifest, ManifestKind, Reference};
 use crate::oci::media_type as mt;
+use crate::oci::{Descriptor, Digest, ImageIndex, Manifest, ManifestKind, Reference};
 use crate::store::Store;
 use std::io::Write;
 use std::path::Path;
@@ -33,6 +33,9 @@ pub const INDEX_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1";
 /// On each index blob of the artifact: the digest of the layer it describes.
 pub const LAYER_ANNOTATION: &str = "io.layerfs.index.layer";
 const EMPTY_JSON: &[u8] = b"{}";
+
+/// Layers with the bytes of their index files.
+type Indexes = Vec<(Descriptor, Vec<u8>)>;
 
 /// The referrers tag schema's tag for manifest `d`.
 pub fn referrers_tag(d: &Digest) -> String {
@@ -211,7 +214,7 @@ pub(super) fn fetch_indexes(
     subject: &Digest,
     layers: &[Descriptor],
     dir: &Path,
-) -> Result<Option<Vec<(Descriptor, Vec<u8>)>>, RegistryError> {
+) -> Result<Option<Indexes>, RegistryError> {
     let Some(desc) = find_artifact(client, repo, scopes, subject)? else {
         return Ok(None);
     };
@@ -301,14 +304,22 @@ pub fn index_push(
         .unwrap_or_else(|| "latest".to_string());
     let fetched = client.get_manifest(&repo, &top, &scopes)?;
     let what = format!("manifest {repo}:{top}");
-    let kind = ManifestKind::parse(&fetched.bytes).map_err(|e| client.bad(&what, &e.to_string()))?;
+    let kind =
+        ManifestKind::parse(&fetched.bytes).map_err(|e| client.bad(&what, &e.to_string()))?;
     let images = match kind {
         ManifestKind::Image(m) => {
-            vec![(Descriptor::new(m.media_type(), fetched.digest, fetched.bytes.len() as u64), m)]
+            vec![(
+                Descriptor::new(m.media_type(), fetched.digest, fetched.bytes.len() as u64),
+                m,
+            )]
         }
         ManifestKind::Index(i) => {
             let mut v = Vec::new();
-            for child in i.manifests.iter().filter(|d| mt::is_manifest(&d.media_type)) {
+            for child in i
+                .manifests
+                .iter()
+                .filter(|d| mt::is_manifest(&d.media_type))
+            {
                 if let (_, ManifestKind::Image(m)) =
                     client.get_child_manifest(&repo, child, &scopes)?
                 {

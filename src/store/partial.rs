@@ -82,7 +82,10 @@ impl SpanTable {
         spans.sort_by_key(|s| s.offset);
         for w in spans.windows(2) {
             if w[0].end() > w[1].offset {
-                return Err(format!("spans at {} and {} overlap", w[0].offset, w[1].offset));
+                return Err(format!(
+                    "spans at {} and {} overlap",
+                    w[0].offset, w[1].offset
+                ));
             }
         }
         if spans.iter().any(|s| s.len == 0) {
@@ -685,9 +688,7 @@ impl PartialBlob {
             }
             .into());
         }
-        self.file
-            .sync_all()
-            .map_err(|e| StoreError::io(&data, e))?;
+        self.file.sync_all().map_err(|e| StoreError::io(&data, e))?;
         let dest = self.store.blob_path(&self.digest);
         fs::rename(&data, &dest).map_err(|e| StoreError::io(&dest, e))?;
         if let Some(dir) = dest.parent() {
@@ -723,7 +724,11 @@ mod tests {
         let blob: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
         let digest = Digest::of(&blob);
         let spans = table(&blob, 1000);
-        assert!(store.add_partial(&digest, blob.len() as u64, "r/x").unwrap());
+        assert!(
+            store
+                .add_partial(&digest, blob.len() as u64, "r/x")
+                .unwrap()
+        );
         let p = store.open_partial(&digest).unwrap().unwrap();
         // 500..2600 covers span 1 whole only: only it is stored.
         let got = p
@@ -759,7 +764,10 @@ mod tests {
         let mut bad = blob.clone();
         bad[2500] = 6;
         let e = p.store_verified(0, &bad, &spans, "r/x").unwrap_err();
-        assert!(matches!(e, FetchError::WrongBytes { offset: 2000, .. }), "{e}");
+        assert!(
+            matches!(e, FetchError::WrongBytes { offset: 2000, .. }),
+            "{e}"
+        );
         assert_eq!(p.local_bytes(), 0);
         assert_eq!(store.partial_status(&digest).unwrap().unwrap().1, 0);
     }
@@ -770,12 +778,15 @@ mod tests {
         let blob: Vec<u8> = (0..3333u32).map(|i| (i % 251) as u8).collect();
         let digest = Digest::of(&blob);
         let spans = table(&blob, 1000);
-        store.add_partial(&digest, blob.len() as u64, "r/x").unwrap();
+        store
+            .add_partial(&digest, blob.len() as u64, "r/x")
+            .unwrap();
         let p = store.open_partial(&digest).unwrap().unwrap();
         p.store_verified(0, &blob[..2000], &spans, "r/x").unwrap();
         assert!(!p.complete().unwrap());
         assert!(!store.has_blob(&digest));
-        p.store_verified(2000, &blob[2000..], &spans, "r/x").unwrap();
+        p.store_verified(2000, &blob[2000..], &spans, "r/x")
+            .unwrap();
         assert!(p.complete().unwrap());
         assert!(store.has_blob(&digest));
         assert!(!store.has_partial(&digest));

@@ -24,7 +24,8 @@ fn sample_tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
             .unwrap();
     }
     w.add_symlink(b"etc/link", &meta(0o777), b"small").unwrap();
-    w.add_hardlink(b"etc/hard", &meta(0o644), b"etc/small").unwrap();
+    w.add_hardlink(b"etc/hard", &meta(0o644), b"etc/small")
+        .unwrap();
     w.finish().unwrap()
 }
 
@@ -87,7 +88,13 @@ fn a_written_layer_is_one_gzip_tar_of_the_same_entries_plus_the_toc() {
     assert_eq!(
         names,
         [
-            "etc/", "etc/small", "etc/empty", "etc/caps", "usr/big", "etc/link", "etc/hard",
+            "etc/",
+            "etc/small",
+            "etc/empty",
+            "etc/caps",
+            "usr/big",
+            "etc/link",
+            "etc/hard",
             TOC_NAME
         ]
     );
@@ -117,7 +124,10 @@ fn a_written_layer_is_one_gzip_tar_of_the_same_entries_plus_the_toc() {
     assert_eq!(big_entry.size, big.len() as u64);
     assert_eq!(big_entry.digest, Digest::of(&big).to_string());
     assert_eq!(big_entry.chunk_size, CHUNK_SIZE);
-    assert_eq!(toc.entries[6].chunk_size, 0, "the last chunk runs to the end");
+    assert_eq!(
+        toc.entries[6].chunk_size, 0,
+        "the last chunk runs to the end"
+    );
     assert_eq!(toc.entries[7].link_name, "small");
     assert_eq!(toc.entries[8].link_name, "etc/small");
     assert_eq!(toc.entries[0].mode, 0o755);

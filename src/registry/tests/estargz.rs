@@ -47,7 +47,11 @@ fn files_by_range(src: &EstargzSource, layers: &[Descriptor]) -> HashMap<String,
             assert_eq!(f.len() as u64, c.file_offset);
             f.extend_from_slice(&data);
         }
-        for e in toc.entries.iter().filter(|e| e.kind == "reg" && e.size == 0) {
+        for e in toc
+            .entries
+            .iter()
+            .filter(|e| e.kind == "reg" && e.size == 0)
+        {
             files.insert(crate::layer::estargz::clean_name(&e.name), Vec::new());
         }
         // A file of an upper layer replaces a lower one's.
@@ -78,9 +82,16 @@ fn estargz_written_by_layerfs_reads_back_with_skopeo_umoci_and_by_range() {
         assert_eq!(l.media_type, mt::OCI_LAYER_GZIP);
         assert!(l.annotation(TOC_DIGEST_ANNOTATION).is_some(), "{l:?}");
         let index = crate::layer::open_index(&src, &l.digest).unwrap();
-        assert_eq!(index.diff_id(), diff_id, "the config follows the new layers");
+        assert_eq!(
+            index.diff_id(),
+            diff_id,
+            "the config follows the new layers"
+        );
         let size = index.meta().uncompressed_size.to_string();
-        assert_eq!(l.annotation(UNCOMPRESSED_SIZE_ANNOTATION), Some(size.as_str()));
+        assert_eq!(
+            l.annotation(UNCOMPRESSED_SIZE_ANNOTATION),
+            Some(size.as_str())
+        );
     }
     assert_fsck_clean(&src);
 
@@ -99,7 +110,11 @@ fn estargz_written_by_layerfs_reads_back_with_skopeo_umoci_and_by_range() {
         .arg(format!("oci:{}:app", layout.display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bundle = work.path().join("bundle");
     let out = Command::new("umoci")
         .args(["unpack", "--image"])
@@ -107,11 +122,18 @@ fn estargz_written_by_layerfs_reads_back_with_skopeo_umoci_and_by_range() {
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rootfs = bundle.join("rootfs");
     assert_eq!(std::fs::read(rootfs.join("data/big")).unwrap(), big);
     assert_eq!(std::fs::read(rootfs.join("data/small")).unwrap(), small);
-    assert_eq!(std::fs::read(rootfs.join("data/zst")).unwrap(), b"from a zstd layer");
+    assert_eq!(
+        std::fs::read(rootfs.join("data/zst")).unwrap(),
+        b"from a zstd layer"
+    );
     assert!(rootfs.join(TOC_NAME).is_file());
 
     // By range: TOC from the end, every chunk alone.
@@ -234,9 +256,20 @@ fn estargz_made_by_ctr_remote_reads_by_range_and_equals_its_full_pull() {
 
     let ctrd = Containerd::start();
     let a = archive.to_string_lossy().into_owned();
-    ctrd.ok(&["images", "import", "--base-name", "docker.io/library/plain", "--digests", &a]);
+    ctrd.ok(&[
+        "images",
+        "import",
+        "--base-name",
+        "docker.io/library/plain",
+        "--digests",
+        &a,
+    ]);
     let listed = ctrd.ok(&["images", "ls", "-q"]);
-    let plain = listed.lines().next().expect("an imported image").to_string();
+    let plain = listed
+        .lines()
+        .next()
+        .expect("an imported image")
+        .to_string();
     let esgz = "docker.io/library/plain:esgz";
     ctrd.ok(&["image", "convert", "--estargz", "--oci", &plain, esgz]);
     let converted = work.path().join("esgz.tar");
@@ -258,7 +291,14 @@ fn estargz_made_by_ctr_remote_reads_by_range_and_equals_its_full_pull() {
     let cfg = tempfile::tempdir().unwrap();
     let o = opts(cfg.path());
     let target = r(&format!("{}/es/ctr:1", reg.addr));
-    push(&full, &manifest.hex(), &target, &PushOptions::new(o.clone()), &Silent).unwrap();
+    push(
+        &full,
+        &manifest.hex(),
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
 
     let es = EstargzSource::connect(&target, &o).unwrap();
     let lazy = files_by_range(&es, &m.layers);

@@ -529,15 +529,12 @@ pub fn referrers_api(backend: String) -> Hook {
         if req.method == "GET"
             && let Some((repo, subject)) = repo_of("/referrers/")
         {
-            let want = req
-                .target
-                .split_once("artifactType=")
-                .map(|(_, t)| {
-                    let t = t.split('&').next().unwrap_or("");
-                    percent_encoding::percent_decode_str(t)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                });
+            let want = req.target.split_once("artifactType=").map(|(_, t)| {
+                let t = t.split('&').next().unwrap_or("");
+                percent_encoding::percent_decode_str(t)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            });
             let manifests: Vec<serde_json::Value> = seen
                 .lock()
                 .unwrap()
@@ -545,7 +542,9 @@ pub fn referrers_api(backend: String) -> Hook {
                 .filter(|(r, s, d)| {
                     *r == repo
                         && *s == subject
-                        && want.as_ref().is_none_or(|w| d["artifactType"] == w.as_str())
+                        && want
+                            .as_ref()
+                            .is_none_or(|w| d["artifactType"] == w.as_str())
                 })
                 .map(|(_, _, d)| d.clone())
                 .collect();

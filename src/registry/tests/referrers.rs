@@ -7,9 +7,9 @@
 
 use super::harness::{Registry, RegistryKind, Server, referrers_api};
 use super::*;
+use crate::registry::auth::Scopes;
 use crate::registry::client::Client;
 use crate::registry::referrers::{fetch_indexes, publish};
-use crate::registry::auth::Scopes;
 use crate::registry::{fetch_published_indexes, index_push, referrers_tag};
 use crate::testutil::{noise, temp_store, text};
 
@@ -50,10 +50,24 @@ fn push_publishes_indexes_found_through_the_referrers_tag() {
     let (desc, layers) = three_layers(&src);
     let target = r(&format!("{}/lazy/app:1", reg.addr));
     let o = opts(cfg.path());
-    let rep = push(&src, "local/idx:1", &target, &PushOptions::new(o.clone()), &Silent).unwrap();
+    let rep = push(
+        &src,
+        "local/idx:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(rep.index_artifacts, 1);
     // Again: the referrers tag still lists one layerfs index.
-    push(&src, "local/idx:1", &target, &PushOptions::new(o.clone()), &Silent).unwrap();
+    push(
+        &src,
+        "local/idx:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
     let client = Client::connect(&reg.addr, &o).unwrap();
     let scopes = Scopes::pull("lazy/app");
     let tag = client
@@ -72,8 +86,14 @@ fn push_publishes_indexes_found_through_the_referrers_tag() {
     let got = fetch_published_indexes(&dst, &target, &desc.digest, &layers, &o).unwrap();
     assert_same_indexes(&src, &dst, &layers, &got);
     // The index is small beside its layer (the text layer is 300 kB).
-    let idx = std::fs::metadata(src.layer_index_path(&layers[0].digest)).unwrap().len();
-    assert!(idx * 20 < layers[0].size.max(100_000) * 2, "{idx} vs {}", layers[0].size);
+    let idx = std::fs::metadata(src.layer_index_path(&layers[0].digest))
+        .unwrap()
+        .len();
+    assert!(
+        idx * 20 < layers[0].size.max(100_000) * 2,
+        "{idx} vs {}",
+        layers[0].size
+    );
 
     // An image without indexes has none to find.
     let bare = r(&format!("{}/lazy/bare:1", reg.addr));
@@ -96,7 +116,14 @@ fn the_referrers_api_is_used_where_the_registry_has_it() {
     let (desc, layers) = three_layers(&src);
     let target = r(&format!("{}/lazy/api:1", proxy.addr));
     let o = opts(cfg.path());
-    let rep = push(&src, "local/idx:1", &target, &PushOptions::new(o.clone()), &Silent).unwrap();
+    let rep = push(
+        &src,
+        "local/idx:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(rep.index_artifacts, 1);
     let tag = referrers_tag(&desc.digest);
     let tag_puts = proxy
@@ -173,10 +200,24 @@ fn an_index_of_another_layer_is_refused() {
     // Layer 0 announced with layer 1's index.
     let wrong = std::fs::read(src.layer_index_path(&layers[1].digest)).unwrap();
     let subject = Descriptor::new(mt::OCI_MANIFEST, desc.digest, desc.size);
-    publish(&client, "lazy/bad", &scopes, &subject, &[(layers[0].clone(), wrong)]).unwrap();
+    publish(
+        &client,
+        "lazy/bad",
+        &scopes,
+        &subject,
+        &[(layers[0].clone(), wrong)],
+    )
+    .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let err = fetch_indexes(&client, "lazy/bad", &scopes, &desc.digest, &layers, tmp.path())
-        .unwrap_err()
-        .to_string();
+    let err = fetch_indexes(
+        &client,
+        "lazy/bad",
+        &scopes,
+        &desc.digest,
+        &layers,
+        tmp.path(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("belongs to another blob"), "{err}");
 }
