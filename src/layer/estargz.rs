@@ -216,7 +216,8 @@ pub fn parse_toc(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, Diges
     if size > MAX_TOC {
         return Err(bad("larger than 256 MiB"));
     }
-    let mut json = Vec::with_capacity(size as usize);
+    // Grows with what inflates, not with the size a header claims.
+    let mut json = Vec::with_capacity(size.min(1 << 20) as usize);
     gz.take(size)
         .read_to_end(&mut json)
         .map_err(|e| EstargzError::Toc(format!("inflating: {e}")))?;
@@ -333,7 +334,7 @@ pub fn verify_chunk(member: &[u8], chunk: &Chunk) -> Result<Vec<u8>, EstargzErro
         offset: chunk.file_offset,
         why,
     };
-    let mut data = Vec::with_capacity(chunk.size.min(CHUNK_SIZE * 4) as usize);
+    let mut data = Vec::with_capacity(chunk.size.min(1 << 20) as usize);
     flate2::read::GzDecoder::new(member)
         .take(chunk.size)
         .read_to_end(&mut data)
