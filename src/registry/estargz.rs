@@ -35,7 +35,7 @@ pub(super) fn get_range(
         std::io::copy(&mut (&mut body).take(offset), &mut std::io::sink())
             .map_err(|e| client.bad(&what, &e.to_string()))?;
     }
-    let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
+    let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
     body.take(len)
         .read_to_end(&mut out)
         .map_err(|e| client.bad(&what, &e.to_string()))?;
