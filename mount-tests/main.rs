@@ -13,6 +13,7 @@ mod durability;
 mod fixtures;
 mod hostile;
 mod interop;
+mod lazy;
 mod live_commit;
 mod posix;
 mod readonly;

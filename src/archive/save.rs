@@ -40,6 +40,15 @@ pub fn save(
         source: e,
     })?;
     let items = resolve_all(store, images)?;
+    // A lazy image's layers are fetched whole first: the archive is the image.
+    for item in &items {
+        for d in item.image.layer_digests() {
+            crate::layer::fetch_whole(store, &d).map_err(|e| ArchiveError::SaveBroken {
+                image: item.image.id().to_string(),
+                why: e.to_string(),
+            })?;
+        }
+    }
     let mut tar = TarOut::new(out);
     match format {
         SaveFormat::DockerArchive => docker::write(store, &items, &mut tar)?,

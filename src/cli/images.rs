@@ -33,6 +33,8 @@ struct ImageJson {
     digest: String,
     created: Option<String>,
     size: u64,
+    /// Bytes on disk: less than `size` for a lazy image not yet whole.
+    local_size: u64,
     layers: usize,
     architecture: String,
     os: String,
@@ -44,6 +46,7 @@ struct Row {
     digest: String,
     created: Option<String>,
     size: u64,
+    local: u64,
     layers: usize,
     arch: String,
     os: String,
@@ -60,12 +63,29 @@ fn rows(store: &Store) -> Result<Vec<Row>> {
             digest: e.descriptor.digest.to_string(),
             created: config.created,
             size: m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
+            local: m.config.size
+                + m.layers
+                    .iter()
+                    .map(|l| store.local_bytes(&l.digest))
+                    .sum::<u64>(),
             layers: m.layers.len(),
             arch: config.architecture,
             os: config.os,
         });
     }
     Ok(out)
+}
+
+/// The size, and for a lazy image not yet whole how much of it is local.
+fn lazy_size(size: u64, local: u64) -> String {
+    if local >= size {
+        return human_size(size);
+    }
+    format!(
+        "{} ({}% local)",
+        human_size(size),
+        local.saturating_mul(100) / size.max(1)
+    )
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
@@ -89,6 +109,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                         digest: r.digest,
                         created: r.created,
                         size: r.size,
+                        local_size: r.local,
                         layers: r.layers,
                         architecture: r.arch,
                         os: r.os,
@@ -124,7 +145,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     row.extend([
                         short_id(&r.id, a.no_trunc),
                         human_age(r.created.as_deref()),
-                        human_size(r.size),
+                        lazy_size(r.size, r.local),
                     ]);
                     row
                 })

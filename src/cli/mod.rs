@@ -14,6 +14,7 @@ mod images;
 mod import;
 mod index;
 mod inspect;
+mod lazy;
 mod load;
 mod login;
 mod logout;
@@ -168,6 +169,7 @@ pub fn main() -> i32 {
         }
     };
     init_logging();
+    lazy::install_fetcher();
     let ctx = Ctx {
         root: cli.root.clone().unwrap_or_else(Store::default_root),
     };

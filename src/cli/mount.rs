@@ -41,6 +41,11 @@ pub struct Args {
     /// FUSE worker threads
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
+    /// Lazy images: fetch the rest of each layer behind the reads (all) or only what is read (none)
+    #[arg(long, value_enum, default_value = "all")]
+    prefetch: super::lazy::Prefetch,
+    #[command(flatten)]
+    transport: super::transfer::TransportArgs,
 }
 
 fn default_threads() -> usize {
@@ -76,13 +81,18 @@ fn options(a: &Args) -> Result<(MountOptions, String)> {
         threads: a.threads,
         in_process: false,
         debug: a.debug,
+        no_prefetch: a.prefetch == super::lazy::Prefetch::None,
     };
     Ok((opts, what))
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let (opts, what) = options(&a)?;
+    let (mut opts, what) = options(&a)?;
     let store = ctx.store()?;
+    if !a.foreground && a.container.is_none() {
+        opts.image = super::lazy::pull_if_missing(&store, &opts.image, &a.transport)
+            .with_context(|| format!("mount {what}"))?;
+    }
     if !a.foreground {
         mount::mount_background(&store, &opts).with_context(|| format!("mount {what}"))?;
         return Ok(());

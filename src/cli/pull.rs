@@ -23,6 +23,9 @@ pub struct Args {
     /// Print only the image name at the end
     #[arg(short, long)]
     quiet: bool,
+    /// Fetch only the manifest, the config and each layer's index; layer data comes as it is read
+    #[arg(long, conflicts_with = "all_platforms")]
+    lazy: bool,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -41,6 +44,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let mut opts = PullOptions::new(a.transport.client_options());
     opts.platform = platform;
     opts.all_platforms = a.all_platforms;
+    opts.lazy = a.lazy;
     let display = Display::new(Verb::Pull, a.quiet);
     let result = pull(&store, &reference, &opts, &display);
     display.finish();

@@ -1,6 +1,8 @@
 //! `fsck`: re-verifies every blob against its digest, every image's
 //! manifest, config and layers, and every layer index (a damaged index is
-//! rebuilt from its blob; a damaged blob cannot be, and is reported).
+//! rebuilt from its blob; a damaged blob cannot be, and is reported). A
+//! layer held in part (a lazy image) has its fetched spans checked against
+//! its index's span digests.
 
 use crate::layer::{LayerIndex, index_blob};
 use crate::oci::{Digest, ManifestKind, Sha256Writer};
@@ -71,6 +73,12 @@ pub fn fsck(store: &Store) -> Result<FsckReport> {
                         }
                     };
                     for (i, l) in man.layers.iter().enumerate() {
+                        if !store.has_blob(&l.digest) && store.has_partial(&l.digest) {
+                            if checked_layers.insert(l.digest) {
+                                check_partial(store, &l.digest, &mut r);
+                            }
+                            continue;
+                        }
                         if !store.has_blob(&l.digest) {
                             r.damaged
                                 .push(format!("image {name}: layer {} is missing", l.digest));
@@ -100,6 +108,39 @@ pub fn fsck(store: &Store) -> Result<FsckReport> {
         }
     }
     Ok(r)
+}
+
+/// The fetched spans of a partial layer, against its index's span digests.
+fn check_partial(store: &Store, digest: &Digest, r: &mut FsckReport) {
+    r.blobs_checked += 1;
+    let spans = match LayerIndex::open(&store.layer_index_path(digest), digest) {
+        Ok(i) => i.span_table(),
+        Err(e) => {
+            r.damaged.push(format!("partial layer {digest}: {e}"));
+            return;
+        }
+    };
+    let Some(spans) = spans else {
+        r.damaged.push(format!(
+            "partial layer {digest}: its index has no span digests"
+        ));
+        return;
+    };
+    let checked = store
+        .open_partial(digest)
+        .map_err(|e| e.to_string())
+        .and_then(|p| p.ok_or_else(|| "gone".to_string()))
+        .and_then(|p| p.check(&spans).map_err(|e| e.to_string()));
+    match checked {
+        Ok(bad) => r.damaged.extend(bad.iter().map(|s| {
+            format!(
+                "partial layer {digest}: bytes {}..{} are damaged",
+                s.offset,
+                s.end()
+            )
+        })),
+        Err(e) => r.damaged.push(format!("partial layer {digest}: {e}")),
+    }
 }
 
 fn check_index(store: &Store, digest: &Digest, r: &mut FsckReport) -> Option<LayerIndex> {

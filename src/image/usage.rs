@@ -1,5 +1,6 @@
 //! Disk usage per image: total, unique and shared bytes, with every shared
-//! blob counted once in the store's total (`df`).
+//! blob counted once in the store's total (`df`). Only local bytes count: a
+//! lazy image's partial layers count what has been fetched.
 
 use crate::oci::Digest;
 use crate::store::{Result, Store};
@@ -51,7 +52,7 @@ pub fn usage(store: &Store) -> Result<StoreUsage> {
         }
         blob_sets.push(set);
     }
-    let size = |d: &Digest| store.blob_size(d).unwrap_or(0);
+    let size = |d: &Digest| store.local_bytes(d);
     let mut images = Vec::new();
     let mut all = HashSet::new();
     for ((manifest, id, names), set) in by_manifest.into_iter().zip(blob_sets) {
@@ -75,9 +76,11 @@ pub fn usage(store: &Store) -> Result<StoreUsage> {
     }
     let images_total = all.iter().map(size).sum();
     let blobs = store.list_blobs()?;
-    let blobs_total = blobs.iter().map(size).sum();
+    let partials = store.list_partials()?;
+    let blobs_total = blobs.iter().chain(&partials).map(size).sum();
     let indexes_total = blobs
         .iter()
+        .chain(&partials)
         .filter_map(|d| std::fs::metadata(store.layer_index_path(d)).ok())
         .map(|m| m.len())
         .sum();

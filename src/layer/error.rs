@@ -34,6 +34,9 @@ pub enum LayerError {
     Write(std::io::Error),
     #[error(transparent)]
     Estargz(Box<super::estargz::EstargzError>),
+    /// A layer held in part could not be made whole (lazy images).
+    #[error(transparent)]
+    Fetch(Box<crate::store::FetchError>),
 }
 
 /// A path or name for a one-line message: lossy UTF-8, at most 64 bytes of

@@ -265,7 +265,7 @@ impl SpanHasher {
     }
 
     fn finish(mut self) -> Vec<Digest> {
-        if self.hash.len() > 0 {
+        if !self.hash.is_empty() {
             self.done.push(self.hash.finish());
         }
         self.done

@@ -22,7 +22,7 @@ pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
 pub use ingest::{
     LayerInfo, TeeReader, index_blob, index_only, ingest, normalize_path, open_index,
 };
-pub use reader::{Layer, ReadError, SpanCache};
+pub use reader::{Layer, ReadError, SpanCache, fetch_whole};
 pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 
 #[cfg(test)]

@@ -126,7 +126,10 @@ pub enum ReadError {
     #[error("layer {digest}: {source}")]
     Span { digest: Digest, source: SpanError },
     #[error("layer {digest}: {source}")]
-    Fetch { digest: Digest, source: FetchError },
+    Fetch {
+        digest: Digest,
+        source: Box<FetchError>,
+    },
 }
 
 /// Where a layer's compressed bytes are read from.
@@ -207,7 +210,7 @@ impl Layer {
         };
         let err = |source| ReadError::Fetch {
             digest: *self.digest(),
-            source,
+            source: Box::new(source),
         };
         let mut at = 0;
         while at < blob.size() {
@@ -336,7 +339,7 @@ impl Layer {
                     blob.ensure(range, spans, partial::fetch_timeout())
                         .map_err(|source| ReadError::Fetch {
                             digest: *self.digest(),
-                            source,
+                            source: Box::new(source),
                         })?;
                     blob.file()
                 }
@@ -356,6 +359,23 @@ impl Layer {
                 why: "span not decoded".into(),
             })
         })
+    }
+}
+
+/// Makes layer `digest` whole when the store holds it in part: fetches
+/// what is missing, checks the digest, moves it into the blobs. Nothing to
+/// do for a whole one. `save`, `push` and a later `pull` use it.
+pub fn fetch_whole(store: &Store, digest: &Digest) -> Result<(), LayerError> {
+    if store.has_blob(digest) || !store.has_partial(digest) {
+        return Ok(());
+    }
+    let layer = Layer::open(store, digest, SpanCache::new(8 << 20))?;
+    match layer.prefetch(4 << 20, &|| true) {
+        Ok(_) => Ok(()),
+        Err(ReadError::Fetch { source, .. }) => Err(LayerError::Fetch(source)),
+        Err(e @ ReadError::Span { .. }) => {
+            Err(LayerError::Stream(std::io::Error::other(e.to_string())))
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct MountOptions {
     pub in_process: bool,
     /// Log every filesystem request (the daemon's log level becomes debug).
     pub debug: bool,
+    /// Lazy images: do not fetch the rest of each layer behind the reads.
+    pub no_prefetch: bool,
 }
 
 /// The mountpoint, canonical, checked: a directory, empty, not mounted.
@@ -243,7 +245,14 @@ fn serve_inner(
     if let Some(r) = ready.take() {
         r(Ok(()));
     }
+    let prefetch = match opts.no_prefetch {
+        false => Some(super::lazy::start_prefetch(fs.clone())),
+        true => None,
+    };
     let result = session.run();
+    if let Some(stop) = prefetch {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     if let Some((c, _)) = &container {
         let _ = std::fs::remove_file(c.control_socket());
     }
@@ -357,6 +366,7 @@ pub fn daemon_args(root: &Path, opts: &MountOptions) -> Vec<String> {
         (opts.suid, "--suid"),
         (opts.dev, "--dev"),
         (opts.writable, "--writable"),
+        (opts.no_prefetch, "--prefetch=none"),
     ] {
         if on {
             args.push(flag.into());

@@ -5,6 +5,7 @@
 mod control;
 mod daemon;
 mod fuse;
+mod lazy;
 pub mod records;
 
 pub use daemon::{

@@ -42,6 +42,9 @@ pub struct PullOptions {
     pub all_platforms: bool,
     /// Blobs downloaded at once.
     pub jobs: usize,
+    /// Lazy: a layer whose index a source has (see `lazy::index_sources`)
+    /// is not downloaded but recorded as a partial blob, fetched as read.
+    pub lazy: bool,
 }
 
 impl PullOptions {
@@ -51,6 +54,7 @@ impl PullOptions {
             platform: None,
             all_platforms: false,
             jobs: default_pull_jobs(),
+            lazy: false,
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct PullReport {
     pub blobs_present: usize,
     /// Bytes received for blobs (manifests not counted).
     pub bytes_downloaded: u64,
+    /// Layers left in the registry, to be fetched as read (`lazy`).
+    pub layers_lazy: usize,
 }
 
 /// A manifest to store once its blobs are in.
@@ -135,6 +141,9 @@ pub fn pull(
     let mut present = 0;
     // Layer digest -> diff_id, of the layers stored and then of those fetched.
     let mut diff_ids = HashMap::new();
+    let mut layers_lazy = 0;
+    let sources = super::lazy::index_sources();
+    let origin = super::lazy::origin(&registry, &repo);
     for f in &manifests {
         let config = Job {
             desc: f.manifest.config.clone(),
@@ -148,6 +157,32 @@ pub fn pull(
         });
         for job in std::iter::once(config).chain(layers) {
             if !seen.insert(job.desc.digest) {
+                continue;
+            }
+            if opts.lazy
+                && job.indexed
+                && !store.has_blob(&job.desc.digest)
+                && let Some(index) = super::lazy::find_index(
+                    &sources,
+                    &super::lazy::IndexRequest {
+                        store,
+                        client: &client,
+                        repo: &repo,
+                        manifest: &f.desc.digest,
+                        layer: &job.desc,
+                    },
+                )
+            {
+                store.add_partial(&job.desc.digest, job.desc.size, &origin)?;
+                diff_ids.insert(job.desc.digest, *index.diff_id());
+                layers_lazy += 1;
+                progress.event(Event::Done {
+                    digest: &job.desc.digest,
+                    kind: job.kind,
+                    size: job.desc.size,
+                    outcome: BlobOutcome::Exists,
+                    from: None,
+                });
                 continue;
             }
             if have_blob(store, &job, &mut diff_ids)? {
@@ -216,6 +251,7 @@ pub fn pull(
         blobs_downloaded: downloaded,
         blobs_present: present,
         bytes_downloaded: received.load(Ordering::Relaxed),
+        layers_lazy,
     })
 }
 
@@ -243,6 +279,7 @@ fn finish_present(
         blobs_downloaded: 0,
         blobs_present: 0,
         bytes_downloaded: 0,
+        layers_lazy: 0,
     })
 }
 
@@ -316,6 +353,12 @@ fn have_blob(
     diff_ids: &mut HashMap<Digest, Digest>,
 ) -> Result<bool, RegistryError> {
     let d = &job.desc.digest;
+    // Part of it fetched by a lazy read: fetch the rest, not all of it again.
+    if store.has_partial(d)
+        && let Err(e) = crate::layer::fetch_whole(store, d)
+    {
+        log::warn!("layer {d}: completing its partial blob: {e}; downloading it whole");
+    }
     if !store.has_blob(d) {
         return Ok(false);
     }

@@ -3,7 +3,8 @@
 //! store. Per blob: HEAD (skip what the registry has), else a
 //! cross-repository mount when we know another repository there holds it,
 //! else an upload. Then manifests: an index's children by digest, the top
-//! one by tag.
+//! one by tag. A layer the store holds in part (a lazy image) is fetched
+//! whole only when the registry has it nowhere to HEAD or mount from.
 
 use super::auth::Scopes;
 use super::client::{Client, ClientOptions};
@@ -223,7 +224,7 @@ fn collect(
                 let config = (m.config.clone(), BlobKind::Config);
                 let layers = m.layers.iter().map(|l| (l.clone(), BlobKind::Layer));
                 for (d, kind) in std::iter::once(config).chain(layers) {
-                    if !store.has_blob(&d.digest) {
+                    if !store.has_blob(&d.digest) && !store.has_partial(&d.digest) {
                         return Err(RegistryError::Store(StoreError::BlobNotFound(d.digest)));
                     }
                     if seen.insert(d.digest) {
@@ -272,7 +273,10 @@ fn push_blob(
     counts: &Counts,
 ) -> Result<(), RegistryError> {
     let d = &blob.desc.digest;
-    let size = store.blob_size(d)?;
+    let size = match store.has_blob(d) {
+        true => store.blob_size(d)?,
+        false => blob.desc.size,
+    };
     let done = |outcome, from: Option<&str>| {
         progress.event(Event::Done {
             digest: d,
@@ -306,6 +310,7 @@ fn push_blob(
         kind: blob.kind,
         size,
     });
+    crate::layer::fetch_whole(store, d)?;
     let file = store.open_blob(d)?;
     let retry = client.retry();
     let mut failures = 0;

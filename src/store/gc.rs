@@ -1,6 +1,7 @@
 //! Garbage collection: blobs that no image, no hold (mounts, containers,
 //! builds) and no root given by the caller reaches are removed with their indexes,
-//! together with temp files that crashed writers left.
+//! together with temp files that crashed writers left, and partial blobs
+//! (lazy images) that nothing reaches.
 
 use super::{Result, Store, StoreError};
 use crate::oci::{Digest, ManifestKind};
@@ -66,14 +67,24 @@ impl Store {
             report.freed += size;
             report.removed.push((d, size));
         }
-        // Indexes whose blob is gone.
+        // Partial blobs (lazy images) go the same way, counted by their local bytes.
+        for d in self.list_partials()? {
+            if keep.contains(&d) {
+                continue;
+            }
+            let local = self.partial_status(&d)?.map_or(0, |(_, n)| n);
+            self.remove_partial(&d)?;
+            report.freed += local;
+            report.removed.push((d, local));
+        }
+        // Indexes whose blob is gone (a partial blob's index stays).
         let index_dir = self.index_dir();
         for entry in fs::read_dir(&index_dir).map_err(|e| StoreError::io(&index_dir, e))? {
             let entry = entry.map_err(|e| StoreError::io(&index_dir, e))?;
             let name = entry.file_name();
             let hex = name.to_str().and_then(|n| n.strip_suffix(".idx"));
             let orphan = match hex.and_then(|h| Digest::from_hex(h).ok()) {
-                Some(d) => !self.has_blob(&d),
+                Some(d) => !self.has_blob(&d) && !self.has_partial(&d),
                 None => true,
             };
             if orphan {

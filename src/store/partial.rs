@@ -296,6 +296,18 @@ impl Store {
         self.partial_dir().join(format!("{}{ext}", digest.hex()))
     }
 
+    /// Bytes of blob `digest` on disk: all of it when whole, the verified
+    /// ranges when partial, else none.
+    pub fn local_bytes(&self, digest: &Digest) -> u64 {
+        if let Ok(size) = self.blob_size(digest) {
+            return size;
+        }
+        self.partial_status(digest)
+            .ok()
+            .flatten()
+            .map_or(0, |(_, n)| n)
+    }
+
     /// Whether the store holds blob `digest` in part.
     pub fn has_partial(&self, digest: &Digest) -> bool {
         self.partial_path(digest, ".json").is_file()
@@ -650,6 +662,28 @@ impl PartialBlob {
             }
         }
         Ok(())
+    }
+
+    /// The local spans whose bytes no longer match their digest (damage on
+    /// disk), for fsck; spans not local are not read.
+    pub fn check(&self, spans: &SpanTable) -> std::result::Result<Vec<BlobSpan>, FetchError> {
+        let local = self.lock().ranges.clone();
+        let data = self.store.partial_path(&self.digest, "");
+        let mut bad = Vec::new();
+        let mut buf = Vec::new();
+        for s in spans.spans() {
+            if !local.contains(s.offset, s.end()) {
+                continue;
+            }
+            buf.resize(s.len as usize, 0);
+            self.file
+                .read_exact_at(&mut buf, s.offset)
+                .map_err(|e| StoreError::io(&data, e))?;
+            if Digest::from_bytes(Sha256::digest(&buf).into()) != s.digest {
+                bad.push(*s);
+            }
+        }
+        Ok(bad)
     }
 
     /// When every byte is local: checks the whole blob against its digest and

@@ -6,6 +6,7 @@ mod auth;
 mod estargz;
 mod faults;
 mod harness;
+mod lazy;
 mod mutation;
 mod referrers;
 mod roundtrip;

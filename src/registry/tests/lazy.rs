@@ -1,0 +1,337 @@
+//! Lazy pulls and range fetches: a layer whose index the store has is not
+//! downloaded; reads fetch the spans they need with Range requests, each
+//! verified. Against a real registry behind a counting proxy, and against
+//! fake registries that ignore Range or send wrong bytes.
+
+use super::faults::{Served, fake};
+use super::harness::{Action, Registry, RegistryKind, Request, Server, respond};
+use super::*;
+use crate::layer::{Layer, SpanCache};
+use crate::registry::RangeFetcher;
+use crate::store::partial;
+use crate::testutil::text;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An image of one gzip layer of ~18 MiB of text with a small file in the
+/// middle, in a store of its own (which keeps its index: what a published
+/// index gives a lazy pull).
+fn big_image() -> (tempfile::TempDir, Store, Descriptor, Digest) {
+    let (dir, store) = temp_store();
+    let a = text(9 << 20, 1);
+    let b = text(9 << 20, 3);
+    let l = layer(
+        &store,
+        Compression::Gzip,
+        &[("a", &a), ("small", b"small file\n"), ("b", &b)],
+    );
+    let desc = image(&store, &[l], None, None);
+    store.tag("app:1", &desc).unwrap();
+    (dir, store, desc, l.digest)
+}
+
+/// A store with only `src`'s index of `layer`: the lazy pull's index source.
+fn store_with_index(src: &Store, layer: &Digest) -> (tempfile::TempDir, Store) {
+    let (dir, store) = temp_store();
+    std::fs::copy(src.layer_index_path(layer), store.layer_index_path(layer)).unwrap();
+    (dir, store)
+}
+
+fn read_file(store: &Store, layer: &Digest, name: &str) -> Result<Vec<u8>, String> {
+    let l = Layer::open(store, layer, SpanCache::new(1 << 20)).map_err(|e| e.to_string())?;
+    let dir = l.index.find_dir(b"data").ok_or("no data directory")?;
+    let (e, _) = dir.lookup(name.as_bytes());
+    let e = e.ok_or("no such file")?;
+    let mut out = vec![0u8; e.size() as usize];
+    let n = l.read_at(&e, 0, &mut out).map_err(|e| e.to_string())?;
+    out.truncate(n);
+    Ok(out)
+}
+
+fn blob_bytes_served(s: &Server) -> u64 {
+    s.logged()
+        .iter()
+        .filter(|l| l.method == "GET" && l.target.contains("/blobs/"))
+        .map(|l| l.body_bytes)
+        .sum()
+}
+
+#[test]
+fn a_lazy_pull_fetches_only_the_spans_read_then_prefetch_makes_the_pulled_image() {
+    let test = "a_lazy_pull_fetches_only_the_spans_read";
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, desc, layer_d) = big_image();
+    let target = Reference::parse(&format!("{}/lazy/app:1", reg.addr)).unwrap();
+    push(
+        &src,
+        "app:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+    let proxy = Server::start(
+        Some(reg.addr.clone()),
+        Arc::new(|_: &Request| Action::Forward),
+    );
+    partial::set_fetcher_for(&proxy.addr, Arc::new(RangeFetcher::new(o.clone())));
+
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    let via_proxy = Reference::parse(&format!("{}/lazy/app:1", proxy.addr)).unwrap();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    let report = pull(&store, &via_proxy, &po, &Silent).unwrap();
+    assert_eq!((report.layers_lazy, report.digest), (1, desc.digest));
+    assert!(!store.has_blob(&layer_d) && store.has_partial(&layer_d));
+    assert_eq!(
+        blob_bytes_served(&proxy),
+        blob_bytes(
+            &src,
+            &store.read_manifest(&desc.digest).unwrap().config.digest
+        )
+        .len() as u64
+    );
+    proxy.clear_log();
+
+    assert_eq!(
+        read_file(&store, &layer_d, "small").unwrap(),
+        b"small file\n"
+    );
+    let size = src.blob_size(&layer_d).unwrap();
+    let served = blob_bytes_served(&proxy);
+    assert!(served > 0 && served < size / 2, "{served} of {size} bytes");
+    assert!(
+        proxy
+            .logged()
+            .iter()
+            .all(|l| l.range.is_some() || !l.target.contains("/blobs/"))
+    );
+    // Read again: nothing more fetched.
+    assert_eq!(
+        read_file(&store, &layer_d, "small").unwrap(),
+        b"small file\n"
+    );
+    assert_eq!(blob_bytes_served(&proxy), served);
+
+    // Prefetch: the layer becomes the very blob a pull stores.
+    let l = Layer::open(&store, &layer_d, SpanCache::new(1 << 20)).unwrap();
+    assert!(l.prefetch(4 << 20, &|| true).unwrap());
+    assert!(store.has_blob(&layer_d) && !store.has_partial(&layer_d));
+    assert!(blob_bytes(&store, &layer_d) == blob_bytes(&src, &layer_d));
+    assert!(blob_bytes_served(&proxy) < size + (1 << 20));
+    assert_fsck_clean(&store);
+}
+
+/// A fake registry serving `src`'s image as `app:1`, whole bodies only (it
+/// ignores Range), with `special` answering first.
+fn served_from(src: &Store, desc: &Descriptor) -> Served {
+    let m = src.read_manifest(&desc.digest).unwrap();
+    let mut blobs = HashMap::new();
+    for d in std::iter::once(desc.digest)
+        .chain(std::iter::once(m.config.digest))
+        .chain(m.layers.iter().map(|l| l.digest))
+    {
+        blobs.insert(d.to_string(), blob_bytes(src, &d));
+    }
+    Served {
+        manifest: desc.digest,
+        blobs,
+        layers: m.layers.iter().map(|l| l.digest).collect(),
+    }
+}
+
+fn lazy_pull_from(addr: &str, store: &Store, o: &ClientOptions) {
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    let r = Reference::parse(&format!("{addr}/app:1")).unwrap();
+    assert_eq!(pull(store, &r, &po, &Silent).unwrap().layers_lazy, 1);
+}
+
+#[test]
+fn a_registry_that_ignores_range_still_serves_lazy_reads() {
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, desc, layer_d) = big_image();
+    let s = fake(
+        served_from(&src, &desc),
+        Arc::new(|_: &Request, _: &Served| None),
+    );
+    partial::set_fetcher_for(&s.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    lazy_pull_from(&s.addr, &store, &o);
+    assert_eq!(
+        read_file(&store, &layer_d, "small").unwrap(),
+        b"small file\n"
+    );
+    let b = read_file(&store, &layer_d, "b").unwrap();
+    assert!(b == text(9 << 20, 3));
+}
+
+#[test]
+fn wrong_bytes_for_a_range_fail_the_read_and_store_nothing() {
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, desc, layer_d) = big_image();
+    let served = served_from(&src, &desc);
+    let blob = served.blobs[&layer_d.to_string()].clone();
+    let key = layer_d.to_string();
+    let s = fake(
+        served,
+        Arc::new(move |req: &Request, _: &Served| {
+            // Answers the range asked for, one byte of it flipped.
+            let range = req.header("Range")?.strip_prefix("bytes=")?.to_string();
+            (req.blob_digest()? == key).then(|| {
+                let (a, b) = range.split_once('-').unwrap();
+                let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                let mut body = blob[a..=b].to_vec();
+                let mid = body.len() / 2;
+                body[mid] ^= 1;
+                let cr = format!("bytes {a}-{b}/{}", blob.len());
+                Action::Respond(respond(
+                    "206 Partial Content",
+                    &[("Content-Range", &cr)],
+                    &body,
+                ))
+            })
+        }),
+    );
+    partial::set_fetcher_for(&s.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    lazy_pull_from(&s.addr, &store, &o);
+    let e = read_file(&store, &layer_d, "small").unwrap_err();
+    assert!(e.contains("do not match"), "{e}");
+    assert!(e.contains(&s.addr), "the error names no registry: {e}");
+    assert_eq!(store.partial_status(&layer_d).unwrap().unwrap().1, 0);
+}
+
+#[test]
+fn fsck_df_and_gc_know_partial_layers() {
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, desc, layer_d) = big_image();
+    let s = fake(
+        served_from(&src, &desc),
+        Arc::new(|_: &Request, _: &Served| None),
+    );
+    partial::set_fetcher_for(&s.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    lazy_pull_from(&s.addr, &store, &o);
+    read_file(&store, &layer_d, "small").unwrap();
+    let size = src.blob_size(&layer_d).unwrap();
+    let local = store.local_bytes(&layer_d);
+    assert!(local > 0 && local < size / 2, "{local} of {size}");
+    // df counts local bytes only.
+    let u = crate::image::usage(&store).unwrap();
+    let config = store.read_manifest(&desc.digest).unwrap().config.size;
+    assert_eq!(u.images[0].total, local + config + desc.size);
+    // fsck: clean, then a flipped byte of a fetched span is found.
+    assert_fsck_clean(&store);
+    let data = store.root().join("layerfs/partial").join(layer_d.hex());
+    let p = store.open_partial(&layer_d).unwrap().unwrap();
+    let spans = Layer::open(&store, &layer_d, SpanCache::new(1 << 20))
+        .unwrap()
+        .index
+        .span_table()
+        .unwrap();
+    let first = *spans
+        .spans()
+        .iter()
+        .find(|sp| p.is_local(sp.offset..sp.end()))
+        .unwrap();
+    drop(p);
+    let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"X", first.offset + 7).unwrap();
+    let r = crate::image::fsck(&store).unwrap();
+    assert!(
+        r.damaged.iter().any(|l| l.contains(&layer_d.to_string())),
+        "{:?}",
+        r.damaged
+    );
+    // gc keeps a partial layer an image uses, and removes it once none does.
+    store.gc(&[]).unwrap();
+    assert!(store.has_partial(&layer_d) && store.layer_index_path(&layer_d).is_file());
+    for t in store.tags_of(&desc.digest).unwrap() {
+        store.untag(&t).unwrap();
+    }
+    let report = store.gc(&[]).unwrap();
+    assert!(report.removed.iter().any(|(d, _)| *d == layer_d));
+    assert!(!store.has_partial(&layer_d) && !data.exists());
+    assert!(store.list_partials().unwrap().is_empty());
+}
+
+#[test]
+fn a_changed_lazy_image_is_pushed_without_fetching_its_base_and_save_fetches_it_whole() {
+    let test = "a_changed_lazy_image_is_pushed_without_fetching_its_base";
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, _desc, layer_d) = big_image();
+    let target = Reference::parse(&format!("{}/lazy/base:1", reg.addr)).unwrap();
+    push(
+        &src,
+        "app:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+    let proxy = Server::start(
+        Some(reg.addr.clone()),
+        Arc::new(|_: &Request| Action::Forward),
+    );
+    partial::set_fetcher_for(&proxy.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    let base = Reference::parse(&format!("{}/lazy/base:1", proxy.addr)).unwrap();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    pull(&store, &base, &po, &Silent).unwrap();
+
+    // A change on top: the base layer as the lazy pull left it, plus a new one.
+    let index = Layer::open(&store, &layer_d, SpanCache::new(1 << 20))
+        .unwrap()
+        .index;
+    let base_info = crate::layer::LayerInfo::from_index(&index);
+    let change = layer(&store, Compression::Gzip, &[("new", b"changed\n")]);
+    let changed = image(&store, &[base_info, change], None, None);
+    store.tag("changed:1", &changed).unwrap();
+    proxy.clear_log();
+    let other = Reference::parse(&format!("{}/other/app:2", proxy.addr)).unwrap();
+    let report = push(
+        &store,
+        "changed:1",
+        &other,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        report.blobs_mounted, 1,
+        "the base layer is mounted across repositories"
+    );
+    let base_gets: Vec<_> = proxy
+        .logged()
+        .into_iter()
+        .filter(|l| l.method == "GET" && l.target.contains(&layer_d.to_string()))
+        .collect();
+    assert!(base_gets.is_empty(), "{base_gets:?}");
+    assert!(!store.has_blob(&layer_d));
+
+    // save fetches the rest first: the archive holds the whole image.
+    let mut out = Vec::new();
+    crate::archive::save(
+        &store,
+        &["changed:1".to_string()],
+        crate::archive::SaveFormat::OciArchive,
+        &mut out,
+    )
+    .unwrap();
+    assert!(store.has_blob(&layer_d) && !store.has_partial(&layer_d));
+    assert!(blob_bytes(&store, &layer_d) == blob_bytes(&src, &layer_d));
+    assert!(out.len() as u64 > src.blob_size(&layer_d).unwrap());
+}
