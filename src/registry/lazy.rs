@@ -197,7 +197,10 @@ impl IndexSource for LocalIndex {
 
 /// The sources a lazy pull asks, in order.
 pub fn index_sources() -> Vec<Box<dyn IndexSource>> {
-    vec![Box::new(LocalIndex)]
+    vec![
+        Box::new(LocalIndex),
+        Box::new(super::referrers::PublishedIndex::default()),
+    ]
 }
 
 /// The first index any source has for `req.layer`, opened; None when none

@@ -203,18 +203,14 @@ pub(super) fn find_artifact(
         .rfind(|d| d.artifact_type.as_deref() == Some(INDEX_ARTIFACT_TYPE)))
 }
 
-/// The index file of each of `layers` (the layers of manifest `subject`)
-/// from its published artifact, each checked (see the module comment);
-/// `dir` holds the temp files of the check. Layers the artifact lacks are
-/// left out; None when there is no artifact.
-pub(super) fn fetch_indexes(
+/// The layerfs index artifact of manifest `subject`, fetched and checked
+/// to be one (its type and subject); None when the image has none.
+fn artifact_of(
     client: &Client,
     repo: &str,
     scopes: &Scopes,
     subject: &Digest,
-    layers: &[Descriptor],
-    dir: &Path,
-) -> Result<Option<Indexes>, RegistryError> {
+) -> Result<Option<Manifest>, RegistryError> {
     let Some(desc) = find_artifact(client, repo, scopes, subject)? else {
         return Ok(None);
     };
@@ -229,22 +225,114 @@ pub(super) fn fetch_indexes(
     {
         return Err(client.bad(&what, "not a layerfs index of this image"));
     }
+    Ok(Some(manifest))
+}
+
+/// The index file of `layer` from `artifact`, checked (see the module
+/// comment; `dir` holds the check's temp file); None when the artifact
+/// has none for it.
+fn layer_index(
+    client: &Client,
+    repo: &str,
+    scopes: &Scopes,
+    artifact: &Manifest,
+    layer: &Descriptor,
+    dir: &Path,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let want = layer.digest.to_string();
+    let Some(blob) = artifact
+        .layers
+        .iter()
+        .find(|b| b.annotation(LAYER_ANNOTATION) == Some(want.as_str()))
+    else {
+        return Ok(None);
+    };
+    let bytes = client.get_small_blob(repo, blob, index_limit(layer.size), scopes)?;
+    check_index(&bytes, layer, dir).map_err(|why| {
+        client.bad(
+            &format!("layerfs index of layer {} in {repo}", layer.digest),
+            &why,
+        )
+    })?;
+    Ok(Some(bytes))
+}
+
+/// The index file of each of `layers` (the layers of manifest `subject`)
+/// from its published artifact, each checked; layers the artifact lacks
+/// are left out. None when there is no artifact.
+pub(super) fn fetch_indexes(
+    client: &Client,
+    repo: &str,
+    scopes: &Scopes,
+    subject: &Digest,
+    layers: &[Descriptor],
+    dir: &Path,
+) -> Result<Option<Indexes>, RegistryError> {
+    let Some(artifact) = artifact_of(client, repo, scopes, subject)? else {
+        return Ok(None);
+    };
     let mut out = Vec::new();
     for layer in layers {
-        let want = layer.digest.to_string();
-        let Some(blob) = manifest
-            .layers
-            .iter()
-            .find(|b| b.annotation(LAYER_ANNOTATION) == Some(want.as_str()))
-        else {
-            continue;
-        };
-        let bytes = client.get_small_blob(repo, blob, index_limit(layer.size), scopes)?;
-        check_index(&bytes, layer, dir)
-            .map_err(|why| client.bad(&format!("{what}, layer {}", layer.digest), &why))?;
-        out.push((layer.clone(), bytes));
+        if let Some(bytes) = layer_index(client, repo, scopes, &artifact, layer, dir)? {
+            out.push((layer.clone(), bytes));
+        }
     }
     Ok(Some(out))
+}
+
+/// The lazy pull's index source for published layerfs indexes: the
+/// artifact of each image is fetched once, then each layer's index blob.
+#[derive(Default)]
+pub struct PublishedIndex {
+    /// Per image manifest: its artifact, or None when it has none.
+    artifacts: std::sync::Mutex<std::collections::HashMap<Digest, Option<Manifest>>>,
+}
+
+impl super::lazy::IndexSource for PublishedIndex {
+    fn name(&self) -> &'static str {
+        "published"
+    }
+
+    fn fetch_index(&self, req: &super::lazy::IndexRequest<'_>) -> Result<bool, RegistryError> {
+        let scopes = Scopes::pull(req.repo);
+        let known = self
+            .artifacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(req.manifest)
+            .cloned();
+        let artifact = match known {
+            Some(a) => a,
+            None => {
+                let a = artifact_of(req.client, req.repo, &scopes, req.manifest)?;
+                self.artifacts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(*req.manifest, a.clone());
+                a
+            }
+        };
+        let Some(artifact) = artifact else {
+            return Ok(false);
+        };
+        let tmp = req.store.tmp_dir();
+        let Some(bytes) = layer_index(req.client, req.repo, &scopes, &artifact, req.layer, &tmp)?
+        else {
+            return Ok(false);
+        };
+        install(req.store, &req.layer.digest, &bytes)?;
+        Ok(true)
+    }
+}
+
+/// Puts a checked index file where the store keeps the layer's index.
+fn install(store: &Store, layer: &Digest, bytes: &[u8]) -> Result<(), RegistryError> {
+    let path = store.layer_index_path(layer);
+    let mut w = store.blob_writer()?;
+    w.write_all(bytes)
+        .map_err(|e| RegistryError::Store(crate::store::StoreError::io(&path, e)))?;
+    w.commit_to(&path)?;
+    Ok(())
 }
 
 /// An index file describes `layer`: its checksum holds, its header names
@@ -378,11 +466,7 @@ pub(super) fn install_indexes(
     };
     let mut done = Vec::new();
     for (layer, bytes) in found {
-        let path = store.layer_index_path(&layer.digest);
-        let mut w = store.blob_writer()?;
-        w.write_all(&bytes)
-            .map_err(|e| RegistryError::Store(crate::store::StoreError::io(&path, e)))?;
-        w.commit_to(&path)?;
+        install(store, &layer.digest, &bytes)?;
         done.push(layer.digest);
     }
     Ok(done)

@@ -221,3 +221,45 @@ fn an_index_of_another_layer_is_refused() {
     .to_string();
     assert!(err.contains("belongs to another blob"), "{err}");
 }
+
+#[test]
+fn a_lazy_pull_takes_each_layer_index_from_the_published_artifact() {
+    let Some(reg) = Registry::start("lazy_pull_published_index", RegistryKind::default()) else {
+        return;
+    };
+    let proxy = Server::start(
+        Some(reg.addr.clone()),
+        std::sync::Arc::new(|_: &super::harness::Request| super::harness::Action::Forward),
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let (_d, src) = temp_store();
+    let (desc, layers) = three_layers(&src);
+    let o = opts(cfg.path());
+    let target = r(&format!("{}/lazy/pub:1", proxy.addr));
+    push(
+        &src,
+        "local/idx:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+    proxy.clear_log();
+
+    let (_d2, dst) = temp_store();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    let report = pull(&dst, &target, &po, &Silent).unwrap();
+    assert_eq!(report.digest, desc.digest);
+    assert_eq!(report.layers_lazy, 3);
+    let got: Vec<Digest> = layers.iter().map(|l| l.digest).collect();
+    assert_same_indexes(&src, &dst, &layers, &got);
+    for l in &layers {
+        let whole = proxy
+            .logged()
+            .iter()
+            .filter(|g| g.method == "GET" && g.target.ends_with(&l.digest.to_string()))
+            .count();
+        assert_eq!(whole, 0, "layer {} not read for its index", l.digest);
+    }
+}
