@@ -142,6 +142,27 @@ fn estargz_written_by_layerfs_reads_back_with_skopeo_umoci_and_by_range() {
     assert_eq!(got["data/big"], big);
     assert_eq!(got["data/small"], small);
     assert_eq!(got["data/zst"], b"from a zstd layer");
+
+    // Lazily with layerfs: a lazy pull (its published index), then reads
+    // that fetch only what they need.
+    crate::store::partial::set_fetcher_for(
+        &reg.addr,
+        std::sync::Arc::new(crate::registry::RangeFetcher::new(o.clone())),
+    );
+    let (_d3, lazy) = temp_store();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    let report = pull(&lazy, &target, &po, &Silent).unwrap();
+    assert_eq!(report.layers_lazy, 2);
+    let top = &m.layers[0].digest;
+    assert!(!lazy.has_blob(top) && lazy.has_partial(top));
+    let l = crate::layer::Layer::open(&lazy, top, crate::layer::SpanCache::new(1 << 20)).unwrap();
+    let dir = l.index.find_dir(b"data").unwrap();
+    let (e, _) = dir.lookup(b"small");
+    let e = e.unwrap();
+    let mut buf = vec![0u8; e.size() as usize];
+    assert_eq!(l.read_at(&e, 0, &mut buf).unwrap(), small.len());
+    assert_eq!(buf, small);
 }
 
 /// A private containerd (own root, state and socket), killed on drop.
