@@ -197,10 +197,7 @@ impl IndexSource for LocalIndex {
 
 /// The sources a lazy pull asks, in order.
 pub fn index_sources() -> Vec<Box<dyn IndexSource>> {
-    vec![
-        Box::new(LocalIndex),
-        Box::new(super::referrers::PublishedIndex::default()),
-    ]
+    vec![Box::new(LocalIndex)]
 }
 
 /// The first index any source has for `req.layer`, opened; None when none

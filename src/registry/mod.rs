@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod error;
 mod estargz;
+mod index_sources;
 pub mod lazy;
 mod progress;
 mod pull;
