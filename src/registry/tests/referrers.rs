@@ -40,35 +40,58 @@ fn assert_same_indexes(src: &Store, dst: &Store, layers: &[Descriptor], got: &[D
     }
 }
 
+/// The three-layer image in a store of its own, pushed to `addr/repo:1`
+/// (with its indexes or without).
+struct Pushed {
+    _cfg: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    src: Store,
+    desc: Descriptor,
+    layers: Vec<Descriptor>,
+    target: Reference,
+    o: ClientOptions,
+    report: PushReport,
+}
+
+fn pushed(addr: &str, repo: &str, indexes: bool) -> Pushed {
+    let cfg = tempfile::tempdir().unwrap();
+    let (dir, src) = temp_store();
+    let (desc, layers) = three_layers(&src);
+    let target = r(&format!("{addr}/{repo}:1"));
+    let o = opts(cfg.path());
+    let mut po = PushOptions::new(o.clone());
+    po.indexes = indexes;
+    let report = push(&src, "local/idx:1", &target, &po, &Silent).unwrap();
+    Pushed {
+        _cfg: cfg,
+        _dir: dir,
+        src,
+        desc,
+        layers,
+        target,
+        o,
+        report,
+    }
+}
+
 #[test]
 fn push_publishes_indexes_found_through_the_referrers_tag() {
     let Some(reg) = Registry::start("indexes_via_tag_schema", RegistryKind::default()) else {
         return;
     };
-    let cfg = tempfile::tempdir().unwrap();
-    let (_d, src) = temp_store();
-    let (desc, layers) = three_layers(&src);
-    let target = r(&format!("{}/lazy/app:1", reg.addr));
-    let o = opts(cfg.path());
-    let rep = push(
-        &src,
-        "local/idx:1",
-        &target,
-        &PushOptions::new(o.clone()),
-        &Silent,
-    )
-    .unwrap();
-    assert_eq!(rep.index_artifacts, 1);
+    let p = pushed(&reg.addr, "lazy/app", true);
+    let (src, desc, layers, target, o) = (&p.src, &p.desc, &p.layers, &p.target, &p.o);
+    assert_eq!(p.report.index_artifacts, 1);
     // Again: the referrers tag still lists one layerfs index.
     push(
-        &src,
+        src,
         "local/idx:1",
-        &target,
+        target,
         &PushOptions::new(o.clone()),
         &Silent,
     )
     .unwrap();
-    let client = Client::connect(&reg.addr, &o).unwrap();
+    let client = Client::connect(&reg.addr, o).unwrap();
     let scopes = Scopes::pull("lazy/app");
     let tag = client
         .get_manifest("lazy/app", &referrers_tag(&desc.digest), &scopes)
@@ -83,8 +106,8 @@ fn push_publishes_indexes_found_through_the_referrers_tag() {
     );
 
     let (_d2, dst) = temp_store();
-    let got = fetch_published_indexes(&dst, &target, &desc.digest, &layers, &o).unwrap();
-    assert_same_indexes(&src, &dst, &layers, &got);
+    let got = fetch_published_indexes(&dst, target, &desc.digest, layers, o).unwrap();
+    assert_same_indexes(src, &dst, layers, &got);
     // The index is small beside its layer (the text layer is 300 kB).
     let idx = std::fs::metadata(src.layer_index_path(&layers[0].digest))
         .unwrap()
@@ -99,9 +122,9 @@ fn push_publishes_indexes_found_through_the_referrers_tag() {
     let bare = r(&format!("{}/lazy/bare:1", reg.addr));
     let mut no_index = PushOptions::new(o.clone());
     no_index.indexes = false;
-    push(&src, "local/idx:1", &bare, &no_index, &Silent).unwrap();
+    push(src, "local/idx:1", &bare, &no_index, &Silent).unwrap();
     let (_d3, other) = temp_store();
-    let none = fetch_published_indexes(&other, &bare, &desc.digest, &layers, &o).unwrap();
+    let none = fetch_published_indexes(&other, &bare, &desc.digest, layers, o).unwrap();
     assert!(none.is_empty());
 }
 
@@ -111,20 +134,9 @@ fn the_referrers_api_is_used_where_the_registry_has_it() {
         return;
     };
     let proxy = Server::start(Some(reg.addr.clone()), referrers_api(reg.addr.clone()));
-    let cfg = tempfile::tempdir().unwrap();
-    let (_d, src) = temp_store();
-    let (desc, layers) = three_layers(&src);
-    let target = r(&format!("{}/lazy/api:1", proxy.addr));
-    let o = opts(cfg.path());
-    let rep = push(
-        &src,
-        "local/idx:1",
-        &target,
-        &PushOptions::new(o.clone()),
-        &Silent,
-    )
-    .unwrap();
-    assert_eq!(rep.index_artifacts, 1);
+    let p = pushed(&proxy.addr, "lazy/api", true);
+    let (src, desc, layers, target, o) = (&p.src, &p.desc, &p.layers, &p.target, &p.o);
+    assert_eq!(p.report.index_artifacts, 1);
     let tag = referrers_tag(&desc.digest);
     let tag_puts = proxy
         .logged()
@@ -135,8 +147,8 @@ fn the_referrers_api_is_used_where_the_registry_has_it() {
 
     proxy.clear_log();
     let (_d2, dst) = temp_store();
-    let got = fetch_published_indexes(&dst, &target, &desc.digest, &layers, &o).unwrap();
-    assert_same_indexes(&src, &dst, &layers, &got);
+    let got = fetch_published_indexes(&dst, target, &desc.digest, layers, o).unwrap();
+    assert_same_indexes(src, &dst, layers, &got);
     let log = proxy.logged();
     assert!(
         log.iter()
@@ -155,21 +167,15 @@ fn index_push_adds_indexes_to_an_image_pushed_without_them() {
         Some(reg.addr.clone()),
         std::sync::Arc::new(|_: &super::harness::Request| super::harness::Action::Forward),
     );
-    let cfg = tempfile::tempdir().unwrap();
-    let (_d, src) = temp_store();
-    let (desc, layers) = three_layers(&src);
-    let target = r(&format!("{}/other/tool:1", proxy.addr));
-    let o = opts(cfg.path());
-    let mut bare = PushOptions::new(o.clone());
-    bare.indexes = false;
-    push(&src, "local/idx:1", &target, &bare, &Silent).unwrap();
+    let p = pushed(&proxy.addr, "other/tool", false);
+    let (src, desc, layers, target, o) = (&p.src, &p.desc, &p.layers, &p.target, &p.o);
     proxy.clear_log();
 
-    let published = index_push(&target, &o).unwrap();
+    let published = index_push(target, o).unwrap();
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].indexes.len(), 3);
     assert!(!published[0].referrers_api);
-    for l in &layers {
+    for l in layers {
         let gets = proxy
             .logged()
             .iter()
@@ -178,8 +184,8 @@ fn index_push_adds_indexes_to_an_image_pushed_without_them() {
         assert_eq!(gets, 1, "layer {} read once", l.digest);
     }
     let (_d2, dst) = temp_store();
-    let got = fetch_published_indexes(&dst, &target, &desc.digest, &layers, &o).unwrap();
-    assert_same_indexes(&src, &dst, &layers, &got);
+    let got = fetch_published_indexes(&dst, target, &desc.digest, layers, o).unwrap();
+    assert_same_indexes(src, &dst, layers, &got);
 }
 
 #[test]
@@ -187,15 +193,9 @@ fn an_index_of_another_layer_is_refused() {
     let Some(reg) = Registry::start("foreign_index", RegistryKind::default()) else {
         return;
     };
-    let cfg = tempfile::tempdir().unwrap();
-    let (_d, src) = temp_store();
-    let (desc, layers) = three_layers(&src);
-    let target = r(&format!("{}/lazy/bad:1", reg.addr));
-    let o = opts(cfg.path());
-    let mut bare = PushOptions::new(o.clone());
-    bare.indexes = false;
-    push(&src, "local/idx:1", &target, &bare, &Silent).unwrap();
-    let client = Client::connect(&reg.addr, &o).unwrap();
+    let p = pushed(&reg.addr, "lazy/bad", false);
+    let (src, desc, layers) = (&p.src, &p.desc, &p.layers);
+    let client = Client::connect(&reg.addr, &p.o).unwrap();
     let scopes = Scopes::push("lazy/bad");
     // Layer 0 announced with layer 1's index.
     let wrong = std::fs::read(src.layer_index_path(&layers[1].digest)).unwrap();
@@ -214,7 +214,7 @@ fn an_index_of_another_layer_is_refused() {
         "lazy/bad",
         &scopes,
         &desc.digest,
-        &layers,
+        layers,
         tmp.path(),
     )
     .unwrap_err()
@@ -231,30 +231,19 @@ fn a_lazy_pull_takes_each_layer_index_from_the_published_artifact() {
         Some(reg.addr.clone()),
         std::sync::Arc::new(|_: &super::harness::Request| super::harness::Action::Forward),
     );
-    let cfg = tempfile::tempdir().unwrap();
-    let (_d, src) = temp_store();
-    let (desc, layers) = three_layers(&src);
-    let o = opts(cfg.path());
-    let target = r(&format!("{}/lazy/pub:1", proxy.addr));
-    push(
-        &src,
-        "local/idx:1",
-        &target,
-        &PushOptions::new(o.clone()),
-        &Silent,
-    )
-    .unwrap();
+    let p = pushed(&proxy.addr, "lazy/pub", true);
+    let (src, desc, layers, target, o) = (&p.src, &p.desc, &p.layers, &p.target, &p.o);
     proxy.clear_log();
 
     let (_d2, dst) = temp_store();
     let mut po = PullOptions::new(o.clone());
     po.lazy = true;
-    let report = pull(&dst, &target, &po, &Silent).unwrap();
+    let report = pull(&dst, target, &po, &Silent).unwrap();
     assert_eq!(report.digest, desc.digest);
     assert_eq!(report.layers_lazy, 3);
     let got: Vec<Digest> = layers.iter().map(|l| l.digest).collect();
-    assert_same_indexes(&src, &dst, &layers, &got);
-    for l in &layers {
+    assert_same_indexes(src, &dst, layers, &got);
+    for l in layers {
         let whole = proxy
             .logged()
             .iter()
