@@ -89,7 +89,7 @@ fn options(a: &Args) -> Result<(MountOptions, String)> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let (mut opts, what) = options(&a)?;
     let store = ctx.store()?;
-    if !a.foreground && a.container.is_none() {
+    if a.container.is_none() {
         opts.image = super::lazy::pull_if_missing(&store, &opts.image, &a.transport)
             .with_context(|| format!("mount {what}"))?;
     }
@@ -142,6 +142,8 @@ mod tests {
                 "--threads",
                 "3",
                 "--debug",
+                "--prefetch",
+                "none",
                 "img:1",
                 "/mnt/x",
             ],

@@ -56,6 +56,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         } else {
             println!("Status: Downloaded newer image for {}", report.name);
         }
+        if report.layers_lazy > 0 {
+            println!(
+                "Lazy: {} layer(s) stay in the registry, fetched as they are read",
+                report.layers_lazy
+            );
+        }
     }
     println!("{}", report.name);
     Ok(())

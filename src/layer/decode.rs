@@ -27,6 +27,9 @@ const IN_BUF: usize = 256 * 1024;
 
 /// Splits the decoded stream into spans and hashes it.
 pub struct SpanTracker {
+    /// Uncompressed bytes between checkpoints: SPAN, or fewer for an index
+    /// meant for lazy reads over a network.
+    span: u64,
     checkpoints: Vec<Checkpoint>,
     open: Checkpoint,
     crc: u32,
@@ -44,8 +47,9 @@ pub struct Decoded {
 }
 
 impl SpanTracker {
-    fn new() -> Self {
+    fn new(span: u64) -> Self {
         SpanTracker {
+            span: span.max(64 << 10),
             checkpoints: Vec::new(),
             open: restart_at(0, 0),
             crc: 0,
@@ -64,7 +68,7 @@ impl SpanTracker {
     fn feed(&mut self, mut data: &[u8], auto: Option<bool>) -> io::Result<()> {
         self.diff.update(data);
         while let Some(restart) = auto {
-            let room = (SPAN - self.since_open()) as usize;
+            let room = (self.span - self.since_open()) as usize;
             if data.len() < room {
                 break;
             }
@@ -191,7 +195,8 @@ enum Kind {
 }
 
 impl<R: Read> StreamDecoder<R> {
-    pub fn new(src: R, compression: Compression) -> io::Result<Self> {
+    /// A decoder cutting a checkpoint every `span` bytes of output.
+    pub fn with_span(src: R, compression: Compression, span: u64) -> io::Result<Self> {
         let kind = match compression {
             Compression::None => Kind::Plain,
             Compression::Gzip => {
@@ -218,7 +223,7 @@ impl<R: Read> StreamDecoder<R> {
             eof: false,
             done: false,
             kind,
-            tracker: SpanTracker::new(),
+            tracker: SpanTracker::new(span),
         })
     }
 
@@ -293,7 +298,7 @@ impl<R: Read> StreamDecoder<R> {
                 _ => {
                     let dt = inf.data_type();
                     let block_end = dt & 128 != 0 && dt & 64 == 0;
-                    if block_end && self.tracker.since_open() >= SPAN {
+                    if block_end && self.tracker.since_open() >= self.tracker.span {
                         let window = inf.dictionary();
                         let (window_offset, window_len) = self.tracker.add_window(&window)?;
                         let cp = Checkpoint {
@@ -476,6 +481,9 @@ fn read_span(blob: &File, cp: &Checkpoint) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Makes a range of a blob held in part local before it is read: (offset, len).
+pub type Ensure<'a> = &'a dyn Fn(u64, u64) -> io::Result<()>;
+
 /// Reads compressed input for span decoding, from `offset` on.
 struct BlobCursor<'a> {
     blob: &'a File,
@@ -483,6 +491,7 @@ struct BlobCursor<'a> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    ensure: Option<Ensure<'a>>,
 }
 
 impl<'a> BlobCursor<'a> {
@@ -493,10 +502,14 @@ impl<'a> BlobCursor<'a> {
             buf: vec![0u8; 128 * 1024],
             start: 0,
             end: 0,
+            ensure: None,
         }
     }
     fn fill(&mut self) -> io::Result<&[u8]> {
         if self.start == self.end {
+            if let Some(ensure) = self.ensure {
+                ensure(self.offset, self.buf.len() as u64)?;
+            }
             let n = self.blob.read_at(&mut self.buf, self.offset)?;
             self.offset += n as u64;
             self.start = 0;
@@ -514,8 +527,43 @@ impl<'a> BlobCursor<'a> {
 }
 
 fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<u8>, String> {
+    inflate_upto(index, blob, cp, cp.out_len as usize, None)
+}
+
+/// The first `want` bytes of gzip span `i`, the compressed input made local
+/// by `ensure` as the inflater reaches it (a lazy read of a few KiB need not
+/// fetch the whole span). Checked against the span's CRC when whole; a
+/// prefix relies on the verified compressed bytes.
+pub fn inflate_prefix(
+    index: &LayerIndex,
+    blob: &File,
+    i: u32,
+    want: usize,
+    ensure: Ensure<'_>,
+) -> Result<Vec<u8>, SpanError> {
+    let cp = index.checkpoint(i);
+    let damaged = |why: String| SpanError::Damaged {
+        offset: cp.out_offset,
+        why,
+    };
+    let want = want.min(cp.out_len as usize);
+    let out = inflate_upto(index, blob, &cp, want, Some(ensure)).map_err(damaged)?;
+    if want == cp.out_len as usize && zlib::crc32(0, &out) != cp.crc {
+        return Err(damaged("checksum mismatch: the blob is damaged".into()));
+    }
+    Ok(out)
+}
+
+fn inflate_upto(
+    index: &LayerIndex,
+    blob: &File,
+    cp: &Checkpoint,
+    want: usize,
+    ensure: Option<Ensure<'_>>,
+) -> Result<Vec<u8>, String> {
     let mut inf;
     let mut cursor = BlobCursor::new(blob, cp.in_offset);
+    cursor.ensure = ensure;
     if cp.window_len > 0 {
         inf = Inflater::new(zlib::RAW)?;
         if cp.bits > 7 {
@@ -527,6 +575,9 @@ fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<
                 .in_offset
                 .checked_sub(1)
                 .ok_or("a bit offset before the blob")?;
+            if let Some(ensure) = ensure {
+                ensure(at, 1).map_err(|e| e.to_string())?;
+            }
             blob.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
             inf.prime(cp.bits as i32, (b[0] >> (8 - cp.bits)) as i32)?;
         }
@@ -538,7 +589,6 @@ fn inflate_span(index: &LayerIndex, blob: &File, cp: &Checkpoint) -> Result<Vec<
     } else {
         inf = Inflater::new(zlib::GZIP)?;
     }
-    let want = cp.out_len as usize;
     let mut out = Vec::new();
     let mut produced = 0;
     while produced < want {

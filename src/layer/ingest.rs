@@ -105,7 +105,7 @@ pub fn ingest(
     }
     let tee = TeeReader::storing(src, store.blob_writer()?);
     let write_error = tee.write_error.clone();
-    let (index_bytes, decoded, mut tee) = match index_stream(tee) {
+    let (index_bytes, decoded, mut tee) = match index_stream(tee, super::SPAN) {
         Ok(v) => v,
         Err(e) => {
             let failed_write = write_error.lock().ok().and_then(|mut slot| slot.take());
@@ -150,6 +150,18 @@ pub fn open_index(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
 
 /// Rebuilds the index of a stored blob, verifying the blob on the way.
 pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
+    index_blob_with_span(store, digest, super::SPAN)
+}
+
+/// Rebuilds the index of a stored blob with a checkpoint every `span`
+/// uncompressed bytes: an index to publish for lazy reads wants them denser
+/// (a read fetches from the checkpoint before it), at the cost of a larger
+/// index (a 32 KiB window each, deflated).
+pub fn index_blob_with_span(
+    store: &Store,
+    digest: &Digest,
+    span: u64,
+) -> Result<LayerIndex, LayerError> {
     // Keeps gc from removing the temp file of the index being written.
     let _lock = store.lock_shared()?;
     let file = store.open_blob(digest)?;
@@ -158,7 +170,7 @@ pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
         .map_err(|e| LayerError::io(&store.blob_path(digest), e))?
         .len();
     let tee = TeeReader::hashing(file);
-    let (index_bytes, decoded, tee) = index_stream(tee)?;
+    let (index_bytes, decoded, tee) = index_stream(tee, span)?;
     let actual = tee.hash.finish();
     if actual != *digest {
         return Err(StoreError::DigestMismatch {
@@ -179,13 +191,15 @@ pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
 }
 
 /// Indexes a layer blob read from `src` without storing it (`index push`
-/// reads a layer of a registry once, streaming). The bytes must hash to
-/// `expected`. Returns the layer and its index file's bytes.
+/// reads a layer of a registry once, streaming), with a checkpoint every
+/// `span` uncompressed bytes. The bytes must hash to `expected`. Returns
+/// the layer and its index file's bytes.
 pub fn index_only(
     src: impl Read + Send,
     expected: &Digest,
+    span: u64,
 ) -> Result<(LayerInfo, Vec<u8>), LayerError> {
-    let (parts, decoded, tee) = index_stream(TeeReader::hashing(src))?;
+    let (parts, decoded, tee) = index_stream(TeeReader::hashing(src), span)?;
     let size = tee.hash.len();
     let actual = tee.hash.finish();
     if actual != *expected {
@@ -282,6 +296,7 @@ const CHUNKS_AHEAD: usize = 8;
 /// The source is read (and stored, and hashed) by a thread of its own.
 fn index_stream<R: Read + Send>(
     src: TeeReader<R>,
+    span: u64,
 ) -> Result<(IndexParts, DecodedMeta, TeeReader<R>), LayerError> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
@@ -309,11 +324,14 @@ fn index_stream<R: Read + Send>(
             }
             (src, spans.finish())
         });
-        let parsed = parse_stream(ChunkReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        });
+        let parsed = parse_stream(
+            ChunkReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            },
+            span,
+        );
         let (tee, blob_spans) = producer
             .join()
             .map_err(|_| LayerError::Stream(io::Error::other("the reading thread failed")))?;
@@ -350,7 +368,7 @@ impl Read for ChunkReader {
 
 type Parsed = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
 
-fn parse_stream(mut src: impl Read) -> Result<(Parsed, DecodedMeta), LayerError> {
+fn parse_stream(mut src: impl Read, span: u64) -> Result<(Parsed, DecodedMeta), LayerError> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {
@@ -366,7 +384,8 @@ fn parse_stream(mut src: impl Read) -> Result<(Parsed, DecodedMeta), LayerError>
     }
     let compression = Compression::detect(&head[..got]);
     let chained = io::Cursor::new(head[..got].to_vec()).chain(src);
-    let decoder = StreamDecoder::new(chained, compression).map_err(LayerError::Stream)?;
+    let decoder =
+        StreamDecoder::with_span(chained, compression, span).map_err(LayerError::Stream)?;
     let mut tar = TarReader::new(BufReader::with_capacity(256 * 1024, decoder));
     let mut builder = IndexBuilder::new();
     let parsed: Result<(), LayerError> = (|| {

@@ -9,7 +9,7 @@
 //! held here; only the span being decoded is marked busy in the cache.
 
 use super::LayerError;
-use super::decode::{SpanError, ZstdCursor, decode_spans};
+use super::decode::{SpanError, ZstdCursor, decode_spans, inflate_prefix};
 use super::index::{Entry, LayerIndex};
 use super::ingest::open_index;
 use crate::oci::Digest;
@@ -90,6 +90,12 @@ impl SpanCache {
         drop(st);
         drop(busy);
         Ok(wanted)
+    }
+
+    /// Span `i` of layer `layer` if it is cached.
+    fn cached(&self, layer: u64, i: u32) -> Option<Arc<Vec<u8>>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.lru.get(&(layer, i)).cloned()
     }
 
     fn insert(&self, st: &mut CacheState, key: (u64, u32), data: Arc<Vec<u8>>) {
@@ -217,6 +223,9 @@ impl Layer {
             if !go_on() {
                 return Ok(false);
             }
+            if blob.is_whole() {
+                return Ok(true);
+            }
             let end = at.saturating_add(step).min(blob.size());
             let runs = blob.missing(at..end, spans).map_err(err)?;
             blob.fetch_runs(&runs, spans).map_err(err)?;
@@ -311,8 +320,12 @@ impl Layer {
                 });
             };
             let cp = self.index.checkpoint(i);
-            let span = self.span(i)?;
             let start = (off - cp.out_offset) as usize;
+            let need = (start + buf.len()).min(cp.out_len as usize);
+            let span = match self.lazy_prefix(i, need)? {
+                Some(prefix) => prefix,
+                None => self.span(i)?,
+            };
             let n = buf.len().min(span.len().saturating_sub(start));
             if n == 0 {
                 return Err(ReadError::Span {
@@ -328,6 +341,58 @@ impl Layer {
             off += n as u64;
         }
         Ok(())
+    }
+
+    /// For a gzip layer held in part whose span `i` is not local: its first
+    /// `need` bytes, fetching only the compressed bytes they take (None: read
+    /// the span whole, as for any other layer).
+    fn lazy_prefix(&self, i: u32, need: usize) -> Result<Option<Arc<Vec<u8>>>, ReadError> {
+        let BlobData::Partial { blob, spans } = &self.blob else {
+            return Ok(None);
+        };
+        if self.index.compression() != super::Compression::Gzip {
+            return Ok(None);
+        }
+        if let Some(s) = self.cache.cached(self.key, i) {
+            return Ok(Some(s));
+        }
+        let range = compressed_range(&self.index, i, blob.size());
+        if blob.is_local(range.clone()) {
+            return Ok(None);
+        }
+        let fetch_err = |source| ReadError::Fetch {
+            digest: *self.digest(),
+            source: Box::new(source),
+        };
+        let timeout = partial::fetch_timeout();
+        // One request for about the share of the span the read needs.
+        let cp = self.index.checkpoint(i);
+        let guess =
+            (range.end - range.start).saturating_mul(need as u64) / u64::from(cp.out_len.max(1));
+        blob.ensure(
+            range.start..range.start + guess + SPAN_MARGIN,
+            spans,
+            timeout,
+        )
+        .map_err(fetch_err)?;
+        let failed = std::cell::RefCell::new(None);
+        let ensure = |offset: u64, len: u64| {
+            blob.ensure(offset..offset.saturating_add(len), spans, timeout)
+                .map_err(|e| {
+                    *failed.borrow_mut() = Some(e);
+                    std::io::Error::other("fetch failed")
+                })
+        };
+        match inflate_prefix(&self.index, blob.file(), i, need, &ensure) {
+            Ok(prefix) => Ok(Some(Arc::new(prefix))),
+            Err(source) => match failed.into_inner() {
+                Some(f) => Err(fetch_err(f)),
+                None => Err(ReadError::Span {
+                    digest: *self.digest(),
+                    source,
+                }),
+            },
+        }
     }
 
     fn span(&self, i: u32) -> Result<Arc<Vec<u8>>, ReadError> {

@@ -112,7 +112,9 @@ pub fn login(
 pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullReport, RegistryError> {
     let reference =
         crate::oci::Reference::parse(name).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-    let opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
+    let mut opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
+    // Lazy where a layer's index can be had: the data comes as it is read.
+    opts.lazy = true;
     pull(store, &reference, &opts, &Silent)
 }
 

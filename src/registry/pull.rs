@@ -176,24 +176,12 @@ pub fn pull(
                 store.add_partial(&job.desc.digest, job.desc.size, &origin)?;
                 diff_ids.insert(job.desc.digest, *index.diff_id());
                 layers_lazy += 1;
-                progress.event(Event::Done {
-                    digest: &job.desc.digest,
-                    kind: job.kind,
-                    size: job.desc.size,
-                    outcome: BlobOutcome::Exists,
-                    from: None,
-                });
+                exists(progress, &job);
                 continue;
             }
             if have_blob(store, &job, &mut diff_ids)? {
                 present += 1;
-                progress.event(Event::Done {
-                    digest: &job.desc.digest,
-                    kind: job.kind,
-                    size: job.desc.size,
-                    outcome: BlobOutcome::Exists,
-                    from: None,
-                });
+                exists(progress, &job);
             } else {
                 jobs.push(job);
             }
@@ -343,6 +331,17 @@ fn is_complete(store: &Store, desc: &Descriptor) -> bool {
         }
     }
     true
+}
+
+/// Reports a blob that needs no download (stored, or left for lazy reads).
+fn exists(progress: &dyn Progress, job: &Job) {
+    progress.event(Event::Done {
+        digest: &job.desc.digest,
+        kind: job.kind,
+        size: job.desc.size,
+        outcome: BlobOutcome::Exists,
+        from: None,
+    });
 }
 
 /// Whether a blob needs no download. A stored layer's diff_id goes into

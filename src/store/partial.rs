@@ -499,9 +499,11 @@ impl PartialBlob {
         self.lock().ranges.contains(range.start, range.end)
     }
 
-    /// Whether the blob has been completed and moved into the blobs.
+    /// Whether the blob is whole in the store: completed here, or by another
+    /// process (this one's data file may then be another inode: it keeps
+    /// serving what it verified, nothing more is prefetched into it).
     pub fn is_whole(&self) -> bool {
-        self.lock().whole
+        self.lock().whole || self.store.has_blob(&self.digest)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -645,6 +647,12 @@ impl PartialBlob {
                     last = FetchError::NoFetcher(self.digest);
                     continue;
                 };
+                log::debug!(
+                    "layer {}: fetching {}..{} from {origin}",
+                    self.digest,
+                    run.start,
+                    run.end
+                );
                 match fetcher.fetch_range(origin, &self.digest, run.start, run.end - run.start) {
                     Ok(data) => {
                         self.store_verified(run.start, &data, spans, origin)?;
@@ -691,7 +699,9 @@ impl PartialBlob {
     /// whose bytes do not hash to its digest is removed (its spans lied).
     pub fn complete(&self) -> std::result::Result<bool, FetchError> {
         let mut st = self.lock();
-        if st.whole {
+        // Another process (a pull, another mount) may have completed it.
+        if st.whole || self.store.has_blob(&self.digest) {
+            st.whole = true;
             return Ok(true);
         }
         if !st.ranges.contains(0, self.info.size) {

@@ -56,16 +56,26 @@ fn blob_bytes_served(s: &Server) -> u64 {
         .sum()
 }
 
-#[test]
-fn a_lazy_pull_fetches_only_the_spans_read_then_prefetch_makes_the_pulled_image() {
-    let test = "a_lazy_pull_fetches_only_the_spans_read";
-    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
-        return;
-    };
+/// `big_image` pushed to a real registry as `repo`, a counting proxy in
+/// front of it, and a store that pulled it lazily through the proxy.
+struct ViaProxy {
+    _reg: Registry,
+    proxy: Server,
+    o: ClientOptions,
+    _cfg: tempfile::TempDir,
+    src: (tempfile::TempDir, Store),
+    desc: Descriptor,
+    layer_d: Digest,
+    store: (tempfile::TempDir, Store),
+    report: PullReport,
+}
+
+fn lazy_via_proxy(test: &str, repo: &str) -> Option<ViaProxy> {
+    let reg = Registry::start(test, RegistryKind::default())?;
     let cfg = tempfile::tempdir().unwrap();
     let o = opts(cfg.path());
-    let (_d, src, desc, layer_d) = big_image();
-    let target = Reference::parse(&format!("{}/lazy/app:1", reg.addr)).unwrap();
+    let (d, src, desc, layer_d) = big_image();
+    let target = Reference::parse(&format!("{}/{repo}", reg.addr)).unwrap();
     push(
         &src,
         "app:1",
@@ -79,18 +89,37 @@ fn a_lazy_pull_fetches_only_the_spans_read_then_prefetch_makes_the_pulled_image(
         Arc::new(|_: &Request| Action::Forward),
     );
     partial::set_fetcher_for(&proxy.addr, Arc::new(RangeFetcher::new(o.clone())));
-
-    let (_d2, store) = store_with_index(&src, &layer_d);
-    let via_proxy = Reference::parse(&format!("{}/lazy/app:1", proxy.addr)).unwrap();
+    let (d2, store) = store_with_index(&src, &layer_d);
+    let via_proxy = Reference::parse(&format!("{}/{repo}", proxy.addr)).unwrap();
     let mut po = PullOptions::new(o.clone());
     po.lazy = true;
     let report = pull(&store, &via_proxy, &po, &Silent).unwrap();
+    Some(ViaProxy {
+        _reg: reg,
+        proxy,
+        o,
+        _cfg: cfg,
+        src: (d, src),
+        desc,
+        layer_d,
+        store: (d2, store),
+        report,
+    })
+}
+
+#[test]
+fn a_lazy_pull_fetches_only_the_spans_read_then_prefetch_makes_the_pulled_image() {
+    let Some(v) = lazy_via_proxy("a_lazy_pull_fetches_only_the_spans_read", "lazy/app:1") else {
+        return;
+    };
+    let (src, store, proxy, layer_d, desc) = (&v.src.1, &v.store.1, &v.proxy, v.layer_d, v.desc);
+    let report = &v.report;
     assert_eq!((report.layers_lazy, report.digest), (1, desc.digest));
     assert!(!store.has_blob(&layer_d) && store.has_partial(&layer_d));
     assert_eq!(
-        blob_bytes_served(&proxy),
+        blob_bytes_served(proxy),
         blob_bytes(
-            &src,
+            src,
             &store.read_manifest(&desc.digest).unwrap().config.digest
         )
         .len() as u64
@@ -98,11 +127,11 @@ fn a_lazy_pull_fetches_only_the_spans_read_then_prefetch_makes_the_pulled_image(
     proxy.clear_log();
 
     assert_eq!(
-        read_file(&store, &layer_d, "small").unwrap(),
+        read_file(store, &layer_d, "small").unwrap(),
         b"small file\n"
     );
     let size = src.blob_size(&layer_d).unwrap();
-    let served = blob_bytes_served(&proxy);
+    let served = blob_bytes_served(proxy);
     assert!(served > 0 && served < size / 2, "{served} of {size} bytes");
     assert!(
         proxy
@@ -112,18 +141,18 @@ fn a_lazy_pull_fetches_only_the_spans_read_then_prefetch_makes_the_pulled_image(
     );
     // Read again: nothing more fetched.
     assert_eq!(
-        read_file(&store, &layer_d, "small").unwrap(),
+        read_file(store, &layer_d, "small").unwrap(),
         b"small file\n"
     );
-    assert_eq!(blob_bytes_served(&proxy), served);
+    assert_eq!(blob_bytes_served(proxy), served);
 
     // Prefetch: the layer becomes the very blob a pull stores.
-    let l = Layer::open(&store, &layer_d, SpanCache::new(1 << 20)).unwrap();
+    let l = Layer::open(store, &layer_d, SpanCache::new(1 << 20)).unwrap();
     assert!(l.prefetch(4 << 20, &|| true).unwrap());
     assert!(store.has_blob(&layer_d) && !store.has_partial(&layer_d));
-    assert!(blob_bytes(&store, &layer_d) == blob_bytes(&src, &layer_d));
-    assert!(blob_bytes_served(&proxy) < size + (1 << 20));
-    assert_fsck_clean(&store);
+    assert!(blob_bytes(store, &layer_d) == blob_bytes(src, &layer_d));
+    assert!(blob_bytes_served(proxy) < size + (1 << 20));
+    assert_fsck_clean(store);
 }
 
 /// A fake registry serving `src`'s image as `app:1`, whole bodies only (it
@@ -151,18 +180,33 @@ fn lazy_pull_from(addr: &str, store: &Store, o: &ClientOptions) {
     assert_eq!(pull(store, &r, &po, &Silent).unwrap().layers_lazy, 1);
 }
 
-#[test]
-fn a_registry_that_ignores_range_still_serves_lazy_reads() {
+/// `big_image` served by a fake registry (whole bodies: it ignores Range)
+/// with `special` answering first, and a store that pulled it lazily.
+#[allow(clippy::type_complexity)]
+fn lazy_from_fake(
+    special: Arc<super::faults::Special>,
+) -> (
+    [tempfile::TempDir; 3],
+    Store,
+    Descriptor,
+    Digest,
+    Server,
+    Store,
+) {
     let cfg = tempfile::tempdir().unwrap();
     let o = opts(cfg.path());
-    let (_d, src, desc, layer_d) = big_image();
-    let s = fake(
-        served_from(&src, &desc),
-        Arc::new(|_: &Request, _: &Served| None),
-    );
+    let (d, src, desc, layer_d) = big_image();
+    let s = fake(served_from(&src, &desc), special);
     partial::set_fetcher_for(&s.addr, Arc::new(RangeFetcher::new(o.clone())));
-    let (_d2, store) = store_with_index(&src, &layer_d);
+    let (d2, store) = store_with_index(&src, &layer_d);
     lazy_pull_from(&s.addr, &store, &o);
+    ([cfg, d, d2], src, desc, layer_d, s, store)
+}
+
+#[test]
+fn a_registry_that_ignores_range_still_serves_lazy_reads() {
+    let (_dirs, _src, _desc, layer_d, _s, store) =
+        lazy_from_fake(Arc::new(|_: &Request, _: &Served| None));
     assert_eq!(
         read_file(&store, &layer_d, "small").unwrap(),
         b"small file\n"
@@ -210,16 +254,8 @@ fn wrong_bytes_for_a_range_fail_the_read_and_store_nothing() {
 
 #[test]
 fn fsck_df_and_gc_know_partial_layers() {
-    let cfg = tempfile::tempdir().unwrap();
-    let o = opts(cfg.path());
-    let (_d, src, desc, layer_d) = big_image();
-    let s = fake(
-        served_from(&src, &desc),
-        Arc::new(|_: &Request, _: &Served| None),
-    );
-    partial::set_fetcher_for(&s.addr, Arc::new(RangeFetcher::new(o.clone())));
-    let (_d2, store) = store_with_index(&src, &layer_d);
-    lazy_pull_from(&s.addr, &store, &o);
+    let (_dirs, src, desc, layer_d, _s, store) =
+        lazy_from_fake(Arc::new(|_: &Request, _: &Served| None));
     read_file(&store, &layer_d, "small").unwrap();
     let size = src.blob_size(&layer_d).unwrap();
     let local = store.local_bytes(&layer_d);
@@ -266,44 +302,23 @@ fn fsck_df_and_gc_know_partial_layers() {
 #[test]
 fn a_changed_lazy_image_is_pushed_without_fetching_its_base_and_save_fetches_it_whole() {
     let test = "a_changed_lazy_image_is_pushed_without_fetching_its_base";
-    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+    let Some(v) = lazy_via_proxy(test, "lazy/base:1") else {
         return;
     };
-    let cfg = tempfile::tempdir().unwrap();
-    let o = opts(cfg.path());
-    let (_d, src, _desc, layer_d) = big_image();
-    let target = Reference::parse(&format!("{}/lazy/base:1", reg.addr)).unwrap();
-    push(
-        &src,
-        "app:1",
-        &target,
-        &PushOptions::new(o.clone()),
-        &Silent,
-    )
-    .unwrap();
-    let proxy = Server::start(
-        Some(reg.addr.clone()),
-        Arc::new(|_: &Request| Action::Forward),
-    );
-    partial::set_fetcher_for(&proxy.addr, Arc::new(RangeFetcher::new(o.clone())));
-    let (_d2, store) = store_with_index(&src, &layer_d);
-    let base = Reference::parse(&format!("{}/lazy/base:1", proxy.addr)).unwrap();
-    let mut po = PullOptions::new(o.clone());
-    po.lazy = true;
-    pull(&store, &base, &po, &Silent).unwrap();
+    let (src, store, proxy, layer_d, o) = (&v.src.1, &v.store.1, &v.proxy, v.layer_d, &v.o);
 
     // A change on top: the base layer as the lazy pull left it, plus a new one.
-    let index = Layer::open(&store, &layer_d, SpanCache::new(1 << 20))
+    let index = Layer::open(store, &layer_d, SpanCache::new(1 << 20))
         .unwrap()
         .index;
     let base_info = crate::layer::LayerInfo::from_index(&index);
-    let change = layer(&store, Compression::Gzip, &[("new", b"changed\n")]);
-    let changed = image(&store, &[base_info, change], None, None);
+    let change = layer(store, Compression::Gzip, &[("new", b"changed\n")]);
+    let changed = image(store, &[base_info, change], None, None);
     store.tag("changed:1", &changed).unwrap();
     proxy.clear_log();
     let other = Reference::parse(&format!("{}/other/app:2", proxy.addr)).unwrap();
     let report = push(
-        &store,
+        store,
         "changed:1",
         &other,
         &PushOptions::new(o.clone()),
@@ -325,13 +340,82 @@ fn a_changed_lazy_image_is_pushed_without_fetching_its_base_and_save_fetches_it_
     // save fetches the rest first: the archive holds the whole image.
     let mut out = Vec::new();
     crate::archive::save(
-        &store,
+        store,
         &["changed:1".to_string()],
         crate::archive::SaveFormat::OciArchive,
         &mut out,
     )
     .unwrap();
     assert!(store.has_blob(&layer_d) && !store.has_partial(&layer_d));
-    assert!(blob_bytes(&store, &layer_d) == blob_bytes(&src, &layer_d));
+    assert!(blob_bytes(store, &layer_d) == blob_bytes(src, &layer_d));
     assert!(out.len() as u64 > src.blob_size(&layer_d).unwrap());
+}
+
+#[test]
+fn a_token_that_expires_during_a_lazy_mount_is_renewed() {
+    let test = "a_token_that_expires_during_a_lazy_mount_is_renewed";
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, _desc, layer_d) = big_image();
+    let target = Reference::parse(&format!("{}/tok/app:1", reg.addr)).unwrap();
+    push(
+        &src,
+        "app:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+
+    // Anonymous Bearer tokens; `valid` empties when they "expire".
+    let valid = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let issued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let realm = Arc::new(std::sync::OnceLock::<String>::new());
+    let (v2, i2, r2) = (valid.clone(), issued.clone(), realm.clone());
+    let front = Server::start(
+        Some(reg.addr.clone()),
+        Arc::new(move |req: &Request| {
+            if req.path() == "/token" {
+                let n = i2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let token = format!("tok{n}");
+                v2.lock().unwrap().push(token.clone());
+                let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
+                return Action::Respond(respond("200 OK", &[], body.as_bytes()));
+            }
+            let ok = req
+                .header("Authorization")
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .is_some_and(|t| v2.lock().unwrap().iter().any(|v| v == t));
+            if ok {
+                return Action::Forward;
+            }
+            let h = format!(
+                r#"Bearer realm="{}",service="lfs-test",scope="repository:tok/app:pull""#,
+                r2.get().cloned().unwrap_or_default()
+            );
+            Action::Respond(respond(
+                "401 Unauthorized",
+                &[("WWW-Authenticate", &h)],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}"#,
+            ))
+        }),
+    );
+    realm.set(format!("http://{}/token", front.addr)).unwrap();
+    partial::set_fetcher_for(&front.addr, Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    let via = Reference::parse(&format!("{}/tok/app:1", front.addr)).unwrap();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    pull(&store, &via, &po, &Silent).unwrap();
+    assert_eq!(
+        read_file(&store, &layer_d, "small").unwrap(),
+        b"small file\n"
+    );
+    let before = issued.load(std::sync::atomic::Ordering::SeqCst);
+    valid.lock().unwrap().clear();
+    assert!(read_file(&store, &layer_d, "b").unwrap() == text(9 << 20, 3));
+    assert!(issued.load(std::sync::atomic::Ordering::SeqCst) > before);
 }
