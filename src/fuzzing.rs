@@ -504,3 +504,41 @@ fn auth_json(data: &[u8]) -> Result<(), String> {
     assert_eq!(again, Some(creds), "saved credentials do not read back");
     Ok(())
 }
+
+/// An eStargz blob as a lazy reader meets it: the footer, the TOC it points
+/// at, every chunk the TOC lists inflated and checked against its digest.
+pub fn estargz_blob(data: &[u8]) -> Result<(), String> {
+    use crate::layer::estargz::{FOOTER_SIZE, parse_footer, parse_toc, verify_chunk};
+    let fail = |e: crate::layer::estargz::EstargzError| one_line(e.to_string());
+    let end = data
+        .len()
+        .checked_sub(FOOTER_SIZE as usize)
+        .ok_or("shorter than a footer")?;
+    let at = parse_footer(&data[end..]).map_err(fail)?;
+    let toc_member = data
+        .get(at as usize..end)
+        .ok_or("the TOC offset is outside the blob")?;
+    let (toc, _) = parse_toc(toc_member, None).map_err(fail)?;
+    let mut first_error = None;
+    for c in toc.chunks(at).map_err(fail)? {
+        let member = data
+            .get(c.start as usize..c.end as usize)
+            .ok_or("a chunk is outside the blob")?;
+        if let Err(e) = verify_chunk(member, &c) {
+            first_error.get_or_insert_with(|| one_line(e.to_string()));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A tar written as eStargz: a one-line error, or a blob whose TOC lists
+/// chunks that all verify.
+pub fn estargz_write(tar: &[u8]) -> Result<(), String> {
+    let mut blob = Vec::new();
+    crate::layer::estargz::write(std::io::Cursor::new(tar), &mut blob)
+        .map_err(|e| one_line(e.to_string()))?;
+    if let Err(e) = estargz_blob(&blob) {
+        panic!("an eStargz blob written here does not read back: {e}");
+    }
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! `layerfs build [-t NAME[:TAG]]... [-f Dockerfile] [--build-arg K=V]...
 //! [--label K=V]... [--secret id=ID,src=PATH]... [--iidfile PATH]
-//! [--no-cache] [--pull] [-q] CONTEXT|-`: prints each step, then the image
+//! [--no-cache] [--pull] [-q] [--compression gzip|estargz] CONTEXT|-`: prints each step, then the image
 //! ID on stdout's last line (with -q, only the ID). `layerfs build prune
 //! [--all]` drops the build cache.
 
@@ -51,6 +51,10 @@ pub struct Args {
     /// Print only the image ID
     #[arg(short, long)]
     quiet: bool,
+    /// Layer format of the image: gzip, or estargz (every layer rewritten
+    /// as eStargz once the build is done; the tags name that image)
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "estargz"])]
+    compression: String,
     /// The build context: the directory COPY and ADD read from; `-`: a tar
     /// (or a Dockerfile alone) on stdin
     context: Option<String>,
@@ -205,9 +209,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     }
     .context("build")?;
     drop(temp);
+    let id = if a.compression == "estargz" {
+        let converted = layerfs::image::to_estargz(&store, &built.manifest.digest.hex())
+            .context("build: eStargz layers")?;
+        let tags: Vec<_> = opts.tag.iter().chain(&opts.more_tags).map(Some).collect();
+        for t in if tags.is_empty() { vec![None] } else { tags } {
+            layerfs::image::name_image(&store, &converted.manifest, t)
+                .context("build: naming the eStargz image")?;
+        }
+        converted.id
+    } else {
+        built.id
+    };
     if let Some(p) = &a.iidfile {
-        std::fs::write(p, built.id.to_string()).with_context(|| p.display().to_string())?;
+        std::fs::write(p, id.to_string()).with_context(|| p.display().to_string())?;
     }
-    println!("{}", built.id);
+    println!("{id}");
     Ok(())
 }

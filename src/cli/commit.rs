@@ -1,5 +1,5 @@
 //! `layerfs commit MOUNTPOINT|CONTAINER [NAME[:TAG]] [-m MESSAGE] [--author A]
-//! [--change INSTR] [--compression gzip|zstd|none]`
+//! [--change INSTR] [--compression gzip|zstd|none|estargz]`
 
 use super::Ctx;
 use anyhow::{Context, Result, bail};
@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(short, long)]
     change: Vec<String>,
     /// Compression of the new layer
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none", "estargz"])]
     compression: String,
 }
 
@@ -50,6 +50,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         author: a.author,
         changes: a.change,
         compression,
+        estargz: a.compression == "estargz",
         created_by: None,
     };
     let made = commit_as(&store, &c, &opts, tag.as_ref())

@@ -14,6 +14,7 @@ mod gc;
 mod history;
 mod images;
 mod import;
+mod index;
 mod info;
 mod inspect;
 mod lazy;
@@ -102,6 +103,8 @@ enum Command {
     Pull(pull::Args),
     /// Push an image to a registry
     Push(push::Args),
+    /// Publish layer indexes of an image in a registry, for lazy mounts
+    Index(index::Args),
     /// Log in to a registry
     Login(login::Args),
     /// Log out from a registry
@@ -232,6 +235,7 @@ pub fn main() -> i32 {
         Command::Save(a) => save::run(&ctx, a),
         Command::Pull(a) => pull::run(&ctx, a),
         Command::Push(a) => push::run(&ctx, a),
+        Command::Index(a) => index::run(a),
         Command::Login(a) => login::run(&ctx, a),
         Command::Logout(a) => logout::run(&ctx, a),
         Command::Run(a) => run::run(&ctx, *a),

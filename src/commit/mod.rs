@@ -67,6 +67,8 @@ pub struct CommitOptions {
     pub author: Option<String>,
     pub changes: Vec<String>,
     pub compression: Compression,
+    /// Write the layer as eStargz (gzip; `compression` is then unused).
+    pub estargz: bool,
     /// The history entry's `created_by` (a build names its instruction);
     /// `layerfs commit NAME --change ...` when not given.
     pub created_by: Option<String>,
@@ -79,6 +81,7 @@ impl Default for CommitOptions {
             author: None,
             changes: Vec::new(),
             compression: Compression::Gzip,
+            estargz: false,
             created_by: None,
         }
     }
@@ -128,11 +131,12 @@ pub fn commit(
         "commit {}: snapshot taken ({size} bytes of tar); changes resume while the layer is written",
         c.name
     );
-    let info = LayerWriter::from_tar(
-        store,
-        opts.compression,
-        BufReader::with_capacity(1 << 20, staged),
-    )?;
+    let staged = BufReader::with_capacity(1 << 20, staged);
+    let info = if opts.estargz {
+        LayerWriter::from_tar_estargz(store, staged)?
+    } else {
+        LayerWriter::from_tar(store, opts.compression, staged)?
+    };
     let now = time::now_rfc3339();
     config.created = Some(now.clone());
     if opts.author.is_some() {
@@ -443,5 +447,40 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left.len(), 3, "{left:?}");
+    }
+
+    #[test]
+    fn commit_with_estargz_writes_an_annotated_estargz_layer() {
+        use crate::layer::estargz;
+        let (_d, store) = temp_store();
+        let mut t = TarBuilder::new();
+        t.dir("etc", 0o755).file("etc/a", 0o644, b"lower\n");
+        let info = ingest(&store, &t.finish()[..], None).unwrap();
+        let img = write_image(&store, &new_config(), &[layer_descriptor(&info)], None).unwrap();
+        let c = container::create(&store, Some("c2"), "base", img.manifest.digest, None).unwrap();
+        std::fs::write(c.upper().join("new"), b"changed\n").unwrap();
+        let opts = CommitOptions {
+            estargz: true,
+            ..Default::default()
+        };
+        let made = commit_as(&store, &c, &opts, None).unwrap();
+        let m = store.read_manifest(&made.image.manifest.digest).unwrap();
+        let top = &m.layers[1];
+        let toc = top
+            .annotation(estargz::TOC_DIGEST_ANNOTATION)
+            .expect("TOC digest");
+        let blob = std::fs::read(store.blob_path(&top.digest)).unwrap();
+        let end = blob.len() - estargz::FOOTER_SIZE as usize;
+        let at = estargz::parse_footer(&blob[end..]).unwrap();
+        let (parsed, _) =
+            estargz::parse_toc(&blob[at as usize..end], Some(&toc.parse().unwrap())).unwrap();
+        let chunks = parsed.chunks(at).unwrap();
+        assert_eq!(chunks.len(), 1);
+        let c0 = &chunks[0];
+        let data = estargz::verify_chunk(&blob[c0.start as usize..c0.end as usize], c0).unwrap();
+        assert_eq!((c0.path.as_str(), &data[..]), ("new", &b"changed\n"[..]));
+        let config = store.read_config(&m.config.digest).unwrap();
+        let index = crate::layer::open_index(&store, &top.digest).unwrap();
+        assert_eq!(config.rootfs.diff_ids.last(), Some(index.diff_id()));
     }
 }

@@ -3,6 +3,7 @@
 //! config. Archive formats live in `archive`, registries in `registry`.
 
 mod change;
+mod estargz;
 mod fsck;
 mod history;
 mod import;
@@ -10,6 +11,7 @@ mod remove;
 mod usage;
 
 pub use change::{ChangeError, apply_change};
+pub use estargz::to_estargz;
 pub use fsck::{FsckReport, fsck};
 pub use history::{HistoryStep, history};
 pub use import::{ImportOptions, import};
@@ -131,7 +133,14 @@ pub fn oci_layer_descriptor(d: &Descriptor) -> Descriptor {
 
 /// The descriptor of an ingested layer, with the media type its bytes have.
 pub fn layer_descriptor(info: &LayerInfo) -> Descriptor {
-    Descriptor::new(info.compression.oci_media_type(), info.digest, info.size)
+    let mut d = Descriptor::new(info.compression.oci_media_type(), info.digest, info.size);
+    if let Some(toc) = &info.toc_digest {
+        use crate::layer::estargz;
+        d.set_annotation(estargz::TOC_DIGEST_ANNOTATION, &toc.to_string());
+        let size = info.uncompressed_size.to_string();
+        d.set_annotation(estargz::UNCOMPRESSED_SIZE_ANNOTATION, &size);
+    }
+    d
 }
 
 /// Checks that each hard link whose target is not in its own layer finds it

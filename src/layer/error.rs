@@ -32,6 +32,8 @@ pub enum LayerError {
     BadIndex { path: PathBuf, why: String },
     #[error("writing the tar stream: {0}")]
     Write(std::io::Error),
+    #[error(transparent)]
+    Estargz(Box<super::estargz::EstargzError>),
     /// A layer held in part could not be made whole (lazy images).
     #[error(transparent)]
     Fetch(Box<crate::store::FetchError>),

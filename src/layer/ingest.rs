@@ -21,6 +21,9 @@ pub struct LayerInfo {
     pub size: u64,
     pub compression: Compression,
     pub uncompressed_size: u64,
+    /// eStargz layers as written here: the sha256 of the TOC, for the
+    /// descriptor's annotation.
+    pub toc_digest: Option<Digest>,
 }
 
 impl LayerInfo {
@@ -32,6 +35,7 @@ impl LayerInfo {
             size: m.blob_size,
             compression: m.compression,
             uncompressed_size: m.uncompressed_size,
+            toc_digest: None,
         }
     }
 }
@@ -124,6 +128,7 @@ pub fn ingest(
         size,
         compression: meta.compression,
         uncompressed_size: meta.uncompressed_size,
+        toc_digest: None,
     })
 }
 
@@ -185,7 +190,56 @@ pub fn index_blob_with_span(
     LayerIndex::open(&store.layer_index_path(digest), digest)
 }
 
+/// Indexes a layer blob read from `src` without storing it (`index push`
+/// reads a layer of a registry once, streaming), with a checkpoint every
+/// `span` uncompressed bytes. The bytes must hash to `expected`. Returns
+/// the layer and its index file's bytes.
+pub fn index_only(
+    src: impl Read + Send,
+    expected: &Digest,
+    span: u64,
+) -> Result<(LayerInfo, Vec<u8>), LayerError> {
+    let (parts, decoded, tee) = index_stream(TeeReader::hashing(src), span)?;
+    let size = tee.hash.len();
+    let actual = tee.hash.finish();
+    if actual != *expected {
+        return Err(StoreError::DigestMismatch {
+            expected: *expected,
+            actual,
+        }
+        .into());
+    }
+    let meta = IndexMeta {
+        digest: actual,
+        diff_id: decoded.0,
+        compression: decoded.1,
+        blob_size: size,
+        uncompressed_size: decoded.2,
+    };
+    let bytes = index_file(&meta, parts)?;
+    let info = LayerInfo {
+        digest: actual,
+        diff_id: meta.diff_id,
+        size,
+        compression: meta.compression,
+        uncompressed_size: meta.uncompressed_size,
+        toc_digest: None,
+    };
+    Ok((info, bytes))
+}
+
 fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
+    let bytes = index_file(meta, index_bytes)?;
+    let path = store.layer_index_path(&meta.digest);
+    let mut w = store.blob_writer()?;
+    w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
+    // Index files are named by the blob they describe, not by their own hash.
+    w.commit_to(&path)?;
+    Ok(())
+}
+
+/// The bytes of the index file for what one pass collected.
+fn index_file(meta: &IndexMeta, index_bytes: IndexParts) -> Result<Vec<u8>, LayerError> {
     let (builder, checkpoints, windows, blob_spans) = index_bytes;
     // Spans that do not add up to the blob (never seen) only cost lazy reads.
     let spans = crate::store::SpanTable::fixed(meta.blob_size, super::index::BLOB_SPAN, blob_spans)
@@ -193,13 +247,7 @@ fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Resu
             log::warn!("layer {}: no span digests in its index: {why}", meta.digest);
             crate::store::SpanTable::default()
         });
-    let bytes = builder.finish(meta, &checkpoints, &windows, &spans)?;
-    let path = store.layer_index_path(&meta.digest);
-    let mut w = store.blob_writer()?;
-    w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
-    // Index files are named by the blob they describe, not by their own hash.
-    w.commit_to(&path)?;
-    Ok(())
+    builder.finish(meta, &checkpoints, &windows, &spans)
 }
 
 type IndexParts = (

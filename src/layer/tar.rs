@@ -102,6 +102,12 @@ impl<R: Read> TarReader<R> {
         self.src
     }
 
+    /// Bytes of the stream consumed: after `next_entry`, the end of the
+    /// member it returned (data and padding included).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
     /// The next member, or `None` at the end of the archive. Data is skipped
     /// (read and discarded), so the caller only sees headers.
     pub fn next_entry(&mut self) -> Result<Option<TarEntry>, TarError> {

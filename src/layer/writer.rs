@@ -7,6 +7,7 @@
 
 use super::LayerError;
 use super::compression::Compression;
+use super::estargz;
 use super::ingest::{LayerInfo, index_blob};
 use crate::oci::Sha256Writer;
 use crate::store::{BlobWriter, Store};
@@ -210,14 +211,27 @@ enum Compressor {
     None(BlobWriter),
     Gzip(flate2::write::GzEncoder<BlobWriter>),
     Zstd(zstd::Encoder<'static, BlobWriter>),
+    /// eStargz: the tar is spooled to a temp file, then laid out in gzip
+    /// members per chunk with its TOC (it is read twice: headers, then bytes).
+    Estargz {
+        spool: io::BufWriter<std::fs::File>,
+        blob: BlobWriter,
+    },
 }
 
 impl Compressor {
-    fn finish(self) -> io::Result<BlobWriter> {
+    /// The blob, and for eStargz what the TOC says.
+    fn finish(self) -> Result<(BlobWriter, Option<estargz::Written>), LayerError> {
         match self {
-            Compressor::None(w) => Ok(w),
-            Compressor::Gzip(g) => g.finish(),
-            Compressor::Zstd(z) => z.finish(),
+            Compressor::None(w) => Ok((w, None)),
+            Compressor::Gzip(g) => Ok((g.finish().map_err(werr)?, None)),
+            Compressor::Zstd(z) => Ok((z.finish().map_err(werr)?, None)),
+            Compressor::Estargz { spool, mut blob } => {
+                let file = spool.into_inner().map_err(|e| werr(e.into_error()))?;
+                let written = estargz::write(io::BufReader::new(file), &mut blob)
+                    .map_err(|e| LayerError::Estargz(Box::new(e)))?;
+                Ok((blob, Some(written)))
+            }
         }
     }
 }
@@ -234,6 +248,7 @@ impl Write for LayerSink {
             Compressor::None(w) => w.write(buf)?,
             Compressor::Gzip(g) => g.write(buf)?,
             Compressor::Zstd(z) => z.write(buf)?,
+            Compressor::Estargz { spool, .. } => spool.write(buf)?,
         };
         self.hash.update(&buf[..n]);
         Ok(n)
@@ -243,6 +258,7 @@ impl Write for LayerSink {
             Compressor::None(w) => w.flush(),
             Compressor::Gzip(g) => g.flush(),
             Compressor::Zstd(z) => z.flush(),
+            Compressor::Estargz { spool, .. } => spool.flush(),
         }
     }
 }
@@ -270,14 +286,34 @@ impl LayerSink {
         })
     }
 
+    /// A sink that writes the layer as eStargz (see `estargz`).
+    fn estargz(store: &Store) -> Result<Self, LayerError> {
+        let dir = store.tmp_dir();
+        let spool = tempfile::tempfile_in(&dir).map_err(|e| LayerError::io(&dir, e))?;
+        Ok(LayerSink {
+            inner: Compressor::Estargz {
+                spool: io::BufWriter::with_capacity(1 << 20, spool),
+                blob: store.blob_writer()?,
+            },
+            hash: Sha256Writer::new(),
+        })
+    }
+
     /// Stores the blob and indexes it.
     fn store(self, store: &Store) -> Result<LayerInfo, LayerError> {
         let diff_id = self.hash.finish();
-        let blob = self.inner.finish().map_err(werr)?;
+        let (blob, toc) = self.inner.finish()?;
         let (digest, _) = blob.commit(None)?;
         let index = index_blob(store, &digest)?;
-        let info = LayerInfo::from_index(&index);
-        debug_assert_eq!(info.diff_id, diff_id);
+        let mut info = LayerInfo::from_index(&index);
+        match toc {
+            // The TOC's entry makes the stream longer than the tar given.
+            Some(w) => {
+                debug_assert_eq!(info.diff_id, w.diff_id);
+                info.toc_digest = Some(w.toc_digest);
+            }
+            None => debug_assert_eq!(info.diff_id, diff_id),
+        }
         Ok(info)
     }
 }
@@ -298,6 +334,22 @@ impl<'s> LayerWriter<'s> {
         mut tar: impl Read,
     ) -> Result<LayerInfo, LayerError> {
         let mut sink = LayerSink::new(store, compression)?;
+        io::copy(&mut tar, &mut sink).map_err(werr)?;
+        sink.store(store)
+    }
+
+    /// A new layer written as eStargz: a gzip tar that lazy readers open
+    /// from its end (TOC, chunk digests; see `estargz`).
+    pub fn estargz(store: &'s Store) -> Result<Self, LayerError> {
+        Ok(LayerWriter {
+            store,
+            tar: TarWriter::new(LayerSink::estargz(store)?),
+        })
+    }
+
+    /// `from_tar`, written as eStargz.
+    pub fn from_tar_estargz(store: &'s Store, mut tar: impl Read) -> Result<LayerInfo, LayerError> {
+        let mut sink = LayerSink::estargz(store)?;
         io::copy(&mut tar, &mut sink).map_err(werr)?;
         sink.store(store)
     }

@@ -10,6 +10,7 @@
 
 mod archive;
 mod dockerfile;
+mod estargz;
 mod layer;
 mod oci;
 mod registry;

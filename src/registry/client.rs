@@ -900,7 +900,8 @@ impl Client {
     }
 
     /// PUT a manifest, and check the digest the registry reports, if it
-    /// does, is the one of `bytes`.
+    /// does, is the one of `bytes`. True when the registry answered with
+    /// `OCI-Subject`: it keeps the referrers of the manifest's `subject`.
     pub fn put_manifest(
         &self,
         repo: &str,
@@ -908,7 +909,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
         scopes: &Scopes,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         let what = format!("PUT manifest {repo}:{reference}");
         let resp = self.send(
             Req::new(
@@ -932,7 +933,65 @@ impl Client {
                 actual: got,
             });
         }
-        Ok(())
+        Ok(header(&resp, "OCI-Subject").is_some())
+    }
+
+    /// The referrers of manifest `digest` (`GET /v2/NAME/referrers/DIGEST`,
+    /// image-spec 1.1) of type `artifact_type`, or None when the registry
+    /// has no referrers API (it answers 404 or 405).
+    pub fn get_referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: &str,
+        scopes: &Scopes,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let what = format!("GET referrers of {repo}@{digest}");
+        let mut resp = self.send(
+            Req::new(
+                Method::GET,
+                format!(
+                    "/v2/{repo}/referrers/{digest}?artifactType={}",
+                    enc(artifact_type)
+                ),
+                scopes,
+                what.clone(),
+            )
+            .header("Accept", mt::OCI_INDEX),
+        )?;
+        match resp.status().as_u16() {
+            200 => read_limited(&mut resp, MAX_MANIFEST)
+                .map(Some)
+                .map_err(|e| self.bad(&what, &e)),
+            404 | 405 => Ok(None),
+            _ => Err(self.status_error(resp, &what)),
+        }
+    }
+
+    /// GET a small blob whole (at most `limit` bytes), checked against `desc`.
+    pub fn get_small_blob(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        limit: u64,
+        scopes: &Scopes,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let what = format!("blob {}", desc.digest);
+        if desc.size > limit {
+            return Err(self.bad(&what, &format!("{} bytes, more than {limit}", desc.size)));
+        }
+        let (mut resp, _) = self.get_blob(repo, &desc.digest, 0, scopes)?;
+        let bytes = read_limited(&mut resp, limit).map_err(|e| self.bad(&what, &e))?;
+        let actual = Digest::of(&bytes);
+        if actual != desc.digest || bytes.len() as u64 != desc.size {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.registry.clone(),
+                what,
+                expected: desc.digest,
+                actual,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Whether the registry has blob `digest` in `repo`.

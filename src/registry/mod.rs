@@ -18,10 +18,13 @@ mod client;
 mod config;
 mod credentials;
 mod error;
+mod estargz;
+mod index_sources;
 pub mod lazy;
 mod progress;
 mod pull;
 mod push;
+mod referrers;
 mod sources;
 mod tls;
 
@@ -29,10 +32,14 @@ pub use client::{ClientOptions, Deadlines, RetryPolicy, TIMEOUT_ENV};
 pub use config::RegistryConfig;
 pub use credentials::Credentials;
 pub use error::RegistryError;
+pub use estargz::EstargzSource;
 pub use lazy::RangeFetcher;
 pub use progress::{BlobKind, BlobOutcome, Event, Progress, Silent};
 pub use pull::{PullOptions, PullReport, pull};
 pub use push::{PushOptions, PushReport, push};
+pub use referrers::{
+    INDEX_ARTIFACT_TYPE, Published, fetch_published_indexes, index_push, referrers_tag,
+};
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -142,7 +142,7 @@ pub fn pull(
     // Layer digest -> diff_id, of the layers stored and then of those fetched.
     let mut diff_ids = HashMap::new();
     let mut layers_lazy = 0;
-    let sources = super::lazy::index_sources();
+    let sources = super::index_sources::all();
     let origin = super::lazy::origin(&registry, &repo);
     for f in &manifests {
         let config = Job {

@@ -27,6 +27,9 @@ pub struct PushOptions {
     pub chunk_size: u64,
     /// Blobs uploaded at once.
     pub jobs: usize,
+    /// Also publish each layer's index as an artifact of the image
+    /// (`referrers`), for lazy mounts.
+    pub indexes: bool,
 }
 
 impl PushOptions {
@@ -35,6 +38,7 @@ impl PushOptions {
             client,
             chunk_size: DEFAULT_CHUNK,
             jobs: super::pull::DEFAULT_JOBS,
+            indexes: true,
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct PushReport {
     pub blobs_existing: usize,
     pub blobs_mounted: usize,
     pub bytes_pushed: u64,
+    /// Layer index artifacts published (one per image manifest).
+    pub index_artifacts: usize,
 }
 
 /// A manifest to PUT, children before parents.
@@ -109,6 +115,11 @@ pub fn push(
         client.put_manifest(&repo, &reference, &p.desc.media_type, &p.bytes, &scopes)?;
         sources::record(store, &p.desc.digest, &registry, &repo);
     }
+    let index_artifacts = if opts.indexes {
+        publish_indexes(store, &client, &repo, &scopes, &puts, progress)
+    } else {
+        0
+    };
     Ok(PushReport {
         tag,
         digest: top.digest,
@@ -117,7 +128,38 @@ pub fn push(
         blobs_existing: counts.existing.load(Ordering::Relaxed),
         blobs_mounted: counts.mounted.load(Ordering::Relaxed),
         bytes_pushed: counts.bytes.load(Ordering::Relaxed),
+        index_artifacts,
     })
+}
+
+/// Publishes the layer indexes of each image manifest pushed. The image is
+/// up already, so a registry that refuses artifacts costs a warning, not
+/// the push.
+fn publish_indexes(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    scopes: &Scopes,
+    puts: &[Put],
+    progress: &dyn Progress,
+) -> usize {
+    let mut n = 0;
+    for p in puts {
+        let Ok(ManifestKind::Image(m)) = ManifestKind::parse(&p.bytes) else {
+            continue;
+        };
+        if !m.is_image() {
+            continue;
+        }
+        match super::referrers::publish_stored(store, client, repo, scopes, &p.desc, &m) {
+            Ok(_) => n += 1,
+            Err(e) => progress.event(Event::Status(&format!(
+                "warning: layer indexes of {} not published: {e}",
+                p.desc.digest
+            ))),
+        }
+    }
+    n
 }
 
 #[derive(Default)]

@@ -412,7 +412,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>
 fn forward(
     req: &Request,
     backend: &str,
-    out: &mut TcpStream,
+    out: &mut dyn Write,
     cut: Option<u64>,
     entry: &mut Logged,
 ) -> std::io::Result<()> {
@@ -471,4 +471,95 @@ pub fn respond(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = s.into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// The referrers API (image-spec 1.1) in front of a registry that lacks it
+/// (distribution 2.8): a manifest PUT whose body has a `subject` is
+/// forwarded, remembered, and answered with `OCI-Subject`;
+/// `GET /v2/NAME/referrers/DIGEST[?artifactType=T]` lists what was
+/// remembered for that subject as an image index. Everything else is forwarded.
+pub fn referrers_api(backend: String) -> Hook {
+    type Seen = Vec<(String, String, serde_json::Value)>; // repo, subject, descriptor
+    let seen: Arc<Mutex<Seen>> = Arc::new(Mutex::new(Vec::new()));
+    Arc::new(move |req: &Request| {
+        let path = req.path().to_string();
+        let repo_of = |marker: &str| {
+            path.strip_prefix("/v2/")
+                .and_then(|p| p.split_once(marker))
+                .map(|(repo, rest)| (repo.to_string(), rest.to_string()))
+        };
+        if req.method == "PUT"
+            && let Some((repo, _)) = repo_of("/manifests/")
+            && let Ok(m) = serde_json::from_slice::<serde_json::Value>(&req.body)
+            && let Some(subject) = m["subject"]["digest"].as_str()
+        {
+            let mut answer = Vec::new();
+            let mut entry = Logged {
+                method: String::new(),
+                target: String::new(),
+                range: None,
+                status: 0,
+                body_bytes: 0,
+            };
+            if forward(req, &backend, &mut answer, None, &mut entry).is_err() {
+                return Action::Respond(respond("502 Bad Gateway", &[], b""));
+            }
+            if entry.status == 201 {
+                let digest = crate::oci::Digest::of(&req.body).to_string();
+                let mut desc = serde_json::json!({
+                    "mediaType": m["mediaType"],
+                    "digest": digest,
+                    "size": req.body.len(),
+                });
+                for key in ["artifactType", "annotations"] {
+                    if !m[key].is_null() {
+                        desc[key] = m[key].clone();
+                    }
+                }
+                let mut seen = seen.lock().unwrap();
+                if !seen.iter().any(|(_, _, d)| d["digest"] == desc["digest"]) {
+                    seen.push((repo, subject.to_string(), desc));
+                }
+                let line_end = answer.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                let extra = format!("OCI-Subject: {subject}\r\n");
+                answer.splice(line_end..line_end, extra.into_bytes());
+            }
+            return Action::Respond(answer);
+        }
+        if req.method == "GET"
+            && let Some((repo, subject)) = repo_of("/referrers/")
+        {
+            let want = req.target.split_once("artifactType=").map(|(_, t)| {
+                let t = t.split('&').next().unwrap_or("");
+                percent_encoding::percent_decode_str(t)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            });
+            let manifests: Vec<serde_json::Value> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(r, s, d)| {
+                    *r == repo
+                        && *s == subject
+                        && want
+                            .as_ref()
+                            .is_none_or(|w| d["artifactType"] == w.as_str())
+                })
+                .map(|(_, _, d)| d.clone())
+                .collect();
+            let body = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": crate::oci::media_type::OCI_INDEX,
+                "manifests": manifests,
+            })
+            .to_string();
+            let mut headers = vec![("Content-Type", crate::oci::media_type::OCI_INDEX)];
+            if want.is_some() {
+                headers.push(("OCI-Filters-Applied", "artifactType"));
+            }
+            return Action::Respond(respond("200 OK", &headers, body.as_bytes()));
+        }
+        Action::Forward
+    })
 }

@@ -3,11 +3,13 @@
 //! proxies that misbehave on purpose (faults).
 
 mod auth;
+mod estargz;
 mod faults;
 mod harness;
 mod helpers;
 mod lazy;
 mod mutation;
+mod referrers;
 mod roundtrip;
 
 use super::{
@@ -16,7 +18,9 @@ use super::{
 };
 use crate::image::{layer_descriptor, new_config, write_image};
 use crate::layer::{Compression, LayerInfo, LayerWriter, TarMeta};
-use crate::oci::{Descriptor, Digest, ImageIndex, Platform, Reference, media_type as mt};
+use crate::oci::{
+    Descriptor, Digest, ImageIndex, ManifestKind, Platform, Reference, media_type as mt,
+};
 use crate::store::Store;
 use crate::testutil::temp_store;
 use std::path::Path;

@@ -1,0 +1,338 @@
+//! eStargz through a real registry: layers layerfs writes read back with
+//! skopeo + umoci (the tree unpacked equals the source) and lazily by range
+//! (TOC from the blob's end, each chunk alone, every one verified); layers
+//! that containerd's `ctr-remote` converts (a writer nobody here wrote)
+//! read lazily by range and equal the full pull.
+
+use super::harness::{Registry, RegistryKind};
+use super::*;
+use crate::layer::estargz::{TOC_DIGEST_ANNOTATION, TOC_NAME, UNCOMPRESSED_SIZE_ANNOTATION};
+use crate::registry::EstargzSource;
+use crate::testutil::{have_tool, noise, temp_store, text};
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+
+fn r(s: &str) -> Reference {
+    Reference::parse(s).unwrap()
+}
+
+/// The regular files of a stored layer, read through a plain gzip reader.
+fn files_of_blob(store: &Store, d: &Digest) -> HashMap<String, Vec<u8>> {
+    let blob = std::fs::File::open(store.blob_path(d)).unwrap();
+    let tar = crate::layer::decompressed(blob).unwrap();
+    let mut out = HashMap::new();
+    for e in tar::Archive::new(tar).entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let name = crate::layer::estargz::clean_name(&e.path().unwrap().to_string_lossy());
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.insert(name, data);
+        }
+    }
+    out
+}
+
+/// Every regular file of every eStargz layer of `manifest`, put together
+/// from chunks fetched one by one by range, each checked against its digest.
+fn files_by_range(src: &EstargzSource, layers: &[Descriptor]) -> HashMap<String, Vec<u8>> {
+    let mut out: HashMap<String, Vec<u8>> = HashMap::new();
+    for l in layers {
+        let (toc, at) = src.toc(l).unwrap().expect("an eStargz layer");
+        let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+        for c in toc.chunks(at).unwrap() {
+            let data = src.chunk(&l.digest, &c).unwrap();
+            let f = files.entry(c.path.clone()).or_default();
+            assert_eq!(f.len() as u64, c.file_offset);
+            f.extend_from_slice(&data);
+        }
+        for e in toc
+            .entries
+            .iter()
+            .filter(|e| e.kind == "reg" && e.size == 0)
+        {
+            files.insert(crate::layer::estargz::clean_name(&e.name), Vec::new());
+        }
+        // A file of an upper layer replaces a lower one's.
+        out.extend(files);
+    }
+    out
+}
+
+#[test]
+fn estargz_written_by_layerfs_reads_back_with_skopeo_umoci_and_by_range() {
+    let test = "estargz_written_by_layerfs";
+    if !have_tool("skopeo", test) || !have_tool("umoci", test) {
+        return;
+    }
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let (_d, src) = temp_store();
+    let big = noise(5 << 20, 3);
+    let small = text(100_000, 4);
+    let l1 = layer(&src, Compression::Gzip, &[("big", &big), ("small", &small)]);
+    let l2 = layer(&src, Compression::Zstd, &[("zst", b"from a zstd layer")]);
+    image(&src, &[l1, l2], None, Some("local/e:1"));
+    let conv = crate::image::to_estargz(&src, "local/e:1").unwrap();
+    let m = src.read_manifest(&conv.manifest.digest).unwrap();
+    let config = src.read_config(&m.config.digest).unwrap();
+    for (l, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
+        assert_eq!(l.media_type, mt::OCI_LAYER_GZIP);
+        assert!(l.annotation(TOC_DIGEST_ANNOTATION).is_some(), "{l:?}");
+        let index = crate::layer::open_index(&src, &l.digest).unwrap();
+        assert_eq!(
+            index.diff_id(),
+            diff_id,
+            "the config follows the new layers"
+        );
+        let size = index.meta().uncompressed_size.to_string();
+        assert_eq!(
+            l.annotation(UNCOMPRESSED_SIZE_ANNOTATION),
+            Some(size.as_str())
+        );
+    }
+    assert_fsck_clean(&src);
+
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let target = r(&format!("{}/es/app:1", reg.addr));
+    let hex = conv.manifest.digest.hex();
+    push(&src, &hex, &target, &PushOptions::new(o.clone()), &Silent).unwrap();
+
+    // skopeo + umoci: the unpacked tree holds the source's files (and the TOC).
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "-q"])
+        .arg(format!("docker://{}/es/app:1", reg.addr))
+        .arg(format!("oci:{}:app", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = work.path().join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:app", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(std::fs::read(rootfs.join("data/big")).unwrap(), big);
+    assert_eq!(std::fs::read(rootfs.join("data/small")).unwrap(), small);
+    assert_eq!(
+        std::fs::read(rootfs.join("data/zst")).unwrap(),
+        b"from a zstd layer"
+    );
+    assert!(rootfs.join(TOC_NAME).is_file());
+
+    // By range: TOC from the end, every chunk alone.
+    let es = EstargzSource::connect(&target, &o).unwrap();
+    let got = files_by_range(&es, &m.layers);
+    assert_eq!(got["data/big"], big);
+    assert_eq!(got["data/small"], small);
+    assert_eq!(got["data/zst"], b"from a zstd layer");
+
+    // Lazily with layerfs: a lazy pull (its published index), then reads
+    // that fetch only what they need.
+    crate::store::partial::set_fetcher_for(
+        &reg.addr,
+        std::sync::Arc::new(crate::registry::RangeFetcher::new(o.clone())),
+    );
+    let (_d3, lazy) = temp_store();
+    let mut po = PullOptions::new(o.clone());
+    po.lazy = true;
+    let report = pull(&lazy, &target, &po, &Silent).unwrap();
+    assert_eq!(report.layers_lazy, 2);
+    let top = &m.layers[0].digest;
+    assert!(!lazy.has_blob(top) && lazy.has_partial(top));
+    let l = crate::layer::Layer::open(&lazy, top, crate::layer::SpanCache::new(1 << 20)).unwrap();
+    let dir = l.index.find_dir(b"data").unwrap();
+    let (e, _) = dir.lookup(b"small");
+    let e = e.unwrap();
+    let mut buf = vec![0u8; e.size() as usize];
+    assert_eq!(l.read_at(&e, 0, &mut buf).unwrap(), small.len());
+    assert_eq!(buf, small);
+}
+
+/// A private containerd (own root, state and socket), killed on drop.
+struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Its overlay snapshots may still be mounted under its root.
+        let root = self.dir.path().join("root");
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for line in mounts.lines() {
+                if let Some(p) = line.split(' ').nth(4)
+                    && p.starts_with(&*root.to_string_lossy())
+                {
+                    let _ = Command::new("umount").arg(p).status();
+                }
+            }
+        }
+    }
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+            root = p.join("root").display(),
+            state = p.join("state").display(),
+            sock = p.join("c.sock").display(),
+        );
+        std::fs::write(p.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(p.join("log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(p.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd { child, dir };
+        for _ in 0..300 {
+            if c.ctr(&["version"]).status.success() {
+                return c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("containerd did not start: {}", c.log());
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr-remote")
+            .arg("-a")
+            .arg(self.dir.path().join("c.sock"))
+            .args(["-n", "layerfs-test"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr-remote {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn estargz_made_by_ctr_remote_reads_by_range_and_equals_its_full_pull() {
+    let test = "estargz_made_by_ctr_remote";
+    if !nix::unistd::geteuid().is_root()
+        || !have_tool("containerd", test)
+        || !have_tool("ctr-remote", test)
+    {
+        return;
+    }
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let (_d, src) = temp_store();
+    let big = noise(9 << 20, 5);
+    let l1 = layer(&src, Compression::Gzip, &[("big", &big), ("a", b"alpha\n")]);
+    let l2 = layer(&src, Compression::Gzip, &[("b", &text(300_000, 6))]);
+    image(&src, &[l1, l2], None, Some("local/plain:1"));
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("plain.tar");
+    crate::archive::save_to_path(
+        &src,
+        &["local/plain:1".to_string()],
+        crate::archive::SaveFormat::OciArchive,
+        &archive,
+    )
+    .unwrap();
+
+    let ctrd = Containerd::start();
+    let a = archive.to_string_lossy().into_owned();
+    ctrd.ok(&[
+        "images",
+        "import",
+        "--base-name",
+        "docker.io/library/plain",
+        "--digests",
+        &a,
+    ]);
+    let listed = ctrd.ok(&["images", "ls", "-q"]);
+    let plain = listed
+        .lines()
+        .next()
+        .expect("an imported image")
+        .to_string();
+    let esgz = "docker.io/library/plain:esgz";
+    ctrd.ok(&["image", "convert", "--estargz", "--oci", &plain, esgz]);
+    let converted = work.path().join("esgz.tar");
+    let c = converted.to_string_lossy().into_owned();
+    ctrd.ok(&["images", "export", &c, esgz]);
+    drop(ctrd);
+
+    // Loaded whole (the full pull), then pushed as ctr-remote made it.
+    let (_d2, full) = temp_store();
+    let loaded = crate::archive::load(&full, &converted, &Default::default()).unwrap();
+    let manifest = loaded.images[0].manifest.digest;
+    let m = full.read_manifest(&manifest).unwrap();
+    assert!(
+        m.layers
+            .iter()
+            .all(|l| l.annotation(TOC_DIGEST_ANNOTATION).is_some()),
+        "ctr-remote annotates every layer: {m:?}"
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let target = r(&format!("{}/es/ctr:1", reg.addr));
+    push(
+        &full,
+        &manifest.hex(),
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+
+    let es = EstargzSource::connect(&target, &o).unwrap();
+    let lazy = files_by_range(&es, &m.layers);
+    let mut whole: HashMap<String, Vec<u8>> = HashMap::new();
+    for l in &m.layers {
+        whole.extend(files_of_blob(&full, &l.digest));
+    }
+    // ctr-remote adds its landmark and TOC as files; the TOC lists neither itself.
+    whole.remove(TOC_NAME);
+    assert_eq!(lazy.keys().len(), whole.keys().len(), "{:?}", lazy.keys());
+    for (name, data) in &whole {
+        assert!(lazy.get(name) == Some(data), "{name} differs");
+    }
+    assert_eq!(lazy["data/big"], big);
+    assert_eq!(lazy["data/a"], b"alpha\n");
+}
