@@ -329,6 +329,10 @@ fn diff_lists_what_podman_diff_lists_for_the_same_changes() {
             .arg(dir.join("root"))
             .arg("--runroot")
             .arg(dir.join("run"))
+            // Podman's default tmpdir (/run/libpod) is shared with the other
+            // tests' podman runs; this one keeps its state apart.
+            .arg("--tmpdir")
+            .arg(dir.join("tmp"))
             .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
             .args(["--events-backend", "none"])
             .args(args)

@@ -723,6 +723,9 @@ fn podman_and_layerfs_run_give_the_same_answers() {
             .arg(dir.join("root"))
             .arg("--runroot")
             .arg(dir.join("run"))
+            // Its own tmpdir: /run/libpod is shared with other tests' podman runs.
+            .arg("--tmpdir")
+            .arg(dir.join("tmp"))
             .args([
                 "--storage-driver",
                 "overlay",
