@@ -367,7 +367,9 @@ fn is_id_prefix(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn load_named(store: &Store, name: &str) -> Result<Container, ContainerError> {
+/// The container of exactly that name (never an ID prefix): for names
+/// that are being given, as `mount -o name=NAME`.
+pub fn load_named(store: &Store, name: &str) -> Result<Container, ContainerError> {
     if !valid_name(name) {
         return Err(ContainerError::NotFound(name.to_string()));
     }
@@ -628,16 +630,17 @@ mod tests {
         assert_eq!(load(&store, "a").unwrap().id, a.id);
         assert_eq!(load(&store, &a.id).unwrap().name, "a");
         assert_eq!(load(&store, a.short_id()).unwrap().name, "a");
-        // A prefix both IDs share (if any) is ambiguous; none at all is not found.
-        let common =
-            a.id.chars()
-                .zip(b.id.chars())
-                .take_while(|(x, y)| x == y)
-                .count();
-        if common > 0 {
-            let e = load(&store, &a.id[..common]).unwrap_err();
-            assert!(matches!(e, ContainerError::Ambiguous { .. }), "{e}");
-        }
+        // A prefix both IDs share is ambiguous: give b an ID starting as a's.
+        let record = b.dir().join("container.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+        let shared = format!("{}{}", &a.id[..4], "0".repeat(60));
+        assert_ne!(shared, a.id);
+        json["id"] = shared.clone().into();
+        fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+        let e = load(&store, &a.id[..4]).unwrap_err();
+        assert!(matches!(e, ContainerError::Ambiguous { .. }), "{e}");
+        assert_eq!(load(&store, &shared).unwrap().name, "b");
         for missing in ["c", "../a", "zz"] {
             assert!(
                 matches!(load(&store, missing), Err(ContainerError::NotFound(_))),

@@ -17,7 +17,13 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
-    let container = layerfs::container::load(&store, &a.what).ok();
+    // A name or ID no container has is an image; any other failure (an
+    // ambiguous ID prefix, a damaged record) is said as it is.
+    let container = match layerfs::container::load(&store, &a.what) {
+        Ok(c) => Some(c),
+        Err(layerfs::container::ContainerError::NotFound(_)) => None,
+        Err(e) => return Err(e).with_context(|| format!("export {}", a.what)),
+    };
     let src = match &container {
         Some(c) => Source::Container(c),
         None => Source::Image(&a.what),

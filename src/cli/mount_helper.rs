@@ -92,7 +92,7 @@ fn run(args: &[String]) -> Result<()> {
     // name=NAME: the container of that name, made on its first mount, so
     // an fstab line brings back the same container at every boot.
     if let Some(name) = opts.name.clone()
-        && layerfs::container::load(&store, &name).is_ok()
+        && layerfs::container::load_named(&store, &name).is_ok()
     {
         opts.writable = false;
         opts.name = None;

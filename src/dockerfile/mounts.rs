@@ -222,6 +222,11 @@ pub fn parse_mount(spec: &str) -> Result<RunMount, String> {
             if id.is_empty() {
                 return Err(format!("--mount {spec}: a secret needs id= or target="));
             }
+            if !super::secrets::valid_id(&id) {
+                return Err(format!(
+                    "--mount {spec}: a secret's id is a file name, not {id:?}"
+                ));
+            }
             let file = target.is_some() || env.is_none();
             let (mode, uid, gid) = owner(0o400)?;
             let required = match get(&["required"]) {
@@ -845,6 +850,8 @@ mod tests {
             "type=bind",
             "type=tmpfs",
             "type=secret",
+            "type=secret,id=..",
+            "type=secret,id=.",
             "type=ssh,target=/x",
             "type=nfs,target=/x",
             "type=cache,target=/c,sharing=sometimes",

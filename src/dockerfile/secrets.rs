@@ -40,8 +40,10 @@ pub fn parse_secret(s: &str) -> Result<SecretSpec, String> {
     let id = id
         .filter(|i| !i.is_empty())
         .ok_or_else(|| format!("--secret {s}: id= is required"))?;
-    if id.contains('/') {
-        return Err(format!("--secret {s}: an id has no '/'"));
+    if !valid_id(&id) {
+        return Err(format!(
+            "--secret {s}: an id is a file name: no '/', not . or .."
+        ));
     }
     let source = match (kind.as_deref(), src, env) {
         (Some("env"), Some(v), None) | (_, None, Some(v)) => SecretSource::Env(v),
@@ -54,6 +56,11 @@ pub fn parse_secret(s: &str) -> Result<SecretSpec, String> {
         _ => return Err(format!("--secret {s}: give src= or env=, not both")),
     };
     Ok(SecretSpec { id, source })
+}
+
+/// A secret's id names a file in /run/secrets: one path component.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id != "." && id != ".." && !id.contains(['/', '\0'])
 }
 
 impl SecretSpec {
@@ -106,6 +113,8 @@ mod tests {
             "id=a,src=/x,env=Y",
             "id=a,what=1",
             "id=a/b,src=/x",
+            "id=..,src=/x",
+            "id=.,src=/x",
             "id=a,type=ssh,src=/x",
             "nonsense",
         ] {

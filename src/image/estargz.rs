@@ -27,6 +27,8 @@ pub fn to_estargz(store: &Store, name: &str) -> Result<StoredImage, ImageError> 
             layers.push(layer.clone());
             continue;
         }
+        // A lazily pulled layer is completed first (what is local is kept).
+        crate::layer::fetch_whole(store, &layer.digest)?;
         let path = store.blob_path(&layer.digest);
         let blob = store.open_blob(&layer.digest)?;
         let tar = decompressed(blob).map_err(|e| LayerError::io(&path, e))?;

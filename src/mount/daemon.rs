@@ -127,10 +127,11 @@ fn serve_inner(
     let cache = SpanCache::new(opts.cache_bytes);
     let (container, image_name, top, layers) = match &opts.container {
         Some(name) => {
+            // The records know containers by name; `name` may be an ID.
             let c = container::load(store, name)?;
-            if let Some((r, true)) = records::find_container(store, name)? {
+            if let Some((r, true)) = records::find_container(store, &c.name)? {
                 return Err(MountError::ContainerMounted {
-                    name: name.clone(),
+                    name: c.name.clone(),
                     at: r.mountpoint,
                 });
             }

@@ -74,7 +74,14 @@ impl Store {
             .collect();
         for digest in self.list_partials()? {
             if !keep.contains(&digest) {
-                let size = self.partial_status(&digest)?.map_or(0, |(_, n)| n);
+                // A damaged record must not stop gc: its blob goes all the same.
+                let size = match self.partial_status(&digest) {
+                    Ok(status) => status.map_or(0, |(_, n)| n),
+                    Err(e) => {
+                        log::warn!("gc: partial blob {digest}: {e}");
+                        0
+                    }
+                };
                 out.push(Unreachable {
                     digest,
                     size,

@@ -272,12 +272,13 @@ impl UpperDir {
     }
 
     /// Whether `name` is an xattr of ours, which a container neither sees
-    /// nor sets.
+    /// nor sets. The user form's names are ours in both forms: a root-form
+    /// container that set `user.layerfs.form` on its root would be read in
+    /// the other form at its next mount.
     pub fn is_private_xattr(&self, name: &[u8]) -> bool {
         name.starts_with(XATTR_PREFIX)
-            || (self.form == Form::User
-                && (name.starts_with(USER_MARK_PREFIX.as_bytes())
-                    || name == XATTR_OVERRIDE.as_bytes()))
+            || name.starts_with(USER_MARK_PREFIX.as_bytes())
+            || name == XATTR_OVERRIDE.as_bytes()
     }
 
     /// In the user form: what the container sees of an entry whose host

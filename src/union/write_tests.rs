@@ -604,3 +604,30 @@ fn readdir_from_start_lists_changes_made_after_opendir() {
         fs.releasedir(fh);
     }
 }
+
+#[test]
+fn a_root_container_cannot_set_the_user_forms_xattrs() {
+    let Some(f) = Fixture::new() else { return };
+    let fs = f.fs();
+    // Were `user.layerfs.form` settable on the root, the next mount would
+    // read this container's upper dir in the user form.
+    for name in [
+        &b"user.layerfs.form"[..],
+        b"user.layerfs.origin",
+        b"user.containers.override_stat",
+    ] {
+        assert!(
+            matches!(
+                fs.setxattr(ROOT_INO, name, b"user", 0),
+                Err(UnionError::NotPermitted)
+            ),
+            "{}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    drop(fs);
+    assert_eq!(
+        UpperDir::open(&f.upper, &f.work).unwrap().form(),
+        Form::Root
+    );
+}
