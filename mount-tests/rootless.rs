@@ -133,6 +133,54 @@ fn rootless_read_only_mount_lists_the_image() {
     assert_eq!(out, "-rw-r--r-- 0 0 motd\n-rw-r----- 0 42 shadow\n");
 }
 
+#[test]
+fn rootless_writable_mount_outside_a_namespace_commits_as_the_containers_root() {
+    let Some(u) =
+        user("rootless_writable_mount_outside_a_namespace_commits_as_the_containers_root")
+    else {
+        return;
+    };
+    let home = u.home();
+    let layer = Tar::new()
+        .dir("etc", 0o755)
+        .file("etc/motd", 0o644, b"hello\n")
+        .file("etc/keep", 0o644, b"keep\n")
+        .finish();
+    let tar = home.file(u, "layer.tar", &layer);
+    u.ok(&home, "$L import - small:1 && mkdir w", Some(tar.as_path()));
+    // Through fusermount3, no namespace: the user is the container's root.
+    let out = u.ok(
+        &home,
+        "$L mount --writable --name w small:1 w && echo new > w/etc/new && chmod 600 w/etc/new \
+         && rm w/etc/motd && mkdir w/d && chmod 4755 w/etc/keep \
+         && ls -n w/etc | tail -n +2 | awk '{print $1, $3, $4, $NF}'; $L umount w && $L commit w small:2",
+        None,
+    );
+    let (uid, gid) = (u.uid, u.gid);
+    assert_eq!(
+        out.lines().take(2).collect::<Vec<_>>(),
+        [
+            format!("-rwsr-xr-x {uid} {gid} keep"),
+            format!("-rw------- {uid} {gid} new"),
+        ],
+        "{out}"
+    );
+    let layer = top_layer(&home.store, "small:2");
+    let mut got = owners(&home.store, &layer);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("d/".to_string(), 0, 0),
+            ("etc/".to_string(), 0, 0),
+            ("etc/.wh.motd".to_string(), 0, 0),
+            ("etc/keep".to_string(), 0, 0),
+            ("etc/new".to_string(), 0, 0),
+        ],
+        "uid 0 in the container is 0 in the layer, never the host user"
+    );
+}
+
 /// The user's change, committed as `rootless:1` in the user's store.
 fn change_as_user(u: &User, home: &Home, base: &Path) {
     u.ok(home, "$L import - debian:base >/dev/null", Some(base));

@@ -152,14 +152,20 @@ fn unescape(s: &[u8]) -> Vec<u8> {
 /// with a `/`, or an existing directory), else a container's name.
 pub fn container_named(store: &Store, target: &str) -> Result<String, MountError> {
     let path = Path::new(target);
-    if !path.is_dir() && !target.contains('/') {
+    // A bare name is a container's unless it is a directory we mounted:
+    // `commit web` works in a directory that happens to hold `web/`.
+    let bare = !target.contains('/');
+    if bare && !path.is_dir() {
         return Ok(target.to_string());
     }
-    let canon = path
-        .canonicalize()
-        .map_err(|_| MountError::NotAContainer(target.to_string()))?;
+    let canon = match path.canonicalize() {
+        Ok(c) => c,
+        Err(_) if bare => return Ok(target.to_string()),
+        Err(_) => return Err(MountError::NotAContainer(target.to_string())),
+    };
     match find(store, &canon)? {
         Some(r) => r.container.ok_or(MountError::ReadOnlyMount(canon)),
+        None if bare => Ok(target.to_string()),
         None => Err(MountError::NotAMount(canon)),
     }
 }
