@@ -20,7 +20,14 @@ pub enum Prefetch {
 /// Lets every reader of a partial blob in this process fetch what it lacks
 /// from the registry it came from (credentials as `login` saved them).
 pub fn install_fetcher() {
-    let opts = layerfs::registry::ClientOptions::new(RegistryConfig::from_env());
+    install_fetcher_with(layerfs::registry::ClientOptions::new(
+        RegistryConfig::from_env(),
+    ));
+}
+
+/// As `install_fetcher`, with a command's transport flags (`--insecure`,
+/// `--ca-cert`), so that reads reach the registry the pull did.
+pub fn install_fetcher_with(opts: layerfs::registry::ClientOptions) {
     partial::set_fetcher(Arc::new(RangeFetcher::new(opts)));
 }
 

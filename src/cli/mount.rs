@@ -82,12 +82,16 @@ fn options(a: &Args) -> Result<(MountOptions, String)> {
         in_process: false,
         debug: a.debug,
         no_prefetch: a.prefetch == super::lazy::Prefetch::None,
+        insecure: a.transport.insecure,
+        ca_cert: a.transport.ca_cert.clone(),
     };
     Ok((opts, what))
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let (mut opts, what) = options(&a)?;
+    // The daemon fetches a lazy image's data as the pull was told to.
+    super::lazy::install_fetcher_with(a.transport.client_options());
     let store = ctx.store()?;
     // The daemon and the mount records know containers by name; users may give an ID.
     if let Some(c) = &opts.container {
@@ -151,6 +155,14 @@ mod tests {
                 "none",
                 "img:1",
                 "/mnt/x",
+            ],
+            vec![
+                "mount",
+                "--insecure",
+                "--ca-cert",
+                "/etc/ca.pem",
+                "r:5000/i:1",
+                "m",
             ],
             vec!["mount", "--container", "c1", "rel/dir"],
             vec!["mount", "--", "-odd-image", "/mnt/y"],

@@ -46,6 +46,10 @@ pub struct MountOptions {
     pub debug: bool,
     /// Lazy images: do not fetch the rest of each layer behind the reads.
     pub no_prefetch: bool,
+    /// Lazy images: the registry's transport, as the pull was given it
+    /// (plain HTTP or unverified TLS; an extra CA certificate).
+    pub insecure: bool,
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The mountpoint, canonical, checked: a directory, empty, not mounted.
@@ -390,6 +394,7 @@ pub fn daemon_args(root: &Path, opts: &MountOptions) -> Vec<String> {
         (opts.dev, "--dev"),
         (opts.writable, "--writable"),
         (opts.no_prefetch, "--prefetch=none"),
+        (opts.insecure, "--insecure"),
     ] {
         if on {
             args.push(flag.into());
@@ -400,6 +405,9 @@ pub fn daemon_args(root: &Path, opts: &MountOptions) -> Vec<String> {
     }
     if let Some(c) = &opts.container {
         args.extend(["--container".into(), c.clone()]);
+    }
+    if let Some(p) = &opts.ca_cert {
+        args.extend(["--ca-cert".into(), p.display().to_string()]);
     }
     for o in &opts.options {
         args.extend(["-o".into(), o.clone()]);
