@@ -124,6 +124,15 @@ pub fn commit(
         apply_change(&mut config, change)?;
     }
     let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
+    if layers.iter().any(|d| store.has_partial(d)) {
+        // A lazy image: fetch what the snapshot reads of its layers (the data
+        // of files whose metadata changed, renamed directories) before the
+        // container is frozen, since a fetch waits for the network.
+        let stack = Stack::open(store, &layers, SpanCache::new(16 << 20))?;
+        if let Err(e) = warm(c, stack) {
+            log::debug!("commit {}: fetching ahead: {e}", c.name);
+        }
+    }
     let stack = Stack::open(store, &layers, SpanCache::new(16 << 20))?;
     let staged = snapshot(c, stack)?;
     let size = staged.metadata().map_or(0, |m| m.len());
@@ -189,7 +198,7 @@ fn snapshot(c: &Container, stack: Stack) -> Result<File, CommitError> {
         upper,
         view: &view,
         links: HashMap::new(),
-        freeze: &freeze,
+        freeze: Some(&freeze),
     }
     .dir(&mut out, b"")?;
     out.finish()?
@@ -198,6 +207,31 @@ fn snapshot(c: &Container, stack: Stack) -> Result<File, CommitError> {
     freeze.release()?;
     staged.rewind().map_err(io(c.dir()))?;
     Ok(staged)
+}
+
+/// Reads everything the snapshot of `c` would, unfrozen, and keeps nothing:
+/// what a lazy layer lacks is fetched now. The snapshot itself reports
+/// errors, so this one's only go to the log.
+fn warm(c: &Container, stack: Stack) -> Result<(), CommitError> {
+    let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(|source| {
+        CommitError::Io {
+            path: c.upper(),
+            source,
+        }
+    })?;
+    let view = UnionFs::new(stack, Some(upper));
+    let Some(upper) = view.upper.as_ref() else {
+        return Ok(());
+    };
+    let mut out = TarWriter::new(std::io::sink());
+    Walker {
+        upper,
+        view: &view,
+        links: HashMap::new(),
+        freeze: None,
+    }
+    .dir(&mut out, b"")?;
+    Ok(())
 }
 
 fn created_by(c: &Container, opts: &CommitOptions) -> String {
@@ -220,20 +254,23 @@ struct Walker<'a> {
     view: &'a UnionFs,
     /// First path written for each host inode with several names.
     links: HashMap<u64, Vec<u8>>,
-    /// Told now and then that the snapshot is still going on.
-    freeze: &'a Freeze,
+    /// Told now and then that the snapshot is still going on (None: a
+    /// pass that only fetches ahead, nothing frozen).
+    freeze: Option<&'a Freeze>,
 }
 
 /// Reads `inner`, telling the daemon on the way that the freeze is wanted
 /// still (a large file takes a while to copy).
 struct Beat<'a, R> {
     inner: R,
-    freeze: &'a Freeze,
+    freeze: Option<&'a Freeze>,
 }
 
 impl<R: Read> Read for Beat<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.freeze.keep();
+        if let Some(f) = self.freeze {
+            f.keep();
+        }
         self.inner.read(buf)
     }
 }
@@ -271,7 +308,9 @@ impl Walker<'_> {
             .iter()
             .filter(|e| !e.name.starts_with(WHITEOUT_PREFIX))
         {
-            self.freeze.keep();
+            if let Some(f) = self.freeze {
+                f.keep();
+            }
             let rel = join(dir, &e.name);
             let st = &e.stat;
             let kind = FileKind::from_mode(st.st_mode);
