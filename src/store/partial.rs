@@ -74,6 +74,11 @@ impl BlobSpan {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpanTable {
     spans: Vec<BlobSpan>,
+    /// Empty: each digest is of the span's compressed bytes. Otherwise, per
+    /// span, the length of an eStargz chunk: the span is a gzip member whose
+    /// first that many inflated bytes have the digest (the TOC's chunk
+    /// digests are of uncompressed data).
+    chunks: Vec<u64>,
 }
 
 impl SpanTable {
@@ -91,7 +96,54 @@ impl SpanTable {
         if spans.iter().any(|s| s.len == 0) {
             return Err("an empty span".into());
         }
-        Ok(SpanTable { spans })
+        Ok(SpanTable {
+            spans,
+            chunks: Vec::new(),
+        })
+    }
+
+    /// A table of eStargz chunks: each span is a gzip member, paired with
+    /// the length of the chunk its first inflated bytes are.
+    pub fn chunks(mut spans: Vec<(BlobSpan, u64)>) -> std::result::Result<SpanTable, String> {
+        spans.sort_by_key(|(s, _)| s.offset);
+        let (spans, chunks): (Vec<BlobSpan>, Vec<u64>) = spans.into_iter().unzip();
+        let mut t = SpanTable::new(spans)?;
+        t.chunks = chunks;
+        Ok(t)
+    }
+
+    /// Whether the spans are eStargz chunks (see [`SpanTable::chunks`]).
+    pub fn is_chunks(&self) -> bool {
+        !self.chunks.is_empty()
+    }
+
+    /// The chunk length of span `i` of an eStargz table.
+    pub fn chunk_len(&self, i: usize) -> Option<u64> {
+        self.chunks.get(i).copied()
+    }
+
+    /// Whether `bytes`, the compressed bytes of span `i`, are right.
+    fn verifies(&self, i: usize, bytes: &[u8]) -> bool {
+        let want = self.spans[i].digest;
+        let Some(&len) = self.chunks.get(i) else {
+            return Digest::from_bytes(Sha256::digest(bytes).into()) == want;
+        };
+        use std::io::Read;
+        let mut h = Sha256::new();
+        let mut member = flate2::read::GzDecoder::new(bytes).take(len);
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = 0u64;
+        loop {
+            match member.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    got += n as u64;
+                }
+                Err(_) => return false,
+            }
+        }
+        got == len && Digest::from_bytes(h.finalize().into()) == want
     }
 
     /// Fixed-size spans of `span_len` bytes (the last one shorter) over a
@@ -116,7 +168,10 @@ impl SpanTable {
                 }
             })
             .collect();
-        Ok(SpanTable { spans })
+        Ok(SpanTable {
+            spans,
+            chunks: Vec::new(),
+        })
     }
 
     pub fn spans(&self) -> &[BlobSpan] {
@@ -522,17 +577,18 @@ impl PartialBlob {
         origin: &str,
     ) -> std::result::Result<Range<u64>, FetchError> {
         let end = offset.saturating_add(data.len() as u64).min(self.info.size);
-        let whole: Vec<&BlobSpan> = spans
+        let whole: Vec<(usize, &BlobSpan)> = spans
             .spans()
             .iter()
-            .filter(|s| s.offset >= offset && s.end() <= end)
+            .enumerate()
+            .filter(|(_, s)| s.offset >= offset && s.end() <= end)
             .collect();
-        let (Some(first), Some(last)) = (whole.first(), whole.last()) else {
+        let (Some((_, first)), Some((_, last))) = (whole.first(), whole.last()) else {
             return Ok(offset..offset);
         };
-        for s in &whole {
+        for &(i, s) in &whole {
             let bytes = &data[(s.offset - offset) as usize..(s.end() - offset) as usize];
-            if Digest::from_bytes(Sha256::digest(bytes).into()) != s.digest {
+            if !spans.verifies(i, bytes) {
                 log::error!(
                     "layer {}: bytes {}..{} from {origin} do not match their digest; nothing stored",
                     self.digest,
@@ -679,7 +735,7 @@ impl PartialBlob {
         let data = self.store.partial_path(&self.digest, "");
         let mut bad = Vec::new();
         let mut buf = Vec::new();
-        for s in spans.spans() {
+        for (i, s) in spans.spans().iter().enumerate() {
             if !local.contains(s.offset, s.end()) {
                 continue;
             }
@@ -687,7 +743,7 @@ impl PartialBlob {
             self.file
                 .read_exact_at(&mut buf, s.offset)
                 .map_err(|e| StoreError::io(&data, e))?;
-            if Digest::from_bytes(Sha256::digest(&buf).into()) != s.digest {
+            if !spans.verifies(i, &buf) {
                 bad.push(*s);
             }
         }
