@@ -874,14 +874,18 @@ impl LayerIndex {
         if !self.chunk_spans {
             return crate::store::SpanTable::new(spans).ok();
         }
+        // A span that starts a checkpoint is its chunk; the others (the
+        // headers before the first chunk, the footer) have digests of
+        // their compressed bytes.
         let chunk_len: HashMap<u64, u64> = (0..self.checkpoints())
             .map(|i| self.checkpoint(i))
+            .filter(|c| c.restart)
             .map(|c| (c.in_offset, u64::from(c.out_len)))
             .collect();
         let paired = spans
             .into_iter()
-            .map(|s| Some((s, *chunk_len.get(&s.offset)?)))
-            .collect::<Option<Vec<_>>>()?;
+            .map(|s| (s, chunk_len.get(&s.offset).copied()))
+            .collect();
         crate::store::SpanTable::chunks(paired).ok()
     }
 

@@ -75,10 +75,10 @@ impl BlobSpan {
 pub struct SpanTable {
     spans: Vec<BlobSpan>,
     /// Empty: each digest is of the span's compressed bytes. Otherwise, per
-    /// span, the length of an eStargz chunk: the span is a gzip member whose
-    /// first that many inflated bytes have the digest (the TOC's chunk
-    /// digests are of uncompressed data).
-    chunks: Vec<u64>,
+    /// span, None for such a digest, or the length of an eStargz chunk: the
+    /// span is a gzip member whose first that many inflated bytes have the
+    /// digest (the TOC's chunk digests are of uncompressed data).
+    chunks: Vec<Option<u64>>,
 }
 
 impl SpanTable {
@@ -103,10 +103,13 @@ impl SpanTable {
     }
 
     /// A table of eStargz chunks: each span is a gzip member, paired with
-    /// the length of the chunk its first inflated bytes are.
-    pub fn chunks(mut spans: Vec<(BlobSpan, u64)>) -> std::result::Result<SpanTable, String> {
+    /// the length of the chunk its first inflated bytes are (None: the
+    /// digest is of the compressed bytes, for the bytes between chunks).
+    pub fn chunks(
+        mut spans: Vec<(BlobSpan, Option<u64>)>,
+    ) -> std::result::Result<SpanTable, String> {
         spans.sort_by_key(|(s, _)| s.offset);
-        let (spans, chunks): (Vec<BlobSpan>, Vec<u64>) = spans.into_iter().unzip();
+        let (spans, chunks): (Vec<BlobSpan>, Vec<Option<u64>>) = spans.into_iter().unzip();
         let mut t = SpanTable::new(spans)?;
         t.chunks = chunks;
         Ok(t)
@@ -117,15 +120,11 @@ impl SpanTable {
         !self.chunks.is_empty()
     }
 
-    /// The chunk length of span `i` of an eStargz table.
-    pub fn chunk_len(&self, i: usize) -> Option<u64> {
-        self.chunks.get(i).copied()
-    }
 
     /// Whether `bytes`, the compressed bytes of span `i`, are right.
     fn verifies(&self, i: usize, bytes: &[u8]) -> bool {
         let want = self.spans[i].digest;
-        let Some(&len) = self.chunks.get(i) else {
+        let Some(&Some(len)) = self.chunks.get(i) else {
             return Digest::from_bytes(Sha256::digest(bytes).into()) == want;
         };
         use std::io::Read;
