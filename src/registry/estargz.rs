@@ -169,7 +169,7 @@ impl IndexSource for EstargzIndex {
         };
         let chunks = toc.chunks(at).map_err(err)?;
         let first = chunks.first().map_or(at, |c| c.start);
-        let head = get_range(client, repo, &layer.digest, 0, first, &scopes)?;
+        let head = super::lazy::get_range(client, repo, &layer.digest, 0, first)?;
         let diff_id = diff_id_of(client, repo, req.manifest, &layer.digest, &scopes)?;
         let uncompressed_size = layer
             .annotation(UNCOMPRESSED_SIZE_ANNOTATION)
