@@ -613,22 +613,27 @@ pub fn index_from_toc(
     use super::index::{Checkpoint, IndexBuilder};
     use crate::store::{BlobSpan, SpanTable};
     let toc_err = |why: String| super::LayerError::Estargz(Box::new(EstargzError::Toc(why)));
-    let chunks = parts.toc.chunks(parts.toc_offset).map_err(|e| super::LayerError::Estargz(Box::new(e)))?;
+    let chunks = parts
+        .toc
+        .chunks(parts.toc_offset)
+        .map_err(|e| super::LayerError::Estargz(Box::new(e)))?;
     let first = chunks.first().map_or(parts.toc_offset, |c| c.start);
     let footer_at = meta.blob_size.saturating_sub(FOOTER_SIZE);
     if parts.head.len() as u64 != first
         || parts.toc_member.len() as u64 != footer_at.saturating_sub(parts.toc_offset)
         || parts.footer.len() as u64 != FOOTER_SIZE
     {
-        return Err(toc_err("the bytes around the chunks do not fit the blob".into()));
+        return Err(toc_err(
+            "the bytes around the chunks do not fit the blob".into(),
+        ));
     }
     let mut checkpoints = Vec::with_capacity(chunks.len() + 1);
     let mut spans = Vec::with_capacity(chunks.len() + 3);
     let mut data_at: HashMap<&str, u64> = HashMap::new();
     let mut pos = 0u64;
     let checkpoint = |out_offset: u64, out_len: u64, in_offset: u64| {
-        let out_len = u32::try_from(out_len)
-            .map_err(|_| toc_err("a chunk larger than 4 GiB".into()))?;
+        let out_len =
+            u32::try_from(out_len).map_err(|_| toc_err("a chunk larger than 4 GiB".into()))?;
         Ok::<_, super::LayerError>(Checkpoint {
             out_offset,
             out_len,
@@ -644,7 +649,10 @@ pub fn index_from_toc(
         // A file's chunks must follow each other, so its data is one run.
         let start = *data_at.entry(&c.path).or_insert(pos);
         if start + c.file_offset != pos {
-            return Err(toc_err(format!("{:?}: its chunks are not in order", c.path)));
+            return Err(toc_err(format!(
+                "{:?}: its chunks are not in order",
+                c.path
+            )));
         }
         checkpoints.push(checkpoint(pos, c.size, c.start)?);
         spans.push((
@@ -699,7 +707,14 @@ pub fn index_from_toc(
         if !bytes.is_empty() {
             let digest = Digest::of(bytes);
             let len = bytes.len() as u64;
-            spans.push((BlobSpan { offset, len, digest }, None));
+            spans.push((
+                BlobSpan {
+                    offset,
+                    len,
+                    digest,
+                },
+                None,
+            ));
         }
     }
 

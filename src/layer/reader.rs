@@ -394,10 +394,10 @@ impl Layer {
                 spans,
                 timeout,
             )
-                .map_err(|e| {
-                    *failed.borrow_mut() = Some(e);
-                    std::io::Error::other("fetch failed")
-                })
+            .map_err(|e| {
+                *failed.borrow_mut() = Some(e);
+                std::io::Error::other("fetch failed")
+            })
         };
         match inflate_prefix(&self.index, blob.file(), i, need, &ensure) {
             Ok(prefix) => Ok(Some(Arc::new(prefix))),

@@ -1,18 +1,18 @@
 //! eStargz layers read from a registry by range requests: the footer and
 //! the TOC from the blob's end (the TOC checked against the descriptor's
 //! TOC digest), then any chunk alone, checked against its digest. The
-//! second source of a layer's index for a lazy mount, after a published
-//! layerfs index.
+//! source of a layer's index for a lazy mount after a published layerfs
+//! index ([`EstargzIndex`]).
 
 use super::RegistryError;
 use super::auth::Scopes;
 use super::client::Client;
+use super::lazy::{IndexRequest, IndexSource};
+use crate::layer::Compression;
 use crate::layer::LayerError;
 use crate::layer::estargz::{
     self, Chunk, EstargzError, FOOTER_SIZE, MAX_TOC, TOC_DIGEST_ANNOTATION, Toc,
 };
-use super::lazy::{IndexRequest, IndexSource};
-use crate::layer::Compression;
 use crate::layer::estargz::{TocParts, UNCOMPRESSED_SIZE_ANNOTATION};
 use crate::layer::index::IndexMeta;
 use crate::oci::media_type as mt;

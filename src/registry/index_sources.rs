@@ -3,8 +3,8 @@
 //! then one made from an eStargz layer's TOC.
 //! Listed here, apart from both, so neither file needs the other.
 
-use super::lazy::{IndexSource, index_sources};
 use super::estargz::EstargzIndex;
+use super::lazy::{IndexSource, index_sources};
 use super::referrers::PublishedIndex;
 
 pub fn all() -> Vec<Box<dyn IndexSource>> {

@@ -20,7 +20,8 @@
 //! - [`SpanTable`]: the digest of every span of a blob's compressed bytes. A
 //!   fetched range is checked against it span by span before anything is
 //!   stored or served. The layer index carries one (fixed-size spans); an
-//!   eStargz TOC gives another (one span per chunk).
+//!   eStargz TOC gives another (one span per chunk, checked by the sha256
+//!   of the chunk its gzip member inflates to: [`SpanTable::chunks`]).
 //! - [`BlobFetcher`]: "fetch these bytes of this blob from this origin",
 //!   implemented by the registry client. The store cannot depend on the
 //!   registry, so the command line installs one with [`set_fetcher`]; every
@@ -119,7 +120,6 @@ impl SpanTable {
     pub fn is_chunks(&self) -> bool {
         !self.chunks.is_empty()
     }
-
 
     /// Whether `bytes`, the compressed bytes of span `i`, are right.
     fn verifies(&self, i: usize, bytes: &[u8]) -> bool {

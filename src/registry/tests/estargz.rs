@@ -4,10 +4,10 @@
 //! that containerd's `ctr-remote` converts (a writer nobody here wrote)
 //! read lazily by range and equal the full pull.
 
+use super::harness::{Action, Request, Server, respond};
 use super::harness::{Registry, RegistryKind};
 use super::*;
 use crate::layer::estargz::{TOC_DIGEST_ANNOTATION, TOC_NAME, UNCOMPRESSED_SIZE_ANNOTATION};
-use super::harness::{Action, Request, Server, respond};
 use crate::layer::{EntryKind, Layer, SpanCache};
 use crate::registry::{EstargzSource, RangeFetcher};
 use crate::store::partial;
@@ -365,7 +365,16 @@ fn estargz_made_by_ctr_remote_reads_by_range_and_equals_its_full_pull() {
     assert_eq!(lazy["data/a"], b"alpha\n");
 }
 
-type TreeEntry = (EntryKind, u32, u32, u32, (i64, u32), Vec<u8>, (u32, u32), Vec<u8>);
+type TreeEntry = (
+    EntryKind,
+    u32,
+    u32,
+    u32,
+    (i64, u32),
+    Vec<u8>,
+    (u32, u32),
+    Vec<u8>,
+);
 
 /// Every entry of a layer by path: kind, mode, owner, mtime, link target,
 /// device numbers and, for a regular file, its contents, read through the
@@ -460,7 +469,11 @@ fn estargz_made_by_ctr_remote_without_an_index_pulls_lazily_through_its_toc() {
             .map(|l| l.body_bytes)
             .sum()
     };
-    assert!(blob_bytes_served() < total / 4, "{} of {total}", blob_bytes_served());
+    assert!(
+        blob_bytes_served() < total / 4,
+        "{} of {total}",
+        blob_bytes_served()
+    );
     proxy.clear_log();
 
     // A small file fetches its chunk, not the 9 MiB beside it.
@@ -470,7 +483,10 @@ fn estargz_made_by_ctr_remote_without_an_index_pulls_lazily_through_its_toc() {
 
     // The tree and every file equal the full pull's.
     for d in &layers {
-        assert!(tree_of(&store, d) == tree_of(&img.full, d), "layer {d} differs");
+        assert!(
+            tree_of(&store, d) == tree_of(&img.full, d),
+            "layer {d} differs"
+        );
     }
     assert_eq!(read_data_file(&store, &layers[0], "big").unwrap(), img.big);
 
