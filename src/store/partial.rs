@@ -907,4 +907,52 @@ mod tests {
         assert_eq!(t.covering(200..210).unwrap(), &[s(200, 10)]);
         assert!(SpanTable::new(vec![s(0, 10), s(5, 10)]).is_err());
     }
+
+    #[test]
+    fn chunk_spans_are_checked_by_the_digest_of_what_they_inflate_to() {
+        use std::io::Write as _;
+        let gz = |data: &[u8], tail: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.write_all(tail).unwrap();
+            e.finish().unwrap()
+        };
+        // Two members: a chunk followed by bytes that are not part of it (as
+        // tar padding and the next header are in eStargz), then a chunk.
+        let (c1, c2) = (vec![7u8; 5000], b"second chunk".to_vec());
+        let (m1, m2) = (gz(&c1, &[0u8; 700]), gz(&c2, b""));
+        let blob = [m1.clone(), m2.clone()].concat();
+        let span = |offset: usize, len: usize, data: &[u8]| BlobSpan {
+            offset: offset as u64,
+            len: len as u64,
+            digest: Digest::of(data),
+        };
+        let spans = SpanTable::chunks(vec![
+            (span(m1.len(), m2.len(), &c2), Some(c2.len() as u64)),
+            (span(0, m1.len(), &c1), Some(c1.len() as u64)),
+        ])
+        .unwrap();
+        let (_d, store) = store();
+        let digest = Digest::of(&blob);
+        store
+            .add_partial(&digest, blob.len() as u64, "r/x")
+            .unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+
+        // A wrong byte in the first member: refused, nothing stored.
+        let mut bad = blob.clone();
+        bad[m1.len() / 2] ^= 1;
+        assert!(matches!(
+            p.store_verified(0, &bad, &spans, "r/x"),
+            Err(FetchError::WrongBytes { .. })
+        ));
+        assert_eq!(p.local_bytes(), 0);
+
+        assert_eq!(
+            p.store_verified(0, &blob, &spans, "r/x").unwrap(),
+            0..blob.len() as u64
+        );
+        assert!(p.check(&spans).unwrap().is_empty());
+        assert!(p.complete().unwrap());
+    }
 }
