@@ -430,4 +430,26 @@ fn an_estargz_image_made_by_ctr_remote_mounts_lazily_through_its_toc() {
     for (w, g) in want_t.iter().zip(&got_t) {
         assert!((w - g).abs() <= 1, "mtime {g} where the pull has {w}");
     }
+
+    // The prefetch completes every layer into the very blob a pull stores.
+    let m = env.mount(&remote, &[]);
+    // The bound only turns a hang into a failure; it measures nothing.
+    let start = std::time::Instant::now();
+    while !digests.iter().all(|d| env.store.has_blob(d)) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(600),
+            "the prefetch never made every layer whole"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for d in &digests {
+        assert!(
+            std::fs::read(env.store.blob_path(d)).unwrap()
+                == std::fs::read(src.store.blob_path(d)).unwrap(),
+            "layer {d}"
+        );
+    }
+    m.unmount();
+    env.ok(&["fsck"]);
+    assert!(!is_mounted(&m.path));
 }
