@@ -94,6 +94,40 @@ fn layers(env: &Env, image: &str) -> Vec<layerfs::oci::Digest> {
     env.store.resolve(image).unwrap().layer_digests()
 }
 
+/// `dpkg -l` and a perl one-liner in a chroot of the Debian image at `m`.
+fn dpkg_and_perl(m: &std::path::Path) {
+    let _binds = ChrootBinds::new(m);
+    let (ok, out, err) = chroot(m, "dpkg -l | grep -c '^ii'");
+    assert!(ok, "dpkg -l: {err}");
+    assert!(out.trim().parse::<u32>().unwrap() > 50, "{out}");
+    let (ok, out, err) = chroot(
+        m,
+        "perl -e 'print join(\",\", map { $_ * 7 } 1..3), qq(\\n)'",
+    );
+    assert!(ok && out == "7,14,21\n", "perl: {out} {err}");
+}
+
+/// Waits until the prefetch made every layer of `digests` whole in `env`,
+/// and checks each is the very blob `src` holds.
+fn wait_for_pulled_blobs(env: &Env, src: &Env, digests: &[layerfs::oci::Digest]) {
+    // The bound only turns a hang into a failure; it measures nothing.
+    let start = std::time::Instant::now();
+    while !digests.iter().all(|d| env.store.has_blob(d)) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(600),
+            "the prefetch never made every layer whole"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for d in digests {
+        assert!(
+            std::fs::read(env.store.blob_path(d)).unwrap()
+                == std::fs::read(src.store.blob_path(d)).unwrap(),
+            "layer {d}"
+        );
+    }
+}
+
 /// The Debian image pushed to a real registry behind a counting proxy: the
 /// source env, the layers, the registry, the proxy and the image's name there.
 fn pushed_debian(
@@ -145,17 +179,7 @@ fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the
     assert!(digests.iter().all(|d| !env.store.has_blob(d)));
     let images = env.ok(&["images"]);
     assert!(images.contains("% local"), "{images}");
-    {
-        let _binds = ChrootBinds::new(&m.path);
-        let (ok, out, err) = chroot(&m.path, "dpkg -l | grep -c '^ii'");
-        assert!(ok, "dpkg -l: {err}");
-        assert!(out.trim().parse::<u32>().unwrap() > 50, "{out}");
-        let (ok, out, err) = chroot(
-            &m.path,
-            "perl -e 'print join(\",\", map { $_ * 7 } 1..3), qq(\\n)'",
-        );
-        assert!(ok && out == "7,14,21\n", "perl: {out} {err}");
-    }
+    dpkg_and_perl(&m.path);
     let served = proxy.bytes() - before;
     eprintln!(
         "lazy mount + dpkg -l + perl: {served} bytes from the registry of {compressed} compressed ({:.1} %), indexes {index_bytes} bytes",
@@ -176,22 +200,7 @@ fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the
     // Prefetch: a mount without --prefetch none fetches the rest; the store
     // then holds what pull stores, and fsck is clean.
     let m = env.mount(&remote, &[]);
-    // The bound only turns a hang into a failure; it measures nothing.
-    let start = std::time::Instant::now();
-    while !digests.iter().all(|d| env.store.has_blob(d)) {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(600),
-            "the prefetch never made every layer whole"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    for d in &digests {
-        assert!(
-            std::fs::read(env.store.blob_path(d)).unwrap()
-                == std::fs::read(src.store.blob_path(d)).unwrap(),
-            "layer {d}"
-        );
-    }
+    wait_for_pulled_blobs(&env, &src, &digests);
     assert!(env.store.list_partials().unwrap().is_empty());
     m.unmount();
     env.ok(&["fsck"]);
@@ -384,24 +393,14 @@ fn an_estargz_image_made_by_ctr_remote_mounts_lazily_through_its_toc() {
     let before = proxy.bytes();
     let m = env.mount(&remote, &["--suid", "--dev", "--prefetch", "none"]);
     assert!(digests.iter().all(|d| !env.store.has_blob(d)));
-    {
-        let _binds = ChrootBinds::new(&m.path);
-        let (ok, out, err) = chroot(&m.path, "dpkg -l | grep -c '^ii'");
-        assert!(ok, "dpkg -l: {err}");
-        assert!(out.trim().parse::<u32>().unwrap() > 50, "{out}");
-        let (ok, out, err) = chroot(
-            &m.path,
-            "perl -e 'print join(\",\", map { $_ * 7 } 1..3), qq(\\n)'",
-        );
-        assert!(ok && out == "7,14,21\n", "perl: {out} {err}");
-    }
+    dpkg_and_perl(&m.path);
     let served = proxy.bytes() - before;
     eprintln!(
         "lazy mount of ctr-remote's eStargz + dpkg -l + perl: {served} bytes from the registry of {compressed} compressed ({:.1} %)",
         served as f64 * 100.0 / compressed as f64
     );
     assert!(
-        served * 4 < compressed,
+        served * 10 < compressed,
         "{served} bytes served of {compressed}"
     );
 
@@ -433,22 +432,7 @@ fn an_estargz_image_made_by_ctr_remote_mounts_lazily_through_its_toc() {
 
     // The prefetch completes every layer into the very blob a pull stores.
     let m = env.mount(&remote, &[]);
-    // The bound only turns a hang into a failure; it measures nothing.
-    let start = std::time::Instant::now();
-    while !digests.iter().all(|d| env.store.has_blob(d)) {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(600),
-            "the prefetch never made every layer whole"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    for d in &digests {
-        assert!(
-            std::fs::read(env.store.blob_path(d)).unwrap()
-                == std::fs::read(src.store.blob_path(d)).unwrap(),
-            "layer {d}"
-        );
-    }
+    wait_for_pulled_blobs(&env, &src, &digests);
     m.unmount();
     env.ok(&["fsck"]);
     assert!(!is_mounted(&m.path));
