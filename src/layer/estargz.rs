@@ -645,7 +645,11 @@ pub fn index_from_toc(
             window_len: 0,
         })
     };
-    for c in &chunks {
+    for (i, c) in chunks.iter().enumerate() {
+        // A span runs to the next chunk, over any member between (none in
+        // the layers seen): the spans then tile the blob, and a prefetch
+        // can fetch all of it. Inflating checks the chunk's member only.
+        let end = chunks.get(i + 1).map_or(parts.toc_offset, |n| n.start);
         // A file's chunks must follow each other, so its data is one run.
         let start = *data_at.entry(&c.path).or_insert(pos);
         if start + c.file_offset != pos {
@@ -658,7 +662,7 @@ pub fn index_from_toc(
         spans.push((
             BlobSpan {
                 offset: c.start,
-                len: c.end - c.start,
+                len: end.saturating_sub(c.start),
                 digest: c.digest,
             },
             Some(c.size),

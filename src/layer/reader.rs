@@ -218,18 +218,6 @@ impl Layer {
             digest: *self.digest(),
             source: Box::new(source),
         };
-        if spans.is_chunks() {
-            // Only the chunks of an eStargz layer can be verified alone; the
-            // tar headers between them and the TOC come with a full pull.
-            for s in spans.spans() {
-                if !go_on() {
-                    return Ok(false);
-                }
-                let runs = blob.missing(s.offset..s.end(), spans).map_err(err)?;
-                blob.fetch_runs(&runs, spans).map_err(err)?;
-            }
-            return blob.complete().map_err(err);
-        }
         let mut at = 0;
         while at < blob.size() {
             if !go_on() {
