@@ -474,3 +474,43 @@ fn a_wrong_estargz_chunk_fails_the_read_and_stores_nothing() {
     let b = read_data_file(&store, &img.m.layers[1].digest, "b").unwrap();
     assert_eq!(b, text(300_000, 6));
 }
+
+#[test]
+fn estargz_written_by_layerfs_without_an_index_pulls_lazily_through_its_toc() {
+    let test = "estargz_by_layerfs_lazily_through_its_toc";
+    let Some(reg) = Registry::start(test, RegistryKind::default()) else {
+        return;
+    };
+    let (_d, src) = temp_store();
+    let big = noise(5 << 20, 3);
+    let l1 = layer(&src, Compression::Gzip, &[("big", &big), ("a", b"alpha\n")]);
+    let l2 = layer(&src, Compression::Zstd, &[("zst", b"from a zstd layer")]);
+    image(&src, &[l1, l2], None, Some("local/e:1"));
+    let conv = crate::image::to_estargz(&src, "local/e:1").unwrap();
+    let m = src.read_manifest(&conv.manifest.digest).unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let mut po = PushOptions::new(o.clone());
+    po.indexes = false;
+    let target = r(&format!("{}/es/layerfs:1", reg.addr));
+    push(&src, &conv.manifest.digest.hex(), &target, &po, &Silent).unwrap();
+
+    partial::set_fetcher_for(&reg.addr, std::sync::Arc::new(RangeFetcher::new(o.clone())));
+    let (_d2, store) = temp_store();
+    let mut pull_opts = PullOptions::new(o.clone());
+    pull_opts.lazy = true;
+    let report = pull(&store, &target, &pull_opts, &Silent).unwrap();
+    assert_eq!(report.layers_lazy, m.layers.len());
+    for l in &m.layers {
+        assert!(!store.has_blob(&l.digest));
+        assert!(
+            tree_of(&store, &l.digest) == tree_of(&src, &l.digest),
+            "layer {}",
+            l.digest
+        );
+    }
+    assert_eq!(
+        read_data_file(&store, &m.layers[0].digest, "big").unwrap(),
+        big
+    );
+}
