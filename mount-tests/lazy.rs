@@ -94,6 +94,40 @@ fn layers(env: &Env, image: &str) -> Vec<layerfs::oci::Digest> {
     env.store.resolve(image).unwrap().layer_digests()
 }
 
+/// `dpkg -l` and a perl one-liner in a chroot of the Debian image at `m`.
+fn dpkg_and_perl(m: &std::path::Path) {
+    let _binds = ChrootBinds::new(m);
+    let (ok, out, err) = chroot(m, "dpkg -l | grep -c '^ii'");
+    assert!(ok, "dpkg -l: {err}");
+    assert!(out.trim().parse::<u32>().unwrap() > 50, "{out}");
+    let (ok, out, err) = chroot(
+        m,
+        "perl -e 'print join(\",\", map { $_ * 7 } 1..3), qq(\\n)'",
+    );
+    assert!(ok && out == "7,14,21\n", "perl: {out} {err}");
+}
+
+/// Waits until the prefetch made every layer of `digests` whole in `env`,
+/// and checks each is the very blob `src` holds.
+fn wait_for_pulled_blobs(env: &Env, src: &Env, digests: &[layerfs::oci::Digest]) {
+    // The bound only turns a hang into a failure; it measures nothing.
+    let start = std::time::Instant::now();
+    while !digests.iter().all(|d| env.store.has_blob(d)) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(600),
+            "the prefetch never made every layer whole"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for d in digests {
+        assert!(
+            std::fs::read(env.store.blob_path(d)).unwrap()
+                == std::fs::read(src.store.blob_path(d)).unwrap(),
+            "layer {d}"
+        );
+    }
+}
+
 /// The Debian image pushed to a real registry behind a counting proxy: the
 /// source env, the layers, the registry, the proxy and the image's name there.
 fn pushed_debian(
@@ -145,17 +179,7 @@ fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the
     assert!(digests.iter().all(|d| !env.store.has_blob(d)));
     let images = env.ok(&["images"]);
     assert!(images.contains("% local"), "{images}");
-    {
-        let _binds = ChrootBinds::new(&m.path);
-        let (ok, out, err) = chroot(&m.path, "dpkg -l | grep -c '^ii'");
-        assert!(ok, "dpkg -l: {err}");
-        assert!(out.trim().parse::<u32>().unwrap() > 50, "{out}");
-        let (ok, out, err) = chroot(
-            &m.path,
-            "perl -e 'print join(\",\", map { $_ * 7 } 1..3), qq(\\n)'",
-        );
-        assert!(ok && out == "7,14,21\n", "perl: {out} {err}");
-    }
+    dpkg_and_perl(&m.path);
     let served = proxy.bytes() - before;
     eprintln!(
         "lazy mount + dpkg -l + perl: {served} bytes from the registry of {compressed} compressed ({:.1} %), indexes {index_bytes} bytes",
@@ -176,22 +200,7 @@ fn a_lazy_mount_runs_dpkg_and_perl_fetching_a_small_part_then_prefetch_makes_the
     // Prefetch: a mount without --prefetch none fetches the rest; the store
     // then holds what pull stores, and fsck is clean.
     let m = env.mount(&remote, &[]);
-    // The bound only turns a hang into a failure; it measures nothing.
-    let start = std::time::Instant::now();
-    while !digests.iter().all(|d| env.store.has_blob(d)) {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(600),
-            "the prefetch never made every layer whole"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    for d in &digests {
-        assert!(
-            std::fs::read(env.store.blob_path(d)).unwrap()
-                == std::fs::read(src.store.blob_path(d)).unwrap(),
-            "layer {d}"
-        );
-    }
+    wait_for_pulled_blobs(&env, &src, &digests);
     assert!(env.store.list_partials().unwrap().is_empty());
     m.unmount();
     env.ok(&["fsck"]);
@@ -327,4 +336,104 @@ fn a_lazy_writable_mount_is_changed_committed_and_pushed_without_fetching_its_ba
         b"lazy and changed\n"
     );
     assert!(!c.join("usr/share/doc").exists());
+}
+
+/// The Debian image converted to eStargz by ctr-remote (stargz-snapshotter,
+/// through a private containerd), pushed without a layerfs index: a lazy
+/// mount reads it through each layer's TOC, fetching a small part, and its
+/// tree equals the full pull's.
+#[test]
+fn an_estargz_image_made_by_ctr_remote_mounts_lazily_through_its_toc() {
+    const T: &str = "an_estargz_image_made_by_ctr_remote_mounts_lazily";
+    if !crate::support::have_tool("containerd", T) || !crate::support::have_tool("ctr-remote", T) {
+        return;
+    }
+    let Some((src, _deb)) = debian3_env(T) else {
+        return;
+    };
+    let plain = src.dir.path().join("plain.tar");
+    let p = plain.to_string_lossy().into_owned();
+    src.ok(&["save", "--format", "oci-archive", "-o", &p, "debian:3layer"]);
+    let converted = src.dir.path().join("esgz.tar");
+    let c = converted.to_string_lossy().into_owned();
+    {
+        let ctrd = crate::support::Containerd::start();
+        let base = "docker.io/library/debian";
+        ctrd.ok(&["images", "import", "--base-name", base, "--digests", &p]);
+        let listed = ctrd.ok(&["images", "ls", "-q"]);
+        let imported = listed
+            .lines()
+            .next()
+            .expect("an imported image")
+            .to_string();
+        let esgz = "docker.io/library/debian:esgz";
+        ctrd.ok(&["image", "convert", "--estargz", "--oci", &imported, esgz]);
+        ctrd.ok(&["images", "export", &c, esgz]);
+    }
+    let loaded = src.ok(&["load", "-q", "-i", &c]);
+    let name = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .expect("a loaded image")
+        .trim()
+        .to_string();
+    let digests = layers(&src, &name);
+    let compressed: u64 = digests
+        .iter()
+        .map(|d| src.store.blob_size(d).unwrap())
+        .sum();
+
+    let reg = Registry::start(&src.mkdir("registry"));
+    let proxy = CountingProxy::start(&reg.addr);
+    let remote = format!("{}/lazy/debian:esgz", proxy.addr);
+    src.ok(&["push", "--no-index", &name, &remote]);
+
+    // Nothing local: each layer's index is made from its TOC.
+    let env = Env::new();
+    let before = proxy.bytes();
+    let m = env.mount(&remote, &["--suid", "--dev", "--prefetch", "none"]);
+    assert!(digests.iter().all(|d| !env.store.has_blob(d)));
+    dpkg_and_perl(&m.path);
+    let served = proxy.bytes() - before;
+    eprintln!(
+        "lazy mount of ctr-remote's eStargz + dpkg -l + perl: {served} bytes from the registry of {compressed} compressed ({:.1} %)",
+        served as f64 * 100.0 / compressed as f64
+    );
+    assert!(
+        served * 10 < compressed,
+        "{served} bytes served of {compressed}"
+    );
+
+    // The tree, every field and every file's content, equals the full
+    // pull's; but mtimes: a TOC holds them rounded to the second (as
+    // stargz-snapshotter's own lazy mounts show them), the tar exactly.
+    let lazy_tree = tree::listing(&m.path);
+    let full = src.mount(&name, &[]);
+    let full_tree = tree::listing(&full.path);
+    drop(full);
+    m.unmount();
+    assert!(!is_mounted(&m.path));
+    let split = |t: &str| -> (String, Vec<i64>) {
+        let mut rest = String::new();
+        let mut mtimes = Vec::new();
+        for line in t.lines() {
+            let (fields, mtime) = line.rsplit_once('\t').unwrap_or((line, "0"));
+            rest.push_str(fields);
+            rest.push('\n');
+            mtimes.push(mtime.parse().unwrap_or(i64::MIN));
+        }
+        (rest, mtimes)
+    };
+    let ((want, want_t), (got, got_t)) = (split(&full_tree), split(&lazy_tree));
+    assert_same_tree(&want, &got, "lazy vs pulled");
+    for (w, g) in want_t.iter().zip(&got_t) {
+        assert!((w - g).abs() <= 1, "mtime {g} where the pull has {w}");
+    }
+
+    // The prefetch completes every layer into the very blob a pull stores.
+    let m = env.mount(&remote, &[]);
+    wait_for_pulled_blobs(&env, &src, &digests);
+    m.unmount();
+    env.ok(&["fsck"]);
+    assert!(!is_mounted(&m.path));
 }

@@ -20,7 +20,7 @@
 //! given: the TOC against the descriptor's TOC digest, each chunk against
 //! its own digest.
 
-use super::tar::{Kind, TarReader};
+use super::tar::{Kind, TarEntry, TarReader};
 use crate::oci::{Digest, Sha256Writer};
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
@@ -586,6 +586,198 @@ fn ustar_header(name: &str, size: u64) -> [u8; 512] {
     let s = format!("{sum:06o}\0 ");
     h[148..156].copy_from_slice(s.as_bytes());
     h
+}
+
+/// What the bytes of an eStargz layer around its chunks hold, fetched by
+/// range: `head` the blob's bytes before the first chunk (tar headers),
+/// `toc_member` those from the TOC's offset to the footer, and the footer.
+pub struct TocParts<'a> {
+    pub toc: &'a Toc,
+    pub toc_offset: u64,
+    pub head: &'a [u8],
+    pub toc_member: &'a [u8],
+    pub footer: &'a [u8],
+}
+
+/// The layerfs index of an eStargz layer, from its TOC alone (the layer
+/// need not be local). The index's uncompressed stream is not the tar's,
+/// whose offsets a TOC does not give: it is the chunks one after another,
+/// each a checkpoint at its gzip member (no window needed, no CRC known),
+/// then the TOC file's member. Its blob spans are the chunks, verified by
+/// their digests, and the bytes around them (head, TOC, footer) by the
+/// sha256 of what `parts` holds, so a lazy read can fetch the whole layer.
+pub fn index_from_toc(
+    parts: &TocParts<'_>,
+    meta: &super::index::IndexMeta,
+) -> Result<Vec<u8>, super::LayerError> {
+    use super::index::{Checkpoint, IndexBuilder};
+    use crate::store::{BlobSpan, SpanTable};
+    let toc_err = |why: String| super::LayerError::Estargz(Box::new(EstargzError::Toc(why)));
+    let chunks = parts
+        .toc
+        .chunks(parts.toc_offset)
+        .map_err(|e| super::LayerError::Estargz(Box::new(e)))?;
+    let first = chunks.first().map_or(parts.toc_offset, |c| c.start);
+    let footer_at = meta.blob_size.saturating_sub(FOOTER_SIZE);
+    if parts.head.len() as u64 != first
+        || parts.toc_member.len() as u64 != footer_at.saturating_sub(parts.toc_offset)
+        || parts.footer.len() as u64 != FOOTER_SIZE
+    {
+        return Err(toc_err(
+            "the bytes around the chunks do not fit the blob".into(),
+        ));
+    }
+    let mut checkpoints = Vec::with_capacity(chunks.len() + 1);
+    let mut spans = Vec::with_capacity(chunks.len() + 3);
+    let mut data_at: HashMap<&str, u64> = HashMap::new();
+    let mut pos = 0u64;
+    let checkpoint = |out_offset: u64, out_len: u64, in_offset: u64| {
+        let out_len =
+            u32::try_from(out_len).map_err(|_| toc_err("a chunk larger than 4 GiB".into()))?;
+        Ok::<_, super::LayerError>(Checkpoint {
+            out_offset,
+            out_len,
+            crc: 0,
+            in_offset,
+            bits: 0,
+            restart: true,
+            window_offset: 0,
+            window_len: 0,
+        })
+    };
+    for (i, c) in chunks.iter().enumerate() {
+        // A span runs to the next chunk, over any member between (none in
+        // the layers seen): the spans then tile the blob, and a prefetch
+        // can fetch all of it. Inflating checks the chunk's member only.
+        let end = chunks.get(i + 1).map_or(parts.toc_offset, |n| n.start);
+        // A file's chunks must follow each other, so its data is one run.
+        let start = *data_at.entry(&c.path).or_insert(pos);
+        if start + c.file_offset != pos {
+            return Err(toc_err(format!(
+                "{:?}: its chunks are not in order",
+                c.path
+            )));
+        }
+        checkpoints.push(checkpoint(pos, c.size, c.start)?);
+        spans.push((
+            BlobSpan {
+                offset: c.start,
+                len: end.saturating_sub(c.start),
+                digest: c.digest,
+            },
+            Some(c.size),
+        ));
+        pos += c.size;
+    }
+
+    // The TOC is a file of the tar too: its member is its 512-byte header
+    // and its data, a chunk of its own.
+    let mut toc_file = Vec::new();
+    flate2::read::GzDecoder::new(parts.toc_member)
+        .read_to_end(&mut toc_file)
+        .map_err(|e| toc_err(format!("inflating: {e}")))?;
+    let field = |r: std::ops::Range<usize>| toc_file.get(r).and_then(octal);
+    let toc_len = field(124..136).ok_or_else(|| toc_err("bad tar header".into()))?;
+    let chunk_len = 512 + toc_len;
+    let toc_bytes = toc_file
+        .get(..chunk_len as usize)
+        .ok_or_else(|| toc_err("shorter than its tar header says".into()))?;
+    checkpoints.push(checkpoint(pos, chunk_len, parts.toc_offset)?);
+    spans.push((
+        BlobSpan {
+            offset: parts.toc_offset,
+            len: parts.toc_member.len() as u64,
+            digest: Digest::of(toc_bytes),
+        },
+        Some(chunk_len),
+    ));
+    let toc_entry = TarEntry {
+        path: TOC_NAME.as_bytes().to_vec(),
+        kind: Kind::Regular,
+        mode: field(100..108).unwrap_or(0o644) as u32,
+        uid: field(108..116).unwrap_or(0),
+        gid: field(116..124).unwrap_or(0),
+        mtime: field(136..148).unwrap_or(0) as i64,
+        mtime_nsec: 0,
+        size: toc_len,
+        data_offset: pos + 512,
+        link: Vec::new(),
+        dev_major: 0,
+        dev_minor: 0,
+        xattrs: Vec::new(),
+        sparse: None,
+    };
+    for (offset, bytes) in [(0, parts.head), (footer_at, parts.footer)] {
+        if !bytes.is_empty() {
+            let digest = Digest::of(bytes);
+            let len = bytes.len() as u64;
+            spans.push((
+                BlobSpan {
+                    offset,
+                    len,
+                    digest,
+                },
+                None,
+            ));
+        }
+    }
+
+    let mut builder = IndexBuilder::new();
+    for e in &parts.toc.entries {
+        let kind = match e.kind.as_str() {
+            "dir" => Kind::Directory,
+            "reg" => Kind::Regular,
+            "symlink" => Kind::Symlink,
+            "hardlink" => Kind::HardLink,
+            "char" => Kind::CharDevice,
+            "block" => Kind::BlockDevice,
+            "fifo" => Kind::Fifo,
+            "chunk" => continue,
+            other => return Err(toc_err(format!("{:?}: unknown type {other:?}", e.name))),
+        };
+        let name = clean_name(&e.name);
+        let data_offset = match kind {
+            Kind::Regular if e.size > 0 => *data_at
+                .get(name.as_str())
+                .ok_or_else(|| toc_err(format!("{name:?}: no chunk")))?,
+            _ => 0,
+        };
+        let mut xattrs = Vec::with_capacity(e.xattrs.len());
+        for (k, v) in &e.xattrs {
+            use base64::Engine as _;
+            let v = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|_| toc_err(format!("{name:?}: an xattr value is not base64")))?;
+            xattrs.push((k.as_bytes().to_vec(), v));
+        }
+        let mtime = match e.modtime.as_str() {
+            "" => 0,
+            t => crate::oci::time::parse_rfc3339(t)
+                .ok_or_else(|| toc_err(format!("{name:?}: bad modtime")))?,
+        };
+        super::ingest::add_entry(
+            &mut builder,
+            TarEntry {
+                path: e.name.as_bytes().to_vec(),
+                kind,
+                mode: (e.mode & 0o7777) as u32,
+                uid: e.uid,
+                gid: e.gid,
+                mtime,
+                mtime_nsec: 0,
+                size: if kind == Kind::Regular { e.size } else { 0 },
+                data_offset,
+                link: e.link_name.as_bytes().to_vec(),
+                dev_major: e.dev_major,
+                dev_minor: e.dev_minor,
+                xattrs,
+                sparse: None,
+            },
+        )?;
+    }
+    super::ingest::add_entry(&mut builder, toc_entry)?;
+    let spans = SpanTable::chunks(spans).map_err(toc_err)?;
+    builder.finish(meta, &checkpoints, &[], &spans)
 }
 
 #[cfg(test)]

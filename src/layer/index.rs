@@ -29,6 +29,10 @@
 //!              eStargz chunks when made from a TOC), so a range fetched from
 //!              a registry is verified before it is stored or served
 //! ```
+//!
+//! Header byte 13 = 1 marks an index made from an eStargz TOC: its spans
+//! that start a checkpoint are chunks, verified by the chunk's digest of
+//! inflated bytes, and its checkpoints carry no CRC.
 
 use super::LayerError;
 use super::compression::Compression;
@@ -573,6 +577,7 @@ impl IndexBuilder {
             xattrs: w.xattr_area.len(),
             windows: windows.len(),
             blob_spans: blob_spans.spans().len(),
+            chunk_spans: blob_spans.is_chunks(),
         };
         let mut span_bytes = Vec::with_capacity(blob_spans.spans().len() * BLOB_SPAN_LEN);
         for s in blob_spans.spans() {
@@ -627,6 +632,7 @@ struct Counts {
     xattrs: usize,
     windows: usize,
     blob_spans: usize,
+    chunk_spans: bool,
 }
 
 /// The sha256 of a whole index file, its own header field read as zeros.
@@ -642,7 +648,7 @@ fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_LEN);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&VERSION.to_le_bytes());
-    h.extend_from_slice(&[meta.compression.as_u8(), 0, 0, 0]);
+    h.extend_from_slice(&[meta.compression.as_u8(), u8::from(c.chunk_spans), 0, 0]);
     h.extend_from_slice(&meta.blob_size.to_le_bytes());
     h.extend_from_slice(&meta.uncompressed_size.to_le_bytes());
     h.extend_from_slice(meta.digest.as_bytes());
@@ -720,6 +726,10 @@ pub struct LayerIndex {
     windows_len: usize,
     blob_spans: usize,
     n_blob_spans: u32,
+    /// The blob spans are eStargz chunks (made from a TOC): each is a gzip
+    /// member starting at a checkpoint whose span is the chunk, verified by
+    /// the chunk's digest; those checkpoints carry no CRC.
+    chunk_spans: bool,
 }
 
 impl std::fmt::Debug for LayerIndex {
@@ -837,6 +847,7 @@ impl LayerIndex {
             windows_len,
             blob_spans: offs[10],
             n_blob_spans: n_blob_spans as u32,
+            chunk_spans: b[13] == 1,
             map,
         })
     }
@@ -864,7 +875,28 @@ impl LayerIndex {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        crate::store::SpanTable::new(spans).ok()
+        if !self.chunk_spans {
+            return crate::store::SpanTable::new(spans).ok();
+        }
+        // A span that starts a checkpoint is its chunk; the others (the
+        // headers before the first chunk, the footer) have digests of
+        // their compressed bytes.
+        let chunk_len: HashMap<u64, u64> = (0..self.checkpoints())
+            .map(|i| self.checkpoint(i))
+            .filter(|c| c.restart)
+            .map(|c| (c.in_offset, u64::from(c.out_len)))
+            .collect();
+        let paired = spans
+            .into_iter()
+            .map(|s| (s, chunk_len.get(&s.offset).copied()))
+            .collect();
+        crate::store::SpanTable::chunks(paired).ok()
+    }
+
+    /// Whether the checkpoints carry CRCs of their spans (not those made
+    /// from an eStargz TOC, whose chunks are checked by digest when fetched).
+    pub fn has_crcs(&self) -> bool {
+        !self.chunk_spans
     }
     pub fn digest(&self) -> &Digest {
         &self.meta.digest

@@ -446,7 +446,7 @@ pub fn normalize_path(raw: &[u8]) -> Result<Vec<u8>, LayerError> {
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
-fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> {
+pub(super) fn add_entry(builder: &mut IndexBuilder, e: TarEntry) -> Result<(), LayerError> {
     let path = normalize_path(&e.path)?;
     let (parent, name) = match path.iter().rposition(|&c| c == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),

@@ -356,7 +356,7 @@ impl Layer {
         if let Some(s) = self.cache.cached(self.key, i) {
             return Ok(Some(s));
         }
-        let range = compressed_range(&self.index, i, blob.size());
+        let range = clip_to_chunk(spans, compressed_range(&self.index, i, blob.size()));
         if blob.is_local(range.clone()) {
             return Ok(None);
         }
@@ -370,18 +370,22 @@ impl Layer {
         let guess =
             (range.end - range.start).saturating_mul(need as u64) / u64::from(cp.out_len.max(1));
         blob.ensure(
-            range.start..range.start + guess + SPAN_MARGIN,
+            clip_to_chunk(spans, range.start..range.start + guess + SPAN_MARGIN),
             spans,
             timeout,
         )
         .map_err(fetch_err)?;
         let failed = std::cell::RefCell::new(None);
         let ensure = |offset: u64, len: u64| {
-            blob.ensure(offset..offset.saturating_add(len), spans, timeout)
-                .map_err(|e| {
-                    *failed.borrow_mut() = Some(e);
-                    std::io::Error::other("fetch failed")
-                })
+            blob.ensure(
+                clip_to_chunk(spans, offset..offset.saturating_add(len)),
+                spans,
+                timeout,
+            )
+            .map_err(|e| {
+                *failed.borrow_mut() = Some(e);
+                std::io::Error::other("fetch failed")
+            })
         };
         match inflate_prefix(&self.index, blob.file(), i, need, &ensure) {
             Ok(prefix) => Ok(Some(Arc::new(prefix))),
@@ -400,7 +404,7 @@ impl Layer {
             let file = match &self.blob {
                 BlobData::Whole(f) => f,
                 BlobData::Partial { blob, spans } => {
-                    let range = compressed_range(&self.index, i, blob.size());
+                    let range = clip_to_chunk(spans, compressed_range(&self.index, i, blob.size()));
                     blob.ensure(range, spans, partial::fetch_timeout())
                         .map_err(|source| ReadError::Fetch {
                             digest: *self.digest(),
@@ -464,6 +468,19 @@ fn open_partial(
         .span_table()
         .ok_or_else(|| bad("it has no span digests, so a lazy read cannot be verified"))?;
     Ok((BlobData::Partial { blob, spans }, index))
+}
+
+/// `range` cut at the end of the eStargz chunk it starts in: a chunk is a
+/// gzip member of its own, so inflating it never reads past it (and the
+/// bytes after the last chunk, the TOC, have no chunk digest).
+fn clip_to_chunk(spans: &SpanTable, range: std::ops::Range<u64>) -> std::ops::Range<u64> {
+    if !spans.is_chunks() {
+        return range;
+    }
+    match spans.covering(range.start..range.start + 1) {
+        Ok([s, ..]) => range.start..range.end.min(s.end()),
+        _ => range,
+    }
 }
 
 /// The compressed bytes that decoding span `i` reads.

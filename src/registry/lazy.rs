@@ -14,13 +14,14 @@
 //!   1. an index already in the store (a layer seen before, or one whose
 //!      blob was removed): [`LocalIndex`];
 //!   2. the layerfs index published with the image (referrers API or tag
-//!      schema) and 3. eStargz: added beside this one, same trait.
+//!      schema) and 3. one made from an eStargz layer's TOC
+//!      (`estargz::EstargzIndex`), listed in `index_sources::all`.
 //!
 //! For whoever publishes or converts an index: it must be index version 3
 //! with span digests (`LayerIndex::span_table`); `layer::index_blob_with_span`
 //! with 1 MiB builds one that lazy reads fetch little through (a read
-//! decodes from the checkpoint before it). An eStargz source passes its
-//! chunks as the spans (`IndexBuilder::finish(.., &SpanTable)`).
+//! decodes from the checkpoint before it). An eStargz TOC gives its chunks
+//! as the spans (`SpanTable::chunks`, see `layer::estargz::index_from_toc`).
 
 use super::RegistryError;
 use super::auth::Scopes;

@@ -20,7 +20,8 @@
 //! - [`SpanTable`]: the digest of every span of a blob's compressed bytes. A
 //!   fetched range is checked against it span by span before anything is
 //!   stored or served. The layer index carries one (fixed-size spans); an
-//!   eStargz TOC gives another (one span per chunk).
+//!   eStargz TOC gives another (one span per chunk, checked by the sha256
+//!   of the chunk its gzip member inflates to: [`SpanTable::chunks`]).
 //! - [`BlobFetcher`]: "fetch these bytes of this blob from this origin",
 //!   implemented by the registry client. The store cannot depend on the
 //!   registry, so the command line installs one with [`set_fetcher`]; every
@@ -74,6 +75,11 @@ impl BlobSpan {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpanTable {
     spans: Vec<BlobSpan>,
+    /// Empty: each digest is of the span's compressed bytes. Otherwise, per
+    /// span, None for such a digest, or the length of an eStargz chunk: the
+    /// span is a gzip member whose first that many inflated bytes have the
+    /// digest (the TOC's chunk digests are of uncompressed data).
+    chunks: Vec<Option<u64>>,
 }
 
 impl SpanTable {
@@ -91,7 +97,52 @@ impl SpanTable {
         if spans.iter().any(|s| s.len == 0) {
             return Err("an empty span".into());
         }
-        Ok(SpanTable { spans })
+        Ok(SpanTable {
+            spans,
+            chunks: Vec::new(),
+        })
+    }
+
+    /// A table of eStargz chunks: each span is a gzip member, paired with
+    /// the length of the chunk its first inflated bytes are (None: the
+    /// digest is of the compressed bytes, for the bytes between chunks).
+    pub fn chunks(
+        mut spans: Vec<(BlobSpan, Option<u64>)>,
+    ) -> std::result::Result<SpanTable, String> {
+        spans.sort_by_key(|(s, _)| s.offset);
+        let (spans, chunks): (Vec<BlobSpan>, Vec<Option<u64>>) = spans.into_iter().unzip();
+        let mut t = SpanTable::new(spans)?;
+        t.chunks = chunks;
+        Ok(t)
+    }
+
+    /// Whether the spans are eStargz chunks (see [`SpanTable::chunks`]).
+    pub fn is_chunks(&self) -> bool {
+        !self.chunks.is_empty()
+    }
+
+    /// Whether `bytes`, the compressed bytes of span `i`, are right.
+    fn verifies(&self, i: usize, bytes: &[u8]) -> bool {
+        let want = self.spans[i].digest;
+        let Some(&Some(len)) = self.chunks.get(i) else {
+            return Digest::from_bytes(Sha256::digest(bytes).into()) == want;
+        };
+        use std::io::Read;
+        let mut h = Sha256::new();
+        let mut member = flate2::read::GzDecoder::new(bytes).take(len);
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = 0u64;
+        loop {
+            match member.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    got += n as u64;
+                }
+                Err(_) => return false,
+            }
+        }
+        got == len && Digest::from_bytes(h.finalize().into()) == want
     }
 
     /// Fixed-size spans of `span_len` bytes (the last one shorter) over a
@@ -116,7 +167,10 @@ impl SpanTable {
                 }
             })
             .collect();
-        Ok(SpanTable { spans })
+        Ok(SpanTable {
+            spans,
+            chunks: Vec::new(),
+        })
     }
 
     pub fn spans(&self) -> &[BlobSpan] {
@@ -522,17 +576,18 @@ impl PartialBlob {
         origin: &str,
     ) -> std::result::Result<Range<u64>, FetchError> {
         let end = offset.saturating_add(data.len() as u64).min(self.info.size);
-        let whole: Vec<&BlobSpan> = spans
+        let whole: Vec<(usize, &BlobSpan)> = spans
             .spans()
             .iter()
-            .filter(|s| s.offset >= offset && s.end() <= end)
+            .enumerate()
+            .filter(|(_, s)| s.offset >= offset && s.end() <= end)
             .collect();
-        let (Some(first), Some(last)) = (whole.first(), whole.last()) else {
+        let (Some((_, first)), Some((_, last))) = (whole.first(), whole.last()) else {
             return Ok(offset..offset);
         };
-        for s in &whole {
+        for &(i, s) in &whole {
             let bytes = &data[(s.offset - offset) as usize..(s.end() - offset) as usize];
-            if Digest::from_bytes(Sha256::digest(bytes).into()) != s.digest {
+            if !spans.verifies(i, bytes) {
                 log::error!(
                     "layer {}: bytes {}..{} from {origin} do not match their digest; nothing stored",
                     self.digest,
@@ -679,7 +734,7 @@ impl PartialBlob {
         let data = self.store.partial_path(&self.digest, "");
         let mut bad = Vec::new();
         let mut buf = Vec::new();
-        for s in spans.spans() {
+        for (i, s) in spans.spans().iter().enumerate() {
             if !local.contains(s.offset, s.end()) {
                 continue;
             }
@@ -687,7 +742,7 @@ impl PartialBlob {
             self.file
                 .read_exact_at(&mut buf, s.offset)
                 .map_err(|e| StoreError::io(&data, e))?;
-            if Digest::from_bytes(Sha256::digest(&buf).into()) != s.digest {
+            if !spans.verifies(i, &buf) {
                 bad.push(*s);
             }
         }
@@ -851,5 +906,53 @@ mod tests {
         assert_eq!(t.covering(140..205), Err(150));
         assert_eq!(t.covering(200..210).unwrap(), &[s(200, 10)]);
         assert!(SpanTable::new(vec![s(0, 10), s(5, 10)]).is_err());
+    }
+
+    #[test]
+    fn chunk_spans_are_checked_by_the_digest_of_what_they_inflate_to() {
+        use std::io::Write as _;
+        let gz = |data: &[u8], tail: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.write_all(tail).unwrap();
+            e.finish().unwrap()
+        };
+        // Two members: a chunk followed by bytes that are not part of it (as
+        // tar padding and the next header are in eStargz), then a chunk.
+        let (c1, c2) = (vec![7u8; 5000], b"second chunk".to_vec());
+        let (m1, m2) = (gz(&c1, &[0u8; 700]), gz(&c2, b""));
+        let blob = [m1.clone(), m2.clone()].concat();
+        let span = |offset: usize, len: usize, data: &[u8]| BlobSpan {
+            offset: offset as u64,
+            len: len as u64,
+            digest: Digest::of(data),
+        };
+        let spans = SpanTable::chunks(vec![
+            (span(m1.len(), m2.len(), &c2), Some(c2.len() as u64)),
+            (span(0, m1.len(), &c1), Some(c1.len() as u64)),
+        ])
+        .unwrap();
+        let (_d, store) = store();
+        let digest = Digest::of(&blob);
+        store
+            .add_partial(&digest, blob.len() as u64, "r/x")
+            .unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+
+        // A wrong byte in the first member: refused, nothing stored.
+        let mut bad = blob.clone();
+        bad[m1.len() / 2] ^= 1;
+        assert!(matches!(
+            p.store_verified(0, &bad, &spans, "r/x"),
+            Err(FetchError::WrongBytes { .. })
+        ));
+        assert_eq!(p.local_bytes(), 0);
+
+        assert_eq!(
+            p.store_verified(0, &blob, &spans, "r/x").unwrap(),
+            0..blob.len() as u64
+        );
+        assert!(p.check(&spans).unwrap().is_empty());
+        assert!(p.complete().unwrap());
     }
 }

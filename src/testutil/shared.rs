@@ -87,3 +87,86 @@ esac
         .expect("chmod the stub helper");
     program
 }
+
+/// A private containerd (own root, state and socket), killed on drop.
+pub struct Containerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Its overlay snapshots may still be mounted under its root.
+        let root = self.dir.path().join("root");
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for line in mounts.lines() {
+                if let Some(p) = line.split(' ').nth(4)
+                    && p.starts_with(&*root.to_string_lossy())
+                {
+                    let _ = std::process::Command::new("umount").arg(p).status();
+                }
+            }
+        }
+    }
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+            root = p.join("root").display(),
+            state = p.join("state").display(),
+            sock = p.join("c.sock").display(),
+        );
+        std::fs::write(p.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(p.join("log")).unwrap();
+        let child = std::process::Command::new("containerd")
+            .arg("--config")
+            .arg(p.join("config.toml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd { child, dir };
+        for _ in 0..300 {
+            if c.ctr(&["version"]).status.success() {
+                return c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("containerd did not start: {}", c.log());
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ctr-remote")
+            .arg("-a")
+            .arg(self.dir.path().join("c.sock"))
+            .args(["-n", "layerfs-test"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr-remote {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
