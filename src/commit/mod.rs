@@ -213,12 +213,11 @@ fn snapshot(c: &Container, stack: Stack) -> Result<File, CommitError> {
 /// what a lazy layer lacks is fetched now. The snapshot itself reports
 /// errors, so this one's only go to the log.
 fn warm(c: &Container, stack: Stack) -> Result<(), CommitError> {
-    let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(|source| {
-        CommitError::Io {
+    let upper =
+        UpperDir::open_existing(&c.upper(), &c.work()).map_err(|source| CommitError::Io {
             path: c.upper(),
             source,
-        }
-    })?;
+        })?;
     let view = UnionFs::new(stack, Some(upper));
     let Some(upper) = view.upper.as_ref() else {
         return Ok(());
