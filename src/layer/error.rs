@@ -33,7 +33,7 @@ pub enum LayerError {
     #[error("writing the tar stream: {0}")]
     Write(std::io::Error),
     #[error(transparent)]
-    Estargz(Box<super::estargz::EstargzError>),
+    Estargz(Box<EstargzError>),
     /// A layer held in part could not be made whole (lazy images).
     #[error(transparent)]
     Fetch(Box<crate::store::FetchError>),
@@ -76,4 +76,38 @@ impl LayerError {
             _ => false,
         }
     }
+}
+
+/// What is wrong with an eStargz layer (here, not in `estargz.rs`, so that
+/// this module depends on no reader or writer).
+#[derive(Debug, thiserror::Error)]
+pub enum EstargzError {
+    #[error("eStargz footer: {0}")]
+    Footer(&'static str),
+    #[error("eStargz TOC: {0}")]
+    Toc(String),
+    #[error("eStargz TOC digest is {actual}, the layer descriptor says {expected}")]
+    TocDigest {
+        expected: crate::oci::Digest,
+        actual: crate::oci::Digest,
+    },
+    #[error("eStargz chunk of {path:?} at {offset}: {why}")]
+    Chunk {
+        path: String,
+        offset: u64,
+        why: String,
+    },
+    #[error("eStargz chunk of {path:?} at {offset}: digest is {actual}, the TOC says {expected}")]
+    ChunkDigest {
+        path: String,
+        offset: u64,
+        expected: crate::oci::Digest,
+        actual: crate::oci::Digest,
+    },
+    #[error("eStargz: {path:?} is a sparse file, which eStargz cannot hold")]
+    Sparse { path: String },
+    #[error(transparent)]
+    Tar(#[from] super::tar::TarError),
+    #[error("eStargz: {0}")]
+    Io(#[from] std::io::Error),
 }

@@ -43,34 +43,7 @@ pub const CHUNK_SIZE: u64 = 4 << 20;
 /// of files, and a hostile footer cannot make a reader allocate more.
 pub const MAX_TOC: u64 = 256 << 20;
 
-#[derive(Debug, thiserror::Error)]
-pub enum EstargzError {
-    #[error("eStargz footer: {0}")]
-    Footer(&'static str),
-    #[error("eStargz TOC: {0}")]
-    Toc(String),
-    #[error("eStargz TOC digest is {actual}, the layer descriptor says {expected}")]
-    TocDigest { expected: Digest, actual: Digest },
-    #[error("eStargz chunk of {path:?} at {offset}: {why}")]
-    Chunk {
-        path: String,
-        offset: u64,
-        why: String,
-    },
-    #[error("eStargz chunk of {path:?} at {offset}: digest is {actual}, the TOC says {expected}")]
-    ChunkDigest {
-        path: String,
-        offset: u64,
-        expected: Digest,
-        actual: Digest,
-    },
-    #[error("eStargz: {path:?} is a sparse file, which eStargz cannot hold")]
-    Sparse { path: String },
-    #[error(transparent)]
-    Tar(#[from] super::tar::TarError),
-    #[error("eStargz: {0}")]
-    Io(#[from] io::Error),
-}
+pub use super::error::EstargzError;
 
 /// The TOC, as stargz-snapshotter writes and reads it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
