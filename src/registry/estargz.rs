@@ -7,7 +7,7 @@
 use super::RegistryError;
 use super::auth::Scopes;
 use super::client::Client;
-use super::lazy::{IndexRequest, IndexSource};
+use super::lazy::{IndexRequest, IndexSource, get_range};
 use crate::layer::Compression;
 use crate::layer::LayerError;
 use crate::layer::estargz::{
@@ -17,37 +17,10 @@ use crate::layer::estargz::{TocParts, UNCOMPRESSED_SIZE_ANNOTATION};
 use crate::layer::index::IndexMeta;
 use crate::oci::media_type as mt;
 use crate::oci::{Descriptor, Digest, ImageConfig, ManifestKind};
-use std::io::{Read, Write};
+use std::io::Write;
 
 fn err(e: EstargzError) -> RegistryError {
     RegistryError::Layer(LayerError::Estargz(Box::new(e)))
-}
-
-/// `len` bytes of blob `digest` from `offset`. A registry that ignores
-/// Range sends the whole blob: the bytes before `offset` are skipped.
-pub(super) fn get_range(
-    client: &Client,
-    repo: &str,
-    digest: &Digest,
-    offset: u64,
-    len: u64,
-    scopes: &Scopes,
-) -> Result<Vec<u8>, RegistryError> {
-    let what = format!("blob {digest} bytes {offset}+{len}");
-    let (resp, ranged) = client.get_blob(repo, digest, offset, scopes)?;
-    let mut body = resp.into_body().into_reader();
-    if !ranged {
-        std::io::copy(&mut (&mut body).take(offset), &mut std::io::sink())
-            .map_err(|e| client.bad(&what, &e.to_string()))?;
-    }
-    let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
-    body.take(len)
-        .read_to_end(&mut out)
-        .map_err(|e| client.bad(&what, &e.to_string()))?;
-    if out.len() as u64 != len {
-        return Err(client.bad(&what, &format!("only {} bytes arrived", out.len())));
-    }
-    Ok(out)
 }
 
 /// The TOC of eStargz layer `layer` and its offset, read from the blob's
@@ -56,9 +29,8 @@ pub(super) fn fetch_toc(
     client: &Client,
     repo: &str,
     layer: &Descriptor,
-    scopes: &Scopes,
 ) -> Result<Option<(Toc, u64)>, RegistryError> {
-    Ok(fetch_toc_parts(client, repo, layer, scopes)?.map(|(toc, at, _, _)| (toc, at)))
+    Ok(fetch_toc_parts(client, repo, layer)?.map(|(toc, at, _, _)| (toc, at)))
 }
 
 /// [`fetch_toc`], with the TOC member's and the footer's bytes.
@@ -67,7 +39,6 @@ fn fetch_toc_parts(
     client: &Client,
     repo: &str,
     layer: &Descriptor,
-    scopes: &Scopes,
 ) -> Result<Option<(Toc, u64, Vec<u8>, Vec<u8>)>, RegistryError> {
     let Some(want) = layer.annotation(TOC_DIGEST_ANNOTATION) else {
         return Ok(None);
@@ -81,14 +52,14 @@ fn fetch_toc_parts(
         )));
     }
     let end = layer.size - FOOTER_SIZE;
-    let footer = get_range(client, repo, &layer.digest, end, FOOTER_SIZE, scopes)?;
+    let footer = get_range(client, repo, &layer.digest, end, FOOTER_SIZE)?;
     let at = estargz::parse_footer(&footer).map_err(err)?;
     if at >= end || end - at > MAX_TOC {
         return Err(err(EstargzError::Footer(
             "the TOC offset is outside the blob",
         )));
     }
-    let member = get_range(client, repo, &layer.digest, at, end - at, scopes)?;
+    let member = get_range(client, repo, &layer.digest, at, end - at)?;
     let (toc, _) = estargz::parse_toc(&member, Some(&want)).map_err(err)?;
     Ok(Some((toc, at, member, footer)))
 }
@@ -99,16 +70,8 @@ pub(super) fn fetch_chunk(
     repo: &str,
     layer: &Digest,
     chunk: &Chunk,
-    scopes: &Scopes,
 ) -> Result<Vec<u8>, RegistryError> {
-    let member = get_range(
-        client,
-        repo,
-        layer,
-        chunk.start,
-        chunk.end - chunk.start,
-        scopes,
-    )?;
+    let member = get_range(client, repo, layer, chunk.start, chunk.end - chunk.start)?;
     estargz::verify_chunk(&member, chunk).map_err(err)
 }
 
@@ -117,7 +80,6 @@ pub(super) fn fetch_chunk(
 pub struct EstargzSource {
     client: Client,
     repo: String,
-    scopes: Scopes,
 }
 
 impl EstargzSource {
@@ -128,19 +90,18 @@ impl EstargzSource {
         let repo = reference.repository();
         Ok(EstargzSource {
             client: Client::connect(reference.registry(), opts)?,
-            scopes: Scopes::pull(&repo),
             repo,
         })
     }
 
     /// The layer's TOC and its offset; None when the layer is not eStargz.
     pub fn toc(&self, layer: &Descriptor) -> Result<Option<(Toc, u64)>, RegistryError> {
-        fetch_toc(&self.client, &self.repo, layer, &self.scopes)
+        fetch_toc(&self.client, &self.repo, layer)
     }
 
     /// One chunk's data, checked against its digest.
     pub fn chunk(&self, layer: &Digest, chunk: &Chunk) -> Result<Vec<u8>, RegistryError> {
-        fetch_chunk(&self.client, &self.repo, layer, chunk, &self.scopes)
+        fetch_chunk(&self.client, &self.repo, layer, chunk)
     }
 }
 
@@ -163,13 +124,12 @@ impl IndexSource for EstargzIndex {
             return Ok(false);
         }
         let scopes = Scopes::pull(repo);
-        let Some((toc, at, toc_member, footer)) = fetch_toc_parts(client, repo, layer, &scopes)?
-        else {
+        let Some((toc, at, toc_member, footer)) = fetch_toc_parts(client, repo, layer)? else {
             return Ok(false);
         };
         let chunks = toc.chunks(at).map_err(err)?;
         let first = chunks.first().map_or(at, |c| c.start);
-        let head = super::lazy::get_range(client, repo, &layer.digest, 0, first)?;
+        let head = get_range(client, repo, &layer.digest, 0, first)?;
         let diff_id = diff_id_of(client, repo, req.manifest, &layer.digest, &scopes)?;
         let uncompressed_size = layer
             .annotation(UNCOMPRESSED_SIZE_ANNOTATION)

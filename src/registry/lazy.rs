@@ -160,7 +160,8 @@ pub fn get_range(
             return Err(client.bad(&what, "the body ends before the range"));
         }
     }
-    let mut out = Vec::with_capacity(len as usize);
+    // `len` may come from a hostile footer: the buffer grows with the body.
+    let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
     (&mut body).take(len).read_to_end(&mut out).map_err(io)?;
     if (out.len() as u64) < len {
         return Err(client.bad(&what, "the body ends inside the range"));

@@ -435,6 +435,11 @@ fn a_wrong_estargz_chunk_fails_the_read_and_stores_nothing() {
     let layer_d = img.m.layers[0].digest;
     let blob = blobs[&layer_d.to_string()].clone();
     let key = layer_d.to_string();
+    // Where the TOC starts: ranges that end before it are chunks.
+    let toc_at = crate::layer::estargz::parse_footer(
+        &blob[blob.len() - crate::layer::estargz::FOOTER_SIZE as usize..],
+    )
+    .unwrap() as usize;
     let served = super::faults::Served {
         manifest: img.manifest,
         blobs,
@@ -443,12 +448,12 @@ fn a_wrong_estargz_chunk_fails_the_read_and_stores_nothing() {
     let s = super::faults::fake(
         served,
         std::sync::Arc::new(move |req: &Request, _: &super::faults::Served| {
-            // Ranges of chunks (a bounded range past the head) come with
-            // one byte flipped; the TOC and the head come right.
+            // Ranges of chunks (past the head, before the TOC) come with
+            // one byte flipped; the TOC, the footer and the head come right.
             let range = req.header("Range")?.strip_prefix("bytes=")?.to_string();
             let (a, b) = range.split_once('-')?;
             let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-            (req.blob_digest()? == key && a > 0).then(|| {
+            (req.blob_digest()? == key && a > 0 && b < toc_at).then(|| {
                 let mut body = blob[a..=b].to_vec();
                 let mid = body.len() / 2;
                 body[mid] ^= 1;
