@@ -189,7 +189,7 @@ seed=$work/seed
 LAYERFS_ROOT=$seed "$lf" load -i "$layout" >/dev/null
 LAYERFS_ROOT=$seed "$lf" push -q bench:1 "$reg/bench/debian:1" >/dev/null
 index_bytes=$(du -sb "$seed/layerfs/index" | cut -f1)
-LAYERFS_ROOT=$seed "$lf" push -q --estargz bench:1 "$reg/bench/debian-esgz:1" >/dev/null
+LAYERFS_ROOT=$seed "$lf" push -q --estargz --no-index bench:1 "$reg/bench/debian-esgz:1" >/dev/null
 log "pushed; layer indexes $index_bytes bytes in all"
 
 link_bytes() { cat "/sys/class/net/$veth_h/statistics/rx_bytes"; }
