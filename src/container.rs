@@ -446,12 +446,7 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(ChangeKind, Vec<u8>)>, 
     use crate::union::{ROOT_INO, Stack, UnionFs, UpperDir};
     use std::os::unix::ffi::OsStrExt;
 
-    let layers: Vec<Digest> = c
-        .image_manifest(store)?
-        .layers
-        .iter()
-        .map(|l| l.digest)
-        .collect();
+    let layers = c.image_manifest(store)?.layer_digests();
     let lower = UnionFs::new(Stack::open(store, &layers, SpanCache::new(1 << 20))?, None);
     let upper = UpperDir::open_existing(&c.upper(), &c.work()).map_err(io(&c.upper()))?;
     let mut merged: Option<UnionFs> = None;

@@ -44,8 +44,7 @@ pub fn export<W: Write>(store: &Store, src: Source<'_>, out: W) -> Result<W, Exp
             )
         }
         Source::Container(c) => {
-            let manifest = c.image_manifest(store)?;
-            let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
+            let layers = c.image_manifest(store)?.layer_digests();
             let freeze = Freeze::take(c)?;
             let upper = UpperDir::open_existing(&c.upper(), &c.work())
                 .map_err(|e| ExportError::Io(c.upper().display().to_string(), e))?;

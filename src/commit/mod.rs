@@ -123,7 +123,7 @@ pub fn commit(
     for change in &opts.changes {
         apply_change(&mut config, change)?;
     }
-    let layers: Vec<_> = manifest.layers.iter().map(|l| l.digest).collect();
+    let layers = manifest.layer_digests();
     if layers.iter().any(|d| store.has_partial(d)) {
         // A lazy image: fetch what the snapshot reads of its layers (the data
         // of files whose metadata changed, renamed directories) before the

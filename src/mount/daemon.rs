@@ -10,7 +10,6 @@ use super::fuse::FuseFs;
 use super::records::{self, MountRecord, is_mounted, mount_id};
 use crate::container;
 use crate::layer::SpanCache;
-use crate::oci::Digest;
 use crate::oci::time;
 use crate::store::{Hold, Store};
 use crate::union::{Stack, UnionFs, UpperDir};
@@ -139,12 +138,7 @@ fn serve_inner(
                     at: r.mountpoint,
                 });
             }
-            let layers: Vec<Digest> = c
-                .image_manifest(store)?
-                .layers
-                .iter()
-                .map(|l| l.digest)
-                .collect();
+            let layers = c.image_manifest(store)?.layer_digests();
             let image = c.image.clone();
             let top = c.manifest;
             (Some((c, false)), image, top, layers)

@@ -72,6 +72,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Its layers' digests, bottom first.
+    pub fn layer_digests(&self) -> Vec<Digest> {
+        self.layers.iter().map(|l| l.digest).collect()
+    }
+
     /// A new OCI manifest for `config` and `layers`.
     pub fn new_oci(config: Descriptor, layers: Vec<Descriptor>) -> Self {
         Manifest {

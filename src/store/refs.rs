@@ -43,7 +43,7 @@ impl ResolvedImage {
     }
 
     pub fn layer_digests(&self) -> Vec<Digest> {
-        self.manifest.layers.iter().map(|l| l.digest).collect()
+        self.manifest.layer_digests()
     }
 }
 
