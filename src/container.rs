@@ -349,7 +349,7 @@ pub fn create(
 /// of its ID (as Docker takes them).
 pub fn load(store: &Store, what: &str) -> Result<Container, ContainerError> {
     match load_named(store, what) {
-        Err(ContainerError::NotFound(_)) if is_id_prefix(what) => {}
+        Err(ContainerError::NotFound(_)) if crate::oci::is_hex_prefix(what) => {}
         other => return other,
     }
     let mut hits = list(store)?.into_iter().filter(|c| c.id.starts_with(what));
@@ -361,10 +361,6 @@ pub fn load(store: &Store, what: &str) -> Result<Container, ContainerError> {
         }),
         _ => Err(ContainerError::NotFound(what.to_string())),
     }
-}
-
-fn is_id_prefix(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The container of exactly that name (never an ID prefix): for names

@@ -16,6 +16,12 @@ pub enum DigestError {
     Algorithm(String),
 }
 
+/// Whether `s` can begin a sha256 hex digest (lower case), as IDs given by
+/// their first digits are.
+pub fn is_hex_prefix(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 impl Digest {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Digest(bytes)

@@ -12,7 +12,7 @@ mod reference;
 pub mod time;
 
 pub use config::{ContainerConfig, Healthcheck, HistoryEntry, ImageConfig, RootFs};
-pub use digest::{Digest, DigestError, Sha256Writer};
+pub use digest::{Digest, DigestError, Sha256Writer, is_hex_prefix};
 pub use json::{JsonError, from_json, from_json_value};
 pub use manifest::{Descriptor, ImageIndex, Manifest, ManifestKind, ParseError};
 pub use platform::Platform;

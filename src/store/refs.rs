@@ -170,12 +170,7 @@ impl Store {
 
     fn find_by_id_prefix(&self, what: &str, entries: &[ImageEntry]) -> Result<ImageEntry> {
         let prefix = what.strip_prefix("sha256:").unwrap_or(what);
-        let is_hex = !prefix.is_empty()
-            && prefix.len() <= 64
-            && prefix
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-        if !is_hex {
+        if !crate::oci::is_hex_prefix(prefix) {
             return Err(StoreError::ImageNotFound(what.to_string()));
         }
         let hits: Vec<(&ImageEntry, Digest)> = entries
