@@ -65,31 +65,12 @@ trap cleanup EXIT
 
 # ---- the image: an OCI layout of the three cached gzip layers ----
 layout=$work/layout
-mkdir -p "$layout/blobs/sha256"
-printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
-put_blob() { # file -> "sha256:<hex> <size>", copied into the layout
-  local hex size
-  hex=$(sha256sum "$1" | cut -d' ' -f1)
-  size=$(stat -c %s "$1")
-  cp "$1" "$layout/blobs/sha256/$hex"
-  echo "sha256:$hex $size"
-}
-layers_json=""; diffs_json=""; compressed=0
+oci_layout "$layout"
 for i in 1 2 3; do
-  diff=$(sha256sum "$layers_dir/layer$i.tar" | cut -d' ' -f1)
-  read -r digest size < <(put_blob "$layers_dir/layer$i.tar.gz")
-  compressed=$((compressed + size))
-  layers_json+="${layers_json:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"$digest\",\"size\":$size}"
-  diffs_json+="${diffs_json:+,}\"sha256:$diff\""
+  oci_layer "$layers_dir/layer$i.tar" "$layers_dir/layer$i.tar.gz"
 done
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
-  "$diffs_json" > "$work/config.json"
-read -r cdigest csize < <(put_blob "$work/config.json")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[%s]}' \
-  "$cdigest" "$csize" "$layers_json" > "$work/manifest.json"
-read -r mdigest msize < <(put_blob "$work/manifest.json")
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench:1"}}]}' \
-  "$mdigest" "$msize" > "$layout/index.json"
+oci_image bench:1 '{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}'
+compressed=$OCI_COMPRESSED
 log "image: 3 gzip layers, $((compressed / 1000000)) MB compressed"
 
 # ---- the link: a namespace behind a shaped veth pair ----

@@ -45,34 +45,16 @@ trap cleanup EXIT
 
 # ---- the image: an OCI layout, one gzip layer per directory ----
 layout=$work/layout
-mkdir -p "$layout/blobs/sha256"
-printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
-put_blob() { # file -> prints "sha256:<hex> <size>", moves the file into the layout
-  local hex size
-  hex=$(sha256sum "$1" | cut -d' ' -f1)
-  size=$(stat -c %s "$1")
-  mv "$1" "$layout/blobs/sha256/$hex"
-  echo "sha256:$hex $size"
-}
-layers_json=""; diffs_json=""
+oci_layout "$layout"
 for d in $dirs; do
   [ -d "/$d" ] || continue
   tar -C / --sort=name -cf "$work/layer.tar" "$d" 2>/dev/null || true
-  diff=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
   $zip -1 -c "$work/layer.tar" > "$work/layer.tgz"
-  rm "$work/layer.tar"
-  read -r digest size < <(put_blob "$work/layer.tgz")
-  layers_json+="${layers_json:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"$digest\",\"size\":$size}"
-  diffs_json+="${diffs_json:+,}\"sha256:$diff\""
+  oci_layer "$work/layer.tar" "$work/layer.tgz"
+  rm "$work/layer.tar" "$work/layer.tgz"
 done
-printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]}}' \
-  "$diffs_json" > "$work/config.json"
-read -r cdigest csize < <(put_blob "$work/config.json")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[%s]}' \
-  "$cdigest" "$csize" "$layers_json" > "$work/manifest.json"
-read -r mdigest msize < <(put_blob "$work/manifest.json")
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench:1"}}]}' \
-  "$mdigest" "$msize" > "$layout/index.json"
+oci_image bench:1
+mdigest=$OCI_MANIFEST
 total=$(du -sb "$layout/blobs" | cut -f1)
 nlayers=$(echo "$dirs" | wc -w)
 echo "image: $nlayers gzip layers from /usr, $((total / 1000000)) MB of blobs, manifest $mdigest"
