@@ -175,7 +175,7 @@ fn a_debian_build_installs_debs_runs_and_is_cached() {
 }
 
 /// Runs buildah with a throwaway vfs store; returns stdout.
-fn buildah(root: &Path, args: &[&str]) -> String {
+pub(crate) fn buildah(root: &Path, args: &[&str]) -> String {
     let out = Command::new("buildah")
         .arg("--storage-driver=vfs")
         .arg("--root")

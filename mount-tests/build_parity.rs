@@ -15,7 +15,6 @@ use crate::support::containers::minbase_env;
 use crate::support::debs::debs;
 use crate::support::{Env, have_tool, tree};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn write(dir: &Path, rel: &str, data: &[u8]) {
     let p = dir.join(rel);
@@ -59,21 +58,7 @@ impl Buildah {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = Command::new("buildah")
-            .arg("--storage-driver=vfs")
-            .arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--runroot")
-            .arg(self.dir.join("runroot"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "buildah {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::build::buildah(&self.dir, args)
     }
 
     fn bud(&self, tag: &str, extra: &[&str], ctx: &Path) {
