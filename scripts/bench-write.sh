@@ -32,9 +32,11 @@ IMAGE=lfs-bench:3layer
 [ "$(id -u)" = 0 ] || die "run as root (mounts)"
 [ -x "$BENCH_DIR/anchors.sh" ] || die "no harness at $BENCH_DIR (set BENCH_DIR)"
 [ -d "$DATA/oci" ] || die "no image at $DATA/oci: run $BENCH_DIR/make-data.sh first"
-if pgrep -f anchors.sh > /dev/null; then
-    die "anchors.sh is already running; one benchmark at a time on this machine"
-fi
+# One anchors.sh run at a time: they share mount points and unmount them on exit.
+while pgrep -f 'anchors\.sh' > /dev/null; do
+    echo "another anchors.sh run is in progress; waiting" >&2
+    sleep 30
+done
 layerfs_bin
 
 lfs() { "$LAYERFS" --root "$LFS_STORE" "$@"; }
