@@ -477,7 +477,8 @@ impl References {
 }
 
 /// `find -printf` walks: the lower areas exactly as before; the whole tree
-/// with only entries that vanished under the walk (renames) forgiven.
+/// with only entries that vanished under the walk (renames) forgiven, and
+/// the loops find's own race with a rename makes up (`rename_race_loop`).
 fn find_reader(w: &mut Worker, r: &References) -> Result<(), String> {
     let mut i = 0;
     while w.running() {
@@ -498,12 +499,20 @@ fn find_reader(w: &mut Worker, r: &References) -> Result<(), String> {
                 let out = Command::new("find")
                     .arg(&root)
                     .args(["-printf", FIND_FORMAT])
+                    .env("LC_ALL", "C")
                     .output()
                     .map_err(|e| e.to_string())?;
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let other: Vec<&str> = stderr
                     .lines()
                     .filter(|l| !l.ends_with("No such file or directory"))
+                    .filter(|l| {
+                        let race = rename_race_loop(l);
+                        if race {
+                            eprintln!("stress: find's rename race, forgiven: {l}");
+                        }
+                        !race
+                    })
                     .collect();
                 if !other.is_empty() || (!out.status.success() && stderr.is_empty()) {
                     return Err(format!(
@@ -518,6 +527,64 @@ fn find_reader(w: &mut Worker, r: &References) -> Result<(), String> {
         i += 1;
     }
     Ok(())
+}
+
+/// Whether `line` is the loop GNU find (findutils 4.9, gnulib fts) reports
+/// when a directory is renamed between its open and its re-stat by name:
+/// the re-stat fails, fts keeps a wrong entry in its table of open
+/// directories, and it then names a renamed directory as part of a loop
+/// with itself, or with a freed entry printed as ''. No inode number is
+/// shared: tmpfs shows the same with that window widened (an fdopendir
+/// that waits 300 us: 85 reports in 578 walks while a loop renames the
+/// dirs). A real clash names an ancestor, and still fails.
+fn rename_race_loop(line: &str) -> bool {
+    let unquote = |s: &str| {
+        s.trim_matches(|c| matches!(c, '\'' | '‘' | '’' | '`'))
+            .to_string()
+    };
+    let Some((dir, partner)) = line
+        .strip_prefix("find: File system loop detected; ")
+        .and_then(|l| l.strip_suffix('.'))
+        .and_then(|l| l.split_once(" is part of the same file system loop as "))
+        .map(|(d, p)| (unquote(d), unquote(p)))
+    else {
+        return false;
+    };
+    let renamed = DIR_RENAMES.iter().any(|name| {
+        [false, true]
+            .iter()
+            .any(|&moved| dir.ends_with(&format!("/{}", doc_dir(name, moved))))
+    });
+    renamed && (partner.is_empty() || partner == dir)
+}
+
+#[test]
+fn find_loops_from_its_rename_race_are_told_from_real_ones() {
+    let m = "/tmp/m/usr/share/doc";
+    let loop_of = |dir: &str, partner: &str| {
+        format!(
+            "find: File system loop detected; '{dir}' is part of the same file system loop as '{partner}'."
+        )
+    };
+    for (line, race) in [
+        (
+            loop_of(&format!("{m}/grep.moved"), &format!("{m}/grep.moved")),
+            true,
+        ),
+        (loop_of(&format!("{m}/sed"), &format!("{m}/sed")), true),
+        (
+            format!(
+                "find: File system loop detected; \u{2018}{m}/findutils.moved\u{2019} is part of the same file system loop as \u{2018}\u{2019}."
+            ),
+            true,
+        ),
+        // An ancestor's number: a real clash.
+        (loop_of(&format!("{m}/sed"), m), false),
+        (loop_of(&format!("{m}/other"), &format!("{m}/other")), false),
+        (format!("find: '{m}/sed': Permission denied"), false),
+    ] {
+        assert_eq!(rename_race_loop(&line), race, "{line}");
+    }
 }
 
 /// `tar -c` of lower areas: the same bytes every time.
