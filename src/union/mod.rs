@@ -30,6 +30,3 @@ mod write_tests;
 
 #[cfg(test)]
 mod rootless_tests;
-
-#[cfg(test)]
-mod rename_tests;

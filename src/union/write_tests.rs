@@ -351,6 +351,104 @@ fn a_lower_directory_moved_out_of_a_moved_parent_keeps_its_contents() {
     assert_eq!(snapshot(&fs), before, "the same tree after a restart");
 }
 
+/// Inode numbers of a renamed lower directory: it keeps its number through
+/// renames (there and back, into another parent, over its own whiteout),
+/// lookup and readdir agree, and no two directories of the view share one
+/// (`find` takes a directory with its ancestor's number for a loop); the
+/// same numbers after a remount.
+/// Every directory of the view (path → number), walked by readdirplus; each
+/// number checked against lookup, getattr and the directory's own ".", and
+/// the walk fails if a directory has the number of another one.
+fn dir_numbers(fs: &UnionFs) -> std::collections::HashMap<String, u64> {
+    fn rec(fs: &UnionFs, path: &str, ino: u64, out: &mut std::collections::HashMap<String, u64>) {
+        assert_eq!(fs.getattr(ino).unwrap().ino, ino, "getattr of {path:?}");
+        if let Some((other, _)) = out.iter().find(|&(_, &i)| i == ino) {
+            panic!("{path:?} has the number {ino:#x} of {other:?}");
+        }
+        out.insert(path.to_string(), ino);
+        let fh = fs.opendir(ino).unwrap();
+        let mut subdirs = Vec::new();
+        fs.readdir(ino, fh, 0, true, |e, a| {
+            let a = a.expect("readdirplus gives attributes");
+            assert_eq!(a.ino, e.ino, "readdirplus attr of {path}/{:?}", e.name);
+            match e.name {
+                b"." => assert_eq!(e.ino, ino, "\".\" of {path:?}"),
+                b".." => {}
+                name if e.kind == FileKind::Directory => {
+                    subdirs.push((String::from_utf8_lossy(name).into_owned(), e.ino))
+                }
+                _ => {}
+            }
+            true
+        })
+        .unwrap();
+        fs.releasedir(fh);
+        for (name, readdir_ino) in subdirs {
+            let looked_up = fs.lookup(ino, name.as_bytes()).unwrap().ino;
+            let p = format!("{path}/{name}");
+            assert_eq!(looked_up, readdir_ino, "lookup and readdir of {p:?}");
+            rec(fs, &p, looked_up, out);
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    rec(fs, "", ROOT_INO, &mut out);
+    out
+}
+
+fn ino_of(fs: &UnionFs, path: &str) -> u64 {
+    walk(fs, path).unwrap().ino
+}
+
+#[test]
+fn a_renamed_lower_directory_keeps_its_own_number() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let before = dir_numbers(&fs);
+    let a = before["/usr/share/doc/a"];
+    let doc = ino_of(&fs, "usr/share/doc");
+    let steps: &[(&str, &str)] = &[
+        ("usr/share/doc/a", "usr/share/doc/a.moved"),
+        (
+            "usr/share/doc/a.moved/README",
+            "usr/share/doc/a.moved/README.renamed",
+        ),
+        ("usr/share/doc/a.moved", "usr/share/doc/a"),
+        ("usr/share/doc/a", "a"),
+        ("a", "usr/share/doc/a.moved"),
+        ("usr/share/doc/b", "usr/share/doc/b.moved"),
+        ("usr/share/doc/a.moved", "usr/share/doc/a"),
+    ];
+    for (i, &(from, to)) in steps.iter().enumerate() {
+        let (fd, fname) = from.rsplit_once('/').unwrap_or(("", from));
+        let (td, tname) = to.rsplit_once('/').unwrap_or(("", to));
+        let (fp, tp) = (ino_of(&fs, fd), ino_of(&fs, td));
+        fs.rename(fp, fname.as_bytes(), tp, tname.as_bytes(), 0)
+            .unwrap_or_else(|e| panic!("step {i}: rename {from} {to}: {e}"));
+        let now = dir_numbers(&fs);
+        let dir = ["usr/share/doc/a", "usr/share/doc/a.moved", "a"]
+            .into_iter()
+            .find(|p| now.contains_key(&format!("/{p}")))
+            .expect("a somewhere");
+        assert_eq!(now[&format!("/{dir}")], a, "step {i}: a renumbered");
+        // A new directory where a renamed one was: a number of its own.
+        if i == 0 {
+            let fresh = fs.mkdir(doc, b"a", 0o755, ME).unwrap().ino;
+            assert!(!before.values().any(|&n| n == fresh), "step {i}");
+            dir_numbers(&fs);
+            fs.rmdir(doc, b"a").unwrap();
+        }
+    }
+    let after = dir_numbers(&fs);
+    drop(fs);
+    let fs = fx.fs();
+    assert_eq!(dir_numbers(&fs), after, "the same numbers after a remount");
+    assert_eq!(after["/usr/share/doc/a"], a);
+    assert_eq!(
+        after["/usr/share/doc/a/sub"],
+        before["/usr/share/doc/a/sub"]
+    );
+}
+
 #[test]
 fn names_longer_than_name_max_are_enametoolong() {
     let Some(fx) = Fixture::new() else { return };
