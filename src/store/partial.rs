@@ -32,9 +32,9 @@
 use super::{Result, Store, StoreError};
 use crate::oci::Digest;
 use sha2::{Digest as _, Sha256};
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -1008,7 +1008,11 @@ impl PartialBlob {
     }
 
     /// Fetches one run from the first origin that answers.
-    fn fetch_run(&self, run: &Range<u64>, spans: &SpanTable) -> std::result::Result<(), FetchError> {
+    fn fetch_run(
+        &self,
+        run: &Range<u64>,
+        spans: &SpanTable,
+    ) -> std::result::Result<(), FetchError> {
         let mut last = FetchError::NoOrigin(self.digest);
         for origin in self.origins() {
             let Some(fetcher) = fetcher_for(origin) else {
