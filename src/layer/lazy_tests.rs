@@ -4,7 +4,7 @@
 use super::*;
 use crate::oci::Digest;
 use crate::store::{BlobFetcher, FetchError, Store, partial};
-use crate::testutil::{TarBuilder, gzip, temp_store, text};
+use crate::testutil::{TarBuilder, gzip, noise, temp_store, text};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +15,8 @@ struct FakeRegistry {
     served: AtomicU64,
     lie: AtomicBool,
     gone: AtomicBool,
+    /// Every request, in order: blob, offset, length.
+    asked: Mutex<Vec<(Digest, u64, u64)>>,
 }
 
 impl BlobFetcher for FakeRegistry {
@@ -42,6 +44,7 @@ impl BlobFetcher for FakeRegistry {
             out[0] ^= 0xff;
         }
         self.served.fetch_add(len, Ordering::SeqCst);
+        self.asked.lock().unwrap().push((*digest, offset, len));
         Ok(out)
     }
 }
@@ -131,3 +134,51 @@ fn a_registry_gone_fails_reads_of_missing_data_only_until_it_is_back() {
     fake.gone.store(false, Ordering::SeqCst);
     assert!(read(&layer, "a/first").unwrap() == text(9 << 20, 1));
 }
+
+#[test]
+fn the_prefetch_fetches_every_estargz_layers_prioritized_files_before_any_layers_rest() {
+    use super::estargz::PREFETCH_LANDMARK;
+    use super::prefetch::{prefetch_layers, prioritized_end};
+    let (_d, store) = temp_store();
+    let origin = "lazy-test-landmark/repo";
+    let fake = Arc::new(FakeRegistry::default());
+    partial::set_fetcher_for(origin, fake.clone());
+    let mut layers = Vec::new();
+    let mut blobs = Vec::new();
+    for seed in [1, 2] {
+        // Prioritized files, the landmark, then the rest (eStargz order).
+        let mut t = TarBuilder::new();
+        t.file("./usr/bin/first", 0o755, &noise(3 << 20, seed))
+            .file(&format!("./{PREFETCH_LANDMARK}"), 0o644, &[0xf])
+            .file("./usr/share/rest", 0o644, &noise(12 << 20, seed + 10));
+        let mut blob = Vec::new();
+        estargz::write(std::io::Cursor::new(t.finish()), &mut blob).unwrap();
+        let info = ingest(&store, &blob[..], None).unwrap();
+        std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
+        store
+            .add_partial(&info.digest, blob.len() as u64, origin)
+            .unwrap();
+        fake.blobs.lock().unwrap().push((info.digest, blob.clone()));
+        let layer = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
+        let end = prioritized_end(&layer.index).unwrap();
+        assert!(end >= 3 << 20 && end < blob.len() as u64 / 2, "{end}");
+        blobs.push((info.digest, blob, end));
+        layers.push(layer);
+    }
+    assert!(prefetch_layers(&layers, 1 << 20, &|| true));
+    let asked = fake.asked.lock().unwrap().clone();
+    let first = |(d, off, _): &(Digest, u64, u64)| {
+        blobs.iter().any(|(b, _, end)| b == d && off < end)
+    };
+    let firsts = asked.iter().filter(|a| first(a)).count();
+    assert!(firsts >= 2, "{asked:?}");
+    assert!(
+        asked[..firsts].iter().all(first),
+        "a layer's rest was fetched before another's prioritized files: {asked:?}"
+    );
+    for (digest, blob, _) in &blobs {
+        assert!(std::fs::read(store.blob_path(digest)).unwrap() == *blob);
+        assert!(!store.has_partial(digest));
+    }
+}
+
