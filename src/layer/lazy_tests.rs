@@ -167,9 +167,8 @@ fn the_prefetch_fetches_every_estargz_layers_prioritized_files_before_any_layers
     }
     assert!(prefetch_layers(&layers, 1 << 20, &|| true));
     let asked = fake.asked.lock().unwrap().clone();
-    let first = |(d, off, _): &(Digest, u64, u64)| {
-        blobs.iter().any(|(b, _, end)| b == d && off < end)
-    };
+    let first =
+        |(d, off, _): &(Digest, u64, u64)| blobs.iter().any(|(b, _, end)| b == d && off < end);
     let firsts = asked.iter().filter(|a| first(a)).count();
     assert!(firsts >= 2, "{asked:?}");
     assert!(
@@ -182,3 +181,59 @@ fn the_prefetch_fetches_every_estargz_layers_prioritized_files_before_any_layers
     }
 }
 
+#[test]
+fn a_zstd_layer_layerfs_writes_is_read_lazily_one_frame_at_a_time() {
+    let (_d, store) = temp_store();
+    let mut t = TarBuilder::new();
+    t.file("./a/first", 0o644, &text(12 << 20, 4))
+        .file("./etc/small", 0o644, &text(100, 5))
+        .file("./b/last", 0o644, &text(12 << 20, 6));
+    let tar = t.finish();
+    let info = LayerWriter::from_tar(&store, Compression::Zstd, &tar[..]).unwrap();
+    let blob = std::fs::read(store.blob_path(&info.digest)).unwrap();
+    // Still one zstd stream for every other tool.
+    assert!(zstd::decode_all(&blob[..]).unwrap() == tar);
+    std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
+    let origin = "lazy-test-zstd/repo";
+    store
+        .add_partial(&info.digest, blob.len() as u64, origin)
+        .unwrap();
+    let fake = Arc::new(FakeRegistry::default());
+    fake.blobs.lock().unwrap().push((info.digest, blob.clone()));
+    partial::set_fetcher_for(origin, fake.clone());
+    let layer = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
+    // The small file past the middle: its frame, not the layer from its start.
+    assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 5));
+    let served = fake.served.load(Ordering::SeqCst);
+    assert!(
+        served < blob.len() as u64 / 4,
+        "{served} of {} bytes",
+        blob.len()
+    );
+    assert!(layer.prefetch(4 << 20, &|| true).unwrap());
+    assert!(std::fs::read(store.blob_path(&info.digest)).unwrap() == blob);
+}
+
+#[test]
+fn a_single_frame_zstd_layer_reads_lazily_past_its_first_span() {
+    // As other tools write zstd layers: one frame. A span inside it has no
+    // compressed offset of its own, so its read fetches the frame whole.
+    let (_d, store) = temp_store();
+    let mut t = TarBuilder::new();
+    t.file("./a/first", 0o644, &text(12 << 20, 4))
+        .file("./etc/small", 0o644, &text(100, 5))
+        .file("./b/last", 0o644, &text(12 << 20, 6));
+    let blob = crate::testutil::zstd(&t.finish());
+    let info = ingest(&store, &blob[..], None).unwrap();
+    std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
+    let origin = "lazy-test-zstd-one-frame/repo";
+    store
+        .add_partial(&info.digest, blob.len() as u64, origin)
+        .unwrap();
+    let fake = Arc::new(FakeRegistry::default());
+    fake.blobs.lock().unwrap().push((info.digest, blob.clone()));
+    partial::set_fetcher_for(origin, fake.clone());
+    let layer = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
+    assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 5));
+    assert!(read(&layer, "b/last").unwrap() == text(12 << 20, 6));
+}

@@ -4,8 +4,8 @@
 //! layer's rest; then each layer whole, in order.
 
 use super::estargz::PREFETCH_LANDMARK;
-use super::{LayerIndex, ReadError};
 use super::reader::Layer;
+use super::{LayerIndex, ReadError};
 
 /// The end of the compressed bytes that hold an eStargz layer's prioritized
 /// files: the end of the span its prefetch landmark's data is in. None for

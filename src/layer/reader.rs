@@ -519,6 +519,13 @@ fn compressed_range(index: &LayerIndex, i: u32, blob_size: u64) -> std::ops::Ran
         .saturating_sub(u64::from(start_cp.bits > 0));
     let end = if index.compression() == super::Compression::None {
         cp.in_offset.saturating_add(cp.out_len as u64)
+    } else if index.compression() == super::Compression::Zstd {
+        // A checkpoint inside a zstd frame has no compressed offset (it is
+        // 0): the span is read to its frame's end, the next frame's start.
+        (i + 1..index.checkpoints())
+            .map(|j| index.checkpoint(j))
+            .find(|c| c.restart)
+            .map_or(blob_size, |c| c.in_offset)
     } else if i + 1 < index.checkpoints() {
         index
             .checkpoint(i + 1)
