@@ -135,6 +135,31 @@ fn a_registry_gone_fails_reads_of_missing_data_only_until_it_is_back() {
     assert!(read(&layer, "a/first").unwrap() == text(9 << 20, 1));
 }
 
+/// The index a lazy mount makes of eStargz `blob` from its TOC.
+fn index_from_toc(blob: &[u8], digest: Digest, diff_id: Digest) -> Vec<u8> {
+    use super::estargz::{FOOTER_SIZE, TocParts, parse_footer, parse_toc};
+    let footer_at = blob.len() - FOOTER_SIZE as usize;
+    let at = parse_footer(&blob[footer_at..]).unwrap();
+    let toc_member = &blob[at as usize..footer_at];
+    let (toc, _) = parse_toc(toc_member, None).unwrap();
+    let first = toc.chunks(at).unwrap()[0].start as usize;
+    let parts = TocParts {
+        toc: &toc,
+        toc_offset: at,
+        head: &blob[..first],
+        toc_member,
+        footer: &blob[footer_at..],
+    };
+    let meta = index::IndexMeta {
+        digest,
+        diff_id,
+        compression: Compression::Gzip,
+        blob_size: blob.len() as u64,
+        uncompressed_size: 0,
+    };
+    estargz::index_from_toc(&parts, &meta).unwrap()
+}
+
 #[test]
 fn the_prefetch_fetches_every_estargz_layers_prioritized_files_before_any_layers_rest() {
     use super::estargz::PREFETCH_LANDMARK;
@@ -155,6 +180,12 @@ fn the_prefetch_fetches_every_estargz_layers_prioritized_files_before_any_layers
         estargz::write(std::io::Cursor::new(t.finish()), &mut blob).unwrap();
         let info = ingest(&store, &blob[..], None).unwrap();
         std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
+        if seed == 2 {
+            // This one's index made from its TOC, as for a layer another
+            // tool wrote and published no index for.
+            let index = index_from_toc(&blob, info.digest, info.diff_id);
+            std::fs::write(store.layer_index_path(&info.digest), index).unwrap();
+        }
         store
             .add_partial(&info.digest, blob.len() as u64, origin)
             .unwrap();

@@ -211,7 +211,8 @@ impl<R: Read> Read for Exact<R> {
 /// so a lazy read of a zstd layer fetches from its frame's start: one frame
 /// per span keeps that to one span's compressed bytes (a whole-layer frame
 /// would make a read near the end fetch the whole layer). The layer stays
-/// one valid zstd stream; the cost is a few tenths of a percent in size.
+/// one valid zstd stream; the cost is about 1 % in size (1.3 % on the
+/// Debian minbase rootfs tar, level 3: 85.0 MB whole, 86.1 MB in frames).
 const ZSTD_FRAME: u64 = super::decode::SPAN;
 
 /// A zstd encoder that ends its frame every [`ZSTD_FRAME`] bytes of input
