@@ -59,13 +59,7 @@ fn lazy_layer(origin: &str) -> (tempfile::TempDir, Store, Digest, Vec<u8>, Arc<F
         .file("./b/last", 0o644, &text(9 << 20, 3));
     let blob = gzip(&t.finish());
     let info = ingest(&store, &blob[..], None).unwrap();
-    std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
-    store
-        .add_partial(&info.digest, blob.len() as u64, origin)
-        .unwrap();
-    let fake = Arc::new(FakeRegistry::default());
-    fake.blobs.lock().unwrap().push((info.digest, blob.clone()));
-    partial::set_fetcher_for(origin, fake.clone());
+    let fake = make_lazy(&store, info.digest, &blob, origin);
     (dir, store, info.digest, blob, fake)
 }
 
@@ -212,26 +206,37 @@ fn the_prefetch_fetches_every_estargz_layers_prioritized_files_before_any_layers
     }
 }
 
-#[test]
-fn a_zstd_layer_layerfs_writes_is_read_lazily_one_frame_at_a_time() {
-    let (_d, store) = temp_store();
+/// Takes blob `digest` (of bytes `blob`) out of the store, leaving its
+/// index and a partial blob fetched from a fake registry at `origin`.
+fn make_lazy(store: &Store, digest: Digest, blob: &[u8], origin: &str) -> Arc<FakeRegistry> {
+    std::fs::remove_file(store.blob_path(&digest)).unwrap();
+    store
+        .add_partial(&digest, blob.len() as u64, origin)
+        .unwrap();
+    let fake = Arc::new(FakeRegistry::default());
+    fake.blobs.lock().unwrap().push((digest, blob.to_vec()));
+    partial::set_fetcher_for(origin, fake.clone());
+    fake
+}
+
+/// A tar of 24 MiB of text with a small file in the middle.
+fn small_in_the_middle() -> Vec<u8> {
     let mut t = TarBuilder::new();
     t.file("./a/first", 0o644, &text(12 << 20, 4))
         .file("./etc/small", 0o644, &text(100, 5))
         .file("./b/last", 0o644, &text(12 << 20, 6));
-    let tar = t.finish();
+    t.finish()
+}
+
+#[test]
+fn a_zstd_layer_layerfs_writes_is_read_lazily_one_frame_at_a_time() {
+    let (_d, store) = temp_store();
+    let tar = small_in_the_middle();
     let info = LayerWriter::from_tar(&store, Compression::Zstd, &tar[..]).unwrap();
     let blob = std::fs::read(store.blob_path(&info.digest)).unwrap();
     // Still one zstd stream for every other tool.
     assert!(zstd::decode_all(&blob[..]).unwrap() == tar);
-    std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
-    let origin = "lazy-test-zstd/repo";
-    store
-        .add_partial(&info.digest, blob.len() as u64, origin)
-        .unwrap();
-    let fake = Arc::new(FakeRegistry::default());
-    fake.blobs.lock().unwrap().push((info.digest, blob.clone()));
-    partial::set_fetcher_for(origin, fake.clone());
+    let fake = make_lazy(&store, info.digest, &blob, "lazy-test-zstd/repo");
     let layer = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
     // The small file past the middle: its frame, not the layer from its start.
     assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 5));
@@ -250,20 +255,9 @@ fn a_single_frame_zstd_layer_reads_lazily_past_its_first_span() {
     // As other tools write zstd layers: one frame. A span inside it has no
     // compressed offset of its own, so its read fetches the frame whole.
     let (_d, store) = temp_store();
-    let mut t = TarBuilder::new();
-    t.file("./a/first", 0o644, &text(12 << 20, 4))
-        .file("./etc/small", 0o644, &text(100, 5))
-        .file("./b/last", 0o644, &text(12 << 20, 6));
-    let blob = crate::testutil::zstd(&t.finish());
+    let blob = crate::testutil::zstd(&small_in_the_middle());
     let info = ingest(&store, &blob[..], None).unwrap();
-    std::fs::remove_file(store.blob_path(&info.digest)).unwrap();
-    let origin = "lazy-test-zstd-one-frame/repo";
-    store
-        .add_partial(&info.digest, blob.len() as u64, origin)
-        .unwrap();
-    let fake = Arc::new(FakeRegistry::default());
-    fake.blobs.lock().unwrap().push((info.digest, blob.clone()));
-    partial::set_fetcher_for(origin, fake.clone());
+    make_lazy(&store, info.digest, &blob, "lazy-test-zstd-one-frame/repo");
     let layer = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
     assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 5));
     assert!(read(&layer, "b/last").unwrap() == text(12 << 20, 6));

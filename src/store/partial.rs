@@ -1365,15 +1365,21 @@ mod tests {
         assert!(p.complete().unwrap());
     }
 
-    #[test]
-    fn complete_hashes_without_locking_out_readers() {
-        let (_d, store) = store();
-        let blob: Vec<u8> = (0..3000u32).map(|i| (i % 249) as u8).collect();
+    /// A partial blob of 3000 bytes (from `seed`) with every byte local.
+    fn all_local(store: &Store, seed: u32) -> (Vec<u8>, Digest, SpanTable, Arc<PartialBlob>) {
+        let blob: Vec<u8> = (0..3000u32).map(|i| (i % seed) as u8).collect();
         let digest = Digest::of(&blob);
         let spans = table(&blob, 1000);
         store.add_partial(&digest, 3000, "r/x").unwrap();
         let p = store.open_partial(&digest).unwrap().unwrap();
         p.store_verified(0, &blob, &spans, "r/x").unwrap();
+        (blob, digest, spans, p)
+    }
+
+    #[test]
+    fn complete_hashes_without_locking_out_readers() {
+        let (_d, store) = store();
+        let (blob, digest, _, p) = all_local(&store, 249);
         let free = Arc::new(AtomicUsize::new(0));
         let (p2, free2) = (Arc::clone(&p), Arc::clone(&free));
         WHILE_HASHING.with(|h| {
@@ -1393,12 +1399,7 @@ mod tests {
     #[test]
     fn records_left_beside_a_whole_blob_by_a_crash_are_removed() {
         let (_d, store) = store();
-        let blob: Vec<u8> = (0..3000u32).map(|i| (i % 241) as u8).collect();
-        let digest = Digest::of(&blob);
-        let spans = table(&blob, 1000);
-        store.add_partial(&digest, 3000, "r/x").unwrap();
-        let p = store.open_partial(&digest).unwrap().unwrap();
-        p.store_verified(0, &blob, &spans, "r/x").unwrap();
+        let (blob, digest, spans, p) = all_local(&store, 241);
         drop(p);
         let (json, ranges) = (
             store.partial_path(&digest, ".json"),
