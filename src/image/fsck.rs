@@ -25,6 +25,11 @@ pub fn fsck(store: &Store) -> Result<FsckReport> {
     // not reported as damaged.
     let _lock = store.lock_shared()?;
     let mut r = FsckReport::default();
+    for d in store.heal_partials()? {
+        r.repaired.push(format!(
+            "partial layer {d}: the blob is whole; its partial record was removed"
+        ));
+    }
     let mut bad_blobs = HashSet::new();
     for d in store.list_blobs()? {
         r.blobs_checked += 1;

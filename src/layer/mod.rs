@@ -10,6 +10,7 @@ mod error;
 pub mod estargz;
 pub mod index;
 mod ingest;
+pub mod prefetch;
 mod reader;
 mod tar;
 mod writer;

@@ -211,6 +211,26 @@ impl Layer {
     /// request, then checks the whole blob and makes it an ordinary blob.
     /// `go_on` is asked before each request (false stops the prefetch).
     pub fn prefetch(&self, step: u64, go_on: &dyn Fn() -> bool) -> Result<bool, ReadError> {
+        let BlobData::Partial { blob, .. } = &self.blob else {
+            return Ok(true);
+        };
+        if !self.prefetch_range(0..blob.size(), step, go_on)? {
+            return Ok(false);
+        }
+        blob.complete().map_err(|source| ReadError::Fetch {
+            digest: *self.digest(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Fetches the spans over bytes `range` of a lazy layer's blob still
+    /// missing, `step` bytes per request; false when `go_on` stopped it.
+    pub fn prefetch_range(
+        &self,
+        range: std::ops::Range<u64>,
+        step: u64,
+        go_on: &dyn Fn() -> bool,
+    ) -> Result<bool, ReadError> {
         let BlobData::Partial { blob, spans } = &self.blob else {
             return Ok(true);
         };
@@ -218,20 +238,21 @@ impl Layer {
             digest: *self.digest(),
             source: Box::new(source),
         };
-        let mut at = 0;
-        while at < blob.size() {
+        let mut at = range.start;
+        let stop = range.end.min(blob.size());
+        while at < stop {
             if !go_on() {
                 return Ok(false);
             }
             if blob.is_whole() {
                 return Ok(true);
             }
-            let end = at.saturating_add(step).min(blob.size());
+            let end = at.saturating_add(step).min(stop);
             let runs = blob.missing(at..end, spans).map_err(err)?;
             blob.fetch_runs(&runs, spans).map_err(err)?;
             at = runs.last().map_or(end, |r| r.end.max(end));
         }
-        blob.complete().map_err(err)
+        Ok(true)
     }
 
     /// Reads from file `entry` at `offset` into `buf`; returns the bytes read
@@ -498,6 +519,13 @@ fn compressed_range(index: &LayerIndex, i: u32, blob_size: u64) -> std::ops::Ran
         .saturating_sub(u64::from(start_cp.bits > 0));
     let end = if index.compression() == super::Compression::None {
         cp.in_offset.saturating_add(cp.out_len as u64)
+    } else if index.compression() == super::Compression::Zstd {
+        // A checkpoint inside a zstd frame has no compressed offset (it is
+        // 0): the span is read to its frame's end, the next frame's start.
+        (i + 1..index.checkpoints())
+            .map(|j| index.checkpoint(j))
+            .find(|c| c.restart)
+            .map_or(blob_size, |c| c.in_offset)
     } else if i + 1 < index.checkpoints() {
         index
             .checkpoint(i + 1)

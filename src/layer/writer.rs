@@ -207,10 +207,69 @@ impl<R: Read> Read for Exact<R> {
     }
 }
 
+/// Uncompressed bytes per zstd frame. A frame cannot be entered mid-way,
+/// so a lazy read of a zstd layer fetches from its frame's start: one frame
+/// per span keeps that to one span's compressed bytes (a whole-layer frame
+/// would make a read near the end fetch the whole layer). The layer stays
+/// one valid zstd stream; the cost is about 1 % in size (1.3 % on the
+/// Debian minbase rootfs tar, level 3: 85.0 MB whole, 86.1 MB in frames).
+const ZSTD_FRAME: u64 = super::decode::SPAN;
+
+/// A zstd encoder that ends its frame every [`ZSTD_FRAME`] bytes of input
+/// (the next frame starts with the next byte, so no frame is empty).
+enum ZstdFrames {
+    Frame(zstd::Encoder<'static, BlobWriter>, u64),
+    Between(BlobWriter),
+    /// A frame's end failed: its error was returned; nothing more goes in.
+    Failed,
+}
+
+impl ZstdFrames {
+    fn new(blob: BlobWriter) -> io::Result<Self> {
+        Ok(ZstdFrames::Frame(zstd::Encoder::new(blob, 3)?, 0))
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let ZstdFrames::Between(_) = self
+            && let ZstdFrames::Between(blob) = std::mem::replace(self, ZstdFrames::Failed)
+        {
+            *self = ZstdFrames::Frame(zstd::Encoder::new(blob, 3)?, 0);
+        }
+        let ZstdFrames::Frame(enc, in_frame) = self else {
+            return Err(io::Error::other("a zstd frame failed to end"));
+        };
+        let room = (ZSTD_FRAME - *in_frame).min(buf.len() as u64) as usize;
+        let n = enc.write(&buf[..room])?;
+        *in_frame += n as u64;
+        if *in_frame == ZSTD_FRAME
+            && let ZstdFrames::Frame(enc, _) = std::mem::replace(self, ZstdFrames::Failed)
+        {
+            *self = ZstdFrames::Between(enc.finish()?);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ZstdFrames::Frame(enc, _) => enc.flush(),
+            ZstdFrames::Between(blob) => blob.flush(),
+            ZstdFrames::Failed => Err(io::Error::other("a zstd frame failed to end")),
+        }
+    }
+
+    fn finish(self) -> io::Result<BlobWriter> {
+        match self {
+            ZstdFrames::Frame(enc, _) => enc.finish(),
+            ZstdFrames::Between(blob) => Ok(blob),
+            ZstdFrames::Failed => Err(io::Error::other("a zstd frame failed to end")),
+        }
+    }
+}
+
 enum Compressor {
     None(BlobWriter),
     Gzip(flate2::write::GzEncoder<BlobWriter>),
-    Zstd(zstd::Encoder<'static, BlobWriter>),
+    Zstd(ZstdFrames),
     /// eStargz: the tar is spooled to a temp file, then laid out in gzip
     /// members per chunk with its TOC (it is read twice: headers, then bytes).
     Estargz {
@@ -278,7 +337,7 @@ impl LayerSink {
             Compression::Gzip => {
                 Compressor::Gzip(flate2::GzBuilder::new().write(blob, flate2::Compression::new(6)))
             }
-            Compression::Zstd => Compressor::Zstd(zstd::Encoder::new(blob, 3).map_err(werr)?),
+            Compression::Zstd => Compressor::Zstd(ZstdFrames::new(blob).map_err(werr)?),
         };
         Ok(LayerSink {
             inner,

@@ -1,8 +1,10 @@
 //! Lazy mounts: once the mount answers, the rest of every layer the store
 //! holds in part streams in behind the reads, one request at a time (reads
-//! fetch on their own threads, so they never queue behind it). A layer
-//! fetched whole is checked against its digest and becomes an ordinary blob.
+//! fetch on their own threads, so they never queue behind it), eStargz
+//! layers' prioritized files first (`layer::prefetch`). A layer fetched
+//! whole is checked against its digest and becomes an ordinary blob.
 
+use crate::layer::prefetch::prefetch_layers;
 use crate::union::UnionFs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,19 +24,9 @@ pub fn start_prefetch(fs: Arc<UnionFs>) -> Arc<AtomicBool> {
     let spawned = std::thread::Builder::new()
         .name("prefetch".into())
         .spawn(move || {
-            for layer in &fs.stack().layers {
-                let Some(p) = layer.partial() else {
-                    continue;
-                };
-                let origin = p.origins().first().cloned().unwrap_or_default();
-                match layer.prefetch(PREFETCH_STEP, &|| !flag.load(Ordering::Relaxed)) {
-                    Ok(true) => log::info!("layer {}: whole, from {origin}", layer.digest()),
-                    Ok(false) => return,
-                    Err(e) => {
-                        log::error!("prefetch of layer {} from {origin}: {e}", layer.digest())
-                    }
-                }
-            }
+            prefetch_layers(&fs.stack().layers, PREFETCH_STEP, &|| {
+                !flag.load(Ordering::Relaxed)
+            });
         });
     if let Err(e) = spawned {
         log::error!("cannot start the prefetch: {e}");

@@ -114,6 +114,7 @@ impl Store {
     pub fn gc(&self, roots: &[Digest]) -> Result<GcReport> {
         let _lock = self.lock_exclusive()?;
         let mut report = GcReport::default();
+        self.heal_partials()?;
         for u in self.unreachable_blobs(roots)? {
             if u.partial {
                 self.remove_partial(&u.digest)?;

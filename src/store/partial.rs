@@ -32,13 +32,14 @@
 use super::{Result, Store, StoreError};
 use crate::oci::Digest;
 use sha2::{Digest as _, Sha256};
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 const RECORD_LEN: usize = 24;
 const RECORD_CHECK: u64 = 0x6c66_7370_616e_2e31; // "lfspan.1"
@@ -228,6 +229,49 @@ pub enum FetchError {
     Store(Box<StoreError>),
 }
 
+impl FetchError {
+    /// The same error again, for another reader that waited on the fetch
+    /// that failed (a store error travels as its text).
+    fn for_waiter(&self) -> FetchError {
+        match self {
+            FetchError::Failed { origin, why } => FetchError::Failed {
+                origin: origin.clone(),
+                why: why.clone(),
+            },
+            FetchError::NoOrigin(d) => FetchError::NoOrigin(*d),
+            FetchError::WrongBytes {
+                digest,
+                offset,
+                end,
+                origin,
+            } => FetchError::WrongBytes {
+                digest: *digest,
+                offset: *offset,
+                end: *end,
+                origin: origin.clone(),
+            },
+            FetchError::TimedOut {
+                digest,
+                origin,
+                secs,
+            } => FetchError::TimedOut {
+                digest: *digest,
+                origin: origin.clone(),
+                secs: *secs,
+            },
+            FetchError::Unverifiable { digest, offset } => FetchError::Unverifiable {
+                digest: *digest,
+                offset: *offset,
+            },
+            FetchError::NoFetcher(d) => FetchError::NoFetcher(*d),
+            FetchError::Store(e) => FetchError::Failed {
+                origin: "the store".into(),
+                why: e.to_string(),
+            },
+        }
+    }
+}
+
 impl From<StoreError> for FetchError {
     fn from(e: StoreError) -> Self {
         FetchError::Store(Box::new(e))
@@ -278,6 +322,138 @@ pub fn fetcher_for(origin: &str) -> Option<Arc<dyn BlobFetcher>> {
         .map(|(_, f)| Arc::clone(f))
 }
 
+/// Threads that run the fetches readers wait on: at most this many
+/// requests are in the air for reads at once (the prefetch runs on its own
+/// thread); more wait their turn, each reader still within its bound.
+const FETCH_THREADS: usize = 8;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Pool {
+    state: Mutex<PoolState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+/// Runs `job` on a fetch thread, starting one when none is idle and fewer
+/// than [`FETCH_THREADS`] run.
+fn submit(job: Job) {
+    let pool = POOL.get_or_init(Pool::default);
+    let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+    st.jobs.push_back(job);
+    if st.idle < st.jobs.len() && st.threads < FETCH_THREADS {
+        let spawned = std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(|| fetch_worker(POOL.get_or_init(Pool::default)));
+        match spawned {
+            Ok(_) => st.threads += 1,
+            Err(e) => log::error!("cannot start a fetch thread: {e}"),
+        }
+    }
+    if st.threads == 0 {
+        // No thread to run it: run it here rather than never.
+        let job = st.jobs.pop_back();
+        drop(st);
+        if let Some(job) = job {
+            job();
+        }
+        return;
+    }
+    pool.ready.notify_one();
+}
+
+fn fetch_worker(pool: &Pool) {
+    loop {
+        let mut st = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.jobs.is_empty() {
+            st.idle += 1;
+            st = pool.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle -= 1;
+        }
+        let job = st.jobs.pop_front();
+        drop(st);
+        if let Some(job) = job {
+            job();
+        }
+    }
+}
+
+/// One fetch of a run of missing spans, which every reader of bytes in the
+/// run waits on instead of fetching them again.
+struct Flight {
+    range: Range<u64>,
+    outcome: Mutex<Option<std::result::Result<(), FetchError>>>,
+    done: Condvar,
+}
+
+impl Flight {
+    fn new(range: Range<u64>) -> Arc<Flight> {
+        Arc::new(Flight {
+            range,
+            outcome: Mutex::new(None),
+            done: Condvar::new(),
+        })
+    }
+
+    /// Waits for the outcome until `deadline` (None: as long as it takes);
+    /// Err(None) when the deadline passed first.
+    fn wait(&self, deadline: Option<Instant>) -> std::result::Result<(), Option<FetchError>> {
+        let mut out = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match &*out {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => return Err(Some(e.for_waiter())),
+                None => {}
+            }
+            out = match deadline {
+                None => self.done.wait(out).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(None);
+                    }
+                    self.done
+                        .wait_timeout(out, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// The flights a caller starts and the ones it joins.
+struct Claim {
+    mine: Vec<Arc<Flight>>,
+    joined: Vec<Arc<Flight>>,
+}
+
+impl Claim {
+    fn is_empty(&self) -> bool {
+        self.mine.is_empty() && self.joined.is_empty()
+    }
+}
+
+/// `a` without `b`: none, one or two ranges.
+fn subtract(a: &Range<u64>, b: &Range<u64>) -> Vec<Range<u64>> {
+    if b.end <= a.start || b.start >= a.end {
+        return vec![a.clone()];
+    }
+    [a.start..b.start, b.end..a.end]
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 /// What `<hex>.json` records.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PartialInfo {
@@ -326,6 +502,11 @@ pub struct PartialBlob {
     info: PartialInfo,
     file: File,
     state: Mutex<State>,
+    /// Fetches in progress; a range is local (in `state`) before its flight
+    /// leaves this list.
+    flights: Mutex<Vec<Arc<Flight>>>,
+    /// Held by `complete`, so that two completions do not race the rename.
+    completing: Mutex<()>,
 }
 
 struct State {
@@ -362,9 +543,40 @@ impl Store {
             .map_or(0, |(_, n)| n)
     }
 
-    /// Whether the store holds blob `digest` in part.
+    /// Whether the store holds blob `digest` in part (a record left beside
+    /// a blob that is whole does not count).
     pub fn has_partial(&self, digest: &Digest) -> bool {
-        self.partial_path(digest, ".json").is_file()
+        self.partial_path(digest, ".json").is_file() && !self.has_blob(digest)
+    }
+
+    /// Removes the partial records of blobs that are whole, which a crash
+    /// between a completion's rename and its record removal leaves (or a
+    /// pull that stored the blob meanwhile). Returns the blobs healed.
+    pub fn heal_partials(&self) -> Result<Vec<Digest>> {
+        let dir = self.partial_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let hex = name.split('.').next().unwrap_or(name);
+            if let Ok(d) = Digest::from_hex(hex) {
+                seen.insert(d);
+            }
+        }
+        let mut healed = Vec::new();
+        for d in seen {
+            if self.has_blob(&d) {
+                self.remove_partial(&d)?;
+                healed.push(d);
+            }
+        }
+        Ok(healed)
     }
 
     /// Every partially present blob.
@@ -383,6 +595,7 @@ impl Store {
                 .to_str()
                 .and_then(|n| n.strip_suffix(".json"))
                 .and_then(|n| Digest::from_hex(n).ok())
+                .filter(|d| !self.has_blob(d))
             {
                 out.push(d);
             }
@@ -454,8 +667,13 @@ impl Store {
         Ok(true)
     }
 
-    /// Opens partial blob `digest`; None when the store has no such record.
+    /// Opens partial blob `digest`; None when the store has no such record,
+    /// or the blob is whole (a record left beside it is removed).
     pub fn open_partial(&self, digest: &Digest) -> Result<Option<Arc<PartialBlob>>> {
+        if self.has_blob(digest) {
+            self.remove_partial(digest)?;
+            return Ok(None);
+        }
         let Some(info) = self.partial_info(digest)? else {
             return Ok(None);
         };
@@ -482,6 +700,8 @@ impl Store {
                 log,
                 whole: false,
             }),
+            flights: Mutex::new(Vec::new()),
+            completing: Mutex::new(()),
         })))
     }
 
@@ -653,78 +873,170 @@ impl PartialBlob {
     }
 
     /// Makes `range` local: fetches the spans over it that are missing,
-    /// verifies and stores them. Waits at most `timeout`; a fetch still
-    /// running then goes on in the background and keeps what it verifies.
+    /// verifies and stores them. Spans another reader is fetching already
+    /// are waited for, not fetched again. Waits at most `timeout`; a fetch
+    /// still running then goes on in the background and keeps what it
+    /// verifies.
     pub fn ensure(
         self: &Arc<Self>,
         range: Range<u64>,
         spans: &SpanTable,
         timeout: Duration,
     ) -> std::result::Result<(), FetchError> {
-        let runs = self.missing(range, spans)?;
-        if runs.is_empty() {
-            return Ok(());
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (me, spans) = (Arc::clone(self), spans.clone());
-        let origin = self.origins().first().cloned().unwrap_or_default();
-        std::thread::spawn(move || {
-            let _ = tx.send(me.fetch_runs(&runs, &spans));
-        });
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(_) => {
-                log::error!(
-                    "layer {}: no answer from {origin} within {} s",
-                    self.digest,
-                    timeout.as_secs()
-                );
-                Err(FetchError::TimedOut {
-                    digest: self.digest,
-                    origin,
-                    secs: timeout.as_secs(),
-                })
+        let deadline = Instant::now() + timeout;
+        // A fetch that stores less than asked (a short answer) leaves spans
+        // missing: ask again, a few times.
+        for _ in 0..3 {
+            let claim = self.claim(range.clone(), spans)?;
+            if claim.is_empty() {
+                return Ok(());
             }
+            if !claim.mine.is_empty() {
+                let (me, spans, mine) = (Arc::clone(self), spans.clone(), claim.mine.clone());
+                submit(Box::new(move || {
+                    for f in &mine {
+                        me.fly(f, &spans);
+                    }
+                }));
+            }
+            for f in claim.mine.iter().chain(&claim.joined) {
+                match f.wait(Some(deadline)) {
+                    Ok(()) => {}
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => return Err(self.timed_out(timeout)),
+                }
+            }
+        }
+        match self.missing(range, spans)?.first() {
+            None => Ok(()),
+            Some(r) => Err(self.short(r)),
         }
     }
 
-    /// Fetches each run from the first origin that answers.
+    /// Fetches `runs` (as [`PartialBlob::missing`] gives them) on this
+    /// thread, waiting as long as it takes for the parts other readers are
+    /// fetching already: the prefetch, behind the reads.
     pub fn fetch_runs(
         &self,
         runs: &[Range<u64>],
         spans: &SpanTable,
     ) -> std::result::Result<(), FetchError> {
         for run in runs {
-            let mut last = FetchError::NoOrigin(self.digest);
-            let mut done = false;
-            for origin in self.origins() {
-                let Some(fetcher) = fetcher_for(origin) else {
-                    last = FetchError::NoFetcher(self.digest);
-                    continue;
-                };
-                log::debug!(
-                    "layer {}: fetching {}..{} from {origin}",
-                    self.digest,
-                    run.start,
-                    run.end
-                );
-                match fetcher.fetch_range(origin, &self.digest, run.start, run.end - run.start) {
-                    Ok(data) => {
-                        self.store_verified(run.start, &data, spans, origin)?;
-                        done = true;
-                        break;
-                    }
-                    Err(e) => {
-                        log::error!("layer {}: fetching from {origin}: {e}", self.digest);
-                        last = e;
-                    }
-                }
+            let claim = self.claim(run.clone(), spans)?;
+            for f in &claim.mine {
+                self.fly(f, spans);
             }
-            if !done {
-                return Err(last);
+            for f in claim.mine.iter().chain(&claim.joined) {
+                f.wait(None)
+                    .map_err(|e| e.unwrap_or_else(|| self.short(&f.range)))?;
             }
         }
         Ok(())
+    }
+
+    /// The flights that make `range` local: the missing runs not in flight
+    /// yet become flights of the caller's (listed before this returns), and
+    /// the flights under way over the rest are joined.
+    fn claim(
+        &self,
+        range: Range<u64>,
+        spans: &SpanTable,
+    ) -> std::result::Result<Claim, FetchError> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the flights lock: a flight gone from the list has stored
+        // what it fetched, so what is missing now is not in the air.
+        let runs = self.missing(range, spans)?;
+        let mut claim = Claim {
+            mine: Vec::new(),
+            joined: Vec::new(),
+        };
+        for run in runs {
+            let mut parts = vec![run];
+            for f in flights.iter() {
+                let r = &f.range;
+                if !parts.iter().any(|p| p.start < r.end && r.start < p.end) {
+                    continue;
+                }
+                if !claim.joined.iter().any(|j| Arc::ptr_eq(j, f)) {
+                    claim.joined.push(Arc::clone(f));
+                }
+                parts = parts.iter().flat_map(|p| subtract(p, r)).collect();
+            }
+            for part in parts {
+                let f = Flight::new(part);
+                flights.push(Arc::clone(&f));
+                claim.mine.push(f);
+            }
+        }
+        Ok(claim)
+    }
+
+    /// Runs flight `f`: fetches and stores its range, takes it off the
+    /// list, then tells its waiters.
+    fn fly(&self, f: &Arc<Flight>, spans: &SpanTable) {
+        let got = self.fetch_run(&f.range, spans);
+        self.flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|g| !Arc::ptr_eq(g, f));
+        *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(got);
+        f.done.notify_all();
+    }
+
+    fn timed_out(&self, timeout: Duration) -> FetchError {
+        let origin = self.origins().first().cloned().unwrap_or_default();
+        log::error!(
+            "layer {}: no answer from {origin} within {} s",
+            self.digest,
+            timeout.as_secs()
+        );
+        FetchError::TimedOut {
+            digest: self.digest,
+            origin,
+            secs: timeout.as_secs(),
+        }
+    }
+
+    fn short(&self, r: &Range<u64>) -> FetchError {
+        FetchError::Failed {
+            origin: self.origins().first().cloned().unwrap_or_default(),
+            why: format!(
+                "layer {}: bytes {}..{} were asked for but not sent",
+                self.digest, r.start, r.end
+            ),
+        }
+    }
+
+    /// Fetches one run from the first origin that answers.
+    fn fetch_run(
+        &self,
+        run: &Range<u64>,
+        spans: &SpanTable,
+    ) -> std::result::Result<(), FetchError> {
+        let mut last = FetchError::NoOrigin(self.digest);
+        for origin in self.origins() {
+            let Some(fetcher) = fetcher_for(origin) else {
+                last = FetchError::NoFetcher(self.digest);
+                continue;
+            };
+            log::debug!(
+                "layer {}: fetching {}..{} from {origin}",
+                self.digest,
+                run.start,
+                run.end
+            );
+            match fetcher.fetch_range(origin, &self.digest, run.start, run.end - run.start) {
+                Ok(data) => {
+                    self.store_verified(run.start, &data, spans, origin)?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    log::error!("layer {}: fetching from {origin}: {e}", self.digest);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
     }
 
     /// The local spans whose bytes no longer match their digest (damage on
@@ -753,33 +1065,24 @@ impl PartialBlob {
     /// moves it into the blobs. Returns whether the blob is whole now. A blob
     /// whose bytes do not hash to its digest is removed (its spans lied).
     pub fn complete(&self) -> std::result::Result<bool, FetchError> {
-        let mut st = self.lock();
-        // Another process (a pull, another mount) may have completed it.
-        if st.whole || self.store.has_blob(&self.digest) {
-            st.whole = true;
-            return Ok(true);
-        }
-        if !st.ranges.contains(0, self.info.size) {
-            return Ok(false);
-        }
-        let data = self.store.partial_path(&self.digest, "");
-        let mut h = Sha256::new();
-        let f = &self.file;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut pos = 0u64;
-        loop {
-            let n = f
-                .read_at(&mut buf, pos)
-                .map_err(|e| StoreError::io(&data, e))?;
-            if n == 0 {
-                break;
+        let _one = self.completing.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut st = self.lock();
+            // Another process (a pull, another mount) may have completed it.
+            if st.whole || self.store.has_blob(&self.digest) {
+                st.whole = true;
+                return Ok(true);
             }
-            h.update(&buf[..n]);
-            pos += n as u64;
+            if !st.ranges.contains(0, self.info.size) {
+                return Ok(false);
+            }
         }
-        let actual = Digest::from_bytes(h.finalize().into());
-        if actual != self.digest || pos != self.info.size {
-            drop(st);
+        // Hashed without the state lock, which every read takes: with every
+        // span local nothing changes the data any more (a late fetch of a
+        // span writes the very bytes its digest names).
+        let data = self.store.partial_path(&self.digest, "");
+        let (actual, len) = self.hash_data().map_err(|e| StoreError::io(&data, e))?;
+        if actual != self.digest || len != self.info.size {
             self.store.remove_partial(&self.digest)?;
             return Err(StoreError::DigestMismatch {
                 expected: self.digest,
@@ -789,22 +1092,84 @@ impl PartialBlob {
         }
         self.file.sync_all().map_err(|e| StoreError::io(&data, e))?;
         let dest = self.store.blob_path(&self.digest);
+        let mut st = self.lock();
         fs::rename(&data, &dest).map_err(|e| StoreError::io(&dest, e))?;
+        st.whole = true;
+        drop(st);
         if let Some(dir) = dest.parent() {
             super::blobs::sync_dir(dir)?;
         }
-        st.whole = true;
-        drop(st);
+        // A crash here leaves the records of a blob that is whole: open,
+        // gc and fsck remove them (`Store::heal_partials`).
         for ext in [".json", ".ranges"] {
             let _ = fs::remove_file(self.store.partial_path(&self.digest, ext));
         }
         Ok(true)
+    }
+
+    /// The sha256 of the data file and its length.
+    fn hash_data(&self) -> io::Result<(Digest, u64)> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        loop {
+            #[cfg(test)]
+            tests::while_hashing();
+            let n = self.file.read_at(&mut buf, pos)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        Ok((Digest::from_bytes(h.finalize().into()), pos))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    thread_local! {
+        static WHILE_HASHING: RefCell<Option<Box<dyn Fn()>>> = RefCell::new(None);
+    }
+
+    /// Called by `complete` as it hashes the data, on its thread.
+    pub(super) fn while_hashing() {
+        WHILE_HASHING.with(|h| {
+            if let Some(f) = h.borrow().as_ref() {
+                f()
+            }
+        });
+    }
+
+    /// A registry that answers once `release` is set, counting requests.
+    struct HeldFetcher {
+        blob: Vec<u8>,
+        calls: AtomicUsize,
+        release: AtomicBool,
+    }
+
+    impl BlobFetcher for HeldFetcher {
+        fn fetch_range(
+            &self,
+            _origin: &str,
+            _digest: &Digest,
+            offset: u64,
+            len: u64,
+        ) -> std::result::Result<Vec<u8>, FetchError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            for _ in 0..3000 {
+                if self.release.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(self.blob[offset as usize..(offset + len) as usize].to_vec())
+        }
+    }
 
     fn table(blob: &[u8], span: u64) -> SpanTable {
         let digests = blob.chunks(span as usize).map(Digest::of).collect();
@@ -954,5 +1319,115 @@ mod tests {
         );
         assert!(p.check(&spans).unwrap().is_empty());
         assert!(p.complete().unwrap());
+    }
+
+    #[test]
+    fn readers_of_one_missing_span_share_one_fetch_and_each_keeps_its_bound() {
+        let (_d, store) = store();
+        let blob: Vec<u8> = (0..8000u32).map(|i| (i * 13) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        let origin = "held.test/one-fetch";
+        let fetcher = Arc::new(HeldFetcher {
+            blob: blob.clone(),
+            calls: AtomicUsize::new(0),
+            release: AtomicBool::new(false),
+        });
+        set_fetcher_for(origin, fetcher.clone());
+        store.add_partial(&digest, 8000, origin).unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        // Four readers of overlapping ranges while the registry does not
+        // answer: each gives up at its own bound, and one request was sent.
+        let waits: Vec<_> = [0..1500, 500..2000, 1000..1800, 0..2000]
+            .into_iter()
+            .map(|r| {
+                let (p, spans) = (Arc::clone(&p), spans.clone());
+                std::thread::spawn(move || p.ensure(r, &spans, Duration::from_millis(300)))
+            })
+            .collect();
+        for w in waits {
+            let e = w.join().unwrap().unwrap_err();
+            assert!(matches!(e, FetchError::TimedOut { .. }), "{e}");
+        }
+        // The registry answers: the fetch under way lands, and nothing is
+        // asked for again.
+        fetcher.release.store(true, Ordering::SeqCst);
+        p.ensure(0..2000, &spans, Duration::from_secs(60)).unwrap();
+        assert!(p.is_local(0..2000));
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
+        let mut buf = vec![0u8; 2000];
+        p.file().read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, &blob[..2000]);
+        // The prefetch joins reads too: it fetches only what is left.
+        let runs = p.missing(0..8000, &spans).unwrap();
+        p.fetch_runs(&runs, &spans).unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
+        assert!(p.complete().unwrap());
+    }
+
+    /// A partial blob of 3000 bytes (from `seed`) with every byte local.
+    fn all_local(store: &Store, seed: u32) -> (Vec<u8>, Digest, SpanTable, Arc<PartialBlob>) {
+        let blob: Vec<u8> = (0..3000u32).map(|i| (i % seed) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        store.add_partial(&digest, 3000, "r/x").unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        p.store_verified(0, &blob, &spans, "r/x").unwrap();
+        (blob, digest, spans, p)
+    }
+
+    #[test]
+    fn complete_hashes_without_locking_out_readers() {
+        let (_d, store) = store();
+        let (blob, digest, _, p) = all_local(&store, 249);
+        let free = Arc::new(AtomicUsize::new(0));
+        let (p2, free2) = (Arc::clone(&p), Arc::clone(&free));
+        WHILE_HASHING.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                if p2.state.try_lock().is_ok() {
+                    free2.fetch_add(1, Ordering::SeqCst);
+                }
+            }))
+        });
+        let done = p.complete();
+        WHILE_HASHING.with(|h| *h.borrow_mut() = None);
+        assert!(done.unwrap());
+        assert!(free.load(Ordering::SeqCst) > 0, "readers were locked out");
+        assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), blob);
+    }
+
+    #[test]
+    fn records_left_beside_a_whole_blob_by_a_crash_are_removed() {
+        let (_d, store) = store();
+        let (blob, digest, spans, p) = all_local(&store, 241);
+        drop(p);
+        let (json, ranges) = (
+            store.partial_path(&digest, ".json"),
+            store.partial_path(&digest, ".ranges"),
+        );
+        let crash = || {
+            // What a crash after complete's rename leaves.
+            fs::rename(store.partial_path(&digest, ""), store.blob_path(&digest)).unwrap();
+            assert!(json.is_file() && ranges.is_file());
+        };
+        crash();
+        assert!(!store.has_partial(&digest));
+        assert!(store.list_partials().unwrap().is_empty());
+        assert_eq!(store.local_bytes(&digest), 3000);
+        assert_eq!(store.heal_partials().unwrap(), vec![digest]);
+        assert!(!json.exists() && !ranges.exists());
+        assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), blob);
+
+        // Opened again: the records go, the blob stays.
+        fs::rename(store.blob_path(&digest), store.partial_path(&digest, "")).unwrap();
+        store.remove_partial(&digest).unwrap();
+        store.add_partial(&digest, 3000, "r/x").unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        p.store_verified(0, &blob, &spans, "r/x").unwrap();
+        drop(p);
+        crash();
+        assert!(store.open_partial(&digest).unwrap().is_none());
+        assert!(!json.exists() && !ranges.exists());
+        assert!(store.has_blob(&digest));
     }
 }

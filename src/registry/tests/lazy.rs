@@ -299,6 +299,105 @@ fn fsck_df_and_gc_know_partial_layers() {
     assert!(store.list_partials().unwrap().is_empty());
 }
 
+/// GETs of blob `layer` the server saw.
+fn layer_gets(s: &Server, layer: &Digest) -> usize {
+    let path = format!("/blobs/{layer}");
+    s.logged()
+        .iter()
+        .filter(|l| l.method == "GET" && l.target.ends_with(&path))
+        .count()
+}
+
+#[test]
+fn readers_of_one_missing_file_at_once_fetch_it_once() {
+    const READERS: usize = 6;
+    // The registry holds each blob request until every reader has started.
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(READERS));
+    let held = Arc::clone(&started);
+    let (dirs, src, _desc, layer_d, s, store) =
+        lazy_from_fake(Arc::new(move |req: &Request, _: &Served| {
+            if req.blob_digest().is_some() {
+                for _ in 0..500 {
+                    if held.load(std::sync::atomic::Ordering::SeqCst) >= READERS {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            None
+        }));
+    // One reader alone: the requests one read takes.
+    let before = layer_gets(&s, &layer_d);
+    let (_d, alone) = store_with_index(&src, &layer_d);
+    lazy_pull_from(&s.addr, &alone, &opts(dirs[0].path()));
+    read_file(&alone, &layer_d, "small").unwrap();
+    let one = layer_gets(&s, &layer_d) - before;
+    assert!(one > 0);
+
+    // Six readers of one lazy layer at once: the same requests, no more.
+    started.store(0, std::sync::atomic::Ordering::SeqCst);
+    let before = layer_gets(&s, &layer_d);
+    let l = Layer::open(&store, &layer_d, SpanCache::new(1 << 20)).unwrap();
+    let dir = l.index.find_dir(b"data").unwrap();
+    let e = dir.lookup(b"small").0.unwrap();
+    std::thread::scope(|sc| {
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                sc.spawn(|| {
+                    started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut out = vec![0u8; e.size() as usize];
+                    let n = l.read_at(&e, 0, &mut out).unwrap();
+                    out.truncate(n);
+                    out
+                })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.join().unwrap(), b"small file\n");
+        }
+    });
+    assert_eq!(layer_gets(&s, &layer_d) - before, one);
+}
+
+#[test]
+fn records_a_crash_leaves_beside_a_completed_layer_are_removed_by_fsck_and_gc() {
+    let (_dirs, _src, _desc, layer_d, _s, store) =
+        lazy_from_fake(Arc::new(|_: &Request, _: &Served| None));
+    let dir = store.root().join("layerfs/partial");
+    let (json, ranges) = (
+        dir.join(format!("{}.json", layer_d.hex())),
+        dir.join(format!("{}.ranges", layer_d.hex())),
+    );
+    read_file(&store, &layer_d, "small").unwrap();
+    let saved = (
+        std::fs::read(&json).unwrap(),
+        std::fs::read(&ranges).unwrap(),
+    );
+    let l = Layer::open(&store, &layer_d, SpanCache::new(1 << 20)).unwrap();
+    assert!(l.prefetch(4 << 20, &|| true).unwrap());
+    // A crash between the rename into the blobs and the records' removal.
+    let crash = || {
+        std::fs::write(&json, &saved.0).unwrap();
+        std::fs::write(&ranges, &saved.1).unwrap();
+    };
+    crash();
+    let r = crate::image::fsck(&store).unwrap();
+    assert!(r.damaged.is_empty(), "{:?}", r.damaged);
+    assert!(
+        r.repaired.iter().any(|l| l.contains(&layer_d.to_string())),
+        "{:?}",
+        r.repaired
+    );
+    assert!(!json.exists() && !ranges.exists());
+    // gc keeps the image's layer and drops the records beside it.
+    crash();
+    store.gc(&[]).unwrap();
+    assert!(store.has_blob(&layer_d));
+    assert!(!json.exists() && !ranges.exists());
+    assert!(!store.has_partial(&layer_d));
+}
+
 #[test]
 fn a_changed_lazy_image_is_pushed_without_fetching_its_base_and_save_fetches_it_whole() {
     let test = "a_changed_lazy_image_is_pushed_without_fetching_its_base";
