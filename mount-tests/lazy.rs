@@ -346,6 +346,89 @@ fn a_lazy_writable_mount_is_changed_committed_and_pushed_without_fetching_its_ba
     assert!(!c.join("usr/share/doc").exists());
 }
 
+/// `run` and `build` of an image that is only in a TLS registry with its own
+/// CA: with `--ca-cert` (or `--insecure`) both the lazy pull and the reads of
+/// the image's data reach it, also from `run -d`'s monitor and a build's RUN.
+#[test]
+fn run_and_build_of_a_lazy_image_reach_a_tls_registry_with_ca_cert_or_insecure() {
+    const T: &str = "run_and_build_of_a_lazy_image_reach_a_tls_registry";
+    if !crate::support::have_tool("openssl", T) {
+        return;
+    }
+    let Some((src, _)) = debian3_env(T) else {
+        return;
+    };
+    let (reg, ca) = Registry::start_tls(&src.mkdir("registry"));
+    let ca = ca.to_str().unwrap();
+    let remote = format!("{}/lazy/debian:tls", reg.addr);
+    src.ok(&["push", "--ca-cert", ca, "debian:3layer", &remote]);
+
+    // Without the CA the pull fails; with it the image runs, its data read
+    // lazily over TLS (nothing of the layers whole in the store).
+    let env = Env::new();
+    let cat = [
+        "--network",
+        "none",
+        &remote,
+        "grep",
+        "VARIANT",
+        "/usr/lib/os-release",
+    ];
+    let out = env.run(&[&["run", "--rm"][..], &cat].concat());
+    assert!(!out.status.success());
+    let out = env.ok(&[&["run", "--rm", "--ca-cert", ca][..], &cat].concat());
+    assert_eq!(out, "VARIANT=\"layerfs mount tests, layer2\"\n");
+    let digests = layers(&src, "debian:3layer");
+    assert!(digests.iter().all(|d| !env.store.has_blob(d)));
+
+    // run -d: its monitor reads what the first run did not.
+    let bg = Env::new();
+    let name = bg.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tlsd",
+        "--insecure",
+        "--network",
+        "none",
+        &remote,
+        "head",
+        "-c",
+        "12",
+        "/etc/os-release",
+    ]);
+    assert_eq!(name, "tlsd\n");
+    crate::support::wait_until(
+        || bg.ok(&["logs", "tlsd"]) == "PRETTY_NAME=",
+        "the detached container's output",
+    );
+    crate::support::wait_until(
+        || bg.ok(&["ps", "-a"]).contains("exited"),
+        "the detached container to end",
+    );
+    bg.ok(&["rm", "tlsd"]);
+
+    // build FROM it: a RUN step reads the image's files.
+    let env = Env::new();
+    let ctx = env.mkdir("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {remote}\nRUN grep VARIANT /usr/lib/os-release > /built && cat /etc/debian_version >> /built\n"),
+    )
+    .unwrap();
+    let ctx = ctx.to_str().unwrap();
+    let out = env.run(&["build", "-q", "-t", "tls:built", ctx]);
+    assert!(!out.status.success());
+    env.ok(&["build", "-q", "--ca-cert", ca, "-t", "tls:built", ctx]);
+    let m = env.mount("tls:built", &[]);
+    let built = std::fs::read_to_string(m.join("built")).unwrap();
+    assert!(
+        built.starts_with("VARIANT=\"layerfs mount tests, layer2\"\n12."),
+        "{built}"
+    );
+    m.unmount();
+}
+
 /// The Debian image converted to eStargz by ctr-remote (stargz-snapshotter,
 /// through a private containerd), pushed without a layerfs index: a lazy
 /// mount reads it through each layer's TOC, fetching a small part, and its
