@@ -86,12 +86,20 @@ pub fn debian_layers(test: &str) -> Option<&'static DebianLayers> {
 /// layers; None after a loud skip when the machine cannot mount or the
 /// layers cannot be built.
 pub fn debian3_env(test: &str) -> Option<(Env, &'static DebianLayers)> {
+    env_of(test, "debian:3layer", debian_layers)
+}
+
+fn env_of(
+    test: &str,
+    image: &str,
+    layers: fn(&str) -> Option<&'static DebianLayers>,
+) -> Option<(Env, &'static DebianLayers)> {
     if !can_mount(test) {
         return None;
     }
-    let deb = debian_layers(test)?;
+    let deb = layers(test)?;
     let env = Env::new();
-    env.image_files("debian:3layer", &deb.gz());
+    env.image_files(image, &deb.gz());
     Some((env, deb))
 }
 
@@ -127,13 +135,7 @@ pub fn debian_lazy_layers(test: &str) -> Option<&'static DebianLayers> {
 
 /// A store holding the lazy-proof layers as image "debian:lazy".
 pub fn debian_lazy_env(test: &str) -> Option<(Env, &'static DebianLayers)> {
-    if !can_mount(test) {
-        return None;
-    }
-    let deb = debian_lazy_layers(test)?;
-    let env = Env::new();
-    env.image_files("debian:lazy", &deb.gz());
-    Some((env, deb))
+    env_of(test, "debian:lazy", debian_lazy_layers)
 }
 
 fn build() -> DebianLayers {

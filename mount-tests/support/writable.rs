@@ -112,24 +112,7 @@ impl Registry {
     /// also returns the certificate, what `--ca-cert` takes.
     pub fn start_tls(state: &Path) -> (Registry, std::path::PathBuf) {
         std::fs::create_dir_all(state).expect("registry dir");
-        let (cert, key) = (state.join("cert.pem"), state.join("key.pem"));
-        let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=127.0.0.1"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (cert, key) = super::self_signed(state, false);
         let tls = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
             cert.display(),
