@@ -79,7 +79,7 @@ pub fn debian_layers(test: &str) -> Option<&'static DebianLayers> {
         }
     }
     static BUILT: OnceLock<DebianLayers> = OnceLock::new();
-    Some(BUILT.get_or_init(build))
+    Some(BUILT.get_or_init(|| build("debian-layers", LAYERS_VERSION, SCRIPT, SCRIPT_TEXT)))
 }
 
 /// A store holding the Debian layers as image "debian:3layer", and the
@@ -116,21 +116,7 @@ pub fn debian_lazy_layers(test: &str) -> Option<&'static DebianLayers> {
         }
     }
     static BUILT: OnceLock<DebianLayers> = OnceLock::new();
-    Some(BUILT.get_or_init(|| {
-        let root = cache_root();
-        let _lock = lock(&root);
-        let rootfs = rootfs(&root);
-        DebianLayers {
-            dir: layers(
-                &root,
-                &rootfs,
-                "debian-lazy",
-                LAZY_VERSION,
-                LAZY_SCRIPT,
-                LAZY_TEXT,
-            ),
-        }
-    }))
+    Some(BUILT.get_or_init(|| build("debian-lazy", LAZY_VERSION, LAZY_SCRIPT, LAZY_TEXT)))
 }
 
 /// A store holding the lazy-proof layers as image "debian:lazy".
@@ -138,19 +124,14 @@ pub fn debian_lazy_env(test: &str) -> Option<(Env, &'static DebianLayers)> {
     env_of(test, "debian:lazy", debian_lazy_layers)
 }
 
-fn build() -> DebianLayers {
+/// One recipe's layers of the cached rootfs, made (under the cache's lock)
+/// when missing.
+fn build(prefix: &str, version: &str, script: &str, text: &str) -> DebianLayers {
     let root = cache_root();
     let _lock = lock(&root);
     let rootfs = rootfs(&root);
     DebianLayers {
-        dir: layers(
-            &root,
-            &rootfs,
-            "debian-layers",
-            LAYERS_VERSION,
-            SCRIPT,
-            SCRIPT_TEXT,
-        ),
+        dir: layers(&root, &rootfs, prefix, version, script, text),
     }
 }
 
