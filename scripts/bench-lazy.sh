@@ -5,8 +5,9 @@
 # The registry runs inside a network namespace made here, behind a veth
 # link shaped to 100 Mbit/s each way (tc tbf), and a delaying proxy on
 # 127.0.0.1 adds 20 ms to every request's round trip (this kernel has no
-# netem). The image is the Debian test image (3 gzip layers, from the test
-# cache that the mount tests build), pushed with its layerfs indexes, and an
+# netem). The image is the lazy tests' Debian image (~150 MB in 3 gzip
+# layers: minbase; +python3 perl; +gcc make libc6-dev; from the test cache
+# that the mount tests build), pushed with its layerfs indexes, and an
 # eStargz copy of it. Each scenario starts from an empty store and is timed
 # from its first command to the end of the workload (in a chroot: `dpkg -l`
 # and a perl one-liner):
@@ -18,23 +19,29 @@
 # scenario: manifests, indexes, data). The lazy mounts run with
 # `--prefetch none` so the bytes are what the workload needed.
 #
+# What the workload read: the workload runs once more (untimed) under
+# strace in (b)'s mount; scripts/lazy-read-bytes.py maps each file it opened
+# to the compressed bytes of the layer that hold it. The target for (c) and
+# (d): bytes over the link at most twice that, plus the indexes.
+#
 # usage: scripts/bench-lazy.sh          (as root)
 # env:   LAYERFS=path/to/layerfs (default: a release build made now)
 #        LAYERFS_TEST_CACHE=DIR   where the Debian test layers are
-# needs: ip, tc, docker-registry, skopeo, umoci, python3, curl
+# needs: ip, tc, docker-registry, skopeo, umoci, python3, curl, strace, jq
 set -euo pipefail
 
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (network namespace, mounts, chroot)"
-for tool in ip tc docker-registry skopeo umoci python3 curl sha256sum; do
+for tool in ip tc docker-registry skopeo umoci python3 curl sha256sum strace jq; do
   command -v "$tool" >/dev/null || die "$tool is missing"
 done
 cache=${LAYERFS_TEST_CACHE:-/var/tmp/layerfs-test-cache}
-layers_dir=$(ls -d "$cache"/debian-layers-* 2>/dev/null | head -1 || true)
+layers_dir=$(ls -d "$cache"/debian-lazy-* 2>/dev/null | grep -v '\.tmp$' | head -1 || true)
 [ -n "$layers_dir" ] && [ -f "$layers_dir/layer3.tar.gz" ] ||
-  die "no Debian test layers in $cache: run the mount tests once (scripts/test.sh) to build them"
+  die "no lazy Debian test layers in $cache: run the mount test lazy::a_lazy_mount_runs_dpkg_and_perl once to build them"
+read_bytes=$(dirname "$0")/lazy-read-bytes.py
 layerfs_bin
 lf=$LAYERFS
 
@@ -174,12 +181,21 @@ LAYERFS_ROOT=$seed "$lf" push -q --estargz --no-index bench:1 "$reg/bench/debian
 log "pushed; layer indexes $index_bytes bytes in all"
 
 link_bytes() { cat "/sys/class/net/$veth_h/statistics/rx_bytes"; }
-workload() { # root: in a mount namespace of its own, with /dev and /proc as a container has
-  unshare --mount --propagation private sh -ec '
+workload() { # root [trace]: in a mount namespace of its own, with /dev and
+  # /proc as a container has; with trace, under strace (trace.dpkg, trace.perl)
+  T=${2:-} unshare --mount --propagation private sh -ec '
     mount --rbind /dev "$1/dev"
     mount -t proc proc "$1/proc"
-    chroot "$1" /usr/bin/dpkg -l > /dev/null
-    chroot "$1" /usr/bin/perl -MPOSIX -e "print strftime(q(%Y), gmtime(0)), qq(\n)" > /dev/null
+    traced() {
+      what=$1; shift
+      if [ -n "$T" ]; then
+        strace -f -qq -e trace=open,openat,execve,chroot -o "$T.$what" "$@"
+      else
+        "$@"
+      fi
+    }
+    traced dpkg chroot "$1" /usr/bin/dpkg -l > /dev/null
+    traced perl chroot "$1" /usr/bin/perl -MPOSIX -e "print strftime(q(%Y), gmtime(0)), qq(\n)" > /dev/null
   ' sh "$1"
 }
 results=()
@@ -209,11 +225,18 @@ mounted+=("$work/mb")
 workload "$work/mb"
 t1=$(now); b1=$(link_bytes)
 record "(b) layerfs pull + mount + chroot" "$t0" "$t1" "$b0" "$b1"
+secs_b=$(echo "$t1 - $t0" | bc -l)
+# What the workload reads (untimed, all local now).
+workload "$work/mb" "$work/trace"
+read -r read_c read_files _ < <(python3 "$read_bytes" "$work/trace.dpkg" "$work/trace.perl" -- \
+  "$layers_dir/layer1.tar.gz" "$layers_dir/layer2.tar.gz" "$layers_dir/layer3.tar.gz")
+log "the workload opened $read_files files held by $read_c compressed bytes of the layers"
 LAYERFS_ROOT=$work/b "$lf" umount "$work/mb"
 
 # (c), (d): lazy mounts of what the store lacks.
-lazy() { # name ref dir
+lazy() { # name ref dir: sets lazy_bytes, lazy_secs
   local name=$1 ref=$2 dir=$3 err
+  lazy_bytes=0 lazy_secs=0
   mkdir -p "$dir"
   b0=$(link_bytes); t0=$(now)
   if ! err=$(LAYERFS_ROOT=$dir.store "$lf" mount --prefetch none "$ref" "$dir" 2>&1); then
@@ -224,14 +247,36 @@ lazy() { # name ref dir
   mounted+=("$dir")
   workload "$dir"
   t1=$(now); b1=$(link_bytes)
+  lazy_bytes=$((b1 - b0))
+  lazy_secs=$(echo "$t1 - $t0" | bc -l)
   record "$name" "$t0" "$t1" "$b0" "$b1"
   LAYERFS_ROOT=$dir.store "$lf" umount "$dir" || true
 }
+# The target: bytes <= 2 x what the workload read + the indexes.
+against() { # bytes read index: "x.xx of 2R+I, y.yy x (b)'s time"
+  printf '%.2f of 2R+I (R %.1f MB, I %.1f MB), %.2f x (b)' \
+    "$(echo "$lazy_bytes / (2 * $1 + $2)" | bc -l)" "$(echo "$1 / 1000000" | bc -l)" \
+    "$(echo "$2 / 1000000" | bc -l)" "$(echo "$lazy_secs / $secs_b" | bc -l)"
+}
 lazy "(c) lazy mount (layerfs index) + chroot" "$reg/bench/debian:1" "$work/mc"
+fetched_index=$(du -sb "$work/mc.store/layerfs/index" 2>/dev/null | cut -f1 || echo 0)
+[ "$lazy_bytes" = 0 ] || results[-1]+=$(against "$read_c" "$fetched_index")
+
+# The eStargz layers hold the files at other offsets: what the workload
+# read of them, from the blobs themselves (fetched after the timed runs).
+skopeo copy -q --src-tls-verify=false "docker://$reg/bench/debian-esgz:1" "dir:$work/esgz"
+mapfile -t esgz_layers < <(jq -r '.layers[].digest | sub("sha256:"; "")' "$work/esgz/manifest.json" |
+  sed "s|^|$work/esgz/|")
+read -r read_d _ < <(python3 "$read_bytes" "$work/trace.dpkg" "$work/trace.perl" -- "${esgz_layers[@]}")
+rm -rf "$work/esgz"
 lazy "(d) lazy mount (eStargz) + chroot" "$reg/bench/debian-esgz:1" "$work/md"
+# The eStargz index is its TOC, inside the blob: counted in the bytes, so I = 0.
+[ "$lazy_bytes" = 0 ] || results[-1]+=$(against "$read_d" 0)
 
 echo
 echo "link: 100 Mbit/s each way (tbf), +20 ms per request (proxy); image: 3 gzip layers," \
   "$((compressed / 1000000)) MB compressed; layerfs indexes $((index_bytes / 1000)) kB"
+echo "workload (dpkg -l, perl -MPOSIX) opened $read_files files: R = $read_c compressed bytes of" \
+  "the gzip layers, $read_d of the eStargz layers"
 printf '%-48s %10s %12s\n' "scenario" "time" "over link"
 printf '%s\n' "${results[@]}"

@@ -10,7 +10,7 @@ set -eu
 PACKAGES="fuse3 fuse-overlayfs skopeo umoci docker-registry apache2-utils openssl jq zstd attr
   pigz curl ca-certificates debootstrap build-essential pkg-config python3 perl buildah
   runc tini slirp4netns golang-github-containers-common podman e2fsprogs util-linux uidmap
-  man-db pass golang-docker-credential-helpers stargz-snapshotter containerd"
+  man-db pass golang-docker-credential-helpers stargz-snapshotter containerd strace"
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (it installs packages)" >&2

@@ -9,6 +9,8 @@
 //!   debian-layers-<LAYERS_VERSION>-<script hash>/
 //!       layer{1,2,3}.tar, layer{1,2,3}.tar.gz  the OCI layers
 //!       ovl/l{1,2,3}/                          overlayfs lowerdirs of the same tars
+//!   debian-lazy-<LAZY_VERSION>-<script hash>/  the ~150 MB image of the lazy
+//!       layer{1,2,3}.tar, layer{1,2,3}.tar.gz  proof (debian-lazy-layers.sh)
 //! Each is built beside its final name and renamed into place, so a cache
 //! directory is whole or absent; a file lock keeps two test processes from
 //! building at once.
@@ -25,6 +27,13 @@ const ROOTFS_VERSION: &str = "bookworm-minbase-1";
 const LAYERS_VERSION: &str = "1";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/mount-tests/debian-layers.sh");
 const SCRIPT_TEXT: &str = include_str!("../debian-layers.sh");
+/// Bump when the lazy image's recipe changes (its hash is in the key too).
+const LAZY_VERSION: &str = "1";
+const LAZY_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/mount-tests/debian-lazy-layers.sh"
+);
+const LAZY_TEXT: &str = include_str!("../debian-lazy-layers.sh");
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 pub struct DebianLayers {
@@ -70,30 +79,73 @@ pub fn debian_layers(test: &str) -> Option<&'static DebianLayers> {
         }
     }
     static BUILT: OnceLock<DebianLayers> = OnceLock::new();
-    Some(BUILT.get_or_init(build))
+    Some(BUILT.get_or_init(|| build("debian-layers", LAYERS_VERSION, SCRIPT, SCRIPT_TEXT)))
 }
 
 /// A store holding the Debian layers as image "debian:3layer", and the
 /// layers; None after a loud skip when the machine cannot mount or the
 /// layers cannot be built.
 pub fn debian3_env(test: &str) -> Option<(Env, &'static DebianLayers)> {
+    env_of(test, "debian:3layer", debian_layers)
+}
+
+fn env_of(
+    test: &str,
+    image: &str,
+    layers: fn(&str) -> Option<&'static DebianLayers>,
+) -> Option<(Env, &'static DebianLayers)> {
     if !can_mount(test) {
         return None;
     }
-    let deb = debian_layers(test)?;
+    let deb = layers(test)?;
     let env = Env::new();
-    env.image_files("debian:3layer", &deb.gz());
+    env.image_files(image, &deb.gz());
     Some((env, deb))
 }
 
-fn build() -> DebianLayers {
-    let root = cache_root();
-    std::fs::create_dir_all(&root).expect("create the test cache dir");
-    let lock_file = std::fs::File::create(root.join("debian.lock")).expect("lock file");
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("lock the test cache");
+/// The ~150 MB (compressed) image of the lazy-image proof and bench-lazy.sh:
+/// the minbase rootfs, then python3 and perl, then gcc, make and libc6-dev,
+/// each layer what apt-get left in an overlayfs upper dir
+/// (`debian-lazy-layers.sh`; cached beside the others as
+/// `debian-lazy-<LAZY_VERSION>-<script hash>/layer{1,2,3}.tar{,.gz}`, no `ovl/`).
+/// Built on first use: minutes, apt-get in a chroot fetches ~60 MB of packages.
+pub fn debian_lazy_layers(test: &str) -> Option<&'static DebianLayers> {
+    for tool in ["debootstrap", "getfattr", "chroot"] {
+        if !have_tool(tool, test) {
+            return None;
+        }
+    }
+    static BUILT: OnceLock<DebianLayers> = OnceLock::new();
+    Some(BUILT.get_or_init(|| build("debian-lazy", LAZY_VERSION, LAZY_SCRIPT, LAZY_TEXT)))
+}
 
+/// A store holding the lazy-proof layers as image "debian:lazy".
+pub fn debian_lazy_env(test: &str) -> Option<(Env, &'static DebianLayers)> {
+    env_of(test, "debian:lazy", debian_lazy_layers)
+}
+
+/// One recipe's layers of the cached rootfs, made (under the cache's lock)
+/// when missing.
+fn build(prefix: &str, version: &str, script: &str, text: &str) -> DebianLayers {
+    let root = cache_root();
+    let _lock = lock(&root);
+    let rootfs = rootfs(&root);
+    DebianLayers {
+        dir: layers(&root, &rootfs, prefix, version, script, text),
+    }
+}
+
+/// The test cache's lock, held while anything in it is built.
+fn lock(root: &Path) -> nix::fcntl::Flock<std::fs::File> {
+    std::fs::create_dir_all(root).expect("create the test cache dir");
+    let lock_file = std::fs::File::create(root.join("debian.lock")).expect("lock file");
+    nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the test cache")
+}
+
+/// The debootstrap rootfs, made once.
+fn rootfs(root: &Path) -> PathBuf {
     let rootfs = root.join(format!("debian-rootfs-{ROOTFS_VERSION}"));
     if !rootfs.is_dir() {
         let tmp = root.join(format!("debian-rootfs-{ROOTFS_VERSION}.tmp"));
@@ -128,17 +180,28 @@ fn build() -> DebianLayers {
         );
         std::fs::rename(&tmp, &rootfs).expect("rename the rootfs into place");
     }
+    rootfs
+}
 
-    let key = format!("debian-layers-{LAYERS_VERSION}-{}", short_hash(SCRIPT_TEXT));
+/// The layers `script` makes of `rootfs`, cached as `<prefix>-<version>-<hash>`.
+fn layers(
+    root: &Path,
+    rootfs: &Path,
+    prefix: &str,
+    version: &str,
+    script: &str,
+    text: &str,
+) -> PathBuf {
+    let key = format!("{prefix}-{version}-{}", short_hash(text));
     let dir = root.join(&key);
     if !dir.is_dir() {
         // Older recipes' layers are dead weight (hundreds of MB each).
-        for e in std::fs::read_dir(&root)
+        for e in std::fs::read_dir(root)
             .expect("read the test cache")
             .flatten()
         {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("debian-layers-") && name != key {
+            if name.starts_with(&format!("{prefix}-")) && name != key {
                 remove_all(&e.path());
             }
         }
@@ -146,21 +209,21 @@ fn build() -> DebianLayers {
         remove_all(&tmp);
         eprintln!("building the Debian test layers in {}", dir.display());
         let out = Command::new("bash")
-            .arg(SCRIPT)
-            .arg(&rootfs)
+            .arg(script)
+            .arg(rootfs)
             .arg(&tmp)
             .stdin(Stdio::null())
             .output()
-            .expect("run debian-layers.sh");
+            .expect("run the layer script");
         assert!(
             out.status.success(),
-            "debian-layers.sh failed ({}): {}",
+            "{script} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::rename(&tmp, &dir).expect("rename the layers into place");
     }
-    DebianLayers { dir }
+    dir
 }
 
 fn remove_all(p: &Path) {

@@ -14,7 +14,9 @@ pub mod writable;
 // reach of this crate): one copy of the skip rule and of gzip/zstd.
 #[path = "../../src/testutil/shared.rs"]
 mod shared;
-pub use shared::{Containerd, external_tool, gzip, have_tool, skip, stub_credential_helper, zstd};
+pub use shared::{
+    Containerd, external_tool, gzip, have_tool, self_signed, skip, stub_credential_helper, zstd,
+};
 
 use layerfs::image::{layer_descriptor, new_config, write_image};
 use layerfs::layer::{LayerInfo, ingest};

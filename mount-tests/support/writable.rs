@@ -108,6 +108,19 @@ impl Registry {
         Registry::start_with(state, &auth)
     }
 
+    /// One served over TLS with a self-signed certificate for 127.0.0.1;
+    /// also returns the certificate, what `--ca-cert` takes.
+    pub fn start_tls(state: &Path) -> (Registry, std::path::PathBuf) {
+        std::fs::create_dir_all(state).expect("registry dir");
+        let (cert, key) = super::self_signed(state, false);
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        (Registry::start_with(state, &tls), cert)
+    }
+
     fn start_with(state: &Path, auth: &str) -> Registry {
         std::fs::create_dir_all(state.join("data")).expect("registry dir");
         // A port the kernel just handed out, free again once dropped.
@@ -167,7 +180,10 @@ impl Registry {
         }
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
-        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401")
+        // A TLS one answers plain HTTP with 400: it is up.
+        resp.starts_with("HTTP/1.1 200")
+            || resp.starts_with("HTTP/1.1 401")
+            || resp.starts_with("HTTP/1.0 400")
     }
 }
 

@@ -1,6 +1,7 @@
 //! `layerfs build [-t NAME[:TAG]]... [-f Dockerfile] [--build-arg K=V]...
 //! [--label K=V]... [--secret id=ID,src=PATH]... [--iidfile PATH]
-//! [--no-cache] [--pull] [-q] [--compression gzip|estargz] CONTEXT|-`: prints each step, then the image
+//! [--no-cache] [--pull] [-q] [--compression gzip|estargz] [--insecure] [--ca-cert FILE]
+//! CONTEXT|-`: prints each step, then the image
 //! ID on stdout's last line (with -q, only the ID). `layerfs build prune
 //! [--all]` drops the build cache.
 
@@ -55,6 +56,8 @@ pub struct Args {
     /// as eStargz once the build is done; the tags name that image)
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "estargz"])]
     compression: String,
+    #[command(flatten)]
+    transport: super::transfer::TransportArgs,
     /// The build context: the directory COPY and ADD read from; `-`: a tar
     /// (or a Dockerfile alone) on stdin
     context: Option<String>,
@@ -194,7 +197,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         pull: a.pull,
         secrets,
         target: a.target,
+        insecure: a.transport.insecure,
+        ca_cert: a.transport.ca_cert.clone(),
     };
+    // A lazily pulled FROM image's data comes over the same transport.
+    super::lazy::install_fetcher_with(a.transport.client_options());
     let built = if a.quiet {
         // What RUN commands print goes with the progress: stdout is the ID's.
         let saved = nix::unistd::dup(std::io::stdout().as_fd())?;

@@ -88,6 +88,8 @@ pub struct Args {
     /// accepted as unshare(1) spells it)
     #[arg(long)]
     mount_proc: bool,
+    #[command(flatten)]
+    transport: super::transfer::TransportArgs,
     /// The image to run
     image: String,
     /// The command and its arguments (default: the image's Entrypoint and Cmd)
@@ -101,6 +103,11 @@ struct Detached {
     spec: RunSpec,
     config: layerfs::oci::ContainerConfig,
     rm: bool,
+    /// A lazy image's data is fetched as `run` was told (`--insecure`, `--ca-cert`).
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    ca_cert: Option<PathBuf>,
 }
 
 fn spec_of(a: &Args) -> Result<RunSpec> {
@@ -266,13 +273,16 @@ fn run_container(ctx: &Ctx, a: Args) -> Result<()> {
         run::init_process()?;
         layerfs::mount::ignore_sigpipe();
     }
+    // A lazy image's data comes over the transport its pull was given.
+    super::lazy::install_fetcher_with(a.transport.client_options());
     let store = ctx.store()?;
     let image = match store.resolve(&a.image) {
         // As docker run: an image the store lacks is pulled first.
         Err(layerfs::store::StoreError::ImageNotFound(_)) => {
             // Said in the error, if the pull fails: one line, not two.
             log::info!("unable to find image '{}' locally; pulling it", a.image);
-            layerfs::registry::pull_missing(&store, &a.image).with_context(|| {
+            let client = a.transport.client_options();
+            layerfs::registry::pull_missing_with(&store, &a.image, client).with_context(|| {
                 format!("run {}: no such image here, and pulling it failed", a.image)
             })?;
             store.resolve(&a.image)
@@ -291,7 +301,14 @@ fn run_container(ctx: &Ctx, a: Args) -> Result<()> {
     .with_context(|| format!("run {}", a.image))?;
     let config = image.config.config.unwrap_or_default();
     if a.detach {
-        return detach(ctx, &c, spec, config, a.rm);
+        let job = Detached {
+            spec,
+            config,
+            rm: a.rm,
+            insecure: a.transport.insecure,
+            ca_cert: a.transport.ca_cert.clone(),
+        };
+        return detach(ctx, &c, job);
     }
     let result = run::run(&store, &c, &config, &spec);
     finish(&store, &c, result, a.rm, &a.image)
@@ -326,16 +343,11 @@ fn finish(
 
 /// Starts the container's monitor in the background and waits until the
 /// container runs (or has already ended); prints its name.
-fn detach(
-    ctx: &Ctx,
-    c: &layerfs::container::Container,
-    spec: RunSpec,
-    config: layerfs::oci::ContainerConfig,
-    rm: bool,
-) -> Result<()> {
-    let job = c.dir().join("detached.json");
-    std::fs::write(&job, serde_json::to_vec(&Detached { spec, config, rm })?)
-        .with_context(|| format!("writing {}", job.display()))?;
+fn detach(ctx: &Ctx, c: &layerfs::container::Container, job: Detached) -> Result<()> {
+    let rm = job.rm;
+    let path = c.dir().join("detached.json");
+    std::fs::write(&path, serde_json::to_vec(&job)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     let log_path = run::state::log_path(c);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -388,6 +400,11 @@ pub fn monitor(ctx: &Ctx, a: MonitorArgs) -> Result<()> {
     let job: Detached = serde_json::from_slice(
         &std::fs::read(&job_path).with_context(|| format!("reading {}", job_path.display()))?,
     )?;
+    let transport = super::transfer::TransportArgs {
+        insecure: job.insecure,
+        ca_cert: job.ca_cert.clone(),
+    };
+    super::lazy::install_fetcher_with(transport.client_options());
     let result = run::run(&store, &c, &job.config, &job.spec);
     finish(&store, &c, result, job.rm, &c.name)
 }

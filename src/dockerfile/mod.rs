@@ -125,6 +125,19 @@ pub struct BuildOptions {
     pub secrets: Vec<secrets::SecretSpec>,
     /// The stage to build (`--target`): by default the last.
     pub target: Option<String>,
+    /// How FROM images are pulled and a lazy one's data fetched: plain HTTP
+    /// or unverified TLS (`--insecure`), an extra CA (`--ca-cert`).
+    pub insecure: bool,
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl BuildOptions {
+    fn client(&self) -> registry::ClientOptions {
+        let mut o = registry::ClientOptions::new(registry::RegistryConfig::from_env());
+        o.insecure = self.insecure;
+        o.ca_cert = self.ca_cert.clone();
+        o
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -247,7 +260,7 @@ impl Builder<'_> {
     /// Pulls a FROM image the store lacks, as `docker build` does.
     fn pull(&mut self, name: &str) -> Result<(), StepError> {
         let _ = writeln!(self.out, " ---> pulling {name}");
-        registry::pull_missing(self.store, name).map_err(|e| {
+        registry::pull_missing_with(self.store, name, self.opts.client()).map_err(|e| {
             StepError::Msg(format!(
                 "image {name} is not in the store and pulling it failed: {e}"
             ))
@@ -665,7 +678,7 @@ impl<'a> Builder<'a> {
         }
         if self.opts.pull {
             let _ = writeln!(self.out, " ---> pulling {name} (--pull)");
-            registry::pull_missing(self.store, name)
+            registry::pull_missing_with(self.store, name, self.opts.client())
                 .map_err(|e| msg(format!("--pull: pulling {name} failed: {e}")))?;
         }
         let r = match self.store.resolve(name) {

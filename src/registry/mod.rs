@@ -115,9 +115,18 @@ pub fn login(
 /// Pulls image `name` with the saved settings (credentials, CAs), as `docker
 /// run` and `docker build` do for an image they lack.
 pub fn pull_missing(store: &crate::store::Store, name: &str) -> Result<PullReport, RegistryError> {
+    pull_missing_with(store, name, ClientOptions::new(RegistryConfig::from_env()))
+}
+
+/// As `pull_missing`, with the command's transport (`--insecure`, `--ca-cert`).
+pub fn pull_missing_with(
+    store: &crate::store::Store,
+    name: &str,
+    client: ClientOptions,
+) -> Result<PullReport, RegistryError> {
     let reference =
         crate::oci::Reference::parse(name).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-    let mut opts = PullOptions::new(ClientOptions::new(RegistryConfig::from_env()));
+    let mut opts = PullOptions::new(client);
     // Lazy where a layer's index can be had: the data comes as it is read.
     opts.lazy = true;
     pull(store, &reference, &opts, &Silent)

@@ -7,7 +7,9 @@ mod shared;
 #[global_allocator]
 static ALLOC: alloc::PeakTracking = alloc::PeakTracking;
 
-pub use shared::{Containerd, external_tool, gzip, have_tool, skip, stub_credential_helper, zstd};
+pub use shared::{
+    Containerd, external_tool, gzip, have_tool, self_signed, skip, stub_credential_helper, zstd,
+};
 
 use crate::store::Store;
 

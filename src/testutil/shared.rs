@@ -170,3 +170,33 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 (SAN IP), as a registry on
+/// loopback needs: CA:TRUE as openssl makes it by default, or a leaf.
+pub fn self_signed(dir: &std::path::Path, leaf: bool) -> (PathBuf, PathBuf) {
+    let constraints: &[&str] = if leaf {
+        &["-addext", "basicConstraints=critical,CA:FALSE"]
+    } else {
+        &[]
+    };
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(constraints)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}

@@ -4,10 +4,10 @@
 //! registries that misbehave) or forwards to a real one (counting,
 //! breaking connections, or demanding Bearer tokens on the way).
 
-use crate::testutil::have_tool;
+use crate::testutil::{have_tool, self_signed};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -151,36 +151,6 @@ fn wait_ready(child: &mut Child, addr: &str, tls: bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
-}
-
-/// A self-signed certificate for 127.0.0.1 (SAN IP), as a registry on
-/// loopback needs: CA:TRUE as openssl makes it by default, or a leaf.
-pub fn self_signed(dir: &Path, leaf: bool) -> (PathBuf, PathBuf) {
-    let constraints: &[&str] = if leaf {
-        &["-addext", "basicConstraints=critical,CA:FALSE"]
-    } else {
-        &[]
-    };
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(constraints)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
 }
 
 // ---- a tiny HTTP server / proxy ----
