@@ -67,11 +67,6 @@ impl SpanCache {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// The most bytes of decoded spans the cache holds.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     fn count_decoded(&self, n: u64) {
         self.decoded.fetch_add(n, Ordering::Relaxed);
     }
