@@ -210,10 +210,15 @@ static NEXT_LAYER_KEY: AtomicU64 = AtomicU64::new(1);
 /// (the kernel reads a file ahead in 128 KiB steps) find them decoded.
 const DECODE_PAST: usize = 128 << 10;
 /// Decoded bytes a sequential read keeps ahead of itself, on other cores (at
-/// most a quarter of the cache, so that what it decodes stays until read).
+/// most a quarter of the cache, so that what it decodes stays until read):
+/// as many as it has read in order so far, up to this.
 const AHEAD_BYTES: u64 = 8 << 20;
-/// A read this near the end of the last one continues it.
-const SEQUENTIAL_GAP: u64 = 1 << 20;
+/// Bytes read in order before spans are decoded ahead: a few small files
+/// that lie side by side are not a stream.
+const AHEAD_AFTER: u64 = 2 << 20;
+/// A read this near the end of the last one continues it (the kernel may
+/// send a file's reads slightly out of order).
+const SEQUENTIAL_GAP: u64 = 128 << 10;
 
 /// One layer opened for reading: its index and its blob.
 pub struct Layer {
@@ -225,8 +230,10 @@ pub struct Layer {
     zstd: Mutex<Option<ZstdCursor>>,
     /// Where the last partial gzip decode stopped, likewise.
     gzip: Mutex<Option<GzipCursor>>,
-    /// The stream offset where the last read ended, to see sequential reads.
+    /// The stream offset where the last read ended, and the bytes read in
+    /// order up to it, to see sequential reads.
     last_end: AtomicU64,
+    streak: AtomicU64,
     /// Spans before this one have been given to `decode_ahead`.
     ahead: AtomicU32,
 }
@@ -261,6 +268,7 @@ impl Layer {
             zstd: Mutex::new(None),
             gzip: Mutex::new(None),
             last_end: AtomicU64::new(u64::MAX),
+            streak: AtomicU64::new(0),
             ahead: AtomicU32::new(0),
         })
     }
@@ -379,9 +387,16 @@ impl Layer {
 
     /// Reads `buf.len()` bytes of the uncompressed stream at `off`.
     fn read_stream(&self, mut off: u64, mut buf: &mut [u8]) -> Result<(), ReadError> {
-        let end = off.saturating_add(buf.len() as u64);
-        let last = self.last_end.swap(end, Ordering::Relaxed);
-        let sequential = last != u64::MAX && off.abs_diff(last) <= SEQUENTIAL_GAP;
+        let len = buf.len() as u64;
+        let last = self
+            .last_end
+            .swap(off.saturating_add(len), Ordering::Relaxed);
+        let streak = if last != u64::MAX && off.abs_diff(last) <= SEQUENTIAL_GAP {
+            self.streak.fetch_add(len, Ordering::Relaxed) + len
+        } else {
+            self.streak.store(len, Ordering::Relaxed);
+            len
+        };
         while !buf.is_empty() {
             let Some(i) = self.index.checkpoint_for(off) else {
                 return Err(ReadError::Span {
@@ -399,8 +414,8 @@ impl Layer {
                 Some(prefix) => prefix,
                 None => self.span(i, need)?,
             };
-            if sequential {
-                self.read_ahead(i);
+            if streak >= AHEAD_AFTER {
+                self.read_ahead(i, streak);
             }
             let n = buf.len().min(span.len().saturating_sub(start));
             if n == 0 {
@@ -420,17 +435,18 @@ impl Layer {
         Ok(())
     }
 
-    /// Gives the spans after `i`, up to `AHEAD_BYTES` of them, to the
-    /// decode-ahead threads (gzip layers held whole: their spans decode
-    /// independently; zstd ones continue one cursor, and lazy ones fetch).
-    fn read_ahead(&self, i: u32) {
+    /// Gives the spans after `i`, up to `streak` bytes of them (at most
+    /// `AHEAD_BYTES`), to the decode-ahead threads (gzip layers held whole:
+    /// their spans decode independently; zstd ones continue one cursor, and
+    /// lazy ones fetch).
+    fn read_ahead(&self, i: u32, streak: u64) {
         let BlobData::Whole(file) = &self.blob else {
             return;
         };
         if self.index.compression() != super::Compression::Gzip {
             return;
         }
-        let budget = AHEAD_BYTES.min(self.cache.limit as u64 / 4);
+        let budget = streak.min(AHEAD_BYTES).min(self.cache.limit as u64 / 4);
         let (mut j, mut bytes) = (i + 1, 0u64);
         while j < self.index.checkpoints() && bytes < budget {
             bytes += u64::from(self.index.checkpoint(j).out_len);
