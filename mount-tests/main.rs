@@ -10,6 +10,7 @@ mod build_parity;
 mod build_stages;
 mod chroot;
 mod cli;
+mod cold_reads;
 mod crash;
 mod credentials;
 mod debian;

@@ -27,6 +27,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 "Writable": r.writable,
                 "Pid": r.pid,
                 "Alive": alive,
+                // Layer bytes served and inflated for them (cold-read cost).
+                "ReadStats": layerfs::mount::stats::read(&store, &r.id),
             })
         })
         .collect();

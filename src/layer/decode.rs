@@ -2,11 +2,13 @@
 //!
 //! - streaming, during ingest: gzip, zstd or plain bytes are decoded once
 //!   while span checkpoints are recorded (for gzip, zran-style: at a deflate
-//!   block boundary every `SPAN` bytes of output, with the bit offset and the
-//!   32 KiB window), with a CRC32 of each span and the sha256 (diff_id) of
-//!   the whole stream;
-//! - randomly, when a mounted file is read: one span is decoded from its
-//!   checkpoint and checked against its CRC, so damage on disk is detected.
+//!   block boundary, with the bit offset and the 32 KiB window, as densely as
+//!   the window budget allows: see `SpanTracker::wants_cut`), with a CRC32
+//!   of each span and the sha256 (diff_id) of the whole stream;
+//! - randomly, when a mounted file is read: a span is decoded from its
+//!   checkpoint and checked against its CRC, so damage on disk is detected;
+//!   a gzip span only as far as a read needs (`inflate_to`), the inflater
+//!   kept so that the next read continues where it stopped.
 //!
 //! zstd frames cannot be entered mid-way, so a zstd span is decoded from the
 //! start of its frame (the spans passed on the way are returned for caching).
@@ -19,10 +21,17 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
-/// Uncompressed bytes between checkpoints. 4 MiB keeps the index under 1% of
-/// the layer (a 32 KiB window per span, deflated) and a cold random read
-/// to one span's inflate (a few ms).
+/// Most uncompressed bytes between checkpoints. A gzip span is cut earlier,
+/// down to `MIN_SPAN`, while the stored windows stay within `WINDOW_BUDGET`
+/// of the compressed bytes read: a cold small read inflates from the
+/// checkpoint before it, so the denser, the less it inflates.
 pub const SPAN: u64 = 4 << 20;
+/// Fewest uncompressed bytes between gzip checkpoints.
+const MIN_SPAN: u64 = 256 << 10;
+/// The stored (deflated) windows take at most 1/WINDOW_BUDGET of the
+/// compressed layer (one window's worth more at worst): 2.5 %, which with the
+/// entries keeps an index under 5 % of its layer.
+const WINDOW_BUDGET: u64 = 40;
 const IN_BUF: usize = 256 * 1024;
 
 /// Splits the decoded stream into spans and hashes it.
@@ -61,6 +70,16 @@ impl SpanTracker {
 
     fn since_open(&self) -> u64 {
         self.pos - self.open.out_offset
+    }
+
+    /// Whether to cut a gzip checkpoint at a block boundary reached after
+    /// `in_pos` compressed bytes: always after `span`; after `MIN_SPAN` while
+    /// the windows stored so far are within budget.
+    fn wants_cut(&self, in_pos: u64) -> bool {
+        let len = self.since_open();
+        len >= self.span
+            || (len >= MIN_SPAN.min(self.span)
+                && (self.windows.len() as u64).saturating_mul(WINDOW_BUDGET) <= in_pos)
     }
 
     /// Hashes `data`; with `auto`, cuts a span every SPAN bytes (restartable
@@ -119,7 +138,7 @@ impl SpanTracker {
         use std::io::Write;
         let off = self.windows.len() as u64;
         let mut enc =
-            flate2::write::DeflateEncoder::new(&mut self.windows, flate2::Compression::fast());
+            flate2::write::DeflateEncoder::new(&mut self.windows, flate2::Compression::best());
         enc.write_all(window)?;
         enc.finish()?;
         Ok((off, (self.windows.len() as u64 - off) as u32))
@@ -298,7 +317,7 @@ impl<R: Read> StreamDecoder<R> {
                 _ => {
                     let dt = inf.data_type();
                     let block_end = dt & 128 != 0 && dt & 64 == 0;
-                    if block_end && self.tracker.since_open() >= self.tracker.span {
+                    if block_end && self.tracker.wants_cut(self.in_pos) {
                         let window = inf.dictionary();
                         let (window_offset, window_len) = self.tracker.add_window(&window)?;
                         let cp = Checkpoint {
@@ -562,38 +581,59 @@ fn inflate_upto(
     want: usize,
     ensure: Option<Ensure<'_>>,
 ) -> Result<Vec<u8>, String> {
-    let mut inf;
+    let mut inf = start_inflater(index, blob, cp, ensure)?;
     let mut cursor = BlobCursor::new(blob, cp.in_offset);
     cursor.ensure = ensure;
-    if cp.window_len > 0 {
-        inf = Inflater::new(zlib::RAW)?;
-        if cp.bits > 7 {
-            return Err(format!("a bit offset of {} within a byte", cp.bits));
-        }
-        if cp.bits > 0 {
-            let mut b = [0u8; 1];
-            let at = cp
-                .in_offset
-                .checked_sub(1)
-                .ok_or("a bit offset before the blob")?;
-            if let Some(ensure) = ensure {
-                ensure(at, 1).map_err(|e| e.to_string())?;
-            }
-            blob.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
-            inf.prime(cp.bits as i32, (b[0] >> (8 - cp.bits)) as i32)?;
-        }
-        let mut window = Vec::with_capacity(zlib::WINDOW);
-        flate2::read::DeflateDecoder::new(index.window(cp))
-            .read_to_end(&mut window)
-            .map_err(|e| format!("stored window: {e}"))?;
-        inf.set_dictionary(&window)?;
-    } else {
-        inf = Inflater::new(zlib::GZIP)?;
-    }
     let mut out = Vec::new();
-    let mut produced = 0;
+    inflate_into(&mut inf, &mut cursor, &mut out, 0, want)?;
+    Ok(out)
+}
+
+/// An inflater ready to decode the span of checkpoint `cp` from `cp.in_offset`.
+fn start_inflater(
+    index: &LayerIndex,
+    blob: &File,
+    cp: &Checkpoint,
+    ensure: Option<Ensure<'_>>,
+) -> Result<Inflater, String> {
+    if cp.window_len == 0 {
+        return Inflater::new(zlib::GZIP);
+    }
+    let mut inf = Inflater::new(zlib::RAW)?;
+    if cp.bits > 7 {
+        return Err(format!("a bit offset of {} within a byte", cp.bits));
+    }
+    if cp.bits > 0 {
+        let mut b = [0u8; 1];
+        let at = cp
+            .in_offset
+            .checked_sub(1)
+            .ok_or("a bit offset before the blob")?;
+        if let Some(ensure) = ensure {
+            ensure(at, 1).map_err(|e| e.to_string())?;
+        }
+        blob.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
+        inf.prime(cp.bits as i32, (b[0] >> (8 - cp.bits)) as i32)?;
+    }
+    let mut window = Vec::with_capacity(zlib::WINDOW);
+    flate2::read::DeflateDecoder::new(index.window(cp))
+        .read_to_end(&mut window)
+        .map_err(|e| format!("stored window: {e}"))?;
+    inf.set_dictionary(&window)?;
+    Ok(inf)
+}
+
+/// Inflates into `out`, which holds `produced` bytes of the span already,
+/// until it holds `want`; `out` is left exactly that long.
+fn inflate_into(
+    inf: &mut Inflater,
+    cursor: &mut BlobCursor<'_>,
+    out: &mut Vec<u8>,
+    mut produced: usize,
+    want: usize,
+) -> Result<(), String> {
     while produced < want {
-        grow_span(&mut out, produced, want);
+        grow_span(out, produced, want);
         let input = cursor.fill().map_err(|e| e.to_string())?;
         let at_eof = input.is_empty();
         let (c, p, status) = inf.inflate(input, &mut out[produced..], libz_rs_sys::Z_NO_FLUSH)?;
@@ -606,7 +646,71 @@ fn inflate_upto(
             return Err("blob ends inside the span".into());
         }
     }
-    Ok(out)
+    out.truncate(produced);
+    Ok(())
+}
+
+/// Where the last partial decode of a gzip span stopped: the inflater after
+/// `produced` bytes of span `span`, and the compressed offset it reads next.
+pub struct GzipCursor {
+    inf: Inflater,
+    span: u32,
+    produced: usize,
+    in_offset: u64,
+}
+
+/// Gzip span `i` decoded as far as its first `want` bytes (all of it at
+/// most), extending `have`, a prefix of it decoded before: continued from
+/// `saved` when that stopped at the end of `have`, else decoded again from
+/// the checkpoint. Returns the prefix and the bytes inflated for it; a
+/// whole span is checked against its CRC (a prefix relies on the inflater
+/// noticing damage, as a lazy read's does). `saved` is left where this
+/// decode stopped, when it stopped inside the span.
+pub fn inflate_to(
+    index: &LayerIndex,
+    blob: &File,
+    i: u32,
+    have: Option<&[u8]>,
+    want: usize,
+    saved: &mut Option<GzipCursor>,
+) -> Result<(Vec<u8>, u64), SpanError> {
+    let cp = index.checkpoint(i);
+    let damaged = |why: String| SpanError::Damaged {
+        offset: cp.out_offset,
+        why,
+    };
+    let full = cp.out_len as usize;
+    let want = want.min(full);
+    let (mut inf, mut cursor, mut out, from) = match (saved.take(), have) {
+        (Some(c), Some(h)) if c.span == i && c.produced == h.len() && h.len() < want => {
+            let mut out = Vec::with_capacity(want);
+            out.extend_from_slice(h);
+            (c.inf, BlobCursor::new(blob, c.in_offset), out, h.len())
+        }
+        _ => (
+            start_inflater(index, blob, &cp, None).map_err(damaged)?,
+            BlobCursor::new(blob, cp.in_offset),
+            Vec::new(),
+            0,
+        ),
+    };
+    inflate_into(&mut inf, &mut cursor, &mut out, from, want).map_err(damaged)?;
+    if out.len() == full {
+        if index.has_crcs() && zlib::crc32(0, &out) != cp.crc {
+            return Err(damaged("checksum mismatch: the blob is damaged".into()));
+        }
+    } else {
+        *saved = Some(GzipCursor {
+            inf,
+            span: i,
+            produced: out.len(),
+            in_offset: cursor.position(),
+        });
+    }
+    if out.capacity() > out.len() + out.len() / 8 {
+        out.shrink_to_fit();
+    }
+    Ok((out, (want - from) as u64))
 }
 
 /// Where a zstd decode of a layer stopped: the decoder, positioned before

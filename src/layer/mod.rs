@@ -30,4 +30,6 @@ pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 #[cfg(test)]
 mod lazy_tests;
 #[cfg(test)]
+mod read_tests;
+#[cfg(test)]
 mod tests;

@@ -2,6 +2,11 @@
 //! span(s) that hold it, through an LRU cache of decoded spans bounded in
 //! bytes and shared by all layers of a process.
 //!
+//! A gzip span is decoded only as far as a read needs, and a sequential
+//! read continues the inflater where the last one stopped; when reads go
+//! through a layer in order, the next spans are decoded ahead on other
+//! cores (`decode_ahead`), within a few MiB and the cache's bound.
+//!
 //! A layer the store holds only in part (a lazy image) is read through its
 //! partial blob: before a span is decoded, the compressed bytes it needs are
 //! made local (fetched, verified against the index's span digests, stored),
@@ -9,14 +14,14 @@
 //! held here; only the span being decoded is marked busy in the cache.
 
 use super::LayerError;
-use super::decode::{SpanError, ZstdCursor, decode_spans, inflate_prefix};
+use super::decode::{GzipCursor, SpanError, ZstdCursor, decode_spans, inflate_prefix, inflate_to};
 use super::index::{Entry, LayerIndex};
 use super::ingest::open_index;
 use crate::oci::Digest;
 use crate::store::{FetchError, PartialBlob, SpanTable, Store, partial};
 use lru::LruCache;
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Decoded spans, shared by every layer a process has open.
@@ -25,6 +30,7 @@ pub struct SpanCache {
     ready: Condvar,
     limit: usize,
     decoded: AtomicU64,
+    served: AtomicU64,
 }
 
 struct CacheState {
@@ -46,6 +52,7 @@ impl SpanCache {
             ready: Condvar::new(),
             limit,
             decoded: AtomicU64::new(0),
+            served: AtomicU64::new(0),
         })
     }
 
@@ -54,33 +61,78 @@ impl SpanCache {
         self.decoded.load(Ordering::Relaxed)
     }
 
-    /// Span `i` of layer `layer` from the cache, or decoded by `decode` (which
-    /// may return more spans than `i`; all are kept) while other readers of
-    /// the span wait. None if `decode` did not return span `i`.
+    /// Bytes of files read through the cache since it was made: with
+    /// `decoded_bytes`, what reads cost in inflating per byte they return.
+    pub fn served_bytes(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn count_decoded(&self, n: u64) {
+        self.decoded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Span `i` of layer `layer`, at least its first `need` bytes: from the
+    /// cache, or made by `decode` from what the cache holds of it (a prefix,
+    /// or nothing) while other readers of the span wait. `decode` may return
+    /// more spans than `i`; all are kept. None if it did not return span `i`.
     fn get_or_decode<E>(
         &self,
         layer: u64,
         i: u32,
-        decode: impl FnOnce() -> Result<Vec<(u32, Vec<u8>)>, E>,
+        need: usize,
+        decode: impl FnOnce(Option<Arc<Vec<u8>>>) -> Result<Vec<(u32, Vec<u8>)>, E>,
     ) -> Result<Option<Arc<Vec<u8>>>, E> {
         let key = (layer, i);
-        let busy = {
+        let (busy, have) = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                if let Some(s) = st.lru.get(&key) {
+                if let Some(s) = st.lru.get(&key).filter(|s| s.len() >= need) {
                     return Ok(Some(s.clone()));
                 }
                 if st.busy.insert(key) {
-                    break Busy { cache: self, key };
+                    break (Busy { cache: self, key }, st.lru.peek(&key).cloned());
                 }
                 st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         };
+        let spans = decode(have)?;
+        Ok(self.keep(layer, i, spans, busy))
+    }
+
+    /// Decodes span `i` of layer `layer` with `decode` unless the cache holds
+    /// its `full` bytes or another thread is decoding it: nobody waits here.
+    fn decode_ahead<E>(
+        &self,
+        layer: u64,
+        i: u32,
+        full: usize,
+        decode: impl FnOnce() -> Result<Vec<(u32, Vec<u8>)>, E>,
+    ) -> Result<(), E> {
+        let key = (layer, i);
+        let busy = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.lru.peek(&key).is_some_and(|s| s.len() >= full) || !st.busy.insert(key) {
+                return Ok(());
+            }
+            Busy { cache: self, key }
+        };
         let spans = decode()?;
+        self.keep(layer, i, spans, busy);
+        Ok(())
+    }
+
+    /// Puts decoded spans in the cache, then lets the readers waiting for
+    /// `busy` go on; returns span `i` if it is among them.
+    fn keep(
+        &self,
+        layer: u64,
+        i: u32,
+        spans: Vec<(u32, Vec<u8>)>,
+        busy: Busy<'_>,
+    ) -> Option<Arc<Vec<u8>>> {
         let mut wanted = None;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for (id, data) in spans {
-            self.decoded.fetch_add(data.len() as u64, Ordering::Relaxed);
             let data = Arc::new(data);
             if id == i {
                 wanted = Some(data.clone());
@@ -89,13 +141,13 @@ impl SpanCache {
         }
         drop(st);
         drop(busy);
-        Ok(wanted)
+        wanted
     }
 
-    /// Span `i` of layer `layer` if it is cached.
-    fn cached(&self, layer: u64, i: u32) -> Option<Arc<Vec<u8>>> {
+    /// Span `i` of layer `layer` if the cache holds its first `need` bytes.
+    fn cached(&self, layer: u64, i: u32, need: usize) -> Option<Arc<Vec<u8>>> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.lru.get(&(layer, i)).cloned()
+        st.lru.get(&(layer, i)).filter(|s| s.len() >= need).cloned()
     }
 
     fn insert(&self, st: &mut CacheState, key: (u64, u32), data: Arc<Vec<u8>>) {
@@ -140,7 +192,7 @@ pub enum ReadError {
 
 /// Where a layer's compressed bytes are read from.
 enum BlobData {
-    Whole(File),
+    Whole(Arc<File>),
     /// Present in part: missing spans are fetched, verified against `spans`.
     Partial {
         blob: Arc<PartialBlob>,
@@ -154,14 +206,36 @@ const SPAN_MARGIN: u64 = 64 << 10;
 
 static NEXT_LAYER_KEY: AtomicU64 = AtomicU64::new(1);
 
+/// Bytes past a gzip read's end decoded with it, so that the reads after it
+/// (the kernel reads a file ahead in 128 KiB steps) find them decoded.
+const DECODE_PAST: usize = 128 << 10;
+/// Decoded bytes a sequential read keeps ahead of itself, on other cores (at
+/// most a quarter of the cache, so that what it decodes stays until read):
+/// as many as it has read in order so far, up to this.
+const AHEAD_BYTES: u64 = 8 << 20;
+/// Bytes read in order before spans are decoded ahead: a few small files
+/// that lie side by side are not a stream.
+const AHEAD_AFTER: u64 = 2 << 20;
+/// A read this near the end of the last one continues it (the kernel may
+/// send a file's reads slightly out of order).
+const SEQUENTIAL_GAP: u64 = 128 << 10;
+
 /// One layer opened for reading: its index and its blob.
 pub struct Layer {
-    pub index: LayerIndex,
+    pub index: Arc<LayerIndex>,
     blob: BlobData,
     key: u64,
     cache: Arc<SpanCache>,
     /// Where the last zstd decode stopped, so sequential reads continue.
     zstd: Mutex<Option<ZstdCursor>>,
+    /// Where the last partial gzip decode stopped, likewise.
+    gzip: Mutex<Option<GzipCursor>>,
+    /// The stream offset where the last read ended, and the bytes read in
+    /// order up to it, to see sequential reads.
+    last_end: AtomicU64,
+    streak: AtomicU64,
+    /// Spans before this one have been given to `decode_ahead`.
+    ahead: AtomicU32,
 }
 
 impl std::fmt::Debug for Layer {
@@ -179,7 +253,7 @@ impl Layer {
         cache: Arc<SpanCache>,
     ) -> Result<Layer, LayerError> {
         let (blob, index) = match store.open_blob(digest) {
-            Ok(f) => (BlobData::Whole(f), open_index(store, digest)?),
+            Ok(f) => (BlobData::Whole(Arc::new(f)), open_index(store, digest)?),
             Err(crate::store::StoreError::BlobNotFound(_)) => match store.open_partial(digest)? {
                 Some(p) => open_partial(store, digest, p)?,
                 None => return Err(crate::store::StoreError::BlobNotFound(*digest).into()),
@@ -187,11 +261,15 @@ impl Layer {
             Err(e) => return Err(e.into()),
         };
         Ok(Layer {
-            index,
+            index: Arc::new(index),
             blob,
             key: NEXT_LAYER_KEY.fetch_add(1, Ordering::Relaxed),
             cache,
             zstd: Mutex::new(None),
+            gzip: Mutex::new(None),
+            last_end: AtomicU64::new(u64::MAX),
+            streak: AtomicU64::new(0),
+            ahead: AtomicU32::new(0),
         })
     }
 
@@ -330,6 +408,16 @@ impl Layer {
 
     /// Reads `buf.len()` bytes of the uncompressed stream at `off`.
     fn read_stream(&self, mut off: u64, mut buf: &mut [u8]) -> Result<(), ReadError> {
+        let len = buf.len() as u64;
+        let last = self
+            .last_end
+            .swap(off.saturating_add(len), Ordering::Relaxed);
+        let streak = if last != u64::MAX && off.abs_diff(last) <= SEQUENTIAL_GAP {
+            self.streak.fetch_add(len, Ordering::Relaxed) + len
+        } else {
+            self.streak.store(len, Ordering::Relaxed);
+            len
+        };
         while !buf.is_empty() {
             let Some(i) = self.index.checkpoint_for(off) else {
                 return Err(ReadError::Span {
@@ -345,8 +433,11 @@ impl Layer {
             let need = (start + buf.len()).min(cp.out_len as usize);
             let span = match self.lazy_prefix(i, need)? {
                 Some(prefix) => prefix,
-                None => self.span(i)?,
+                None => self.span(i, need)?,
             };
+            if streak >= AHEAD_AFTER {
+                self.read_ahead(i, streak);
+            }
             let n = buf.len().min(span.len().saturating_sub(start));
             if n == 0 {
                 return Err(ReadError::Span {
@@ -360,8 +451,52 @@ impl Layer {
             buf[..n].copy_from_slice(&span[start..start + n]);
             buf = &mut buf[n..];
             off += n as u64;
+            self.cache.served.fetch_add(n as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Gives the spans after `i`, up to `streak` bytes of them (at most
+    /// `AHEAD_BYTES`), to the decode-ahead threads (gzip layers held whole:
+    /// their spans decode independently; zstd ones continue one cursor, and
+    /// lazy ones fetch).
+    fn read_ahead(&self, i: u32, streak: u64) {
+        let BlobData::Whole(file) = &self.blob else {
+            return;
+        };
+        if self.index.compression() != super::Compression::Gzip {
+            return;
+        }
+        let budget = streak.min(AHEAD_BYTES).min(self.cache.limit as u64 / 4);
+        let (mut j, mut bytes) = (i + 1, 0u64);
+        while j < self.index.checkpoints() && bytes < budget {
+            bytes += u64::from(self.index.checkpoint(j).out_len);
+            j += 1;
+        }
+        // Only what an earlier call did not give already, unless that was
+        // for another stretch of the layer.
+        let given = self.ahead.swap(j, Ordering::Relaxed);
+        let from = if given > i && given <= j {
+            given
+        } else {
+            i + 1
+        };
+        for s in from..j {
+            let (index, file, cache, key) = (
+                Arc::clone(&self.index),
+                Arc::clone(file),
+                Arc::clone(&self.cache),
+                self.key,
+            );
+            decode_ahead::submit(Box::new(move || {
+                let full = index.checkpoint(s).out_len as usize;
+                let _ = cache.decode_ahead(key, s, full, || {
+                    let spans = decode_spans(&index, &file, s, &Mutex::new(None))?;
+                    cache.count_decoded(spans.iter().map(|(_, d)| d.len() as u64).sum());
+                    Ok::<_, SpanError>(spans)
+                });
+            }));
+        }
     }
 
     /// For a gzip layer held in part whose span `i` is not local: its first
@@ -374,7 +509,7 @@ impl Layer {
         if self.index.compression() != super::Compression::Gzip {
             return Ok(None);
         }
-        if let Some(s) = self.cache.cached(self.key, i) {
+        if let Some(s) = self.cache.cached(self.key, i, need) {
             return Ok(Some(s));
         }
         let range = clip_to_chunk(spans, compressed_range(&self.index, i, blob.size()));
@@ -420,9 +555,16 @@ impl Layer {
         }
     }
 
-    fn span(&self, i: u32) -> Result<Arc<Vec<u8>>, ReadError> {
-        let decoded = self.cache.get_or_decode(self.key, i, || {
-            let file = match &self.blob {
+    /// Span `i`, at least its first `need` bytes.
+    fn span(&self, i: u32, need: usize) -> Result<Arc<Vec<u8>>, ReadError> {
+        let gzip = self.index.compression() == super::Compression::Gzip;
+        let need = if gzip {
+            need
+        } else {
+            self.index.checkpoint(i).out_len as usize
+        };
+        let decoded = self.cache.get_or_decode(self.key, i, need, |have| {
+            let file: &File = match &self.blob {
                 BlobData::Whole(f) => f,
                 BlobData::Partial { blob, spans } => {
                     let range = clip_to_chunk(spans, compressed_range(&self.index, i, blob.size()));
@@ -434,10 +576,29 @@ impl Layer {
                     blob.file()
                 }
             };
-            decode_spans(&self.index, file, i, &self.zstd).map_err(|source| ReadError::Span {
+            let err = |source| ReadError::Span {
                 digest: *self.digest(),
                 source,
-            })
+            };
+            if gzip {
+                let have = have.as_deref().map(|h| &h[..]);
+                let want = need
+                    .saturating_add(DECODE_PAST)
+                    .max(have.map_or(0, |h| h.len() * 2));
+                // Taken, not held: reads of other spans decode meanwhile.
+                let mut saved = self.gzip.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let (data, inflated) =
+                    inflate_to(&self.index, file, i, have, want, &mut saved).map_err(err)?;
+                if saved.is_some() {
+                    *self.gzip.lock().unwrap_or_else(|p| p.into_inner()) = saved;
+                }
+                self.cache.count_decoded(inflated);
+                return Ok(vec![(i, data)]);
+            }
+            let spans = decode_spans(&self.index, file, i, &self.zstd).map_err(err)?;
+            self.cache
+                .count_decoded(spans.iter().map(|(_, d)| d.len() as u64).sum());
+            Ok(spans)
         });
         let err = |source| ReadError::Span {
             digest: *self.digest(),
@@ -449,6 +610,47 @@ impl Layer {
                 why: "span not decoded".into(),
             })
         })
+    }
+}
+
+/// The threads that decode spans ahead of sequential reads: one per core
+/// (up to 4), started on first use, fed through a short queue; what does not
+/// fit in the queue is not decoded ahead (the reader decodes it when it
+/// gets there).
+mod decode_ahead {
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    pub type Job = Box<dyn FnOnce() + Send>;
+    const QUEUE: usize = 16;
+
+    pub fn submit(job: Job) {
+        static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
+        let tx = POOL.get_or_init(|| {
+            let (tx, rx) = sync_channel::<Job>(QUEUE);
+            let rx = Arc::new(Mutex::new(rx));
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            for k in 0..n {
+                let rx = Arc::clone(&rx);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("decode-ahead-{k}"))
+                    .spawn(move || work(&rx));
+                if let Err(e) = spawned {
+                    log::warn!("cannot start a decode-ahead thread: {e}");
+                }
+            }
+            tx
+        });
+        let _ = tx.try_send(job);
+    }
+
+    fn work(rx: &Mutex<Receiver<Job>>) {
+        loop {
+            let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok(job) = job else { return };
+            // A decoder bug costs that span's read-ahead, not the thread.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        }
     }
 }
 
@@ -550,10 +752,11 @@ mod tests {
         // Another reader of the span arrives while the first decode runs, then
         // the first decode panics: the second must get an answer.
         let panicked = std::panic::catch_unwind(|| {
-            let _ = cache.get_or_decode::<()>(7, 0, || {
+            let _ = cache.get_or_decode::<()>(7, 0, 4, |_| {
                 let (cache, tx) = (Arc::clone(&cache), tx.clone());
                 std::thread::spawn(move || {
-                    let got = cache.get_or_decode::<()>(7, 0, || Ok(vec![(0, b"span".to_vec())]));
+                    let got =
+                        cache.get_or_decode::<()>(7, 0, 4, |_| Ok(vec![(0, b"span".to_vec())]));
                     let _ = tx.send(got);
                 });
                 panic!("decoder bug");
@@ -567,8 +770,8 @@ mod tests {
         assert_eq!(got.unwrap().as_deref().map(|v| &v[..]), Some(&b"span"[..]));
 
         // An error releases the span too.
-        assert_eq!(cache.get_or_decode(7, 1, || Err("bad")), Err("bad"));
-        let again = cache.get_or_decode::<()>(7, 1, || Ok(vec![(1, b"ok".to_vec())]));
+        assert_eq!(cache.get_or_decode(7, 1, 2, |_| Err("bad")), Err("bad"));
+        let again = cache.get_or_decode::<()>(7, 1, 2, |_| Ok(vec![(1, b"ok".to_vec())]));
         assert_eq!(again.unwrap().as_deref().map(|v| &v[..]), Some(&b"ok"[..]));
     }
 }

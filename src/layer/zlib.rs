@@ -17,6 +17,11 @@ pub struct Inflater {
     strm: Box<z::z_stream>,
 }
 
+// SAFETY: the stream's state belongs to it alone (allocated by zlib for this
+// stream, pointers into caller buffers cleared after each call), and zlib has
+// no thread affinity, so it may be moved to and used from another thread.
+unsafe impl Send for Inflater {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok,

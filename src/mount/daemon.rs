@@ -174,7 +174,7 @@ fn serve_inner(
             .filter(|(_, new)| *new)
             .map(|(c, _)| c.clone()),
     };
-    let stack = Stack::open(store, &layers, cache)?;
+    let stack = Stack::open(store, &layers, Arc::clone(&cache))?;
     let upper = match &container {
         Some((c, _)) => {
             Some(UpperDir::open(&c.upper(), &c.work()).map_err(|e| MountError::io(&c.upper(), e))?)
@@ -209,6 +209,7 @@ fn serve_inner(
         let _ = store.remove_hold(&record.hold_id());
     };
     records::write(store, &record).inspect_err(|_| cleanup(store))?;
+    let _stats = super::stats::publish(store, &record.id, cache).inspect_err(|_| cleanup(store))?;
 
     // Signals are taken by one thread; every other thread (the FUSE workers
     // included) inherits the blocked mask.

@@ -7,6 +7,7 @@ mod daemon;
 mod fuse;
 mod lazy;
 pub mod records;
+pub mod stats;
 
 pub use daemon::{
     MountOptions, daemon_args, ignore_sigpipe, mount_background, report_ready, serve, spawn_daemon,

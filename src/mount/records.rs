@@ -49,6 +49,7 @@ pub fn write(store: &Store, r: &MountRecord) -> Result<(), MountError> {
 pub fn remove(store: &Store, id: &str) {
     if let Ok(d) = dir(store) {
         let _ = fs::remove_file(d.join(format!("{id}.json")));
+        let _ = fs::remove_file(d.join(format!("{id}.stats")));
     }
 }
 
@@ -70,6 +71,7 @@ pub fn list(store: &Store) -> Result<Vec<(MountRecord, bool)>, MountError> {
         let alive = process_alive(r.pid);
         if !alive && !is_mounted(&r.mountpoint) {
             let _ = fs::remove_file(entry.path());
+            let _ = fs::remove_file(entry.path().with_extension("stats"));
             continue;
         }
         out.push((r, alive));
