@@ -30,3 +30,6 @@ mod write_tests;
 
 #[cfg(test)]
 mod rootless_tests;
+
+#[cfg(test)]
+mod table_tests;
