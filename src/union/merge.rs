@@ -6,7 +6,7 @@
 use super::attr::FileKind;
 use super::error::Result;
 use super::stack::LowerRef;
-use super::tree::{Child, Listing, Source, UnionFs, Upper, lower_ino, upper_ino};
+use super::tree::{Child, Listing, Source, UnionFs, Upper, lower_ino, no_chain, upper_ino};
 use super::upper::{OPAQUE, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT};
 use crate::layer::{Entry, EntryKind, NONE};
 use std::collections::{HashMap, HashSet};
@@ -65,7 +65,7 @@ impl UnionFs {
                         src: Source {
                             kind,
                             lower: Some(src),
-                            chain: Arc::from([]),
+                            chain: no_chain(),
                             upper: Upper::No,
                             lower_here: true,
                         },
@@ -159,12 +159,12 @@ impl UnionFs {
                 let (chain, lower_ref) = match (&redirect, same) {
                     (Some(r), _) => match self.lower_dir_at(r) {
                         Some(c) => (c.src.chain.clone(), c.src.lower),
-                        None => (Arc::from([]), None),
+                        None => (no_chain(), None),
                     },
                     (None, Some(s)) if s.src.kind == FileKind::Directory => {
                         (s.src.chain.clone(), s.src.lower)
                     }
-                    _ => (Arc::from([]), None),
+                    _ => (no_chain(), None),
                 };
                 let ino = origin
                     .or(same
@@ -198,7 +198,7 @@ impl UnionFs {
                     src: Source {
                         kind,
                         lower: lower_ref,
-                        chain: Arc::from([]),
+                        chain: no_chain(),
                         upper: if metacopy {
                             Upper::MetaCopy
                         } else {

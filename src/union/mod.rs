@@ -7,6 +7,7 @@ mod attr;
 mod error;
 mod handle;
 mod merge;
+mod name;
 mod stack;
 mod tree;
 pub mod upper;

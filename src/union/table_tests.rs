@@ -62,15 +62,15 @@ fn a_read_only_walk_keeps_nodes_for_directories_only() {
     let mut buf = [0u8; 8];
     let n = fs.read(f.ino, 0, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"3/7");
-    assert_eq!(fs.readlink(walk(&fs, "d0/link").unwrap().ino).unwrap(), b"f1");
+    assert_eq!(
+        fs.readlink(walk(&fs, "d0/link").unwrap().ino).unwrap(),
+        b"f1"
+    );
     let hard = walk(&fs, "d1/hard").unwrap();
     assert_eq!(hard.ino, walk(&fs, "d0/f0").unwrap().ino);
     assert_eq!(fs.getattr(hard.ino).unwrap().nlink, 2);
     let cap = walk(&fs, "d2/cap").unwrap().ino;
-    assert_eq!(
-        fs.getxattr(cap, b"security.capability").unwrap(),
-        b"\0\x01"
-    );
+    assert_eq!(fs.getxattr(cap, b"security.capability").unwrap(), b"\0\x01");
     assert_eq!(fs.listxattr(cap).unwrap(), b"security.capability\0");
     // A forget of a file the table never counted changes nothing.
     fs.forget(f.ino, 3);

@@ -27,6 +27,7 @@
 
 use super::attr::{Attr, FileKind, Timestamp};
 use super::error::{Result, UnionError};
+pub(crate) use super::name::Name;
 use super::stack::{LowerRef, Stack};
 use super::upper::UpperDir;
 use crate::layer::{Entry, EntryKind};
@@ -46,9 +47,9 @@ pub(crate) const FRESH_INO: u64 = UPPER_INO | 1 << 61;
 /// overtook it, before it settles for what it found.
 const RETRIES: u32 = 4;
 /// How many names the cached listings of unchanged directories hold at most
-/// (about 90 bytes each); older ones are dropped, to be merged again when
+/// (64 bytes each, and a name longer than 22 bytes its own); older ones are dropped, to be merged again when
 /// asked for.
-const LISTED_CHILDREN: usize = 1 << 16;
+const LISTED_CHILDREN: usize = 1 << 14;
 
 /// Inode number of a lower entry: layer+1 in the high bits, entry id low.
 pub(crate) fn lower_ino((layer, entry): LowerRef) -> u64 {
@@ -94,10 +95,18 @@ pub(crate) struct Source {
     pub lower_here: bool,
 }
 
+/// The chain of a name that is not a directory: one shared empty slice, so
+/// that a file in a listing costs no allocation for it.
+pub(crate) fn no_chain() -> Arc<[(u16, u32)]> {
+    static EMPTY: std::sync::LazyLock<Arc<[(u16, u32)]>> =
+        std::sync::LazyLock::new(|| Arc::from([]));
+    EMPTY.clone()
+}
+
 /// One name in a merged directory.
 #[derive(Clone, Debug)]
 pub struct Child {
-    pub name: Box<[u8]>,
+    pub name: Name,
     pub ino: u64,
     pub(crate) src: Source,
 }
@@ -162,10 +171,10 @@ pub(crate) struct Node {
     pub src: Source,
     /// One path of this inode: its parent and its name there.
     pub parent: u64,
-    pub name: Box<[u8]>,
+    pub name: Name,
     /// The other names the kernel knows a hard-linked file by: one of them
     /// becomes its path when that name goes away.
-    pub aliases: Vec<(u64, Box<[u8]>)>,
+    pub aliases: Vec<(u64, Name)>,
     /// References the kernel holds (lookups minus forgets).
     pub lookups: u64,
     pub listing: Option<Arc<Listing>>,
@@ -184,7 +193,7 @@ pub(crate) struct View {
     pub path: Vec<u8>,
     /// Where `path` ends: its parent's inode and its name there.
     pub parent: u64,
-    pub name: Box<[u8]>,
+    pub name: Name,
     pub detached: Option<Arc<super::handle::OpenFile>>,
     pub generation: u64,
 }
@@ -313,7 +322,11 @@ impl Table {
             };
             self.listed_children -= len;
             // One a change reached since is edited in place: it stays.
-            if let Some(n) = self.nodes.get_mut(&old).filter(|n| n.src.upper == Upper::No) {
+            if let Some(n) = self
+                .nodes
+                .get_mut(&old)
+                .filter(|n| n.src.upper == Upper::No)
+            {
                 n.listing = None;
             }
         }
@@ -378,7 +391,7 @@ impl UnionFs {
             Node {
                 src,
                 parent: ROOT_INO,
-                name: Box::from(&b""[..]),
+                name: Name::default(),
                 aliases: Vec::new(),
                 lookups: 1,
                 listing: None,
@@ -452,7 +465,7 @@ impl UnionFs {
                 src,
                 path: Vec::new(),
                 parent: ROOT_INO,
-                name: Box::default(),
+                name: Name::default(),
                 detached: None,
                 generation: 0,
             });
@@ -482,7 +495,7 @@ impl UnionFs {
         (kind != FileKind::Directory).then(|| Source {
             kind,
             lower: Some(lower),
-            chain: Arc::from([]),
+            chain: no_chain(),
             upper: Upper::No,
             lower_here: true,
         })
