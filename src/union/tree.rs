@@ -313,7 +313,8 @@ impl Table {
         if n.src.upper != Upper::No {
             return listing;
         }
-        let len = listing.children.len();
+        // An empty directory counts as one name: its listing costs memory too.
+        let len = listing.children.len() + 1;
         self.listed.push_back((ino, len));
         self.listed_children += len;
         while self.listed_children > self.listed_max && self.listed.len() > 1 {
