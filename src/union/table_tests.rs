@@ -19,7 +19,7 @@ fn walk_plus(fs: &UnionFs, ino: u64, path: &str, out: &mut Vec<(String, Attr)>) 
     fs.readdir(ino, 0, 0, true, |e, a| {
         if e.name != b"." && e.name != b".." {
             let name = String::from_utf8_lossy(e.name).into_owned();
-            here.push((format!("{path}/{name}"), a.unwrap().clone()));
+            here.push((format!("{path}/{name}"), *a.unwrap()));
         }
         true
     })
