@@ -3,7 +3,7 @@
 //! or a non-directory ends the chain), then the container's upper directory
 //! over them.
 
-use super::attr::FileKind;
+use super::attr::{FileKind, kind_of};
 use super::error::Result;
 use super::stack::LowerRef;
 use super::tree::{Child, Listing, Source, UnionFs, Upper, lower_ino, no_chain, upper_ino};
@@ -238,17 +238,4 @@ impl UnionFs {
         }
         found
     }
-}
-
-pub(crate) fn kind_of(k: EntryKind) -> Option<FileKind> {
-    Some(match k {
-        EntryKind::Regular => FileKind::Regular,
-        EntryKind::Directory => FileKind::Directory,
-        EntryKind::Symlink => FileKind::Symlink,
-        EntryKind::CharDevice => FileKind::CharDevice,
-        EntryKind::BlockDevice => FileKind::BlockDevice,
-        EntryKind::Fifo => FileKind::Fifo,
-        EntryKind::Socket => FileKind::Socket,
-        EntryKind::Whiteout | EntryKind::HardLink => return None,
-    })
 }

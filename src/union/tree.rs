@@ -492,7 +492,7 @@ impl UnionFs {
         if lower.1 >= index.len() {
             return None;
         }
-        let kind = super::merge::kind_of(index.entry(lower.1).kind())?;
+        let kind = super::attr::kind_of(index.entry(lower.1).kind())?;
         (kind != FileKind::Directory).then(|| Source {
             kind,
             lower: Some(lower),
