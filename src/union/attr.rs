@@ -1,5 +1,7 @@
 //! `Attr`: what `stat` shows of an entry of the union, independent of FUSE.
 
+use crate::layer::EntryKind;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
     Regular,
@@ -64,4 +66,19 @@ pub struct Attr {
     /// Told apart from an earlier file that had the same inode number (the
     /// host reuses the numbers of deleted upper files).
     pub generation: u64,
+}
+
+/// The kind a layer entry shows as; None for what is never shown itself
+/// (a whiteout, a hard link, which shows as its target).
+pub(crate) fn kind_of(k: EntryKind) -> Option<FileKind> {
+    Some(match k {
+        EntryKind::Regular => FileKind::Regular,
+        EntryKind::Directory => FileKind::Directory,
+        EntryKind::Symlink => FileKind::Symlink,
+        EntryKind::CharDevice => FileKind::CharDevice,
+        EntryKind::BlockDevice => FileKind::BlockDevice,
+        EntryKind::Fifo => FileKind::Fifo,
+        EntryKind::Socket => FileKind::Socket,
+        EntryKind::Whiteout | EntryKind::HardLink => return None,
+    })
 }

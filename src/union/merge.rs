@@ -3,10 +3,10 @@
 //! or a non-directory ends the chain), then the container's upper directory
 //! over them.
 
-use super::attr::FileKind;
+use super::attr::{FileKind, kind_of};
 use super::error::Result;
 use super::stack::LowerRef;
-use super::tree::{Child, Listing, Source, UnionFs, Upper, lower_ino, upper_ino};
+use super::tree::{Child, Listing, Source, UnionFs, Upper, lower_ino, no_chain, upper_ino};
 use super::upper::{OPAQUE, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT};
 use crate::layer::{Entry, EntryKind, NONE};
 use std::collections::{HashMap, HashSet};
@@ -65,7 +65,7 @@ impl UnionFs {
                         src: Source {
                             kind,
                             lower: Some(src),
-                            chain: Arc::from([]),
+                            chain: no_chain(),
                             upper: Upper::No,
                             lower_here: true,
                         },
@@ -159,12 +159,12 @@ impl UnionFs {
                 let (chain, lower_ref) = match (&redirect, same) {
                     (Some(r), _) => match self.lower_dir_at(r) {
                         Some(c) => (c.src.chain.clone(), c.src.lower),
-                        None => (Arc::from([]), None),
+                        None => (no_chain(), None),
                     },
                     (None, Some(s)) if s.src.kind == FileKind::Directory => {
                         (s.src.chain.clone(), s.src.lower)
                     }
-                    _ => (Arc::from([]), None),
+                    _ => (no_chain(), None),
                 };
                 let ino = origin
                     .or(same
@@ -198,7 +198,7 @@ impl UnionFs {
                     src: Source {
                         kind,
                         lower: lower_ref,
-                        chain: Arc::from([]),
+                        chain: no_chain(),
                         upper: if metacopy {
                             Upper::MetaCopy
                         } else {
@@ -238,17 +238,4 @@ impl UnionFs {
         }
         found
     }
-}
-
-pub(crate) fn kind_of(k: EntryKind) -> Option<FileKind> {
-    Some(match k {
-        EntryKind::Regular => FileKind::Regular,
-        EntryKind::Directory => FileKind::Directory,
-        EntryKind::Symlink => FileKind::Symlink,
-        EntryKind::CharDevice => FileKind::CharDevice,
-        EntryKind::BlockDevice => FileKind::BlockDevice,
-        EntryKind::Fifo => FileKind::Fifo,
-        EntryKind::Socket => FileKind::Socket,
-        EntryKind::Whiteout | EntryKind::HardLink => return None,
-    })
 }

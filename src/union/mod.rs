@@ -7,6 +7,7 @@ mod attr;
 mod error;
 mod handle;
 mod merge;
+mod name;
 mod stack;
 mod tree;
 pub mod upper;
@@ -30,3 +31,6 @@ mod write_tests;
 
 #[cfg(test)]
 mod rootless_tests;
+
+#[cfg(test)]
+mod table_tests;

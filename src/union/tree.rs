@@ -12,6 +12,13 @@
 //! of a hard-linked file. Files only the container has use their host inode
 //! (unless the kernel still holds that number for a deleted file).
 //!
+//! In a read-only mount a lower file (anything but a directory) has no
+//! node: its number names its layer entry, which is all `stat`, `readlink`
+//! and the xattr calls need, so the kernel's references to it cost nothing
+//! (a walk of a million files keeps nodes for its directories only).
+//! Merged listings of directories no container changed can be merged again
+//! at will, so only the latest `LISTED_CHILDREN` names of them stay cached.
+//!
 //! The table lock guards memory only: no host I/O and no layer read happens
 //! under it (a read may wait for the network). A call copies what it needs
 //! out of the table (`view`), does its I/O, and takes the lock again to
@@ -20,10 +27,11 @@
 
 use super::attr::{Attr, FileKind, Timestamp};
 use super::error::{Result, UnionError};
+pub(crate) use super::name::Name;
 use super::stack::{LowerRef, Stack};
 use super::upper::UpperDir;
 use crate::layer::{Entry, EntryKind};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub const ROOT_INO: u64 = 1;
@@ -38,6 +46,10 @@ pub(crate) const FRESH_INO: u64 = UPPER_INO | 1 << 61;
 /// How often a call that worked without the lock tries again when a change
 /// overtook it, before it settles for what it found.
 const RETRIES: u32 = 4;
+/// How many names the cached listings of unchanged directories hold at most
+/// (64 bytes each, and a name longer than 22 bytes its own); older ones are dropped, to be merged again when
+/// asked for.
+const LISTED_CHILDREN: usize = 1 << 14;
 
 /// Inode number of a lower entry: layer+1 in the high bits, entry id low.
 pub(crate) fn lower_ino((layer, entry): LowerRef) -> u64 {
@@ -83,10 +95,18 @@ pub(crate) struct Source {
     pub lower_here: bool,
 }
 
+/// The chain of a name that is not a directory: one shared empty slice, so
+/// that a file in a listing costs no allocation for it.
+pub(crate) fn no_chain() -> Arc<[(u16, u32)]> {
+    static EMPTY: std::sync::LazyLock<Arc<[(u16, u32)]>> =
+        std::sync::LazyLock::new(|| Arc::from([]));
+    EMPTY.clone()
+}
+
 /// One name in a merged directory.
 #[derive(Clone, Debug)]
 pub struct Child {
-    pub name: Box<[u8]>,
+    pub name: Name,
     pub ino: u64,
     pub(crate) src: Source,
 }
@@ -151,10 +171,10 @@ pub(crate) struct Node {
     pub src: Source,
     /// One path of this inode: its parent and its name there.
     pub parent: u64,
-    pub name: Box<[u8]>,
+    pub name: Name,
     /// The other names the kernel knows a hard-linked file by: one of them
     /// becomes its path when that name goes away.
-    pub aliases: Vec<(u64, Box<[u8]>)>,
+    pub aliases: Vec<(u64, Name)>,
     /// References the kernel holds (lookups minus forgets).
     pub lookups: u64,
     pub listing: Option<Arc<Listing>>,
@@ -173,7 +193,7 @@ pub(crate) struct View {
     pub path: Vec<u8>,
     /// Where `path` ends: its parent's inode and its name there.
     pub parent: u64,
-    pub name: Box<[u8]>,
+    pub name: Name,
     pub detached: Option<Arc<super::handle::OpenFile>>,
     pub generation: u64,
 }
@@ -227,7 +247,6 @@ struct DirHandle {
     listing: Arc<Listing>,
 }
 
-#[derive(Default)]
 pub(crate) struct Table {
     pub nodes: HashMap<u64, Node>,
     dirs: HashMap<u64, DirHandle>,
@@ -247,12 +266,72 @@ pub(crate) struct Table {
     /// number → the number they have in this mount.
     pub renumbered: HashMap<u64, u64>,
     pub next_ino: u64,
+    /// Directories whose listing is cached while no container changed them,
+    /// oldest first, with their number of names (see `LISTED_CHILDREN`).
+    listed: VecDeque<(u64, usize)>,
+    listed_children: usize,
+    /// `LISTED_CHILDREN`, smaller in tests.
+    pub listed_max: usize,
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            nodes: HashMap::new(),
+            dirs: HashMap::new(),
+            next_fh: 0,
+            nlinks: HashMap::new(),
+            epoch: 0,
+            copying: HashMap::new(),
+            unsynced: HashSet::new(),
+            renumbered: HashMap::new(),
+            next_ino: 0,
+            listed: VecDeque::new(),
+            listed_children: 0,
+            listed_max: LISTED_CHILDREN,
+        }
+    }
 }
 
 impl Table {
     pub(crate) fn next_fh(&mut self) -> u64 {
         self.next_fh += 1;
         self.next_fh
+    }
+
+    /// Caches `listing` on directory `ino`, unless it has one already; a
+    /// listing of a directory only the layers have counts against
+    /// `LISTED_CHILDREN`, and the oldest such go when over it.
+    fn keep_listing(&mut self, ino: u64, listing: Arc<Listing>) -> Arc<Listing> {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return listing;
+        };
+        if let Some(l) = &n.listing {
+            return l.clone();
+        }
+        n.listing = Some(listing.clone());
+        if n.src.upper != Upper::No {
+            return listing;
+        }
+        // An empty directory counts as one name: its listing costs memory too.
+        let len = listing.children.len() + 1;
+        self.listed.push_back((ino, len));
+        self.listed_children += len;
+        while self.listed_children > self.listed_max && self.listed.len() > 1 {
+            let Some((old, len)) = self.listed.pop_front() else {
+                break;
+            };
+            self.listed_children -= len;
+            // One a change reached since is edited in place: it stays.
+            if let Some(n) = self
+                .nodes
+                .get_mut(&old)
+                .filter(|n| n.src.upper == Upper::No)
+            {
+                n.listing = None;
+            }
+        }
+        listing
     }
 }
 
@@ -313,7 +392,7 @@ impl UnionFs {
             Node {
                 src,
                 parent: ROOT_INO,
-                name: Box::from(&b""[..]),
+                name: Name::default(),
                 aliases: Vec::new(),
                 lookups: 1,
                 listing: None,
@@ -380,7 +459,18 @@ impl UnionFs {
     /// host I/O can be done without it.
     pub(crate) fn view(&self, ino: u64) -> Result<View> {
         let t = self.lock();
-        let n = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+        let Some(n) = t.nodes.get(&ino) else {
+            drop(t);
+            let src = self.nodeless(ino).ok_or(UnionError::BadHandle)?;
+            return Ok(View {
+                src,
+                path: Vec::new(),
+                parent: ROOT_INO,
+                name: Name::default(),
+                detached: None,
+                generation: 0,
+            });
+        };
         Ok(View {
             src: n.src.clone(),
             path: self.path(&t, ino)?,
@@ -389,6 +479,36 @@ impl UnionFs {
             detached: n.detached.clone(),
             generation: n.generation,
         })
+    }
+
+    /// The source of `ino` when it is a lower file of a read-only mount,
+    /// which has no node (see the header).
+    fn nodeless(&self, ino: u64) -> Option<Source> {
+        if self.upper.is_some() {
+            return None;
+        }
+        let lower = lower_of_ino(ino)?;
+        let index = &self.stack.layers.get(lower.0 as usize)?.index;
+        if lower.1 >= index.len() {
+            return None;
+        }
+        let kind = super::attr::kind_of(index.entry(lower.1).kind())?;
+        (kind != FileKind::Directory).then(|| Source {
+            kind,
+            lower: Some(lower),
+            chain: no_chain(),
+            upper: Upper::No,
+            lower_here: true,
+        })
+    }
+
+    /// Whether `c` is a name of a read-only mount's lower file, which needs
+    /// no node.
+    fn needs_no_node(&self, c: &Child) -> bool {
+        self.upper.is_none()
+            && c.src.kind != FileKind::Directory
+            && c.src.upper == Upper::No
+            && c.src.lower.map(lower_ino) == Some(c.ino)
     }
 
     /// Runs `f` (host I/O by path, no lock held) on a view of `ino`; when it
@@ -434,7 +554,13 @@ impl UnionFs {
         loop {
             let (src, path, epoch) = {
                 let t = self.lock();
-                let node = t.nodes.get(&ino).ok_or(UnionError::BadHandle)?;
+                let Some(node) = t.nodes.get(&ino) else {
+                    drop(t);
+                    return Err(match self.nodeless(ino) {
+                        Some(_) => UnionError::NotDir,
+                        None => UnionError::BadHandle,
+                    });
+                };
                 if node.src.kind != FileKind::Directory {
                     return Err(UnionError::NotDir);
                 }
@@ -451,10 +577,10 @@ impl UnionFs {
                 continue;
             }
             let listing = Arc::new(merged?);
-            if let Some(n) = t.nodes.get_mut(&ino).filter(|_| !changed) {
-                return Ok(n.listing.get_or_insert(listing).clone());
+            if changed {
+                return Ok(listing);
             }
-            return Ok(listing);
+            return Ok(t.keep_listing(ino, listing));
         }
     }
 
@@ -486,6 +612,9 @@ impl UnionFs {
     /// Remembers `c` and answers its attributes; the kernel gets no
     /// reference when that fails, so none is counted.
     pub(crate) fn remember_attr(&self, parent: u64, c: &Child) -> Result<Attr> {
+        if self.needs_no_node(c) {
+            return self.attr(c.ino);
+        }
         Self::remember(&mut self.lock(), parent, c);
         let attr = self.attr(c.ino);
         if attr.is_err() {
