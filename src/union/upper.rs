@@ -229,6 +229,8 @@ pub struct UpperDir {
     root_fd: OwnedFd,
     work_fd: OwnedFd,
     next_tmp: AtomicU64,
+    /// This process's id, in temp names (asked once: getpid is a syscall).
+    pid: u32,
     form: Form,
 }
 
@@ -288,6 +290,7 @@ impl UpperDir {
             root_fd,
             work_fd,
             next_tmp: AtomicU64::new(0),
+            pid: std::process::id(),
         })
     }
 
@@ -916,7 +919,7 @@ impl UpperDir {
     pub fn temp_name(&self) -> Vec<u8> {
         format!(
             "tmp.{}.{}",
-            std::process::id(),
+            self.pid,
             self.next_tmp.fetch_add(1, Ordering::Relaxed)
         )
         .into_bytes()
@@ -1004,6 +1007,33 @@ impl UpperDir {
             UtimensatFlags::NoFollowSymlink,
         )
         .map_err(errno)
+    }
+
+    /// `set_temp_meta` for a regular file open as `file`: in the root form
+    /// its owner, mode, xattrs and times go on through the descriptor, with
+    /// no path to resolve.
+    pub fn set_temp_file_meta(&self, tmp: &[u8], file: &File, m: &Meta) -> io::Result<()> {
+        if self.form == Form::User {
+            return self.set_temp_meta(tmp, m);
+        }
+        nix::unistd::fchown(file, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
+            .map_err(errno)?;
+        if let Some(mode) = m.mode {
+            nix::sys::stat::fchmod(file, Mode::from_bits_truncate(mode)).map_err(errno)?;
+        }
+        for (k, v) in &m.xattrs {
+            if let Err(e) = xattr::FileExt::set_xattr(file, self.host_xattr(k), v) {
+                if k.starts_with(XATTR_PREFIX) {
+                    return Err(e);
+                }
+                log::warn!(
+                    "copy-up: xattr {} not kept: {e}",
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+        let t = nix::sys::time::TimeSpec::new(m.mtime.0, m.mtime.1 as i64);
+        nix::sys::stat::futimens(file, &t, &t).map_err(errno)
     }
 
     pub fn mkdir_temp(&self, tmp: &[u8]) -> io::Result<()> {

@@ -205,15 +205,21 @@ impl UnionFs {
     /// else whole. A hard-linked lower file comes up with all its visible
     /// names, linked, so they stay one file. The caller holds `changes`.
     fn copy_up(&self, ino: u64) -> Result<Vec<u8>> {
+        self.copy_up_open(ino).map(|(path, _)| path)
+    }
+
+    /// `copy_up`, and the new metadata copy of a regular file open for
+    /// writing its data (None when it was up already).
+    fn copy_up_open(&self, ino: u64) -> Result<(Vec<u8>, Option<File>)> {
         let upper = self.upper_dir()?;
         let v = self.view(ino)?;
         let src = v.src;
         if src.kind == FileKind::Directory {
-            return self.copy_up_dir(ino);
+            return Ok((self.copy_up_dir(ino)?, None));
         }
         let path = v.path;
         if src.upper != Upper::No {
-            return Ok(path);
+            return Ok((path, None));
         }
         let lower = src.lower.ok_or(UnionError::BadHandle)?;
         let links = if src.kind == FileKind::Regular {
@@ -227,12 +233,14 @@ impl UnionFs {
         let mut meta = self.lower_meta(&src)?;
         meta.xattrs
             .push((XATTR_ORIGIN.as_bytes().to_vec(), ino.to_le_bytes().to_vec()));
+        let mut opened = None;
         let tmp = match src.kind {
             FileKind::Regular => {
                 let (tmp, file) = upper.create_temp(0o600)?;
                 file.set_len(e.size())?;
                 meta.xattrs
                     .push((XATTR_METACOPY.as_bytes().to_vec(), Vec::new()));
+                opened = Some(file);
                 tmp
             }
             FileKind::Symlink => {
@@ -247,7 +255,10 @@ impl UnionFs {
                 tmp
             }
         };
-        upper.set_temp_meta(&tmp, &meta)?;
+        match &opened {
+            Some(file) => upper.set_temp_file_meta(&tmp, file, &meta)?,
+            None => upper.set_temp_meta(&tmp, &meta)?,
+        }
         upper.install(&tmp, &path)?;
         let state = if src.kind == FileKind::Regular {
             Upper::MetaCopy
@@ -281,7 +292,7 @@ impl UnionFs {
         let mut t = self.lock();
         t.nlinks.remove(&ino);
         Self::touch(&mut t, ino);
-        Ok(path)
+        Ok((path, opened))
     }
 
     /// This inode's copy lock: held while its data is copied up.
@@ -322,13 +333,17 @@ impl UnionFs {
         let upper = self.upper_dir()?;
         let (file, lower) = {
             let _ns = self.ns();
-            let path = self.copy_up(ino)?;
+            let (path, made) = self.copy_up_open(ino)?;
             let v = self.view(ino)?;
             if v.src.upper != Upper::MetaCopy {
                 return Ok(());
             }
             let lower = v.src.lower.ok_or(UnionError::BadHandle)?;
-            (upper.open_file(&path, OFlag::O_WRONLY, 0)?, lower)
+            let file = match made {
+                Some(f) => f,
+                None => upper.open_file(&path, OFlag::O_WRONLY, 0)?,
+            };
+            (file, lower)
         };
         self.copy_data(lower, &file)?;
         // The data is on disk before the mark that says it is not goes.
@@ -358,7 +373,7 @@ impl UnionFs {
         let (_, e) = self.file_src(lower)?;
         let (size, sparse) = (e.size(), e.is_sparse());
         let copy = |from: u64, to: u64| -> Result<()> {
-            let mut buf = vec![0u8; COPY_CHUNK];
+            let mut buf = vec![0u8; COPY_CHUNK.min((to - from) as usize)];
             let mut off = from;
             while off < to {
                 let want = COPY_CHUNK.min((to - off) as usize);
@@ -383,7 +398,11 @@ impl UnionFs {
                 first.and(second.join().unwrap_or(Err(UnionError::Invalid)))
             })?;
         }
-        file.set_len(size)?;
+        if sparse {
+            // A hole at the end was never written (the file has its size
+            // from the copy-up already otherwise).
+            file.set_len(size)?;
+        }
         Ok(())
     }
 
