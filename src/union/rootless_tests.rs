@@ -236,3 +236,29 @@ fn a_chown_in_the_user_form_drops_setuid_bits_as_the_kernel_does() {
     };
     assert_eq!(fs.setattr(d.ino, chown).unwrap().perm, 0o2755);
 }
+
+#[test]
+fn a_new_entrys_reply_is_its_stat_after_the_override_went_on() {
+    let (dir, store) = temp_store();
+    let mut base = TarBuilder::new();
+    base.dir("etc", 0o755);
+    let digests = vec![ingest(&store, &base.finish()[..], None).unwrap().digest];
+    let fs = user_fs(dir.path(), &store, &digests);
+    let etc = walk(&fs, "etc").unwrap().ino;
+    // An owner other than the container's root needs the override xattr,
+    // whose write moves the ctime the kernel then caches from the reply.
+    let (a, o) = fs
+        .create(etc, b"f", 0o640, Caller { uid: 5, gid: 6 })
+        .unwrap();
+    fs.release(o.fh);
+    let d = fs
+        .mkdir(etc, b"d", 0o750, Caller { uid: 5, gid: 6 })
+        .unwrap();
+    for made in [a, d] {
+        let now = fs.getattr(made.ino).unwrap();
+        assert_eq!(
+            (made.uid, made.gid, made.perm, made.ctime),
+            (now.uid, now.gid, now.perm, now.ctime)
+        );
+    }
+}

@@ -383,8 +383,10 @@ impl UpperDir {
         };
         f(&mut o);
         let new = o.encode();
+        let mut changed = false;
         if had.as_deref() != Some(&new[..]) {
             xattr::set(&path, XATTR_OVERRIDE, &new)?;
+            changed = true;
         }
         let host = host_mode(kind, o.mode);
         if host_perm != host {
@@ -395,6 +397,12 @@ impl UpperDir {
                 FchmodatFlags::FollowSymlink,
             )
             .map_err(errno)?;
+            changed = true;
+        }
+        if changed {
+            // The change moved its ctime: the caller answers with this stat.
+            st = nix::sys::stat::fstatat(dir, os(target), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(errno)?;
         }
         st.st_uid = o.uid;
         st.st_gid = o.gid;
