@@ -34,7 +34,8 @@ count() {   # name entries command
     local name=$1 n=$2 c=requests-$$-$1
     shift 2
     lfs mount --writable --name "$c" "$IMAGE" "$M" || die "mount failed"
-    find "$M/usr/share/doc" -type f | sort | head -200 > "$W/copyup.list"
+    find "$M/usr/share/doc" -type f | sort > "$W/doc.list"
+    sed -n 1,200p "$W/doc.list" > "$W/copyup.list"
     local pid
     pid=$(pgrep -f -- "--name $c ") || die "no daemon for $c"
     strace -qq -f -p "$pid" -xx -s 8 -o "$W/$name.strace" &
