@@ -274,6 +274,13 @@ impl UnionFs {
                 .ok_or(UnionError::BadHandle)?;
             Self::mark_upper(&mut t, parent, &name, ino, state);
             t.unsynced.insert(parent);
+            // The copy has the layer's xattrs: the kernel's question before
+            // the first write is answered without the host.
+            let cap = b"security.capability".as_slice();
+            if let Some(n) = t.nodes.get_mut(&ino) {
+                n.no_caps = src.kind == FileKind::Regular
+                    && !meta.xattrs.iter().any(|(k, _)| k.as_slice() == cap);
+            }
         }
         for other in links.iter().filter(|p| **p != path) {
             let (odir, oname) = split(other);

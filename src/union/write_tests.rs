@@ -713,7 +713,21 @@ fn a_new_files_capability_is_read_once_one_is_set() {
     assert!(matches!(fs.getxattr(a.ino, cap), Err(UnionError::NoData)));
     fs.setxattr(a.ino, cap, CAP, 0).unwrap();
     assert_eq!(fs.getxattr(a.ino, cap).unwrap(), CAP);
-    // And a lower file's is its layer's.
+    // A lower file's is its layer's, kept by a metadata copy-up; a write
+    // drops it, as on any Linux filesystem.
     let lower = walk(&fs, "bin/cap").unwrap().ino;
     assert_eq!(fs.getxattr(lower, cap).unwrap(), CAP);
+    let chmod = SetAttr {
+        mode: Some(0o750),
+        ..Default::default()
+    };
+    fs.setattr(lower, chmod).unwrap();
+    assert_eq!(fs.getxattr(lower, cap).unwrap(), CAP);
+    write(&fs, "bin/cap", b"changed", 0);
+    assert!(matches!(fs.getxattr(lower, cap), Err(UnionError::NoData)));
+    let motd = walk(&fs, "etc/motd").unwrap().ino;
+    write(&fs, "etc/motd", b"changed", 0);
+    assert!(matches!(fs.getxattr(motd, cap), Err(UnionError::NoData)));
+    fs.setxattr(motd, cap, CAP, 0).unwrap();
+    assert_eq!(fs.getxattr(motd, cap).unwrap(), CAP);
 }
