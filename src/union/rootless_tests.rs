@@ -205,14 +205,20 @@ fn user_form_keeps_what_the_container_set_in_the_override_xattr() {
     );
 }
 
-#[test]
-fn a_chown_in_the_user_form_drops_setuid_bits_as_the_kernel_does() {
+/// A user-form view of an image that holds /etc alone, and /etc's inode.
+fn etc_only() -> (tempfile::TempDir, UnionFs, u64) {
     let (dir, store) = temp_store();
     let mut base = TarBuilder::new();
     base.dir("etc", 0o755);
     let digests = vec![ingest(&store, &base.finish()[..], None).unwrap().digest];
     let fs = user_fs(dir.path(), &store, &digests);
     let etc = walk(&fs, "etc").unwrap().ino;
+    (dir, fs, etc)
+}
+
+#[test]
+fn a_chown_in_the_user_form_drops_setuid_bits_as_the_kernel_does() {
+    let (_dir, fs, etc) = etc_only();
     for (made, after) in [(0o4755, 0o755), (0o2755, 0o755), (0o2745, 0o2745)] {
         let name = format!("f{made:o}");
         let (a, o) = fs.create(etc, name.as_bytes(), made, ROOT).unwrap();
@@ -239,12 +245,7 @@ fn a_chown_in_the_user_form_drops_setuid_bits_as_the_kernel_does() {
 
 #[test]
 fn a_new_entrys_reply_is_its_stat_after_the_override_went_on() {
-    let (dir, store) = temp_store();
-    let mut base = TarBuilder::new();
-    base.dir("etc", 0o755);
-    let digests = vec![ingest(&store, &base.finish()[..], None).unwrap().digest];
-    let fs = user_fs(dir.path(), &store, &digests);
-    let etc = walk(&fs, "etc").unwrap().ino;
+    let (_dir, fs, etc) = etc_only();
     // An owner other than the container's root needs the override xattr,
     // whose write moves the ctime the kernel then caches from the reply.
     let (a, o) = fs

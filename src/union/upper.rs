@@ -992,20 +992,7 @@ impl UpperDir {
             .map_err(errno)?;
         }
         let path = self.work_path(tmp);
-        for (k, v) in &m.xattrs {
-            if let Err(e) = xattr::set(&path, self.host_xattr(k), v) {
-                // Our own marks must hold; an image's xattr this filesystem
-                // refuses (an invalid capability, an unknown namespace) must
-                // not stop the copy.
-                if k.starts_with(XATTR_PREFIX) {
-                    return Err(e);
-                }
-                log::warn!(
-                    "copy-up: xattr {} not kept: {e}",
-                    String::from_utf8_lossy(k)
-                );
-            }
-        }
+        self.copy_xattrs(m, |k, v| xattr::set(&path, k, v))?;
         let t = nix::sys::time::TimeSpec::new(m.mtime.0, m.mtime.1 as i64);
         nix::sys::stat::utimensat(
             &self.work_fd,
@@ -1029,8 +1016,21 @@ impl UpperDir {
         if let Some(mode) = m.mode {
             nix::sys::stat::fchmod(file, Mode::from_bits_truncate(mode)).map_err(errno)?;
         }
+        self.copy_xattrs(m, |k, v| xattr::FileExt::set_xattr(file, k, v))?;
+        let t = nix::sys::time::TimeSpec::new(m.mtime.0, m.mtime.1 as i64);
+        nix::sys::stat::futimens(file, &t, &t).map_err(errno)
+    }
+
+    /// Sets `m`'s xattrs with `set`, by their host names. Our own marks
+    /// must hold; an image's xattr this filesystem refuses (an invalid
+    /// capability, an unknown namespace) must not stop the copy.
+    fn copy_xattrs(
+        &self,
+        m: &Meta,
+        set: impl Fn(std::ffi::OsString, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
         for (k, v) in &m.xattrs {
-            if let Err(e) = xattr::FileExt::set_xattr(file, self.host_xattr(k), v) {
+            if let Err(e) = set(self.host_xattr(k), v) {
                 if k.starts_with(XATTR_PREFIX) {
                     return Err(e);
                 }
@@ -1040,8 +1040,7 @@ impl UpperDir {
                 );
             }
         }
-        let t = nix::sys::time::TimeSpec::new(m.mtime.0, m.mtime.1 as i64);
-        nix::sys::stat::futimens(file, &t, &t).map_err(errno)
+        Ok(())
     }
 
     pub fn mkdir_temp(&self, tmp: &[u8]) -> io::Result<()> {
