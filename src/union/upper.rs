@@ -579,25 +579,8 @@ impl UpperDir {
         Ok(File::from(f))
     }
 
-    pub fn mkdir(&self, rel: &[u8], mode: u32) -> io::Result<()> {
-        let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
-        nix::sys::stat::mkdirat(&fd, os(base), self.new_mode(libc::S_IFDIR, mode))
-            .map_err(errno)?;
-        if self.form == Form::User && host_mode(libc::S_IFDIR, mode) != mode & 0o7777 {
-            self.update_override(&fd, base, |o| o.mode = libc::S_IFDIR | (mode & 0o7777))?;
-        }
-        Ok(())
-    }
-
     /// A device node, fifo or socket of the user form is a regular host
     /// file whose override says what it is.
-    pub fn mknod(&self, rel: &[u8], kind: SFlag, mode: u32, rdev: u64) -> io::Result<()> {
-        let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
-        self.mknod_at(&fd, base, kind, mode, rdev)
-    }
-
     fn mknod_at(
         &self,
         fd: &OwnedFd,
@@ -637,12 +620,6 @@ impl UpperDir {
             o.rdev = if device { rdev } else { 0 };
         })
         .map(drop)
-    }
-
-    pub fn symlink(&self, rel: &[u8], target: &[u8]) -> io::Result<()> {
-        let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
-        nix::unistd::symlinkat(os(target), &fd, os(base)).map_err(errno)
     }
 
     pub fn link(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
