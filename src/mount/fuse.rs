@@ -258,6 +258,10 @@ impl Filesystem for FuseFs {
             // them back passthrough opens (and lets overlayfs stack on us).
             // Backing files need CAP_SYS_ADMIN of the host: a rootless
             // mount is served by the daemon, without a warning per mount.
+            // The kernel then leaves dropping setuid bits to us (see
+            // `setattr`) and stops asking for security.capability before
+            // every write of a file that has none.
+            let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
             let host_root = nix::unistd::geteuid().is_root() && !crate::userns::in_user_namespace();
             let ok = host_root
                 && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -402,15 +406,26 @@ impl Filesystem for FuseFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // Set by the kernel (FUSE_HANDLE_KILLPRIV_V2) when an unprivileged
+        // caller writes to a setuid or setgid file.
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            let kill = SetAttr {
+                kill_suidgid: true,
+                ..SetAttr::default()
+            };
+            if let Err(e) = self.fs.setattr(ino.0, kill) {
+                return reply.error(errno(&e));
+            }
+        }
         match self.fs.write_fh(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
@@ -468,7 +483,7 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -489,6 +504,17 @@ impl Filesystem for FuseFs {
             ino.0
         );
         let own = own_ids();
+        // Under FUSE_HANDLE_KILLPRIV_V2 the kernel sends no mode to drop
+        // setuid bits with: a chown drops them always, a truncate when the
+        // caller is not privileged, and a request that changes nothing is
+        // the kernel asking for just that (chown(f, -1, -1), or a write
+        // passed through to the upper file by an unprivileged caller).
+        let nothing = [mode, uid, gid].iter().all(Option::is_none)
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        let kill_suidgid =
+            uid.is_some() || gid.is_some() || (size.is_some() && caller(req).uid != 0) || nothing;
         let a = SetAttr {
             mode,
             uid: uid.map(|u| id_in(u, own.map(|o| o.0))),
@@ -497,6 +523,7 @@ impl Filesystem for FuseFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
             fh: fh.map(|f| f.0),
+            kill_suidgid,
         };
         match self.fs.setattr(ino.0, a) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),

@@ -204,3 +204,62 @@ fn user_form_keeps_what_the_container_set_in_the_override_xattr() {
         "a copied-up file's origin mark is a user xattr"
     );
 }
+
+/// A user-form view of an image that holds /etc alone, and /etc's inode.
+fn etc_only() -> (tempfile::TempDir, UnionFs, u64) {
+    let (dir, store) = temp_store();
+    let mut base = TarBuilder::new();
+    base.dir("etc", 0o755);
+    let digests = vec![ingest(&store, &base.finish()[..], None).unwrap().digest];
+    let fs = user_fs(dir.path(), &store, &digests);
+    let etc = walk(&fs, "etc").unwrap().ino;
+    (dir, fs, etc)
+}
+
+#[test]
+fn a_chown_in_the_user_form_drops_setuid_bits_as_the_kernel_does() {
+    let (_dir, fs, etc) = etc_only();
+    for (made, after) in [(0o4755, 0o755), (0o2755, 0o755), (0o2745, 0o2745)] {
+        let name = format!("f{made:o}");
+        let (a, o) = fs.create(etc, name.as_bytes(), made, ROOT).unwrap();
+        fs.release(o.fh);
+        assert_eq!(a.perm, made);
+        let chown = SetAttr {
+            uid: Some(5),
+            kill_suidgid: true,
+            ..Default::default()
+        };
+        let now = fs.setattr(a.ino, chown).unwrap();
+        assert_eq!((now.uid, now.perm), (5, after), "{name}");
+        assert_eq!(fs.getattr(a.ino).unwrap().perm, after);
+    }
+    // A directory keeps its setgid bit.
+    let d = fs.mkdir(etc, b"d", 0o2755, ROOT).unwrap();
+    let chown = SetAttr {
+        gid: Some(5),
+        kill_suidgid: true,
+        ..Default::default()
+    };
+    assert_eq!(fs.setattr(d.ino, chown).unwrap().perm, 0o2755);
+}
+
+#[test]
+fn a_new_entrys_reply_is_its_stat_after_the_override_went_on() {
+    let (_dir, fs, etc) = etc_only();
+    // An owner other than the container's root needs the override xattr,
+    // whose write moves the ctime the kernel then caches from the reply.
+    let (a, o) = fs
+        .create(etc, b"f", 0o640, Caller { uid: 5, gid: 6 })
+        .unwrap();
+    fs.release(o.fh);
+    let d = fs
+        .mkdir(etc, b"d", 0o750, Caller { uid: 5, gid: 6 })
+        .unwrap();
+    for made in [a, d] {
+        let now = fs.getattr(made.ino).unwrap();
+        assert_eq!(
+            (made.uid, made.gid, made.perm, made.ctime),
+            (now.uid, now.gid, now.perm, now.ctime)
+        );
+    }
+}

@@ -184,6 +184,10 @@ pub(crate) struct Node {
     pub generation: u64,
     /// The table's epoch at this inode's last change (see `UnionFs::touch`).
     pub changed: u64,
+    /// A file this mount made that no setxattr touched since: it has no
+    /// `security.capability`, which the kernel asks for before a chown and
+    /// a file's first write.
+    pub no_caps: bool,
 }
 
 /// An inode as one call sees it: copied out of the table, so that the call
@@ -399,6 +403,7 @@ impl UnionFs {
                 detached: None,
                 generation: 0,
                 changed: 0,
+                no_caps: false,
             },
         );
         fs
@@ -597,6 +602,7 @@ impl UnionFs {
             detached: None,
             generation: 0,
             changed: epoch,
+            no_caps: false,
         });
         node.lookups += 1;
         node.set_path(parent, &c.name);
@@ -963,6 +969,10 @@ impl UnionFs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        if name == b"security.capability" && self.lock().nodes.get(&ino).is_some_and(|n| n.no_caps)
+        {
+            return Err(UnionError::NoData);
+        }
         self.with_view(ino, |v| {
             if v.src.upper != Upper::No {
                 let upper = self.upper.as_ref().ok_or(UnionError::BadHandle)?;

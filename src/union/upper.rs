@@ -181,6 +181,42 @@ pub struct Meta {
     pub mtime: (i64, u32),
 }
 
+/// What `UpperDir::make` creates.
+#[derive(Clone, Copy, Debug)]
+pub enum Make<'a> {
+    /// A regular file, opened read-write.
+    File,
+    Dir,
+    /// A device node, fifo or socket, with its device number.
+    Node(SFlag, u64),
+    Symlink(&'a [u8]),
+}
+
+/// The changes of one setattr, for `UpperDir::change`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Change {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Mode bits (0o7777).
+    pub mode: Option<u32>,
+    /// atime and mtime (UTIME_OMIT / UTIME_NOW as utimensat(2) takes them).
+    pub times: Option<(libc::timespec, libc::timespec)>,
+    /// Drop setuid, and setgid of a group-executable entry (see
+    /// `kill_suidgid`), unless `mode` is given.
+    pub kill_suidgid: bool,
+}
+
+/// `mode` without what a write, truncate or chown by an unprivileged
+/// caller drops: setuid, and setgid where group execution makes it mean
+/// "run as the group" (without it, setgid marks mandatory locking).
+pub fn kill_suidgid(mode: u32) -> u32 {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
 /// A host directory entry of the upper dir.
 #[derive(Clone, Debug)]
 pub struct UpperEntry {
@@ -193,6 +229,8 @@ pub struct UpperDir {
     root_fd: OwnedFd,
     work_fd: OwnedFd,
     next_tmp: AtomicU64,
+    /// This process's id, in temp names (asked once: getpid is a syscall).
+    pid: u32,
     form: Form,
 }
 
@@ -252,6 +290,7 @@ impl UpperDir {
             root_fd,
             work_fd,
             next_tmp: AtomicU64::new(0),
+            pid: std::process::id(),
         })
     }
 
@@ -315,19 +354,21 @@ impl UpperDir {
     }
 
     /// In the user form, changes the recorded view of `name` (beneath
-    /// `dir`); a no-op for a symlink (see the module comment).
+    /// `dir`); a no-op for a symlink (see the module comment). Returns what
+    /// the container sees of it afterwards.
     fn update_override(
         &self,
         dir: &OwnedFd,
         name: &[u8],
         f: impl FnOnce(&mut Override),
-    ) -> io::Result<()> {
+    ) -> io::Result<libc::stat> {
         let target: &[u8] = if name.is_empty() { b"." } else { name };
         let mut st = nix::sys::stat::fstatat(dir, os(target), AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(errno)?;
         let kind = st.st_mode & libc::S_IFMT;
         if kind == libc::S_IFLNK {
-            return Ok(());
+            self.apply_override(&mut st, None);
+            return Ok(st);
         }
         let host_perm = st.st_mode & 0o7777;
         let path = Self::fd_path(dir, name);
@@ -342,8 +383,10 @@ impl UpperDir {
         };
         f(&mut o);
         let new = o.encode();
+        let mut changed = false;
         if had.as_deref() != Some(&new[..]) {
             xattr::set(&path, XATTR_OVERRIDE, &new)?;
+            changed = true;
         }
         let host = host_mode(kind, o.mode);
         if host_perm != host {
@@ -354,8 +397,31 @@ impl UpperDir {
                 FchmodatFlags::FollowSymlink,
             )
             .map_err(errno)?;
+            changed = true;
         }
-        Ok(())
+        if changed {
+            // The change moved its ctime: the caller answers with this stat.
+            st = nix::sys::stat::fstatat(dir, os(target), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(errno)?;
+        }
+        st.st_uid = o.uid;
+        st.st_gid = o.gid;
+        st.st_mode = o.mode;
+        st.st_rdev = o.rdev;
+        Ok(st)
+    }
+
+    /// `name` beneath directory `dir` (`dir` itself when empty), not
+    /// followed, as the container sees it.
+    fn stat_at(&self, dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
+        let target: &[u8] = if name.is_empty() { b"." } else { name };
+        let mut st = nix::sys::stat::fstatat(dir, os(target), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(errno)?;
+        if self.form == Form::User {
+            let v = self.read_override(&Self::fd_path(dir, name), st.st_mode & libc::S_IFMT);
+            self.apply_override(&mut st, v);
+        }
+        Ok(st)
     }
 
     /// fstat of an open upper file, as the container sees it.
@@ -400,18 +466,12 @@ impl UpperDir {
             }
             Err(e) => return Err(e),
         };
-        let target: &[u8] = if name.is_empty() { b"." } else { name };
-        match nix::sys::stat::fstatat(&fd, os(target), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(mut st) => {
-                if self.form == Form::User {
-                    let v =
-                        self.read_override(&Self::fd_path(&fd, name), st.st_mode & libc::S_IFMT);
-                    self.apply_override(&mut st, v);
-                }
-                Ok(Some(st))
+        match self.stat_at(&fd, name) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                Ok(None)
             }
-            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => Ok(None),
-            Err(e) => Err(errno(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -519,25 +579,8 @@ impl UpperDir {
         Ok(File::from(f))
     }
 
-    pub fn mkdir(&self, rel: &[u8], mode: u32) -> io::Result<()> {
-        let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
-        nix::sys::stat::mkdirat(&fd, os(base), self.new_mode(libc::S_IFDIR, mode))
-            .map_err(errno)?;
-        if self.form == Form::User && host_mode(libc::S_IFDIR, mode) != mode & 0o7777 {
-            self.update_override(&fd, base, |o| o.mode = libc::S_IFDIR | (mode & 0o7777))?;
-        }
-        Ok(())
-    }
-
     /// A device node, fifo or socket of the user form is a regular host
     /// file whose override says what it is.
-    pub fn mknod(&self, rel: &[u8], kind: SFlag, mode: u32, rdev: u64) -> io::Result<()> {
-        let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
-        self.mknod_at(&fd, base, kind, mode, rdev)
-    }
-
     fn mknod_at(
         &self,
         fd: &OwnedFd,
@@ -576,12 +619,7 @@ impl UpperDir {
             o.mode = kind.bits() | (mode & 0o7777);
             o.rdev = if device { rdev } else { 0 };
         })
-    }
-
-    pub fn symlink(&self, rel: &[u8], target: &[u8]) -> io::Result<()> {
-        let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
-        nix::unistd::symlinkat(os(target), &fd, os(base)).map_err(errno)
+        .map(drop)
     }
 
     pub fn link(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
@@ -600,15 +638,30 @@ impl UpperDir {
 
     /// Removes directory `rel` and the whiteout files it may hold.
     pub fn rmdir(&self, rel: &[u8]) -> io::Result<()> {
-        for e in self.read_dir(rel)? {
-            if e.name.starts_with(WHITEOUT_PREFIX) && e.stat.st_mode & libc::S_IFMT == libc::S_IFREG
-            {
-                self.unlink(&join(rel, &e.name))?;
+        let fd = self.dir_fd(rel)?;
+        let mut dir = nix::dir::Dir::from_fd(open_readable(&fd)?).map_err(errno)?;
+        let mut whiteouts = Vec::new();
+        for e in dir.iter() {
+            let e = e.map_err(errno)?;
+            let name = e.file_name().to_bytes();
+            if name.starts_with(WHITEOUT_PREFIX) {
+                let regular = match e.file_type() {
+                    Some(t) => t == nix::dir::Type::File,
+                    None => nix::sys::stat::fstatat(&fd, os(name), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG),
+                };
+                if regular {
+                    whiteouts.push(name.to_vec());
+                }
             }
         }
-        let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
-        nix::unistd::unlinkat(&fd, os(base), nix::unistd::UnlinkatFlags::RemoveDir).map_err(errno)
+        for w in whiteouts {
+            nix::unistd::unlinkat(&fd, os(&w), nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(errno)?;
+        }
+        let (parent, base) = split(rel);
+        let pfd = self.dir_fd(parent)?;
+        nix::unistd::unlinkat(&pfd, os(base), nix::unistd::UnlinkatFlags::RemoveDir).map_err(errno)
     }
 
     pub fn rename(&self, from: &[u8], to: &[u8], flags: nix::fcntl::RenameFlags) -> io::Result<()> {
@@ -643,16 +696,32 @@ impl UpperDir {
 
     pub fn chown(&self, rel: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
+        self.chown_at(&self.dir_fd(dir)?, base, uid, gid)
+    }
+
+    fn chown_at(
+        &self,
+        fd: &OwnedFd,
+        base: &[u8],
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> io::Result<()> {
         if self.form == Form::User {
-            return self.update_override(&fd, base, |o| {
-                o.uid = uid.unwrap_or(o.uid);
-                o.gid = gid.unwrap_or(o.gid);
-            });
+            return self
+                .update_override(fd, base, |o| {
+                    o.uid = uid.unwrap_or(o.uid);
+                    o.gid = gid.unwrap_or(o.gid);
+                    // What the kernel does on a chown (the host's does it in
+                    // the root form).
+                    if o.mode & libc::S_IFMT != libc::S_IFDIR {
+                        o.mode = kill_suidgid(o.mode);
+                    }
+                })
+                .map(drop);
         }
         let target: &[u8] = if base.is_empty() { b"." } else { base };
         nix::unistd::fchownat(
-            &fd,
+            fd,
             os(target),
             uid.map(Uid::from_raw),
             gid.map(Gid::from_raw),
@@ -663,20 +732,156 @@ impl UpperDir {
 
     pub fn chmod(&self, rel: &[u8], mode: u32) -> io::Result<()> {
         let (dir, base) = split(rel);
-        let fd = self.dir_fd(dir)?;
+        self.chmod_at(&self.dir_fd(dir)?, base, mode)
+    }
+
+    fn chmod_at(&self, fd: &OwnedFd, base: &[u8], mode: u32) -> io::Result<()> {
         if self.form == Form::User {
-            return self.update_override(&fd, base, |o| {
-                o.mode = (o.mode & libc::S_IFMT) | (mode & 0o7777)
-            });
+            return self
+                .update_override(fd, base, |o| {
+                    o.mode = (o.mode & libc::S_IFMT) | (mode & 0o7777)
+                })
+                .map(drop);
         }
         let target: &[u8] = if base.is_empty() { b"." } else { base };
         nix::sys::stat::fchmodat(
-            &fd,
+            fd,
             os(target),
             Mode::from_bits_truncate(mode),
             FchmodatFlags::FollowSymlink,
         )
         .map_err(errno)
+    }
+
+    /// Applies `c` to `rel` (owner, then the setuid kill, mode, times) on
+    /// one descriptor of its directory; returns what the container sees of
+    /// it afterwards.
+    pub fn change(&self, rel: &[u8], c: &Change) -> io::Result<libc::stat> {
+        let (dir, base) = split(rel);
+        let fd = self.dir_fd(dir)?;
+        let target: &[u8] = if base.is_empty() { b"." } else { base };
+        if c.uid.is_some() || c.gid.is_some() {
+            self.chown_at(&fd, base, c.uid, c.gid)?;
+        }
+        if c.kill_suidgid && c.mode.is_none() {
+            let st = self.stat_at(&fd, base)?;
+            let kept = kill_suidgid(st.st_mode);
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR && kept != st.st_mode {
+                self.chmod_at(&fd, base, kept & 0o7777)?;
+            }
+        }
+        if let Some(mode) = c.mode {
+            self.chmod_at(&fd, base, mode)?;
+        }
+        if let Some((a, m)) = c.times {
+            let a = nix::sys::time::TimeSpec::from(a);
+            let m = nix::sys::time::TimeSpec::from(m);
+            nix::sys::stat::utimensat(&fd, os(target), &a, &m, UtimensatFlags::NoFollowSymlink)
+                .map_err(errno)?;
+        }
+        self.stat_at(&fd, base)
+    }
+
+    /// Creates `rel` as `what`, owned by `uid` and `gid` (the directory's
+    /// group in a setgid directory, where a new directory is setgid too),
+    /// with mode bits `mode` exactly whatever this process's umask (None
+    /// for a symlink), all on one descriptor of its directory. Returns what
+    /// the container sees of it and, for a file, the file open read-write.
+    /// Nothing is left behind when it fails.
+    pub fn make(
+        &self,
+        rel: &[u8],
+        what: Make<'_>,
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+    ) -> io::Result<(libc::stat, Option<File>)> {
+        let (dir, base) = split(rel);
+        let fd = self.dir_fd(dir)?;
+        let dir_st = self.stat_at(&fd, b"")?;
+        let perm = mode.unwrap_or(0o777) & 0o7777;
+        let file = match what {
+            Make::File => {
+                let flags = OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_RDWR
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC;
+                let f =
+                    nix::fcntl::openat(&fd, os(base), flags, self.new_mode(libc::S_IFREG, perm))
+                        .map_err(errno)?;
+                Some(File::from(f))
+            }
+            Make::Dir => {
+                nix::sys::stat::mkdirat(&fd, os(base), self.new_mode(libc::S_IFDIR, perm))
+                    .map_err(errno)?;
+                None
+            }
+            Make::Node(kind, rdev) => {
+                self.mknod_at(&fd, base, kind, perm, rdev)?;
+                None
+            }
+            Make::Symlink(target) => {
+                nix::unistd::symlinkat(os(target), &fd, os(base)).map_err(errno)?;
+                None
+            }
+        };
+        let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
+            dir_st.st_gid
+        } else {
+            gid
+        };
+        let sgid = match what {
+            Make::Dir => dir_st.st_mode & libc::S_ISGID,
+            _ => 0,
+        };
+        match self.own_at(&fd, base, uid, gid, mode.map(|m| (m & 0o7777) | sgid)) {
+            Ok(st) => Ok((st, file)),
+            Err(e) => {
+                // Without its owner the entry must not stay: the caller is told it failed.
+                let flag = match what {
+                    Make::Dir => nix::unistd::UnlinkatFlags::RemoveDir,
+                    _ => nix::unistd::UnlinkatFlags::NoRemoveDir,
+                };
+                let _ = nix::unistd::unlinkat(&fd, os(base), flag);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives a new entry its owner and mode, changing only what differs
+    /// from what it was made with.
+    fn own_at(
+        &self,
+        fd: &OwnedFd,
+        base: &[u8],
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+    ) -> io::Result<libc::stat> {
+        if self.form == Form::User {
+            return self.update_override(fd, base, |o| {
+                o.uid = uid;
+                o.gid = gid;
+                if let Some(m) = mode {
+                    o.mode = (o.mode & libc::S_IFMT) | m;
+                }
+            });
+        }
+        let st = self.stat_at(fd, base)?;
+        let chown = st.st_uid != uid || st.st_gid != gid;
+        if chown {
+            self.chown_at(fd, base, Some(uid), Some(gid))?;
+        }
+        // A chown may have dropped setuid bits: the mode goes on after it.
+        let chmod = mode.filter(|&m| chown || st.st_mode & 0o7777 != m);
+        if let Some(m) = chmod {
+            self.chmod_at(fd, base, m)?;
+        }
+        if chown || chmod.is_some() {
+            return self.stat_at(fd, base);
+        }
+        Ok(st)
     }
 
     pub fn utimens(
@@ -699,7 +904,7 @@ impl UpperDir {
     pub fn temp_name(&self) -> Vec<u8> {
         format!(
             "tmp.{}.{}",
-            std::process::id(),
+            self.pid,
             self.next_tmp.fetch_add(1, Ordering::Relaxed)
         )
         .into_bytes()
@@ -764,20 +969,7 @@ impl UpperDir {
             .map_err(errno)?;
         }
         let path = self.work_path(tmp);
-        for (k, v) in &m.xattrs {
-            if let Err(e) = xattr::set(&path, self.host_xattr(k), v) {
-                // Our own marks must hold; an image's xattr this filesystem
-                // refuses (an invalid capability, an unknown namespace) must
-                // not stop the copy.
-                if k.starts_with(XATTR_PREFIX) {
-                    return Err(e);
-                }
-                log::warn!(
-                    "copy-up: xattr {} not kept: {e}",
-                    String::from_utf8_lossy(k)
-                );
-            }
-        }
+        self.copy_xattrs(m, |k, v| xattr::set(&path, k, v))?;
         let t = nix::sys::time::TimeSpec::new(m.mtime.0, m.mtime.1 as i64);
         nix::sys::stat::utimensat(
             &self.work_fd,
@@ -787,6 +979,45 @@ impl UpperDir {
             UtimensatFlags::NoFollowSymlink,
         )
         .map_err(errno)
+    }
+
+    /// `set_temp_meta` for a regular file open as `file`: in the root form
+    /// its owner, mode, xattrs and times go on through the descriptor, with
+    /// no path to resolve.
+    pub fn set_temp_file_meta(&self, tmp: &[u8], file: &File, m: &Meta) -> io::Result<()> {
+        if self.form == Form::User {
+            return self.set_temp_meta(tmp, m);
+        }
+        nix::unistd::fchown(file, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
+            .map_err(errno)?;
+        if let Some(mode) = m.mode {
+            nix::sys::stat::fchmod(file, Mode::from_bits_truncate(mode)).map_err(errno)?;
+        }
+        self.copy_xattrs(m, |k, v| xattr::FileExt::set_xattr(file, k, v))?;
+        let t = nix::sys::time::TimeSpec::new(m.mtime.0, m.mtime.1 as i64);
+        nix::sys::stat::futimens(file, &t, &t).map_err(errno)
+    }
+
+    /// Sets `m`'s xattrs with `set`, by their host names. Our own marks
+    /// must hold; an image's xattr this filesystem refuses (an invalid
+    /// capability, an unknown namespace) must not stop the copy.
+    fn copy_xattrs(
+        &self,
+        m: &Meta,
+        set: impl Fn(std::ffi::OsString, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        for (k, v) in &m.xattrs {
+            if let Err(e) = set(self.host_xattr(k), v) {
+                if k.starts_with(XATTR_PREFIX) {
+                    return Err(e);
+                }
+                log::warn!(
+                    "copy-up: xattr {} not kept: {e}",
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn mkdir_temp(&self, tmp: &[u8]) -> io::Result<()> {

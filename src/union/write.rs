@@ -18,10 +18,11 @@ use super::handle::{OpenFile, Opened};
 use super::stack::LowerRef;
 use super::tree::{
     Child, FRESH_INO, Listing, ROOT_INO, Source, Table, UnionFs, Upper, check_name, lower_of_ino,
-    upper_ino,
+    stat_attr, upper_ino,
 };
 use super::upper::{
-    Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT, join, split,
+    Change, Make, Meta, UpperDir, WHITEOUT_PREFIX, XATTR_METACOPY, XATTR_ORIGIN, XATTR_REDIRECT,
+    join, split,
 };
 use nix::fcntl::{OFlag, RenameFlags};
 use nix::sys::stat::SFlag;
@@ -53,6 +54,10 @@ pub struct SetAttr {
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
     pub fh: Option<u64>,
+    /// Drop setuid, and setgid of a group-executable file (what the kernel
+    /// leaves to the filesystem on chown, and on truncate and write by an
+    /// unprivileged caller); an explicit `mode` wins.
+    pub kill_suidgid: bool,
 }
 
 const COPY_CHUNK: usize = 1 << 20;
@@ -200,15 +205,21 @@ impl UnionFs {
     /// else whole. A hard-linked lower file comes up with all its visible
     /// names, linked, so they stay one file. The caller holds `changes`.
     fn copy_up(&self, ino: u64) -> Result<Vec<u8>> {
+        self.copy_up_open(ino).map(|(path, _)| path)
+    }
+
+    /// `copy_up`, and the new metadata copy of a regular file open for
+    /// writing its data (None when it was up already).
+    fn copy_up_open(&self, ino: u64) -> Result<(Vec<u8>, Option<File>)> {
         let upper = self.upper_dir()?;
         let v = self.view(ino)?;
         let src = v.src;
         if src.kind == FileKind::Directory {
-            return self.copy_up_dir(ino);
+            return Ok((self.copy_up_dir(ino)?, None));
         }
         let path = v.path;
         if src.upper != Upper::No {
-            return Ok(path);
+            return Ok((path, None));
         }
         let lower = src.lower.ok_or(UnionError::BadHandle)?;
         let links = if src.kind == FileKind::Regular {
@@ -222,12 +233,14 @@ impl UnionFs {
         let mut meta = self.lower_meta(&src)?;
         meta.xattrs
             .push((XATTR_ORIGIN.as_bytes().to_vec(), ino.to_le_bytes().to_vec()));
+        let mut opened = None;
         let tmp = match src.kind {
             FileKind::Regular => {
                 let (tmp, file) = upper.create_temp(0o600)?;
                 file.set_len(e.size())?;
                 meta.xattrs
                     .push((XATTR_METACOPY.as_bytes().to_vec(), Vec::new()));
+                opened = Some(file);
                 tmp
             }
             FileKind::Symlink => {
@@ -242,7 +255,10 @@ impl UnionFs {
                 tmp
             }
         };
-        upper.set_temp_meta(&tmp, &meta)?;
+        match &opened {
+            Some(file) => upper.set_temp_file_meta(&tmp, file, &meta)?,
+            None => upper.set_temp_meta(&tmp, &meta)?,
+        }
         upper.install(&tmp, &path)?;
         let state = if src.kind == FileKind::Regular {
             Upper::MetaCopy
@@ -258,6 +274,13 @@ impl UnionFs {
                 .ok_or(UnionError::BadHandle)?;
             Self::mark_upper(&mut t, parent, &name, ino, state);
             t.unsynced.insert(parent);
+            // The copy has the layer's xattrs: the kernel's question before
+            // the first write is answered without the host.
+            let cap = b"security.capability".as_slice();
+            if let Some(n) = t.nodes.get_mut(&ino) {
+                n.no_caps = src.kind == FileKind::Regular
+                    && !meta.xattrs.iter().any(|(k, _)| k.as_slice() == cap);
+            }
         }
         for other in links.iter().filter(|p| **p != path) {
             let (odir, oname) = split(other);
@@ -276,7 +299,7 @@ impl UnionFs {
         let mut t = self.lock();
         t.nlinks.remove(&ino);
         Self::touch(&mut t, ino);
-        Ok(path)
+        Ok((path, opened))
     }
 
     /// This inode's copy lock: held while its data is copied up.
@@ -317,13 +340,17 @@ impl UnionFs {
         let upper = self.upper_dir()?;
         let (file, lower) = {
             let _ns = self.ns();
-            let path = self.copy_up(ino)?;
+            let (path, made) = self.copy_up_open(ino)?;
             let v = self.view(ino)?;
             if v.src.upper != Upper::MetaCopy {
                 return Ok(());
             }
             let lower = v.src.lower.ok_or(UnionError::BadHandle)?;
-            (upper.open_file(&path, OFlag::O_WRONLY, 0)?, lower)
+            let file = match made {
+                Some(f) => f,
+                None => upper.open_file(&path, OFlag::O_WRONLY, 0)?,
+            };
+            (file, lower)
         };
         self.copy_data(lower, &file)?;
         // The data is on disk before the mark that says it is not goes.
@@ -353,7 +380,7 @@ impl UnionFs {
         let (_, e) = self.file_src(lower)?;
         let (size, sparse) = (e.size(), e.is_sparse());
         let copy = |from: u64, to: u64| -> Result<()> {
-            let mut buf = vec![0u8; COPY_CHUNK];
+            let mut buf = vec![0u8; COPY_CHUNK.min((to - from) as usize)];
             let mut off = from;
             while off < to {
                 let want = COPY_CHUNK.min((to - off) as usize);
@@ -378,21 +405,26 @@ impl UnionFs {
                 first.and(second.join().unwrap_or(Err(UnionError::Invalid)))
             })?;
         }
-        file.set_len(size)?;
+        if sparse {
+            // A hole at the end was never written (the file has its size
+            // from the copy-up already otherwise).
+            file.set_len(size)?;
+        }
         Ok(())
     }
 
     /// Common part of create, mkdir, mknod and symlink: the name is free, the
-    /// parent comes up, `make` creates the entry, it gets its owner.
-    /// `mode` (None for a symlink) is applied exactly, whatever this
-    /// process's umask: the kernel has already masked it.
+    /// parent comes up, the entry is made with its owner and mode (None for
+    /// a symlink, else applied exactly: the kernel has already masked it).
+    /// Its attributes come from the stat the making returned: nothing is
+    /// asked of the host twice.
     fn new_entry(
         &self,
         parent: u64,
         name: &[u8],
         caller: Caller,
         mode: Option<u32>,
-        make: impl FnOnce(&UpperDir, &[u8]) -> std::io::Result<Option<File>>,
+        what: Make<'_>,
     ) -> Result<(Attr, Option<File>)> {
         let _g = self.changing()?;
         let upper = self.upper_dir()?;
@@ -403,37 +435,8 @@ impl UnionFs {
         }
         let dir = self.copy_up_dir(parent)?;
         let path = join(&dir, name);
-        let file = make(upper, &path)?;
-        let owned = (|| {
-            let dir_st = upper.lstat(&dir)?.ok_or(UnionError::NotFound)?;
-            let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
-                dir_st.st_gid
-            } else {
-                caller.gid
-            };
-            upper.chown(&path, Some(caller.uid), Some(gid))?;
-            let st = upper.lstat(&path)?.ok_or(UnionError::NotFound)?;
-            let kind = FileKind::from_mode(st.st_mode).ok_or(UnionError::Invalid)?;
-            if let Some(mode) = mode {
-                // A directory in a setgid directory is setgid too (the kernel
-                // leaves that to the filesystem under FUSE).
-                let sgid = if kind == FileKind::Directory {
-                    dir_st.st_mode & libc::S_ISGID
-                } else {
-                    0
-                };
-                upper.chmod(&path, (mode & 0o7777) | sgid)?;
-            }
-            Ok((st, kind))
-        })();
-        let (st, kind) = match owned {
-            Ok(v) => v,
-            Err(e) => {
-                // Without its owner the entry must not stay: the caller was told it failed.
-                let _ = upper.rmdir(&path).or_else(|_| upper.unlink(&path));
-                return Err(e);
-            }
-        };
+        let (st, file) = upper.make(&path, what, caller.uid, caller.gid, mode)?;
+        let kind = FileKind::from_mode(st.st_mode).ok_or(UnionError::Invalid)?;
         let mut t = self.lock();
         let child = Child {
             name: name.into(),
@@ -449,8 +452,20 @@ impl UnionFs {
         Self::edit_listing(&mut t, parent, |l| l.put(child.clone()));
         Self::touch(&mut t, child.ino);
         t.nlinks.remove(&child.ino);
+        Self::remember(&mut t, parent, &child);
+        if let Some(n) = t.nodes.get_mut(&child.ino) {
+            // A new directory is empty (no lower one merges into it), and a
+            // new file has no capability until someone sets one.
+            if kind == FileKind::Directory {
+                n.listing = Some(Arc::new(Listing::default()));
+            }
+            n.no_caps = kind == FileKind::Regular;
+        }
         drop(t);
-        let attr = self.remember_attr(parent, &child)?;
+        let mut attr = stat_attr(child.ino, &st);
+        if kind == FileKind::Directory {
+            attr.nlink = 2;
+        }
         Ok((attr, file))
     }
 
@@ -473,10 +488,8 @@ impl UnionFs {
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
-        self.new_entry(parent, name, caller, Some(mode), |u, p| {
-            u.mkdir(p, mode & 0o7777).map(|()| None)
-        })
-        .map(|r| r.0)
+        self.new_entry(parent, name, caller, Some(mode), Make::Dir)
+            .map(|r| r.0)
     }
 
     pub fn mknod(
@@ -488,29 +501,18 @@ impl UnionFs {
         caller: Caller,
     ) -> Result<Attr> {
         let kind = FileKind::from_mode(mode).ok_or(UnionError::Invalid)?;
-        if kind == FileKind::Regular {
-            return self
-                .new_entry(parent, name, caller, Some(mode), |u, p| {
-                    u.open_file(
-                        p,
-                        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
-                        mode & 0o7777,
-                    )
-                    .map(|_| None)
-                })
-                .map(|r| r.0);
-        }
-        self.new_entry(parent, name, caller, Some(mode), |u, p| {
-            u.mknod(p, sflag(kind), mode & 0o7777, rdev).map(|()| None)
-        })
-        .map(|r| r.0)
+        let what = match kind {
+            FileKind::Regular => Make::File,
+            FileKind::Directory => return Err(UnionError::Invalid),
+            k => Make::Node(sflag(k), rdev),
+        };
+        self.new_entry(parent, name, caller, Some(mode), what)
+            .map(|r| r.0)
     }
 
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], caller: Caller) -> Result<Attr> {
-        self.new_entry(parent, name, caller, None, |u, p| {
-            u.symlink(p, target).map(|()| None)
-        })
-        .map(|r| r.0)
+        self.new_entry(parent, name, caller, None, Make::Symlink(target))
+            .map(|r| r.0)
     }
 
     /// Creates and opens a regular file.
@@ -521,14 +523,7 @@ impl UnionFs {
         mode: u32,
         caller: Caller,
     ) -> Result<(Attr, Opened)> {
-        let (attr, file) = self.new_entry(parent, name, caller, Some(mode), |u, p| {
-            u.open_file(
-                p,
-                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
-                mode & 0o7777,
-            )
-            .map(Some)
-        })?;
+        let (attr, file) = self.new_entry(parent, name, caller, Some(mode), Make::File)?;
         let file = file.ok_or(UnionError::BadHandle)?;
         let opened = self.add_file(OpenFile::Upper(file.try_clone()?), Some(file));
         Ok((attr, opened))
@@ -841,33 +836,50 @@ impl UnionFs {
                 _ => upper.open_file(&path, OFlag::O_WRONLY, 0)?.set_len(size)?,
             }
         }
-        if a.uid.is_some() || a.gid.is_some() {
-            upper.chown(&path, a.uid, a.gid)?;
-        }
-        if let Some(mode) = a.mode
-            && kind != FileKind::Symlink
-        {
-            upper.chmod(&path, mode & 0o7777)?;
-        }
-        if a.atime.is_some() || a.mtime.is_some() {
-            let ts = |t: Option<SetTime>| match t {
-                None => libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_OMIT,
-                },
-                Some(SetTime::Now) => libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_NOW,
-                },
-                Some(SetTime::At(s, n)) => libc::timespec {
-                    tv_sec: s,
-                    tv_nsec: n as i64,
-                },
-            };
-            upper.utimens(&path, &ts(a.atime), &ts(a.mtime))?;
-        }
+        let ts = |t: Option<SetTime>| match t {
+            None => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            Some(SetTime::Now) => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+            Some(SetTime::At(s, n)) => libc::timespec {
+                tv_sec: s,
+                tv_nsec: n as i64,
+            },
+        };
+        let change = Change {
+            uid: a.uid,
+            gid: a.gid,
+            mode: a
+                .mode
+                .filter(|_| kind != FileKind::Symlink)
+                .map(|m| m & 0o7777),
+            times: (a.atime.is_some() || a.mtime.is_some()).then(|| (ts(a.atime), ts(a.mtime))),
+            kill_suidgid: a.kill_suidgid && kind != FileKind::Directory,
+        };
+        let st = upper.change(&path, &change)?;
         drop(ns);
-        self.attr(ino)
+        // The stat just taken answers, but for what it cannot: a directory's
+        // link count (from its listing) and a file whose last name went.
+        let generation = {
+            let t = self.lock();
+            match t.nodes.get(&ino) {
+                Some(n) if n.detached.is_none() && kind != FileKind::Directory => {
+                    Some(n.generation)
+                }
+                _ => None,
+            }
+        };
+        match generation {
+            Some(generation) => Ok(Attr {
+                generation,
+                ..stat_attr(ino, &st)
+            }),
+            None => self.attr(ino),
+        }
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
@@ -878,6 +890,9 @@ impl UnionFs {
         }
         let _ns = self.ns();
         let path = self.copy_up(ino)?;
+        if let Some(n) = self.lock().nodes.get_mut(&ino) {
+            n.no_caps = false;
+        }
         let exists = upper
             .get_xattr(
                 &path,

@@ -729,3 +729,103 @@ fn a_root_container_cannot_set_the_user_forms_xattrs() {
         Form::Root
     );
 }
+
+#[test]
+fn a_new_entry_answers_what_getattr_then_says() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let etc = walk(&fs, "etc").unwrap().ino;
+    let me = Caller { uid: 7, gid: 8 };
+    let same = |made: Attr| {
+        let now = fs.getattr(made.ino).unwrap();
+        let key = |a: &Attr| (a.ino, a.kind, a.perm, a.uid, a.gid, a.nlink, a.size);
+        assert_eq!(key(&made), key(&now), "{made:?}");
+        made
+    };
+    let sub = same(fs.mkdir(etc, b"sub", 0o2750, me).unwrap());
+    let (file, o) = fs.create(sub.ino, b"f", 0o4711, me).unwrap();
+    fs.release(o.fh);
+    let file = same(file);
+    same(fs.symlink(sub.ino, b"l", b"f", me).unwrap());
+    same(
+        fs.mknod(sub.ino, b"p", libc::S_IFIFO | 0o600, 0, me)
+            .unwrap(),
+    );
+    let inner = same(fs.mkdir(sub.ino, b"d", 0o755, me).unwrap());
+    assert_eq!((sub.perm, sub.nlink), (0o2750, 2));
+    assert_eq!(file.perm, 0o4711);
+    // Made in a setgid directory: its group, and setgid for a directory.
+    assert_eq!((inner.gid, inner.perm), (8, 0o2755));
+    // A new directory's listing is there without a merge, and right.
+    assert!(list(&fs, "etc/sub/d").is_empty());
+    assert_eq!(list(&fs, "etc/sub").len(), 4);
+}
+
+#[test]
+fn setuid_bits_drop_where_the_kernel_leaves_it_to_us() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let etc = walk(&fs, "etc").unwrap().ino;
+    let mode = |ino| fs.getattr(ino).unwrap().perm;
+    let kill = SetAttr {
+        kill_suidgid: true,
+        ..Default::default()
+    };
+    for (made, after) in [(0o6755, 0o755), (0o6745, 0o2745), (0o4700, 0o700)] {
+        let name = format!("f{made:o}");
+        let (a, o) = fs.create(etc, name.as_bytes(), made, ME).unwrap();
+        fs.release(o.fh);
+        assert_eq!(mode(a.ino), made);
+        // What an empty SETATTR, FUSE_WRITE_KILL_SUIDGID or an
+        // unprivileged truncate ask for.
+        assert_eq!(fs.setattr(a.ino, kill).unwrap().perm, after, "{name}");
+    }
+    // A chown drops them too; a chmod in the same call wins.
+    let (a, o) = fs.create(etc, b"g", 0o4755, ME).unwrap();
+    fs.release(o.fh);
+    let chown = SetAttr {
+        uid: Some(3),
+        kill_suidgid: true,
+        ..Default::default()
+    };
+    assert_eq!(fs.setattr(a.ino, chown).unwrap().perm, 0o755);
+    let chmod = SetAttr {
+        mode: Some(0o4755),
+        kill_suidgid: true,
+        ..Default::default()
+    };
+    assert_eq!(fs.setattr(a.ino, chmod).unwrap().perm, 0o4755);
+    // Directories keep theirs.
+    let d = fs.mkdir(etc, b"d", 0o2755, ME).unwrap();
+    assert_eq!(fs.setattr(d.ino, kill).unwrap().perm, 0o2755);
+}
+
+#[test]
+fn a_new_files_capability_is_read_once_one_is_set() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let etc = walk(&fs, "etc").unwrap().ino;
+    let (a, o) = fs.create(etc, b"tool", 0o755, ME).unwrap();
+    fs.release(o.fh);
+    let cap = b"security.capability";
+    assert!(matches!(fs.getxattr(a.ino, cap), Err(UnionError::NoData)));
+    fs.setxattr(a.ino, cap, CAP, 0).unwrap();
+    assert_eq!(fs.getxattr(a.ino, cap).unwrap(), CAP);
+    // A lower file's is its layer's, kept by a metadata copy-up; a write
+    // drops it, as on any Linux filesystem.
+    let lower = walk(&fs, "bin/cap").unwrap().ino;
+    assert_eq!(fs.getxattr(lower, cap).unwrap(), CAP);
+    let chmod = SetAttr {
+        mode: Some(0o750),
+        ..Default::default()
+    };
+    fs.setattr(lower, chmod).unwrap();
+    assert_eq!(fs.getxattr(lower, cap).unwrap(), CAP);
+    write(&fs, "bin/cap", b"changed", 0);
+    assert!(matches!(fs.getxattr(lower, cap), Err(UnionError::NoData)));
+    let motd = walk(&fs, "etc/motd").unwrap().ino;
+    write(&fs, "etc/motd", b"changed", 0);
+    assert!(matches!(fs.getxattr(motd, cap), Err(UnionError::NoData)));
+    fs.setxattr(motd, cap, CAP, 0).unwrap();
+    assert_eq!(fs.getxattr(motd, cap).unwrap(), CAP);
+}
