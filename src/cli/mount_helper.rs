@@ -198,11 +198,10 @@ fn parse(args: &[String]) -> Result<Request> {
             ("cache_size", Some(v)) => req.opts.cache_bytes = number(k, v)? << 20,
             ("threads", Some(v)) => req.opts.threads = number(k, v)?,
             ("file_cache", Some(v)) => {
-                req.opts.file_cache = Some(
-                    v.parse::<u64>()
-                        .map_err(|_| usage(format!("-o {k}={v}: expected a number of MiB")))?
-                        << 20,
-                )
+                req.opts.file_cache = v
+                    .parse::<u64>()
+                    .map_err(|_| usage(format!("-o {k}={v}: expected a number of MiB")))?
+                    << 20
             }
             (
                 "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "owner" | "group"

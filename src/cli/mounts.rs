@@ -27,6 +27,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 "Writable": r.writable,
                 "Pid": r.pid,
                 "Alive": alive,
+                "CacheMiB": r.cache_mib,
+                "FileCacheMiB": r.file_cache_mib,
             })
         })
         .collect();
@@ -44,6 +46,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                         r.image.clone(),
                         if r.writable { "rw".into() } else { "ro".into() },
                         r.pid.to_string(),
+                        caches(r),
                         if *alive {
                             "serving".into()
                         } else {
@@ -52,8 +55,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["MOUNTPOINT", "IMAGE", "MODE", "PID", "STATUS"], &rows);
+            print_table(
+                &["MOUNTPOINT", "IMAGE", "MODE", "PID", "CACHES", "STATUS"],
+                &rows,
+            );
         }
     }
     Ok(())
+}
+
+/// The mount's cache bounds: decoded spans in memory, decoded files on disk.
+fn caches(r: &layerfs::mount::MountRecord) -> String {
+    let mib = |m: Option<u64>| match m {
+        None => "?".to_string(),
+        Some(0) => "off".to_string(),
+        Some(m) => format!("{m}M"),
+    };
+    format!("mem {} disk {}", mib(r.cache_mib), mib(r.file_cache_mib))
 }

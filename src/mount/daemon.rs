@@ -6,7 +6,7 @@
 
 use super::MountError;
 use super::control;
-use super::filecache::{self, FileCache};
+use super::filecache::FileCache;
 use super::fuse::FuseFs;
 use super::records::{self, MountRecord, is_mounted, mount_id};
 use crate::container;
@@ -38,9 +38,8 @@ pub struct MountOptions {
     pub options: Vec<String>,
     /// Bytes of decoded layer spans kept in memory.
     pub cache_bytes: usize,
-    /// Disk bytes for decoded files passed through to the kernel (0: off);
-    /// None: the default for the mount's kind (`file_cache_bytes`).
-    pub file_cache: Option<u64>,
+    /// Disk bytes for decoded files passed through to the kernel (0: off).
+    pub file_cache: u64,
     pub threads: usize,
     /// Served by a thread of a process that handles its own signals (`run`,
     /// `build`): no signal thread, and the caller unmounts when it is done.
@@ -186,8 +185,7 @@ fn serve_inner(
         None => None,
     };
     let fs = Arc::new(UnionFs::new(stack, upper));
-    let file_cache = file_cache_bytes(opts, container.is_some());
-    let files = match file_cache {
+    let files = match opts.file_cache {
         0 => None,
         limit => match store.own_dir_for("cache").and_then(|d| {
             FileCache::open(&d, limit).map_err(|e| crate::store::StoreError::io(&d, e))
@@ -287,17 +285,6 @@ fn serve_inner(
     }
     cleanup(store);
     result.map_err(|e| MountError::io(&mountpoint, e))
-}
-
-/// The decoded-file cache's disk bound for this mount: as asked, else on
-/// for writable mounts (their opens reach the daemon anyway) and off for
-/// read-only ones (answering opens costs each open a round trip).
-pub fn file_cache_bytes(opts: &MountOptions, writable: bool) -> u64 {
-    opts.file_cache.unwrap_or(if writable {
-        filecache::DEFAULT_LIMIT
-    } else {
-        0
-    })
 }
 
 /// Decoded spans are 4 MiB each and come and go with the cache: glibc would
@@ -442,8 +429,8 @@ pub fn daemon_args(root: &Path, opts: &MountOptions) -> Vec<String> {
         "--threads".into(),
         opts.threads.to_string(),
     ]);
-    if let Some(b) = opts.file_cache {
-        args.extend(["--file-cache".into(), (b >> 20).to_string()]);
+    if opts.file_cache > 0 {
+        args.extend(["--file-cache".into(), (opts.file_cache >> 20).to_string()]);
     }
     args.push("--".into());
     if !opts.image.is_empty() {

@@ -28,8 +28,6 @@ use std::sync::Mutex;
 pub const MIN_SIZE: u64 = 64 * 1024;
 /// The largest file decoded whole while its open waits.
 pub const SYNC_MAX: u64 = 64 << 20;
-/// Default disk bound.
-pub const DEFAULT_LIMIT: u64 = 1 << 30;
 /// Files being collected from reads at once; an older one is dropped.
 const MAX_PARTIAL: usize = 4;
 /// Inodes whose opens are counted (to spot repeated opens); forgotten past it.

@@ -15,13 +15,14 @@
 //! opens (the kernel refuses a mix), so a file still open from a lower layer
 //! keeps later opens on the daemon path.
 //!
-//! With the decoded-file cache on (filecache.rs; writable mounts by default,
-//! read-only mounts when asked, as it costs them a round trip per open),
-//! lower files that are executed, opened again or read through are passed
-//! through too, from their cache file. An open that would need a second
-//! backing file for one inode (the upper copy appeared while the lower one
-//! is still open through its cache file) is served as direct I/O by the
-//! daemon, which the kernel allows beside passthrough opens.
+//! With the decoded-file cache on (filecache.rs, `--file-cache`; it costs a
+//! read-only mount a round trip per open), lower files that are executed,
+//! opened again or read through are passed through too, from their cache
+//! file. The kernel takes one backing file per inode and refuses any other
+//! kind of open beside it (EIO), so an open that needs the upper file while
+//! the lower one is still open through its cache file (a write to a file
+//! another process reads) fails with ETXTBSY, as a write to a running
+//! program does.
 
 use super::filecache::{self, FileCache};
 use crate::union::{Attr, Caller, FileKind, SetAttr, SetTime, UnionError, UnionFs};
@@ -61,7 +62,9 @@ pub struct FuseFs {
 enum IoMode {
     Through(Arc<BackingId>),
     Cached,
-    Direct,
+    /// Another backing file serves the inode's open files: the kernel takes
+    /// one per inode, so this open fails as a write to a running program does.
+    Busy,
 }
 
 /// Per inode: its backing file (shared by all its passthrough opens; an
@@ -104,6 +107,10 @@ impl FuseFs {
         if !self.passthrough.load(Ordering::Relaxed) {
             return IoMode::Cached;
         }
+        let is_upper = upper.is_some();
+        if let Some(mode) = shared_mode(&mut self.modes(), ino, fh, is_upper) {
+            return mode;
+        }
         let cached;
         let file = match upper {
             Some(f) => f,
@@ -115,19 +122,10 @@ impl FuseFs {
                 None => return IoMode::Cached,
             },
         };
-        let is_upper = upper.is_some();
         let mut m = self.modes();
-        if m.cached.get(&ino).is_some_and(|&n| n > 0) {
-            return IoMode::Cached;
-        }
-        if let Some((id, n, up)) = m.backing.get_mut(&ino) {
-            if *up != is_upper {
-                return IoMode::Direct;
-            }
-            *n += 1;
-            let id = id.clone();
-            m.handles.insert(fh, (ino, true));
-            return IoMode::Through(id);
+        // Another open may have settled the inode's mode meanwhile.
+        if let Some(mode) = shared_mode(&mut m, ino, fh, is_upper) {
+            return mode;
         }
         match open_backing(file) {
             Ok(id) => {
@@ -269,6 +267,23 @@ impl FuseFs {
             Err(e) => reply.error(errno(&e)),
         }
     }
+}
+
+/// The mode other opens of `ino` already impose: cached while the
+/// daemon serves one, else their backing file when it is the same kind
+/// (upper or cache file), else busy.
+fn shared_mode(m: &mut IoModes, ino: u64, fh: u64, is_upper: bool) -> Option<IoMode> {
+    if m.cached.get(&ino).is_some_and(|&n| n > 0) {
+        return Some(IoMode::Cached);
+    }
+    let (id, n, up) = m.backing.get_mut(&ino)?;
+    if *up != is_upper {
+        return Some(IoMode::Busy);
+    }
+    *n += 1;
+    let id = id.clone();
+    m.handles.insert(fh, (ino, true));
+    Some(IoMode::Through(id))
 }
 
 /// The ids of a daemon that is an ordinary user outside any user
@@ -454,7 +469,10 @@ impl Filesystem for FuseFs {
                     self.note_cached(ino.0, fh);
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
                 }
-                IoMode::Direct => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                IoMode::Busy => {
+                    self.forget_handle(fh);
+                    reply.error(Errno::ETXTBSY)
+                }
             };
         }
         match self.fs.open(ino.0, flags.0) {
@@ -474,8 +492,9 @@ impl Filesystem for FuseFs {
                         };
                         reply.opened(FileHandle(opened.fh), keep)
                     }
-                    IoMode::Direct => {
-                        reply.opened(FileHandle(opened.fh), FopenFlags::FOPEN_DIRECT_IO)
+                    IoMode::Busy => {
+                        self.fs.release(opened.fh);
+                        reply.error(Errno::ETXTBSY)
                     }
                 }
             }
@@ -507,7 +526,7 @@ impl Filesystem for FuseFs {
                         FopenFlags::empty(),
                         &id,
                     ),
-                    IoMode::Cached | IoMode::Direct => {
+                    IoMode::Cached | IoMode::Busy => {
                         self.note_cached(attr.ino, opened.fh);
                         reply.created(
                             &TTL,
@@ -800,8 +819,9 @@ impl Filesystem for FuseFs {
             let fh = self.union_fh(fh.0);
             match self.read_union(ino.0, fh, offset, buf) {
                 Ok(n) => {
-                    reply.data(&buf[..n]);
+                    // Before the reply: the reader's next open finds the file.
                     self.tee(ino.0, fh, offset, &buf[..n]);
+                    reply.data(&buf[..n]);
                 }
                 Err(e) => reply.error(errno(&e)),
             }
