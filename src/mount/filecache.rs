@@ -278,13 +278,13 @@ impl FileCache {
             return;
         }
         add_range(&mut p.have, offset, offset + data.len() as u64);
-        if p.have.first() == Some(&(0, k.size)) {
-            if let Some(p) = st.partial.remove(&ino) {
-                drop(st);
-                let _ = p.file.set_len(k.size);
-                if self.publish(k, &p.tmp).is_none() {
-                    let _ = fs::remove_file(&p.tmp);
-                }
+        if p.have.first() == Some(&(0, k.size))
+            && let Some(p) = st.partial.remove(&ino)
+        {
+            drop(st);
+            let _ = p.file.set_len(k.size);
+            if self.publish(k, &p.tmp).is_none() {
+                let _ = fs::remove_file(&p.tmp);
             }
         }
     }
