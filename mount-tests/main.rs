@@ -16,6 +16,7 @@ mod credentials;
 mod debian;
 mod durability;
 mod everyday;
+mod filecache;
 mod fixtures;
 mod hostile;
 mod interop;

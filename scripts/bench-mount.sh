@@ -82,7 +82,9 @@ trap 'umount "$STATE_IDX" 2>/dev/null || umount -l "$STATE_IDX"' EXIT
 # ---- the run
 export LFS_BIN=$LAYERFS LFS_STORE=$STORE LFS_IMAGE=$IMAGE
 export CUSTOM_NAME=layerfs
-export CUSTOM_MOUNT='"$LFS_BIN" --root "$LFS_STORE" mount "$LFS_IMAGE" "$MNT"'
+# LAYERFS_MOUNT_ARGS: extra `layerfs mount` flags (e.g. "--file-cache 1024").
+export LFS_MOUNT_ARGS=${LAYERFS_MOUNT_ARGS:-}
+export CUSTOM_MOUNT='"$LFS_BIN" --root "$LFS_STORE" mount $LFS_MOUNT_ARGS "$LFS_IMAGE" "$MNT"'
 export CUSTOM_UMOUNT='"$LFS_BIN" --root "$LFS_STORE" umount "$MNT"'
 export CUSTOM_INDEX_RESET='rm -f "$LFS_STORE"/layerfs/index/*.idx'
 export CUSTOM_SUITES="index mount walk read big chroot"

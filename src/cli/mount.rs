@@ -41,6 +41,12 @@ pub struct Args {
     /// FUSE worker threads
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
+    /// MiB of disk (under the store's layerfs/cache) for decoded files that
+    /// are executed, mapped or read again, served at kernel speed by FUSE
+    /// passthrough; least recently used go first; 0 = off (it costs each
+    /// open of a read-only mount a round trip)
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    file_cache: u64,
     /// Lazy images: fetch the rest of each layer behind the reads (all) or only what is read (none)
     #[arg(long, value_enum, default_value = "all")]
     prefetch: super::lazy::Prefetch,
@@ -78,6 +84,7 @@ fn options(a: &Args) -> Result<(MountOptions, String)> {
         dev: a.dev,
         options: a.options.clone(),
         cache_bytes: a.cache_size << 20,
+        file_cache: a.file_cache << 20,
         threads: a.threads,
         in_process: false,
         debug: a.debug,

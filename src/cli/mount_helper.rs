@@ -12,6 +12,7 @@
 //! container=NAME                  mount the existing container NAME
 //! store=PATH                      the store (default as `layerfs --root`)
 //! suid, dev, allow_other, debug, cache_size=MIB, threads=N   as `layerfs mount`'s flags
+//! file_cache=MIB                                            as `layerfs mount --file-cache`
 //! exec noexec atime noatime sync async dirsync      mount flags, as given
 //! defaults auto noauto user users nouser owner group _netdev nofail
 //! x-* comment=* fsname=* subtype=* nosuid nodev relatime strictatime
@@ -196,6 +197,12 @@ fn parse(args: &[String]) -> Result<Request> {
             ("allow_root" | "default_permissions", None) => {}
             ("cache_size", Some(v)) => req.opts.cache_bytes = number(k, v)? << 20,
             ("threads", Some(v)) => req.opts.threads = number(k, v)?,
+            ("file_cache", Some(v)) => {
+                req.opts.file_cache = v
+                    .parse::<u64>()
+                    .map_err(|_| usage(format!("-o {k}={v}: expected a number of MiB")))?
+                    << 20
+            }
             (
                 "defaults" | "auto" | "noauto" | "user" | "users" | "nouser" | "owner" | "group"
                 | "_netdev" | "nofail" | "nosuid" | "nodev" | "relatime" | "strictatime"

@@ -29,6 +29,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 "Alive": alive,
                 // Layer bytes served and inflated for them (cold-read cost).
                 "ReadStats": layerfs::mount::stats::read(&store, &r.id),
+                "CacheMiB": r.cache_mib,
+                "FileCacheMiB": r.file_cache_mib,
             })
         })
         .collect();
@@ -46,6 +48,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                         r.image.clone(),
                         if r.writable { "rw".into() } else { "ro".into() },
                         r.pid.to_string(),
+                        caches(r),
                         if *alive {
                             "serving".into()
                         } else {
@@ -54,8 +57,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["MOUNTPOINT", "IMAGE", "MODE", "PID", "STATUS"], &rows);
+            print_table(
+                &["MOUNTPOINT", "IMAGE", "MODE", "PID", "CACHES", "STATUS"],
+                &rows,
+            );
         }
     }
     Ok(())
+}
+
+/// The mount's cache bounds: decoded spans in memory, decoded files on disk.
+fn caches(r: &layerfs::mount::MountRecord) -> String {
+    let mib = |m: Option<u64>| match m {
+        None => "?".to_string(),
+        Some(0) => "off".to_string(),
+        Some(m) => format!("{m}M"),
+    };
+    format!("mem {} disk {}", mib(r.cache_mib), mib(r.file_cache_mib))
 }

@@ -6,6 +6,7 @@
 
 use super::MountError;
 use super::control;
+use super::filecache::FileCache;
 use super::fuse::FuseFs;
 use super::records::{self, MountRecord, is_mounted, mount_id};
 use crate::container;
@@ -37,6 +38,8 @@ pub struct MountOptions {
     pub options: Vec<String>,
     /// Bytes of decoded layer spans kept in memory.
     pub cache_bytes: usize,
+    /// Disk bytes for decoded files passed through to the kernel (0: off).
+    pub file_cache: u64,
     pub threads: usize,
     /// Served by a thread of a process that handles its own signals (`run`,
     /// `build`): no signal thread, and the caller unmounts when it is done.
@@ -182,6 +185,18 @@ fn serve_inner(
         None => None,
     };
     let fs = Arc::new(UnionFs::new(stack, upper));
+    let files = match opts.file_cache {
+        0 => None,
+        limit => match store.own_dir_for("cache").and_then(|d| {
+            FileCache::open(&d, limit).map_err(|e| crate::store::StoreError::io(&d, e))
+        }) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                log::warn!("decoded-file cache unavailable ({e}); serving without it");
+                None
+            }
+        },
+    };
     if discard.new.is_some() {
         // A new container's root starts as the image's root.
         fs.adopt_lower_root()
@@ -197,6 +212,8 @@ fn serve_inner(
         writable: container.is_some(),
         container: container.as_ref().map(|(c, _)| c.name.clone()),
         started: time::now_rfc3339(),
+        cache_mib: Some((opts.cache_bytes >> 20) as u64),
+        file_cache_mib: Some(files.as_ref().map_or(0, |c| c.limit() >> 20)),
     };
     store.add_hold(&Hold {
         id: record.hold_id(),
@@ -226,7 +243,7 @@ fn serve_inner(
     }
 
     let config = fuse_config(opts, container.is_some(), &record.image);
-    let mut session = match Session::new(FuseFs::new(fs.clone()), &mountpoint, &config) {
+    let mut session = match Session::new(FuseFs::new(fs.clone(), files), &mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
             cleanup(store);
@@ -412,8 +429,11 @@ pub fn daemon_args(root: &Path, opts: &MountOptions) -> Vec<String> {
         (opts.cache_bytes >> 20).to_string(),
         "--threads".into(),
         opts.threads.to_string(),
-        "--".into(),
     ]);
+    if opts.file_cache > 0 {
+        args.extend(["--file-cache".into(), (opts.file_cache >> 20).to_string()]);
+    }
+    args.push("--".into());
     if !opts.image.is_empty() {
         args.push(opts.image.clone());
     }

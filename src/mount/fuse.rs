@@ -14,8 +14,18 @@
 //! reach the daemon. An inode is either passthrough or cached for all its
 //! opens (the kernel refuses a mix), so a file still open from a lower layer
 //! keeps later opens on the daemon path.
+//!
+//! With the decoded-file cache on (filecache.rs, `--file-cache`; it costs a
+//! read-only mount a round trip per open), lower files that are executed,
+//! opened again or read through are passed through too, from their cache
+//! file. The kernel takes one backing file per inode and refuses any other
+//! kind of open beside it (EIO), so an open that needs the upper file while
+//! the lower one is still open through its cache file (a write to a file
+//! another process reads) fails with ETXTBSY, as a write to a running
+//! program does.
 
-use crate::union::{Attr, Caller, FileKind, Opened, SetAttr, SetTime, UnionError, UnionFs};
+use super::filecache::{self, FileCache};
+use crate::union::{Attr, Caller, FileKind, SetAttr, SetTime, UnionError, UnionFs};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -26,13 +36,15 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may trust entries and attributes: layers are immutable.
 const TTL: Duration = Duration::from_secs(24 * 3600);
 const READAHEAD: u32 = 1 << 20;
+/// `__FMODE_EXEC`: the kernel's open of a program for execve.
+const FMODE_EXEC: i32 = 0x20;
 
 pub struct FuseFs {
     fs: Arc<UnionFs>,
@@ -40,25 +52,41 @@ pub struct FuseFs {
     /// The kernel accepted FUSE_PASSTHROUGH.
     passthrough: AtomicBool,
     modes: Mutex<IoModes>,
+    /// Decoded lower files handed to the kernel for passthrough.
+    files: Option<Arc<FileCache>>,
+    /// Handles of a read-only mount's opens (the union has none).
+    next_fh: AtomicU64,
 }
 
-/// Per inode: its backing file (shared by all its passthrough opens) and how
-/// many opens go through the daemon; per handle: its inode and mode.
+/// How an open is served.
+enum IoMode {
+    Through(Arc<BackingId>),
+    Cached,
+    /// Another backing file serves the inode's open files: the kernel takes
+    /// one per inode, so this open fails as a write to a running program does.
+    Busy,
+}
+
+/// Per inode: its backing file (shared by all its passthrough opens; an
+/// upper file or a cache file) and how many opens go through the daemon;
+/// per handle: its inode and mode.
 #[derive(Default)]
 struct IoModes {
-    backing: HashMap<u64, (Arc<BackingId>, u32)>,
+    backing: HashMap<u64, (Arc<BackingId>, u32, bool)>,
     cached: HashMap<u64, u32>,
     handles: HashMap<u64, (u64, bool)>,
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<UnionFs>) -> Self {
+    pub fn new(fs: Arc<UnionFs>, files: Option<Arc<FileCache>>) -> Self {
         let writable = fs.is_writable();
         FuseFs {
             fs,
             writable,
             passthrough: AtomicBool::new(false),
             modes: Mutex::new(IoModes::default()),
+            files,
+            next_fh: AtomicU64::new(1),
         }
     }
 
@@ -66,40 +94,136 @@ impl FuseFs {
         self.modes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The backing id to pass `opened` through with, if this open can be.
-    fn backing_for(
+    /// How to serve an open of `ino`: `upper` is its upper file, else the
+    /// file is read from a lower layer (by `fh` in a writable mount).
+    fn io_mode(
         &self,
         ino: u64,
-        opened: &Opened,
+        fh: u64,
+        upper: Option<&std::fs::File>,
+        flags: i32,
         open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
-        let file = opened.upper.as_ref()?;
+    ) -> IoMode {
         if !self.passthrough.load(Ordering::Relaxed) {
-            return None;
+            return IoMode::Cached;
         }
+        let is_upper = upper.is_some();
+        if let Some(mode) = shared_mode(&mut self.modes(), ino, fh, is_upper) {
+            return mode;
+        }
+        let cached;
+        let file = match upper {
+            Some(f) => f,
+            None => match self.cache_file(ino, fh, flags) {
+                Some(f) => {
+                    cached = f;
+                    &cached
+                }
+                None => return IoMode::Cached,
+            },
+        };
         let mut m = self.modes();
-        if m.cached.get(&ino).is_some_and(|&n| n > 0) {
-            return None;
-        }
-        if let Some((id, n)) = m.backing.get_mut(&ino) {
-            *n += 1;
-            let id = id.clone();
-            m.handles.insert(opened.fh, (ino, true));
-            return Some(id);
+        // Another open may have settled the inode's mode meanwhile.
+        if let Some(mode) = shared_mode(&mut m, ino, fh, is_upper) {
+            return mode;
         }
         match open_backing(file) {
             Ok(id) => {
                 let id = Arc::new(id);
-                m.backing.insert(ino, (id.clone(), 1));
-                m.handles.insert(opened.fh, (ino, true));
-                Some(id)
+                m.backing.insert(ino, (id.clone(), 1, is_upper));
+                m.handles.insert(fh, (ino, true));
+                IoMode::Through(id)
             }
             Err(e) => {
                 log::warn!("passthrough unavailable ({e}); serving reads and writes in the daemon");
                 self.passthrough.store(false, Ordering::Relaxed);
-                None
+                IoMode::Cached
             }
         }
+    }
+
+    /// The cache file of lower file `ino`, made now when this open is an
+    /// exec or a repeated open; None leaves the file on the daemon's path.
+    fn cache_file(&self, ino: u64, fh: u64, flags: i32) -> Option<std::fs::File> {
+        let files = self.files.as_ref()?;
+        let d = self.fs.lower_data(ino, self.union_fh(fh))?;
+        if d.size < filecache::MIN_SIZE {
+            return None;
+        }
+        let key = filecache::Key {
+            diff_id_hex: d.diff_id_hex,
+            data_offset: d.data_offset,
+            size: d.size,
+        };
+        let again = files.note_open(ino);
+        if let Some(f) = files.get(&key) {
+            return Some(f);
+        }
+        if !again && flags & FMODE_EXEC == 0 {
+            return None;
+        }
+        let ufh = self.union_fh(fh);
+        files.fill(
+            &key,
+            |off, buf| {
+                self.read_union(ino, ufh, off, buf)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+            },
+            |off| {
+                let start = self.seek_union(ino, ufh, off, true).ok()?;
+                let end = self.seek_union(ino, ufh, start, false).ok()?;
+                Some((start, end))
+            },
+        )
+    }
+
+    /// The union's handle for FUSE handle `fh` (a read-only mount's handles
+    /// are this adapter's own).
+    fn union_fh(&self, fh: u64) -> u64 {
+        if self.writable { fh } else { 0 }
+    }
+
+    fn read_union(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> crate::union::Result<usize> {
+        if fh != 0 {
+            self.fs.read_fh(fh, offset, buf)
+        } else {
+            self.fs.read(ino, offset, buf)
+        }
+    }
+
+    fn seek_union(&self, ino: u64, fh: u64, offset: u64, data: bool) -> crate::union::Result<u64> {
+        if fh != 0 {
+            self.fs.seek_fh(fh, offset, data)
+        } else {
+            self.fs.seek(ino, offset, data)
+        }
+    }
+
+    /// Hands bytes just read from a lower file to the cache, which keeps
+    /// them when a reader reads the whole file.
+    fn tee(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) {
+        let Some(files) = &self.files else { return };
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(d) = self.fs.lower_data(ino, fh) else {
+            return;
+        };
+        if d.sparse {
+            return;
+        }
+        let key = filecache::Key {
+            diff_id_hex: d.diff_id_hex,
+            data_offset: d.data_offset,
+            size: d.size,
+        };
+        files.tee(ino, &key, offset, data);
     }
 
     /// Records an open served by the daemon (no passthrough for its inode
@@ -116,7 +240,7 @@ impl FuseFs {
             return;
         };
         if through {
-            if let Some((_, n)) = m.backing.get_mut(&ino) {
+            if let Some((_, n, _)) = m.backing.get_mut(&ino) {
                 *n -= 1;
                 if *n == 0 {
                     m.backing.remove(&ino);
@@ -143,6 +267,23 @@ impl FuseFs {
             Err(e) => reply.error(errno(&e)),
         }
     }
+}
+
+/// The mode other opens of `ino` already impose: cached while the
+/// daemon serves one, else their backing file when it is the same kind
+/// (upper or cache file), else busy.
+fn shared_mode(m: &mut IoModes, ino: u64, fh: u64, is_upper: bool) -> Option<IoMode> {
+    if m.cached.get(&ino).is_some_and(|&n| n > 0) {
+        return Some(IoMode::Cached);
+    }
+    let (id, n, up) = m.backing.get_mut(&ino)?;
+    if *up != is_upper {
+        return Some(IoMode::Busy);
+    }
+    *n += 1;
+    let id = id.clone();
+    m.handles.insert(fh, (ino, true));
+    Some(IoMode::Through(id))
 }
 
 /// The ids of a daemon that is an ordinary user outside any user
@@ -253,22 +394,31 @@ impl Filesystem for FuseFs {
         ] {
             let _ = config.add_capabilities(flag);
         }
+        // Upper and cache files live on a plain filesystem: stacking depth
+        // 1 lets them back passthrough opens (and lets overlayfs stack on
+        // us). Backing files need CAP_SYS_ADMIN of the host: a rootless
+        // mount is served by the daemon, without a warning per mount.
+        // A read-only mount answers opens only to pass cache files through.
         if self.writable {
-            // Upper files live on a plain filesystem: stacking depth 1 lets
-            // them back passthrough opens (and lets overlayfs stack on us).
-            // Backing files need CAP_SYS_ADMIN of the host: a rootless
-            // mount is served by the daemon, without a warning per mount.
             // The kernel then leaves dropping setuid bits to us (see
             // `setattr`) and stops asking for security.capability before
             // every write of a file that has none.
             let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
-            let host_root = nix::unistd::geteuid().is_root() && !crate::userns::in_user_namespace();
-            let ok = host_root
-                && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(1).is_ok();
-            self.passthrough.store(ok, Ordering::Relaxed);
-        } else {
-            let _ = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        }
+        let host_root = nix::unistd::geteuid().is_root() && !crate::userns::in_user_namespace();
+        let want = self.writable || self.files.is_some();
+        let ok = want
+            && host_root
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        self.passthrough.store(ok, Ordering::Relaxed);
+        if !ok && self.files.take().is_some() {
+            log::info!("no passthrough here: the decoded-file cache is off");
+        }
+        if !self.writable {
+            if !ok {
+                let _ = config.add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT);
+            }
             let _ = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         }
         let _ = config.set_max_readahead(READAHEAD);
@@ -313,24 +463,47 @@ impl Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         log::debug!("open {} {:?}", ino.0, flags);
         if !self.writable {
-            return reply.error(Errno::ENOSYS);
+            if !self.passthrough.load(Ordering::Relaxed) {
+                return reply.error(Errno::ENOSYS);
+            }
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            return match self.io_mode(ino.0, fh, None, flags.0, |f| reply.open_backing(f)) {
+                IoMode::Through(id) => {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
+                }
+                IoMode::Cached => {
+                    self.note_cached(ino.0, fh);
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                }
+                IoMode::Busy => {
+                    self.forget_handle(fh);
+                    reply.error(Errno::ETXTBSY)
+                }
+            };
         }
         match self.fs.open(ino.0, flags.0) {
-            Ok(opened) => match self.backing_for(ino.0, &opened, |f| reply.open_backing(f)) {
-                Some(id) => {
-                    reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id)
+            Ok(opened) => {
+                let upper = opened.upper.as_ref();
+                match self.io_mode(ino.0, opened.fh, upper, flags.0, |f| reply.open_backing(f)) {
+                    IoMode::Through(id) => {
+                        reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id)
+                    }
+                    IoMode::Cached => {
+                        self.note_cached(ino.0, opened.fh);
+                        // Layer data never changes: keep its pages between opens.
+                        let keep = if upper.is_none() {
+                            FopenFlags::FOPEN_KEEP_CACHE
+                        } else {
+                            FopenFlags::empty()
+                        };
+                        reply.opened(FileHandle(opened.fh), keep)
+                    }
+                    IoMode::Busy => {
+                        self.fs.release(opened.fh);
+                        reply.error(Errno::ETXTBSY)
+                    }
                 }
-                None => {
-                    self.note_cached(ino.0, opened.fh);
-                    // Layer data never changes: keep its pages between opens.
-                    let keep = if opened.upper.is_none() {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(opened.fh), keep)
-                }
-            },
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -349,8 +522,9 @@ impl Filesystem for FuseFs {
         match self.fs.create(parent.0, name.as_bytes(), mode, caller(req)) {
             Ok((attr, opened)) => {
                 let fa = file_attr(&attr);
-                match self.backing_for(attr.ino, &opened, |f| reply.open_backing(f)) {
-                    Some(id) => reply.created_passthrough(
+                let upper = opened.upper.as_ref();
+                match self.io_mode(attr.ino, opened.fh, upper, 0, |f| reply.open_backing(f)) {
+                    IoMode::Through(id) => reply.created_passthrough(
                         &TTL,
                         &fa,
                         Generation(attr.generation),
@@ -358,7 +532,7 @@ impl Filesystem for FuseFs {
                         FopenFlags::empty(),
                         &id,
                     ),
-                    None => {
+                    IoMode::Cached | IoMode::Busy => {
                         self.note_cached(attr.ino, opened.fh);
                         reply.created(
                             &TTL,
@@ -385,7 +559,9 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         self.forget_handle(fh.0);
-        self.fs.release(fh.0);
+        if self.writable {
+            self.fs.release(fh.0);
+        }
         reply.ok();
     }
 
@@ -669,13 +845,13 @@ impl Filesystem for FuseFs {
         thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
         BUF.with_borrow_mut(|buf| {
             buf.resize(size as usize, 0);
-            let r = if fh.0 != 0 {
-                self.fs.read_fh(fh.0, offset, buf)
-            } else {
-                self.fs.read(ino.0, offset, buf)
-            };
-            match r {
-                Ok(n) => reply.data(&buf[..n]),
+            let fh = self.union_fh(fh.0);
+            match self.read_union(ino.0, fh, offset, buf) {
+                Ok(n) => {
+                    // Before the reply: the reader's next open finds the file.
+                    self.tee(ino.0, fh, offset, &buf[..n]);
+                    reply.data(&buf[..n]);
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         })
@@ -797,12 +973,7 @@ impl Filesystem for FuseFs {
         if offset < 0 {
             return reply.error(Errno::ENXIO);
         }
-        let r = if fh.0 != 0 {
-            self.fs.seek_fh(fh.0, offset as u64, data)
-        } else {
-            self.fs.seek(ino.0, offset as u64, data)
-        };
-        match r {
+        match self.seek_union(ino.0, self.union_fh(fh.0), offset as u64, data) {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(errno(&e)),
         }

@@ -4,6 +4,7 @@
 
 mod control;
 mod daemon;
+mod filecache;
 mod fuse;
 mod lazy;
 pub mod records;

@@ -21,6 +21,11 @@ pub struct MountRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     pub started: String,
+    /// MiB of decoded spans in memory, and of decoded files on disk (0: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_cache_mib: Option<u64>,
 }
 
 impl MountRecord {
@@ -195,6 +200,8 @@ mod tests {
                 writable: container.is_some(),
                 container: container.map(String::from),
                 started: String::new(),
+                cache_mib: None,
+                file_cache_mib: None,
             };
             write(&store, &r).unwrap();
         }

@@ -17,6 +17,8 @@
 //!     index/<hex>.idx          layer indexes, derived from the blob of that digest
 //!     partial/<hex>[.ranges|.json]  blobs present in part (lazy images): partial.rs
 //!     holds/<id>.json          what mounts, containers and builds use (kept by gc)
+//!     cache/<diff_id>-<offset>-<size>  decoded lower files for passthrough, bounded
+//!                              (mount/filecache.rs); removable at any time
 //!     containers/, mounts/     owned by the modules of those names
 //! ```
 //!

@@ -17,7 +17,7 @@ pub use attr::{Attr, FileKind, Timestamp};
 pub use error::{Result, UnionError};
 pub use handle::{OpenFile, Opened};
 pub use stack::{LowerRef, Stack};
-pub use tree::{DirEntry, ROOT_INO, UnionFs};
+pub use tree::{DirEntry, LowerData, ROOT_INO, UnionFs};
 pub use upper::{Form, UpperDir};
 pub use write::{Caller, SetAttr, SetTime};
 

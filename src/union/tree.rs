@@ -347,6 +347,16 @@ pub struct DirEntry<'a> {
     pub name: &'a [u8],
 }
 
+/// What `lower_data` tells of a lower file: its layer, where its data
+/// starts in the layer's uncompressed stream, its size.
+#[derive(Clone, Debug)]
+pub struct LowerData {
+    pub diff_id_hex: String,
+    pub data_offset: u64,
+    pub size: u64,
+    pub sparse: bool,
+}
+
 pub struct UnionFs {
     pub(crate) stack: Stack,
     pub(crate) upper: Option<UpperDir>,
@@ -956,6 +966,26 @@ impl UnionFs {
         layer
             .seek_data(&e, offset, data)
             .ok_or_else(|| UnionError::Io(std::io::Error::from_raw_os_error(libc::ENXIO)))
+    }
+
+    /// The layer data a lower regular file reads (by open handle `fh` in a
+    /// writable mount, else by inode), for caches kept outside the union;
+    /// None for upper files and anything else.
+    pub fn lower_data(&self, ino: u64, fh: u64) -> Option<LowerData> {
+        let lower = match fh {
+            0 => lower_of_ino(ino)?,
+            _ => match &*self.file(fh)? {
+                super::OpenFile::Lower(l) => *l,
+                super::OpenFile::Upper(_) => return None,
+            },
+        };
+        let (layer, e) = self.file_src(lower).ok()?;
+        Some(LowerData {
+            diff_id_hex: layer.index.diff_id().hex(),
+            data_offset: e.data_offset(),
+            size: e.size(),
+            sparse: e.is_sparse(),
+        })
     }
 
     /// NUL-separated attribute names.
