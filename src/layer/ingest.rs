@@ -13,6 +13,20 @@ use crate::store::{BlobWriter, Store, StoreError};
 use std::io::{self, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
+/// Uncompressed bytes between the checkpoints of an index published for
+/// lazy reads over a network (a read decodes from the checkpoint before it).
+pub const PUBLISH_SPAN: u64 = 2 << 20;
+
+/// Checkpoint spacing of the indexes ingest builds: the read path's SPAN, or
+/// PUBLISH_SPAN when that is denser, so `push` publishes the local index as
+/// it is instead of inflating every layer again (the inflate ingest does
+/// anyway is the only place the windows come for free).
+pub const INDEX_SPAN: u64 = if super::SPAN < PUBLISH_SPAN {
+    super::SPAN
+} else {
+    PUBLISH_SPAN
+};
+
 /// What ingest learned about a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerInfo {
@@ -105,7 +119,7 @@ pub fn ingest(
     }
     let tee = TeeReader::storing(src, store.blob_writer()?);
     let write_error = tee.write_error.clone();
-    let (index_bytes, decoded, mut tee) = match index_stream(tee, super::SPAN) {
+    let (index_bytes, decoded, mut tee) = match index_stream(tee, INDEX_SPAN) {
         Ok(v) => v,
         Err(e) => {
             let failed_write = write_error.lock().ok().and_then(|mut slot| slot.take());
@@ -150,7 +164,7 @@ pub fn open_index(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
 
 /// Rebuilds the index of a stored blob, verifying the blob on the way.
 pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
-    index_blob_with_span(store, digest, super::SPAN)
+    index_blob_with_span(store, digest, INDEX_SPAN)
 }
 
 /// Rebuilds the index of a stored blob with a checkpoint every `span`
