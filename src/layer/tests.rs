@@ -511,7 +511,9 @@ fn the_last_4k_of_a_1_gib_gzip_file_inflates_one_span() {
         "1 GiB text layer: blob {} bytes, index {index} bytes = {pct:.2}% of the blob",
         info.size
     );
-    assert!(pct < 3.0, "index {pct:.2}% of the compressed layer");
+    // Checkpoints every 2 MiB (what a published index needs, so push does
+    // not inflate again) cost 3.1 % on this 5.7:1 text; the bound is 5 %.
+    assert!(pct < 5.0, "index {pct:.2}% of the compressed layer");
 }
 
 #[test]
