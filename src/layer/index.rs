@@ -391,7 +391,8 @@ impl EntryStore {
     /// The entry `id` (its path left empty: the node knows it).
     fn get(&self, id: u32) -> io::Result<NewEntry> {
         let mut r = [0u8; REC_LEN];
-        self.records.read_at(u64::from(id) * REC_LEN as u64, &mut r)?;
+        self.records
+            .read_at(u64::from(id) * REC_LEN as u64, &mut r)?;
         let word = |i: usize| rd_u32(&r, 4 + 4 * i);
         let long = |i: usize| rd_u64(&r, 40 + 8 * i);
         let (link_len, x_len, n_sparse) = (word(6) as usize, word(7) as usize, word(8) as usize);
@@ -602,8 +603,9 @@ impl IndexBuilder {
                 Some(c) => c,
                 None => {
                     let id = self.nodes.len() as u32;
-                    let len = u16::try_from(comp.len())
-                        .map_err(|_| LayerError::bad_path(path, "a name is longer than 255 bytes"))?;
+                    let len = u16::try_from(comp.len()).map_err(|_| {
+                        LayerError::bad_path(path, "a name is longer than 255 bytes")
+                    })?;
                     let mut node = Node::new(cur, self.names.len() as u32, len);
                     self.names.extend_from_slice(comp);
                     node.next_sibling = self.nodes[cur as usize].first_child;
@@ -659,7 +661,14 @@ impl IndexBuilder {
         blob_spans: &crate::store::SpanTable,
     ) -> Result<Vec<u8>, LayerError> {
         let mut out = Vec::new();
-        self.finish_to(meta, checkpoints, windows, blob_spans, &mut out, Path::new("index"))?;
+        self.finish_to(
+            meta,
+            checkpoints,
+            windows,
+            blob_spans,
+            &mut out,
+            Path::new("index"),
+        )?;
         Ok(out)
     }
 
@@ -820,7 +829,8 @@ impl IndexBuilder {
                 let (x_off, x_len) = w.xattrs(&e.xattrs)?;
                 let sparse_off = (w.sparse.len() / SPARSE_LEN as u64) as u32;
                 for (o, l) in &e.sparse {
-                    w.sparse.append(&[o.to_le_bytes(), l.to_le_bytes()].concat())?;
+                    w.sparse
+                        .append(&[o.to_le_bytes(), l.to_le_bytes()].concat())?;
                 }
                 let slot = match e.kind {
                     EntryKind::Directory => dir_of_node[node as usize],

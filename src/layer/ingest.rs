@@ -119,7 +119,8 @@ pub fn ingest(
     }
     let tee = TeeReader::storing(src, store.blob_writer()?);
     let write_error = tee.write_error.clone();
-    let (index_bytes, decoded, mut tee) = match index_stream(tee, INDEX_SPAN, Some(store.tmp_dir())) {
+    let (index_bytes, decoded, mut tee) = match index_stream(tee, INDEX_SPAN, Some(store.tmp_dir()))
+    {
         Ok(v) => v,
         Err(e) => {
             let failed_write = write_error.lock().ok().and_then(|mut slot| slot.take());
