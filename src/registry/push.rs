@@ -164,7 +164,7 @@ fn publish_indexes(
     repo: &str,
     scopes: &Scopes,
     images: &[(&Put, Manifest)],
-    prepared: Vec<Result<Vec<(Descriptor, Vec<u8>)>, RegistryError>>,
+    prepared: Vec<Result<super::referrers::Indexes, RegistryError>>,
     progress: &dyn Progress,
 ) -> usize {
     let mut n = 0;

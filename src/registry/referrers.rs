@@ -35,7 +35,7 @@ pub const INDEX_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1";
 pub const LAYER_ANNOTATION: &str = "io.layerfs.index.layer";
 const EMPTY_JSON: &[u8] = b"{}";
 /// Layers with the bytes of their index files.
-type Indexes = Vec<(Descriptor, Vec<u8>)>;
+pub(super) type Indexes = Vec<(Descriptor, Vec<u8>)>;
 
 /// The referrers tag schema's tag for manifest `d`.
 pub fn referrers_tag(d: &Digest) -> String {
