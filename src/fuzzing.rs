@@ -251,9 +251,9 @@ pub fn write_sample<W: Write>(
     w.add_opaque(b"etc")?;
     if big {
         // Letters at random (xorshift): deflate blocks of ordinary length,
-        // so the span is cut near SPAN and the second one has a window.
+        // so the span is cut near INDEX_SPAN and the second one has a window.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let bytes: Vec<u8> = (0..(crate::layer::SPAN + 300_000))
+        let bytes: Vec<u8> = (0..(crate::layer::INDEX_SPAN + 300_000))
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;

@@ -41,7 +41,9 @@ use crate::oci::Digest;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 /// 2: the checksum covers the header and the windows.
@@ -171,50 +173,335 @@ impl NewEntry {
 
 /// One path of the layer as the builder sees it: a trie node, so a path is
 /// found or added in one walk over its bytes and a parent shared by many
-/// entries exists once, however deep.
+/// entries exists once, however deep. Its name is in the builder's name
+/// arena and its children are a list; a node is found by the hash of
+/// (parent, name). What an entry says beyond its kind is spilled.
 struct Node {
     parent: u32,
-    name: Vec<u8>,
-    /// The entry at this path (the last one with the path wins).
-    real: Option<usize>,
-    /// A whiteout hiding this path in lower layers.
-    whiteout: Option<usize>,
+    name_off: u32,
+    name_len: u16,
+    /// The kind of `real` (EntryKind::to_u8), 0 without one.
+    real_kind: u8,
     opaque: bool,
-    /// Child nodes by name.
-    children: HashMap<Vec<u8>, u32>,
+    /// Cut off from its parent (a non-directory replaced it): never found.
+    detached: bool,
+    /// The entry at this path (the last one with the path wins).
+    real: u32,
+    /// A whiteout hiding this path in lower layers.
+    whiteout: u32,
+    first_child: u32,
+    next_sibling: u32,
+    /// The next node whose (parent, name) hashes alike.
+    next_same_hash: u32,
 }
 
-const ROOT_NODE: u32 = 0;
-
-/// Collects the entries of one layer in stream order and lays out the index.
-pub struct IndexBuilder {
-    entries: Vec<NewEntry>,
-    nodes: Vec<Node>,
-    /// Hard links whose target the archive did not hold before them: the
-    /// target's path and the link's. The target must not come later.
-    unresolved_links: HashMap<Vec<u8>, Vec<u8>>,
-}
-
-impl Default for IndexBuilder {
-    fn default() -> Self {
-        IndexBuilder {
-            entries: Vec::new(),
-            nodes: vec![Node {
-                parent: NONE,
-                name: Vec::new(),
-                real: None,
-                whiteout: None,
-                opaque: false,
-                children: HashMap::new(),
-            }],
-            unresolved_links: HashMap::new(),
+impl Node {
+    fn new(parent: u32, name_off: u32, name_len: u16) -> Node {
+        Node {
+            parent,
+            name_off,
+            name_len,
+            real_kind: 0,
+            opaque: false,
+            detached: false,
+            real: NONE,
+            whiteout: NONE,
+            first_child: NONE,
+            next_sibling: NONE,
+            next_same_hash: NONE,
         }
     }
 }
 
+const ROOT_NODE: u32 = 0;
+
+/// Bytes kept in memory by a spill before they go to its temp file.
+const SPILL_AT: usize = 1 << 20;
+
+/// Bytes appended in order and read back by offset: in memory up to
+/// SPILL_AT, then in an unnamed temp file, so what the builder holds does
+/// not grow with the layer. An append lands whole in memory or on disk.
+struct Spill {
+    dir: Option<PathBuf>,
+    file: Option<File>,
+    on_disk: u64,
+    buf: Vec<u8>,
+}
+
+impl Spill {
+    fn new(dir: Option<PathBuf>) -> Spill {
+        Spill {
+            dir,
+            file: None,
+            on_disk: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.on_disk + self.buf.len() as u64
+    }
+
+    fn append(&mut self, b: &[u8]) -> io::Result<u64> {
+        let off = self.len();
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= SPILL_AT {
+            self.flush()?;
+        }
+        Ok(off)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let f = match &self.dir {
+                    Some(d) => tempfile::tempfile_in(d)?,
+                    None => tempfile::tempfile()?,
+                };
+                self.file.insert(f)
+            }
+        };
+        file.write_all_at(&self.buf, self.on_disk)?;
+        self.on_disk += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("spilled bytes without a file"))
+    }
+
+    /// Overwrites bytes appended earlier in one piece.
+    fn write_at(&mut self, off: u64, b: &[u8]) -> io::Result<()> {
+        if off >= self.on_disk {
+            let at = (off - self.on_disk) as usize;
+            self.buf[at..at + b.len()].copy_from_slice(b);
+            Ok(())
+        } else {
+            self.file()?.write_all_at(b, off)
+        }
+    }
+
+    /// Reads bytes appended earlier in one piece.
+    fn read_at(&self, off: u64, out: &mut [u8]) -> io::Result<()> {
+        if off >= self.on_disk {
+            let at = (off - self.on_disk) as usize;
+            let src = self
+                .buf
+                .get(at..at + out.len())
+                .ok_or_else(|| io::Error::other("read past the spilled bytes"))?;
+            out.copy_from_slice(src);
+            Ok(())
+        } else {
+            self.file()?.read_exact_at(out, off)
+        }
+    }
+
+    /// Every byte, in order, a chunk at a time.
+    fn for_each_chunk(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut chunk = vec![0u8; SPILL_AT.min(self.on_disk as usize)];
+        let mut at = 0;
+        while at < self.on_disk {
+            let n = chunk.len().min((self.on_disk - at) as usize);
+            self.file()?.read_exact_at(&mut chunk[..n], at)?;
+            f(&chunk[..n])?;
+            at += n as u64;
+        }
+        if !self.buf.is_empty() {
+            f(&self.buf)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of an entry's fixed record in the builder's spill.
+const REC_LEN: usize = 80;
+
+/// The entries as the builder collects them: a fixed record each, by id,
+/// and their link, xattrs and sparse extents in a heap.
+struct EntryStore {
+    records: Spill,
+    heap: Spill,
+    count: u32,
+}
+
+impl EntryStore {
+    fn encode(&mut self, e: &NewEntry) -> io::Result<[u8; REC_LEN]> {
+        let mut heap = Vec::new();
+        heap.extend_from_slice(&e.link);
+        for (k, v) in &e.xattrs {
+            heap.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            heap.extend_from_slice(k);
+            heap.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            heap.extend_from_slice(v);
+        }
+        let x_len = heap.len() - e.link.len();
+        for (o, l) in &e.sparse {
+            heap.extend_from_slice(&o.to_le_bytes());
+            heap.extend_from_slice(&l.to_le_bytes());
+        }
+        let heap_off = match heap.is_empty() {
+            true => 0,
+            false => self.heap.append(&heap)?,
+        };
+        let mut r = [0u8; REC_LEN];
+        r[0] = e.kind.to_u8();
+        r[1] = e.flags;
+        let words = [
+            e.mode,
+            e.uid,
+            e.gid,
+            e.mtime_nsec,
+            e.rdev_major,
+            e.rdev_minor,
+            e.link.len() as u32,
+            x_len as u32,
+            e.sparse.len() as u32,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            r[4 + 4 * i..8 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        for (i, w) in [e.mtime as u64, e.size, e.data_offset, heap_off]
+            .iter()
+            .enumerate()
+        {
+            r[40 + 8 * i..48 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        Ok(r)
+    }
+
+    fn push(&mut self, e: &NewEntry) -> io::Result<u32> {
+        let r = self.encode(e)?;
+        self.records.append(&r)?;
+        self.count += 1;
+        Ok(self.count - 1)
+    }
+
+    fn set(&mut self, id: u32, e: &NewEntry) -> io::Result<()> {
+        let r = self.encode(e)?;
+        self.records.write_at(u64::from(id) * REC_LEN as u64, &r)
+    }
+
+    /// The entry `id` (its path left empty: the node knows it).
+    fn get(&self, id: u32) -> io::Result<NewEntry> {
+        let mut r = [0u8; REC_LEN];
+        self.records
+            .read_at(u64::from(id) * REC_LEN as u64, &mut r)?;
+        let word = |i: usize| rd_u32(&r, 4 + 4 * i);
+        let long = |i: usize| rd_u64(&r, 40 + 8 * i);
+        let (link_len, x_len, n_sparse) = (word(6) as usize, word(7) as usize, word(8) as usize);
+        let mut heap = vec![0u8; link_len + x_len + n_sparse * 16];
+        if !heap.is_empty() {
+            self.heap.read_at(long(3), &mut heap)?;
+        }
+        let mut xattrs = Vec::new();
+        let mut x = &heap[link_len..link_len + x_len];
+        while x.len() >= 4 {
+            let kl = rd_u32(x, 0) as usize;
+            let k = x.get(4..4 + kl).unwrap_or_default().to_vec();
+            let vl = rd_u32(x, 4 + kl) as usize;
+            let v = x.get(8 + kl..8 + kl + vl).unwrap_or_default().to_vec();
+            x = x.get(8 + kl + vl..).unwrap_or_default();
+            xattrs.push((k, v));
+        }
+        let sparse = heap[link_len + x_len..]
+            .chunks_exact(16)
+            .map(|c| (rd_u64(c, 0), rd_u64(c, 8)))
+            .collect();
+        Ok(NewEntry {
+            path: Vec::new(),
+            kind: EntryKind::from_u8(r[0]),
+            flags: r[1],
+            mode: word(0),
+            uid: word(1),
+            gid: word(2),
+            mtime: long(0) as i64,
+            mtime_nsec: word(3),
+            size: long(1),
+            data_offset: long(2),
+            link: heap[..link_len].to_vec(),
+            rdev_major: word(4),
+            rdev_minor: word(5),
+            xattrs,
+            sparse,
+        })
+    }
+}
+
+/// Collects the entries of one layer in stream order and lays out the index.
+/// What it keeps in memory per entry is its trie node and name; the rest is
+/// spilled to a temp file (in the store's temp dir for ingest) once it
+/// passes a few MiB, and the index is written out section by section.
+pub struct IndexBuilder {
+    entries: EntryStore,
+    nodes: Vec<Node>,
+    names: Vec<u8>,
+    /// The first node of each hash of (parent, name).
+    by_name: HashMap<u64, u32>,
+    /// Hard links whose target the archive did not hold before them: the
+    /// target's path and the link's. The target must not come later.
+    unresolved_links: HashMap<Vec<u8>, Vec<u8>>,
+    dir: Option<PathBuf>,
+}
+
+impl Default for IndexBuilder {
+    fn default() -> Self {
+        IndexBuilder::spilling_to(None)
+    }
+}
+
+fn name_hash(parent: u32, name: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
+}
+
 impl IndexBuilder {
+    /// A builder spilling to the system's temp dir.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder spilling to `dir` (None: the system's temp dir).
+    pub fn spilling_to(dir: Option<PathBuf>) -> Self {
+        IndexBuilder {
+            entries: EntryStore {
+                records: Spill::new(dir.clone()),
+                heap: Spill::new(dir.clone()),
+                count: 0,
+            },
+            nodes: vec![Node::new(NONE, 0, 0)],
+            names: Vec::new(),
+            by_name: HashMap::new(),
+            unresolved_links: HashMap::new(),
+            dir,
+        }
+    }
+
+    fn spill_error(&self, e: io::Error) -> LayerError {
+        let dir = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        LayerError::io(&dir, e)
+    }
+
+    fn name(&self, n: u32) -> &[u8] {
+        let node = &self.nodes[n as usize];
+        let start = node.name_off as usize;
+        &self.names[start..start + node.name_len as usize]
+    }
+
+    fn real_kind(&self, n: u32) -> Option<EntryKind> {
+        match self.nodes[n as usize].real_kind {
+            0 => None,
+            k => Some(EntryKind::from_u8(k)),
+        }
     }
 
     /// Adds an entry whose path is already normalized (no `./`, no leading or
@@ -225,11 +512,11 @@ impl IndexBuilder {
         let n = self.walk(&e.path)? as usize;
         if e.kind == EntryKind::Whiteout {
             match self.nodes[n].whiteout {
-                Some(old) => self.entries[old] = e,
-                None => {
-                    self.nodes[n].whiteout = Some(self.entries.len());
-                    self.entries.push(e);
+                NONE => {
+                    let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
+                    self.nodes[n].whiteout = id;
                 }
+                old => self.entries.set(old, &e).map_err(|x| self.spill_error(x))?,
             }
             return Ok(());
         }
@@ -249,36 +536,48 @@ impl IndexBuilder {
         }
         match self.nodes[n].real {
             // A directory listed twice keeps its children: only its metadata changes.
-            Some(old) => self.entries[old] = e,
-            None => {
-                self.nodes[n].real = Some(self.entries.len());
-                self.entries.push(e);
+            NONE => {
+                let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
+                self.nodes[n].real = id;
             }
+            old => self.entries.set(old, &e).map_err(|x| self.spill_error(x))?,
         }
+        self.nodes[n].real_kind = e.kind.to_u8();
         Ok(())
     }
 
     /// Marks directory `path` opaque (`path/.wh..wh..opq`).
     pub fn add_opaque(&mut self, path: &[u8]) -> Result<(), LayerError> {
-        let n = self.walk(path)? as usize;
-        if let Some(r) = self.nodes[n].real
-            && self.entries[r].kind != EntryKind::Directory
-        {
+        let n = self.walk(path)?;
+        if self.real_kind(n).is_some_and(|k| k != EntryKind::Directory) {
             return Err(LayerError::UnderNonDir {
                 path: short_name(&[path, b"/.wh..wh..opq"].concat()),
                 parent: short_name(path),
             });
         }
-        self.nodes[n].opaque = true;
+        self.nodes[n as usize].opaque = true;
         Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.count as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.count == 0
+    }
+
+    /// The child of `parent` named `name`, if any.
+    fn child(&self, parent: u32, name: &[u8]) -> Option<u32> {
+        let mut cur = *self.by_name.get(&name_hash(parent, name))?;
+        while cur != NONE {
+            let node = &self.nodes[cur as usize];
+            if node.parent == parent && !node.detached && self.name(cur) == name {
+                return Some(cur);
+            }
+            cur = node.next_same_hash;
+        }
+        None
     }
 
     /// The node of `path`, made with its parents if missing; every parent
@@ -290,8 +589,9 @@ impl IndexBuilder {
         }
         let mut end = 0;
         for comp in path.split(|&c| c == b'/') {
-            if let Some(r) = self.nodes[cur as usize].real
-                && self.entries[r].kind != EntryKind::Directory
+            if self
+                .real_kind(cur)
+                .is_some_and(|k| k != EntryKind::Directory)
             {
                 return Err(LayerError::UnderNonDir {
                     path: short_name(path),
@@ -299,19 +599,21 @@ impl IndexBuilder {
                 });
             }
             end += comp.len() + 1;
-            cur = match self.nodes[cur as usize].children.get(comp) {
-                Some(&c) => c,
+            cur = match self.child(cur, comp) {
+                Some(c) => c,
                 None => {
                     let id = self.nodes.len() as u32;
-                    self.nodes.push(Node {
-                        parent: cur,
-                        name: comp.to_vec(),
-                        real: None,
-                        whiteout: None,
-                        opaque: false,
-                        children: HashMap::new(),
-                    });
-                    self.nodes[cur as usize].children.insert(comp.to_vec(), id);
+                    let len = u16::try_from(comp.len()).map_err(|_| {
+                        LayerError::bad_path(path, "a name is longer than 255 bytes")
+                    })?;
+                    let mut node = Node::new(cur, self.names.len() as u32, len);
+                    self.names.extend_from_slice(comp);
+                    node.next_sibling = self.nodes[cur as usize].first_child;
+                    let head = self.by_name.entry(name_hash(cur, comp)).or_insert(NONE);
+                    node.next_same_hash = *head;
+                    *head = id;
+                    self.nodes[cur as usize].first_child = id;
+                    self.nodes.push(node);
                     id
                 }
             };
@@ -319,58 +621,99 @@ impl IndexBuilder {
         Ok(cur)
     }
 
-    /// The real entry at `path`, if any.
-    fn find(&self, path: &[u8]) -> Option<usize> {
+    /// The node at `path` if it has a real entry.
+    fn find(&self, path: &[u8]) -> Option<u32> {
         let mut cur = ROOT_NODE;
         if !path.is_empty() {
             for comp in path.split(|&c| c == b'/') {
-                cur = *self.nodes[cur as usize].children.get(comp)?;
+                cur = self.child(cur, comp)?;
             }
         }
-        self.nodes[cur as usize].real
+        (self.nodes[cur as usize].real != NONE).then_some(cur)
     }
 
     /// Detaches everything under node `n`; it can no longer be found.
     fn drop_children(&mut self, n: usize) {
-        self.nodes[n].children = HashMap::new();
+        let mut c = std::mem::replace(&mut self.nodes[n].first_child, NONE);
+        while c != NONE {
+            self.nodes[c as usize].detached = true;
+            c = self.nodes[c as usize].next_sibling;
+        }
     }
 
-    /// Lays out and serializes the index.
+    fn children(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut c = self.nodes[n as usize].first_child;
+        std::iter::from_fn(move || {
+            let cur = c;
+            (cur != NONE).then(|| {
+                c = self.nodes[cur as usize].next_sibling;
+                cur
+            })
+        })
+    }
+
+    /// Lays out and serializes the index into memory.
     pub fn finish(
-        mut self,
+        self,
         meta: &IndexMeta,
         checkpoints: &[Checkpoint],
         windows: &[u8],
         blob_spans: &crate::store::SpanTable,
     ) -> Result<Vec<u8>, LayerError> {
+        let mut out = Vec::new();
+        self.finish_to(
+            meta,
+            checkpoints,
+            windows,
+            blob_spans,
+            &mut out,
+            Path::new("index"),
+        )?;
+        Ok(out)
+    }
+
+    /// Lays out the index and writes it to `out` (the file at `out_path`),
+    /// section by section.
+    pub fn finish_to(
+        mut self,
+        meta: &IndexMeta,
+        checkpoints: &[Checkpoint],
+        windows: &[u8],
+        blob_spans: &crate::store::SpanTable,
+        out: &mut dyn Write,
+        out_path: &Path,
+    ) -> Result<(), LayerError> {
+        let spill = |b: &IndexBuilder, e: io::Error| b.spill_error(e);
         // Every node with something under it is a directory; those the tar
         // did not list become implicit ones (their metadata does not override
         // a lower layer's). Directories get their ids sorted by full path.
         let is_dir = |b: &IndexBuilder, n: u32| {
             let node = &b.nodes[n as usize];
             n == ROOT_NODE
-                || !node.children.is_empty()
+                || node.first_child != NONE
                 || node.opaque
-                || node
-                    .real
-                    .is_some_and(|r| b.entries[r].kind == EntryKind::Directory)
+                || b.real_kind(n) == Some(EntryKind::Directory)
         };
         let mut dirs: Vec<(Vec<u8>, u32)> = Vec::new();
         let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_NODE, Vec::new())];
         while let Some((n, path)) = stack.pop() {
-            for &c in self.nodes[n as usize].children.values() {
+            for c in self.children(n) {
                 if is_dir(&self, c) {
                     let mut p = path.clone();
                     if !p.is_empty() {
                         p.push(b'/');
                     }
-                    p.extend_from_slice(&self.nodes[c as usize].name);
+                    p.extend_from_slice(self.name(c));
                     stack.push((c, p));
                 }
             }
-            if self.nodes[n as usize].real.is_none() {
-                self.nodes[n as usize].real = Some(self.entries.len());
-                self.entries.push(NewEntry::implicit_dir(path.clone()));
+            if self.nodes[n as usize].real == NONE {
+                let id = self
+                    .entries
+                    .push(&NewEntry::implicit_dir(Vec::new()))
+                    .map_err(|e| spill(&self, e))?;
+                self.nodes[n as usize].real = id;
+                self.nodes[n as usize].real_kind = EntryKind::Directory.to_u8();
             }
             dirs.push((path, n));
         }
@@ -382,26 +725,29 @@ impl IndexBuilder {
 
         // Entry order: the root, then grouped by parent dir id, by name,
         // whiteout first. Each is (entry, node).
-        let mut order: Vec<(usize, u32)> = Vec::with_capacity(self.entries.len());
-        if let Some(r) = self.nodes[ROOT_NODE as usize].real {
-            order.push((r, ROOT_NODE));
+        let mut order: Vec<(u32, u32)> = Vec::with_capacity(self.len());
+        let root = self.nodes[ROOT_NODE as usize].real;
+        if root != NONE {
+            order.push((root, ROOT_NODE));
         }
+        let mut kids: Vec<u32> = Vec::new();
         for &(_, n) in &dirs {
-            let mut kids: Vec<(&Vec<u8>, u32)> = self.nodes[n as usize]
-                .children
-                .iter()
-                .map(|(name, &c)| (name, c))
-                .collect();
-            kids.sort_unstable();
-            for (_, c) in kids {
+            kids.clear();
+            kids.extend(self.children(n));
+            kids.sort_unstable_by(|&a, &b| self.name(a).cmp(self.name(b)));
+            for &c in &kids {
                 let node = &self.nodes[c as usize];
-                order.extend(node.whiteout.map(|w| (w, c)));
-                order.extend(node.real.map(|r| (r, c)));
+                if node.whiteout != NONE {
+                    order.push((node.whiteout, c));
+                }
+                if node.real != NONE {
+                    order.push((node.real, c));
+                }
             }
         }
-        let mut new_id = vec![NONE; self.entries.len()];
+        let mut new_id = vec![NONE; self.len()];
         for (n, &(old, _)) in order.iter().enumerate() {
-            new_id[old] = n as u32;
+            new_id[old as usize] = n as u32;
         }
         let parent_dir = |node: u32| -> u32 {
             match self.nodes[node as usize].parent {
@@ -409,31 +755,39 @@ impl IndexBuilder {
                 p => dir_of_node[p as usize],
             }
         };
+        let is_real = |old: u32, node: u32| self.nodes[node as usize].real == old;
 
         // Hardlinks: resolve each to its final target within this layer.
         let mut target = vec![NONE; order.len()];
-        for (n, &(old, _)) in order.iter().enumerate() {
-            let e = &self.entries[old];
-            if e.kind != EntryKind::HardLink {
+        for (n, &(old, node)) in order.iter().enumerate() {
+            if !is_real(old, node) || self.real_kind(node) != Some(EntryKind::HardLink) {
                 continue;
             }
+            let link = self.entries.get(old).map_err(|e| spill(&self, e))?.link;
             let mut seen = 0;
-            let mut cur = self.find(&e.link);
+            let mut cur = self.find(&link);
             while let Some(c) = cur {
-                let ce = &self.entries[c];
-                if ce.kind != EntryKind::HardLink || seen > 64 || new_id[c] == NONE {
+                let r = self.nodes[c as usize].real;
+                if self.real_kind(c) != Some(EntryKind::HardLink)
+                    || seen > 64
+                    || new_id[r as usize] == NONE
+                {
                     break;
                 }
                 seen += 1;
-                cur = self.find(&ce.link);
+                let next = self.entries.get(r).map_err(|e| spill(&self, e))?.link;
+                cur = self.find(&next);
             }
             if let Some(c) = cur {
-                let t = &self.entries[c];
-                if new_id[c] != NONE
-                    && !matches!(t.kind, EntryKind::HardLink | EntryKind::Directory)
-                    && c != old
+                let r = self.nodes[c as usize].real;
+                if new_id[r as usize] != NONE
+                    && !matches!(
+                        self.real_kind(c),
+                        Some(EntryKind::HardLink | EntryKind::Directory)
+                    )
+                    && r != old
                 {
-                    target[n] = new_id[c];
+                    target[n] = new_id[r as usize];
                 }
             }
         }
@@ -453,10 +807,11 @@ impl IndexBuilder {
         }
 
         // Serialize.
-        let mut w = Writer::default();
+        let mut w = Writer::new(self.dir.clone());
         let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; dirs.len()];
+        let mut externals = Vec::new();
         for (n, &(old, node)) in order.iter().enumerate() {
-            let e = &self.entries[old];
+            let e = self.entries.get(old).map_err(|e| spill(&self, e))?;
             let parent = parent_dir(node);
             if parent != NONE {
                 let d = &mut dirs_out[parent as usize];
@@ -465,42 +820,50 @@ impl IndexBuilder {
                 }
                 d[4] += 1;
             }
-            let (name_off, name_len) = w.string(&self.nodes[node as usize].name);
-            let (link_off, link_len) = w.string(&e.link);
-            let (x_off, x_len) = w.xattrs(&e.xattrs);
-            let sparse_off = (w.sparse.len() / SPARSE_LEN) as u32;
-            for (o, l) in &e.sparse {
-                w.sparse.extend_from_slice(&o.to_le_bytes());
-                w.sparse.extend_from_slice(&l.to_le_bytes());
+            if e.kind == EntryKind::HardLink && target[n] == NONE {
+                externals.extend_from_slice(&(n as u32).to_le_bytes());
             }
-            let slot = match e.kind {
-                EntryKind::Directory => dir_of_node[node as usize],
-                _ => target[n],
-            };
-            let rec = &mut w.entries;
-            rec.extend_from_slice(&name_off.to_le_bytes());
-            rec.extend_from_slice(&name_len.to_le_bytes());
-            rec.extend_from_slice(&parent.to_le_bytes());
-            rec.push(e.kind.to_u8());
-            rec.push(e.flags);
-            rec.extend_from_slice(&[0, 0]);
-            rec.extend_from_slice(&(e.mode & 0o7777).to_le_bytes());
-            rec.extend_from_slice(&e.uid.to_le_bytes());
-            rec.extend_from_slice(&e.gid.to_le_bytes());
-            rec.extend_from_slice(&e.mtime_nsec.to_le_bytes());
-            rec.extend_from_slice(&e.mtime.to_le_bytes());
-            rec.extend_from_slice(&e.size.to_le_bytes());
-            rec.extend_from_slice(&e.data_offset.to_le_bytes());
-            rec.extend_from_slice(&link_off.to_le_bytes());
-            rec.extend_from_slice(&link_len.to_le_bytes());
-            rec.extend_from_slice(&slot.to_le_bytes());
-            rec.extend_from_slice(&group_of[n].to_le_bytes());
-            rec.extend_from_slice(&e.rdev_major.to_le_bytes());
-            rec.extend_from_slice(&e.rdev_minor.to_le_bytes());
-            rec.extend_from_slice(&x_off.to_le_bytes());
-            rec.extend_from_slice(&x_len.to_le_bytes());
-            rec.extend_from_slice(&sparse_off.to_le_bytes());
-            rec.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
+            let res: io::Result<()> = (|| {
+                let (name_off, name_len) = w.string(self.name(node))?;
+                let (link_off, link_len) = w.string(&e.link)?;
+                let (x_off, x_len) = w.xattrs(&e.xattrs)?;
+                let sparse_off = (w.sparse.len() / SPARSE_LEN as u64) as u32;
+                for (o, l) in &e.sparse {
+                    w.sparse
+                        .append(&[o.to_le_bytes(), l.to_le_bytes()].concat())?;
+                }
+                let slot = match e.kind {
+                    EntryKind::Directory => dir_of_node[node as usize],
+                    _ => target[n],
+                };
+                let mut rec = Vec::with_capacity(ENTRY_LEN);
+                rec.extend_from_slice(&name_off.to_le_bytes());
+                rec.extend_from_slice(&name_len.to_le_bytes());
+                rec.extend_from_slice(&parent.to_le_bytes());
+                rec.push(e.kind.to_u8());
+                rec.push(e.flags);
+                rec.extend_from_slice(&[0, 0]);
+                rec.extend_from_slice(&(e.mode & 0o7777).to_le_bytes());
+                rec.extend_from_slice(&e.uid.to_le_bytes());
+                rec.extend_from_slice(&e.gid.to_le_bytes());
+                rec.extend_from_slice(&e.mtime_nsec.to_le_bytes());
+                rec.extend_from_slice(&e.mtime.to_le_bytes());
+                rec.extend_from_slice(&e.size.to_le_bytes());
+                rec.extend_from_slice(&e.data_offset.to_le_bytes());
+                rec.extend_from_slice(&link_off.to_le_bytes());
+                rec.extend_from_slice(&link_len.to_le_bytes());
+                rec.extend_from_slice(&slot.to_le_bytes());
+                rec.extend_from_slice(&group_of[n].to_le_bytes());
+                rec.extend_from_slice(&e.rdev_major.to_le_bytes());
+                rec.extend_from_slice(&e.rdev_minor.to_le_bytes());
+                rec.extend_from_slice(&x_off.to_le_bytes());
+                rec.extend_from_slice(&x_len.to_le_bytes());
+                rec.extend_from_slice(&sparse_off.to_le_bytes());
+                rec.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
+                w.entries.append(&rec)?;
+                Ok(())
+            })();
+            res.map_err(|e| spill(&self, e))?;
             let d = dir_of_node[node as usize];
             if e.kind == EntryKind::Directory && d != NONE {
                 dirs_out[d as usize][2] = n as u32;
@@ -516,7 +879,7 @@ impl IndexBuilder {
             let (path, node) = (&dirs[d].0, dirs[d].1);
             let off = match in_child.get(&node) {
                 Some(&off) => off,
-                None => w.string(path).0,
+                None => w.string(path).map_err(|e| spill(&self, e))?.0,
             };
             let parent = self.nodes[node as usize].parent;
             if parent != NONE {
@@ -531,8 +894,7 @@ impl IndexBuilder {
                 0
             };
         }
-        let dirs_bytes_len = dirs_out.len() * DIR_LEN;
-        let mut dir_bytes = Vec::with_capacity(dirs_bytes_len);
+        let mut dir_bytes = Vec::with_capacity(dirs_out.len() * DIR_LEN);
         for rec in &dirs_out {
             for v in rec {
                 dir_bytes.extend_from_slice(&v.to_le_bytes());
@@ -559,22 +921,16 @@ impl IndexBuilder {
                 | if c.window_len > 0 { CP_WINDOW } else { 0 };
             cps.extend_from_slice(&[c.bits, flags, 0, 0]);
         }
-        let mut externals = Vec::new();
-        for (n, &(old, _)) in order.iter().enumerate() {
-            if self.entries[old].kind == EntryKind::HardLink && target[n] == NONE {
-                externals.extend_from_slice(&(n as u32).to_le_bytes());
-            }
-        }
         let counts = Counts {
             externals: externals.len() / 4,
             entries: order.len(),
             dirs: dirs.len(),
             groups: group_list.len(),
             members: members.len() / 4,
-            sparse: w.sparse.len() / SPARSE_LEN,
+            sparse: (w.sparse.len() / SPARSE_LEN as u64) as usize,
             checkpoints: checkpoints.len(),
-            strings: w.strings.len(),
-            xattrs: w.xattr_area.len(),
+            strings: w.strings.len() as usize,
+            xattrs: w.xattr_area.len() as usize,
             windows: windows.len(),
             blob_spans: blob_spans.spans().len(),
             chunk_spans: blob_spans.is_chunks(),
@@ -585,28 +941,47 @@ impl IndexBuilder {
             span_bytes.extend_from_slice(&s.len.to_le_bytes());
             span_bytes.extend_from_slice(s.digest.as_bytes());
         }
-        let sections: [&[u8]; 11] = [
-            &w.entries,
-            &dir_bytes,
-            &groups_bytes,
-            &members,
-            &externals,
-            &w.sparse,
-            &cps,
-            &w.strings,
-            &w.xattr_area,
-            windows,
-            &span_bytes,
-        ];
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + sections.iter().map(|s| s.len()).sum::<usize>());
-        out.extend_from_slice(&encode_header(meta, &counts));
-        for s in sections {
-            out.extend_from_slice(s);
+        enum Section<'a> {
+            Mem(&'a [u8]),
+            Spilled(&'a Spill),
         }
-        let hash = checksum(&out);
-        out[HASH_AT].copy_from_slice(&hash);
-        Ok(out)
+        let sections = [
+            Section::Spilled(&w.entries),
+            Section::Mem(&dir_bytes),
+            Section::Mem(&groups_bytes),
+            Section::Mem(&members),
+            Section::Mem(&externals),
+            Section::Spilled(&w.sparse),
+            Section::Mem(&cps),
+            Section::Spilled(&w.strings),
+            Section::Spilled(&w.xattr_area),
+            Section::Mem(windows),
+            Section::Mem(&span_bytes),
+        ];
+        let each = |f: &mut dyn FnMut(&[u8]) -> io::Result<()>| -> io::Result<()> {
+            for s in &sections {
+                match s {
+                    Section::Mem(b) => f(b)?,
+                    Section::Spilled(sp) => sp.for_each_chunk(&mut *f)?,
+                }
+            }
+            Ok(())
+        };
+        // The checksum covers the sections, so they are read twice: once
+        // to hash, once to write after the header that holds it.
+        let mut header = encode_header(meta, &counts);
+        let mut h = Sha256::new();
+        h.update(&header);
+        each(&mut |b| {
+            h.update(b);
+            Ok(())
+        })
+        .map_err(|e| spill(&self, e))?;
+        header[HASH_AT].copy_from_slice(&h.finalize());
+        let write_err = |e: io::Error| LayerError::io(out_path, e);
+        out.write_all(&header).map_err(write_err)?;
+        each(&mut |b| out.write_all(b)).map_err(write_err)?;
+        Ok(())
     }
 }
 
@@ -674,34 +1049,41 @@ fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
     h
 }
 
-#[derive(Default)]
+/// The sections that grow with the entries, spilled as they are written.
 struct Writer {
-    entries: Vec<u8>,
-    strings: Vec<u8>,
-    xattr_area: Vec<u8>,
-    sparse: Vec<u8>,
+    entries: Spill,
+    strings: Spill,
+    xattr_area: Spill,
+    sparse: Spill,
 }
 
 impl Writer {
-    fn string(&mut self, s: &[u8]) -> (u32, u32) {
-        let off = self.strings.len() as u32;
-        self.strings.extend_from_slice(s);
-        (off, s.len() as u32)
+    fn new(dir: Option<PathBuf>) -> Writer {
+        Writer {
+            entries: Spill::new(dir.clone()),
+            strings: Spill::new(dir.clone()),
+            xattr_area: Spill::new(dir.clone()),
+            sparse: Spill::new(dir),
+        }
     }
 
-    fn xattrs(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> (u32, u32) {
-        let off = self.xattr_area.len();
+    fn string(&mut self, s: &[u8]) -> io::Result<(u32, u32)> {
+        let off = self.strings.append(s)? as u32;
+        Ok((off, s.len() as u32))
+    }
+
+    fn xattrs(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<(u32, u32)> {
         let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = xattrs.iter().collect();
         sorted.sort();
+        let mut area = Vec::new();
         for (k, v) in sorted {
-            self.xattr_area
-                .extend_from_slice(&(k.len() as u16).to_le_bytes());
-            self.xattr_area
-                .extend_from_slice(&(v.len() as u32).to_le_bytes());
-            self.xattr_area.extend_from_slice(k);
-            self.xattr_area.extend_from_slice(v);
+            area.extend_from_slice(&(k.len() as u16).to_le_bytes());
+            area.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            area.extend_from_slice(k);
+            area.extend_from_slice(v);
         }
-        (off as u32, (self.xattr_area.len() - off) as u32)
+        let off = self.xattr_area.append(&area)?;
+        Ok((off as u32, area.len() as u32))
     }
 }
 

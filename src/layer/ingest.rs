@@ -13,6 +13,20 @@ use crate::store::{BlobWriter, Store, StoreError};
 use std::io::{self, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
+/// Uncompressed bytes between the checkpoints of an index published for
+/// lazy reads over a network (a read decodes from the checkpoint before it).
+pub const PUBLISH_SPAN: u64 = 2 << 20;
+
+/// Checkpoint spacing of the indexes ingest builds: the read path's SPAN, or
+/// PUBLISH_SPAN when that is denser, so `push` publishes the local index as
+/// it is instead of inflating every layer again (the inflate ingest does
+/// anyway is the only place the windows come for free).
+pub const INDEX_SPAN: u64 = if super::SPAN < PUBLISH_SPAN {
+    super::SPAN
+} else {
+    PUBLISH_SPAN
+};
+
 /// What ingest learned about a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerInfo {
@@ -105,7 +119,8 @@ pub fn ingest(
     }
     let tee = TeeReader::storing(src, store.blob_writer()?);
     let write_error = tee.write_error.clone();
-    let (index_bytes, decoded, mut tee) = match index_stream(tee, super::SPAN) {
+    let (index_bytes, decoded, mut tee) = match index_stream(tee, INDEX_SPAN, Some(store.tmp_dir()))
+    {
         Ok(v) => v,
         Err(e) => {
             let failed_write = write_error.lock().ok().and_then(|mut slot| slot.take());
@@ -150,7 +165,7 @@ pub fn open_index(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerErr
 
 /// Rebuilds the index of a stored blob, verifying the blob on the way.
 pub fn index_blob(store: &Store, digest: &Digest) -> Result<LayerIndex, LayerError> {
-    index_blob_with_span(store, digest, super::SPAN)
+    index_blob_with_span(store, digest, INDEX_SPAN)
 }
 
 /// Rebuilds the index of a stored blob with a checkpoint every `span`
@@ -170,7 +185,7 @@ pub fn index_blob_with_span(
         .map_err(|e| LayerError::io(&store.blob_path(digest), e))?
         .len();
     let tee = TeeReader::hashing(file);
-    let (index_bytes, decoded, tee) = index_stream(tee, span)?;
+    let (index_bytes, decoded, tee) = index_stream(tee, span, Some(store.tmp_dir()))?;
     let actual = tee.hash.finish();
     if actual != *digest {
         return Err(StoreError::DigestMismatch {
@@ -199,7 +214,7 @@ pub fn index_only(
     expected: &Digest,
     span: u64,
 ) -> Result<(LayerInfo, Vec<u8>), LayerError> {
-    let (parts, decoded, tee) = index_stream(TeeReader::hashing(src), span)?;
+    let (parts, decoded, tee) = index_stream(TeeReader::hashing(src), span, None)?;
     let size = tee.hash.len();
     let actual = tee.hash.finish();
     if actual != *expected {
@@ -228,25 +243,31 @@ pub fn index_only(
     Ok((info, bytes))
 }
 
-fn write_index(store: &Store, meta: &IndexMeta, index_bytes: IndexParts) -> Result<(), LayerError> {
-    let bytes = index_file(meta, index_bytes)?;
+fn write_index(store: &Store, meta: &IndexMeta, parts: IndexParts) -> Result<(), LayerError> {
     let path = store.layer_index_path(&meta.digest);
     let mut w = store.blob_writer()?;
-    w.write_all(&bytes).map_err(|e| LayerError::io(&path, e))?;
+    let (builder, checkpoints, windows, blob_spans) = parts;
+    let spans = span_table(meta, blob_spans);
+    builder.finish_to(meta, &checkpoints, &windows, &spans, &mut w, &path)?;
     // Index files are named by the blob they describe, not by their own hash.
     w.commit_to(&path)?;
     Ok(())
 }
 
-/// The bytes of the index file for what one pass collected.
-fn index_file(meta: &IndexMeta, index_bytes: IndexParts) -> Result<Vec<u8>, LayerError> {
-    let (builder, checkpoints, windows, blob_spans) = index_bytes;
+/// The span digests of a blob as an index records them.
+fn span_table(meta: &IndexMeta, blob_spans: Vec<Digest>) -> crate::store::SpanTable {
     // Spans that do not add up to the blob (never seen) only cost lazy reads.
-    let spans = crate::store::SpanTable::fixed(meta.blob_size, super::index::BLOB_SPAN, blob_spans)
+    crate::store::SpanTable::fixed(meta.blob_size, super::index::BLOB_SPAN, blob_spans)
         .unwrap_or_else(|why| {
             log::warn!("layer {}: no span digests in its index: {why}", meta.digest);
             crate::store::SpanTable::default()
-        });
+        })
+}
+
+/// The bytes of the index file for what one pass collected.
+fn index_file(meta: &IndexMeta, index_bytes: IndexParts) -> Result<Vec<u8>, LayerError> {
+    let (builder, checkpoints, windows, blob_spans) = index_bytes;
+    let spans = span_table(meta, blob_spans);
     builder.finish(meta, &checkpoints, &windows, &spans)
 }
 
@@ -297,6 +318,7 @@ const CHUNKS_AHEAD: usize = 8;
 fn index_stream<R: Read + Send>(
     src: TeeReader<R>,
     span: u64,
+    spill_dir: Option<std::path::PathBuf>,
 ) -> Result<(IndexParts, DecodedMeta, TeeReader<R>), LayerError> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
@@ -331,6 +353,7 @@ fn index_stream<R: Read + Send>(
                 pos: 0,
             },
             span,
+            spill_dir,
         );
         let (tee, blob_spans) = producer
             .join()
@@ -368,7 +391,11 @@ impl Read for ChunkReader {
 
 type Parsed = (IndexBuilder, Vec<super::index::Checkpoint>, Vec<u8>);
 
-fn parse_stream(mut src: impl Read, span: u64) -> Result<(Parsed, DecodedMeta), LayerError> {
+fn parse_stream(
+    mut src: impl Read,
+    span: u64,
+    spill_dir: Option<std::path::PathBuf>,
+) -> Result<(Parsed, DecodedMeta), LayerError> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {
@@ -387,7 +414,7 @@ fn parse_stream(mut src: impl Read, span: u64) -> Result<(Parsed, DecodedMeta), 
     let decoder =
         StreamDecoder::with_span(chained, compression, span).map_err(LayerError::Stream)?;
     let mut tar = TarReader::new(BufReader::with_capacity(256 * 1024, decoder));
-    let mut builder = IndexBuilder::new();
+    let mut builder = IndexBuilder::spilling_to(spill_dir);
     let parsed: Result<(), LayerError> = (|| {
         while let Some(e) = tar.next_entry()? {
             add_entry(&mut builder, e)?;

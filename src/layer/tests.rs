@@ -511,7 +511,9 @@ fn the_last_4k_of_a_1_gib_gzip_file_inflates_one_span() {
         "1 GiB text layer: blob {} bytes, index {index} bytes = {pct:.2}% of the blob",
         info.size
     );
-    assert!(pct < 3.0, "index {pct:.2}% of the compressed layer");
+    // Checkpoints every 2 MiB (what a published index needs, so push does
+    // not inflate again) cost 3.1 % on this 5.7:1 text; the bound is 5 %.
+    assert!(pct < 5.0, "index {pct:.2}% of the compressed layer");
 }
 
 #[test]
@@ -716,4 +718,29 @@ fn an_entry_under_a_non_directory_of_the_layer_is_refused() {
         read_all(&layer, &entry_path(&layer, "l/file").unwrap()),
         b"x"
     );
+}
+
+/// Found by the 303,000-file layer, whose import peaked at 179 MB:
+/// the builder held every entry whole and the index was laid out in memory
+/// before it was written. Now entries are spilled and the index is written
+/// section by section: no allocation grows past a few MiB with 60,000
+/// entries (it was ~10 MiB for the entry table alone).
+#[test]
+fn indexing_a_layer_of_many_files_makes_no_allocation_that_grows_with_it() {
+    let mut t = TarBuilder::new();
+    for d in 0..600 {
+        for f in 0..100 {
+            t.file(&format!("data/d{d:04}/file-{f:04}.txt"), 0o644, b"x");
+        }
+    }
+    let blob = t.finish();
+    let (_d, store) = temp_store();
+    crate::testutil::alloc::reset_peak();
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let peak = crate::testutil::alloc::peak();
+    assert!(peak < 4 << 20, "one allocation of {peak} bytes");
+    let layer = open(&store, &info);
+    assert_eq!(layer.index.len(), 1 + 1 + 600 + 60_000);
+    let e = entry_path(&layer, "data/d0599/file-0099.txt").unwrap();
+    assert_eq!(read_all(&layer, &e), b"x");
 }

@@ -30,7 +30,7 @@ fn a_span_length_from_the_index_is_not_allocated_up_front() {
     let at = checkpoint_out_len_at(&index, 0);
     let real = u32::from_le_bytes(index[at..at + 4].try_into().unwrap());
     assert!(
-        real >= crate::layer::SPAN as u32,
+        real >= crate::layer::INDEX_SPAN as u32,
         "not the first span's length: {real}"
     );
     index[at..at + 4].copy_from_slice(&0xffff_ff00u32.to_le_bytes());

@@ -11,10 +11,10 @@ use super::client::{Client, ClientOptions};
 use super::progress::{BlobKind, BlobOutcome, Event, Progress};
 use super::sources;
 use super::{MAX_INDEX_DEPTH, RegistryError, run_parallel};
-use crate::oci::{Descriptor, Digest, ManifestKind, Reference};
+use crate::oci::{Descriptor, Digest, Manifest, ManifestKind, Reference};
 use crate::store::{Store, StoreError};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Blobs larger than this go up in PATCH chunks of this size, so a failure
 /// costs one chunk's worth of progress report, not a silent stall.
@@ -98,9 +98,33 @@ pub fn push(
     )));
 
     let counts = Counts::default();
-    push_blobs(
-        store, &client, &repo, &scopes, blobs, opts, progress, &counts,
-    )?;
+    let images: Vec<(&Put, Manifest)> = match opts.indexes {
+        true => puts
+            .iter()
+            .filter_map(|p| match ManifestKind::parse(&p.bytes) {
+                Ok(ManifestKind::Image(m)) if m.is_image() => Some((p, m)),
+                _ => None,
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    // The layer indexes to publish are read, or built where a layer needs
+    // inflating, while the blobs go up: one is CPU, the other network.
+    let stop = AtomicBool::new(false);
+    let (pushed, prepared) = std::thread::scope(|s| {
+        let prep = s.spawn(|| {
+            images
+                .iter()
+                .map(|(_, m)| super::referrers::stored_indexes(store, m, &stop))
+                .collect::<Vec<_>>()
+        });
+        let pushed = push_blobs(
+            store, &client, &repo, &scopes, blobs, opts, progress, &counts,
+        );
+        stop.store(pushed.is_err(), Ordering::Relaxed);
+        (pushed, prep.join())
+    });
+    pushed?;
 
     let top = puts
         .last()
@@ -115,11 +139,9 @@ pub fn push(
         client.put_manifest(&repo, &reference, &p.desc.media_type, &p.bytes, &scopes)?;
         sources::record(store, &p.desc.digest, &registry, &repo);
     }
-    let index_artifacts = if opts.indexes {
-        publish_indexes(store, &client, &repo, &scopes, &puts, progress)
-    } else {
-        0
-    };
+    let prepared = prepared.unwrap_or_default();
+    let index_artifacts =
+        publish_indexes(store, &client, &repo, &scopes, &images, prepared, progress);
     Ok(PushReport {
         tag,
         digest: top.digest,
@@ -132,26 +154,29 @@ pub fn push(
     })
 }
 
-/// Publishes the layer indexes of each image manifest pushed. The image is
-/// up already, so a registry that refuses artifacts costs a warning, not
-/// the push.
+/// Publishes the layer indexes of each image manifest pushed, with what was
+/// `prepared` during the upload (made again where that failed: a lazy
+/// layer is whole only once uploaded). The image is up already, so a
+/// registry that refuses artifacts costs a warning, not the push.
 fn publish_indexes(
     store: &Store,
     client: &Client,
     repo: &str,
     scopes: &Scopes,
-    puts: &[Put],
+    images: &[(&Put, Manifest)],
+    prepared: Vec<Result<super::referrers::Indexes, RegistryError>>,
     progress: &dyn Progress,
 ) -> usize {
     let mut n = 0;
-    for p in puts {
-        let Ok(ManifestKind::Image(m)) = ManifestKind::parse(&p.bytes) else {
-            continue;
+    let mut prepared = prepared.into_iter();
+    for (p, m) in images {
+        let indexes = match prepared.next() {
+            Some(Ok(i)) => Ok(i),
+            _ => super::referrers::stored_indexes(store, m, &AtomicBool::new(false)),
         };
-        if !m.is_image() {
-            continue;
-        }
-        match super::referrers::publish_stored(store, client, repo, scopes, &p.desc, &m) {
+        let published =
+            indexes.and_then(|i| super::referrers::publish(client, repo, scopes, &p.desc, &i));
+        match published {
             Ok(_) => n += 1,
             Err(e) => progress.event(Event::Status(&format!(
                 "warning: layer indexes of {} not published: {e}",

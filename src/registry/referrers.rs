@@ -20,12 +20,13 @@
 use super::RegistryError;
 use super::auth::Scopes;
 use super::client::{Client, ClientOptions};
-use crate::layer::{LayerIndex, index_blob_with_span, index_only, open_index};
+use crate::layer::{LayerIndex, PUBLISH_SPAN, index_blob_with_span, index_only, open_index};
 use crate::oci::media_type as mt;
 use crate::oci::{Descriptor, Digest, ImageIndex, Manifest, ManifestKind, Reference};
 use crate::store::Store;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const INDEX_ARTIFACT_TYPE: &str = "application/vnd.layerfs.index.v1";
 /// The media type of one layer's index file inside the artifact.
@@ -33,14 +34,8 @@ pub const INDEX_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1";
 /// On each index blob of the artifact: the digest of the layer it describes.
 pub const LAYER_ANNOTATION: &str = "io.layerfs.index.layer";
 const EMPTY_JSON: &[u8] = b"{}";
-/// Uncompressed bytes between the checkpoints of a published index: a lazy
-/// read decodes from the checkpoint before it, so denser than a local
-/// index's 4 MiB; each costs a deflated 32 KiB window, and at 2 MiB the
-/// Debian test image's indexes are 2.7 % of its compressed size (1 MiB: 4.5 %).
-const PUBLISH_SPAN: u64 = 2 << 20;
-
 /// Layers with the bytes of their index files.
-type Indexes = Vec<(Descriptor, Vec<u8>)>;
+pub(super) type Indexes = Vec<(Descriptor, Vec<u8>)>;
 
 /// The referrers tag schema's tag for manifest `d`.
 pub fn referrers_tag(d: &Digest) -> String {
@@ -356,35 +351,48 @@ fn check_index(bytes: &[u8], layer: &Descriptor, dir: &Path) -> Result<(), Strin
     Ok(())
 }
 
-/// Publishes the stored indexes of image manifest `subject` (its `manifest`
-/// parsed): `push` calls this after the image is up.
-pub(super) fn publish_stored(
+/// The index file of each layer of `manifest`, in layer order, ready to
+/// publish. Layers that need an index built from their blob are done on
+/// all cores at once; `stop` set cancels the layers not started.
+pub(super) fn stored_indexes(
     store: &Store,
-    client: &Client,
-    repo: &str,
-    scopes: &Scopes,
-    subject: &Descriptor,
     manifest: &Manifest,
-) -> Result<Published, RegistryError> {
-    let mut indexes = Vec::new();
-    for layer in &manifest.layers {
-        // Rebuilt from the blob if missing or damaged, or with denser
-        // checkpoints when its own are sparser than a lazy read wants.
-        let index = open_index(store, &layer.digest)?;
-        let cps = index.checkpoints() as u64;
-        let sparse = cps.saturating_mul(PUBLISH_SPAN) < index.meta().uncompressed_size;
-        if sparse && index.compression() == crate::layer::Compression::Gzip {
-            drop(index);
-            index_blob_with_span(store, &layer.digest, PUBLISH_SPAN)?;
+    stop: &AtomicBool,
+) -> Result<Indexes, RegistryError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut digests: Vec<Digest> = manifest.layers.iter().map(|l| l.digest).collect();
+    digests.sort_unstable();
+    digests.dedup();
+    let built = super::run_parallel(digests, cores, |digest, _| {
+        if stop.load(Ordering::Relaxed) {
+            return Err(RegistryError::Cancelled);
         }
-        let path = store.layer_index_path(&layer.digest);
-        let bytes = std::fs::read(&path).map_err(|e| RegistryError::Config {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        indexes.push((layer.clone(), bytes));
+        Ok((digest, stored_index(store, &digest)?))
+    })?;
+    let by_digest: std::collections::HashMap<Digest, Vec<u8>> = built.into_iter().collect();
+    Ok(manifest
+        .layers
+        .iter()
+        .filter_map(|l| Some((l.clone(), by_digest.get(&l.digest)?.clone())))
+        .collect())
+}
+
+/// The index file of stored layer `digest` to publish: the local one when
+/// its checkpoints are as dense as PUBLISH_SPAN (what ingest makes), else
+/// one rebuilt from the blob with them (which replaces the local one).
+fn stored_index(store: &Store, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+    let index = open_index(store, digest)?;
+    let cps = index.checkpoints() as u64;
+    let sparse = cps.saturating_mul(PUBLISH_SPAN) < index.meta().uncompressed_size;
+    if sparse && index.compression() == crate::layer::Compression::Gzip {
+        drop(index);
+        index_blob_with_span(store, digest, PUBLISH_SPAN)?;
     }
-    publish(client, repo, scopes, subject, &indexes)
+    let path = store.layer_index_path(digest);
+    std::fs::read(&path).map_err(|e| RegistryError::Config {
+        path: path.clone(),
+        why: e.to_string(),
+    })
 }
 
 /// `layerfs index push REF`: indexes the layers of an image already in a

@@ -252,3 +252,47 @@ fn a_lazy_pull_takes_each_layer_index_from_the_published_artifact() {
         assert_eq!(whole, 0, "layer {} not read for its index", l.digest);
     }
 }
+
+/// The index ingest made has the checkpoints a published one needs, so the
+/// first push publishes it as it is instead of inflating the layer again
+/// (which replaced the index file with a denser one).
+#[test]
+fn push_publishes_the_stored_index_without_rebuilding_it() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(reg) = Registry::start("stored_index_as_is", RegistryKind::default()) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let (_dir, src) = temp_store();
+    // 9 MB: more spans than a 4 MiB spacing gives.
+    let l = layer(&src, Compression::Gzip, &[("big", &text(9_000_000, 3))]);
+    let desc = image(&src, &[l], None, Some("local/big:1"));
+    let path = src.layer_index_path(&l.digest);
+    let before = std::fs::metadata(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let target = r(&format!("{}/big/app:1", reg.addr));
+    let o = opts(cfg.path());
+    let report = push(
+        &src,
+        "local/big:1",
+        &target,
+        &PushOptions::new(o.clone()),
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(report.index_artifacts, 1);
+    let after = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (before.ino(), before.mtime_nsec()),
+        (after.ino(), after.mtime_nsec()),
+        "the index was rebuilt"
+    );
+    let (_d2, dst) = temp_store();
+    let layers = src.read_manifest(&desc.digest).unwrap().layers;
+    let got = fetch_published_indexes(&dst, &target, &desc.digest, &layers, &o).unwrap();
+    assert_eq!(got, vec![l.digest]);
+    assert_eq!(
+        std::fs::read(dst.layer_index_path(&l.digest)).unwrap(),
+        bytes
+    );
+}
