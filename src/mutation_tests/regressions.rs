@@ -45,7 +45,11 @@ fn a_span_length_from_the_index_is_not_allocated_up_front() {
     let seed = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(seed.path(), &index).unwrap();
     let opened = crate::layer::LayerIndex::open(seed.path(), &seed_digest(&index)).unwrap();
-    assert_eq!(real, opened.checkpoint(0).out_len, "not the first span's length");
+    assert_eq!(
+        real,
+        opened.checkpoint(0).out_len,
+        "not the first span's length"
+    );
     index[at..at + 4].copy_from_slice(&0xffff_ff00u32.to_le_bytes());
     alloc::reset_peak();
     // Reads decode only as far as they need, so they may succeed (the
