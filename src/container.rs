@@ -632,7 +632,8 @@ mod tests {
         let e = load(&store, &a.id[..4]).unwrap_err();
         assert!(matches!(e, ContainerError::Ambiguous { .. }), "{e}");
         assert_eq!(load(&store, &shared).unwrap().name, "b");
-        for missing in ["c", "../a", "zz"] {
+        // "cx": not a hex prefix (a bare "c" is one, of a random ID).
+        for missing in ["cx", "../a", "zz"] {
             assert!(
                 matches!(load(&store, missing), Err(ContainerError::NotFound(_))),
                 "{missing}"

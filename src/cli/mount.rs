@@ -70,6 +70,11 @@ fn options(a: &Args) -> Result<(MountOptions, String)> {
         }
         (None, _) => return Err(UsageError("give an IMAGE and a MOUNTPOINT".into()).into()),
     };
+    if a.file_cache > 0 && (a.writable || a.container.is_some()) {
+        // Its files may be written while a cache file of theirs is passed
+        // through, and the kernel allows one backing file per inode.
+        return Err(UsageError("--file-cache serves read-only mounts only".into()).into());
+    }
     let what = a
         .container
         .clone()

@@ -606,7 +606,10 @@ impl IndexBuilder {
                     let len = u16::try_from(comp.len()).map_err(|_| {
                         LayerError::bad_path(path, "a name is longer than 255 bytes")
                     })?;
-                    let mut node = Node::new(cur, self.names.len() as u32, len);
+                    let at = u32::try_from(self.names.len()).map_err(|_| {
+                        LayerError::bad_path(path, "more than 4 GiB of names in one layer")
+                    })?;
+                    let mut node = Node::new(cur, at, len);
                     self.names.extend_from_slice(comp);
                     node.next_sibling = self.nodes[cur as usize].first_child;
                     let head = self.by_name.entry(name_hash(cur, comp)).or_insert(NONE);

@@ -123,3 +123,35 @@ fn a_sequential_read_has_the_next_spans_decoded_ahead() {
     layer.read_at(&e, 0, &mut all).unwrap();
     assert!(all == big, "the file reads back as written");
 }
+
+#[test]
+fn damage_past_what_a_read_inflated_is_caught_by_the_span_check_and_fails_later_reads() {
+    let big = text(8 << 20, 3);
+    let (dir, layer, cache, _) = layer_of(&[("big", &big)]);
+    let e = entry(&layer, "big");
+    // Flip a byte late in the first span's compressed bytes: a small read
+    // at the start does not inflate that far.
+    let (cp0, cp1) = (layer.index.checkpoint(0), layer.index.checkpoint(1));
+    let at = cp0.in_offset + (cp1.in_offset - cp0.in_offset) * 9 / 10;
+    let store = crate::store::Store::open(dir.path()).unwrap();
+    let path = store.blob_path(layer.digest());
+    let mut blob = std::fs::read(&path).unwrap();
+    blob[at as usize] ^= 0x55;
+    std::fs::write(&path, &blob).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let first = layer.read_at(&e, 0, &mut buf);
+    // The rest of the span is inflated on another core to check its CRC;
+    // from then on reads of the span fail (EIO), as a whole decode would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let failed = loop {
+        match layer.read_at(&e, 0, &mut buf) {
+            Err(e) => break e.to_string(),
+            Ok(_) if std::time::Instant::now() > deadline => {
+                panic!("the damaged span still reads after 30 s (first read: {first:?})")
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    assert!(failed.contains("layer"), "{failed}");
+    let _ = cache;
+}

@@ -31,6 +31,7 @@ pub struct SpanCache {
     limit: usize,
     decoded: AtomicU64,
     served: AtomicU64,
+    checked: AtomicU64,
 }
 
 struct CacheState {
@@ -53,6 +54,7 @@ impl SpanCache {
             limit,
             decoded: AtomicU64::new(0),
             served: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
         })
     }
 
@@ -65,6 +67,12 @@ impl SpanCache {
     /// `decoded_bytes`, what reads cost in inflating per byte they return.
     pub fn served_bytes(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// Bytes inflated on other cores only to check the CRC of spans that
+    /// reads were served from before their end (see `SpanChecks`).
+    pub fn checked_bytes(&self) -> u64 {
+        self.checked.load(Ordering::Relaxed)
     }
 
     fn count_decoded(&self, n: u64) {
@@ -142,6 +150,14 @@ impl SpanCache {
         drop(st);
         drop(busy);
         wanted
+    }
+
+    /// Drops span `i` of layer `layer` from the cache.
+    fn forget(&self, layer: u64, i: u32) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = st.lru.pop(&(layer, i)) {
+            st.bytes -= old.len();
+        }
     }
 
     /// Span `i` of layer `layer` if the cache holds its first `need` bytes.
@@ -236,6 +252,20 @@ pub struct Layer {
     streak: AtomicU64,
     /// Spans before this one have been given to `decode_ahead`.
     ahead: AtomicU32,
+    /// Spans served before their end was decoded, given to a decode-ahead
+    /// thread to check whole against their CRC; those that failed it.
+    checks: Arc<Mutex<SpanChecks>>,
+}
+
+/// Gzip spans of a whole blob are served as soon as the bytes a read needs
+/// are inflated, but damage on disk is caught by a span's CRC, which covers
+/// the whole span: the rest of each such span is inflated on another core,
+/// and a span that fails its CRC is dropped from the cache and fails every
+/// later read (EIO), as it would have failed whole.
+#[derive(Default)]
+struct SpanChecks {
+    queued: std::collections::HashSet<u32>,
+    damaged: std::collections::HashSet<u32>,
 }
 
 impl std::fmt::Debug for Layer {
@@ -270,6 +300,7 @@ impl Layer {
             last_end: AtomicU64::new(u64::MAX),
             streak: AtomicU64::new(0),
             ahead: AtomicU32::new(0),
+            checks: Arc::default(),
         })
     }
 
@@ -433,7 +464,9 @@ impl Layer {
             let need = (start + buf.len()).min(cp.out_len as usize);
             let span = match self.lazy_prefix(i, need)? {
                 Some(prefix) => prefix,
-                None => self.span(i, need)?,
+                // A stream's spans are decoded whole as it goes on (and
+                // ahead of it), which checks them: no check of its own.
+                None => self.span(i, need, streak < AHEAD_AFTER)?,
             };
             if streak >= AHEAD_AFTER {
                 self.read_ahead(i, streak);
@@ -555,8 +588,78 @@ impl Layer {
         }
     }
 
-    /// Span `i`, at least its first `need` bytes.
-    fn span(&self, i: u32, need: usize) -> Result<Arc<Vec<u8>>, ReadError> {
+    /// Span `i`, at least its first `need` bytes; `check`: have it checked
+    /// whole if the read leaves its end undecoded.
+    fn span(&self, i: u32, need: usize, check: bool) -> Result<Arc<Vec<u8>>, ReadError> {
+        let span = self.span_unchecked(i, need)?;
+        if self.checks_lock().damaged.contains(&i) {
+            return Err(ReadError::Span {
+                digest: *self.digest(),
+                source: SpanError::Damaged {
+                    offset: self.index.checkpoint(i).out_offset,
+                    why: "the span does not match its CRC".into(),
+                },
+            });
+        }
+        if check && span.len() < self.index.checkpoint(i).out_len as usize {
+            self.check_whole(i);
+        }
+        Ok(span)
+    }
+
+    fn checks_lock(&self) -> std::sync::MutexGuard<'_, SpanChecks> {
+        self.checks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Has gzip span `i` of a whole blob inflated to its end on a
+    /// decode-ahead thread, once, to check its CRC (see `SpanChecks`); what
+    /// it decodes goes to the cache for the reads after.
+    fn check_whole(&self, i: u32) {
+        let BlobData::Whole(file) = &self.blob else {
+            return; // fetched bytes were checked against their span digests
+        };
+        if !self.index.has_crcs() || !self.checks_lock().queued.insert(i) {
+            return;
+        }
+        let (index, file, cache, key, checks) = (
+            Arc::clone(&self.index),
+            Arc::clone(file),
+            Arc::clone(&self.cache),
+            self.key,
+            Arc::clone(&self.checks),
+        );
+        let queued = decode_ahead::submit_check(Box::new(move || {
+            let full = index.checkpoint(i).out_len as usize;
+            let (mut ran, mut failed) = (false, None);
+            let _ = cache.decode_ahead(key, i, full, || {
+                ran = true;
+                let spans = decode_spans(&index, &file, i, &Mutex::new(None))
+                    .inspect_err(|e| failed = Some(e.to_string()))?;
+                let n: u64 = spans.iter().map(|(_, d)| d.len() as u64).sum();
+                cache.checked.fetch_add(n, Ordering::Relaxed);
+                Ok::<_, SpanError>(spans)
+            });
+            let mut c = checks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(why) = failed {
+                log::error!(
+                    "layer {}: {why}; reads of it fail from now on",
+                    index.digest()
+                );
+                c.damaged.insert(i);
+                cache.forget(key, i);
+            } else if !ran && cache.cached(key, i, full).is_none() {
+                // Another thread was decoding part of it: ask again later.
+                c.queued.remove(&i);
+            }
+        }));
+        if !queued {
+            // The threads are busy: a later read of the span asks again.
+            self.checks_lock().queued.remove(&i);
+        }
+    }
+
+    /// Span `i`, at least its first `need` bytes, as decoded.
+    fn span_unchecked(&self, i: u32, need: usize) -> Result<Arc<Vec<u8>>, ReadError> {
         let gzip = self.index.compression() == super::Compression::Gzip;
         let need = if gzip {
             need
@@ -622,26 +725,39 @@ mod decode_ahead {
     use std::sync::{Arc, Mutex, OnceLock};
 
     pub type Job = Box<dyn FnOnce() + Send>;
-    const QUEUE: usize = 16;
 
-    pub fn submit(job: Job) {
+    /// Queues a decode ahead of a sequential read; false if the queue is
+    /// full (the job is dropped).
+    pub fn submit(job: Job) -> bool {
         static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
-        let tx = POOL.get_or_init(|| {
-            let (tx, rx) = sync_channel::<Job>(QUEUE);
-            let rx = Arc::new(Mutex::new(rx));
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-            for k in 0..n {
-                let rx = Arc::clone(&rx);
-                let spawned = std::thread::Builder::new()
-                    .name(format!("decode-ahead-{k}"))
-                    .spawn(move || work(&rx));
-                if let Err(e) = spawned {
-                    log::warn!("cannot start a decode-ahead thread: {e}");
-                }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        POOL.get_or_init(|| start("decode-ahead", threads, 16))
+            .try_send(job)
+            .is_ok()
+    }
+
+    /// Queues a span's CRC check (see `SpanChecks`) on a thread of its own,
+    /// so checks never take the places of decodes ahead; false if full.
+    pub fn submit_check(job: Job) -> bool {
+        static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
+        POOL.get_or_init(|| start("span-check", 1, 64))
+            .try_send(job)
+            .is_ok()
+    }
+
+    fn start(name: &str, threads: usize, queue: usize) -> SyncSender<Job> {
+        let (tx, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for k in 0..threads {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name}-{k}"))
+                .spawn(move || work(&rx));
+            if let Err(e) = spawned {
+                log::warn!("cannot start a {name} thread: {e}");
             }
-            tx
-        });
-        let _ = tx.try_send(job);
+        }
+        tx
     }
 
     fn work(rx: &Mutex<Receiver<Job>>) {

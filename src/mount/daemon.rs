@@ -185,8 +185,14 @@ fn serve_inner(
         None => None,
     };
     let fs = Arc::new(UnionFs::new(stack, upper));
+    // Read-only mounts only (see `mount --file-cache`): a writable one's
+    // files may be written while their cache file is passed through.
     let files = match opts.file_cache {
         0 => None,
+        _ if container.is_some() => {
+            log::warn!("the decoded-file cache serves read-only mounts only; off");
+            None
+        }
         limit => match store.own_dir_for("cache").and_then(|d| {
             FileCache::open(&d, limit).map_err(|e| crate::store::StoreError::io(&d, e))
         }) {
@@ -226,7 +232,6 @@ fn serve_inner(
         let _ = store.remove_hold(&record.hold_id());
     };
     records::write(store, &record).inspect_err(|_| cleanup(store))?;
-    let _stats = super::stats::publish(store, &record.id, cache).inspect_err(|_| cleanup(store))?;
 
     // Signals are taken by one thread; every other thread (the FUSE workers
     // included) inherits the blocked mask.
@@ -241,6 +246,9 @@ fn serve_inner(
     if !opts.in_process {
         let _ = signals.thread_block();
     }
+    // After the mask: a thread started before it would take SIGTERM and die
+    // with the process instead of unmounting.
+    let _stats = super::stats::publish(store, &record.id, cache).inspect_err(|_| cleanup(store))?;
 
     let config = fuse_config(opts, container.is_some(), &record.image);
     let mut session = match Session::new(FuseFs::new(fs.clone(), files), &mountpoint, &config) {

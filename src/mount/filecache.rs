@@ -308,7 +308,10 @@ impl FileCache {
     /// Renames a finished temp file into place and accounts it; evicts past
     /// the bound.
     fn publish(&self, k: &Key, tmp: &Path) -> Option<()> {
-        if let Err(e) = fs::rename(tmp, self.path(k)) {
+        // On disk before its name: after a crash a cache file of the right
+        // size is taken as it is, so it must never be one of zeros.
+        let synced = fs::File::open(tmp).and_then(|f| f.sync_data());
+        if let Err(e) = synced.and_then(|()| fs::rename(tmp, self.path(k))) {
             log::warn!("file cache: {}: {e}", k.file_name());
             let _ = fs::remove_file(tmp);
             return None;

@@ -20,6 +20,10 @@ pub struct ReadStats {
     pub served: u64,
     /// Bytes decoded (inflated) from the layers' blobs for those reads.
     pub inflated: u64,
+    /// Bytes inflated besides, on other cores, to check the CRCs of spans
+    /// served before their end.
+    #[serde(default)]
+    pub checked: u64,
 }
 
 impl ReadStats {
@@ -27,6 +31,7 @@ impl ReadStats {
         ReadStats {
             served: cache.served_bytes(),
             inflated: cache.decoded_bytes(),
+            checked: cache.checked_bytes(),
         }
     }
 }
@@ -46,7 +51,7 @@ pub fn publish(store: &Store, id: &str, cache: Arc<SpanCache>) -> Result<Publish
     let path = path(store, id)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (p, s) = (path.clone(), Arc::clone(&stop));
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("stats".into())
         .spawn(move || {
             let mut last = None;
@@ -55,11 +60,15 @@ pub fn publish(store: &Store, id: &str, cache: Arc<SpanCache>) -> Result<Publish
                 if last != Some(now) && write(&p, &now).is_ok() {
                     last = Some(now);
                 }
-                std::thread::sleep(EVERY);
+                std::thread::park_timeout(EVERY);
             }
         })
         .map_err(|e| MountError::io(&path, e))?;
-    Ok(Publisher { path, stop })
+    Ok(Publisher {
+        path,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 fn write(path: &Path, s: &ReadStats) -> std::io::Result<()> {
@@ -72,11 +81,17 @@ fn write(path: &Path, s: &ReadStats) -> std::io::Result<()> {
 pub struct Publisher {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Joined first: a write under way would put the file back.
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }

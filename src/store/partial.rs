@@ -883,7 +883,8 @@ impl PartialBlob {
         spans: &SpanTable,
         timeout: Duration,
     ) -> std::result::Result<(), FetchError> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add to now (a huge setting) is no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         // A fetch that stores less than asked (a short answer) leaves spans
         // missing: ask again, a few times.
         for _ in 0..3 {
@@ -900,7 +901,7 @@ impl PartialBlob {
                 }));
             }
             for f in claim.mine.iter().chain(&claim.joined) {
-                match f.wait(Some(deadline)) {
+                match f.wait(deadline) {
                     Ok(()) => {}
                     Err(Some(e)) => return Err(e),
                     Err(None) => return Err(self.timed_out(timeout)),
@@ -1338,14 +1339,23 @@ mod tests {
         let p = store.open_partial(&digest).unwrap().unwrap();
         // Four readers of overlapping ranges while the registry does not
         // answer: each gives up at its own bound, and one request was sent.
-        let waits: Vec<_> = [0..1500, 500..2000, 1000..1800, 0..2000]
+        // The widest reader asks first, so the others find all they need
+        // in flight (a narrower first one would leave them a part to ask for).
+        let first = {
+            let (p, spans) = (Arc::clone(&p), spans.clone());
+            std::thread::spawn(move || p.ensure(0..2000, &spans, Duration::from_millis(300)))
+        };
+        while fetcher.calls.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let waits: Vec<_> = [0..1500, 500..2000, 1000..1800]
             .into_iter()
             .map(|r| {
                 let (p, spans) = (Arc::clone(&p), spans.clone());
                 std::thread::spawn(move || p.ensure(r, &spans, Duration::from_millis(300)))
             })
             .collect();
-        for w in waits {
+        for w in std::iter::once(first).chain(waits) {
             let e = w.join().unwrap().unwrap_err();
             assert!(matches!(e, FetchError::TimedOut { .. }), "{e}");
         }
