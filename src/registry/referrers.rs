@@ -6,8 +6,10 @@
 //! ```text
 //! artifact manifest  artifactType  application/vnd.layerfs.index.v1
 //!                    config        the empty descriptor ({})
-//!                    layers        one index file per image layer, annotated
-//!                                  io.layerfs.index.layer = the layer's digest
+//!                    layers        one index file per image layer, gzipped
+//!                                  (application/vnd.layerfs.index.layer.v1+gzip;
+//!                                  plain ...layer.v1 blobs are read as well),
+//!                                  annotated io.layerfs.index.layer = the layer's digest
 //!                    subject       the image manifest
 //! found through      GET /v2/NAME/referrers/DIGEST        (registries with the API)
 //!                    tag sha256-<hex>: an image index of referrers (the tag
@@ -29,8 +31,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const INDEX_ARTIFACT_TYPE: &str = "application/vnd.layerfs.index.v1";
-/// The media type of one layer's index file inside the artifact.
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1";
+/// The media type of one layer's index file inside the artifact, gzipped:
+/// its entries compress to a fraction, and a lazy mount fetches every
+/// layer's index before it answers.
+pub const INDEX_GZIP_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1+gzip";
 /// On each index blob of the artifact: the digest of the layer it describes.
 pub const LAYER_ANNOTATION: &str = "io.layerfs.index.layer";
 const EMPTY_JSON: &[u8] = b"{}";
@@ -64,7 +68,7 @@ fn artifact_manifest(subject: &Descriptor, indexes: Vec<Descriptor>) -> Manifest
 #[derive(Clone, Debug)]
 pub struct Published {
     pub artifact: Descriptor,
-    /// Layers and the sizes of their index blobs.
+    /// Layers and the sizes of their (gzipped) index blobs.
     pub indexes: Vec<(Digest, u64)>,
     /// Whether the registry keeps referrers itself (else the tag was updated).
     pub referrers_api: bool,
@@ -80,13 +84,15 @@ pub(super) fn publish(
     subject: &Descriptor,
     indexes: &[(Descriptor, Vec<u8>)],
 ) -> Result<Published, RegistryError> {
-    let mut blobs = Vec::new();
+    let (mut blobs, mut sizes) = (Vec::new(), Vec::new());
     upload_bytes(client, repo, scopes, EMPTY_JSON)?;
     for (layer, bytes) in indexes {
-        let d = upload_bytes(client, repo, scopes, bytes)?;
-        let mut desc = Descriptor::new(INDEX_MEDIA_TYPE, d, bytes.len() as u64);
+        let packed = gzip(bytes);
+        let d = upload_bytes(client, repo, scopes, &packed)?;
+        let mut desc = Descriptor::new(INDEX_GZIP_MEDIA_TYPE, d, packed.len() as u64);
         desc.set_annotation(LAYER_ANNOTATION, &layer.digest.to_string());
         blobs.push(desc);
+        sizes.push((layer.digest, packed.len() as u64));
     }
     let manifest = artifact_manifest(subject, blobs);
     let bytes = manifest.to_json();
@@ -104,10 +110,7 @@ pub(super) fn publish(
     }
     Ok(Published {
         artifact,
-        indexes: indexes
-            .iter()
-            .map(|(l, b)| (l.digest, b.len() as u64))
-            .collect(),
+        indexes: sizes,
         referrers_api: kept,
     })
 }
@@ -247,7 +250,16 @@ fn layer_index(
     else {
         return Ok(None);
     };
-    let bytes = client.get_small_blob(repo, blob, index_limit(layer.size), scopes)?;
+    let limit = index_limit(layer.size);
+    let mut bytes = client.get_small_blob(repo, blob, limit, scopes)?;
+    if blob.media_type == INDEX_GZIP_MEDIA_TYPE {
+        bytes = gunzip(&bytes, limit).map_err(|why| {
+            client.bad(
+                &format!("layerfs index of layer {} in {repo}", layer.digest),
+                &why,
+            )
+        })?;
+    }
     check_index(&bytes, layer, dir).map_err(|why| {
         client.bad(
             &format!("layerfs index of layer {} in {repo}", layer.digest),
@@ -323,6 +335,28 @@ impl super::lazy::IndexSource for PublishedIndex {
         install(req.store, &req.layer.digest, &bytes)?;
         Ok(true)
     }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use flate2::{Compression, write::GzEncoder};
+    let mut z = GzEncoder::new(Vec::with_capacity(bytes.len() / 2), Compression::default());
+    // Writing to memory cannot fail.
+    let _ = z.write_all(bytes);
+    z.finish().unwrap_or_default()
+}
+
+/// A published index blob inflated, refused past `limit` bytes (a bomb).
+fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not gzip: {e}"))?;
+    if out.len() as u64 > limit {
+        return Err(format!("inflates past {limit} bytes"));
+    }
+    Ok(out)
 }
 
 /// Puts a checked index file where the store keeps the layer's index.
@@ -493,4 +527,16 @@ pub(super) fn install_indexes(
         done.push(layer.digest);
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_published_index_inflating_past_its_bound_is_refused() {
+        let packed = super::gzip(&vec![0u8; 1 << 20]);
+        assert_eq!(super::gunzip(&packed, 1 << 20).unwrap().len(), 1 << 20);
+        let e = super::gunzip(&packed, (1 << 20) - 1).unwrap_err();
+        assert!(e.contains("inflates past"), "{e}");
+        assert!(super::gunzip(b"not gzip", 100).is_err());
+    }
 }

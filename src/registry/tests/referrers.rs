@@ -175,6 +175,16 @@ fn index_push_adds_indexes_to_an_image_pushed_without_them() {
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].indexes.len(), 3);
     assert!(!published[0].referrers_api);
+    // Published gzipped: each blob is smaller than the index file it holds.
+    for (layer, size) in &published[0].indexes {
+        let local = std::fs::metadata(src.layer_index_path(layer))
+            .unwrap()
+            .len();
+        assert!(
+            *size < local,
+            "index of {layer}: {size} bytes published, {local} local"
+        );
+    }
     for l in layers {
         let gets = proxy
             .logged()
