@@ -69,8 +69,9 @@ impl SpanCache {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Bytes inflated on other cores only to check the CRC of spans that
-    /// reads were served from before their end (see `SpanChecks`).
+    /// Of `decoded_bytes`, those inflated on another core to check the CRC
+    /// of spans that reads were served from before their end (see
+    /// `SpanChecks`); what they decoded is cached for the reads after.
     pub fn checked_bytes(&self) -> u64 {
         self.checked.load(Ordering::Relaxed)
     }
@@ -636,7 +637,9 @@ impl Layer {
                 let spans = decode_spans(&index, &file, i, &Mutex::new(None))
                     .inspect_err(|e| failed = Some(e.to_string()))?;
                 let n: u64 = spans.iter().map(|(_, d)| d.len() as u64).sum();
+                // Checked first: decoded minus checked never counts a check.
                 cache.checked.fetch_add(n, Ordering::Relaxed);
+                cache.count_decoded(n);
                 Ok::<_, SpanError>(spans)
             });
             let mut c = checks.lock().unwrap_or_else(|p| p.into_inner());

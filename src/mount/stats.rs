@@ -20,8 +20,8 @@ pub struct ReadStats {
     pub served: u64,
     /// Bytes decoded (inflated) from the layers' blobs for those reads.
     pub inflated: u64,
-    /// Bytes inflated besides, on other cores, to check the CRCs of spans
-    /// served before their end.
+    /// Of `inflated`, those inflated on another core to check the CRCs of
+    /// spans served before their end (cached for later reads too).
     #[serde(default)]
     pub checked: u64,
 }
