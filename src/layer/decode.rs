@@ -137,8 +137,11 @@ impl SpanTracker {
     fn add_window(&mut self, window: &[u8]) -> io::Result<(u64, u32)> {
         use std::io::Write;
         let off = self.windows.len() as u64;
+        // Fast: windows are compressed on the decoding thread of every pull;
+        // best made importing a 222 MB layer 2.6 s instead of 2.0 s, and the
+        // index no smaller (the window budget sets its size either way).
         let mut enc =
-            flate2::write::DeflateEncoder::new(&mut self.windows, flate2::Compression::best());
+            flate2::write::DeflateEncoder::new(&mut self.windows, flate2::Compression::fast());
         enc.write_all(window)?;
         enc.finish()?;
         Ok((off, (self.windows.len() as u64 - off) as u32))
