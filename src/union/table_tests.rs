@@ -109,3 +109,29 @@ fn listings_of_unchanged_directories_are_bounded_and_merged_again() {
         walk(&fs, &format!("d{d}/f7")).unwrap();
     }
 }
+
+#[test]
+fn a_listing_in_use_survives_the_listings_of_its_subdirectories() {
+    // A directory of 12 names whose subdirectories are listed one by one,
+    // each listing looked up in the big one between them (as a walk does):
+    // over a budget of 20 names the big one stays (it is used), instead of
+    // being merged again for every subdirectory.
+    let mut t = TarBuilder::new();
+    for d in 0..12 {
+        t.file(&format!("big/d{d}/f"), 0o644, b"");
+    }
+    let (_d, fs) = read_only(t.finish());
+    fs.lock().listed_max = 20;
+    let big = walk(&fs, "big").unwrap().ino;
+    list(&fs, "big");
+    let first = fs.cached_listing(big).unwrap();
+    for d in 0..12 {
+        walk(&fs, &format!("big/d{d}")).unwrap();
+        list(&fs, &format!("big/d{d}"));
+        let now = fs.cached_listing(big).expect("big's listing cached");
+        assert!(
+            std::sync::Arc::ptr_eq(&first, &now),
+            "big merged again by d{d}'s listing"
+        );
+    }
+}

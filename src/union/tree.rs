@@ -178,6 +178,9 @@ pub(crate) struct Node {
     /// References the kernel holds (lookups minus forgets).
     pub lookups: u64,
     pub listing: Option<Arc<Listing>>,
+    /// The cached listing was used since it was queued for eviction: it
+    /// gets a second chance (see `Table::keep_listing`).
+    pub listing_used: bool,
     /// An upper file whose last name was removed while it was open: it
     /// lives on in that open file, which is all `stat` can ask.
     pub detached: Option<Arc<super::handle::OpenFile>>,
@@ -305,7 +308,10 @@ impl Table {
 
     /// Caches `listing` on directory `ino`, unless it has one already; a
     /// listing of a directory only the layers have counts against
-    /// `LISTED_CHILDREN`, and the oldest such go when over it.
+    /// `LISTED_CHILDREN`, and the oldest such go when over it, except that
+    /// one used since it was queued goes to the back once more (a clock):
+    /// a big directory whose names are looked up all through a walk is not
+    /// merged again for every subdirectory listed.
     fn keep_listing(&mut self, ino: u64, listing: Arc<Listing>) -> Arc<Listing> {
         let Some(n) = self.nodes.get_mut(&ino) else {
             return listing;
@@ -325,6 +331,15 @@ impl Table {
             let Some((old, len)) = self.listed.pop_front() else {
                 break;
             };
+            if let Some(n) = self
+                .nodes
+                .get_mut(&old)
+                .filter(|n| n.listing_used && n.listing.is_some())
+            {
+                n.listing_used = false;
+                self.listed.push_back((old, len));
+                continue;
+            }
             self.listed_children -= len;
             // One a change reached since is edited in place: it stays.
             if let Some(n) = self
@@ -414,6 +429,7 @@ impl UnionFs {
                 generation: 0,
                 changed: 0,
                 no_caps: false,
+                listing_used: false,
             },
         );
         fs
@@ -568,8 +584,8 @@ impl UnionFs {
         let mut tries = 0;
         loop {
             let (src, path, epoch) = {
-                let t = self.lock();
-                let Some(node) = t.nodes.get(&ino) else {
+                let mut t = self.lock();
+                let Some(node) = t.nodes.get_mut(&ino) else {
                     drop(t);
                     return Err(match self.nodeless(ino) {
                         Some(_) => UnionError::NotDir,
@@ -579,8 +595,9 @@ impl UnionFs {
                 if node.src.kind != FileKind::Directory {
                     return Err(UnionError::NotDir);
                 }
-                if let Some(l) = &node.listing {
-                    return Ok(l.clone());
+                if let Some(l) = node.listing.clone() {
+                    node.listing_used = true;
+                    return Ok(l);
                 }
                 (node.src.clone(), self.path(&t, ino)?, t.epoch)
             };
@@ -613,6 +630,7 @@ impl UnionFs {
             generation: 0,
             changed: epoch,
             no_caps: false,
+            listing_used: false,
         });
         node.lookups += 1;
         node.set_path(parent, &c.name);
