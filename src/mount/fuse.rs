@@ -15,14 +15,10 @@
 //! opens (the kernel refuses a mix), so a file still open from a lower layer
 //! keeps later opens on the daemon path.
 //!
-//! With the decoded-file cache on (filecache.rs, `--file-cache`; it costs a
-//! read-only mount a round trip per open), lower files that are executed,
-//! opened again or read through are passed through too, from their cache
-//! file. The kernel takes one backing file per inode and refuses any other
-//! kind of open beside it (EIO), so an open that needs the upper file while
-//! the lower one is still open through its cache file (a write to a file
-//! another process reads) fails with ETXTBSY, as a write to a running
-//! program does.
+//! With the decoded-file cache on (filecache.rs, `--file-cache`, read-only
+//! mounts only; it costs a round trip per open), lower files that are
+//! executed, opened again or read through are passed through too, from
+//! their cache file.
 
 use super::filecache::{self, FileCache};
 use crate::union::{Attr, Caller, FileKind, SetAttr, SetTime, UnionError, UnionFs};
@@ -62,17 +58,15 @@ pub struct FuseFs {
 enum IoMode {
     Through(Arc<BackingId>),
     Cached,
-    /// Another backing file serves the inode's open files: the kernel takes
-    /// one per inode, so this open fails as a write to a running program does.
-    Busy,
 }
 
-/// Per inode: its backing file (shared by all its passthrough opens; an
-/// upper file or a cache file) and how many opens go through the daemon;
+/// Per inode: its backing file (shared by all its passthrough opens: an
+/// upper file, or in a read-only mount a cache file) and how many opens go
+/// through the daemon;
 /// per handle: its inode and mode.
 #[derive(Default)]
 struct IoModes {
-    backing: HashMap<u64, (Arc<BackingId>, u32, bool)>,
+    backing: HashMap<u64, (Arc<BackingId>, u32)>,
     cached: HashMap<u64, u32>,
     handles: HashMap<u64, (u64, bool)>,
 }
@@ -107,8 +101,7 @@ impl FuseFs {
         if !self.passthrough.load(Ordering::Relaxed) {
             return IoMode::Cached;
         }
-        let is_upper = upper.is_some();
-        if let Some(mode) = shared_mode(&mut self.modes(), ino, fh, is_upper) {
+        if let Some(mode) = shared_mode(&mut self.modes(), ino, fh) {
             return mode;
         }
         let cached;
@@ -124,13 +117,13 @@ impl FuseFs {
         };
         let mut m = self.modes();
         // Another open may have settled the inode's mode meanwhile.
-        if let Some(mode) = shared_mode(&mut m, ino, fh, is_upper) {
+        if let Some(mode) = shared_mode(&mut m, ino, fh) {
             return mode;
         }
         match open_backing(file) {
             Ok(id) => {
                 let id = Arc::new(id);
-                m.backing.insert(ino, (id.clone(), 1, is_upper));
+                m.backing.insert(ino, (id.clone(), 1));
                 m.handles.insert(fh, (ino, true));
                 IoMode::Through(id)
             }
@@ -240,7 +233,7 @@ impl FuseFs {
             return;
         };
         if through {
-            if let Some((_, n, _)) = m.backing.get_mut(&ino) {
+            if let Some((_, n)) = m.backing.get_mut(&ino) {
                 *n -= 1;
                 if *n == 0 {
                     m.backing.remove(&ino);
@@ -270,16 +263,13 @@ impl FuseFs {
 }
 
 /// The mode other opens of `ino` already impose: cached while the
-/// daemon serves one, else their backing file when it is the same kind
-/// (upper or cache file), else busy.
-fn shared_mode(m: &mut IoModes, ino: u64, fh: u64, is_upper: bool) -> Option<IoMode> {
+/// daemon serves one, else their backing file. (One kind of backing file
+/// per mount: upper files in a writable one, cache files in a read-only one.)
+fn shared_mode(m: &mut IoModes, ino: u64, fh: u64) -> Option<IoMode> {
     if m.cached.get(&ino).is_some_and(|&n| n > 0) {
         return Some(IoMode::Cached);
     }
-    let (id, n, up) = m.backing.get_mut(&ino)?;
-    if *up != is_upper {
-        return Some(IoMode::Busy);
-    }
+    let (id, n) = m.backing.get_mut(&ino)?;
     *n += 1;
     let id = id.clone();
     m.handles.insert(fh, (ino, true));
@@ -475,10 +465,6 @@ impl Filesystem for FuseFs {
                     self.note_cached(ino.0, fh);
                     reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
                 }
-                IoMode::Busy => {
-                    self.forget_handle(fh);
-                    reply.error(Errno::ETXTBSY)
-                }
             };
         }
         match self.fs.open(ino.0, flags.0) {
@@ -497,10 +483,6 @@ impl Filesystem for FuseFs {
                             FopenFlags::empty()
                         };
                         reply.opened(FileHandle(opened.fh), keep)
-                    }
-                    IoMode::Busy => {
-                        self.fs.release(opened.fh);
-                        reply.error(Errno::ETXTBSY)
                     }
                 }
             }
@@ -532,7 +514,7 @@ impl Filesystem for FuseFs {
                         FopenFlags::empty(),
                         &id,
                     ),
-                    IoMode::Cached | IoMode::Busy => {
+                    IoMode::Cached => {
                         self.note_cached(attr.ino, opened.fh);
                         reply.created(
                             &TTL,
