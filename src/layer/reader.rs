@@ -523,12 +523,7 @@ impl Layer {
                 self.key,
             );
             decode_ahead::submit(Box::new(move || {
-                let full = index.checkpoint(s).out_len as usize;
-                let _ = cache.decode_ahead(key, s, full, || {
-                    let spans = decode_spans(&index, &file, s, &Mutex::new(None))?;
-                    cache.count_decoded(spans.iter().map(|(_, d)| d.len() as u64).sum());
-                    Ok::<_, SpanError>(spans)
-                });
+                decode_whole(&cache, key, &index, &file, s, false);
             }));
         }
     }
@@ -631,28 +626,22 @@ impl Layer {
         );
         let queued = decode_ahead::submit_check(Box::new(move || {
             let full = index.checkpoint(i).out_len as usize;
-            let (mut ran, mut failed) = (false, None);
-            let _ = cache.decode_ahead(key, i, full, || {
-                ran = true;
-                let spans = decode_spans(&index, &file, i, &Mutex::new(None))
-                    .inspect_err(|e| failed = Some(e.to_string()))?;
-                let n: u64 = spans.iter().map(|(_, d)| d.len() as u64).sum();
-                // Checked first: decoded minus checked never counts a check.
-                cache.checked.fetch_add(n, Ordering::Relaxed);
-                cache.count_decoded(n);
-                Ok::<_, SpanError>(spans)
-            });
+            let outcome = decode_whole(&cache, key, &index, &file, i, true);
             let mut c = checks.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(why) = failed {
-                log::error!(
-                    "layer {}: {why}; reads of it fail from now on",
-                    index.digest()
-                );
-                c.damaged.insert(i);
-                cache.forget(key, i);
-            } else if !ran && cache.cached(key, i, full).is_none() {
+            match outcome {
+                Whole::Failed(why) => {
+                    log::error!(
+                        "layer {}: {why}; reads of it fail from now on",
+                        index.digest()
+                    );
+                    c.damaged.insert(i);
+                    cache.forget(key, i);
+                }
                 // Another thread was decoding part of it: ask again later.
-                c.queued.remove(&i);
+                Whole::Skipped if cache.cached(key, i, full).is_none() => {
+                    c.queued.remove(&i);
+                }
+                Whole::Skipped | Whole::Done => {}
             }
         }));
         if !queued {
@@ -717,6 +706,43 @@ impl Layer {
             })
         })
     }
+}
+
+/// What decoding a span whole on a pool thread came to.
+enum Whole {
+    Done,
+    /// Cached whole already, or another thread was decoding it.
+    Skipped,
+    Failed(String),
+}
+
+/// Decodes span `s` whole into `cache` (checking its CRC) unless it is
+/// cached whole or being decoded: decodes ahead of a stream and CRC checks
+/// (`check`: counted as one too).
+fn decode_whole(
+    cache: &SpanCache,
+    key: u64,
+    index: &LayerIndex,
+    file: &File,
+    s: u32,
+    check: bool,
+) -> Whole {
+    let full = index.checkpoint(s).out_len as usize;
+    let mut outcome = Whole::Skipped;
+    let _ = cache.decode_ahead(key, s, full, || {
+        let spans = decode_spans(index, file, s, &Mutex::new(None)).inspect_err(|e| {
+            outcome = Whole::Failed(e.to_string());
+        })?;
+        let n: u64 = spans.iter().map(|(_, d)| d.len() as u64).sum();
+        if check {
+            // Checked first: decoded minus checked never counts a check.
+            cache.checked.fetch_add(n, Ordering::Relaxed);
+        }
+        cache.count_decoded(n);
+        outcome = Whole::Done;
+        Ok::<_, SpanError>(spans)
+    });
+    outcome
 }
 
 /// The threads that decode spans ahead of sequential reads: one per core
