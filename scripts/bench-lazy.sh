@@ -92,19 +92,7 @@ ip -n "$ns" link set lo up
 tc qdisc add dev "$veth_h" root tbf rate 100mbit burst 64kb latency 100ms
 ip netns exec "$ns" tc qdisc add dev "$veth_n" root tbf rate 100mbit burst 64kb latency 100ms
 
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: $reg_ip:5000
-  secret: bench
-YML
+registry_config "$work/registry.yml" "$work/registry" "$reg_ip:5000"
 ip netns exec "$ns" docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
 reg_pid=$!
 for _ in $(seq 1 100); do

@@ -66,3 +66,21 @@ oci_image() {
         "$OCI_MANIFEST" "$msize" "$1" > "$OCI_DIR/index.json"
     rm -rf "$tmp"
 }
+
+# registry_config FILE DIR ADDR: a docker-registry config storing in DIR,
+# serving plain HTTP on ADDR, quiet (no access log).
+registry_config() {
+    cat > "$1" <<YML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $2
+http:
+  addr: $3
+  secret: bench
+YML
+}

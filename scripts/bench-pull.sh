@@ -61,19 +61,7 @@ echo "image: $nlayers gzip layers from /usr, $((total / 1000000)) MB of blobs, m
 
 # ---- a registry of our own ----
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-  secret: bench
-YML
+registry_config "$work/registry.yml" "$work/registry" "127.0.0.1:$port"
 docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
 reg_pid=$!
 for _ in $(seq 1 100); do
