@@ -19,6 +19,59 @@ struct Fixture {
     digests: Vec<Digest>,
     upper: std::path::PathBuf,
     work: std::path::PathBuf,
+    /// Where upper and work are, when not beside the store.
+    _own_fs: Option<OwnExt4>,
+}
+
+/// A small ext4 of the test's own, loop-mounted (lazily unmounted on drop).
+/// Nothing else creates files in it and it has one block group, so the
+/// next inode number handed out is the lowest free one: a number just freed
+/// comes back at once, as on a busy shared host it does only by chance.
+struct OwnExt4 {
+    mnt: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnExt4 {
+    fn new() -> OwnExt4 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mountpoint");
+        let f = std::fs::File::create(&image).expect("image file");
+        f.set_len(16 << 20).expect("size the image");
+        let image = image.to_str().expect("utf-8");
+        // 4k blocks: 16M is one block group (32768 blocks a group).
+        run("mkfs.ext4", &["-q", "-F", "-b", "4096", image]);
+        run(
+            "mount",
+            &["-o", "loop", image, mnt.to_str().expect("utf-8")],
+        );
+        OwnExt4 { mnt, _dir: dir }
+    }
+}
+
+impl Drop for OwnExt4 {
+    fn drop(&mut self) {
+        // Lazy: a mount namespace another test made meanwhile may still
+        // hold it; the loop device goes with the last of them (autoclear).
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Fixture {
@@ -47,7 +100,18 @@ impl Fixture {
             digests,
             upper,
             work,
+            _own_fs: None,
         })
+    }
+
+    /// The same, with upper and work on an ext4 of their own.
+    fn on_own_ext4() -> Option<Fixture> {
+        let mut fx = Fixture::new()?;
+        let own = OwnExt4::new();
+        fx.upper = own.mnt.join("c/upper");
+        fx.work = own.mnt.join("c/work");
+        fx._own_fs = Some(own);
+        Some(fx)
     }
 
     fn fs(&self) -> UnionFs {
@@ -570,23 +634,18 @@ fn a_copy_up_in_progress_blocks_only_its_own_file() {
 #[test]
 fn a_removed_directory_keeps_its_number_to_itself() {
     use std::os::unix::fs::MetadataExt;
-    let Some(fx) = Fixture::new() else { return };
+    let Some(fx) = Fixture::on_own_ext4() else {
+        return;
+    };
     let fs = fx.fs();
     let gone = fs.mkdir(ROOT_INO, b"gone", 0o755, ME).unwrap();
     let host_ino = std::fs::metadata(fx.upper.join("gone")).unwrap().ino();
     fs.rmdir(ROOT_INO, b"gone").unwrap();
-    // Until the host hands that number out again.
-    let mut reused = None;
-    for i in 0..64 {
-        let name = format!("f{i}");
-        let (a, o) = fs.create(ROOT_INO, name.as_bytes(), 0o644, ME).unwrap();
-        fs.release(o.fh);
-        if std::fs::metadata(fx.upper.join(&name)).unwrap().ino() == host_ino {
-            reused = Some((a, name));
-            break;
-        }
-    }
-    let (new, new_name) = reused.expect("the host reuses a freed inode number");
+    // The host hands that number out again to the next new file.
+    let (new, o) = fs.create(ROOT_INO, b"f", 0o644, ME).unwrap();
+    fs.release(o.fh);
+    let reused = std::fs::metadata(fx.upper.join("f")).unwrap().ino();
+    assert_eq!(reused, host_ino, "the host's next number is the freed one");
     assert_ne!(new.ino, gone.ino);
     assert_eq!(fs.getattr(gone.ino).unwrap_err().errno(), libc::ENOENT);
     let e = fs
@@ -603,8 +662,7 @@ fn a_removed_directory_keeps_its_number_to_itself() {
     // That number means something in this mount only: a rename must not
     // record it on disk as the file's origin, where a later mount would
     // take it up and could give it to another file too.
-    fs.rename(ROOT_INO, new_name.as_bytes(), ROOT_INO, b"moved", 0)
-        .unwrap();
+    fs.rename(ROOT_INO, b"f", ROOT_INO, b"moved", 0).unwrap();
     let origin = xattr::get(fx.upper.join("moved"), super::upper::XATTR_ORIGIN).unwrap();
     assert_eq!(origin, None, "a mount-local number recorded as origin");
 }
