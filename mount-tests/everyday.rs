@@ -342,12 +342,19 @@ fn diff_lists_what_podman_diff_lists_for_the_same_changes() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     podman(&["import", tar_path.to_str().unwrap(), "rich:1"]);
-    podman(&["create", "--name", "c", "rich:1", "true"]);
-    let root = podman(&["mount", "c"]);
+    // `podman diff NAME` takes an image first, and a name of hex digits
+    // ("c") is a prefix of one image ID in 16: it then listed the image's
+    // own layer, all "A". A container diff of a name no ID starts with.
+    let name = "diffed";
+    podman(&["create", "--name", name, "rich:1", "true"]);
+    let root = podman(&["mount", name]);
     let (ok, _, err) = sh(&format!("cd {} && {changes}", root.trim()));
     assert!(ok, "{err}");
-    podman(&["umount", "c"]);
-    let mut theirs: Vec<String> = podman(&["diff", "c"]).lines().map(str::to_string).collect();
+    podman(&["umount", name]);
+    let mut theirs: Vec<String> = podman(&["container", "diff", name])
+        .lines()
+        .map(str::to_string)
+        .collect();
     theirs.sort_by(|a, b| a[2..].cmp(&b[2..]));
     podman(&["rm", "-a", "-f"]);
     podman(&["rmi", "-a", "-f"]);
