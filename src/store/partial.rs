@@ -387,21 +387,59 @@ fn fetch_worker(pool: &Pool) {
     }
 }
 
+/// Who asks for bytes: a read, which waits until its deadline (None: as
+/// long as it takes), or the prefetch.
+#[derive(Clone, Copy, Debug)]
+enum Claimant {
+    Read(Option<Instant>),
+    Prefetch,
+}
+
 /// One fetch of a run of missing spans, which every reader of bytes in the
 /// run waits on instead of fetching them again.
 struct Flight {
     range: Range<u64>,
+    /// A prefetch's flight: reads never join it. Its request may be 4 MiB
+    /// long and its failure is its own; a read sends its own request for
+    /// its own bytes at once instead.
+    prefetch: bool,
+    /// Until when some waiter still waits: the latest of their deadlines,
+    /// None while one waits as long as it takes. A read's flight that no
+    /// one waits for by the time a fetch thread gets to it is not sent, so
+    /// a backlog left by an outage does not hold up the reads after it.
+    wanted: Mutex<Option<Instant>>,
     outcome: Mutex<Option<std::result::Result<(), FetchError>>>,
     done: Condvar,
 }
 
 impl Flight {
-    fn new(range: Range<u64>) -> Arc<Flight> {
+    fn new(range: Range<u64>, by: Claimant) -> Arc<Flight> {
+        let (prefetch, wanted) = match by {
+            Claimant::Read(deadline) => (false, deadline),
+            Claimant::Prefetch => (true, None),
+        };
         Arc::new(Flight {
             range,
+            prefetch,
+            wanted: Mutex::new(wanted),
             outcome: Mutex::new(None),
             done: Condvar::new(),
         })
+    }
+
+    /// Records that `by` waits for this flight too.
+    fn wanted_by(&self, by: Claimant) {
+        let mut w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        *w = match (*w, by) {
+            (Some(a), Claimant::Read(Some(b))) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+
+    /// Whether every waiter has given up on it.
+    fn abandoned(&self) -> bool {
+        let w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        w.is_some_and(|d| d <= Instant::now())
     }
 
     /// Waits for the outcome until `deadline` (None: as long as it takes);
@@ -874,9 +912,10 @@ impl PartialBlob {
 
     /// Makes `range` local: fetches the spans over it that are missing,
     /// verifies and stores them. Spans another reader is fetching already
-    /// are waited for, not fetched again. Waits at most `timeout`; a fetch
-    /// still running then goes on in the background and keeps what it
-    /// verifies.
+    /// are waited for, not fetched again; spans the prefetch is fetching are
+    /// fetched again, so a read never waits behind a prefetch request. Waits
+    /// at most `timeout`; a fetch still running then goes on in the
+    /// background and keeps what it verifies.
     pub fn ensure(
         self: &Arc<Self>,
         range: Range<u64>,
@@ -888,7 +927,7 @@ impl PartialBlob {
         // A fetch that stores less than asked (a short answer) leaves spans
         // missing: ask again, a few times.
         for _ in 0..3 {
-            let claim = self.claim(range.clone(), spans)?;
+            let claim = self.claim(range.clone(), spans, Claimant::Read(deadline))?;
             if claim.is_empty() {
                 return Ok(());
             }
@@ -896,7 +935,9 @@ impl PartialBlob {
                 let (me, spans, mine) = (Arc::clone(self), spans.clone(), claim.mine.clone());
                 submit(Box::new(move || {
                     for f in &mine {
-                        me.fly(f, &spans);
+                        if !me.drop_if_abandoned(f) {
+                            me.fly(f, &spans);
+                        }
                     }
                 }));
             }
@@ -915,33 +956,47 @@ impl PartialBlob {
     }
 
     /// Fetches `runs` (as [`PartialBlob::missing`] gives them) on this
-    /// thread, waiting as long as it takes for the parts other readers are
-    /// fetching already: the prefetch, behind the reads.
+    /// thread, waiting as long as it takes for the parts readers are
+    /// fetching already: the prefetch, behind the reads. A read's fetch
+    /// that fails does not fail it: it asks for those bytes itself.
     pub fn fetch_runs(
         &self,
         runs: &[Range<u64>],
         spans: &SpanTable,
     ) -> std::result::Result<(), FetchError> {
         for run in runs {
-            let claim = self.claim(run.clone(), spans)?;
-            for f in &claim.mine {
-                self.fly(f, spans);
+            for _ in 0..3 {
+                let claim = self.claim(run.clone(), spans, Claimant::Prefetch)?;
+                if claim.is_empty() {
+                    break;
+                }
+                for f in &claim.mine {
+                    self.fly(f, spans);
+                }
+                for f in &claim.mine {
+                    f.wait(None)
+                        .map_err(|e| e.unwrap_or_else(|| self.short(&f.range)))?;
+                }
+                for f in &claim.joined {
+                    let _ = f.wait(None);
+                }
             }
-            for f in claim.mine.iter().chain(&claim.joined) {
-                f.wait(None)
-                    .map_err(|e| e.unwrap_or_else(|| self.short(&f.range)))?;
+            if let Some(r) = self.missing(run.clone(), spans)?.first() {
+                return Err(self.short(r));
             }
         }
         Ok(())
     }
 
-    /// The flights that make `range` local: the missing runs not in flight
-    /// yet become flights of the caller's (listed before this returns), and
-    /// the flights under way over the rest are joined.
+    /// The flights that make `range` local for `by`: the missing runs not
+    /// in flight yet become flights of the caller's (listed before this
+    /// returns), and the flights under way over the rest are joined, except
+    /// that a read joins no prefetch flight.
     fn claim(
         &self,
         range: Range<u64>,
         spans: &SpanTable,
+        by: Claimant,
     ) -> std::result::Result<Claim, FetchError> {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         // Under the flights lock: a flight gone from the list has stored
@@ -955,16 +1010,18 @@ impl PartialBlob {
             let mut parts = vec![run];
             for f in flights.iter() {
                 let r = &f.range;
-                if !parts.iter().any(|p| p.start < r.end && r.start < p.end) {
+                let joinable = !(f.prefetch && matches!(by, Claimant::Read(_)));
+                if !joinable || !parts.iter().any(|p| p.start < r.end && r.start < p.end) {
                     continue;
                 }
                 if !claim.joined.iter().any(|j| Arc::ptr_eq(j, f)) {
+                    f.wanted_by(by);
                     claim.joined.push(Arc::clone(f));
                 }
                 parts = parts.iter().flat_map(|p| subtract(p, r)).collect();
             }
             for part in parts {
-                let f = Flight::new(part);
+                let f = Flight::new(part, by);
                 flights.push(Arc::clone(&f));
                 claim.mine.push(f);
             }
@@ -982,6 +1039,30 @@ impl PartialBlob {
             .retain(|g| !Arc::ptr_eq(g, f));
         *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(got);
         f.done.notify_all();
+    }
+
+    /// Takes flight `f` off the list unsent when no one waits for it any
+    /// more (see `Flight::wanted`); true when it did.
+    fn drop_if_abandoned(&self, f: &Arc<Flight>) -> bool {
+        // Under the flights lock, which a reader joining it takes too.
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if !f.abandoned() {
+            return false;
+        }
+        flights.retain(|g| !Arc::ptr_eq(g, f));
+        drop(flights);
+        log::debug!(
+            "layer {}: bytes {}..{} not fetched: no reader waits for them any more",
+            self.digest,
+            f.range.start,
+            f.range.end
+        );
+        *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(FetchError::Failed {
+            origin: self.origins().first().cloned().unwrap_or_default(),
+            why: "no reader waited for the bytes any more".into(),
+        }));
+        f.done.notify_all();
+        true
     }
 
     fn timed_out(&self, timeout: Duration) -> FetchError {
@@ -1345,7 +1426,7 @@ mod tests {
             let (p, spans) = (Arc::clone(&p), spans.clone());
             std::thread::spawn(move || p.ensure(0..2000, &spans, Duration::from_millis(300)))
         };
-        while fetcher.calls.load(Ordering::SeqCst) == 0 {
+        while fetcher.calls.load(Ordering::SeqCst) == 0 && !first.is_finished() {
             std::thread::sleep(Duration::from_millis(1));
         }
         let waits: Vec<_> = [0..1500, 500..2000, 1000..1800]
@@ -1373,6 +1454,119 @@ mod tests {
         p.fetch_runs(&runs, &spans).unwrap();
         assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
         assert!(p.complete().unwrap());
+    }
+
+    /// A registry that holds requests of `held_len` bytes or more (the
+    /// prefetch's) until `release` is set, then fails them; it answers
+    /// shorter ones (reads) at once.
+    struct PrefetchHeld {
+        blob: Vec<u8>,
+        held_len: u64,
+        calls: AtomicUsize,
+        release: AtomicBool,
+    }
+
+    impl BlobFetcher for PrefetchHeld {
+        fn fetch_range(
+            &self,
+            origin: &str,
+            _digest: &Digest,
+            offset: u64,
+            len: u64,
+        ) -> std::result::Result<Vec<u8>, FetchError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if len < self.held_len {
+                return Ok(self.blob[offset as usize..(offset + len) as usize].to_vec());
+            }
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(FetchError::Failed {
+                origin: origin.to_string(),
+                why: "the connection broke".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_read_never_waits_behind_the_prefetch_nor_shares_its_failure() {
+        let (_d, store) = store();
+        let blob: Vec<u8> = (0..8000u32).map(|i| (i * 31) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        let origin = "held.test/prefetch-first";
+        let fetcher = Arc::new(PrefetchHeld {
+            blob: blob.clone(),
+            held_len: 4000,
+            calls: AtomicUsize::new(0),
+            release: AtomicBool::new(false),
+        });
+        set_fetcher_for(origin, fetcher.clone());
+        store.add_partial(&digest, 8000, origin).unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        // The prefetch asks for the whole blob, and the registry holds it.
+        let prefetch = {
+            let (p, spans) = (Arc::clone(&p), spans.clone());
+            std::thread::spawn(move || p.fetch_runs(&[0..8000], &spans))
+        };
+        while fetcher.calls.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A read of bytes in the prefetch's request, willing to wait long.
+        let read = {
+            let (p, spans) = (Arc::clone(&p), spans.clone());
+            std::thread::spawn(move || p.ensure(2100..2600, &spans, Duration::from_secs(120)))
+        };
+        // It is served while the prefetch is still held; a read that had
+        // joined the prefetch would still wait (then share its failure).
+        for _ in 0..2000 {
+            if read.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fetcher.release.store(true, Ordering::SeqCst);
+        read.join().unwrap().unwrap();
+        assert!(p.is_local(2000..3000));
+        let mut buf = vec![0u8; 1000];
+        p.file().read_exact_at(&mut buf, 2000).unwrap();
+        assert_eq!(buf, &blob[2000..3000]);
+        // The prefetch's request failed, and only the prefetch with it.
+        assert!(prefetch.join().unwrap().is_err());
+        // A read after it fetches afresh.
+        p.ensure(6000..6500, &spans, Duration::from_secs(120))
+            .unwrap();
+        assert!(p.is_local(6000..7000));
+    }
+
+    #[test]
+    fn a_fetch_no_reader_waits_for_any_more_is_not_sent() {
+        let (_d, store) = store();
+        let blob: Vec<u8> = (0..4000u32).map(|i| (i * 3) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        let origin = "held.test/abandoned";
+        let fetcher = Arc::new(HeldFetcher {
+            blob: blob.clone(),
+            calls: AtomicUsize::new(0),
+            release: AtomicBool::new(true),
+        });
+        set_fetcher_for(origin, fetcher.clone());
+        store.add_partial(&digest, 4000, origin).unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        // A reader whose bound has passed by the time a fetch thread is
+        // free (here: at once) leaves nothing for the thread to send.
+        let e = p.ensure(0..1000, &spans, Duration::ZERO).unwrap_err();
+        assert!(matches!(e, FetchError::TimedOut { .. }), "{e}");
+        while !p.flights.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 0);
+        assert!(!p.is_local(0..1000));
+        // The next reader sends its own request.
+        p.ensure(0..1000, &spans, Duration::from_secs(120)).unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
+        assert!(p.is_local(0..1000));
     }
 
     /// A partial blob of 3000 bytes (from `seed`) with every byte local.
