@@ -518,3 +518,103 @@ fn a_token_that_expires_during_a_lazy_mount_is_renewed() {
     assert!(read_file(&store, &layer_d, "b").unwrap() == text(9 << 20, 3));
     assert!(issued.load(std::sync::atomic::Ordering::SeqCst) > before);
 }
+
+/// Sets its flag when dropped, even by a failing test: the fake registry's
+/// held connections then end.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn fetch_threads_held_by_a_hung_registry_come_back_within_the_fetch_bound() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    const BOUND: Duration = Duration::from_secs(2);
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, desc, layer_d) = big_image();
+    let served = served_from(&src, &desc);
+    let blob = Arc::new(served.blobs[&layer_d.to_string()].clone());
+    let key = layer_d.to_string();
+    // While `hang` is set, the registry accepts requests for the layer and
+    // never answers them (until the test ends); otherwise it answers ranges.
+    let (hang, over) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let _end = SetOnDrop(Arc::clone(&over));
+    let (hang2, over2, blob2) = (Arc::clone(&hang), Arc::clone(&over), Arc::clone(&blob));
+    let s = fake(
+        served,
+        Arc::new(move |req: &Request, _: &Served| {
+            if req.blob_digest()? != key {
+                return None;
+            }
+            if hang2.load(Ordering::SeqCst) {
+                while !over2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Some(Action::Respond(Vec::new()));
+            }
+            let range = req.header("Range")?.strip_prefix("bytes=")?.to_string();
+            let (a, b) = range.split_once('-')?;
+            let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+            let cr = format!("bytes {a}-{b}/{}", blob2.len());
+            Some(Action::Respond(respond(
+                "206 Partial Content",
+                &[("Content-Range", &cr)],
+                &blob2[a..=b],
+            )))
+        }),
+    );
+    partial::set_fetcher_for(
+        &s.addr,
+        Arc::new(RangeFetcher::with_bound(o.clone(), BOUND)),
+    );
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    lazy_pull_from(&s.addr, &store, &o);
+    let spans = Layer::open(&store, &layer_d, SpanCache::new(1 << 20))
+        .unwrap()
+        .index
+        .span_table()
+        .unwrap();
+    let p = store.open_partial(&layer_d).unwrap().unwrap();
+    let span = |i: usize| {
+        let sp = spans.spans()[i];
+        sp.offset..sp.end()
+    };
+
+    // The registry hangs: more readers of different spans than there are
+    // fetch threads each fail within the bound.
+    hang.store(true, Ordering::SeqCst);
+    std::thread::scope(|sc| {
+        let readers: Vec<_> = (0..12)
+            .map(|i| {
+                let (p, spans, r) = (&p, &spans, span(2 * i));
+                sc.spawn(move || p.ensure(r, spans, BOUND))
+            })
+            .collect();
+        for r in readers {
+            let e = r.join().unwrap().unwrap_err();
+            assert!(
+                matches!(e, crate::store::FetchError::TimedOut { .. }),
+                "{e}"
+            );
+        }
+    });
+    // It answers again (the requests it held stay unanswered): a read is
+    // served within the bound, by a fetch thread that came back.
+    hang.store(false, Ordering::SeqCst);
+    let r = span(spans.spans().len() - 1);
+    p.ensure(r.clone(), &spans, BOUND).unwrap();
+    let mut got = vec![0u8; (r.end - r.start) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(p.file(), &mut got, r.start).unwrap();
+    assert!(got == blob[r.start as usize..r.end as usize]);
+    for i in 0..12 {
+        assert!(!p.is_local(span(2 * i)));
+    }
+}
