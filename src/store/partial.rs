@@ -549,9 +549,28 @@ pub struct PartialBlob {
 
 struct State {
     ranges: RangeSet,
+    /// The `.ranges` log, shared with whoever else has the blob open (other
+    /// processes, other openers in this one), which append to it too.
     log: File,
+    /// How far the log is read.
+    log_seen: u64,
     /// Renamed into the blobs: nothing more to record.
     whole: bool,
+}
+
+impl State {
+    /// Takes in the records appended to the log since it was last read: a
+    /// range another opener fetched is not fetched again.
+    fn read_log(&mut self, size: u64) -> io::Result<()> {
+        let len = self.log.metadata()?.len();
+        if len <= self.log_seen {
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; (len - self.log_seen) as usize];
+        self.log.read_exact_at(&mut bytes, self.log_seen)?;
+        self.log_seen += add_records(&bytes, size, &mut self.ranges) as u64;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for PartialBlob {
@@ -722,22 +741,26 @@ impl Store {
             .open(&data)
             .map_err(|e| StoreError::io(&data, e))?;
         let log_path = self.partial_path(digest, ".ranges");
-        let ranges = read_ranges(&log_path, info.size)?;
         let log = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&log_path)
+            .map_err(|e| StoreError::io(&log_path, e))?;
+        let mut st = State {
+            ranges: RangeSet::default(),
+            log,
+            log_seen: 0,
+            whole: false,
+        };
+        st.read_log(info.size)
             .map_err(|e| StoreError::io(&log_path, e))?;
         Ok(Some(Arc::new(PartialBlob {
             store: self.clone(),
             digest: *digest,
             info,
             file,
-            state: Mutex::new(State {
-                ranges,
-                log,
-                whole: false,
-            }),
+            state: Mutex::new(st),
             flights: Mutex::new(Vec::new()),
             completing: Mutex::new(()),
         })))
@@ -757,7 +780,7 @@ impl Store {
     }
 }
 
-/// The ranges a log records, a torn or damaged tail ignored.
+/// The ranges a log records, torn or damaged records skipped.
 fn read_ranges(path: &std::path::Path, size: u64) -> Result<RangeSet> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -765,19 +788,29 @@ fn read_ranges(path: &std::path::Path, size: u64) -> Result<RangeSet> {
         Err(e) => return Err(StoreError::io(path, e)),
     };
     let mut set = RangeSet::default();
-    for rec in bytes.chunks_exact(RECORD_LEN) {
+    add_records(&bytes, size, &mut set);
+    Ok(set)
+}
+
+/// Adds the ranges of the records in `bytes` to `set`; returns the length
+/// up to the end of the last good record. A record a crash tore is skipped
+/// byte by byte, so the records appended after it still count (a 64-bit
+/// check will not match by chance).
+fn add_records(bytes: &[u8], size: u64, set: &mut RangeSet) -> usize {
+    let (mut at, mut good) = (0, 0);
+    while let Some(rec) = bytes.get(at..at + RECORD_LEN) {
         let u = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         let (off, len, check) = (u(0), u(1), u(2));
-        if check != record_check(off, len) {
-            break;
-        }
         let end = off.saturating_add(len);
-        if end > size {
-            break;
+        if check == record_check(off, len) && end <= size {
+            set.add(off, end);
+            at += RECORD_LEN;
+            good = at;
+        } else {
+            at += 1;
         }
-        set.add(off, end);
     }
-    Ok(set)
+    good
 }
 
 fn record_check(off: u64, len: u64) -> u64 {
@@ -896,18 +929,29 @@ impl PartialBlob {
                 digest: self.digest,
                 offset,
             })?;
-        let st = self.lock();
-        let mut runs: Vec<Range<u64>> = Vec::new();
-        for s in covering {
-            if st.ranges.contains(s.offset, s.end()) {
-                continue;
+        let runs = |ranges: &RangeSet| {
+            let mut runs: Vec<Range<u64>> = Vec::new();
+            for s in covering {
+                if ranges.contains(s.offset, s.end()) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(r) if r.end == s.offset => r.end = s.end(),
+                    _ => runs.push(s.offset..s.end()),
+                }
             }
-            match runs.last_mut() {
-                Some(r) if r.end == s.offset => r.end = s.end(),
-                _ => runs.push(s.offset..s.end()),
-            }
+            runs
+        };
+        let mut st = self.lock();
+        let missing = runs(&st.ranges);
+        if missing.is_empty() {
+            return Ok(missing);
         }
-        Ok(runs)
+        // Another opener may have fetched them meanwhile.
+        if let Err(e) = st.read_log(self.info.size) {
+            log::debug!("layer {}: reading its ranges log: {e}", self.digest);
+        }
+        Ok(runs(&st.ranges))
     }
 
     /// Makes `range` local: fetches the spans over it that are missing,
@@ -1297,6 +1341,46 @@ mod tests {
             p.missing(0..3500, &spans).unwrap(),
             vec![0..1000, 2000..4000]
         );
+        // What is fetched after the torn record is kept too.
+        p.store_verified(3000, &blob[3000..4000], &spans, "r/x")
+            .unwrap();
+        drop(p);
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        assert!(p.is_local(1000..2000) && p.is_local(3000..4000));
+        assert_eq!(store.partial_status(&digest).unwrap().unwrap().1, 2000);
+    }
+
+    #[test]
+    fn what_one_opener_of_a_partial_blob_fetched_another_does_not_fetch_again() {
+        let (_d, store) = store();
+        let blob: Vec<u8> = (0..6000u32).map(|i| (i * 11) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        let origin = "held.test/two-openers";
+        let fetcher = Arc::new(HeldFetcher {
+            blob: blob.clone(),
+            calls: AtomicUsize::new(0),
+            release: AtomicBool::new(true),
+        });
+        set_fetcher_for(origin, fetcher.clone());
+        store.add_partial(&digest, 6000, origin).unwrap();
+        // Two openers, as two mounts of images sharing the layer have.
+        let a = store.open_partial(&digest).unwrap().unwrap();
+        let b = store.open_partial(&digest).unwrap().unwrap();
+        a.ensure(1000..2500, &spans, Duration::from_secs(120))
+            .unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
+        b.ensure(1200..2200, &spans, Duration::from_secs(120))
+            .unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
+        let mut buf = vec![0u8; 2000];
+        b.file().read_exact_at(&mut buf, 1000).unwrap();
+        assert_eq!(buf, &blob[1000..3000]);
+        // What b lacks still comes: the runs either side, once each.
+        b.ensure(0..6000, &spans, Duration::from_secs(120)).unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 3);
+        assert!(b.complete().unwrap());
+        assert!(a.is_whole());
     }
 
     #[test]
