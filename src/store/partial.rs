@@ -969,7 +969,10 @@ impl PartialBlob {
         // A timeout too long to add to now (a huge setting) is no deadline.
         let deadline = Instant::now().checked_add(timeout);
         // A fetch that stores less than asked (a short answer) leaves spans
-        // missing: ask again, a few times.
+        // missing: ask again, a few times. So does another reader's fetch
+        // that failed: it may have been sent before the registry hung and
+        // came back, and a request of this reader's own may well be served.
+        let mut theirs = None;
         for _ in 0..3 {
             let claim = self.claim(range.clone(), spans, Claimant::Read(deadline))?;
             if claim.is_empty() {
@@ -985,17 +988,22 @@ impl PartialBlob {
                     }
                 }));
             }
-            for f in claim.mine.iter().chain(&claim.joined) {
+            for (i, f) in claim.mine.iter().chain(&claim.joined).enumerate() {
                 match f.wait(deadline) {
                     Ok(()) => {}
-                    Err(Some(e)) => return Err(e),
-                    Err(None) => return Err(self.timed_out(timeout)),
+                    // Dropped unsent (`drop_if_abandoned`): this reader's
+                    // bound passed before a fetch thread was free.
+                    Err(Some(FetchError::TimedOut { .. })) | Err(None) => {
+                        return Err(self.timed_out(timeout));
+                    }
+                    Err(Some(e)) if i < claim.mine.len() => return Err(e),
+                    Err(Some(e)) => theirs = Some(e),
                 }
             }
         }
         match self.missing(range, spans)?.first() {
             None => Ok(()),
-            Some(r) => Err(self.short(r)),
+            Some(r) => Err(theirs.unwrap_or_else(|| self.short(r))),
         }
     }
 
@@ -1101,9 +1109,10 @@ impl PartialBlob {
             f.range.start,
             f.range.end
         );
-        *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(FetchError::Failed {
+        *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(FetchError::TimedOut {
+            digest: self.digest,
             origin: self.origins().first().cloned().unwrap_or_default(),
-            why: "no reader waited for the bytes any more".into(),
+            secs: 0,
         }));
         f.done.notify_all();
         true
@@ -1591,7 +1600,10 @@ mod tests {
         // The prefetch asks for the whole blob, and the registry holds it.
         let prefetch = {
             let (p, spans) = (Arc::clone(&p), spans.clone());
-            std::thread::spawn(move || p.fetch_runs(&[0..8000], &spans))
+            std::thread::spawn(move || {
+                let runs = p.missing(0..8000, &spans)?;
+                p.fetch_runs(&runs, &spans)
+            })
         };
         while fetcher.calls.load(Ordering::SeqCst) == 0 {
             std::thread::sleep(Duration::from_millis(1));
@@ -1621,6 +1633,74 @@ mod tests {
         p.ensure(6000..6500, &spans, Duration::from_secs(120))
             .unwrap();
         assert!(p.is_local(6000..7000));
+    }
+
+    /// A registry whose first request hangs until `release`, then breaks;
+    /// it answers the others at once.
+    struct FirstHung {
+        blob: Vec<u8>,
+        calls: AtomicUsize,
+        release: AtomicBool,
+    }
+
+    impl BlobFetcher for FirstHung {
+        fn fetch_range(
+            &self,
+            origin: &str,
+            _digest: &Digest,
+            offset: u64,
+            len: u64,
+        ) -> std::result::Result<Vec<u8>, FetchError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) > 0 {
+                return Ok(self.blob[offset as usize..(offset + len) as usize].to_vec());
+            }
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(FetchError::Failed {
+                origin: origin.to_string(),
+                why: "timed out".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_reader_whose_shared_fetch_fails_asks_for_its_bytes_itself() {
+        let (_d, store) = store();
+        let blob: Vec<u8> = (0..4000u32).map(|i| (i * 7 + 1) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        let origin = "held.test/first-hung";
+        let fetcher = Arc::new(FirstHung {
+            blob: blob.clone(),
+            calls: AtomicUsize::new(0),
+            release: AtomicBool::new(false),
+        });
+        set_fetcher_for(origin, fetcher.clone());
+        store.add_partial(&digest, 4000, origin).unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        // A read sent while the registry hung gives up at its bound.
+        let e = p
+            .ensure(0..1000, &spans, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(matches!(e, FetchError::TimedOut { .. }), "{e}");
+        // The registry is back; a later reader finds that request still
+        // under way and waits for it; when it breaks, the reader asks anew.
+        let later = {
+            let (p, spans) = (Arc::clone(&p), spans.clone());
+            std::thread::spawn(move || p.ensure(0..1000, &spans, Duration::from_secs(120)))
+        };
+        let joined = || {
+            let flights = p.flights.lock().unwrap();
+            let wanted = *flights[0].wanted.lock().unwrap();
+            wanted.is_some_and(|d| d > Instant::now() + Duration::from_secs(60))
+        };
+        while !joined() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fetcher.release.store(true, Ordering::SeqCst);
+        later.join().unwrap().unwrap();
+        assert!(p.is_local(0..1000));
     }
 
     #[test]
