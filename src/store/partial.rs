@@ -11,8 +11,10 @@
 //! ```
 //!
 //! Crash safety: a range is recorded only after its bytes are on disk, and a
-//! torn or damaged record at the log's end is ignored, so kill -9 loses at
-//! most a range being fetched, never one already verified. A partial blob
+//! torn or damaged record is skipped (the records appended after it still
+//! count), so kill -9 loses at most a range being fetched, never one
+//! already verified. Everyone who has the blob open appends to the same
+//! log and reads the others' records before fetching. A partial blob
 //! becomes an ordinary blob (renamed into `blobs/sha256/`) only when whole and
 //! its digest checks.
 //!
@@ -324,7 +326,10 @@ pub fn fetcher_for(origin: &str) -> Option<Arc<dyn BlobFetcher>> {
 
 /// Threads that run the fetches readers wait on: at most this many
 /// requests are in the air for reads at once (the prefetch runs on its own
-/// thread); more wait their turn, each reader still within its bound.
+/// thread); more wait their turn, each reader still within its bound. A
+/// registry that hangs holds a thread no longer than the fetch timeout
+/// (the fetcher cuts a connection silent that long), and a queued fetch no
+/// reader waits for any more is not sent.
 const FETCH_THREADS: usize = 8;
 
 type Job = Box<dyn FnOnce() + Send>;
