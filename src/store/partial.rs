@@ -1322,6 +1322,36 @@ mod tests {
         (dir, store)
     }
 
+    /// A blob of `len` bytes (from `mul`), in 1000-byte spans, that `store`
+    /// holds in part with nothing local, fetched from `origin` through the
+    /// fetcher `make` builds from its bytes: the bytes, spans, fetcher and
+    /// the blob opened.
+    fn lazy_blob<F: BlobFetcher + 'static>(
+        store: &Store,
+        len: u32,
+        mul: u32,
+        origin: &str,
+        make: impl FnOnce(Vec<u8>) -> F,
+    ) -> (Vec<u8>, SpanTable, Arc<F>, Arc<PartialBlob>) {
+        let blob: Vec<u8> = (0..len).map(|i| i.wrapping_mul(mul) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        let fetcher = Arc::new(make(blob.clone()));
+        set_fetcher_for(origin, fetcher.clone());
+        store.add_partial(&digest, len.into(), origin).unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        (blob, spans, fetcher, p)
+    }
+
+    /// A [`HeldFetcher`], released or not yet.
+    fn held(blob: Vec<u8>, released: bool) -> HeldFetcher {
+        HeldFetcher {
+            blob,
+            calls: AtomicUsize::new(0),
+            release: AtomicBool::new(released),
+        }
+    }
+
     #[test]
     fn verified_ranges_survive_a_reopen_and_a_torn_record() {
         let (_d, store) = store();
@@ -1367,20 +1397,10 @@ mod tests {
     #[test]
     fn what_one_opener_of_a_partial_blob_fetched_another_does_not_fetch_again() {
         let (_d, store) = store();
-        let blob: Vec<u8> = (0..6000u32).map(|i| (i * 11) as u8).collect();
-        let digest = Digest::of(&blob);
-        let spans = table(&blob, 1000);
-        let origin = "held.test/two-openers";
-        let fetcher = Arc::new(HeldFetcher {
-            blob: blob.clone(),
-            calls: AtomicUsize::new(0),
-            release: AtomicBool::new(true),
-        });
-        set_fetcher_for(origin, fetcher.clone());
-        store.add_partial(&digest, 6000, origin).unwrap();
+        let (blob, spans, fetcher, a) =
+            lazy_blob(&store, 6000, 11, "held.test/two-openers", |b| held(b, true));
         // Two openers, as two mounts of images sharing the layer have.
-        let a = store.open_partial(&digest).unwrap().unwrap();
-        let b = store.open_partial(&digest).unwrap().unwrap();
+        let b = store.open_partial(a.digest()).unwrap().unwrap();
         a.ensure(1000..2500, &spans, Duration::from_secs(120))
             .unwrap();
         assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
@@ -1504,18 +1524,8 @@ mod tests {
     #[test]
     fn readers_of_one_missing_span_share_one_fetch_and_each_keeps_its_bound() {
         let (_d, store) = store();
-        let blob: Vec<u8> = (0..8000u32).map(|i| (i * 13) as u8).collect();
-        let digest = Digest::of(&blob);
-        let spans = table(&blob, 1000);
-        let origin = "held.test/one-fetch";
-        let fetcher = Arc::new(HeldFetcher {
-            blob: blob.clone(),
-            calls: AtomicUsize::new(0),
-            release: AtomicBool::new(false),
-        });
-        set_fetcher_for(origin, fetcher.clone());
-        store.add_partial(&digest, 8000, origin).unwrap();
-        let p = store.open_partial(&digest).unwrap().unwrap();
+        let (blob, spans, fetcher, p) =
+            lazy_blob(&store, 8000, 13, "held.test/one-fetch", |b| held(b, false));
         // Four readers of overlapping ranges while the registry does not
         // answer: each gives up at its own bound, and one request was sent.
         // The widest reader asks first, so the others find all they need
@@ -1554,17 +1564,28 @@ mod tests {
         assert!(p.complete().unwrap());
     }
 
-    /// A registry that holds requests of `held_len` bytes or more (the
-    /// prefetch's) until `release` is set, then fails them; it answers
-    /// shorter ones (reads) at once.
-    struct PrefetchHeld {
+    /// A registry that holds the requests `hangs` picks (by their number,
+    /// from 0, and length) until `release` is set, then breaks them; it
+    /// answers the others at once.
+    struct Hangs {
         blob: Vec<u8>,
-        held_len: u64,
+        hangs: fn(usize, u64) -> bool,
         calls: AtomicUsize,
         release: AtomicBool,
     }
 
-    impl BlobFetcher for PrefetchHeld {
+    impl Hangs {
+        fn new(blob: Vec<u8>, hangs: fn(usize, u64) -> bool) -> Hangs {
+            Hangs {
+                blob,
+                hangs,
+                calls: AtomicUsize::new(0),
+                release: AtomicBool::new(false),
+            }
+        }
+    }
+
+    impl BlobFetcher for Hangs {
         fn fetch_range(
             &self,
             origin: &str,
@@ -1572,8 +1593,8 @@ mod tests {
             offset: u64,
             len: u64,
         ) -> std::result::Result<Vec<u8>, FetchError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if len < self.held_len {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if !(self.hangs)(n, len) {
                 return Ok(self.blob[offset as usize..(offset + len) as usize].to_vec());
             }
             while !self.release.load(Ordering::SeqCst) {
@@ -1589,19 +1610,11 @@ mod tests {
     #[test]
     fn a_read_never_waits_behind_the_prefetch_nor_shares_its_failure() {
         let (_d, store) = store();
-        let blob: Vec<u8> = (0..8000u32).map(|i| (i * 31) as u8).collect();
-        let digest = Digest::of(&blob);
-        let spans = table(&blob, 1000);
-        let origin = "held.test/prefetch-first";
-        let fetcher = Arc::new(PrefetchHeld {
-            blob: blob.clone(),
-            held_len: 4000,
-            calls: AtomicUsize::new(0),
-            release: AtomicBool::new(false),
-        });
-        set_fetcher_for(origin, fetcher.clone());
-        store.add_partial(&digest, 8000, origin).unwrap();
-        let p = store.open_partial(&digest).unwrap().unwrap();
+        let (blob, spans, fetcher, p) =
+            lazy_blob(&store, 8000, 31, "held.test/prefetch-first", |blob| {
+                // The prefetch's long requests hang; reads are answered.
+                Hangs::new(blob, |_, len| len >= 4000)
+            });
         // The prefetch asks for the whole blob, and the registry holds it.
         let prefetch = {
             let (p, spans) = (Arc::clone(&p), spans.clone());
@@ -1640,50 +1653,12 @@ mod tests {
         assert!(p.is_local(6000..7000));
     }
 
-    /// A registry whose first request hangs until `release`, then breaks;
-    /// it answers the others at once.
-    struct FirstHung {
-        blob: Vec<u8>,
-        calls: AtomicUsize,
-        release: AtomicBool,
-    }
-
-    impl BlobFetcher for FirstHung {
-        fn fetch_range(
-            &self,
-            origin: &str,
-            _digest: &Digest,
-            offset: u64,
-            len: u64,
-        ) -> std::result::Result<Vec<u8>, FetchError> {
-            if self.calls.fetch_add(1, Ordering::SeqCst) > 0 {
-                return Ok(self.blob[offset as usize..(offset + len) as usize].to_vec());
-            }
-            while !self.release.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(FetchError::Failed {
-                origin: origin.to_string(),
-                why: "timed out".into(),
-            })
-        }
-    }
-
     #[test]
     fn a_reader_whose_shared_fetch_fails_asks_for_its_bytes_itself() {
         let (_d, store) = store();
-        let blob: Vec<u8> = (0..4000u32).map(|i| (i * 7 + 1) as u8).collect();
-        let digest = Digest::of(&blob);
-        let spans = table(&blob, 1000);
-        let origin = "held.test/first-hung";
-        let fetcher = Arc::new(FirstHung {
-            blob: blob.clone(),
-            calls: AtomicUsize::new(0),
-            release: AtomicBool::new(false),
+        let (_, spans, fetcher, p) = lazy_blob(&store, 4000, 7, "held.test/first-hung", |blob| {
+            Hangs::new(blob, |n, _| n == 0)
         });
-        set_fetcher_for(origin, fetcher.clone());
-        store.add_partial(&digest, 4000, origin).unwrap();
-        let p = store.open_partial(&digest).unwrap().unwrap();
         // A read sent while the registry hung gives up at its bound.
         let e = p
             .ensure(0..1000, &spans, Duration::from_millis(50))
@@ -1711,18 +1686,8 @@ mod tests {
     #[test]
     fn a_fetch_no_reader_waits_for_any_more_is_not_sent() {
         let (_d, store) = store();
-        let blob: Vec<u8> = (0..4000u32).map(|i| (i * 3) as u8).collect();
-        let digest = Digest::of(&blob);
-        let spans = table(&blob, 1000);
-        let origin = "held.test/abandoned";
-        let fetcher = Arc::new(HeldFetcher {
-            blob: blob.clone(),
-            calls: AtomicUsize::new(0),
-            release: AtomicBool::new(true),
-        });
-        set_fetcher_for(origin, fetcher.clone());
-        store.add_partial(&digest, 4000, origin).unwrap();
-        let p = store.open_partial(&digest).unwrap().unwrap();
+        let (_, spans, fetcher, p) =
+            lazy_blob(&store, 4000, 3, "held.test/abandoned", |b| held(b, true));
         // A reader whose bound has passed by the time a fetch thread is
         // free (here: at once) leaves nothing for the thread to send.
         let e = p.ensure(0..1000, &spans, Duration::ZERO).unwrap_err();
