@@ -52,11 +52,17 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The wait bound in force: `LAYERFS_FETCH_TIMEOUT` seconds, or 30.
 pub fn fetch_timeout() -> Duration {
-    std::env::var("LAYERFS_FETCH_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    parse_fetch_timeout(std::env::var("LAYERFS_FETCH_TIMEOUT").ok().as_deref())
+}
+
+/// A fetch timeout setting: seconds; past what a Duration holds, no bound;
+/// anything else but a positive number, the default.
+fn parse_fetch_timeout(v: Option<&str>) -> Duration {
+    v.and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map_or(DEFAULT_FETCH_TIMEOUT, Duration::from_secs_f64)
+        .map_or(DEFAULT_FETCH_TIMEOUT, |s| {
+            Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+        })
 }
 
 /// One span of a blob's compressed bytes and the sha256 of exactly those bytes.
@@ -1415,6 +1421,23 @@ mod tests {
         assert_eq!(fetcher.calls.load(Ordering::SeqCst), 3);
         assert!(b.complete().unwrap());
         assert!(a.is_whole());
+    }
+
+    #[test]
+    fn fetch_timeout_settings_are_read_without_panicking() {
+        let cases = [
+            (None, DEFAULT_FETCH_TIMEOUT),
+            (Some("2"), Duration::from_secs(2)),
+            (Some(" 0.5 "), Duration::from_millis(500)),
+            (Some("0"), DEFAULT_FETCH_TIMEOUT),
+            (Some("-3"), DEFAULT_FETCH_TIMEOUT),
+            (Some("soon"), DEFAULT_FETCH_TIMEOUT),
+            (Some("inf"), DEFAULT_FETCH_TIMEOUT),
+            (Some("1e30"), Duration::MAX),
+        ];
+        for (v, want) in cases {
+            assert_eq!(parse_fetch_timeout(v), want, "{v:?}");
+        }
     }
 
     #[test]
