@@ -1,8 +1,9 @@
 //! Lazy mounts: once the mount answers, the rest of every layer the store
 //! holds in part streams in behind the reads, one request at a time (reads
-//! fetch on their own threads, so they never queue behind it), eStargz
-//! layers' prioritized files first (`layer::prefetch`). A layer fetched
-//! whole is checked against its digest and becomes an ordinary blob.
+//! fetch on their own threads and never wait on its requests, not even for
+//! bytes it is fetching: `store::partial`), eStargz layers' prioritized
+//! files first (`layer::prefetch`). A layer fetched whole is checked
+//! against its digest and becomes an ordinary blob.
 
 use crate::layer::prefetch::prefetch_layers;
 use crate::union::UnionFs;

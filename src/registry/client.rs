@@ -79,13 +79,19 @@ impl RetryPolicy {
 /// headers to last byte; a blob download, which may rightly take hours,
 /// must instead keep a minimum rate: it fails when fewer than `min_bytes`
 /// arrive in a `window`. So a registry trickling 1 byte/s cannot keep a
-/// pull busy forever. (A silent connection is cut after 120 s by the
-/// per-read timeout in any case.)
+/// pull busy forever. A connection silent for `idle` is cut in any case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
     pub request: Duration,
     pub window: Duration,
     pub min_bytes: u64,
+    /// The socket timeouts: connecting (at most 30 s), waiting for the
+    /// answer, and each read of its body.
+    pub idle: Duration,
+    /// Whether a request cut for silence is sent again. Lazy reads say no:
+    /// their reader has given up by then, and another try would hold a
+    /// fetch thread for another `idle`.
+    pub retry_idle: bool,
 }
 
 /// Sets `Deadlines::request`, in seconds.
@@ -97,6 +103,8 @@ impl Default for Deadlines {
             request: Duration::from_secs(120),
             window: Duration::from_secs(30),
             min_bytes: 32 << 10,
+            idle: Duration::from_secs(120),
+            retry_idle: true,
         }
     }
 }
@@ -273,7 +281,7 @@ impl Client {
             .ca_cert
             .clone()
             .or_else(|| opts.config.ca_cert(registry));
-        let agent = make_agent(registry, ca.as_ref(), opts.insecure)?;
+        let agent = make_agent(registry, ca.as_ref(), opts.insecure, opts.deadlines.idle)?;
         let mut client = Client {
             registry: registry.to_string(),
             base: String::new(),
@@ -689,7 +697,7 @@ impl Client {
             // Retrying what already had its whole deadline would only
             // multiply the wait.
             ureq::Error::Timeout(ureq::Timeout::Global) => (self.deadline_passed(), false),
-            ureq::Error::Timeout(t) => (format!("timed out ({t})"), true),
+            ureq::Error::Timeout(t) => (format!("timed out ({t})"), self.deadlines.retry_idle),
             ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
                 "connection refused; is the registry running?".to_string(),
                 true,
@@ -1258,15 +1266,16 @@ fn make_agent(
     registry: &str,
     ca: Option<&PathBuf>,
     insecure: bool,
+    idle: Duration,
 ) -> Result<Agent, RegistryError> {
     let config = Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(TlsConfig::builder().disable_verification(insecure).build())
         .user_agent(concat!("layerfs/", env!("CARGO_PKG_VERSION")))
         .accept_encoding("identity")
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
+        .timeout_connect(Some(idle.min(Duration::from_secs(30))))
+        .timeout_recv_response(Some(idle))
+        .timeout_per_read(Some(idle))
         .max_idle_connections_per_host(8)
         .build();
     if insecure {

@@ -42,7 +42,19 @@ pub struct RangeFetcher {
 }
 
 impl RangeFetcher {
+    /// Silent connections cut after the fetch timeout
+    /// (`store::partial::fetch_timeout`).
     pub fn new(opts: ClientOptions) -> RangeFetcher {
+        RangeFetcher::with_bound(opts, crate::store::partial::fetch_timeout())
+    }
+
+    /// A connection silent for `bound` (connecting, waiting for the answer,
+    /// between two reads of the body) is cut and not tried again: a reader
+    /// waits that long at most, and the fetch thread is free for the reads
+    /// after it, which work again as soon as the registry answers.
+    pub fn with_bound(mut opts: ClientOptions, bound: std::time::Duration) -> RangeFetcher {
+        opts.deadlines.idle = opts.deadlines.idle.min(bound);
+        opts.deadlines.retry_idle = false;
         RangeFetcher {
             opts,
             clients: Mutex::new(HashMap::new()),

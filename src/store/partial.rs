@@ -11,8 +11,10 @@
 //! ```
 //!
 //! Crash safety: a range is recorded only after its bytes are on disk, and a
-//! torn or damaged record at the log's end is ignored, so kill -9 loses at
-//! most a range being fetched, never one already verified. A partial blob
+//! torn or damaged record is skipped (the records appended after it still
+//! count), so kill -9 loses at most a range being fetched, never one
+//! already verified. Everyone who has the blob open appends to the same
+//! log and reads the others' records before fetching. A partial blob
 //! becomes an ordinary blob (renamed into `blobs/sha256/`) only when whole and
 //! its digest checks.
 //!
@@ -50,11 +52,17 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The wait bound in force: `LAYERFS_FETCH_TIMEOUT` seconds, or 30.
 pub fn fetch_timeout() -> Duration {
-    std::env::var("LAYERFS_FETCH_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    parse_fetch_timeout(std::env::var("LAYERFS_FETCH_TIMEOUT").ok().as_deref())
+}
+
+/// A fetch timeout setting: seconds; past what a Duration holds, no bound;
+/// anything else but a positive number, the default.
+fn parse_fetch_timeout(v: Option<&str>) -> Duration {
+    v.and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map_or(DEFAULT_FETCH_TIMEOUT, Duration::from_secs_f64)
+        .map_or(DEFAULT_FETCH_TIMEOUT, |s| {
+            Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+        })
 }
 
 /// One span of a blob's compressed bytes and the sha256 of exactly those bytes.
@@ -324,7 +332,10 @@ pub fn fetcher_for(origin: &str) -> Option<Arc<dyn BlobFetcher>> {
 
 /// Threads that run the fetches readers wait on: at most this many
 /// requests are in the air for reads at once (the prefetch runs on its own
-/// thread); more wait their turn, each reader still within its bound.
+/// thread); more wait their turn, each reader still within its bound. A
+/// registry that hangs holds a thread no longer than the fetch timeout
+/// (the fetcher cuts a connection silent that long), and a queued fetch no
+/// reader waits for any more is not sent.
 const FETCH_THREADS: usize = 8;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -387,21 +398,59 @@ fn fetch_worker(pool: &Pool) {
     }
 }
 
+/// Who asks for bytes: a read, which waits until its deadline (None: as
+/// long as it takes), or the prefetch.
+#[derive(Clone, Copy, Debug)]
+enum Claimant {
+    Read(Option<Instant>),
+    Prefetch,
+}
+
 /// One fetch of a run of missing spans, which every reader of bytes in the
 /// run waits on instead of fetching them again.
 struct Flight {
     range: Range<u64>,
+    /// A prefetch's flight: reads never join it. Its request may be 4 MiB
+    /// long and its failure is its own; a read sends its own request for
+    /// its own bytes at once instead.
+    prefetch: bool,
+    /// Until when some waiter still waits: the latest of their deadlines,
+    /// None while one waits as long as it takes. A read's flight that no
+    /// one waits for by the time a fetch thread gets to it is not sent, so
+    /// a backlog left by an outage does not hold up the reads after it.
+    wanted: Mutex<Option<Instant>>,
     outcome: Mutex<Option<std::result::Result<(), FetchError>>>,
     done: Condvar,
 }
 
 impl Flight {
-    fn new(range: Range<u64>) -> Arc<Flight> {
+    fn new(range: Range<u64>, by: Claimant) -> Arc<Flight> {
+        let (prefetch, wanted) = match by {
+            Claimant::Read(deadline) => (false, deadline),
+            Claimant::Prefetch => (true, None),
+        };
         Arc::new(Flight {
             range,
+            prefetch,
+            wanted: Mutex::new(wanted),
             outcome: Mutex::new(None),
             done: Condvar::new(),
         })
+    }
+
+    /// Records that `by` waits for this flight too.
+    fn wanted_by(&self, by: Claimant) {
+        let mut w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        *w = match (*w, by) {
+            (Some(a), Claimant::Read(Some(b))) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+
+    /// Whether every waiter has given up on it.
+    fn abandoned(&self) -> bool {
+        let w = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        w.is_some_and(|d| d <= Instant::now())
     }
 
     /// Waits for the outcome until `deadline` (None: as long as it takes);
@@ -511,9 +560,28 @@ pub struct PartialBlob {
 
 struct State {
     ranges: RangeSet,
+    /// The `.ranges` log, shared with whoever else has the blob open (other
+    /// processes, other openers in this one), which append to it too.
     log: File,
+    /// How far the log is read.
+    log_seen: u64,
     /// Renamed into the blobs: nothing more to record.
     whole: bool,
+}
+
+impl State {
+    /// Takes in the records appended to the log since it was last read: a
+    /// range another opener fetched is not fetched again.
+    fn read_log(&mut self, size: u64) -> io::Result<()> {
+        let len = self.log.metadata()?.len();
+        if len <= self.log_seen {
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; (len - self.log_seen) as usize];
+        self.log.read_exact_at(&mut bytes, self.log_seen)?;
+        self.log_seen += add_records(&bytes, size, &mut self.ranges) as u64;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for PartialBlob {
@@ -684,22 +752,26 @@ impl Store {
             .open(&data)
             .map_err(|e| StoreError::io(&data, e))?;
         let log_path = self.partial_path(digest, ".ranges");
-        let ranges = read_ranges(&log_path, info.size)?;
         let log = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&log_path)
+            .map_err(|e| StoreError::io(&log_path, e))?;
+        let mut st = State {
+            ranges: RangeSet::default(),
+            log,
+            log_seen: 0,
+            whole: false,
+        };
+        st.read_log(info.size)
             .map_err(|e| StoreError::io(&log_path, e))?;
         Ok(Some(Arc::new(PartialBlob {
             store: self.clone(),
             digest: *digest,
             info,
             file,
-            state: Mutex::new(State {
-                ranges,
-                log,
-                whole: false,
-            }),
+            state: Mutex::new(st),
             flights: Mutex::new(Vec::new()),
             completing: Mutex::new(()),
         })))
@@ -719,7 +791,7 @@ impl Store {
     }
 }
 
-/// The ranges a log records, a torn or damaged tail ignored.
+/// The ranges a log records, torn or damaged records skipped.
 fn read_ranges(path: &std::path::Path, size: u64) -> Result<RangeSet> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -727,19 +799,29 @@ fn read_ranges(path: &std::path::Path, size: u64) -> Result<RangeSet> {
         Err(e) => return Err(StoreError::io(path, e)),
     };
     let mut set = RangeSet::default();
-    for rec in bytes.chunks_exact(RECORD_LEN) {
+    add_records(&bytes, size, &mut set);
+    Ok(set)
+}
+
+/// Adds the ranges of the records in `bytes` to `set`; returns the length
+/// up to the end of the last good record. A record a crash tore is skipped
+/// byte by byte, so the records appended after it still count (a 64-bit
+/// check will not match by chance).
+fn add_records(bytes: &[u8], size: u64, set: &mut RangeSet) -> usize {
+    let (mut at, mut good) = (0, 0);
+    while let Some(rec) = bytes.get(at..at + RECORD_LEN) {
         let u = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         let (off, len, check) = (u(0), u(1), u(2));
-        if check != record_check(off, len) {
-            break;
-        }
         let end = off.saturating_add(len);
-        if end > size {
-            break;
+        if check == record_check(off, len) && end <= size {
+            set.add(off, end);
+            at += RECORD_LEN;
+            good = at;
+        } else {
+            at += 1;
         }
-        set.add(off, end);
     }
-    Ok(set)
+    good
 }
 
 fn record_check(off: u64, len: u64) -> u64 {
@@ -858,25 +940,37 @@ impl PartialBlob {
                 digest: self.digest,
                 offset,
             })?;
-        let st = self.lock();
-        let mut runs: Vec<Range<u64>> = Vec::new();
-        for s in covering {
-            if st.ranges.contains(s.offset, s.end()) {
-                continue;
+        let runs = |ranges: &RangeSet| {
+            let mut runs: Vec<Range<u64>> = Vec::new();
+            for s in covering {
+                if ranges.contains(s.offset, s.end()) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(r) if r.end == s.offset => r.end = s.end(),
+                    _ => runs.push(s.offset..s.end()),
+                }
             }
-            match runs.last_mut() {
-                Some(r) if r.end == s.offset => r.end = s.end(),
-                _ => runs.push(s.offset..s.end()),
-            }
+            runs
+        };
+        let mut st = self.lock();
+        let missing = runs(&st.ranges);
+        if missing.is_empty() {
+            return Ok(missing);
         }
-        Ok(runs)
+        // Another opener may have fetched them meanwhile.
+        if let Err(e) = st.read_log(self.info.size) {
+            log::debug!("layer {}: reading its ranges log: {e}", self.digest);
+        }
+        Ok(runs(&st.ranges))
     }
 
     /// Makes `range` local: fetches the spans over it that are missing,
     /// verifies and stores them. Spans another reader is fetching already
-    /// are waited for, not fetched again. Waits at most `timeout`; a fetch
-    /// still running then goes on in the background and keeps what it
-    /// verifies.
+    /// are waited for, not fetched again; spans the prefetch is fetching are
+    /// fetched again, so a read never waits behind a prefetch request. Waits
+    /// at most `timeout`; a fetch still running then goes on in the
+    /// background and keeps what it verifies.
     pub fn ensure(
         self: &Arc<Self>,
         range: Range<u64>,
@@ -886,9 +980,12 @@ impl PartialBlob {
         // A timeout too long to add to now (a huge setting) is no deadline.
         let deadline = Instant::now().checked_add(timeout);
         // A fetch that stores less than asked (a short answer) leaves spans
-        // missing: ask again, a few times.
+        // missing: ask again, a few times. So does another reader's fetch
+        // that failed: it may have been sent before the registry hung and
+        // came back, and a request of this reader's own may well be served.
+        let mut theirs = None;
         for _ in 0..3 {
-            let claim = self.claim(range.clone(), spans)?;
+            let claim = self.claim(range.clone(), spans, Claimant::Read(deadline))?;
             if claim.is_empty() {
                 return Ok(());
             }
@@ -896,52 +993,73 @@ impl PartialBlob {
                 let (me, spans, mine) = (Arc::clone(self), spans.clone(), claim.mine.clone());
                 submit(Box::new(move || {
                     for f in &mine {
-                        me.fly(f, &spans);
+                        if !me.drop_if_abandoned(f) {
+                            me.fly(f, &spans);
+                        }
                     }
                 }));
             }
-            for f in claim.mine.iter().chain(&claim.joined) {
+            for (i, f) in claim.mine.iter().chain(&claim.joined).enumerate() {
                 match f.wait(deadline) {
                     Ok(()) => {}
-                    Err(Some(e)) => return Err(e),
-                    Err(None) => return Err(self.timed_out(timeout)),
+                    // Dropped unsent (`drop_if_abandoned`): this reader's
+                    // bound passed before a fetch thread was free.
+                    Err(Some(FetchError::TimedOut { .. })) | Err(None) => {
+                        return Err(self.timed_out(timeout));
+                    }
+                    Err(Some(e)) if i < claim.mine.len() => return Err(e),
+                    Err(Some(e)) => theirs = Some(e),
                 }
             }
         }
         match self.missing(range, spans)?.first() {
             None => Ok(()),
-            Some(r) => Err(self.short(r)),
+            Some(r) => Err(theirs.unwrap_or_else(|| self.short(r))),
         }
     }
 
     /// Fetches `runs` (as [`PartialBlob::missing`] gives them) on this
-    /// thread, waiting as long as it takes for the parts other readers are
-    /// fetching already: the prefetch, behind the reads.
+    /// thread, waiting as long as it takes for the parts readers are
+    /// fetching already: the prefetch, behind the reads. A read's fetch
+    /// that fails does not fail it: it asks for those bytes itself.
     pub fn fetch_runs(
         &self,
         runs: &[Range<u64>],
         spans: &SpanTable,
     ) -> std::result::Result<(), FetchError> {
         for run in runs {
-            let claim = self.claim(run.clone(), spans)?;
-            for f in &claim.mine {
-                self.fly(f, spans);
+            for _ in 0..3 {
+                let claim = self.claim(run.clone(), spans, Claimant::Prefetch)?;
+                if claim.is_empty() {
+                    break;
+                }
+                for f in &claim.mine {
+                    self.fly(f, spans);
+                }
+                for f in &claim.mine {
+                    f.wait(None)
+                        .map_err(|e| e.unwrap_or_else(|| self.short(&f.range)))?;
+                }
+                for f in &claim.joined {
+                    let _ = f.wait(None);
+                }
             }
-            for f in claim.mine.iter().chain(&claim.joined) {
-                f.wait(None)
-                    .map_err(|e| e.unwrap_or_else(|| self.short(&f.range)))?;
+            if let Some(r) = self.missing(run.clone(), spans)?.first() {
+                return Err(self.short(r));
             }
         }
         Ok(())
     }
 
-    /// The flights that make `range` local: the missing runs not in flight
-    /// yet become flights of the caller's (listed before this returns), and
-    /// the flights under way over the rest are joined.
+    /// The flights that make `range` local for `by`: the missing runs not
+    /// in flight yet become flights of the caller's (listed before this
+    /// returns), and the flights under way over the rest are joined, except
+    /// that a read joins no prefetch flight.
     fn claim(
         &self,
         range: Range<u64>,
         spans: &SpanTable,
+        by: Claimant,
     ) -> std::result::Result<Claim, FetchError> {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         // Under the flights lock: a flight gone from the list has stored
@@ -955,16 +1073,18 @@ impl PartialBlob {
             let mut parts = vec![run];
             for f in flights.iter() {
                 let r = &f.range;
-                if !parts.iter().any(|p| p.start < r.end && r.start < p.end) {
+                let joinable = !(f.prefetch && matches!(by, Claimant::Read(_)));
+                if !joinable || !parts.iter().any(|p| p.start < r.end && r.start < p.end) {
                     continue;
                 }
                 if !claim.joined.iter().any(|j| Arc::ptr_eq(j, f)) {
+                    f.wanted_by(by);
                     claim.joined.push(Arc::clone(f));
                 }
                 parts = parts.iter().flat_map(|p| subtract(p, r)).collect();
             }
             for part in parts {
-                let f = Flight::new(part);
+                let f = Flight::new(part, by);
                 flights.push(Arc::clone(&f));
                 claim.mine.push(f);
             }
@@ -982,6 +1102,31 @@ impl PartialBlob {
             .retain(|g| !Arc::ptr_eq(g, f));
         *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(got);
         f.done.notify_all();
+    }
+
+    /// Takes flight `f` off the list unsent when no one waits for it any
+    /// more (see `Flight::wanted`); true when it did.
+    fn drop_if_abandoned(&self, f: &Arc<Flight>) -> bool {
+        // Under the flights lock, which a reader joining it takes too.
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if !f.abandoned() {
+            return false;
+        }
+        flights.retain(|g| !Arc::ptr_eq(g, f));
+        drop(flights);
+        log::debug!(
+            "layer {}: bytes {}..{} not fetched: no reader waits for them any more",
+            self.digest,
+            f.range.start,
+            f.range.end
+        );
+        *f.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(FetchError::TimedOut {
+            digest: self.digest,
+            origin: self.origins().first().cloned().unwrap_or_default(),
+            secs: 0,
+        }));
+        f.done.notify_all();
+        true
     }
 
     fn timed_out(&self, timeout: Duration) -> FetchError {
@@ -1183,6 +1328,36 @@ mod tests {
         (dir, store)
     }
 
+    /// A blob of `len` bytes (from `mul`), in 1000-byte spans, that `store`
+    /// holds in part with nothing local, fetched from `origin` through the
+    /// fetcher `make` builds from its bytes: the bytes, spans, fetcher and
+    /// the blob opened.
+    fn lazy_blob<F: BlobFetcher + 'static>(
+        store: &Store,
+        len: u32,
+        mul: u32,
+        origin: &str,
+        make: impl FnOnce(Vec<u8>) -> F,
+    ) -> (Vec<u8>, SpanTable, Arc<F>, Arc<PartialBlob>) {
+        let blob: Vec<u8> = (0..len).map(|i| i.wrapping_mul(mul) as u8).collect();
+        let digest = Digest::of(&blob);
+        let spans = table(&blob, 1000);
+        let fetcher = Arc::new(make(blob.clone()));
+        set_fetcher_for(origin, fetcher.clone());
+        store.add_partial(&digest, len.into(), origin).unwrap();
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        (blob, spans, fetcher, p)
+    }
+
+    /// A [`HeldFetcher`], released or not yet.
+    fn held(blob: Vec<u8>, released: bool) -> HeldFetcher {
+        HeldFetcher {
+            blob,
+            calls: AtomicUsize::new(0),
+            release: AtomicBool::new(released),
+        }
+    }
+
     #[test]
     fn verified_ranges_survive_a_reopen_and_a_torn_record() {
         let (_d, store) = store();
@@ -1216,6 +1391,53 @@ mod tests {
             p.missing(0..3500, &spans).unwrap(),
             vec![0..1000, 2000..4000]
         );
+        // What is fetched after the torn record is kept too.
+        p.store_verified(3000, &blob[3000..4000], &spans, "r/x")
+            .unwrap();
+        drop(p);
+        let p = store.open_partial(&digest).unwrap().unwrap();
+        assert!(p.is_local(1000..2000) && p.is_local(3000..4000));
+        assert_eq!(store.partial_status(&digest).unwrap().unwrap().1, 2000);
+    }
+
+    #[test]
+    fn what_one_opener_of_a_partial_blob_fetched_another_does_not_fetch_again() {
+        let (_d, store) = store();
+        let (blob, spans, fetcher, a) =
+            lazy_blob(&store, 6000, 11, "held.test/two-openers", |b| held(b, true));
+        // Two openers, as two mounts of images sharing the layer have.
+        let b = store.open_partial(a.digest()).unwrap().unwrap();
+        a.ensure(1000..2500, &spans, Duration::from_secs(120))
+            .unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
+        b.ensure(1200..2200, &spans, Duration::from_secs(120))
+            .unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
+        let mut buf = vec![0u8; 2000];
+        b.file().read_exact_at(&mut buf, 1000).unwrap();
+        assert_eq!(buf, &blob[1000..3000]);
+        // What b lacks still comes: the runs either side, once each.
+        b.ensure(0..6000, &spans, Duration::from_secs(120)).unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 3);
+        assert!(b.complete().unwrap());
+        assert!(a.is_whole());
+    }
+
+    #[test]
+    fn fetch_timeout_settings_are_read_without_panicking() {
+        let cases = [
+            (None, DEFAULT_FETCH_TIMEOUT),
+            (Some("2"), Duration::from_secs(2)),
+            (Some(" 0.5 "), Duration::from_millis(500)),
+            (Some("0"), DEFAULT_FETCH_TIMEOUT),
+            (Some("-3"), DEFAULT_FETCH_TIMEOUT),
+            (Some("soon"), DEFAULT_FETCH_TIMEOUT),
+            (Some("inf"), DEFAULT_FETCH_TIMEOUT),
+            (Some("1e30"), Duration::MAX),
+        ];
+        for (v, want) in cases {
+            assert_eq!(parse_fetch_timeout(v), want, "{v:?}");
+        }
     }
 
     #[test]
@@ -1325,18 +1547,8 @@ mod tests {
     #[test]
     fn readers_of_one_missing_span_share_one_fetch_and_each_keeps_its_bound() {
         let (_d, store) = store();
-        let blob: Vec<u8> = (0..8000u32).map(|i| (i * 13) as u8).collect();
-        let digest = Digest::of(&blob);
-        let spans = table(&blob, 1000);
-        let origin = "held.test/one-fetch";
-        let fetcher = Arc::new(HeldFetcher {
-            blob: blob.clone(),
-            calls: AtomicUsize::new(0),
-            release: AtomicBool::new(false),
-        });
-        set_fetcher_for(origin, fetcher.clone());
-        store.add_partial(&digest, 8000, origin).unwrap();
-        let p = store.open_partial(&digest).unwrap().unwrap();
+        let (blob, spans, fetcher, p) =
+            lazy_blob(&store, 8000, 13, "held.test/one-fetch", |b| held(b, false));
         // Four readers of overlapping ranges while the registry does not
         // answer: each gives up at its own bound, and one request was sent.
         // The widest reader asks first, so the others find all they need
@@ -1345,7 +1557,7 @@ mod tests {
             let (p, spans) = (Arc::clone(&p), spans.clone());
             std::thread::spawn(move || p.ensure(0..2000, &spans, Duration::from_millis(300)))
         };
-        while fetcher.calls.load(Ordering::SeqCst) == 0 {
+        while fetcher.calls.load(Ordering::SeqCst) == 0 && !first.is_finished() {
             std::thread::sleep(Duration::from_millis(1));
         }
         let waits: Vec<_> = [0..1500, 500..2000, 1000..1800]
@@ -1373,6 +1585,145 @@ mod tests {
         p.fetch_runs(&runs, &spans).unwrap();
         assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
         assert!(p.complete().unwrap());
+    }
+
+    /// A registry that holds the requests `hangs` picks (by their number,
+    /// from 0, and length) until `release` is set, then breaks them; it
+    /// answers the others at once.
+    struct Hangs {
+        blob: Vec<u8>,
+        hangs: fn(usize, u64) -> bool,
+        calls: AtomicUsize,
+        release: AtomicBool,
+    }
+
+    impl Hangs {
+        fn new(blob: Vec<u8>, hangs: fn(usize, u64) -> bool) -> Hangs {
+            Hangs {
+                blob,
+                hangs,
+                calls: AtomicUsize::new(0),
+                release: AtomicBool::new(false),
+            }
+        }
+    }
+
+    impl BlobFetcher for Hangs {
+        fn fetch_range(
+            &self,
+            origin: &str,
+            _digest: &Digest,
+            offset: u64,
+            len: u64,
+        ) -> std::result::Result<Vec<u8>, FetchError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if !(self.hangs)(n, len) {
+                return Ok(self.blob[offset as usize..(offset + len) as usize].to_vec());
+            }
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(FetchError::Failed {
+                origin: origin.to_string(),
+                why: "the connection broke".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_read_never_waits_behind_the_prefetch_nor_shares_its_failure() {
+        let (_d, store) = store();
+        let (blob, spans, fetcher, p) =
+            lazy_blob(&store, 8000, 31, "held.test/prefetch-first", |blob| {
+                // The prefetch's long requests hang; reads are answered.
+                Hangs::new(blob, |_, len| len >= 4000)
+            });
+        // The prefetch asks for the whole blob, and the registry holds it.
+        let prefetch = {
+            let (p, spans) = (Arc::clone(&p), spans.clone());
+            std::thread::spawn(move || {
+                let runs = p.missing(0..8000, &spans)?;
+                p.fetch_runs(&runs, &spans)
+            })
+        };
+        while fetcher.calls.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A read of bytes in the prefetch's request, willing to wait long.
+        let read = {
+            let (p, spans) = (Arc::clone(&p), spans.clone());
+            std::thread::spawn(move || p.ensure(2100..2600, &spans, Duration::from_secs(120)))
+        };
+        // It is served while the prefetch is still held; a read that had
+        // joined the prefetch would still wait (then share its failure).
+        for _ in 0..2000 {
+            if read.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fetcher.release.store(true, Ordering::SeqCst);
+        read.join().unwrap().unwrap();
+        assert!(p.is_local(2000..3000));
+        let mut buf = vec![0u8; 1000];
+        p.file().read_exact_at(&mut buf, 2000).unwrap();
+        assert_eq!(buf, &blob[2000..3000]);
+        // The prefetch's request failed, and only the prefetch with it.
+        assert!(prefetch.join().unwrap().is_err());
+        // A read after it fetches afresh.
+        p.ensure(6000..6500, &spans, Duration::from_secs(120))
+            .unwrap();
+        assert!(p.is_local(6000..7000));
+    }
+
+    #[test]
+    fn a_reader_whose_shared_fetch_fails_asks_for_its_bytes_itself() {
+        let (_d, store) = store();
+        let (_, spans, fetcher, p) = lazy_blob(&store, 4000, 7, "held.test/first-hung", |blob| {
+            Hangs::new(blob, |n, _| n == 0)
+        });
+        // A read sent while the registry hung gives up at its bound.
+        let e = p
+            .ensure(0..1000, &spans, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(matches!(e, FetchError::TimedOut { .. }), "{e}");
+        // The registry is back; a later reader finds that request still
+        // under way and waits for it; when it breaks, the reader asks anew.
+        let later = {
+            let (p, spans) = (Arc::clone(&p), spans.clone());
+            std::thread::spawn(move || p.ensure(0..1000, &spans, Duration::from_secs(120)))
+        };
+        let joined = || {
+            let flights = p.flights.lock().unwrap();
+            let wanted = *flights[0].wanted.lock().unwrap();
+            wanted.is_some_and(|d| d > Instant::now() + Duration::from_secs(60))
+        };
+        while !joined() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fetcher.release.store(true, Ordering::SeqCst);
+        later.join().unwrap().unwrap();
+        assert!(p.is_local(0..1000));
+    }
+
+    #[test]
+    fn a_fetch_no_reader_waits_for_any_more_is_not_sent() {
+        let (_d, store) = store();
+        let (_, spans, fetcher, p) =
+            lazy_blob(&store, 4000, 3, "held.test/abandoned", |b| held(b, true));
+        // A reader whose bound has passed by the time a fetch thread is
+        // free (here: at once) leaves nothing for the thread to send.
+        let e = p.ensure(0..1000, &spans, Duration::ZERO).unwrap_err();
+        assert!(matches!(e, FetchError::TimedOut { .. }), "{e}");
+        while !p.flights.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 0);
+        assert!(!p.is_local(0..1000));
+        // The next reader sends its own request.
+        p.ensure(0..1000, &spans, Duration::from_secs(120)).unwrap();
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
+        assert!(p.is_local(0..1000));
     }
 
     /// A partial blob of 3000 bytes (from `seed`) with every byte local.

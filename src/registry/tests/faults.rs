@@ -698,6 +698,7 @@ fn a_blob_below_the_minimum_rate_fails_and_one_above_it_completes() {
         request: std::time::Duration::from_secs(1),
         window: std::time::Duration::from_secs(1),
         min_bytes: 1000,
+        ..Deadlines::default()
     };
     // 10 bytes per 50 ms: about 200 bytes a second, under the minimum.
     let s = slow(50, 10);

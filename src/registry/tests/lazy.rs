@@ -299,23 +299,27 @@ fn fsck_df_and_gc_know_partial_layers() {
     assert!(store.list_partials().unwrap().is_empty());
 }
 
-/// GETs of blob `layer` the server saw.
-fn layer_gets(s: &Server, layer: &Digest) -> usize {
-    let path = format!("/blobs/{layer}");
-    s.logged()
-        .iter()
-        .filter(|l| l.method == "GET" && l.target.ends_with(&path))
-        .count()
-}
-
 #[test]
 fn readers_of_one_missing_file_at_once_fetch_it_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     const READERS: usize = 6;
     // The registry holds each blob request until every reader has started.
-    let started = Arc::new(std::sync::atomic::AtomicUsize::new(READERS));
+    let started = Arc::new(AtomicUsize::new(READERS));
     let held = Arc::clone(&started);
+    // GETs of the layer, counted as they come in: the server's log has an
+    // entry only once its answer is written, which may be after the reader
+    // took the bytes it wanted and hung up.
+    let gets = Arc::new(AtomicUsize::new(0));
+    let gets2 = Arc::clone(&gets);
+    let layer_gets = || gets.load(Ordering::SeqCst);
     let (dirs, src, _desc, layer_d, s, store) =
-        lazy_from_fake(Arc::new(move |req: &Request, _: &Served| {
+        lazy_from_fake(Arc::new(move |req: &Request, img: &Served| {
+            if let Some(d) = req.blob_digest()
+                && req.method == "GET"
+                && img.layers.iter().any(|l| l.to_string() == d)
+            {
+                gets2.fetch_add(1, Ordering::SeqCst);
+            }
             if req.blob_digest().is_some() {
                 for _ in 0..500 {
                     if held.load(std::sync::atomic::Ordering::SeqCst) >= READERS {
@@ -328,16 +332,16 @@ fn readers_of_one_missing_file_at_once_fetch_it_once() {
             None
         }));
     // One reader alone: the requests one read takes.
-    let before = layer_gets(&s, &layer_d);
+    let before = layer_gets();
     let (_d, alone) = store_with_index(&src, &layer_d);
     lazy_pull_from(&s.addr, &alone, &opts(dirs[0].path()));
     read_file(&alone, &layer_d, "small").unwrap();
-    let one = layer_gets(&s, &layer_d) - before;
+    let one = layer_gets() - before;
     assert!(one > 0);
 
     // Six readers of one lazy layer at once: the same requests, no more.
     started.store(0, std::sync::atomic::Ordering::SeqCst);
-    let before = layer_gets(&s, &layer_d);
+    let before = layer_gets();
     let l = Layer::open(&store, &layer_d, SpanCache::new(1 << 20)).unwrap();
     let dir = l.index.find_dir(b"data").unwrap();
     let e = dir.lookup(b"small").0.unwrap();
@@ -357,7 +361,7 @@ fn readers_of_one_missing_file_at_once_fetch_it_once() {
             assert_eq!(r.join().unwrap(), b"small file\n");
         }
     });
-    assert_eq!(layer_gets(&s, &layer_d) - before, one);
+    assert_eq!(layer_gets() - before, one);
 }
 
 #[test]
@@ -517,4 +521,104 @@ fn a_token_that_expires_during_a_lazy_mount_is_renewed() {
     valid.lock().unwrap().clear();
     assert!(read_file(&store, &layer_d, "b").unwrap() == text(9 << 20, 3));
     assert!(issued.load(std::sync::atomic::Ordering::SeqCst) > before);
+}
+
+/// Sets its flag when dropped, even by a failing test: the fake registry's
+/// held connections then end.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn fetch_threads_held_by_a_hung_registry_come_back_within_the_fetch_bound() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    const BOUND: Duration = Duration::from_secs(2);
+    let cfg = tempfile::tempdir().unwrap();
+    let o = opts(cfg.path());
+    let (_d, src, desc, layer_d) = big_image();
+    let served = served_from(&src, &desc);
+    let blob = Arc::new(served.blobs[&layer_d.to_string()].clone());
+    let key = layer_d.to_string();
+    // While `hang` is set, the registry accepts requests for the layer and
+    // never answers them (until the test ends); otherwise it answers ranges.
+    let (hang, over) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let _end = SetOnDrop(Arc::clone(&over));
+    let (hang2, over2, blob2) = (Arc::clone(&hang), Arc::clone(&over), Arc::clone(&blob));
+    let s = fake(
+        served,
+        Arc::new(move |req: &Request, _: &Served| {
+            if req.blob_digest()? != key {
+                return None;
+            }
+            if hang2.load(Ordering::SeqCst) {
+                while !over2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return Some(Action::Respond(Vec::new()));
+            }
+            let range = req.header("Range")?.strip_prefix("bytes=")?.to_string();
+            let (a, b) = range.split_once('-')?;
+            let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+            let cr = format!("bytes {a}-{b}/{}", blob2.len());
+            Some(Action::Respond(respond(
+                "206 Partial Content",
+                &[("Content-Range", &cr)],
+                &blob2[a..=b],
+            )))
+        }),
+    );
+    partial::set_fetcher_for(
+        &s.addr,
+        Arc::new(RangeFetcher::with_bound(o.clone(), BOUND)),
+    );
+    let (_d2, store) = store_with_index(&src, &layer_d);
+    lazy_pull_from(&s.addr, &store, &o);
+    let spans = Layer::open(&store, &layer_d, SpanCache::new(1 << 20))
+        .unwrap()
+        .index
+        .span_table()
+        .unwrap();
+    let p = store.open_partial(&layer_d).unwrap().unwrap();
+    let span = |i: usize| {
+        let sp = spans.spans()[i];
+        sp.offset..sp.end()
+    };
+
+    // The registry hangs: more readers of different spans than there are
+    // fetch threads each fail within the bound.
+    hang.store(true, Ordering::SeqCst);
+    std::thread::scope(|sc| {
+        let readers: Vec<_> = (0..12)
+            .map(|i| {
+                let (p, spans, r) = (&p, &spans, span(2 * i));
+                sc.spawn(move || p.ensure(r, spans, BOUND))
+            })
+            .collect();
+        for r in readers {
+            let e = r.join().unwrap().unwrap_err();
+            assert!(
+                matches!(e, crate::store::FetchError::TimedOut { .. }),
+                "{e}"
+            );
+        }
+    });
+    // It answers again (the requests it held stay unanswered): a read is
+    // served within the bound, by a fetch thread that came back.
+    hang.store(false, Ordering::SeqCst);
+    let r = span(spans.spans().len() - 1);
+    p.ensure(r.clone(), &spans, BOUND).unwrap();
+    let mut got = vec![0u8; (r.end - r.start) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(p.file(), &mut got, r.start).unwrap();
+    assert!(got == blob[r.start as usize..r.end as usize]);
+    for i in 0..12 {
+        assert!(!p.is_local(span(2 * i)));
+    }
 }
