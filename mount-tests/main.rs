@@ -22,6 +22,7 @@ mod hostile;
 mod interop;
 mod lazy;
 mod live_commit;
+mod memory;
 mod posix;
 mod readonly;
 mod rootless;
