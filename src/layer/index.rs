@@ -1043,6 +1043,33 @@ fn checksum(file: &[u8], windows: std::ops::Range<usize>) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// `checksum` of the index file `file` (`len` bytes), read with pread in
+/// large pieces: through the mapping, without readahead, it would be read a
+/// page at a time.
+fn checksum_of_file(
+    file: &File,
+    len: usize,
+    windows: std::ops::Range<usize>,
+) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; (1 << 20).min(len)];
+    for part in [0..windows.start, windows.end..len] {
+        let mut at = part.start;
+        while at < part.end {
+            let n = (part.end - at).min(buf.len());
+            let piece = &mut buf[..n];
+            file.read_exact_at(piece, at as u64)?;
+            // The checksum's own field reads as zeros.
+            for i in HASH_AT.clone().filter(|i| (at..at + n).contains(i)) {
+                piece[i - at] = 0;
+            }
+            h.update(&*piece);
+            at += n;
+        }
+    }
+    Ok(h.finalize().into())
+}
+
 /// The sha256 of each `WINDOW_BLOCK` of a windows section.
 fn window_sums(windows: &[u8]) -> Vec<u8> {
     windows
@@ -1276,9 +1303,18 @@ impl LayerIndex {
             why: why.to_string(),
         };
         let file = File::open(path).map_err(|e| LayerError::io(path, e))?;
+        // No readahead: it would read the windows (most of the file) along
+        // with the tables opening reads; each window is read when used.
+        let _ = nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+        );
         // SAFETY: index files are only ever replaced by rename, never written in
         // place, so the mapped bytes cannot change under us.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LayerError::io(path, e))?;
+        let _ = map.advise(memmap2::Advice::Random);
         let b = &map[..];
         if b.len() < HEADER_LEN || &b[0..8] != MAGIC {
             return Err(bad("not a layerfs index"));
@@ -1302,7 +1338,9 @@ impl LayerIndex {
             return Err(bad("index belongs to another blob"));
         }
         let layout = Layout::of(b).map_err(bad)?;
-        if checksum(b, layout.windows.clone())[..] != b[HASH_AT] {
+        let sum = checksum_of_file(&file, b.len(), layout.windows.clone())
+            .map_err(|e| LayerError::io(path, e))?;
+        if sum[..] != b[HASH_AT] {
             return Err(bad("checksum mismatch"));
         }
         let n = |i: usize| rd_u32(b, 96 + 4 * i);
