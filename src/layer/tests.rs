@@ -563,7 +563,7 @@ fn a_damaged_inflate_window_fails_its_reads_naming_the_index_and_a_rebuild_mends
         .unwrap()
         .1;
     assert!(
-        windows.len() > 0,
+        !windows.is_empty(),
         "a 9 MiB gzip layer stores inflate windows"
     );
     let mid = windows.start + windows.len() / 2;
