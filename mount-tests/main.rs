@@ -19,6 +19,7 @@ mod everyday;
 mod filecache;
 mod fixtures;
 mod hostile;
+mod index_checks;
 mod interop;
 mod lazy;
 mod live_commit;
