@@ -118,7 +118,7 @@ pub fn fsck(store: &Store) -> Result<FsckReport> {
 /// The fetched spans of a partial layer, against its index's span digests.
 fn check_partial(store: &Store, digest: &Digest, r: &mut FsckReport) {
     r.blobs_checked += 1;
-    let spans = match LayerIndex::open(&store.layer_index_path(digest), digest) {
+    let spans = match LayerIndex::open_checked(&store.layer_index_path(digest), digest) {
         Ok(i) => i.span_table(),
         Err(e) => {
             r.damaged.push(format!("partial layer {digest}: {e}"));
@@ -150,7 +150,7 @@ fn check_partial(store: &Store, digest: &Digest, r: &mut FsckReport) {
 
 fn check_index(store: &Store, digest: &Digest, r: &mut FsckReport) -> Option<LayerIndex> {
     let path = store.layer_index_path(digest);
-    match LayerIndex::open(&path, digest) {
+    match LayerIndex::open_checked(&path, digest) {
         Ok(i) => Some(i),
         Err(e) => match index_blob(store, digest) {
             Ok(i) => {

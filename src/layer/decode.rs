@@ -618,8 +618,9 @@ fn start_inflater(
         blob.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
         inf.prime(cp.bits as i32, (b[0] >> (8 - cp.bits)) as i32)?;
     }
+    let deflated = index.window(cp).map_err(|e| e.to_string())?;
     let mut window = Vec::with_capacity(zlib::WINDOW);
-    flate2::read::DeflateDecoder::new(index.window(cp))
+    flate2::read::DeflateDecoder::new(&deflated[..])
         .read_to_end(&mut window)
         .map_err(|e| format!("stored window: {e}"))?;
     inf.set_dictionary(&window)?;

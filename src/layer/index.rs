@@ -5,9 +5,15 @@
 //!
 //! It is derived data, written beside the blob and mapped, never read whole,
 //! so opening it costs the same for any layer size. A sha256 over all of it
-//! (header, every section, the inflate windows too) and the layer's digest
-//! in its header make a damaged or foreign index detectable; it is then
-//! rebuilt from the blob. A damaged window must never pass for a damaged blob.
+//! but the inflate windows, and the layer's digest in its header, make a
+//! damaged or foreign index detectable when it is opened; it is then rebuilt
+//! from the blob. The windows, most of the file, are checked only when a
+//! span decode uses one: each `WINDOW_BLOCK` of them has its sha256 in the
+//! last section (covered by the file's sha256), and a window is read with
+//! pread and checked block by block, so opening an index does not read them
+//! and they take no room in a mount's memory. A damaged window fails the
+//! reads that need it with an error naming the index (`fsck` rebuilds it);
+//! it must never pass for a damaged blob, nor give wrong bytes.
 //!
 //! ```text
 //! header (192 bytes)
@@ -28,6 +34,8 @@
 //!              compressed blob (BLOB_SPAN bytes each when ingest made them;
 //!              eStargz chunks when made from a TOC), so a range fetched from
 //!              a registry is verified before it is stored or served
+//! window sums  ceil(windows / WINDOW_BLOCK) × 32: sha256 of each block of
+//!              the windows section
 //! ```
 //!
 //! Header byte 13 = 1 marks an index made from an eStargz TOC: its spans
@@ -48,11 +56,15 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 /// 2: the checksum covers the header and the windows.
 /// 3: the sha256 of each span of the compressed blob (lazy images).
-const VERSION: u32 = 3;
+/// 4: the checksum leaves out the windows; each block of them has its own.
+const VERSION: u32 = 4;
+/// Bytes of the windows section per sha256 in the window sums.
+const WINDOW_BLOCK: usize = 16 << 10;
 /// Bytes of compressed blob per span digest: the unit a lazy read fetches.
 pub const BLOB_SPAN: u64 = 128 << 10;
 const BLOB_SPAN_LEN: usize = 48;
-/// Where the header holds the sha256 of the whole file (these bytes as zeros).
+/// Where the header holds the sha256 of the file but its windows (these
+/// bytes as zeros).
 const HASH_AT: std::ops::Range<usize> = 152..184;
 const HEADER_LEN: usize = 192;
 const ENTRY_LEN: usize = 96;
@@ -944,10 +956,13 @@ impl IndexBuilder {
             span_bytes.extend_from_slice(&s.len.to_le_bytes());
             span_bytes.extend_from_slice(s.digest.as_bytes());
         }
+        let window_sums = window_sums(windows);
         enum Section<'a> {
             Mem(&'a [u8]),
             Spilled(&'a Spill),
         }
+        // The windows are the only section the checksum leaves out.
+        let windows_at = 9;
         let sections = [
             Section::Spilled(&w.entries),
             Section::Mem(&dir_bytes),
@@ -960,9 +975,13 @@ impl IndexBuilder {
             Section::Spilled(&w.xattr_area),
             Section::Mem(windows),
             Section::Mem(&span_bytes),
+            Section::Mem(&window_sums),
         ];
-        let each = |f: &mut dyn FnMut(&[u8]) -> io::Result<()>| -> io::Result<()> {
-            for s in &sections {
+        let each = |hashing: bool, f: &mut dyn FnMut(&[u8]) -> io::Result<()>| -> io::Result<()> {
+            for (i, s) in sections.iter().enumerate() {
+                if hashing && i == windows_at {
+                    continue;
+                }
                 match s {
                     Section::Mem(b) => f(b)?,
                     Section::Spilled(sp) => sp.for_each_chunk(&mut *f)?,
@@ -975,7 +994,7 @@ impl IndexBuilder {
         let mut header = encode_header(meta, &counts);
         let mut h = Sha256::new();
         h.update(&header);
-        each(&mut |b| {
+        each(true, &mut |b| {
             h.update(b);
             Ok(())
         })
@@ -983,7 +1002,7 @@ impl IndexBuilder {
         header[HASH_AT].copy_from_slice(&h.finalize());
         let write_err = |e: io::Error| LayerError::io(out_path, e);
         out.write_all(&header).map_err(write_err)?;
-        each(&mut |b| out.write_all(b)).map_err(write_err)?;
+        each(false, &mut |b| out.write_all(b)).map_err(write_err)?;
         Ok(())
     }
 }
@@ -1013,13 +1032,139 @@ struct Counts {
     chunk_spans: bool,
 }
 
-/// The sha256 of a whole index file, its own header field read as zeros.
-fn checksum(file: &[u8]) -> [u8; 32] {
+/// The sha256 of an index file but its windows section (`windows`), its
+/// own header field read as zeros.
+fn checksum(file: &[u8], windows: std::ops::Range<usize>) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(&file[..HASH_AT.start]);
     h.update([0u8; HASH_AT.end - HASH_AT.start]);
-    h.update(&file[HASH_AT.end..]);
+    h.update(&file[HASH_AT.end..windows.start]);
+    h.update(&file[windows.end..]);
     h.finalize().into()
+}
+
+/// `checksum` of the index file `file` (`len` bytes), read with pread in
+/// large pieces: through the mapping, without readahead, it would be read a
+/// page at a time.
+fn checksum_of_file(
+    file: &File,
+    len: usize,
+    windows: std::ops::Range<usize>,
+) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; (1 << 20).min(len)];
+    for part in [0..windows.start, windows.end..len] {
+        let mut at = part.start;
+        while at < part.end {
+            let n = (part.end - at).min(buf.len());
+            let piece = &mut buf[..n];
+            file.read_exact_at(piece, at as u64)?;
+            // The checksum's own field reads as zeros.
+            for i in HASH_AT.clone().filter(|i| (at..at + n).contains(i)) {
+                piece[i - at] = 0;
+            }
+            h.update(&*piece);
+            at += n;
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// The sha256 of each `WINDOW_BLOCK` of a windows section.
+fn window_sums(windows: &[u8]) -> Vec<u8> {
+    windows
+        .chunks(WINDOW_BLOCK)
+        .flat_map(|b| <[u8; 32]>::from(Sha256::digest(b)))
+        .collect()
+}
+
+/// Recomputes the window sums and the checksum of index file `data` whose
+/// header is sound, as a writer would have (the fuzz targets reseal
+/// mutated indexes with it). False when the header's sizes do not fit.
+pub fn reseal(data: &mut [u8]) -> bool {
+    let Ok(l) = Layout::of(data) else {
+        return false;
+    };
+    let sums = window_sums(&data[l.windows.clone()]);
+    data[l.window_sums..].copy_from_slice(&sums);
+    let sum = checksum(data, l.windows);
+    data[HASH_AT].copy_from_slice(&sum);
+    true
+}
+
+/// The sections of index file `data` by name, in file order (tests damage
+/// each one).
+#[cfg(test)]
+pub fn sections(data: &[u8]) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    let Ok(l) = Layout::of(data) else {
+        return Vec::new();
+    };
+    let names = [
+        "entries",
+        "dirs",
+        "groups",
+        "members",
+        "externals",
+        "sparse",
+        "checkpoints",
+        "strings",
+        "xattrs",
+        "windows",
+        "blob spans",
+        "window sums",
+    ];
+    let mut out = vec![("header", 0..HEADER_LEN)];
+    out.extend((0..names.len()).map(|i| (names[i], l.offs[i]..l.offs[i + 1])));
+    out
+}
+
+/// Where each section of an index file lies, from its header's counts.
+struct Layout {
+    /// Offsets of the sections in file order: entries, dirs, groups,
+    /// members, externals, sparse, checkpoints, strings, xattrs, windows,
+    /// blob spans, window sums; and the end of the file.
+    offs: [usize; 13],
+    windows: std::ops::Range<usize>,
+    window_sums: usize,
+}
+
+impl Layout {
+    fn of(b: &[u8]) -> Result<Layout, &'static str> {
+        if b.len() < HEADER_LEN {
+            return Err("not a layerfs index");
+        }
+        let n = |i: usize| rd_u32(b, 96 + 4 * i) as usize;
+        let windows_len = rd_u64(b, 144) as usize;
+        let sizes = [
+            n(0).checked_mul(ENTRY_LEN),
+            n(1).checked_mul(DIR_LEN),
+            n(2).checked_mul(GROUP_LEN),
+            n(3).checked_mul(4),
+            n(6).checked_mul(4),
+            n(4).checked_mul(SPARSE_LEN),
+            n(5).checked_mul(CHECKPOINT_LEN),
+            Some(rd_u64(b, 128) as usize),
+            Some(rd_u64(b, 136) as usize),
+            Some(windows_len),
+            (rd_u32(b, 184) as usize).checked_mul(BLOB_SPAN_LEN),
+            Some(windows_len.div_ceil(WINDOW_BLOCK) * 32),
+        ];
+        let mut offs = [0usize; 13];
+        offs[0] = HEADER_LEN;
+        for (i, s) in sizes.iter().enumerate() {
+            offs[i + 1] = s
+                .and_then(|s| offs[i].checked_add(s))
+                .ok_or("section sizes overflow")?;
+        }
+        if offs[12] != b.len() {
+            return Err("truncated or oversized");
+        }
+        Ok(Layout {
+            windows: offs[9]..offs[10],
+            window_sums: offs[11],
+            offs,
+        })
+    }
 }
 
 fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
@@ -1090,9 +1235,12 @@ impl Writer {
     }
 }
 
-/// A layer index opened for reading. The file is mapped; nothing is copied.
+/// A layer index opened for reading. The file is mapped; nothing is copied
+/// but the windows, which are read as decodes need them.
 pub struct LayerIndex {
     map: memmap2::Mmap,
+    file: File,
+    path: PathBuf,
     meta: IndexMeta,
     n_entries: u32,
     n_dirs: u32,
@@ -1109,6 +1257,7 @@ pub struct LayerIndex {
     xattrs: usize,
     windows: usize,
     windows_len: usize,
+    window_sums: usize,
     blob_spans: usize,
     n_blob_spans: u32,
     /// The blob spans are eStargz chunks (made from a TOC): each is a gzip
@@ -1145,16 +1294,27 @@ fn rd_u64(b: &[u8], off: usize) -> u64 {
 
 impl LayerIndex {
     /// Opens and checks an index: magic, version, section sizes, the sha256
-    /// of the whole file, and that it belongs to blob `digest`.
+    /// of the file but its windows, and that it belongs to blob `digest`.
+    /// The windows are checked as they are read (`window`), or all at once
+    /// by `check_windows`.
     pub fn open(path: &Path, digest: &Digest) -> Result<LayerIndex, LayerError> {
         let bad = |why: &str| LayerError::BadIndex {
             path: path.to_path_buf(),
             why: why.to_string(),
         };
         let file = File::open(path).map_err(|e| LayerError::io(path, e))?;
+        // No readahead: it would read the windows (most of the file) along
+        // with the tables opening reads; each window is read when used.
+        let _ = nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+        );
         // SAFETY: index files are only ever replaced by rename, never written in
         // place, so the mapped bytes cannot change under us.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LayerError::io(path, e))?;
+        let _ = map.advise(memmap2::Advice::Random);
         let b = &map[..];
         if b.len() < HEADER_LEN || &b[0..8] != MAGIC {
             return Err(bad("not a layerfs index"));
@@ -1177,48 +1337,24 @@ impl LayerIndex {
         if meta.digest != *digest {
             return Err(bad("index belongs to another blob"));
         }
-        let n = |i: usize| rd_u32(b, 96 + 4 * i) as usize;
-        let (n_entries, n_dirs, n_groups, n_members, n_sparse, n_cps, n_ext) =
-            (n(0), n(1), n(2), n(3), n(4), n(5), n(6));
-        let strings_len = rd_u64(b, 128) as usize;
-        let xattrs_len = rd_u64(b, 136) as usize;
-        let windows_len = rd_u64(b, 144) as usize;
-        let n_blob_spans = rd_u32(b, 184) as usize;
-        let sizes = [
-            n_entries.checked_mul(ENTRY_LEN),
-            n_dirs.checked_mul(DIR_LEN),
-            n_groups.checked_mul(GROUP_LEN),
-            n_members.checked_mul(4),
-            n_ext.checked_mul(4),
-            n_sparse.checked_mul(SPARSE_LEN),
-            n_cps.checked_mul(CHECKPOINT_LEN),
-            Some(strings_len),
-            Some(xattrs_len),
-            Some(windows_len),
-            n_blob_spans.checked_mul(BLOB_SPAN_LEN),
-        ];
-        let mut offs = [0usize; 12];
-        offs[0] = HEADER_LEN;
-        for (i, s) in sizes.iter().enumerate() {
-            offs[i + 1] = s
-                .and_then(|s| offs[i].checked_add(s))
-                .ok_or_else(|| bad("section sizes overflow"))?;
-        }
-        if offs[11] != b.len() {
-            return Err(bad("truncated or oversized"));
-        }
-        if checksum(b)[..] != b[HASH_AT] {
+        let layout = Layout::of(b).map_err(bad)?;
+        let sum = checksum_of_file(&file, b.len(), layout.windows.clone())
+            .map_err(|e| LayerError::io(path, e))?;
+        if sum[..] != b[HASH_AT] {
             return Err(bad("checksum mismatch"));
         }
+        let n = |i: usize| rd_u32(b, 96 + 4 * i);
+        let (n_entries, n_dirs) = (n(0), n(1));
         if n_entries == 0 || n_dirs == 0 {
             return Err(bad("has no root directory"));
         }
+        let offs = layout.offs;
         Ok(LayerIndex {
             meta,
-            n_entries: n_entries as u32,
-            n_dirs: n_dirs as u32,
-            n_checkpoints: n_cps as u32,
-            n_externals: n_ext as u32,
+            n_entries,
+            n_dirs,
+            n_checkpoints: n(5),
+            n_externals: n(6),
             entries: offs[0],
             dirs: offs[1],
             groups: offs[2],
@@ -1229,12 +1365,53 @@ impl LayerIndex {
             strings: offs[7],
             xattrs: offs[8],
             windows: offs[9],
-            windows_len,
+            windows_len: layout.windows.len(),
             blob_spans: offs[10],
-            n_blob_spans: n_blob_spans as u32,
+            n_blob_spans: rd_u32(b, 184),
+            window_sums: layout.window_sums,
             chunk_spans: b[13] == 1,
             map,
+            file,
+            path: path.to_path_buf(),
         })
+    }
+
+    /// Opens an index and checks all of it, its windows too (`fsck`, and
+    /// an index fetched from a registry before it is kept).
+    pub fn open_checked(path: &Path, digest: &Digest) -> Result<LayerIndex, LayerError> {
+        let index = LayerIndex::open(path, digest)?;
+        index.check_windows()?;
+        Ok(index)
+    }
+
+    /// Checks every block of the windows against its sha256.
+    pub fn check_windows(&self) -> Result<(), LayerError> {
+        let mut block = vec![0u8; WINDOW_BLOCK];
+        for (i, start) in (0..self.windows_len).step_by(WINDOW_BLOCK).enumerate() {
+            let len = WINDOW_BLOCK.min(self.windows_len - start);
+            self.read_window_block(i, &mut block[..len])?;
+        }
+        Ok(())
+    }
+
+    /// Reads block `i` of the windows section into `out` (its length) and
+    /// checks it against its sha256.
+    fn read_window_block(&self, i: usize, out: &mut [u8]) -> Result<(), LayerError> {
+        let at = self.windows + i * WINDOW_BLOCK;
+        self.file
+            .read_exact_at(out, at as u64)
+            .map_err(|e| LayerError::io(&self.path, e))?;
+        let sum = self.window_sums + 32 * i;
+        if self.bytes().get(sum..sum + 32) != Some(&Sha256::digest(&*out)[..]) {
+            return Err(LayerError::BadIndex {
+                path: self.path.clone(),
+                why: format!(
+                    "inflate windows damaged (bytes {at}..{}); `layerfs fsck` rebuilds the index",
+                    at + out.len()
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn meta(&self) -> &IndexMeta {
@@ -1402,16 +1579,30 @@ impl LayerIndex {
         (off >= c.out_offset && off < c.out_offset + c.out_len as u64).then_some(lo)
     }
 
-    /// The deflated inflate window stored for a checkpoint.
-    pub fn window(&self, c: &Checkpoint) -> &[u8] {
+    /// The deflated inflate window stored for a checkpoint, checked. It is
+    /// read from the file, not the mapping: a window is used once per span
+    /// decode, so the copy costs nothing beside the inflating, and its pages
+    /// stay out of the process's memory.
+    pub fn window(&self, c: &Checkpoint) -> Result<Vec<u8>, LayerError> {
         let start = c.window_offset as usize;
         let end = start.saturating_add(c.window_len as usize);
         if end > self.windows_len {
-            return &[];
+            return Err(LayerError::BadIndex {
+                path: self.path.clone(),
+                why: format!("a window past the windows section ({start}..{end})"),
+            });
         }
-        self.bytes()
-            .get(self.windows + start..self.windows + end)
-            .unwrap_or(&[])
+        let first = start / WINDOW_BLOCK;
+        let last = end.div_ceil(WINDOW_BLOCK).max(first + 1);
+        let span_end = (last * WINDOW_BLOCK).min(self.windows_len);
+        let mut buf = vec![0u8; span_end - first * WINDOW_BLOCK];
+        for (k, block) in buf.chunks_mut(WINDOW_BLOCK).enumerate() {
+            self.read_window_block(first + k, block)?;
+        }
+        let from = start - first * WINDOW_BLOCK;
+        buf.truncate(from + (end - start));
+        buf.drain(..from);
+        Ok(buf)
     }
 }
 

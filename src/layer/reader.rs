@@ -76,6 +76,13 @@ impl SpanCache {
         self.checked.load(Ordering::Relaxed)
     }
 
+    /// Bytes of decoded spans the cache holds now (at most its limit, but
+    /// for the one span it always keeps).
+    pub fn held_bytes(&self) -> u64 {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.bytes as u64
+    }
+
     fn count_decoded(&self, n: u64) {
         self.decoded.fetch_add(n, Ordering::Relaxed);
     }

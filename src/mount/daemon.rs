@@ -248,7 +248,8 @@ fn serve_inner(
     }
     // After the mask: a thread started before it would take SIGTERM and die
     // with the process instead of unmounting.
-    let _stats = super::stats::publish(store, &record.id, cache).inspect_err(|_| cleanup(store))?;
+    let _stats = super::stats::publish(store, &record.id, cache, trim_freed_memory)
+        .inspect_err(|_| cleanup(store))?;
 
     let config = fuse_config(opts, container.is_some(), &record.image);
     let mut session = match Session::new(FuseFs::new(fs.clone(), files), &mountpoint, &config) {
@@ -296,16 +297,32 @@ fn serve_inner(
     result.map_err(|e| MountError::io(&mountpoint, e))
 }
 
-/// Decoded spans are 4 MiB each and come and go with the cache: glibc would
-/// keep freed ones in its arenas (its mmap threshold rises after such a
-/// free), so the daemon's memory would grow past the cache's bound. A fixed
-/// threshold maps every large block and unmaps it when freed.
+/// Decoded spans (256 KiB to 2 MiB, or a prefix of one) come and go with
+/// the cache: glibc would keep freed ones in its arenas (its mmap threshold
+/// rises after such a free), so the daemon's memory would grow past the
+/// cache's bound. A fixed threshold below the smallest span maps every span
+/// and unmaps it when freed. And glibc gives each thread that allocates at
+/// once an arena of its own (up to 8 per core), each keeping what was freed
+/// in it: the FUSE, decode-ahead and check threads share two.
 fn return_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes allocator tuning; it is called before the
     // FUSE threads start.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Called when reads pause: what the decoders and FUSE threads freed into
+/// glibc's arenas goes back to the system, rather than staying counted in
+/// the daemon's memory until the next reads reuse it. Once per pause, so it
+/// costs nothing while reads go on.
+fn trim_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

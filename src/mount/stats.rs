@@ -1,7 +1,8 @@
 //! A mount's read counters, published beside its record for `layerfs
 //! mounts`: bytes of layer files served and bytes inflated to serve them
-//! (their ratio is what cold reads cost). The daemon rewrites the file about
-//! once a second while the counters move, and removes it when it stops.
+//! (their ratio is what cold reads cost). The daemon rewrites the file a few
+//! times a second while the counters move, and removes it when it stops.
+//! The same thread tells the daemon when reads pause (`on_idle`).
 
 use super::MountError;
 use crate::layer::SpanCache;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-const EVERY: Duration = Duration::from_secs(1);
+const EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadStats {
@@ -24,6 +25,10 @@ pub struct ReadStats {
     /// spans served before their end (cached for later reads too).
     #[serde(default)]
     pub checked: u64,
+    /// Bytes of decoded spans the cache holds now: the part of the daemon's
+    /// memory that `--cache` bounds.
+    #[serde(default)]
+    pub cached: u64,
 }
 
 impl ReadStats {
@@ -32,6 +37,7 @@ impl ReadStats {
             served: cache.served_bytes(),
             inflated: cache.decoded_bytes(),
             checked: cache.checked_bytes(),
+            cached: cache.held_bytes(),
         }
     }
 }
@@ -46,19 +52,31 @@ pub fn read(store: &Store, id: &str) -> Option<ReadStats> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Publishes `cache`'s counters for mount `id` until the returned guard drops.
-pub fn publish(store: &Store, id: &str, cache: Arc<SpanCache>) -> Result<Publisher, MountError> {
+/// Publishes `cache`'s counters for mount `id` until the returned guard
+/// drops; calls `on_idle` once each time they stop moving.
+pub fn publish(
+    store: &Store,
+    id: &str,
+    cache: Arc<SpanCache>,
+    on_idle: fn(),
+) -> Result<Publisher, MountError> {
     let path = path(store, id)?;
     let stop = Arc::new(AtomicBool::new(false));
     let (p, s) = (path.clone(), Arc::clone(&stop));
     let thread = std::thread::Builder::new()
         .name("stats".into())
         .spawn(move || {
-            let mut last = None;
+            let (mut last, mut moving) = (None, false);
             while !s.load(Ordering::Relaxed) {
                 let now = ReadStats::of(&cache);
-                if last != Some(now) && write(&p, &now).is_ok() {
-                    last = Some(now);
+                if last != Some(now) {
+                    moving = true;
+                    if write(&p, &now).is_ok() {
+                        last = Some(now);
+                    }
+                } else if moving {
+                    moving = false;
+                    on_idle();
                 }
                 std::thread::park_timeout(EVERY);
             }

@@ -374,7 +374,7 @@ fn install(store: &Store, layer: &Digest, bytes: &[u8]) -> Result<(), RegistryEr
 fn check_index(bytes: &[u8], layer: &Descriptor, dir: &Path) -> Result<(), String> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
     tmp.write_all(bytes).map_err(|e| e.to_string())?;
-    let index = LayerIndex::open(tmp.path(), &layer.digest).map_err(|e| e.to_string())?;
+    let index = LayerIndex::open_checked(tmp.path(), &layer.digest).map_err(|e| e.to_string())?;
     if index.meta().blob_size != layer.size {
         return Err(format!(
             "the index is of a {}-byte blob, the layer has {}",
