@@ -818,10 +818,14 @@ impl UpperDir {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
         let target: &[u8] = if base.is_empty() { b"." } else { base };
-        if c.uid.is_some() || c.gid.is_some() {
+        let chown = c.uid.is_some() || c.gid.is_some();
+        if chown {
             self.chown_at(&fd, base, c.uid, c.gid)?;
         }
-        if c.kill_suidgid && c.mode.is_none() {
+        // A chown has dropped them already: the host's in the root form
+        // (as it does for any caller, root included), `chown_at` in the
+        // user form.
+        if c.kill_suidgid && c.mode.is_none() && !chown {
             let st = self.stat_at(&fd, base)?;
             let kept = kill_suidgid(st.st_mode);
             if st.st_mode & libc::S_IFMT != libc::S_IFDIR && kept != st.st_mode {
