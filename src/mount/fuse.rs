@@ -469,7 +469,7 @@ impl Filesystem for FuseFs {
         }
         match self.fs.open(ino.0, flags.0) {
             Ok(opened) => {
-                let upper = opened.upper.as_ref();
+                let upper = opened.upper();
                 match self.io_mode(ino.0, opened.fh, upper, flags.0, |f| reply.open_backing(f)) {
                     IoMode::Through(id) => {
                         reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id)
@@ -504,7 +504,7 @@ impl Filesystem for FuseFs {
         match self.fs.create(parent.0, name.as_bytes(), mode, caller(req)) {
             Ok((attr, opened)) => {
                 let fa = file_attr(&attr);
-                let upper = opened.upper.as_ref();
+                let upper = opened.upper();
                 match self.io_mode(attr.ino, opened.fh, upper, 0, |f| reply.open_backing(f)) {
                     IoMode::Through(id) => reply.created_passthrough(
                         &TTL,

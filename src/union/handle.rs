@@ -2,6 +2,7 @@
 
 use super::stack::LowerRef;
 use std::fs::File;
+use std::sync::Arc;
 
 /// An open file: lower data (read through its layer) or a host file of the
 /// upper directory.
@@ -13,6 +14,16 @@ pub enum OpenFile {
 /// What `open` and `create` hand back.
 pub struct Opened {
     pub fh: u64,
+    /// The open file, as the handle `fh` holds it.
+    pub file: Arc<OpenFile>,
+}
+
+impl Opened {
     /// The upper file, for the FUSE layer to register for passthrough.
-    pub upper: Option<File>,
+    pub fn upper(&self) -> Option<&File> {
+        match &*self.file {
+            OpenFile::Upper(f) => Some(f),
+            OpenFile::Lower(_) => None,
+        }
+    }
 }

@@ -30,6 +30,7 @@
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::unistd::{Gid, Uid};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -37,6 +38,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -232,7 +234,20 @@ pub struct UpperDir {
     /// This process's id, in temp names (asked once: getpid is a syscall).
     pid: u32,
     form: Form,
+    dirs: Mutex<DirFds>,
 }
+
+/// Descriptors of directories by path (see `UpperDir::dir_fd`).
+#[derive(Default)]
+struct DirFds {
+    fds: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    /// Counts the changes that can move or remove a directory: a
+    /// descriptor resolved before one of them is not kept.
+    epoch: u64,
+}
+
+/// How many directory descriptors `DirFds` keeps before it starts over.
+const DIR_FDS: usize = 128;
 
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
@@ -291,6 +306,7 @@ impl UpperDir {
             work_fd,
             next_tmp: AtomicU64::new(0),
             pid: std::process::id(),
+            dirs: Mutex::default(),
         })
     }
 
@@ -434,8 +450,46 @@ impl UpperDir {
         Ok(st)
     }
 
+    fn dirs(&self) -> MutexGuard<'_, DirFds> {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// An O_PATH descriptor of directory `rel`, resolved beneath the root.
-    pub fn dir_fd(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+    /// Kept for the next call: a change names its directory each time, and
+    /// resolving the path again cost an openat2 walk (and a close) per
+    /// request, five per untarred file.
+    pub fn dir_fd(&self, rel: &[u8]) -> io::Result<Arc<OwnedFd>> {
+        let epoch = {
+            let d = self.dirs();
+            if let Some(fd) = d.fds.get(rel) {
+                return Ok(fd.clone());
+            }
+            d.epoch
+        };
+        let fd = Arc::new(self.resolve_dir(rel)?);
+        let mut d = self.dirs();
+        // A rename or rmdir since the walk may have moved what it found.
+        if d.epoch == epoch {
+            if d.fds.len() >= DIR_FDS {
+                d.fds.clear();
+            }
+            d.fds.insert(rel.to_vec(), fd.clone());
+        }
+        Ok(fd)
+    }
+
+    /// After a change that moved or removed what was at `paths`: the
+    /// descriptors kept for them and beneath them name another place now.
+    fn dirs_moved(&self, paths: &[&[u8]]) {
+        let under = |k: &[u8], p: &[u8]| {
+            p.is_empty() || (k.starts_with(p) && (k.len() == p.len() || k[p.len()] == b'/'))
+        };
+        let mut d = self.dirs();
+        d.epoch += 1;
+        d.fds.retain(|k, _| !paths.iter().any(|p| under(k, p)));
+    }
+
+    fn resolve_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
             .resolve(
@@ -661,7 +715,9 @@ impl UpperDir {
         }
         let (parent, base) = split(rel);
         let pfd = self.dir_fd(parent)?;
-        nix::unistd::unlinkat(&pfd, os(base), nix::unistd::UnlinkatFlags::RemoveDir).map_err(errno)
+        let r = nix::unistd::unlinkat(&pfd, os(base), nix::unistd::UnlinkatFlags::RemoveDir);
+        self.dirs_moved(&[rel]);
+        r.map_err(errno)
     }
 
     pub fn rename(&self, from: &[u8], to: &[u8], flags: nix::fcntl::RenameFlags) -> io::Result<()> {
@@ -669,12 +725,14 @@ impl UpperDir {
         let (tdir, tbase) = split(to);
         let ffd = self.dir_fd(fdir)?;
         let tfd = self.dir_fd(tdir)?;
-        nix::fcntl::renameat2(&ffd, os(fbase), &tfd, os(tbase), flags).map_err(errno)
+        let r = nix::fcntl::renameat2(&ffd, os(fbase), &tfd, os(tbase), flags);
+        self.dirs_moved(&[from, to]);
+        r.map_err(errno)
     }
 
     /// fsync(2) of directory `rel`: its entries are on disk when it returns.
     pub fn sync_dir(&self, rel: &[u8]) -> io::Result<()> {
-        File::from(open_readable(&self.dir_fd(rel)?)?).sync_all()
+        File::from(open_readable(&*self.dir_fd(rel)?)?).sync_all()
     }
 
     /// Records the deletion of `rel` (an empty `.wh.NAME` beside it).
@@ -696,7 +754,7 @@ impl UpperDir {
 
     pub fn chown(&self, rel: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         let (dir, base) = split(rel);
-        self.chown_at(&self.dir_fd(dir)?, base, uid, gid)
+        self.chown_at(&*self.dir_fd(dir)?, base, uid, gid)
     }
 
     fn chown_at(
@@ -732,7 +790,7 @@ impl UpperDir {
 
     pub fn chmod(&self, rel: &[u8], mode: u32) -> io::Result<()> {
         let (dir, base) = split(rel);
-        self.chmod_at(&self.dir_fd(dir)?, base, mode)
+        self.chmod_at(&*self.dir_fd(dir)?, base, mode)
     }
 
     fn chmod_at(&self, fd: &OwnedFd, base: &[u8], mode: u32) -> io::Result<()> {
@@ -760,10 +818,14 @@ impl UpperDir {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
         let target: &[u8] = if base.is_empty() { b"." } else { base };
-        if c.uid.is_some() || c.gid.is_some() {
+        let chown = c.uid.is_some() || c.gid.is_some();
+        if chown {
             self.chown_at(&fd, base, c.uid, c.gid)?;
         }
-        if c.kill_suidgid && c.mode.is_none() {
+        // A chown has dropped them already: the host's in the root form
+        // (as it does for any caller, root included), `chown_at` in the
+        // user form.
+        if c.kill_suidgid && c.mode.is_none() && !chown {
             let st = self.stat_at(&fd, base)?;
             let kept = kill_suidgid(st.st_mode);
             if st.st_mode & libc::S_IFMT != libc::S_IFDIR && kept != st.st_mode {
@@ -918,7 +980,9 @@ impl UpperDir {
     pub fn install(&self, tmp: &[u8], rel: &[u8]) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        nix::fcntl::renameat(&self.work_fd, os(tmp), &fd, os(base)).map_err(errno)
+        let r = nix::fcntl::renameat(&self.work_fd, os(tmp), &fd, os(base));
+        self.dirs_moved(&[rel]);
+        r.map_err(errno)
     }
 
     /// Creates a regular file in the work dir.

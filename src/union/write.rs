@@ -525,17 +525,20 @@ impl UnionFs {
     ) -> Result<(Attr, Opened)> {
         let (attr, file) = self.new_entry(parent, name, caller, Some(mode), Make::File)?;
         let file = file.ok_or(UnionError::BadHandle)?;
-        let opened = self.add_file(OpenFile::Upper(file.try_clone()?), Some(file));
+        let opened = self.add_file(OpenFile::Upper(file));
         Ok((attr, opened))
     }
 
-    fn add_file(&self, f: OpenFile, upper: Option<File>) -> Opened {
+    /// One descriptor serves the handle and the FUSE layer's passthrough
+    /// registration (a duplicate cost an fcntl and a close per open).
+    fn add_file(&self, f: OpenFile) -> Opened {
         let fh = self.lock().next_fh();
+        let file = Arc::new(f);
         self.files
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, Arc::new(f));
-        Opened { fh, upper }
+            .insert(fh, file.clone());
+        Opened { fh, file }
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
@@ -968,16 +971,16 @@ impl UnionFs {
                 self.copy_unlock(ino, l);
             }
             let file = opened?;
-            return Ok(self.add_file(OpenFile::Upper(file.try_clone()?), Some(file)));
+            return Ok(self.add_file(OpenFile::Upper(file)));
         }
         if v.src.upper == Upper::Full {
             let file = self.with_view(ino, |v| {
                 Ok(upper.open_file(&v.path, OFlag::O_RDONLY | extra, 0)?)
             })?;
-            return Ok(self.add_file(OpenFile::Upper(file.try_clone()?), Some(file)));
+            return Ok(self.add_file(OpenFile::Upper(file)));
         }
         let lower = v.src.lower.ok_or(UnionError::BadHandle)?;
-        Ok(self.add_file(OpenFile::Lower(lower), None))
+        Ok(self.add_file(OpenFile::Lower(lower)))
     }
 
     pub(crate) fn file(&self, fh: u64) -> Option<Arc<OpenFile>> {

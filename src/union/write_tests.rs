@@ -887,3 +887,49 @@ fn a_new_files_capability_is_read_once_one_is_set() {
     fs.setxattr(motd, cap, CAP, 0).unwrap();
     assert_eq!(fs.getxattr(motd, cap).unwrap(), CAP);
 }
+
+#[test]
+fn a_directory_moved_or_removed_then_made_again_takes_new_files_where_it_now_is() {
+    let Some(fx) = Fixture::new() else { return };
+    let fs = fx.fs();
+    let make = |path: &str, data: &[u8]| {
+        let (p, name) = parent_and_name(&fs, path);
+        let (_, o) = fs.create(p, &name, 0o100644, ME).unwrap();
+        fs.write_fh(o.fh, 0, data).unwrap();
+        fs.release(o.fh);
+    };
+    let root = walk(&fs, "").unwrap().ino;
+    fs.mkdir(root, b"d", 0o755, ME).unwrap();
+    make("d/one", b"1");
+    fs.rename(root, b"d", root, b"e", 0).unwrap();
+    fs.mkdir(root, b"d", 0o755, ME).unwrap();
+    make("d/two", b"2");
+    assert!(fx.upper.join("d/two").exists() && !fx.upper.join("e/two").exists());
+    // A lower directory copied up (installed) under a name used before.
+    let doc = walk(&fs, "usr/share/doc").unwrap().ino;
+    make("usr/share/doc/a/three", b"3");
+    fs.rename(doc, b"a", root, b"a2", 0).unwrap();
+    fs.mkdir(doc, b"a", 0o755, ME).unwrap();
+    make("usr/share/doc/a/four", b"4");
+    assert!(!fx.upper.join("a2/four").exists());
+    let d = walk(&fs, "d").unwrap().ino;
+    fs.unlink(d, b"two").unwrap();
+    fs.rmdir(root, b"d").unwrap();
+    fs.mkdir(root, b"d", 0o755, ME).unwrap();
+    make("d/five", b"5");
+
+    let host = |p: &str| std::fs::read(fx.upper.join(p)).ok();
+    assert_eq!(host("e/one").as_deref(), Some(&b"1"[..]));
+    assert_eq!(host("d/five").as_deref(), Some(&b"5"[..]));
+    assert_eq!(host("a2/three").as_deref(), Some(&b"3"[..]));
+    assert_eq!(host("usr/share/doc/a/four").as_deref(), Some(&b"4"[..]));
+    assert_eq!(list(&fs, "d"), ["five"]);
+    assert_eq!(list(&fs, "e"), ["one"]);
+    assert_eq!(list(&fs, "usr/share/doc/a"), ["four"]);
+    assert_eq!(list(&fs, "a2"), ["README", "sub", "three"]);
+    // A fresh view over the same upper dir agrees.
+    drop(fs);
+    let again = fx.fs();
+    assert_eq!(list(&again, "d"), ["five"]);
+    assert_eq!(list(&again, "usr/share/doc/a"), ["four"]);
+}
