@@ -25,6 +25,11 @@ impl BlobWriter {
         self.hash.len()
     }
 
+    /// The temp file the bytes go to until `commit`.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     /// Makes the blob visible if its digest is `expected` (or any, when
     /// `None`). On mismatch nothing is stored.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
@@ -151,7 +156,9 @@ impl Store {
         let file = tmp.reopen().map_err(|e| StoreError::io(tmp.path(), e))?;
         Ok(BlobWriter {
             tmp,
-            out: io::BufWriter::with_capacity(1 << 20, file),
+            // A write of a whole buffer's worth or more (ingest writes 256 KiB
+            // chunks) goes to the file directly, without a copy.
+            out: io::BufWriter::with_capacity(256 << 10, file),
             hash: Sha256Writer::new(),
             blobs_dir: self.blobs_dir(),
         })
