@@ -468,7 +468,13 @@ fn a_pull_downloads_the_largest_layers_first() {
     let (_d2, dst) = temp_store();
     let mut o = pull_opts(cfg.path());
     o.jobs = 1;
-    let got = pull(&dst, &r(&format!("{}/sizes/app:1", proxy.addr)), &o, &Silent).unwrap();
+    let got = pull(
+        &dst,
+        &r(&format!("{}/sizes/app:1", proxy.addr)),
+        &o,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(got.digest, desc.digest);
     let config = src.read_manifest(&desc.digest).unwrap().config.digest;
     let layers: Vec<String> = blob_gets(&proxy)
