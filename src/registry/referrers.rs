@@ -340,8 +340,7 @@ impl super::lazy::IndexSource for PublishedIndex {
 /// Fast, not best: an index's windows are deflated already and its span
 /// digests are random, so level 6 made the 12.4 MB of indexes of a 392 MB
 /// image 10.20 MB where level 1 makes them 10.24 (gzip -6 and -1), at about
-/// a second more
-/// at the end of the push.
+/// a second more at the end of the push.
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use flate2::{Compression, write::GzEncoder};
     let mut z = GzEncoder::new(Vec::with_capacity(bytes.len() / 2), Compression::fast());
