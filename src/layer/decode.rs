@@ -4,7 +4,7 @@
 //!   while span checkpoints are recorded (for gzip, zran-style: at a deflate
 //!   block boundary, with the bit offset and the 32 KiB window, as densely as
 //!   the window budget allows: see `SpanTracker::wants_cut`), with a CRC32
-//!   of each span and the sha256 (diff_id) of the whole stream;
+//!   of each span (ingest hashes the stream, the diff_id, on another thread);
 //! - randomly, when a mounted file is read: a span is decoded from its
 //!   checkpoint and checked against its CRC, so damage on disk is detected;
 //!   a gzip span only as far as a read needs (`inflate_to`), the inflater
@@ -16,7 +16,6 @@
 use super::compression::Compression;
 use super::index::{Checkpoint, LayerIndex};
 use super::zlib::{self, Inflater, Status};
-use crate::oci::{Digest, Sha256Writer};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -43,7 +42,6 @@ pub struct SpanTracker {
     open: Checkpoint,
     crc: u32,
     pos: u64,
-    diff: Sha256Writer,
     windows: Vec<u8>,
 }
 
@@ -51,7 +49,6 @@ pub struct SpanTracker {
 pub struct Decoded {
     pub checkpoints: Vec<Checkpoint>,
     pub windows: Vec<u8>,
-    pub diff_id: Digest,
     pub uncompressed_size: u64,
 }
 
@@ -63,7 +60,6 @@ impl SpanTracker {
             open: restart_at(0, 0),
             crc: 0,
             pos: 0,
-            diff: Sha256Writer::new(),
             windows: Vec::new(),
         }
     }
@@ -82,10 +78,9 @@ impl SpanTracker {
                 && (self.windows.len() as u64).saturating_mul(WINDOW_BUDGET) <= in_pos)
     }
 
-    /// Hashes `data`; with `auto`, cuts a span every SPAN bytes (restartable
-    /// there when `auto` says so).
+    /// Counts `data` into the open span; with `auto`, cuts a span every SPAN
+    /// bytes (restartable there when `auto` says so).
     fn feed(&mut self, mut data: &[u8], auto: Option<bool>) -> io::Result<()> {
-        self.diff.update(data);
         while let Some(restart) = auto {
             let room = (self.span - self.since_open()) as usize;
             if data.len() < room {
@@ -152,7 +147,6 @@ impl SpanTracker {
         Ok(Decoded {
             checkpoints: self.checkpoints,
             windows: self.windows,
-            diff_id: self.diff.finish(),
             uncompressed_size: self.pos,
         })
     }

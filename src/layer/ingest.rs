@@ -10,8 +10,7 @@ use super::index::{EntryKind, IndexBuilder, IndexMeta, LayerIndex, NewEntry};
 use super::tar::{Kind, TarEntry, TarReader};
 use crate::oci::{Digest, Sha256Writer};
 use crate::store::{BlobWriter, Store, StoreError};
-use std::io::{self, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::io::{self, Read, Write};
 
 /// Uncompressed bytes between the checkpoints of an index published for
 /// lazy reads over a network (a read decodes from the checkpoint before it).
@@ -54,52 +53,34 @@ impl LayerInfo {
     }
 }
 
-/// Passes bytes through while storing them in a blob (ingest) or hashing
-/// them (re-indexing a stored blob, which is never trusted unverified).
-pub struct TeeReader<R> {
-    src: R,
-    blob: Option<BlobWriter>,
-    hash: Sha256Writer,
-    /// A failed blob write (a full disk), kept so it is reported as such and
-    /// not as whatever the decoder made of the failed read.
-    write_error: Arc<Mutex<Option<io::Error>>>,
+/// Where the compressed bytes go as they are read: into a blob being
+/// stored (which hashes them), or only into a hash (re-indexing a stored
+/// blob, which is never trusted unverified).
+enum Sink {
+    Store(BlobWriter),
+    Hash(Sha256Writer),
 }
 
-impl<R: Read> TeeReader<R> {
-    pub fn storing(src: R, blob: BlobWriter) -> Self {
-        TeeReader {
-            src,
-            blob: Some(blob),
-            hash: Sha256Writer::new(),
-            write_error: Default::default(),
-        }
-    }
-    pub fn hashing(src: R) -> Self {
-        TeeReader {
-            src,
-            blob: None,
-            hash: Sha256Writer::new(),
-            write_error: Default::default(),
-        }
-    }
-}
-
-impl<R: Read> Read for TeeReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.src.read(buf)?;
-        match &mut self.blob {
-            Some(w) => {
-                if let Err(e) = w.write_all(&buf[..n]) {
-                    let kind = e.kind();
-                    if let Ok(mut slot) = self.write_error.lock() {
-                        *slot = Some(e);
-                    }
-                    return Err(io::Error::new(kind, "writing the blob failed"));
-                }
+impl Sink {
+    fn take(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Store(w) => w.write_all(data),
+            Sink::Hash(h) => {
+                h.update(data);
+                Ok(())
             }
-            None => self.hash.update(&buf[..n]),
         }
-        Ok(n)
+    }
+
+    /// The hash of what a `Hash` sink took: (digest, bytes).
+    fn finish_hash(self) -> Result<(Digest, u64), LayerError> {
+        match self {
+            Sink::Hash(h) => {
+                let len = h.len();
+                Ok((h.finish(), len))
+            }
+            Sink::Store(_) => Err(LayerError::Empty),
+        }
     }
 }
 
@@ -117,17 +98,11 @@ pub fn ingest(
     {
         return Ok(LayerInfo::from_index(&index));
     }
-    let tee = TeeReader::storing(src, store.blob_writer()?);
-    let write_error = tee.write_error.clone();
-    let (index_bytes, decoded, mut tee) = match index_stream(tee, INDEX_SPAN, Some(store.tmp_dir()))
-    {
-        Ok(v) => v,
-        Err(e) => {
-            let failed_write = write_error.lock().ok().and_then(|mut slot| slot.take());
-            return Err(failed_write.map_or(e, |w| blob_write_error(store, w)));
-        }
+    let sink = Sink::Store(store.blob_writer()?);
+    let (index_bytes, decoded, sink) = index_stream(src, sink, INDEX_SPAN, Some(store.tmp_dir()))?;
+    let Sink::Store(blob) = sink else {
+        return Err(LayerError::Empty);
     };
-    let blob = tee.blob.take().ok_or(LayerError::Empty)?;
     let (digest, size) = blob.commit(expected)?;
     let meta = IndexMeta {
         digest,
@@ -145,10 +120,6 @@ pub fn ingest(
         uncompressed_size: meta.uncompressed_size,
         toc_digest: None,
     })
-}
-
-fn blob_write_error(store: &Store, e: io::Error) -> LayerError {
-    LayerError::Store(StoreError::io(&store.root().join("layerfs/tmp"), e))
 }
 
 /// The index of a stored layer, rebuilt from the blob when it is missing
@@ -184,9 +155,9 @@ pub fn index_blob_with_span(
         .metadata()
         .map_err(|e| LayerError::io(&store.blob_path(digest), e))?
         .len();
-    let tee = TeeReader::hashing(file);
-    let (index_bytes, decoded, tee) = index_stream(tee, span, Some(store.tmp_dir()))?;
-    let actual = tee.hash.finish();
+    let sink = Sink::Hash(Sha256Writer::new());
+    let (index_bytes, decoded, sink) = index_stream(file, sink, span, Some(store.tmp_dir()))?;
+    let (actual, _) = sink.finish_hash()?;
     if actual != *digest {
         return Err(StoreError::DigestMismatch {
             expected: *digest,
@@ -214,9 +185,8 @@ pub fn index_only(
     expected: &Digest,
     span: u64,
 ) -> Result<(LayerInfo, Vec<u8>), LayerError> {
-    let (parts, decoded, tee) = index_stream(TeeReader::hashing(src), span, None)?;
-    let size = tee.hash.len();
-    let actual = tee.hash.finish();
+    let (parts, decoded, sink) = index_stream(src, Sink::Hash(Sha256Writer::new()), span, None)?;
+    let (actual, size) = sink.finish_hash()?;
     if actual != *expected {
         return Err(StoreError::DigestMismatch {
             expected: *expected,
@@ -308,82 +278,203 @@ impl SpanHasher {
 }
 type DecodedMeta = (Digest, Compression, u64);
 
-/// Chunks read ahead of the decoder: reading, storing and hashing the blob
-/// run on one core while inflating and parsing run on another.
+/// Bytes per message between the threads of one ingest pass.
 const CHUNK: usize = 256 * 1024;
+/// Compressed chunks read ahead of the decoder.
 const CHUNKS_AHEAD: usize = 8;
+/// Decoded chunks waiting for the diff_id hash.
+const DECODED_AHEAD: usize = 4;
 
-/// The single pass: detect compression, decode, parse tar headers, index.
-/// The source is read (and stored, and hashed) by a thread of its own.
-fn index_stream<R: Read + Send>(
-    src: TeeReader<R>,
+/// A chunk passed between threads: a buffer of CHUNK bytes and how many of
+/// them hold data. Buffers go back to their sender to be filled again.
+type Chunk = (Vec<u8>, usize);
+
+/// The single pass over a layer blob, on three threads: one reads the
+/// compressed bytes, stores or hashes them and hashes their spans; this one
+/// inflates, parses the tar headers and indexes; one hashes the decoded
+/// stream (the diff_id). On 2 cores this keeps the inflating thread, the
+/// longest, to the inflate alone.
+fn index_stream(
+    src: impl Read + Send,
+    sink: Sink,
     span: u64,
     spill_dir: Option<std::path::PathBuf>,
-) -> Result<(IndexParts, DecodedMeta, TeeReader<R>), LayerError> {
+) -> Result<(IndexParts, DecodedMeta, Sink), LayerError> {
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
-        let producer = scope.spawn(move || {
-            let mut src = src;
-            let mut spans = SpanHasher::default();
-            loop {
-                let mut buf = vec![0u8; CHUNK];
-                match src.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        spans.update(&buf);
-                        // A closed channel: the decoder stopped (bad data); stop reading too.
-                        if tx.send(Ok(buf)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        break;
-                    }
-                }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Chunk>>(CHUNKS_AHEAD);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let producer = scope.spawn(move || read_blob(src, sink, &tx, &free_rx));
+        let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Chunk>(DECODED_AHEAD);
+        let (hashed_tx, hashed_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let hasher = scope.spawn(move || {
+            let mut diff = Sha256Writer::new();
+            for (buf, n) in hash_rx {
+                diff.update(&buf[..n]);
+                // The parser gone: the buffer is no longer wanted.
+                let _ = hashed_tx.send(buf);
             }
-            (src, spans.finish())
+            diff.finish()
         });
-        let parsed = parse_stream(
-            ChunkReader {
-                rx,
-                chunk: Vec::new(),
-                pos: 0,
-            },
-            span,
-            spill_dir,
-        );
-        let (tee, blob_spans) = producer
+        let chunks = ChunkReader {
+            rx,
+            free: free_tx,
+            chunk: (Vec::new(), 0),
+            pos: 0,
+        };
+        let parsed = parse_stream(chunks, span, spill_dir, hash_tx, hashed_rx);
+        let diff_id = hasher
+            .join()
+            .map_err(|_| LayerError::Stream(io::Error::other("the hashing thread failed")))?;
+        let (sink, blob_spans, write_error) = producer
             .join()
             .map_err(|_| LayerError::Stream(io::Error::other("the reading thread failed")))?;
-        let ((builder, checkpoints, windows), meta) = parsed?;
-        Ok(((builder, checkpoints, windows, blob_spans), meta, tee))
+        // A failed blob write (a full disk) is reported as such, not as
+        // whatever the decoder made of the stream ending there.
+        if let Some((path, e)) = write_error {
+            return Err(LayerError::Store(StoreError::io(&path, e)));
+        }
+        let ((builder, checkpoints, windows), (compression, size)) = parsed?;
+        Ok((
+            (builder, checkpoints, windows, blob_spans),
+            (diff_id, compression, size),
+            sink,
+        ))
     })
 }
 
-/// Reads the chunks the reading thread sends.
+/// The reading thread: fills chunks from `src`, passes each to `sink` and
+/// the span hasher, and sends it on. Returns the sink, the span digests,
+/// and a failed write to the blob with the file it was for.
+#[allow(clippy::type_complexity)]
+fn read_blob(
+    mut src: impl Read,
+    mut sink: Sink,
+    tx: &std::sync::mpsc::SyncSender<io::Result<Chunk>>,
+    free: &std::sync::mpsc::Receiver<Vec<u8>>,
+) -> (Sink, Vec<Digest>, Option<(std::path::PathBuf, io::Error)>) {
+    let mut spans = SpanHasher::default();
+    loop {
+        // Buffers come back from the decoder once read; a new one only
+        // while those ahead are all in flight.
+        let mut buf = free.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        let mut n = 0;
+        let mut failed = None;
+        while n < buf.len() {
+            match src.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(got) => n += got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            let _ = tx.send(Err(e));
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = sink.take(&buf[..n]) {
+            let _ = tx.send(Err(io::Error::new(e.kind(), "writing the blob failed")));
+            let path = match &sink {
+                Sink::Store(w) => w.path().to_path_buf(),
+                Sink::Hash(_) => std::path::PathBuf::new(),
+            };
+            return (sink, spans.finish(), Some((path, e)));
+        }
+        spans.update(&buf[..n]);
+        // A closed channel: the decoder stopped (bad data); stop reading too.
+        if tx.send(Ok((buf, n))).is_err() {
+            break;
+        }
+    }
+    (sink, spans.finish(), None)
+}
+
+/// Reads the chunks the reading thread sends, and sends their buffers back.
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<io::Result<Chunk>>,
+    free: std::sync::mpsc::Sender<Vec<u8>>,
+    chunk: Chunk,
     pos: usize,
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
+        while self.pos == self.chunk.1 {
             match self.rx.recv() {
                 Ok(Ok(c)) => {
-                    self.chunk = c;
+                    let used = std::mem::replace(&mut self.chunk, c);
+                    if !used.0.is_empty() {
+                        // The reading thread gone: the buffer is just dropped.
+                        let _ = self.free.send(used.0);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Ok(0),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        let n = buf.len().min(self.chunk.1 - self.pos);
+        buf[..n].copy_from_slice(&self.chunk.0[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The decoded (tar) stream as the parser reads it: filled in chunks, each
+/// also sent to the thread hashing the diff_id.
+struct HashedStream<R> {
+    src: R,
+    chunk: Chunk,
+    pos: usize,
+    hash: std::sync::mpsc::SyncSender<Chunk>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl<R: Read> HashedStream<R> {
+    /// Sends the chunk read and fills the next; false at the end.
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        let buf = self.free.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        let full = std::mem::replace(&mut self.chunk, (buf, 0));
+        if full.1 > 0 {
+            self.hash
+                .send(full)
+                .map_err(|_| io::Error::other("the hashing thread failed"))?;
+        }
+        self.pos = 0;
+        let mut n = 0;
+        let buf = &mut self.chunk.0;
+        while n < buf.len() {
+            match self.src.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(got) => n += got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.chunk.1 = n;
+        Ok(n > 0)
+    }
+
+    /// Reads the stream to its end, so that it is hashed whole, and
+    /// returns the source.
+    fn finish(mut self) -> io::Result<R> {
+        while self.next_chunk()? {}
+        Ok(self.src)
+    }
+}
+
+impl<R: Read> Read for HashedStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.chunk.1 && !self.next_chunk()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.chunk.1 - self.pos);
+        buf[..n].copy_from_slice(&self.chunk.0[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
@@ -395,7 +486,9 @@ fn parse_stream(
     mut src: impl Read,
     span: u64,
     spill_dir: Option<std::path::PathBuf>,
-) -> Result<(Parsed, DecodedMeta), LayerError> {
+    hash: std::sync::mpsc::SyncSender<Chunk>,
+    hashed: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<(Parsed, (Compression, u64)), LayerError> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {
@@ -413,7 +506,13 @@ fn parse_stream(
     let chained = io::Cursor::new(head[..got].to_vec()).chain(src);
     let decoder =
         StreamDecoder::with_span(chained, compression, span).map_err(LayerError::Stream)?;
-    let mut tar = TarReader::new(BufReader::with_capacity(256 * 1024, decoder));
+    let mut tar = TarReader::new(HashedStream {
+        src: decoder,
+        chunk: (Vec::new(), 0),
+        pos: 0,
+        hash,
+        free: hashed,
+    });
     let mut builder = IndexBuilder::spilling_to(spill_dir);
     let parsed: Result<(), LayerError> = (|| {
         while let Some(e) = tar.next_entry()? {
@@ -421,7 +520,6 @@ fn parse_stream(
         }
         Ok(())
     })();
-    let decoder = tar.into_inner().into_inner();
     if let Err(e) = parsed {
         let e = match e {
             LayerError::Tar(super::tar::TarError::Io(io)) => LayerError::Stream(io),
@@ -429,10 +527,11 @@ fn parse_stream(
         };
         return Err(e);
     }
+    let decoder = tar.into_inner().finish().map_err(LayerError::Stream)?;
     let (decoded, _) = decoder.finish().map_err(LayerError::Stream)?;
     Ok((
         (builder, decoded.checkpoints, decoded.windows),
-        (decoded.diff_id, compression, decoded.uncompressed_size),
+        (compression, decoded.uncompressed_size),
     ))
 }
 

@@ -21,8 +21,8 @@ pub use decode::SPAN;
 pub use error::{LayerError, short_name};
 pub use index::{Dir, Entry, EntryKind, LayerIndex, NONE};
 pub use ingest::{
-    INDEX_SPAN, LayerInfo, PUBLISH_SPAN, TeeReader, index_blob, index_blob_with_span, index_only,
-    ingest, normalize_path, open_index,
+    INDEX_SPAN, LayerInfo, PUBLISH_SPAN, index_blob, index_blob_with_span, index_only, ingest,
+    normalize_path, open_index,
 };
 pub use reader::{Layer, ReadError, SpanCache, fetch_whole};
 pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};

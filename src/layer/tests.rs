@@ -111,6 +111,32 @@ fn ingests_plain_gzip_and_zstd_alike() {
 }
 
 #[test]
+fn the_diff_id_covers_what_follows_the_end_of_the_archive() {
+    // Bytes past the end-of-archive blocks (padding to a record, or junk)
+    // are part of the layer as its config's diff_id hashes it.
+    let mut t = TarBuilder::new();
+    t.file("a", 0o644, &text(700_000, 4));
+    let mut tar = t.finish();
+    tar.extend_from_slice(&vec![0u8; 300 * 1024]);
+    tar.extend_from_slice(b"not tar");
+    for (name, blob) in [
+        ("plain", tar.clone()),
+        ("gzip", gzip(&tar)),
+        ("zstd", zstd(&tar)),
+    ] {
+        let (_d, store) = temp_store();
+        let info = ingest(&store, &blob[..], Some(&Digest::of(&blob))).unwrap();
+        assert_eq!(info.diff_id, Digest::of(&tar), "{name}");
+        assert_eq!(info.uncompressed_size, tar.len() as u64, "{name}");
+        let layer = open(&store, &info);
+        assert_eq!(
+            read_all(&layer, &entry_path(&layer, "a").unwrap()),
+            text(700_000, 4)
+        );
+    }
+}
+
+#[test]
 fn multi_member_gzip_is_read_whole() {
     let mut t = TarBuilder::new();
     t.file("a", 0o644, &text(5 << 20, 1));

@@ -212,6 +212,7 @@ pub fn pull(
         }
         config = Some(check_platform(store, &client, f, want, &what)?);
     }
+    largest_first(&mut jobs);
     diff_ids.extend(download_all(
         store, &client, &repo, &scopes, jobs, opts, progress, &received,
     )?);
@@ -471,6 +472,13 @@ fn platforms_of(descs: &[Descriptor]) -> String {
     } else {
         list.join(", ")
     }
+}
+
+/// Orders downloads largest first (manifest order among equals): a pull
+/// ends when its last download does, and a large layer started last would
+/// run alone at the end while the other threads have nothing left to do.
+fn largest_first(jobs: &mut [Job]) {
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.desc.size));
 }
 
 /// Downloads `jobs` with `opts.jobs` threads; returns the diff_id of each

@@ -36,3 +36,20 @@ fn an_old_store_is_tightened_when_opened() {
         "an existing root keeps its mode: other OCI tools may share it"
     );
 }
+
+#[test]
+fn a_blob_written_in_pieces_past_the_writeback_step_is_stored_whole() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // 20 MiB in uneven pieces: some buffered, some written through, with
+    // writeback started twice on the way.
+    let data = crate::testutil::noise(20 << 20, 5);
+    let mut w = store.blob_writer().unwrap();
+    for piece in data.chunks(300_001) {
+        w.write_all(piece).unwrap();
+    }
+    let (digest, size) = w.commit(Some(&crate::oci::Digest::of(&data))).unwrap();
+    assert_eq!(size, data.len() as u64);
+    assert!(std::fs::read(store.blob_path(&digest)).unwrap() == data);
+}

@@ -447,3 +447,45 @@ fn build_pulls_a_from_image_the_store_lacks() {
     let env = app.config.config.unwrap().env.unwrap();
     assert!(env.iter().any(|e| e == "PULLED=yes"), "{env:?}");
 }
+
+#[test]
+fn a_pull_downloads_the_largest_layers_first() {
+    let Some(reg) = Registry::start("largest_first", RegistryKind::default()) else {
+        return;
+    };
+    let cfg = tempfile::tempdir().unwrap();
+    let (_d1, src) = temp_store();
+    // In the manifest smallest first: a pull in that order would leave the
+    // largest layer to run alone at the end.
+    let small = layer(&src, Compression::Gzip, &[("small", &noise(10_000, 1))]);
+    let mid = layer(&src, Compression::Gzip, &[("mid", &noise(100_000, 2))]);
+    let large = layer(&src, Compression::Gzip, &[("large", &noise(400_000, 3))]);
+    let desc = image(&src, &[small, mid, large], None, Some("sizes:1"));
+    let t = r(&format!("{}/sizes/app:1", reg.addr));
+    push(&src, "sizes:1", &t, &push_opts(cfg.path()), &Silent).unwrap();
+
+    let proxy = counting_proxy(&reg);
+    let (_d2, dst) = temp_store();
+    let mut o = pull_opts(cfg.path());
+    o.jobs = 1;
+    let got = pull(
+        &dst,
+        &r(&format!("{}/sizes/app:1", proxy.addr)),
+        &o,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(got.digest, desc.digest);
+    let config = src.read_manifest(&desc.digest).unwrap().config.digest;
+    let layers: Vec<String> = blob_gets(&proxy)
+        .into_iter()
+        .filter(|d| *d != config.to_string())
+        .collect();
+    let want: Vec<String> = [large, mid, small]
+        .iter()
+        .map(|l| l.digest.to_string())
+        .collect();
+    assert_eq!(layers, want);
+    assert_same_image(&src, &dst, &desc.digest);
+    assert_fsck_clean(&dst);
+}
