@@ -11,9 +11,9 @@
 //!
 //! ```text
 //! header (192 bytes)
-//! entries      n_entries × 96 bytes, grouped by parent directory, each group
-//!              sorted by name (a whiteout before a real entry of the same name);
-//!              entry 0 is the layer's root directory
+//! entries      n_entries × 48 bytes (see `Writer::record`), grouped by parent
+//!              directory, each group sorted by name (a whiteout before a real
+//!              entry of the same name); entry 0 is the layer's root directory
 //! dirs         n_dirs × 24 bytes, sorted by full path: path, own entry,
 //!              range of child entries, flags (opaque)
 //! groups       n_groups × 8: range into `members` (hardlink groups)
@@ -22,7 +22,8 @@
 //! sparse       n_sparse × 16: (offset in file, length) extents
 //! checkpoints  n_checkpoints × 40
 //! strings      names, dir paths, link targets
-//! xattrs       per entry: (u16 name len, u32 value len, name, value)*
+//! extras       per entry with any: what its record has no room for (hardlink
+//!              group, sparse extents, big sizes, odd mtimes, xattrs)
 //! windows      deflated 32 KiB inflate windows of gzip checkpoints
 //! blob spans   n_blob_spans × 48: (offset, len, sha256) of spans of the
 //!              compressed blob (BLOB_SPAN bytes each when ingest made them;
@@ -48,14 +49,15 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 /// 2: the checksum covers the header and the windows.
 /// 3: the sha256 of each span of the compressed blob (lazy images).
-const VERSION: u32 = 3;
+/// 4: entry records of 48 bytes, rare fields in per-entry extras.
+const VERSION: u32 = 4;
 /// Bytes of compressed blob per span digest: the unit a lazy read fetches.
 pub const BLOB_SPAN: u64 = 128 << 10;
 const BLOB_SPAN_LEN: usize = 48;
 /// Where the header holds the sha256 of the whole file (these bytes as zeros).
 const HASH_AT: std::ops::Range<usize> = 152..184;
 const HEADER_LEN: usize = 192;
-const ENTRY_LEN: usize = 96;
+const ENTRY_LEN: usize = 48;
 const DIR_LEN: usize = 24;
 const GROUP_LEN: usize = 8;
 const SPARSE_LEN: usize = 16;
@@ -826,43 +828,13 @@ impl IndexBuilder {
             if e.kind == EntryKind::HardLink && target[n] == NONE {
                 externals.extend_from_slice(&(n as u32).to_le_bytes());
             }
+            let slot = match e.kind {
+                EntryKind::Directory => dir_of_node[node as usize],
+                _ => target[n],
+            };
             let res: io::Result<()> = (|| {
-                let (name_off, name_len) = w.string(self.name(node))?;
-                let (link_off, link_len) = w.string(&e.link)?;
-                let (x_off, x_len) = w.xattrs(&e.xattrs)?;
-                let sparse_off = (w.sparse.len() / SPARSE_LEN as u64) as u32;
-                for (o, l) in &e.sparse {
-                    w.sparse
-                        .append(&[o.to_le_bytes(), l.to_le_bytes()].concat())?;
-                }
-                let slot = match e.kind {
-                    EntryKind::Directory => dir_of_node[node as usize],
-                    _ => target[n],
-                };
-                let mut rec = Vec::with_capacity(ENTRY_LEN);
-                rec.extend_from_slice(&name_off.to_le_bytes());
-                rec.extend_from_slice(&name_len.to_le_bytes());
-                rec.extend_from_slice(&parent.to_le_bytes());
-                rec.push(e.kind.to_u8());
-                rec.push(e.flags);
-                rec.extend_from_slice(&[0, 0]);
-                rec.extend_from_slice(&(e.mode & 0o7777).to_le_bytes());
-                rec.extend_from_slice(&e.uid.to_le_bytes());
-                rec.extend_from_slice(&e.gid.to_le_bytes());
-                rec.extend_from_slice(&e.mtime_nsec.to_le_bytes());
-                rec.extend_from_slice(&e.mtime.to_le_bytes());
-                rec.extend_from_slice(&e.size.to_le_bytes());
-                rec.extend_from_slice(&e.data_offset.to_le_bytes());
-                rec.extend_from_slice(&link_off.to_le_bytes());
-                rec.extend_from_slice(&link_len.to_le_bytes());
-                rec.extend_from_slice(&slot.to_le_bytes());
-                rec.extend_from_slice(&group_of[n].to_le_bytes());
-                rec.extend_from_slice(&e.rdev_major.to_le_bytes());
-                rec.extend_from_slice(&e.rdev_minor.to_le_bytes());
-                rec.extend_from_slice(&x_off.to_le_bytes());
-                rec.extend_from_slice(&x_len.to_le_bytes());
-                rec.extend_from_slice(&sparse_off.to_le_bytes());
-                rec.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
+                let name = w.string(self.name(node))?;
+                let rec = w.record(&e, name, parent, slot, group_of[n])?;
                 w.entries.append(&rec)?;
                 Ok(())
             })();
@@ -933,7 +905,7 @@ impl IndexBuilder {
             sparse: (w.sparse.len() / SPARSE_LEN as u64) as usize,
             checkpoints: checkpoints.len(),
             strings: w.strings.len() as usize,
-            xattrs: w.xattr_area.len() as usize,
+            xattrs: w.extras.len() as usize,
             windows: windows.len(),
             blob_spans: blob_spans.spans().len(),
             chunk_spans: blob_spans.is_chunks(),
@@ -957,7 +929,7 @@ impl IndexBuilder {
             Section::Spilled(&w.sparse),
             Section::Mem(&cps),
             Section::Spilled(&w.strings),
-            Section::Spilled(&w.xattr_area),
+            Section::Spilled(&w.extras),
             Section::Mem(windows),
             Section::Mem(&span_bytes),
         ];
@@ -1056,37 +1028,181 @@ fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
 struct Writer {
     entries: Spill,
     strings: Spill,
-    xattr_area: Spill,
+    extras: Spill,
     sparse: Spill,
 }
+
+/// Where an entry record keeps each field (ENTRY_LEN bytes, little-endian):
+///
+/// ```text
+///  0 name offset u32     4 parent dir u32     8 name length u16
+/// 10 kind u8            11 flags u8          12 mode (0o7777) u16
+/// 14 extras mask u16    16 uid u32           20 gid u32
+/// 24 mtime u64: seconds << 30 | nanoseconds
+/// 32 12 bytes by kind:  regular      size u48, data offset u48
+///                       directory    dir id u32
+///                       (sym|hard)link  link offset u32, length u32, target u32
+///                       char/block   major u32, minor u32
+/// 44 extras offset u32: where the fields the mask names are
+/// ```
+///
+/// What is rare or does not fit (a hardlink group, sparse extents, xattrs,
+/// a size or offset past 2^48, an mtime outside 1697..2242 or with odd
+/// nanoseconds) goes to the entry's extras, in the order of the mask bits.
+mod rec {
+    pub const NAME_OFF: usize = 0;
+    pub const PARENT: usize = 4;
+    pub const NAME_LEN: usize = 8;
+    pub const KIND: usize = 10;
+    pub const FLAGS: usize = 11;
+    pub const MODE: usize = 12;
+    pub const MASK: usize = 14;
+    pub const UID: usize = 16;
+    pub const GID: usize = 20;
+    pub const MTIME: usize = 24;
+    pub const A: usize = 32;
+    pub const B: usize = 38;
+    pub const SLOT: usize = 32;
+    pub const LINK_OFF: usize = 32;
+    pub const LINK_LEN: usize = 36;
+    pub const TARGET: usize = 40;
+    pub const MAJOR: usize = 32;
+    pub const MINOR: usize = 36;
+    pub const EXTRAS: usize = 44;
+}
+
+/// Mask bits of an entry's extras, in the order their fields are stored.
+const X_GROUP: u16 = 1; // u32
+const X_SPARSE: u16 = 2; // u32 first extent, u32 count
+const X_SIZE: u16 = 4; // u64
+const X_DATA: u16 = 8; // u64
+const X_MTIME: u16 = 16; // i64 seconds, u32 nanoseconds
+const X_XATTRS: u16 = 32; // u32 length, then (u16 name len, u32 value len, name, value)*
+/// Bytes of each field in mask order (the xattrs' own length comes after).
+const X_FIELD_LEN: [(u16, usize); 6] = [
+    (X_GROUP, 4),
+    (X_SPARSE, 8),
+    (X_SIZE, 8),
+    (X_DATA, 8),
+    (X_MTIME, 12),
+    (X_XATTRS, 4),
+];
+const U48_END: u64 = 1 << 48;
+/// Seconds an mtime may have and still be packed beside its nanoseconds.
+const PACKED_SECS: std::ops::Range<i64> = -(1 << 33)..(1 << 33);
+const NSEC_BITS: u32 = 30;
 
 impl Writer {
     fn new(dir: Option<PathBuf>) -> Writer {
         Writer {
             entries: Spill::new(dir.clone()),
             strings: Spill::new(dir.clone()),
-            xattr_area: Spill::new(dir.clone()),
+            extras: Spill::new(dir.clone()),
             sparse: Spill::new(dir),
         }
     }
 
     fn string(&mut self, s: &[u8]) -> io::Result<(u32, u32)> {
-        let off = self.strings.append(s)? as u32;
+        let off = u32::try_from(self.strings.append(s)?)
+            .map_err(|_| io::Error::other("more than 4 GiB of names and links in one layer"))?;
         Ok((off, s.len() as u32))
     }
 
-    fn xattrs(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<(u32, u32)> {
-        let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = xattrs.iter().collect();
-        sorted.sort();
-        let mut area = Vec::new();
-        for (k, v) in sorted {
-            area.extend_from_slice(&(k.len() as u16).to_le_bytes());
-            area.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            area.extend_from_slice(k);
-            area.extend_from_slice(v);
+    /// The entry's record, its link, sparse extents and extras written out.
+    fn record(
+        &mut self,
+        e: &NewEntry,
+        (name_off, name_len): (u32, u32),
+        parent: u32,
+        slot: u32,
+        group: u32,
+    ) -> io::Result<[u8; ENTRY_LEN]> {
+        let mut r = [0u8; ENTRY_LEN];
+        let mut mask = 0u16;
+        let mut extras = Vec::new();
+        r[rec::NAME_OFF..][..4].copy_from_slice(&name_off.to_le_bytes());
+        r[rec::PARENT..][..4].copy_from_slice(&parent.to_le_bytes());
+        r[rec::NAME_LEN..][..2].copy_from_slice(&(name_len as u16).to_le_bytes());
+        r[rec::KIND] = e.kind.to_u8();
+        r[rec::FLAGS] = e.flags;
+        r[rec::MODE..][..2].copy_from_slice(&((e.mode & 0o7777) as u16).to_le_bytes());
+        r[rec::UID..][..4].copy_from_slice(&e.uid.to_le_bytes());
+        r[rec::GID..][..4].copy_from_slice(&e.gid.to_le_bytes());
+        let packs_mtime = PACKED_SECS.contains(&e.mtime) && e.mtime_nsec < 1 << NSEC_BITS;
+        if packs_mtime {
+            let packed = ((e.mtime as u64) << NSEC_BITS) | u64::from(e.mtime_nsec);
+            r[rec::MTIME..][..8].copy_from_slice(&packed.to_le_bytes());
         }
-        let off = self.xattr_area.append(&area)?;
-        Ok((off as u32, area.len() as u32))
+        let is_file = e.kind == EntryKind::Regular;
+        let packs_size = e.size < U48_END && e.data_offset < U48_END;
+        let put = |r: &mut [u8; ENTRY_LEN], at: usize, v: u32| {
+            r[at..at + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        match e.kind {
+            EntryKind::Regular if packs_size => {
+                r[rec::A..][..6].copy_from_slice(&e.size.to_le_bytes()[..6]);
+                r[rec::B..][..6].copy_from_slice(&e.data_offset.to_le_bytes()[..6]);
+            }
+            EntryKind::Directory => put(&mut r, rec::SLOT, slot),
+            EntryKind::Symlink | EntryKind::HardLink => {
+                let (off, len) = self.string(&e.link)?;
+                put(&mut r, rec::LINK_OFF, off);
+                put(&mut r, rec::LINK_LEN, len);
+                put(&mut r, rec::TARGET, slot);
+            }
+            EntryKind::CharDevice | EntryKind::BlockDevice => {
+                put(&mut r, rec::MAJOR, e.rdev_major);
+                put(&mut r, rec::MINOR, e.rdev_minor);
+            }
+            _ => {}
+        }
+        if group != NONE {
+            mask |= X_GROUP;
+            extras.extend_from_slice(&group.to_le_bytes());
+        }
+        if is_file && !e.sparse.is_empty() {
+            mask |= X_SPARSE;
+            let first = u32::try_from(self.sparse.len() / SPARSE_LEN as u64)
+                .map_err(|_| io::Error::other("more than 4 billion sparse extents"))?;
+            for (o, l) in &e.sparse {
+                self.sparse
+                    .append(&[o.to_le_bytes(), l.to_le_bytes()].concat())?;
+            }
+            extras.extend_from_slice(&first.to_le_bytes());
+            extras.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
+        }
+        if is_file && !packs_size {
+            mask |= X_SIZE | X_DATA;
+            extras.extend_from_slice(&e.size.to_le_bytes());
+            extras.extend_from_slice(&e.data_offset.to_le_bytes());
+        }
+        if !packs_mtime {
+            mask |= X_MTIME;
+            extras.extend_from_slice(&e.mtime.to_le_bytes());
+            extras.extend_from_slice(&e.mtime_nsec.to_le_bytes());
+        }
+        if !e.xattrs.is_empty() {
+            mask |= X_XATTRS;
+            let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = e.xattrs.iter().collect();
+            sorted.sort();
+            let at = extras.len();
+            extras.extend_from_slice(&[0; 4]);
+            for (k, v) in sorted {
+                extras.extend_from_slice(&(k.len() as u16).to_le_bytes());
+                extras.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                extras.extend_from_slice(k);
+                extras.extend_from_slice(v);
+            }
+            let len = (extras.len() - at - 4) as u32;
+            extras[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        if mask != 0 {
+            let off = u32::try_from(self.extras.append(&extras)?)
+                .map_err(|_| io::Error::other("more than 4 GiB of xattrs in one layer"))?;
+            r[rec::MASK..][..2].copy_from_slice(&mask.to_le_bytes());
+            put(&mut r, rec::EXTRAS, off);
+        }
+        Ok(r)
     }
 }
 
@@ -1160,7 +1276,10 @@ impl LayerIndex {
             return Err(bad("not a layerfs index"));
         }
         if rd_u32(b, 8) != VERSION {
-            return Err(bad("index version is not supported"));
+            let v = rd_u32(b, 8);
+            return Err(bad(&format!(
+                "index version {v}, this layerfs reads version {VERSION} only"
+            )));
         }
         let compression = Compression::from_u8(b[12]).ok_or_else(|| bad("unknown compression"))?;
         let mut d = [0u8; 32];
@@ -1486,87 +1605,155 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
+    fn u16_at(&self, off: usize) -> u16 {
+        rd_u16(self.index.bytes(), self.base + off)
+    }
     fn u32_at(&self, off: usize) -> u32 {
         rd_u32(self.index.bytes(), self.base + off)
     }
-    fn u64_at(&self, off: usize) -> u64 {
-        rd_u64(self.index.bytes(), self.base + off)
+    fn u48_at(&self, off: usize) -> u64 {
+        let mut a = [0u8; 8];
+        if let Some(s) = self.index.bytes().get(self.base + off..self.base + off + 6) {
+            a[..6].copy_from_slice(s);
+        }
+        u64::from_le_bytes(a)
+    }
+    fn mask(&self) -> u16 {
+        self.u16_at(rec::MASK)
+    }
+    /// The field `bit` of this entry's extras (its bytes run to the end of
+    /// the section), or None without one.
+    fn extra(&self, bit: u16) -> Option<&'a [u8]> {
+        let mask = self.mask();
+        if mask & bit == 0 {
+            return None;
+        }
+        let skip: usize = X_FIELD_LEN
+            .iter()
+            .take_while(|&&(b, _)| b != bit)
+            .filter(|&&(b, _)| mask & b != 0)
+            .map(|&(_, len)| len)
+            .sum();
+        let start = self.index.xattrs + self.u32_at(rec::EXTRAS) as usize + skip;
+        self.index.bytes().get(start..self.index.windows)
+    }
+    fn extra_u32(&self, bit: u16, at: usize) -> Option<u32> {
+        self.extra(bit).map(|x| rd_u32(x, at))
+    }
+    fn extra_u64(&self, bit: u16, at: usize) -> Option<u64> {
+        self.extra(bit).map(|x| rd_u64(x, at))
     }
     pub fn id(&self) -> u32 {
         self.id
     }
     pub fn name(&self) -> &'a [u8] {
-        self.index.string(self.u32_at(0), self.u32_at(4))
+        self.index.string(
+            self.u32_at(rec::NAME_OFF),
+            u32::from(self.u16_at(rec::NAME_LEN)),
+        )
     }
     /// The id of the directory holding this entry (NONE for the root).
     pub fn parent(&self) -> u32 {
-        self.u32_at(8)
+        self.u32_at(rec::PARENT)
     }
     pub fn kind(&self) -> EntryKind {
-        EntryKind::from_u8(self.index.bytes().get(self.base + 12).copied().unwrap_or(1))
+        let b = self.index.bytes().get(self.base + rec::KIND).copied();
+        EntryKind::from_u8(b.unwrap_or(1))
     }
     pub fn is_implicit(&self) -> bool {
-        self.index.bytes().get(self.base + 13).copied().unwrap_or(0) & FLAG_IMPLICIT != 0
+        let b = self.index.bytes().get(self.base + rec::FLAGS).copied();
+        b.unwrap_or(0) & FLAG_IMPLICIT != 0
     }
     pub fn mode(&self) -> u32 {
-        self.u32_at(16)
+        u32::from(self.u16_at(rec::MODE))
     }
     pub fn uid(&self) -> u32 {
-        self.u32_at(20)
+        self.u32_at(rec::UID)
     }
     pub fn gid(&self) -> u32 {
-        self.u32_at(24)
+        self.u32_at(rec::GID)
     }
     pub fn mtime(&self) -> (i64, u32) {
-        (self.u64_at(32) as i64, self.u32_at(28))
+        if let Some(x) = self.extra(X_MTIME) {
+            return (rd_u64(x, 0) as i64, rd_u32(x, 8));
+        }
+        let packed = rd_u64(self.index.bytes(), self.base + rec::MTIME);
+        (
+            (packed as i64) >> NSEC_BITS,
+            (packed & ((1 << NSEC_BITS) - 1)) as u32,
+        )
     }
+    /// Bytes of a regular file (0 for anything else).
     pub fn size(&self) -> u64 {
-        self.u64_at(40)
+        match self.kind() {
+            EntryKind::Regular => self
+                .extra_u64(X_SIZE, 0)
+                .unwrap_or_else(|| self.u48_at(rec::A)),
+            _ => 0,
+        }
     }
+    /// Where a regular file's data starts in the uncompressed stream.
     pub fn data_offset(&self) -> u64 {
-        self.u64_at(48)
+        match self.kind() {
+            EntryKind::Regular => self
+                .extra_u64(X_DATA, 0)
+                .unwrap_or_else(|| self.u48_at(rec::B)),
+            _ => 0,
+        }
     }
     /// Symlink target, or the path a hard link names.
     pub fn link(&self) -> &'a [u8] {
-        self.index.string(self.u32_at(56), self.u32_at(60))
+        match self.kind() {
+            EntryKind::Symlink | EntryKind::HardLink => self
+                .index
+                .string(self.u32_at(rec::LINK_OFF), self.u32_at(rec::LINK_LEN)),
+            _ => &[],
+        }
     }
     /// For a hard link, the entry it names in this layer (NONE if in a lower one).
     pub fn target(&self) -> u32 {
         match self.kind() {
-            EntryKind::HardLink => self.u32_at(64),
+            EntryKind::HardLink => self.u32_at(rec::TARGET),
             _ => NONE,
         }
     }
     /// For a directory, its `Dir`.
     pub fn as_dir(&self) -> Option<Dir<'a>> {
-        (self.kind() == EntryKind::Directory).then(|| self.index.dir(self.u32_at(64)))
+        (self.kind() == EntryKind::Directory).then(|| self.index.dir(self.u32_at(rec::SLOT)))
     }
     /// The hardlink group this entry belongs to, if any.
     pub fn group(&self) -> Option<u32> {
-        let g = self.u32_at(68);
-        (g != NONE).then_some(g)
+        self.extra_u32(X_GROUP, 0).filter(|&g| g != NONE)
     }
     pub fn rdev(&self) -> (u32, u32) {
-        (self.u32_at(72), self.u32_at(76))
+        match self.kind() {
+            EntryKind::CharDevice | EntryKind::BlockDevice => {
+                (self.u32_at(rec::MAJOR), self.u32_at(rec::MINOR))
+            }
+            _ => (0, 0),
+        }
     }
     pub fn has_xattrs(&self) -> bool {
-        self.u32_at(84) > 0
+        self.mask() & X_XATTRS != 0
     }
     /// Extended attributes as (name, value) byte pairs, sorted by name.
     pub fn xattrs(&self) -> XattrIter<'a> {
-        let start = self.index.xattrs + self.u32_at(80) as usize;
-        let end = start + self.u32_at(84) as usize;
-        XattrIter {
-            data: self.index.bytes().get(start..end).unwrap_or(&[]),
-        }
+        let data = self.extra(X_XATTRS).map_or(&[][..], |x| {
+            let len = rd_u32(x, 0) as usize;
+            x.get(4..).map_or(&[][..], |x| &x[..len.min(x.len())])
+        });
+        XattrIter { data }
     }
     /// Stored extents of a sparse file: (offset in file, length).
     pub fn sparse(&self) -> Vec<(u64, u64)> {
+        let Some(x) = self.extra(X_SPARSE) else {
+            return Vec::new();
+        };
         // Only extents inside the sparse section: a damaged count must not
         // make a read collect billions of them.
         let in_section = (self.index.checkpoints - self.index.sparse) / SPARSE_LEN;
-        let first = (self.u32_at(88) as usize).min(in_section);
-        let n = (self.u32_at(92) as usize).min(in_section - first);
+        let first = (rd_u32(x, 0) as usize).min(in_section);
+        let n = (rd_u32(x, 4) as usize).min(in_section - first);
         (first..first + n)
             .map(|i| {
                 let base = self.index.sparse + i * SPARSE_LEN;
@@ -1578,7 +1765,7 @@ impl<'a> Entry<'a> {
             .collect()
     }
     pub fn is_sparse(&self) -> bool {
-        self.u32_at(92) > 0
+        self.extra_u32(X_SPARSE, 4).is_some_and(|n| n > 0)
     }
     /// The entry's path in the layer, rebuilt from its directory.
     pub fn path(&self) -> Vec<u8> {
