@@ -173,24 +173,25 @@ impl NewEntry {
     }
 }
 
-/// One path of the layer as the builder sees it: a trie node, so a path is
-/// found or added in one walk over its bytes and a parent shared by many
-/// entries exists once, however deep. Its name is in the builder's name
-/// arena and its children are a list; a node is found by the hash of
-/// (parent, name). What an entry says beyond its kind is spilled.
+/// One directory of the layer as the builder sees it: a trie node, so a
+/// path is found or added in one walk over its bytes and a parent shared by
+/// many entries exists once, however deep. Its name is in the builder's
+/// name arena and its children are a list; a node is found by the hash of
+/// (parent, name). Only directories are nodes: every other entry is a
+/// record in `Leaves`, sorted on disk, so what the builder holds grows with
+/// the directories, not the files.
 struct Node {
     parent: u32,
     name_off: u32,
     name_len: u16,
-    /// The kind of `real` (EntryKind::to_u8), 0 without one.
-    real_kind: u8,
     opaque: bool,
-    /// Cut off from its parent (a non-directory replaced it): never found.
+    /// Replaced by a non-directory: never found again, nor anything under it.
     detached: bool,
-    /// The entry at this path (the last one with the path wins).
+    /// Made by a path through it rather than by its own directory entry;
+    /// a non-directory listed at its path before then is an error.
+    implicit: bool,
+    /// The directory entry at this path (the last one listed wins).
     real: u32,
-    /// A whiteout hiding this path in lower layers.
-    whiteout: u32,
     first_child: u32,
     next_sibling: u32,
     /// The next node whose (parent, name) hashes alike.
@@ -198,16 +199,15 @@ struct Node {
 }
 
 impl Node {
-    fn new(parent: u32, name_off: u32, name_len: u16) -> Node {
+    fn new(parent: u32, name_off: u32, name_len: u16, implicit: bool) -> Node {
         Node {
             parent,
             name_off,
             name_len,
-            real_kind: 0,
             opaque: false,
             detached: false,
+            implicit,
             real: NONE,
-            whiteout: NONE,
             first_child: NONE,
             next_sibling: NONE,
             next_same_hash: NONE,
@@ -216,6 +216,255 @@ impl Node {
 }
 
 const ROOT_NODE: u32 = 0;
+
+/// Bytes of leaf records sorted in memory before they go to disk as a run.
+const RUN_AT: usize = 2 << 20;
+/// A leaf record's fixed part: directory node u32, entry id u32, whiteout
+/// u8, name length u16; the name follows.
+const LEAF_HDR: usize = 11;
+
+/// A non-directory entry (or a whiteout) as the builder sorts it: under
+/// directory node `node`, named `name`, the entry `id` (ids grow in archive
+/// order, so among equal names the last listed comes last).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Leaf {
+    node: u32,
+    name: Vec<u8>,
+    id: u32,
+    whiteout: bool,
+}
+
+fn leaf_bytes(out: &mut Vec<u8>, node: u32, id: u32, whiteout: bool, name: &[u8]) {
+    out.extend_from_slice(&node.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(u8::from(whiteout));
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name);
+}
+
+/// The leaves: appended in archive order, sorted by (node, name, id) in
+/// runs of RUN_AT bytes spilled to temp files, then merged into one
+/// sequence in which each directory's leaves are contiguous and in order.
+/// Memory stays at a run and a read buffer per run however many there are.
+struct Leaves {
+    dir: Option<PathBuf>,
+    buf: Vec<u8>,
+    runs: Vec<(File, u64)>,
+}
+
+/// The merged leaves: in memory when they fit one run, else a temp file.
+enum Sorted {
+    Mem(Vec<u8>),
+    File(File, u64),
+}
+
+impl Sorted {
+    fn len(&self) -> u64 {
+        match self {
+            Sorted::Mem(b) => b.len() as u64,
+            Sorted::File(_, len) => *len,
+        }
+    }
+    fn read_at(&self, off: u64, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sorted::Mem(b) => {
+                let src = b.get(off as usize..).unwrap_or_default();
+                let n = src.len().min(out.len());
+                out[..n].copy_from_slice(&src[..n]);
+                Ok(n)
+            }
+            Sorted::File(f, _) => f.read_at(out, off),
+        }
+    }
+}
+
+/// Reads leaf records in order from `pos` of a sorted sequence.
+struct LeafReader<'a> {
+    src: &'a Sorted,
+    pos: u64,
+    buf: Vec<u8>,
+    lo: usize,
+    hi: usize,
+    peeked: Option<Leaf>,
+}
+
+impl<'a> LeafReader<'a> {
+    fn new(src: &'a Sorted, pos: u64) -> LeafReader<'a> {
+        LeafReader {
+            src,
+            pos,
+            buf: vec![0; 64 << 10],
+            lo: 0,
+            hi: 0,
+            peeked: None,
+        }
+    }
+
+    /// Makes `n` bytes readable at `lo`; false at the end.
+    fn fill(&mut self, n: usize) -> io::Result<bool> {
+        while self.hi - self.lo < n {
+            if self.lo > 0 {
+                self.buf.copy_within(self.lo..self.hi, 0);
+                self.hi -= self.lo;
+                self.lo = 0;
+            }
+            if self.pos >= self.src.len() {
+                return Ok(false);
+            }
+            let got = self.src.read_at(self.pos, &mut self.buf[self.hi..])?;
+            if got == 0 {
+                return Err(io::Error::other("sorted leaves end early"));
+            }
+            self.pos += got as u64;
+            self.hi += got;
+        }
+        Ok(true)
+    }
+
+    fn peek(&mut self) -> io::Result<Option<&Leaf>> {
+        if self.peeked.is_none() && self.fill(LEAF_HDR)? {
+            let h = &self.buf[self.lo..self.lo + LEAF_HDR];
+            let (node, id, whiteout) = (rd_u32(h, 0), rd_u32(h, 4), h[8] != 0);
+            let len = rd_u16(h, 9) as usize;
+            self.lo += LEAF_HDR;
+            if !self.fill(len)? {
+                return Err(io::Error::other("sorted leaves end in a record"));
+            }
+            let name = self.buf[self.lo..self.lo + len].to_vec();
+            self.lo += len;
+            self.peeked = Some(Leaf {
+                node,
+                name,
+                id,
+                whiteout,
+            });
+        }
+        Ok(self.peeked.as_ref())
+    }
+
+    fn next(&mut self) -> io::Result<Option<Leaf>> {
+        self.peek()?;
+        Ok(self.peeked.take())
+    }
+}
+
+impl Leaves {
+    fn new(dir: Option<PathBuf>) -> Leaves {
+        Leaves {
+            dir,
+            buf: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    fn temp(&self) -> io::Result<File> {
+        match &self.dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        }
+    }
+
+    fn push(&mut self, node: u32, id: u32, whiteout: bool, name: &[u8]) -> io::Result<()> {
+        leaf_bytes(&mut self.buf, node, id, whiteout, name);
+        if self.buf.len() >= RUN_AT {
+            let run = self.temp()?;
+            let len = self.write_sorted(&run)?;
+            self.runs.push((run, len));
+        }
+        Ok(())
+    }
+
+    /// The buffered records, sorted, written to `out`; the buffer is emptied.
+    fn write_sorted(&mut self, out: &File) -> io::Result<u64> {
+        let mut w = io::BufWriter::with_capacity(64 << 10, out);
+        for (at, len) in sorted_records(&self.buf) {
+            w.write_all(&self.buf[at..at + len])?;
+        }
+        w.flush()?;
+        let total = self.buf.len() as u64;
+        self.buf.clear();
+        Ok(total)
+    }
+
+    /// All leaves in order, and where each directory node's leaves start.
+    fn sort(mut self) -> io::Result<(Sorted, HashMap<u32, u64>)> {
+        let sorted = if self.runs.is_empty() {
+            let mut mem = Vec::with_capacity(self.buf.len());
+            for (at, len) in sorted_records(&self.buf) {
+                mem.extend_from_slice(&self.buf[at..at + len]);
+            }
+            Sorted::Mem(mem)
+        } else {
+            if !self.buf.is_empty() {
+                let run = self.temp()?;
+                let len = self.write_sorted(&run)?;
+                self.runs.push((run, len));
+            }
+            let out = self.temp()?;
+            let len = merge_runs(&self.runs, &out)?;
+            Sorted::File(out, len)
+        };
+        let mut starts = HashMap::new();
+        let mut r = LeafReader::new(&sorted, 0);
+        let mut at = 0u64;
+        while let Some(l) = r.next()? {
+            starts.entry(l.node).or_insert(at);
+            at += (LEAF_HDR + l.name.len()) as u64;
+        }
+        Ok((sorted, starts))
+    }
+}
+
+/// (start, length) of each leaf record in `b`, in (node, name, id) order.
+fn sorted_records(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut recs: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    while at + LEAF_HDR <= b.len() {
+        let len = LEAF_HDR + rd_u16(b, at + 9) as usize;
+        recs.push((at, len));
+        at += len;
+    }
+    let key = |&(at, len): &(usize, usize)| {
+        (
+            rd_u32(b, at),
+            &b[at + LEAF_HDR..at + len],
+            rd_u32(b, at + 4),
+        )
+    };
+    recs.sort_unstable_by(|x, y| key(x).cmp(&key(y)));
+    recs
+}
+
+/// Merges sorted runs into `out`; returns its length.
+fn merge_runs(runs: &[(File, u64)], out: &File) -> io::Result<u64> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let srcs: Vec<Sorted> = runs
+        .iter()
+        .map(|(f, len)| f.try_clone().map(|f| Sorted::File(f, *len)))
+        .collect::<io::Result<_>>()?;
+    let mut readers: Vec<LeafReader<'_>> = srcs.iter().map(|s| LeafReader::new(s, 0)).collect();
+    let mut heap = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        if let Some(l) = r.next()? {
+            heap.push(Reverse((l, i)));
+        }
+    }
+    let mut w = io::BufWriter::with_capacity(64 << 10, out);
+    let mut rec = Vec::new();
+    let mut total = 0u64;
+    while let Some(Reverse((l, i))) = heap.pop() {
+        rec.clear();
+        leaf_bytes(&mut rec, l.node, l.id, l.whiteout, &l.name);
+        w.write_all(&rec)?;
+        total += rec.len() as u64;
+        if let Some(next) = readers[i].next()? {
+            heap.push(Reverse((next, i)));
+        }
+    }
+    w.flush()?;
+    Ok(total)
+}
 
 /// Bytes kept in memory by a spill before they go to its temp file.
 const SPILL_AT: usize = 1 << 20;
@@ -437,19 +686,34 @@ impl EntryStore {
 }
 
 /// Collects the entries of one layer in stream order and lays out the index.
-/// What it keeps in memory per entry is its trie node and name; the rest is
-/// spilled to a temp file (in the store's temp dir for ingest) once it
-/// passes a few MiB, and the index is written out section by section.
+/// What it keeps in memory grows with the directories: their trie nodes and
+/// names, and the hard links. Every entry's record is spilled, the other
+/// entries are sorted on disk by directory (`Leaves`), and the index is
+/// written out section by section.
 pub struct IndexBuilder {
     entries: EntryStore,
     nodes: Vec<Node>,
     names: Vec<u8>,
     /// The first node of each hash of (parent, name).
     by_name: HashMap<u64, u32>,
-    /// Hard links whose target the archive did not hold before them: the
-    /// target's path and the link's. The target must not come later.
-    unresolved_links: HashMap<Vec<u8>, Vec<u8>>,
+    leaves: Leaves,
+    /// Hard links: the entry and its own path.
+    links: Vec<(u32, Vec<u8>)>,
     dir: Option<PathBuf>,
+    prepared: Option<Prepared>,
+}
+
+/// The layout `IndexBuilder::prepare` found, for `finish_to` to write.
+struct Prepared {
+    /// Full path and node of each directory, by dir id.
+    dirs: Vec<(Vec<u8>, u32)>,
+    dir_of_node: Vec<u32>,
+    sorted: Sorted,
+    starts: HashMap<u32, u64>,
+    /// The target of each hard link in this layer, by index id.
+    target: HashMap<u32, u32>,
+    group_list: Vec<(u32, Vec<u32>)>,
+    group_of: HashMap<u32, u32>,
 }
 
 impl Default for IndexBuilder {
@@ -466,6 +730,30 @@ fn name_hash(parent: u32, name: &[u8]) -> u64 {
     h.finish()
 }
 
+/// `path` split into its parent's path and its name.
+fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+/// One entry of the index in the order it is laid out.
+struct Laid<'a> {
+    /// The entry's id in the builder's store.
+    id: u32,
+    /// Its directory's node and dir id (NONE for the root).
+    parent_node: u32,
+    parent_dir: u32,
+    name: &'a [u8],
+    /// A directory's own node.
+    node: Option<u32>,
+    whiteout: bool,
+    /// The first entry listed at this path (to tell a hard link naming a
+    /// later entry).
+    first_at_path: u32,
+}
+
 impl IndexBuilder {
     /// A builder spilling to the system's temp dir.
     pub fn new() -> Self {
@@ -480,11 +768,13 @@ impl IndexBuilder {
                 heap: Spill::new(dir.clone()),
                 count: 0,
             },
-            nodes: vec![Node::new(NONE, 0, 0)],
+            nodes: vec![Node::new(NONE, 0, 0, true)],
             names: Vec::new(),
             by_name: HashMap::new(),
-            unresolved_links: HashMap::new(),
+            leaves: Leaves::new(dir.clone()),
+            links: Vec::new(),
             dir,
+            prepared: None,
         }
     }
 
@@ -499,64 +789,53 @@ impl IndexBuilder {
         &self.names[start..start + node.name_len as usize]
     }
 
-    fn real_kind(&self, n: u32) -> Option<EntryKind> {
-        match self.nodes[n as usize].real_kind {
-            0 => None,
-            k => Some(EntryKind::from_u8(k)),
-        }
-    }
-
     /// Adds an entry whose path is already normalized (no `./`, no leading or
-    /// trailing `/`, `""` for the root). Refuses an entry under a path the
-    /// archive made a non-directory (extracting it would write through a
-    /// symlink or fail) and a hard link whose target comes after it.
+    /// trailing `/`, `""` for the root). An entry under a path the archive
+    /// made a non-directory (extracting it would write through a symlink or
+    /// fail) and a hard link whose target comes after it are refused by
+    /// `finish`, which sees every entry at a path.
     pub fn add(&mut self, e: NewEntry) -> Result<(), LayerError> {
-        let n = self.walk(&e.path)? as usize;
-        if e.kind == EntryKind::Whiteout {
-            match self.nodes[n].whiteout {
+        if e.kind == EntryKind::Directory {
+            let n = self.walk(&e.path, false)? as usize;
+            match self.nodes[n].real {
+                // A directory listed twice keeps its children: only its metadata changes.
                 NONE => {
                     let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
-                    self.nodes[n].whiteout = id;
+                    self.nodes[n].real = id;
                 }
                 old => self.entries.set(old, &e).map_err(|x| self.spill_error(x))?,
             }
             return Ok(());
         }
-        if let Some(link) = self.unresolved_links.get(&e.path) {
-            return Err(LayerError::LinkForward {
-                path: short_name(link),
-                target: short_name(&e.path),
-            });
+        if e.path.is_empty() {
+            return Err(LayerError::bad_path(b"/", "the root is not a directory"));
         }
-        if e.kind == EntryKind::HardLink && self.find(&e.link).is_none() {
-            self.unresolved_links.insert(e.link.clone(), e.path.clone());
+        let (parent, name) = split_path(&e.path);
+        if name.len() > u16::MAX as usize {
+            return Err(LayerError::bad_path(
+                &e.path,
+                "a name is longer than 255 bytes",
+            ));
         }
-        if e.kind != EntryKind::Directory {
+        let p = self.walk(parent, true)?;
+        let whiteout = e.kind == EntryKind::Whiteout;
+        if !whiteout && let Some(c) = self.child(p, name) {
             // What was under this path is gone, as extracting would lose it.
-            self.drop_children(n);
-            self.nodes[n].opaque = false;
+            self.nodes[c as usize].detached = true;
         }
-        match self.nodes[n].real {
-            // A directory listed twice keeps its children: only its metadata changes.
-            NONE => {
-                let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
-                self.nodes[n].real = id;
-            }
-            old => self.entries.set(old, &e).map_err(|x| self.spill_error(x))?,
+        let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
+        self.leaves
+            .push(p, id, whiteout, name)
+            .map_err(|x| self.spill_error(x))?;
+        if e.kind == EntryKind::HardLink {
+            self.links.push((id, e.path));
         }
-        self.nodes[n].real_kind = e.kind.to_u8();
         Ok(())
     }
 
     /// Marks directory `path` opaque (`path/.wh..wh..opq`).
     pub fn add_opaque(&mut self, path: &[u8]) -> Result<(), LayerError> {
-        let n = self.walk(path)?;
-        if self.real_kind(n).is_some_and(|k| k != EntryKind::Directory) {
-            return Err(LayerError::UnderNonDir {
-                path: short_name(&[path, b"/.wh..wh..opq"].concat()),
-                parent: short_name(path),
-            });
-        }
+        let n = self.walk(path, true)?;
         self.nodes[n as usize].opaque = true;
         Ok(())
     }
@@ -582,25 +861,15 @@ impl IndexBuilder {
         None
     }
 
-    /// The node of `path`, made with its parents if missing; every parent
-    /// must be a directory (or not listed yet).
-    fn walk(&mut self, path: &[u8]) -> Result<u32, LayerError> {
+    /// The directory node of `path`, made with its parents if missing
+    /// (`implicit`: by a path through it, not its own entry).
+    fn walk(&mut self, path: &[u8], implicit: bool) -> Result<u32, LayerError> {
         let mut cur = ROOT_NODE;
         if path.is_empty() {
             return Ok(cur);
         }
-        let mut end = 0;
-        for comp in path.split(|&c| c == b'/') {
-            if self
-                .real_kind(cur)
-                .is_some_and(|k| k != EntryKind::Directory)
-            {
-                return Err(LayerError::UnderNonDir {
-                    path: short_name(path),
-                    parent: short_name(&path[..end.max(1) - 1]),
-                });
-            }
-            end += comp.len() + 1;
+        let mut rest = path.split(|&c| c == b'/').peekable();
+        while let Some(comp) = rest.next() {
             cur = match self.child(cur, comp) {
                 Some(c) => c,
                 None => {
@@ -611,7 +880,8 @@ impl IndexBuilder {
                     let at = u32::try_from(self.names.len()).map_err(|_| {
                         LayerError::bad_path(path, "more than 4 GiB of names in one layer")
                     })?;
-                    let mut node = Node::new(cur, at, len);
+                    let own = rest.peek().is_none() && !implicit;
+                    let mut node = Node::new(cur, at, len, !own);
                     self.names.extend_from_slice(comp);
                     node.next_sibling = self.nodes[cur as usize].first_child;
                     let head = self.by_name.entry(name_hash(cur, comp)).or_insert(NONE);
@@ -626,34 +896,310 @@ impl IndexBuilder {
         Ok(cur)
     }
 
-    /// The node at `path` if it has a real entry.
-    fn find(&self, path: &[u8]) -> Option<u32> {
+    /// The directory node at `path`, if there is one.
+    fn find_dir(&self, path: &[u8]) -> Option<u32> {
         let mut cur = ROOT_NODE;
         if !path.is_empty() {
             for comp in path.split(|&c| c == b'/') {
                 cur = self.child(cur, comp)?;
             }
         }
-        (self.nodes[cur as usize].real != NONE).then_some(cur)
+        Some(cur)
     }
 
-    /// Detaches everything under node `n`; it can no longer be found.
-    fn drop_children(&mut self, n: usize) {
-        let mut c = std::mem::replace(&mut self.nodes[n].first_child, NONE);
-        while c != NONE {
-            self.nodes[c as usize].detached = true;
-            c = self.nodes[c as usize].next_sibling;
-        }
-    }
-
+    /// The directories under node `n` that are still there.
     fn children(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
         let mut c = self.nodes[n as usize].first_child;
         std::iter::from_fn(move || {
-            let cur = c;
-            (cur != NONE).then(|| {
+            while c != NONE {
+                let cur = c;
                 c = self.nodes[cur as usize].next_sibling;
-                cur
-            })
+                if !self.nodes[cur as usize].detached {
+                    return Some(cur);
+                }
+            }
+            None
+        })
+    }
+
+    /// The path of node `n`.
+    fn node_path(&self, mut n: u32) -> Vec<u8> {
+        let mut parts = Vec::new();
+        while n != ROOT_NODE && n != NONE {
+            parts.push(self.name(n));
+            n = self.nodes[n as usize].parent;
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+
+    /// The name of something under directory node `n`, for an error.
+    fn first_under(
+        &self,
+        n: u32,
+        leaves: &Sorted,
+        starts: &HashMap<u32, u64>,
+    ) -> io::Result<Vec<u8>> {
+        if let Some(c) = self.children(n).next() {
+            return Ok(self.name(c).to_vec());
+        }
+        if let Some(&at) = starts.get(&n)
+            && let Some(l) = LeafReader::new(leaves, at).next()?
+        {
+            return Ok(l.name);
+        }
+        Ok(b".wh..wh..opq".to_vec())
+    }
+
+    /// Every entry of the index in its order: the root, then each directory's
+    /// (in `dirs` order) by name, a whiteout before a real entry of the same
+    /// name. Of the entries at one path the last listed wins; a directory
+    /// wins over non-directories listed before it, unless it was made by a
+    /// path through it after one (an entry under a non-directory).
+    fn lay_out(
+        &self,
+        dirs: &[(Vec<u8>, u32)],
+        leaves: &Sorted,
+        starts: &HashMap<u32, u64>,
+        each: &mut dyn FnMut(&Laid<'_>) -> Result<(), LayerError>,
+    ) -> Result<(), LayerError> {
+        let spill = |e: io::Error| self.spill_error(e);
+        let root = self.nodes[ROOT_NODE as usize].real;
+        each(&Laid {
+            id: root,
+            parent_node: NONE,
+            parent_dir: NONE,
+            name: b"",
+            node: Some(ROOT_NODE),
+            whiteout: false,
+            first_at_path: root,
+        })?;
+        let mut kids: Vec<u32> = Vec::new();
+        for (d, &(_, n)) in dirs.iter().enumerate() {
+            kids.clear();
+            kids.extend(self.children(n));
+            kids.sort_unstable_by(|&a, &b| self.name(a).cmp(self.name(b)));
+            let mut kids = kids.iter().copied().peekable();
+            let mut r = starts.get(&n).map(|&at| LeafReader::new(leaves, at));
+            loop {
+                let leaf_name = match &mut r {
+                    Some(r) => r
+                        .peek()
+                        .map_err(spill)?
+                        .filter(|l| l.node == n)
+                        .map(|l| l.name.clone()),
+                    None => None,
+                };
+                let kid = kids.peek().copied();
+                let name: Vec<u8> = match (kid, &leaf_name) {
+                    (None, None) => break,
+                    (Some(k), None) => self.name(k).to_vec(),
+                    (None, Some(l)) => l.clone(),
+                    (Some(k), Some(l)) => self.name(k).min(l.as_slice()).to_vec(),
+                };
+                let (mut whiteout, mut first, mut last) = (NONE, NONE, NONE);
+                while let Some(r) = &mut r {
+                    match r.peek().map_err(spill)? {
+                        Some(l) if l.node == n && l.name == name => {}
+                        _ => break,
+                    }
+                    let Some(l) = r.next().map_err(spill)? else {
+                        break;
+                    };
+                    if l.whiteout {
+                        whiteout = l.id;
+                    } else {
+                        first = first.min(l.id);
+                        last = l.id;
+                    }
+                }
+                let kid = kid.filter(|&k| self.name(k) == name.as_slice());
+                if kid.is_some() {
+                    kids.next();
+                }
+                let laid = |id, node, whiteout, first_at_path| Laid {
+                    id,
+                    parent_node: n,
+                    parent_dir: d as u32,
+                    name: &name,
+                    node,
+                    whiteout,
+                    first_at_path,
+                };
+                if whiteout != NONE {
+                    each(&laid(whiteout, None, true, whiteout))?;
+                }
+                match kid {
+                    Some(k) if last != NONE && self.nodes[k as usize].implicit => {
+                        let dir = self.node_path(k);
+                        let under = self.first_under(k, leaves, starts).map_err(spill)?;
+                        return Err(LayerError::UnderNonDir {
+                            path: short_name(&[&dir[..], b"/", &under].concat()),
+                            parent: short_name(&dir),
+                        });
+                    }
+                    Some(k) => {
+                        let real = self.nodes[k as usize].real;
+                        each(&laid(real, Some(k), false, first.min(real)))?;
+                    }
+                    None if last != NONE => each(&laid(last, None, false, first))?,
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lays the entries out and checks them: an entry under a non-directory
+    /// of the layer and a hard link naming a later entry are refused here,
+    /// once every entry is in (ingest calls it before it keeps the blob).
+    pub fn prepare(&mut self) -> Result<(), LayerError> {
+        if self.prepared.is_none() {
+            self.prepared = Some(self.lay_out_all()?);
+        }
+        Ok(())
+    }
+
+    fn lay_out_all(&mut self) -> Result<Prepared, LayerError> {
+        // Every node still there is a directory; those the tar did not list
+        // become implicit ones (their metadata does not override a lower
+        // layer's). Directories get their ids sorted by full path.
+        let first_implicit = self.entries.count;
+        let mut dirs: Vec<(Vec<u8>, u32)> = Vec::new();
+        let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_NODE, Vec::new())];
+        while let Some((n, path)) = stack.pop() {
+            for c in self.children(n) {
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(self.name(c));
+                stack.push((c, p));
+            }
+            if self.nodes[n as usize].real == NONE {
+                let id = self
+                    .entries
+                    .push(&NewEntry::implicit_dir(Vec::new()))
+                    .map_err(|e| self.spill_error(e))?;
+                self.nodes[n as usize].real = id;
+            }
+            dirs.push((path, n));
+        }
+        dirs.sort_unstable();
+        let mut dir_of_node = vec![NONE; self.nodes.len()];
+        for (d, &(_, n)) in dirs.iter().enumerate() {
+            dir_of_node[n as usize] = d as u32;
+        }
+        let leaves = std::mem::replace(&mut self.leaves, Leaves::new(None));
+        let (sorted, starts) = leaves.sort().map_err(|e| self.spill_error(e))?;
+
+        // Hard links: what each names, found as the layout goes by.
+        struct Named {
+            node: u32,
+            name: Vec<u8>,
+            /// (index id, builder id, first listed at its path, directory)
+            laid: Option<(u32, u32, u32, bool)>,
+        }
+        let mut named: Vec<Named> = Vec::with_capacity(self.links.len());
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut link_of_id: HashMap<u32, usize> = HashMap::new();
+        for (i, (id, _)) in self.links.iter().enumerate() {
+            link_of_id.insert(*id, i);
+            let link = self.entries.get(*id).map_err(|e| self.spill_error(e))?.link;
+            let (dir, name) = split_path(&link);
+            let node = match link.is_empty() {
+                true => None,
+                false => self.find_dir(dir),
+            };
+            if let Some(node) = node {
+                by_hash.entry(name_hash(node, name)).or_default().push(i);
+            }
+            named.push(Named {
+                node: node.unwrap_or(NONE),
+                name: name.to_vec(),
+                laid: None,
+            });
+        }
+        let mut index_id_of_link: HashMap<u32, u32> = HashMap::new();
+        let mut n = 0u32;
+        self.lay_out(&dirs, &sorted, &starts, &mut |l| {
+            if !l.whiteout {
+                for &i in by_hash
+                    .get(&name_hash(l.parent_node, l.name))
+                    .into_iter()
+                    .flatten()
+                {
+                    let t = &mut named[i];
+                    if t.node == l.parent_node && t.name == l.name {
+                        t.laid = Some((n, l.id, l.first_at_path, l.node.is_some()));
+                    }
+                }
+                if link_of_id.contains_key(&l.id) {
+                    index_id_of_link.insert(l.id, n);
+                }
+            }
+            n += 1;
+            Ok(())
+        })?;
+        // A hard link must not name an entry that first comes after it.
+        for (i, (id, path)) in self.links.iter().enumerate() {
+            if let Some((_, _, first, _)) = named[i].laid
+                && first != NONE
+                && first < first_implicit
+                && first > *id
+            {
+                let link = self.entries.get(*id).map_err(|e| self.spill_error(e))?.link;
+                return Err(LayerError::LinkForward {
+                    path: short_name(path),
+                    target: short_name(&link),
+                });
+            }
+        }
+        // Each hard link laid out resolved to its final target in this layer.
+        let mut target: HashMap<u32, u32> = HashMap::new();
+        for (i, (id, _)) in self.links.iter().enumerate() {
+            let Some(&own) = index_id_of_link.get(id) else {
+                continue;
+            };
+            let mut cur = named[i].laid;
+            let mut seen = 0;
+            while let Some((_, r, _, _)) = cur
+                && let Some(&next) = link_of_id.get(&r)
+                && seen <= 64
+            {
+                seen += 1;
+                cur = named[next].laid;
+            }
+            if let Some((to, r, _, is_dir)) = cur
+                && !is_dir
+                && !link_of_id.contains_key(&r)
+                && r != *id
+            {
+                target.insert(own, to);
+            }
+        }
+        let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (&link, &t) in &target {
+            groups.entry(t).or_insert_with(|| vec![t]).push(link);
+        }
+        let mut group_list: Vec<(u32, Vec<u32>)> = groups.into_iter().collect();
+        group_list.sort_unstable();
+        let mut group_of: HashMap<u32, u32> = HashMap::new();
+        for (g, (_, members)) in group_list.iter_mut().enumerate() {
+            members[1..].sort_unstable();
+            for &m in members.iter() {
+                group_of.insert(m, g as u32);
+            }
+        }
+
+        Ok(Prepared {
+            dirs,
+            dir_of_node,
+            sorted,
+            starts,
+            target,
+            group_list,
+            group_of,
         })
     }
 
@@ -688,162 +1234,56 @@ impl IndexBuilder {
         out: &mut dyn Write,
         out_path: &Path,
     ) -> Result<(), LayerError> {
+        self.prepare()?;
         let spill = |b: &IndexBuilder, e: io::Error| b.spill_error(e);
-        // Every node with something under it is a directory; those the tar
-        // did not list become implicit ones (their metadata does not override
-        // a lower layer's). Directories get their ids sorted by full path.
-        let is_dir = |b: &IndexBuilder, n: u32| {
-            let node = &b.nodes[n as usize];
-            n == ROOT_NODE
-                || node.first_child != NONE
-                || node.opaque
-                || b.real_kind(n) == Some(EntryKind::Directory)
+        let Some(Prepared {
+            dirs,
+            dir_of_node,
+            sorted,
+            starts,
+            target,
+            group_list,
+            group_of,
+        }) = self.prepared.take()
+        else {
+            return Err(LayerError::Stream(io::Error::other("index not laid out")));
         };
-        let mut dirs: Vec<(Vec<u8>, u32)> = Vec::new();
-        let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_NODE, Vec::new())];
-        while let Some((n, path)) = stack.pop() {
-            for c in self.children(n) {
-                if is_dir(&self, c) {
-                    let mut p = path.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(self.name(c));
-                    stack.push((c, p));
-                }
-            }
-            if self.nodes[n as usize].real == NONE {
-                let id = self
-                    .entries
-                    .push(&NewEntry::implicit_dir(Vec::new()))
-                    .map_err(|e| spill(&self, e))?;
-                self.nodes[n as usize].real = id;
-                self.nodes[n as usize].real_kind = EntryKind::Directory.to_u8();
-            }
-            dirs.push((path, n));
-        }
-        dirs.sort_unstable();
-        let mut dir_of_node = vec![NONE; self.nodes.len()];
-        for (d, &(_, n)) in dirs.iter().enumerate() {
-            dir_of_node[n as usize] = d as u32;
-        }
-
-        // Entry order: the root, then grouped by parent dir id, by name,
-        // whiteout first. Each is (entry, node).
-        let mut order: Vec<(u32, u32)> = Vec::with_capacity(self.len());
-        let root = self.nodes[ROOT_NODE as usize].real;
-        if root != NONE {
-            order.push((root, ROOT_NODE));
-        }
-        let mut kids: Vec<u32> = Vec::new();
-        for &(_, n) in &dirs {
-            kids.clear();
-            kids.extend(self.children(n));
-            kids.sort_unstable_by(|&a, &b| self.name(a).cmp(self.name(b)));
-            for &c in &kids {
-                let node = &self.nodes[c as usize];
-                if node.whiteout != NONE {
-                    order.push((node.whiteout, c));
-                }
-                if node.real != NONE {
-                    order.push((node.real, c));
-                }
-            }
-        }
-        let mut new_id = vec![NONE; self.len()];
-        for (n, &(old, _)) in order.iter().enumerate() {
-            new_id[old as usize] = n as u32;
-        }
-        let parent_dir = |node: u32| -> u32 {
-            match self.nodes[node as usize].parent {
-                NONE => NONE,
-                p => dir_of_node[p as usize],
-            }
-        };
-        let is_real = |old: u32, node: u32| self.nodes[node as usize].real == old;
-
-        // Hardlinks: resolve each to its final target within this layer.
-        let mut target = vec![NONE; order.len()];
-        for (n, &(old, node)) in order.iter().enumerate() {
-            if !is_real(old, node) || self.real_kind(node) != Some(EntryKind::HardLink) {
-                continue;
-            }
-            let link = self.entries.get(old).map_err(|e| spill(&self, e))?.link;
-            let mut seen = 0;
-            let mut cur = self.find(&link);
-            while let Some(c) = cur {
-                let r = self.nodes[c as usize].real;
-                if self.real_kind(c) != Some(EntryKind::HardLink)
-                    || seen > 64
-                    || new_id[r as usize] == NONE
-                {
-                    break;
-                }
-                seen += 1;
-                let next = self.entries.get(r).map_err(|e| spill(&self, e))?.link;
-                cur = self.find(&next);
-            }
-            if let Some(c) = cur {
-                let r = self.nodes[c as usize].real;
-                if new_id[r as usize] != NONE
-                    && !matches!(
-                        self.real_kind(c),
-                        Some(EntryKind::HardLink | EntryKind::Directory)
-                    )
-                    && r != old
-                {
-                    target[n] = new_id[r as usize];
-                }
-            }
-        }
-        let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (n, &t) in target.iter().enumerate() {
-            if t != NONE {
-                groups.entry(t).or_insert_with(|| vec![t]).push(n as u32);
-            }
-        }
-        let mut group_list: Vec<(u32, Vec<u32>)> = groups.into_iter().collect();
-        group_list.sort_unstable();
-        let mut group_of = vec![NONE; order.len()];
-        for (g, (_, members)) in group_list.iter().enumerate() {
-            for &m in members {
-                group_of[m as usize] = g as u32;
-            }
-        }
-
         // Serialize.
         let mut w = Writer::new(self.dir.clone());
         let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; dirs.len()];
         let mut externals = Vec::new();
-        for (n, &(old, node)) in order.iter().enumerate() {
-            let e = self.entries.get(old).map_err(|e| spill(&self, e))?;
-            let parent = parent_dir(node);
-            if parent != NONE {
-                let d = &mut dirs_out[parent as usize];
+        let mut n = 0u32;
+        self.lay_out(&dirs, &sorted, &starts, &mut |l| {
+            let e = self.entries.get(l.id).map_err(|e| spill(&self, e))?;
+            if l.parent_dir != NONE {
+                let d = &mut dirs_out[l.parent_dir as usize];
                 if d[4] == 0 {
-                    d[3] = n as u32;
+                    d[3] = n;
                 }
                 d[4] += 1;
             }
-            if e.kind == EntryKind::HardLink && target[n] == NONE {
-                externals.extend_from_slice(&(n as u32).to_le_bytes());
+            let target = target.get(&n).copied().unwrap_or(NONE);
+            if e.kind == EntryKind::HardLink && target == NONE {
+                externals.extend_from_slice(&n.to_le_bytes());
             }
-            let slot = match e.kind {
-                EntryKind::Directory => dir_of_node[node as usize],
-                _ => target[n],
+            let slot = match l.node {
+                Some(node) => dir_of_node[node as usize],
+                None => target,
             };
+            let group = group_of.get(&n).copied().unwrap_or(NONE);
             let res: io::Result<()> = (|| {
-                let name = w.string(self.name(node))?;
-                let rec = w.record(&e, name, parent, slot, group_of[n])?;
+                let name = w.string(l.name)?;
+                let rec = w.record(&e, name, l.parent_dir, slot, group)?;
                 w.entries.append(&rec)?;
                 Ok(())
             })();
             res.map_err(|e| spill(&self, e))?;
-            let d = dir_of_node[node as usize];
-            if e.kind == EntryKind::Directory && d != NONE {
-                dirs_out[d as usize][2] = n as u32;
+            if let Some(node) = l.node {
+                dirs_out[dir_of_node[node as usize] as usize][2] = n;
             }
-        }
+            n += 1;
+            Ok(())
+        })?;
         // A directory's path is a prefix of its subdirectories' paths, so it
         // is stored once, in the deepest one: the strings grow with the
         // entries, not with the square of the depth.
@@ -898,7 +1338,7 @@ impl IndexBuilder {
         }
         let counts = Counts {
             externals: externals.len() / 4,
-            entries: order.len(),
+            entries: n as usize,
             dirs: dirs.len(),
             groups: group_list.len(),
             members: members.len() / 4,

@@ -6,7 +6,7 @@ use super::Compression;
 use super::index::{EntryKind, IndexBuilder, IndexMeta, LayerIndex, NewEntry};
 use crate::oci::Digest;
 use crate::store::SpanTable;
-use crate::testutil::{TarBuilder, temp_store};
+use crate::testutil::{TarBuilder, alloc, temp_store};
 
 fn entry(path: &str, kind: EntryKind) -> NewEntry {
     NewEntry {
@@ -220,6 +220,54 @@ fn an_entry_costs_the_index_48_bytes_and_its_name() {
     let per_entry = (s2 - s1) / u64::from(n2 - n1);
     // 48 bytes of record and 6 of name ("f01234").
     assert!(per_entry <= 48 + 6, "{per_entry} bytes per entry");
+}
+
+/// The most the builder holds at once while it indexes `files` files in
+/// 100 directories, from the first entry to the last byte written.
+fn builder_peak(files: u32) -> isize {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = IndexMeta {
+        digest: Digest::from_bytes([7; 32]),
+        diff_id: Digest::from_bytes([8; 32]),
+        compression: Compression::Gzip,
+        blob_size: 1,
+        uncompressed_size: 1,
+    };
+    let spans = SpanTable::new(Vec::new()).unwrap();
+    let start = alloc::live();
+    alloc::reset_live_peak();
+    let mut b = IndexBuilder::spilling_to(Some(dir.path().to_path_buf()));
+    for i in 0..files {
+        let mut e = entry(&format!("d{:03}/file-{i:07}", i % 100), EntryKind::Regular);
+        (e.size, e.data_offset) = (1, u64::from(i) * 1024);
+        b.add(e).unwrap();
+    }
+    let mut out = std::io::sink();
+    b.finish_to(
+        &meta,
+        &[],
+        &[],
+        &spans,
+        &mut out,
+        std::path::Path::new("index"),
+    )
+    .unwrap();
+    alloc::live_peak_since(start)
+}
+
+/// Found by the 303,000-file layer: importing it held 162 bytes per
+/// entry (trie nodes, names and their hash, and the layout's vectors), so a
+/// 5-million-file image needed most of a gigabyte. Now only directories are
+/// kept in memory; the other entries are sorted by directory on disk, in
+/// runs merged at the end.
+#[test]
+fn the_builder_holds_no_more_for_twice_the_files() {
+    let (one, two) = (builder_peak(150_000), builder_peak(300_000));
+    assert!(
+        two < one + (1 << 20),
+        "150,000 files: {one} bytes held at most; 300,000: {two}"
+    );
+    assert!(one < 16 << 20, "150,000 files: {one} bytes held at most");
 }
 
 /// An index of an older version is rebuilt from the blob when a layer is

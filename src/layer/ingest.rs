@@ -419,7 +419,7 @@ fn parse_stream(
         while let Some(e) = tar.next_entry()? {
             add_entry(&mut builder, e)?;
         }
-        Ok(())
+        builder.prepare()
     })();
     let decoder = tar.into_inner().into_inner();
     if let Err(e) = parsed {
