@@ -293,3 +293,26 @@ fn an_index_of_the_last_version_is_rebuilt_from_the_blob() {
     assert_eq!(find(&index, "etc/hostname").size(), 4);
     assert_eq!(std::fs::read(&path).unwrap()[8..12], 4u32.to_le_bytes());
 }
+
+/// An image's check of hard links into lower layers reads only the links
+/// each index lists as external.
+#[test]
+fn a_hard_link_into_a_lower_layer_must_find_its_target_there() {
+    let mut t = TarBuilder::new();
+    t.file("a", 0o644, b"x")
+        .hardlink("here", "a")
+        .hardlink("below", "usr/lib/x");
+    let (_d, store) = temp_store();
+    let top = super::ingest(&store, &t.finish()[..], None).unwrap();
+    let err = crate::image::check_hardlinks(&store, &[top.digest])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hard link \"below\" names \"usr/lib/x\", which no layer"),
+        "{err}"
+    );
+    let mut t = TarBuilder::new();
+    t.file("usr/lib/x", 0o644, b"lib");
+    let base = super::ingest(&store, &t.finish()[..], None).unwrap();
+    crate::image::check_hardlinks(&store, &[base.digest, top.digest]).unwrap();
+}
