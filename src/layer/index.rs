@@ -1234,26 +1234,17 @@ impl IndexBuilder {
         out: &mut dyn Write,
         out_path: &Path,
     ) -> Result<(), LayerError> {
-        self.prepare()?;
-        let spill = |b: &IndexBuilder, e: io::Error| b.spill_error(e);
-        let Some(Prepared {
-            dirs,
-            dir_of_node,
-            sorted,
-            starts,
-            target,
-            group_list,
-            group_of,
-        }) = self.prepared.take()
-        else {
-            return Err(LayerError::Stream(io::Error::other("index not laid out")));
+        let p = match self.prepared.take() {
+            Some(p) => p,
+            None => self.lay_out_all()?,
         };
+        let spill = |b: &IndexBuilder, e: io::Error| b.spill_error(e);
         // Serialize.
         let mut w = Writer::new(self.dir.clone());
-        let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; dirs.len()];
+        let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; p.dirs.len()];
         let mut externals = Vec::new();
         let mut n = 0u32;
-        self.lay_out(&dirs, &sorted, &starts, &mut |l| {
+        self.lay_out(&p.dirs, &p.sorted, &p.starts, &mut |l| {
             let e = self.entries.get(l.id).map_err(|e| spill(&self, e))?;
             if l.parent_dir != NONE {
                 let d = &mut dirs_out[l.parent_dir as usize];
@@ -1262,15 +1253,15 @@ impl IndexBuilder {
                 }
                 d[4] += 1;
             }
-            let target = target.get(&n).copied().unwrap_or(NONE);
+            let target = p.target.get(&n).copied().unwrap_or(NONE);
             if e.kind == EntryKind::HardLink && target == NONE {
                 externals.extend_from_slice(&n.to_le_bytes());
             }
             let slot = match l.node {
-                Some(node) => dir_of_node[node as usize],
+                Some(node) => p.dir_of_node[node as usize],
                 None => target,
             };
-            let group = group_of.get(&n).copied().unwrap_or(NONE);
+            let group = p.group_of.get(&n).copied().unwrap_or(NONE);
             let res: io::Result<()> = (|| {
                 let name = w.string(l.name)?;
                 let rec = w.record(&e, name, l.parent_dir, slot, group)?;
@@ -1279,7 +1270,7 @@ impl IndexBuilder {
             })();
             res.map_err(|e| spill(&self, e))?;
             if let Some(node) = l.node {
-                dirs_out[dir_of_node[node as usize] as usize][2] = n;
+                dirs_out[p.dir_of_node[node as usize] as usize][2] = n;
             }
             n += 1;
             Ok(())
@@ -1287,11 +1278,11 @@ impl IndexBuilder {
         // A directory's path is a prefix of its subdirectories' paths, so it
         // is stored once, in the deepest one: the strings grow with the
         // entries, not with the square of the depth.
-        let mut by_depth: Vec<usize> = (0..dirs.len()).collect();
-        by_depth.sort_unstable_by_key(|&d| std::cmp::Reverse(dirs[d].0.len()));
+        let mut by_depth: Vec<usize> = (0..p.dirs.len()).collect();
+        by_depth.sort_unstable_by_key(|&d| std::cmp::Reverse(p.dirs[d].0.len()));
         let mut in_child: HashMap<u32, u32> = HashMap::new();
         for d in by_depth {
-            let (path, node) = (&dirs[d].0, dirs[d].1);
+            let (path, node) = (&p.dirs[d].0, p.dirs[d].1);
             let off = match in_child.get(&node) {
                 Some(&off) => off,
                 None => w.string(path).map_err(|e| spill(&self, e))?.0,
@@ -1317,7 +1308,7 @@ impl IndexBuilder {
         }
         let mut groups_bytes = Vec::new();
         let mut members = Vec::new();
-        for (_, m) in &group_list {
+        for (_, m) in &p.group_list {
             groups_bytes.extend_from_slice(&((members.len() / 4) as u32).to_le_bytes());
             groups_bytes.extend_from_slice(&(m.len() as u32).to_le_bytes());
             for id in m {
@@ -1339,8 +1330,8 @@ impl IndexBuilder {
         let counts = Counts {
             externals: externals.len() / 4,
             entries: n as usize,
-            dirs: dirs.len(),
-            groups: group_list.len(),
+            dirs: p.dirs.len(),
+            groups: p.group_list.len(),
             members: members.len() / 4,
             sparse: (w.sparse.len() / SPARSE_LEN as u64) as usize,
             checkpoints: checkpoints.len(),
