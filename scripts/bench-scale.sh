@@ -7,6 +7,7 @@
 #
 #   scripts/bench-scale.sh                  # ROUNDS=1, TOOLS="kovl fovl layerfs"
 #   ROUNDS=3 TOOLS="kovl layerfs" scripts/bench-scale.sh
+#   TOPS=100 TOOLS=layerfs scripts/bench-scale.sh   # 1,010,100 entries (TOPS x 10,101)
 #
 # Rows (each round a fresh mount; "cold" after dropping the page cache):
 #   cold find     find MNT -printf '%s %m %p\n' | wc -l
@@ -35,9 +36,12 @@ WARM_REPS=${WARM_REPS:-3}
 TOOLS=${TOOLS:-"kovl fovl layerfs"}
 RUN_ID=${RUN_ID:-bench-scale-$(date +%Y%m%d-%H%M%S)}
 RUN=$SCALE_DIR/results/$RUN_ID
-TGZ=$SCALE_DIR/scale.tar.gz
-TREE=$SCALE_DIR/tree
-IMAGE=scale:1
+# Top-level directories of 100 directories of 100 files (30: the issue's layer).
+TOPS=${TOPS:-30}
+case $TOPS in
+    30) TGZ=$SCALE_DIR/scale.tar.gz; TREE=$SCALE_DIR/tree; IMAGE=scale:1 ;;
+    *) TGZ=$SCALE_DIR/scale-$TOPS.tar.gz; TREE=$SCALE_DIR/tree-$TOPS; IMAGE=scale:$TOPS ;;
+esac
 MNT=$SCALE_DIR/mnt/$RUN_ID
 mkdir -p "$SCALE_DIR" "$RUN" "$MNT"
 
@@ -46,8 +50,8 @@ lfs() { "$LAYERFS" --root "$STORE" "$@"; }
 
 # ---- the data, built once
 if [ ! -s "$TGZ" ]; then
-    log "building $TGZ (303,030 files, once)"
-    python3 - "$TGZ.tmp" <<'EOF'
+    log "building $TGZ ($TOPS x 10,101 entries, once)"
+    python3 - "$TGZ.tmp" "$TOPS" <<'EOF'
 import io, sys, tarfile, random
 rnd = random.Random(13)
 with tarfile.open(sys.argv[1], "w:gz", compresslevel=6, format=tarfile.PAX_FORMAT) as tar:
@@ -57,7 +61,7 @@ with tarfile.open(sys.argv[1], "w:gz", compresslevel=6, format=tarfile.PAX_FORMA
         ti.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
         ti.size = len(data)
         tar.addfile(ti, io.BytesIO(data) if data else None)
-    for a in range(30):
+    for a in range(int(sys.argv[2])):
         add(f"a{a:02d}", tarfile.DIRTYPE)
         for b in range(100):
             d = f"a{a:02d}/d{b:03d}"
@@ -68,7 +72,8 @@ with tarfile.open(sys.argv[1], "w:gz", compresslevel=6, format=tarfile.PAX_FORMA
 EOF
     mv "$TGZ.tmp" "$TGZ"
 fi
-if [ ! -e "$TREE.done" ]; then
+# The extracted tree is only for the overlays.
+if [[ " $TOOLS " =~ " "(kovl|fovl)" " ]] && [ ! -e "$TREE.done" ]; then
     log "extracting $TGZ into $TREE (once)"
     rm -rf "$TREE"; mkdir -p "$TREE"
     t0=$(now); tar -C "$TREE" -xzf "$TGZ"; t1=$(now)

@@ -150,7 +150,9 @@ pub fn check_hardlinks(store: &Store, layers: &[Digest]) -> Result<(), ImageErro
     let mut opened: Vec<LayerIndex> = Vec::new();
     for d in layers {
         let idx = crate::layer::open_index(store, d)?;
-        for id in 0..idx.len() {
+        // Only the links the index lists as external: a walk of every entry
+        // would bring the whole entry table of a big layer into memory.
+        for id in idx.external_links() {
             let e = idx.entry(id);
             if e.kind() != EntryKind::HardLink || e.target() != NONE {
                 continue;

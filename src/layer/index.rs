@@ -17,9 +17,9 @@
 //!
 //! ```text
 //! header (192 bytes)
-//! entries      n_entries × 96 bytes, grouped by parent directory, each group
-//!              sorted by name (a whiteout before a real entry of the same name);
-//!              entry 0 is the layer's root directory
+//! entries      n_entries × 48 bytes (see `Writer::record`), grouped by parent
+//!              directory, each group sorted by name (a whiteout before a real
+//!              entry of the same name); entry 0 is the layer's root directory
 //! dirs         n_dirs × 24 bytes, sorted by full path: path, own entry,
 //!              range of child entries, flags (opaque)
 //! groups       n_groups × 8: range into `members` (hardlink groups)
@@ -28,7 +28,8 @@
 //! sparse       n_sparse × 16: (offset in file, length) extents
 //! checkpoints  n_checkpoints × 40
 //! strings      names, dir paths, link targets
-//! xattrs       per entry: (u16 name len, u32 value len, name, value)*
+//! extras       per entry with any: what its record has no room for (hardlink
+//!              group, sparse extents, big sizes, odd mtimes, xattrs)
 //! windows      deflated 32 KiB inflate windows of gzip checkpoints
 //! blob spans   n_blob_spans × 48: (offset, len, sha256) of spans of the
 //!              compressed blob (BLOB_SPAN bytes each when ingest made them;
@@ -57,7 +58,8 @@ const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 /// 2: the checksum covers the header and the windows.
 /// 3: the sha256 of each span of the compressed blob (lazy images).
 /// 4: the checksum leaves out the windows; each block of them has its own.
-const VERSION: u32 = 4;
+/// 5: entry records of 48 bytes, rare fields in per-entry extras.
+const VERSION: u32 = 5;
 /// Bytes of the windows section per sha256 in the window sums.
 const WINDOW_BLOCK: usize = 16 << 10;
 /// Bytes of compressed blob per span digest: the unit a lazy read fetches.
@@ -67,7 +69,7 @@ const BLOB_SPAN_LEN: usize = 48;
 /// bytes as zeros).
 const HASH_AT: std::ops::Range<usize> = 152..184;
 const HEADER_LEN: usize = 192;
-const ENTRY_LEN: usize = 96;
+const ENTRY_LEN: usize = 48;
 const DIR_LEN: usize = 24;
 const GROUP_LEN: usize = 8;
 const SPARSE_LEN: usize = 16;
@@ -183,24 +185,25 @@ impl NewEntry {
     }
 }
 
-/// One path of the layer as the builder sees it: a trie node, so a path is
-/// found or added in one walk over its bytes and a parent shared by many
-/// entries exists once, however deep. Its name is in the builder's name
-/// arena and its children are a list; a node is found by the hash of
-/// (parent, name). What an entry says beyond its kind is spilled.
+/// One directory of the layer as the builder sees it: a trie node, so a
+/// path is found or added in one walk over its bytes and a parent shared by
+/// many entries exists once, however deep. Its name is in the builder's
+/// name arena and its children are a list; a node is found by the hash of
+/// (parent, name). Only directories are nodes: every other entry is a
+/// record in `Leaves`, sorted on disk, so what the builder holds grows with
+/// the directories, not the files.
 struct Node {
     parent: u32,
     name_off: u32,
     name_len: u16,
-    /// The kind of `real` (EntryKind::to_u8), 0 without one.
-    real_kind: u8,
     opaque: bool,
-    /// Cut off from its parent (a non-directory replaced it): never found.
+    /// Replaced by a non-directory: never found again, nor anything under it.
     detached: bool,
-    /// The entry at this path (the last one with the path wins).
+    /// Made by a path through it rather than by its own directory entry;
+    /// a non-directory listed at its path before then is an error.
+    implicit: bool,
+    /// The directory entry at this path (the last one listed wins).
     real: u32,
-    /// A whiteout hiding this path in lower layers.
-    whiteout: u32,
     first_child: u32,
     next_sibling: u32,
     /// The next node whose (parent, name) hashes alike.
@@ -208,16 +211,15 @@ struct Node {
 }
 
 impl Node {
-    fn new(parent: u32, name_off: u32, name_len: u16) -> Node {
+    fn new(parent: u32, name_off: u32, name_len: u16, implicit: bool) -> Node {
         Node {
             parent,
             name_off,
             name_len,
-            real_kind: 0,
             opaque: false,
             detached: false,
+            implicit,
             real: NONE,
-            whiteout: NONE,
             first_child: NONE,
             next_sibling: NONE,
             next_same_hash: NONE,
@@ -226,6 +228,255 @@ impl Node {
 }
 
 const ROOT_NODE: u32 = 0;
+
+/// Bytes of leaf records sorted in memory before they go to disk as a run.
+const RUN_AT: usize = 2 << 20;
+/// A leaf record's fixed part: directory node u32, entry id u32, whiteout
+/// u8, name length u16; the name follows.
+const LEAF_HDR: usize = 11;
+
+/// A non-directory entry (or a whiteout) as the builder sorts it: under
+/// directory node `node`, named `name`, the entry `id` (ids grow in archive
+/// order, so among equal names the last listed comes last).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Leaf {
+    node: u32,
+    name: Vec<u8>,
+    id: u32,
+    whiteout: bool,
+}
+
+fn leaf_bytes(out: &mut Vec<u8>, node: u32, id: u32, whiteout: bool, name: &[u8]) {
+    out.extend_from_slice(&node.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(u8::from(whiteout));
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name);
+}
+
+/// The leaves: appended in archive order, sorted by (node, name, id) in
+/// runs of RUN_AT bytes spilled to temp files, then merged into one
+/// sequence in which each directory's leaves are contiguous and in order.
+/// Memory stays at a run and a read buffer per run however many there are.
+struct Leaves {
+    dir: Option<PathBuf>,
+    buf: Vec<u8>,
+    runs: Vec<(File, u64)>,
+}
+
+/// The merged leaves: in memory when they fit one run, else a temp file.
+enum Sorted {
+    Mem(Vec<u8>),
+    File(File, u64),
+}
+
+impl Sorted {
+    fn len(&self) -> u64 {
+        match self {
+            Sorted::Mem(b) => b.len() as u64,
+            Sorted::File(_, len) => *len,
+        }
+    }
+    fn read_at(&self, off: u64, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sorted::Mem(b) => {
+                let src = b.get(off as usize..).unwrap_or_default();
+                let n = src.len().min(out.len());
+                out[..n].copy_from_slice(&src[..n]);
+                Ok(n)
+            }
+            Sorted::File(f, _) => f.read_at(out, off),
+        }
+    }
+}
+
+/// Reads leaf records in order from `pos` of a sorted sequence.
+struct LeafReader<'a> {
+    src: &'a Sorted,
+    pos: u64,
+    buf: Vec<u8>,
+    lo: usize,
+    hi: usize,
+    peeked: Option<Leaf>,
+}
+
+impl<'a> LeafReader<'a> {
+    fn new(src: &'a Sorted, pos: u64) -> LeafReader<'a> {
+        LeafReader {
+            src,
+            pos,
+            buf: vec![0; 64 << 10],
+            lo: 0,
+            hi: 0,
+            peeked: None,
+        }
+    }
+
+    /// Makes `n` bytes readable at `lo`; false at the end.
+    fn fill(&mut self, n: usize) -> io::Result<bool> {
+        while self.hi - self.lo < n {
+            if self.lo > 0 {
+                self.buf.copy_within(self.lo..self.hi, 0);
+                self.hi -= self.lo;
+                self.lo = 0;
+            }
+            if self.pos >= self.src.len() {
+                return Ok(false);
+            }
+            let got = self.src.read_at(self.pos, &mut self.buf[self.hi..])?;
+            if got == 0 {
+                return Err(io::Error::other("sorted leaves end early"));
+            }
+            self.pos += got as u64;
+            self.hi += got;
+        }
+        Ok(true)
+    }
+
+    fn peek(&mut self) -> io::Result<Option<&Leaf>> {
+        if self.peeked.is_none() && self.fill(LEAF_HDR)? {
+            let h = &self.buf[self.lo..self.lo + LEAF_HDR];
+            let (node, id, whiteout) = (rd_u32(h, 0), rd_u32(h, 4), h[8] != 0);
+            let len = rd_u16(h, 9) as usize;
+            self.lo += LEAF_HDR;
+            if !self.fill(len)? {
+                return Err(io::Error::other("sorted leaves end in a record"));
+            }
+            let name = self.buf[self.lo..self.lo + len].to_vec();
+            self.lo += len;
+            self.peeked = Some(Leaf {
+                node,
+                name,
+                id,
+                whiteout,
+            });
+        }
+        Ok(self.peeked.as_ref())
+    }
+
+    fn next(&mut self) -> io::Result<Option<Leaf>> {
+        self.peek()?;
+        Ok(self.peeked.take())
+    }
+}
+
+impl Leaves {
+    fn new(dir: Option<PathBuf>) -> Leaves {
+        Leaves {
+            dir,
+            buf: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    fn temp(&self) -> io::Result<File> {
+        match &self.dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        }
+    }
+
+    fn push(&mut self, node: u32, id: u32, whiteout: bool, name: &[u8]) -> io::Result<()> {
+        leaf_bytes(&mut self.buf, node, id, whiteout, name);
+        if self.buf.len() >= RUN_AT {
+            let run = self.temp()?;
+            let len = self.write_sorted(&run)?;
+            self.runs.push((run, len));
+        }
+        Ok(())
+    }
+
+    /// The buffered records, sorted, written to `out`; the buffer is emptied.
+    fn write_sorted(&mut self, out: &File) -> io::Result<u64> {
+        let mut w = io::BufWriter::with_capacity(64 << 10, out);
+        for (at, len) in sorted_records(&self.buf) {
+            w.write_all(&self.buf[at..at + len])?;
+        }
+        w.flush()?;
+        let total = self.buf.len() as u64;
+        self.buf.clear();
+        Ok(total)
+    }
+
+    /// All leaves in order, and where each directory node's leaves start.
+    fn sort(mut self) -> io::Result<(Sorted, HashMap<u32, u64>)> {
+        let sorted = if self.runs.is_empty() {
+            let mut mem = Vec::with_capacity(self.buf.len());
+            for (at, len) in sorted_records(&self.buf) {
+                mem.extend_from_slice(&self.buf[at..at + len]);
+            }
+            Sorted::Mem(mem)
+        } else {
+            if !self.buf.is_empty() {
+                let run = self.temp()?;
+                let len = self.write_sorted(&run)?;
+                self.runs.push((run, len));
+            }
+            let out = self.temp()?;
+            let len = merge_runs(&self.runs, &out)?;
+            Sorted::File(out, len)
+        };
+        let mut starts = HashMap::new();
+        let mut r = LeafReader::new(&sorted, 0);
+        let mut at = 0u64;
+        while let Some(l) = r.next()? {
+            starts.entry(l.node).or_insert(at);
+            at += (LEAF_HDR + l.name.len()) as u64;
+        }
+        Ok((sorted, starts))
+    }
+}
+
+/// (start, length) of each leaf record in `b`, in (node, name, id) order.
+fn sorted_records(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut recs: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    while at + LEAF_HDR <= b.len() {
+        let len = LEAF_HDR + rd_u16(b, at + 9) as usize;
+        recs.push((at, len));
+        at += len;
+    }
+    let key = |&(at, len): &(usize, usize)| {
+        (
+            rd_u32(b, at),
+            &b[at + LEAF_HDR..at + len],
+            rd_u32(b, at + 4),
+        )
+    };
+    recs.sort_unstable_by(|x, y| key(x).cmp(&key(y)));
+    recs
+}
+
+/// Merges sorted runs into `out`; returns its length.
+fn merge_runs(runs: &[(File, u64)], out: &File) -> io::Result<u64> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let srcs: Vec<Sorted> = runs
+        .iter()
+        .map(|(f, len)| f.try_clone().map(|f| Sorted::File(f, *len)))
+        .collect::<io::Result<_>>()?;
+    let mut readers: Vec<LeafReader<'_>> = srcs.iter().map(|s| LeafReader::new(s, 0)).collect();
+    let mut heap = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        if let Some(l) = r.next()? {
+            heap.push(Reverse((l, i)));
+        }
+    }
+    let mut w = io::BufWriter::with_capacity(64 << 10, out);
+    let mut rec = Vec::new();
+    let mut total = 0u64;
+    while let Some(Reverse((l, i))) = heap.pop() {
+        rec.clear();
+        leaf_bytes(&mut rec, l.node, l.id, l.whiteout, &l.name);
+        w.write_all(&rec)?;
+        total += rec.len() as u64;
+        if let Some(next) = readers[i].next()? {
+            heap.push(Reverse((next, i)));
+        }
+    }
+    w.flush()?;
+    Ok(total)
+}
 
 /// Bytes kept in memory by a spill before they go to its temp file.
 const SPILL_AT: usize = 1 << 20;
@@ -447,19 +698,34 @@ impl EntryStore {
 }
 
 /// Collects the entries of one layer in stream order and lays out the index.
-/// What it keeps in memory per entry is its trie node and name; the rest is
-/// spilled to a temp file (in the store's temp dir for ingest) once it
-/// passes a few MiB, and the index is written out section by section.
+/// What it keeps in memory grows with the directories: their trie nodes and
+/// names, and the hard links. Every entry's record is spilled, the other
+/// entries are sorted on disk by directory (`Leaves`), and the index is
+/// written out section by section.
 pub struct IndexBuilder {
     entries: EntryStore,
     nodes: Vec<Node>,
     names: Vec<u8>,
     /// The first node of each hash of (parent, name).
     by_name: HashMap<u64, u32>,
-    /// Hard links whose target the archive did not hold before them: the
-    /// target's path and the link's. The target must not come later.
-    unresolved_links: HashMap<Vec<u8>, Vec<u8>>,
+    leaves: Leaves,
+    /// Hard links: the entry and its own path.
+    links: Vec<(u32, Vec<u8>)>,
     dir: Option<PathBuf>,
+    prepared: Option<Prepared>,
+}
+
+/// The layout `IndexBuilder::prepare` found, for `finish_to` to write.
+struct Prepared {
+    /// Full path and node of each directory, by dir id.
+    dirs: Vec<(Vec<u8>, u32)>,
+    dir_of_node: Vec<u32>,
+    sorted: Sorted,
+    starts: HashMap<u32, u64>,
+    /// The target of each hard link in this layer, by index id.
+    target: HashMap<u32, u32>,
+    group_list: Vec<(u32, Vec<u32>)>,
+    group_of: HashMap<u32, u32>,
 }
 
 impl Default for IndexBuilder {
@@ -476,6 +742,30 @@ fn name_hash(parent: u32, name: &[u8]) -> u64 {
     h.finish()
 }
 
+/// `path` split into its parent's path and its name.
+fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+/// One entry of the index in the order it is laid out.
+struct Laid<'a> {
+    /// The entry's id in the builder's store.
+    id: u32,
+    /// Its directory's node and dir id (NONE for the root).
+    parent_node: u32,
+    parent_dir: u32,
+    name: &'a [u8],
+    /// A directory's own node.
+    node: Option<u32>,
+    whiteout: bool,
+    /// The first entry listed at this path (to tell a hard link naming a
+    /// later entry).
+    first_at_path: u32,
+}
+
 impl IndexBuilder {
     /// A builder spilling to the system's temp dir.
     pub fn new() -> Self {
@@ -490,11 +780,13 @@ impl IndexBuilder {
                 heap: Spill::new(dir.clone()),
                 count: 0,
             },
-            nodes: vec![Node::new(NONE, 0, 0)],
+            nodes: vec![Node::new(NONE, 0, 0, true)],
             names: Vec::new(),
             by_name: HashMap::new(),
-            unresolved_links: HashMap::new(),
+            leaves: Leaves::new(dir.clone()),
+            links: Vec::new(),
             dir,
+            prepared: None,
         }
     }
 
@@ -509,64 +801,53 @@ impl IndexBuilder {
         &self.names[start..start + node.name_len as usize]
     }
 
-    fn real_kind(&self, n: u32) -> Option<EntryKind> {
-        match self.nodes[n as usize].real_kind {
-            0 => None,
-            k => Some(EntryKind::from_u8(k)),
-        }
-    }
-
     /// Adds an entry whose path is already normalized (no `./`, no leading or
-    /// trailing `/`, `""` for the root). Refuses an entry under a path the
-    /// archive made a non-directory (extracting it would write through a
-    /// symlink or fail) and a hard link whose target comes after it.
+    /// trailing `/`, `""` for the root). An entry under a path the archive
+    /// made a non-directory (extracting it would write through a symlink or
+    /// fail) and a hard link whose target comes after it are refused by
+    /// `finish`, which sees every entry at a path.
     pub fn add(&mut self, e: NewEntry) -> Result<(), LayerError> {
-        let n = self.walk(&e.path)? as usize;
-        if e.kind == EntryKind::Whiteout {
-            match self.nodes[n].whiteout {
+        if e.kind == EntryKind::Directory {
+            let n = self.walk(&e.path, false)? as usize;
+            match self.nodes[n].real {
+                // A directory listed twice keeps its children: only its metadata changes.
                 NONE => {
                     let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
-                    self.nodes[n].whiteout = id;
+                    self.nodes[n].real = id;
                 }
                 old => self.entries.set(old, &e).map_err(|x| self.spill_error(x))?,
             }
             return Ok(());
         }
-        if let Some(link) = self.unresolved_links.get(&e.path) {
-            return Err(LayerError::LinkForward {
-                path: short_name(link),
-                target: short_name(&e.path),
-            });
+        if e.path.is_empty() {
+            return Err(LayerError::bad_path(b"/", "the root is not a directory"));
         }
-        if e.kind == EntryKind::HardLink && self.find(&e.link).is_none() {
-            self.unresolved_links.insert(e.link.clone(), e.path.clone());
+        let (parent, name) = split_path(&e.path);
+        if name.len() > u16::MAX as usize {
+            return Err(LayerError::bad_path(
+                &e.path,
+                "a name is longer than 255 bytes",
+            ));
         }
-        if e.kind != EntryKind::Directory {
+        let p = self.walk(parent, true)?;
+        let whiteout = e.kind == EntryKind::Whiteout;
+        if !whiteout && let Some(c) = self.child(p, name) {
             // What was under this path is gone, as extracting would lose it.
-            self.drop_children(n);
-            self.nodes[n].opaque = false;
+            self.nodes[c as usize].detached = true;
         }
-        match self.nodes[n].real {
-            // A directory listed twice keeps its children: only its metadata changes.
-            NONE => {
-                let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
-                self.nodes[n].real = id;
-            }
-            old => self.entries.set(old, &e).map_err(|x| self.spill_error(x))?,
+        let id = self.entries.push(&e).map_err(|x| self.spill_error(x))?;
+        self.leaves
+            .push(p, id, whiteout, name)
+            .map_err(|x| self.spill_error(x))?;
+        if e.kind == EntryKind::HardLink {
+            self.links.push((id, e.path));
         }
-        self.nodes[n].real_kind = e.kind.to_u8();
         Ok(())
     }
 
     /// Marks directory `path` opaque (`path/.wh..wh..opq`).
     pub fn add_opaque(&mut self, path: &[u8]) -> Result<(), LayerError> {
-        let n = self.walk(path)?;
-        if self.real_kind(n).is_some_and(|k| k != EntryKind::Directory) {
-            return Err(LayerError::UnderNonDir {
-                path: short_name(&[path, b"/.wh..wh..opq"].concat()),
-                parent: short_name(path),
-            });
-        }
+        let n = self.walk(path, true)?;
         self.nodes[n as usize].opaque = true;
         Ok(())
     }
@@ -592,25 +873,15 @@ impl IndexBuilder {
         None
     }
 
-    /// The node of `path`, made with its parents if missing; every parent
-    /// must be a directory (or not listed yet).
-    fn walk(&mut self, path: &[u8]) -> Result<u32, LayerError> {
+    /// The directory node of `path`, made with its parents if missing
+    /// (`implicit`: by a path through it, not its own entry).
+    fn walk(&mut self, path: &[u8], implicit: bool) -> Result<u32, LayerError> {
         let mut cur = ROOT_NODE;
         if path.is_empty() {
             return Ok(cur);
         }
-        let mut end = 0;
-        for comp in path.split(|&c| c == b'/') {
-            if self
-                .real_kind(cur)
-                .is_some_and(|k| k != EntryKind::Directory)
-            {
-                return Err(LayerError::UnderNonDir {
-                    path: short_name(path),
-                    parent: short_name(&path[..end.max(1) - 1]),
-                });
-            }
-            end += comp.len() + 1;
+        let mut rest = path.split(|&c| c == b'/').peekable();
+        while let Some(comp) = rest.next() {
             cur = match self.child(cur, comp) {
                 Some(c) => c,
                 None => {
@@ -621,7 +892,8 @@ impl IndexBuilder {
                     let at = u32::try_from(self.names.len()).map_err(|_| {
                         LayerError::bad_path(path, "more than 4 GiB of names in one layer")
                     })?;
-                    let mut node = Node::new(cur, at, len);
+                    let own = rest.peek().is_none() && !implicit;
+                    let mut node = Node::new(cur, at, len, !own);
                     self.names.extend_from_slice(comp);
                     node.next_sibling = self.nodes[cur as usize].first_child;
                     let head = self.by_name.entry(name_hash(cur, comp)).or_insert(NONE);
@@ -636,34 +908,310 @@ impl IndexBuilder {
         Ok(cur)
     }
 
-    /// The node at `path` if it has a real entry.
-    fn find(&self, path: &[u8]) -> Option<u32> {
+    /// The directory node at `path`, if there is one.
+    fn find_dir(&self, path: &[u8]) -> Option<u32> {
         let mut cur = ROOT_NODE;
         if !path.is_empty() {
             for comp in path.split(|&c| c == b'/') {
                 cur = self.child(cur, comp)?;
             }
         }
-        (self.nodes[cur as usize].real != NONE).then_some(cur)
+        Some(cur)
     }
 
-    /// Detaches everything under node `n`; it can no longer be found.
-    fn drop_children(&mut self, n: usize) {
-        let mut c = std::mem::replace(&mut self.nodes[n].first_child, NONE);
-        while c != NONE {
-            self.nodes[c as usize].detached = true;
-            c = self.nodes[c as usize].next_sibling;
-        }
-    }
-
+    /// The directories under node `n` that are still there.
     fn children(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
         let mut c = self.nodes[n as usize].first_child;
         std::iter::from_fn(move || {
-            let cur = c;
-            (cur != NONE).then(|| {
+            while c != NONE {
+                let cur = c;
                 c = self.nodes[cur as usize].next_sibling;
-                cur
-            })
+                if !self.nodes[cur as usize].detached {
+                    return Some(cur);
+                }
+            }
+            None
+        })
+    }
+
+    /// The path of node `n`.
+    fn node_path(&self, mut n: u32) -> Vec<u8> {
+        let mut parts = Vec::new();
+        while n != ROOT_NODE && n != NONE {
+            parts.push(self.name(n));
+            n = self.nodes[n as usize].parent;
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+
+    /// The name of something under directory node `n`, for an error.
+    fn first_under(
+        &self,
+        n: u32,
+        leaves: &Sorted,
+        starts: &HashMap<u32, u64>,
+    ) -> io::Result<Vec<u8>> {
+        if let Some(c) = self.children(n).next() {
+            return Ok(self.name(c).to_vec());
+        }
+        if let Some(&at) = starts.get(&n)
+            && let Some(l) = LeafReader::new(leaves, at).next()?
+        {
+            return Ok(l.name);
+        }
+        Ok(b".wh..wh..opq".to_vec())
+    }
+
+    /// Every entry of the index in its order: the root, then each directory's
+    /// (in `dirs` order) by name, a whiteout before a real entry of the same
+    /// name. Of the entries at one path the last listed wins; a directory
+    /// wins over non-directories listed before it, unless it was made by a
+    /// path through it after one (an entry under a non-directory).
+    fn lay_out(
+        &self,
+        dirs: &[(Vec<u8>, u32)],
+        leaves: &Sorted,
+        starts: &HashMap<u32, u64>,
+        each: &mut dyn FnMut(&Laid<'_>) -> Result<(), LayerError>,
+    ) -> Result<(), LayerError> {
+        let spill = |e: io::Error| self.spill_error(e);
+        let root = self.nodes[ROOT_NODE as usize].real;
+        each(&Laid {
+            id: root,
+            parent_node: NONE,
+            parent_dir: NONE,
+            name: b"",
+            node: Some(ROOT_NODE),
+            whiteout: false,
+            first_at_path: root,
+        })?;
+        let mut kids: Vec<u32> = Vec::new();
+        for (d, &(_, n)) in dirs.iter().enumerate() {
+            kids.clear();
+            kids.extend(self.children(n));
+            kids.sort_unstable_by(|&a, &b| self.name(a).cmp(self.name(b)));
+            let mut kids = kids.iter().copied().peekable();
+            let mut r = starts.get(&n).map(|&at| LeafReader::new(leaves, at));
+            loop {
+                let leaf_name = match &mut r {
+                    Some(r) => r
+                        .peek()
+                        .map_err(spill)?
+                        .filter(|l| l.node == n)
+                        .map(|l| l.name.clone()),
+                    None => None,
+                };
+                let kid = kids.peek().copied();
+                let name: Vec<u8> = match (kid, &leaf_name) {
+                    (None, None) => break,
+                    (Some(k), None) => self.name(k).to_vec(),
+                    (None, Some(l)) => l.clone(),
+                    (Some(k), Some(l)) => self.name(k).min(l.as_slice()).to_vec(),
+                };
+                let (mut whiteout, mut first, mut last) = (NONE, NONE, NONE);
+                while let Some(r) = &mut r {
+                    match r.peek().map_err(spill)? {
+                        Some(l) if l.node == n && l.name == name => {}
+                        _ => break,
+                    }
+                    let Some(l) = r.next().map_err(spill)? else {
+                        break;
+                    };
+                    if l.whiteout {
+                        whiteout = l.id;
+                    } else {
+                        first = first.min(l.id);
+                        last = l.id;
+                    }
+                }
+                let kid = kid.filter(|&k| self.name(k) == name.as_slice());
+                if kid.is_some() {
+                    kids.next();
+                }
+                let laid = |id, node, whiteout, first_at_path| Laid {
+                    id,
+                    parent_node: n,
+                    parent_dir: d as u32,
+                    name: &name,
+                    node,
+                    whiteout,
+                    first_at_path,
+                };
+                if whiteout != NONE {
+                    each(&laid(whiteout, None, true, whiteout))?;
+                }
+                match kid {
+                    Some(k) if last != NONE && self.nodes[k as usize].implicit => {
+                        let dir = self.node_path(k);
+                        let under = self.first_under(k, leaves, starts).map_err(spill)?;
+                        return Err(LayerError::UnderNonDir {
+                            path: short_name(&[&dir[..], b"/", &under].concat()),
+                            parent: short_name(&dir),
+                        });
+                    }
+                    Some(k) => {
+                        let real = self.nodes[k as usize].real;
+                        each(&laid(real, Some(k), false, first.min(real)))?;
+                    }
+                    None if last != NONE => each(&laid(last, None, false, first))?,
+                    None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lays the entries out and checks them: an entry under a non-directory
+    /// of the layer and a hard link naming a later entry are refused here,
+    /// once every entry is in (ingest calls it before it keeps the blob).
+    pub fn prepare(&mut self) -> Result<(), LayerError> {
+        if self.prepared.is_none() {
+            self.prepared = Some(self.lay_out_all()?);
+        }
+        Ok(())
+    }
+
+    fn lay_out_all(&mut self) -> Result<Prepared, LayerError> {
+        // Every node still there is a directory; those the tar did not list
+        // become implicit ones (their metadata does not override a lower
+        // layer's). Directories get their ids sorted by full path.
+        let first_implicit = self.entries.count;
+        let mut dirs: Vec<(Vec<u8>, u32)> = Vec::new();
+        let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_NODE, Vec::new())];
+        while let Some((n, path)) = stack.pop() {
+            for c in self.children(n) {
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(self.name(c));
+                stack.push((c, p));
+            }
+            if self.nodes[n as usize].real == NONE {
+                let id = self
+                    .entries
+                    .push(&NewEntry::implicit_dir(Vec::new()))
+                    .map_err(|e| self.spill_error(e))?;
+                self.nodes[n as usize].real = id;
+            }
+            dirs.push((path, n));
+        }
+        dirs.sort_unstable();
+        let mut dir_of_node = vec![NONE; self.nodes.len()];
+        for (d, &(_, n)) in dirs.iter().enumerate() {
+            dir_of_node[n as usize] = d as u32;
+        }
+        let leaves = std::mem::replace(&mut self.leaves, Leaves::new(None));
+        let (sorted, starts) = leaves.sort().map_err(|e| self.spill_error(e))?;
+
+        // Hard links: what each names, found as the layout goes by.
+        struct Named {
+            node: u32,
+            name: Vec<u8>,
+            /// (index id, builder id, first listed at its path, directory)
+            laid: Option<(u32, u32, u32, bool)>,
+        }
+        let mut named: Vec<Named> = Vec::with_capacity(self.links.len());
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut link_of_id: HashMap<u32, usize> = HashMap::new();
+        for (i, (id, _)) in self.links.iter().enumerate() {
+            link_of_id.insert(*id, i);
+            let link = self.entries.get(*id).map_err(|e| self.spill_error(e))?.link;
+            let (dir, name) = split_path(&link);
+            let node = match link.is_empty() {
+                true => None,
+                false => self.find_dir(dir),
+            };
+            if let Some(node) = node {
+                by_hash.entry(name_hash(node, name)).or_default().push(i);
+            }
+            named.push(Named {
+                node: node.unwrap_or(NONE),
+                name: name.to_vec(),
+                laid: None,
+            });
+        }
+        let mut index_id_of_link: HashMap<u32, u32> = HashMap::new();
+        let mut n = 0u32;
+        self.lay_out(&dirs, &sorted, &starts, &mut |l| {
+            if !l.whiteout {
+                for &i in by_hash
+                    .get(&name_hash(l.parent_node, l.name))
+                    .into_iter()
+                    .flatten()
+                {
+                    let t = &mut named[i];
+                    if t.node == l.parent_node && t.name == l.name {
+                        t.laid = Some((n, l.id, l.first_at_path, l.node.is_some()));
+                    }
+                }
+                if link_of_id.contains_key(&l.id) {
+                    index_id_of_link.insert(l.id, n);
+                }
+            }
+            n += 1;
+            Ok(())
+        })?;
+        // A hard link must not name an entry that first comes after it.
+        for (i, (id, path)) in self.links.iter().enumerate() {
+            if let Some((_, _, first, _)) = named[i].laid
+                && first != NONE
+                && first < first_implicit
+                && first > *id
+            {
+                let link = self.entries.get(*id).map_err(|e| self.spill_error(e))?.link;
+                return Err(LayerError::LinkForward {
+                    path: short_name(path),
+                    target: short_name(&link),
+                });
+            }
+        }
+        // Each hard link laid out resolved to its final target in this layer.
+        let mut target: HashMap<u32, u32> = HashMap::new();
+        for (i, (id, _)) in self.links.iter().enumerate() {
+            let Some(&own) = index_id_of_link.get(id) else {
+                continue;
+            };
+            let mut cur = named[i].laid;
+            let mut seen = 0;
+            while let Some((_, r, _, _)) = cur
+                && let Some(&next) = link_of_id.get(&r)
+                && seen <= 64
+            {
+                seen += 1;
+                cur = named[next].laid;
+            }
+            if let Some((to, r, _, is_dir)) = cur
+                && !is_dir
+                && !link_of_id.contains_key(&r)
+                && r != *id
+            {
+                target.insert(own, to);
+            }
+        }
+        let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (&link, &t) in &target {
+            groups.entry(t).or_insert_with(|| vec![t]).push(link);
+        }
+        let mut group_list: Vec<(u32, Vec<u32>)> = groups.into_iter().collect();
+        group_list.sort_unstable();
+        let mut group_of: HashMap<u32, u32> = HashMap::new();
+        for (g, (_, members)) in group_list.iter_mut().enumerate() {
+            members[1..].sort_unstable();
+            for &m in members.iter() {
+                group_of.insert(m, g as u32);
+            }
+        }
+
+        Ok(Prepared {
+            dirs,
+            dir_of_node,
+            sorted,
+            starts,
+            target,
+            group_list,
+            group_of,
         })
     }
 
@@ -698,200 +1246,55 @@ impl IndexBuilder {
         out: &mut dyn Write,
         out_path: &Path,
     ) -> Result<(), LayerError> {
+        let p = match self.prepared.take() {
+            Some(p) => p,
+            None => self.lay_out_all()?,
+        };
         let spill = |b: &IndexBuilder, e: io::Error| b.spill_error(e);
-        // Every node with something under it is a directory; those the tar
-        // did not list become implicit ones (their metadata does not override
-        // a lower layer's). Directories get their ids sorted by full path.
-        let is_dir = |b: &IndexBuilder, n: u32| {
-            let node = &b.nodes[n as usize];
-            n == ROOT_NODE
-                || node.first_child != NONE
-                || node.opaque
-                || b.real_kind(n) == Some(EntryKind::Directory)
-        };
-        let mut dirs: Vec<(Vec<u8>, u32)> = Vec::new();
-        let mut stack: Vec<(u32, Vec<u8>)> = vec![(ROOT_NODE, Vec::new())];
-        while let Some((n, path)) = stack.pop() {
-            for c in self.children(n) {
-                if is_dir(&self, c) {
-                    let mut p = path.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(self.name(c));
-                    stack.push((c, p));
-                }
-            }
-            if self.nodes[n as usize].real == NONE {
-                let id = self
-                    .entries
-                    .push(&NewEntry::implicit_dir(Vec::new()))
-                    .map_err(|e| spill(&self, e))?;
-                self.nodes[n as usize].real = id;
-                self.nodes[n as usize].real_kind = EntryKind::Directory.to_u8();
-            }
-            dirs.push((path, n));
-        }
-        dirs.sort_unstable();
-        let mut dir_of_node = vec![NONE; self.nodes.len()];
-        for (d, &(_, n)) in dirs.iter().enumerate() {
-            dir_of_node[n as usize] = d as u32;
-        }
-
-        // Entry order: the root, then grouped by parent dir id, by name,
-        // whiteout first. Each is (entry, node).
-        let mut order: Vec<(u32, u32)> = Vec::with_capacity(self.len());
-        let root = self.nodes[ROOT_NODE as usize].real;
-        if root != NONE {
-            order.push((root, ROOT_NODE));
-        }
-        let mut kids: Vec<u32> = Vec::new();
-        for &(_, n) in &dirs {
-            kids.clear();
-            kids.extend(self.children(n));
-            kids.sort_unstable_by(|&a, &b| self.name(a).cmp(self.name(b)));
-            for &c in &kids {
-                let node = &self.nodes[c as usize];
-                if node.whiteout != NONE {
-                    order.push((node.whiteout, c));
-                }
-                if node.real != NONE {
-                    order.push((node.real, c));
-                }
-            }
-        }
-        let mut new_id = vec![NONE; self.len()];
-        for (n, &(old, _)) in order.iter().enumerate() {
-            new_id[old as usize] = n as u32;
-        }
-        let parent_dir = |node: u32| -> u32 {
-            match self.nodes[node as usize].parent {
-                NONE => NONE,
-                p => dir_of_node[p as usize],
-            }
-        };
-        let is_real = |old: u32, node: u32| self.nodes[node as usize].real == old;
-
-        // Hardlinks: resolve each to its final target within this layer.
-        let mut target = vec![NONE; order.len()];
-        for (n, &(old, node)) in order.iter().enumerate() {
-            if !is_real(old, node) || self.real_kind(node) != Some(EntryKind::HardLink) {
-                continue;
-            }
-            let link = self.entries.get(old).map_err(|e| spill(&self, e))?.link;
-            let mut seen = 0;
-            let mut cur = self.find(&link);
-            while let Some(c) = cur {
-                let r = self.nodes[c as usize].real;
-                if self.real_kind(c) != Some(EntryKind::HardLink)
-                    || seen > 64
-                    || new_id[r as usize] == NONE
-                {
-                    break;
-                }
-                seen += 1;
-                let next = self.entries.get(r).map_err(|e| spill(&self, e))?.link;
-                cur = self.find(&next);
-            }
-            if let Some(c) = cur {
-                let r = self.nodes[c as usize].real;
-                if new_id[r as usize] != NONE
-                    && !matches!(
-                        self.real_kind(c),
-                        Some(EntryKind::HardLink | EntryKind::Directory)
-                    )
-                    && r != old
-                {
-                    target[n] = new_id[r as usize];
-                }
-            }
-        }
-        let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (n, &t) in target.iter().enumerate() {
-            if t != NONE {
-                groups.entry(t).or_insert_with(|| vec![t]).push(n as u32);
-            }
-        }
-        let mut group_list: Vec<(u32, Vec<u32>)> = groups.into_iter().collect();
-        group_list.sort_unstable();
-        let mut group_of = vec![NONE; order.len()];
-        for (g, (_, members)) in group_list.iter().enumerate() {
-            for &m in members {
-                group_of[m as usize] = g as u32;
-            }
-        }
-
         // Serialize.
         let mut w = Writer::new(self.dir.clone());
-        let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; dirs.len()];
+        let mut dirs_out: Vec<[u32; 6]> = vec![[0, 0, NONE, 0, 0, 0]; p.dirs.len()];
         let mut externals = Vec::new();
-        for (n, &(old, node)) in order.iter().enumerate() {
-            let e = self.entries.get(old).map_err(|e| spill(&self, e))?;
-            let parent = parent_dir(node);
-            if parent != NONE {
-                let d = &mut dirs_out[parent as usize];
+        let mut n = 0u32;
+        self.lay_out(&p.dirs, &p.sorted, &p.starts, &mut |l| {
+            let e = self.entries.get(l.id).map_err(|e| spill(&self, e))?;
+            if l.parent_dir != NONE {
+                let d = &mut dirs_out[l.parent_dir as usize];
                 if d[4] == 0 {
-                    d[3] = n as u32;
+                    d[3] = n;
                 }
                 d[4] += 1;
             }
-            if e.kind == EntryKind::HardLink && target[n] == NONE {
-                externals.extend_from_slice(&(n as u32).to_le_bytes());
+            let target = p.target.get(&n).copied().unwrap_or(NONE);
+            if e.kind == EntryKind::HardLink && target == NONE {
+                externals.extend_from_slice(&n.to_le_bytes());
             }
+            let slot = match l.node {
+                Some(node) => p.dir_of_node[node as usize],
+                None => target,
+            };
+            let group = p.group_of.get(&n).copied().unwrap_or(NONE);
             let res: io::Result<()> = (|| {
-                let (name_off, name_len) = w.string(self.name(node))?;
-                let (link_off, link_len) = w.string(&e.link)?;
-                let (x_off, x_len) = w.xattrs(&e.xattrs)?;
-                let sparse_off = (w.sparse.len() / SPARSE_LEN as u64) as u32;
-                for (o, l) in &e.sparse {
-                    w.sparse
-                        .append(&[o.to_le_bytes(), l.to_le_bytes()].concat())?;
-                }
-                let slot = match e.kind {
-                    EntryKind::Directory => dir_of_node[node as usize],
-                    _ => target[n],
-                };
-                let mut rec = Vec::with_capacity(ENTRY_LEN);
-                rec.extend_from_slice(&name_off.to_le_bytes());
-                rec.extend_from_slice(&name_len.to_le_bytes());
-                rec.extend_from_slice(&parent.to_le_bytes());
-                rec.push(e.kind.to_u8());
-                rec.push(e.flags);
-                rec.extend_from_slice(&[0, 0]);
-                rec.extend_from_slice(&(e.mode & 0o7777).to_le_bytes());
-                rec.extend_from_slice(&e.uid.to_le_bytes());
-                rec.extend_from_slice(&e.gid.to_le_bytes());
-                rec.extend_from_slice(&e.mtime_nsec.to_le_bytes());
-                rec.extend_from_slice(&e.mtime.to_le_bytes());
-                rec.extend_from_slice(&e.size.to_le_bytes());
-                rec.extend_from_slice(&e.data_offset.to_le_bytes());
-                rec.extend_from_slice(&link_off.to_le_bytes());
-                rec.extend_from_slice(&link_len.to_le_bytes());
-                rec.extend_from_slice(&slot.to_le_bytes());
-                rec.extend_from_slice(&group_of[n].to_le_bytes());
-                rec.extend_from_slice(&e.rdev_major.to_le_bytes());
-                rec.extend_from_slice(&e.rdev_minor.to_le_bytes());
-                rec.extend_from_slice(&x_off.to_le_bytes());
-                rec.extend_from_slice(&x_len.to_le_bytes());
-                rec.extend_from_slice(&sparse_off.to_le_bytes());
-                rec.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
+                let name = w.string(l.name)?;
+                let rec = w.record(&e, name, l.parent_dir, slot, group)?;
                 w.entries.append(&rec)?;
                 Ok(())
             })();
             res.map_err(|e| spill(&self, e))?;
-            let d = dir_of_node[node as usize];
-            if e.kind == EntryKind::Directory && d != NONE {
-                dirs_out[d as usize][2] = n as u32;
+            if let Some(node) = l.node {
+                dirs_out[p.dir_of_node[node as usize] as usize][2] = n;
             }
-        }
+            n += 1;
+            Ok(())
+        })?;
         // A directory's path is a prefix of its subdirectories' paths, so it
         // is stored once, in the deepest one: the strings grow with the
         // entries, not with the square of the depth.
-        let mut by_depth: Vec<usize> = (0..dirs.len()).collect();
-        by_depth.sort_unstable_by_key(|&d| std::cmp::Reverse(dirs[d].0.len()));
+        let mut by_depth: Vec<usize> = (0..p.dirs.len()).collect();
+        by_depth.sort_unstable_by_key(|&d| std::cmp::Reverse(p.dirs[d].0.len()));
         let mut in_child: HashMap<u32, u32> = HashMap::new();
         for d in by_depth {
-            let (path, node) = (&dirs[d].0, dirs[d].1);
+            let (path, node) = (&p.dirs[d].0, p.dirs[d].1);
             let off = match in_child.get(&node) {
                 Some(&off) => off,
                 None => w.string(path).map_err(|e| spill(&self, e))?.0,
@@ -917,7 +1320,7 @@ impl IndexBuilder {
         }
         let mut groups_bytes = Vec::new();
         let mut members = Vec::new();
-        for (_, m) in &group_list {
+        for (_, m) in &p.group_list {
             groups_bytes.extend_from_slice(&((members.len() / 4) as u32).to_le_bytes());
             groups_bytes.extend_from_slice(&(m.len() as u32).to_le_bytes());
             for id in m {
@@ -938,14 +1341,14 @@ impl IndexBuilder {
         }
         let counts = Counts {
             externals: externals.len() / 4,
-            entries: order.len(),
-            dirs: dirs.len(),
-            groups: group_list.len(),
+            entries: n as usize,
+            dirs: p.dirs.len(),
+            groups: p.group_list.len(),
             members: members.len() / 4,
             sparse: (w.sparse.len() / SPARSE_LEN as u64) as usize,
             checkpoints: checkpoints.len(),
             strings: w.strings.len() as usize,
-            xattrs: w.xattr_area.len() as usize,
+            xattrs: w.extras.len() as usize,
             windows: windows.len(),
             blob_spans: blob_spans.spans().len(),
             chunk_spans: blob_spans.is_chunks(),
@@ -972,7 +1375,7 @@ impl IndexBuilder {
             Section::Spilled(&w.sparse),
             Section::Mem(&cps),
             Section::Spilled(&w.strings),
-            Section::Spilled(&w.xattr_area),
+            Section::Spilled(&w.extras),
             Section::Mem(windows),
             Section::Mem(&span_bytes),
             Section::Mem(&window_sums),
@@ -1201,37 +1604,181 @@ fn encode_header(meta: &IndexMeta, c: &Counts) -> Vec<u8> {
 struct Writer {
     entries: Spill,
     strings: Spill,
-    xattr_area: Spill,
+    extras: Spill,
     sparse: Spill,
 }
+
+/// Where an entry record keeps each field (ENTRY_LEN bytes, little-endian):
+///
+/// ```text
+///  0 name offset u32     4 parent dir u32     8 name length u16
+/// 10 kind u8            11 flags u8          12 mode (0o7777) u16
+/// 14 extras mask u16    16 uid u32           20 gid u32
+/// 24 mtime u64: seconds << 30 | nanoseconds
+/// 32 12 bytes by kind:  regular      size u48, data offset u48
+///                       directory    dir id u32
+///                       (sym|hard)link  link offset u32, length u32, target u32
+///                       char/block   major u32, minor u32
+/// 44 extras offset u32: where the fields the mask names are
+/// ```
+///
+/// What is rare or does not fit (a hardlink group, sparse extents, xattrs,
+/// a size or offset past 2^48, an mtime outside 1697..2242 or with odd
+/// nanoseconds) goes to the entry's extras, in the order of the mask bits.
+mod rec {
+    pub const NAME_OFF: usize = 0;
+    pub const PARENT: usize = 4;
+    pub const NAME_LEN: usize = 8;
+    pub const KIND: usize = 10;
+    pub const FLAGS: usize = 11;
+    pub const MODE: usize = 12;
+    pub const MASK: usize = 14;
+    pub const UID: usize = 16;
+    pub const GID: usize = 20;
+    pub const MTIME: usize = 24;
+    pub const A: usize = 32;
+    pub const B: usize = 38;
+    pub const SLOT: usize = 32;
+    pub const LINK_OFF: usize = 32;
+    pub const LINK_LEN: usize = 36;
+    pub const TARGET: usize = 40;
+    pub const MAJOR: usize = 32;
+    pub const MINOR: usize = 36;
+    pub const EXTRAS: usize = 44;
+}
+
+/// Mask bits of an entry's extras, in the order their fields are stored.
+const X_GROUP: u16 = 1; // u32
+const X_SPARSE: u16 = 2; // u32 first extent, u32 count
+const X_SIZE: u16 = 4; // u64
+const X_DATA: u16 = 8; // u64
+const X_MTIME: u16 = 16; // i64 seconds, u32 nanoseconds
+const X_XATTRS: u16 = 32; // u32 length, then (u16 name len, u32 value len, name, value)*
+/// Bytes of each field in mask order (the xattrs' own length comes after).
+const X_FIELD_LEN: [(u16, usize); 6] = [
+    (X_GROUP, 4),
+    (X_SPARSE, 8),
+    (X_SIZE, 8),
+    (X_DATA, 8),
+    (X_MTIME, 12),
+    (X_XATTRS, 4),
+];
+const U48_END: u64 = 1 << 48;
+/// Seconds an mtime may have and still be packed beside its nanoseconds.
+const PACKED_SECS: std::ops::Range<i64> = -(1 << 33)..(1 << 33);
+const NSEC_BITS: u32 = 30;
 
 impl Writer {
     fn new(dir: Option<PathBuf>) -> Writer {
         Writer {
             entries: Spill::new(dir.clone()),
             strings: Spill::new(dir.clone()),
-            xattr_area: Spill::new(dir.clone()),
+            extras: Spill::new(dir.clone()),
             sparse: Spill::new(dir),
         }
     }
 
     fn string(&mut self, s: &[u8]) -> io::Result<(u32, u32)> {
-        let off = self.strings.append(s)? as u32;
+        let off = u32::try_from(self.strings.append(s)?)
+            .map_err(|_| io::Error::other("more than 4 GiB of names and links in one layer"))?;
         Ok((off, s.len() as u32))
     }
 
-    fn xattrs(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<(u32, u32)> {
-        let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = xattrs.iter().collect();
-        sorted.sort();
-        let mut area = Vec::new();
-        for (k, v) in sorted {
-            area.extend_from_slice(&(k.len() as u16).to_le_bytes());
-            area.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            area.extend_from_slice(k);
-            area.extend_from_slice(v);
+    /// The entry's record, its link, sparse extents and extras written out.
+    fn record(
+        &mut self,
+        e: &NewEntry,
+        (name_off, name_len): (u32, u32),
+        parent: u32,
+        slot: u32,
+        group: u32,
+    ) -> io::Result<[u8; ENTRY_LEN]> {
+        let mut r = [0u8; ENTRY_LEN];
+        let mut mask = 0u16;
+        let mut extras = Vec::new();
+        r[rec::NAME_OFF..][..4].copy_from_slice(&name_off.to_le_bytes());
+        r[rec::PARENT..][..4].copy_from_slice(&parent.to_le_bytes());
+        r[rec::NAME_LEN..][..2].copy_from_slice(&(name_len as u16).to_le_bytes());
+        r[rec::KIND] = e.kind.to_u8();
+        r[rec::FLAGS] = e.flags;
+        r[rec::MODE..][..2].copy_from_slice(&((e.mode & 0o7777) as u16).to_le_bytes());
+        r[rec::UID..][..4].copy_from_slice(&e.uid.to_le_bytes());
+        r[rec::GID..][..4].copy_from_slice(&e.gid.to_le_bytes());
+        let packs_mtime = PACKED_SECS.contains(&e.mtime) && e.mtime_nsec < 1 << NSEC_BITS;
+        if packs_mtime {
+            let packed = ((e.mtime as u64) << NSEC_BITS) | u64::from(e.mtime_nsec);
+            r[rec::MTIME..][..8].copy_from_slice(&packed.to_le_bytes());
         }
-        let off = self.xattr_area.append(&area)?;
-        Ok((off as u32, area.len() as u32))
+        let is_file = e.kind == EntryKind::Regular;
+        let packs_size = e.size < U48_END && e.data_offset < U48_END;
+        let put = |r: &mut [u8; ENTRY_LEN], at: usize, v: u32| {
+            r[at..at + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        match e.kind {
+            EntryKind::Regular if packs_size => {
+                r[rec::A..][..6].copy_from_slice(&e.size.to_le_bytes()[..6]);
+                r[rec::B..][..6].copy_from_slice(&e.data_offset.to_le_bytes()[..6]);
+            }
+            EntryKind::Directory => put(&mut r, rec::SLOT, slot),
+            EntryKind::Symlink | EntryKind::HardLink => {
+                let (off, len) = self.string(&e.link)?;
+                put(&mut r, rec::LINK_OFF, off);
+                put(&mut r, rec::LINK_LEN, len);
+                put(&mut r, rec::TARGET, slot);
+            }
+            EntryKind::CharDevice | EntryKind::BlockDevice => {
+                put(&mut r, rec::MAJOR, e.rdev_major);
+                put(&mut r, rec::MINOR, e.rdev_minor);
+            }
+            _ => {}
+        }
+        if group != NONE {
+            mask |= X_GROUP;
+            extras.extend_from_slice(&group.to_le_bytes());
+        }
+        if is_file && !e.sparse.is_empty() {
+            mask |= X_SPARSE;
+            let first = u32::try_from(self.sparse.len() / SPARSE_LEN as u64)
+                .map_err(|_| io::Error::other("more than 4 billion sparse extents"))?;
+            for (o, l) in &e.sparse {
+                self.sparse
+                    .append(&[o.to_le_bytes(), l.to_le_bytes()].concat())?;
+            }
+            extras.extend_from_slice(&first.to_le_bytes());
+            extras.extend_from_slice(&(e.sparse.len() as u32).to_le_bytes());
+        }
+        if is_file && !packs_size {
+            mask |= X_SIZE | X_DATA;
+            extras.extend_from_slice(&e.size.to_le_bytes());
+            extras.extend_from_slice(&e.data_offset.to_le_bytes());
+        }
+        if !packs_mtime {
+            mask |= X_MTIME;
+            extras.extend_from_slice(&e.mtime.to_le_bytes());
+            extras.extend_from_slice(&e.mtime_nsec.to_le_bytes());
+        }
+        if !e.xattrs.is_empty() {
+            mask |= X_XATTRS;
+            let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = e.xattrs.iter().collect();
+            sorted.sort();
+            let at = extras.len();
+            extras.extend_from_slice(&[0; 4]);
+            for (k, v) in sorted {
+                extras.extend_from_slice(&(k.len() as u16).to_le_bytes());
+                extras.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                extras.extend_from_slice(k);
+                extras.extend_from_slice(v);
+            }
+            let len = (extras.len() - at - 4) as u32;
+            extras[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        if mask != 0 {
+            let off = u32::try_from(self.extras.append(&extras)?)
+                .map_err(|_| io::Error::other("more than 4 GiB of xattrs in one layer"))?;
+            r[rec::MASK..][..2].copy_from_slice(&mask.to_le_bytes());
+            put(&mut r, rec::EXTRAS, off);
+        }
+        Ok(r)
     }
 }
 
@@ -1320,7 +1867,10 @@ impl LayerIndex {
             return Err(bad("not a layerfs index"));
         }
         if rd_u32(b, 8) != VERSION {
-            return Err(bad("index version is not supported"));
+            let v = rd_u32(b, 8);
+            return Err(bad(&format!(
+                "index version {v}, this layerfs reads version {VERSION} only"
+            )));
         }
         let compression = Compression::from_u8(b[12]).ok_or_else(|| bad("unknown compression"))?;
         let mut d = [0u8; 32];
@@ -1677,87 +2227,155 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
+    fn u16_at(&self, off: usize) -> u16 {
+        rd_u16(self.index.bytes(), self.base + off)
+    }
     fn u32_at(&self, off: usize) -> u32 {
         rd_u32(self.index.bytes(), self.base + off)
     }
-    fn u64_at(&self, off: usize) -> u64 {
-        rd_u64(self.index.bytes(), self.base + off)
+    fn u48_at(&self, off: usize) -> u64 {
+        let mut a = [0u8; 8];
+        if let Some(s) = self.index.bytes().get(self.base + off..self.base + off + 6) {
+            a[..6].copy_from_slice(s);
+        }
+        u64::from_le_bytes(a)
+    }
+    fn mask(&self) -> u16 {
+        self.u16_at(rec::MASK)
+    }
+    /// The field `bit` of this entry's extras (its bytes run to the end of
+    /// the section), or None without one.
+    fn extra(&self, bit: u16) -> Option<&'a [u8]> {
+        let mask = self.mask();
+        if mask & bit == 0 {
+            return None;
+        }
+        let skip: usize = X_FIELD_LEN
+            .iter()
+            .take_while(|&&(b, _)| b != bit)
+            .filter(|&&(b, _)| mask & b != 0)
+            .map(|&(_, len)| len)
+            .sum();
+        let start = self.index.xattrs + self.u32_at(rec::EXTRAS) as usize + skip;
+        self.index.bytes().get(start..self.index.windows)
+    }
+    fn extra_u32(&self, bit: u16, at: usize) -> Option<u32> {
+        self.extra(bit).map(|x| rd_u32(x, at))
+    }
+    fn extra_u64(&self, bit: u16, at: usize) -> Option<u64> {
+        self.extra(bit).map(|x| rd_u64(x, at))
     }
     pub fn id(&self) -> u32 {
         self.id
     }
     pub fn name(&self) -> &'a [u8] {
-        self.index.string(self.u32_at(0), self.u32_at(4))
+        self.index.string(
+            self.u32_at(rec::NAME_OFF),
+            u32::from(self.u16_at(rec::NAME_LEN)),
+        )
     }
     /// The id of the directory holding this entry (NONE for the root).
     pub fn parent(&self) -> u32 {
-        self.u32_at(8)
+        self.u32_at(rec::PARENT)
     }
     pub fn kind(&self) -> EntryKind {
-        EntryKind::from_u8(self.index.bytes().get(self.base + 12).copied().unwrap_or(1))
+        let b = self.index.bytes().get(self.base + rec::KIND).copied();
+        EntryKind::from_u8(b.unwrap_or(1))
     }
     pub fn is_implicit(&self) -> bool {
-        self.index.bytes().get(self.base + 13).copied().unwrap_or(0) & FLAG_IMPLICIT != 0
+        let b = self.index.bytes().get(self.base + rec::FLAGS).copied();
+        b.unwrap_or(0) & FLAG_IMPLICIT != 0
     }
     pub fn mode(&self) -> u32 {
-        self.u32_at(16)
+        u32::from(self.u16_at(rec::MODE))
     }
     pub fn uid(&self) -> u32 {
-        self.u32_at(20)
+        self.u32_at(rec::UID)
     }
     pub fn gid(&self) -> u32 {
-        self.u32_at(24)
+        self.u32_at(rec::GID)
     }
     pub fn mtime(&self) -> (i64, u32) {
-        (self.u64_at(32) as i64, self.u32_at(28))
+        if let Some(x) = self.extra(X_MTIME) {
+            return (rd_u64(x, 0) as i64, rd_u32(x, 8));
+        }
+        let packed = rd_u64(self.index.bytes(), self.base + rec::MTIME);
+        (
+            (packed as i64) >> NSEC_BITS,
+            (packed & ((1 << NSEC_BITS) - 1)) as u32,
+        )
     }
+    /// Bytes of a regular file (0 for anything else).
     pub fn size(&self) -> u64 {
-        self.u64_at(40)
+        match self.kind() {
+            EntryKind::Regular => self
+                .extra_u64(X_SIZE, 0)
+                .unwrap_or_else(|| self.u48_at(rec::A)),
+            _ => 0,
+        }
     }
+    /// Where a regular file's data starts in the uncompressed stream.
     pub fn data_offset(&self) -> u64 {
-        self.u64_at(48)
+        match self.kind() {
+            EntryKind::Regular => self
+                .extra_u64(X_DATA, 0)
+                .unwrap_or_else(|| self.u48_at(rec::B)),
+            _ => 0,
+        }
     }
     /// Symlink target, or the path a hard link names.
     pub fn link(&self) -> &'a [u8] {
-        self.index.string(self.u32_at(56), self.u32_at(60))
+        match self.kind() {
+            EntryKind::Symlink | EntryKind::HardLink => self
+                .index
+                .string(self.u32_at(rec::LINK_OFF), self.u32_at(rec::LINK_LEN)),
+            _ => &[],
+        }
     }
     /// For a hard link, the entry it names in this layer (NONE if in a lower one).
     pub fn target(&self) -> u32 {
         match self.kind() {
-            EntryKind::HardLink => self.u32_at(64),
+            EntryKind::HardLink => self.u32_at(rec::TARGET),
             _ => NONE,
         }
     }
     /// For a directory, its `Dir`.
     pub fn as_dir(&self) -> Option<Dir<'a>> {
-        (self.kind() == EntryKind::Directory).then(|| self.index.dir(self.u32_at(64)))
+        (self.kind() == EntryKind::Directory).then(|| self.index.dir(self.u32_at(rec::SLOT)))
     }
     /// The hardlink group this entry belongs to, if any.
     pub fn group(&self) -> Option<u32> {
-        let g = self.u32_at(68);
-        (g != NONE).then_some(g)
+        self.extra_u32(X_GROUP, 0).filter(|&g| g != NONE)
     }
     pub fn rdev(&self) -> (u32, u32) {
-        (self.u32_at(72), self.u32_at(76))
+        match self.kind() {
+            EntryKind::CharDevice | EntryKind::BlockDevice => {
+                (self.u32_at(rec::MAJOR), self.u32_at(rec::MINOR))
+            }
+            _ => (0, 0),
+        }
     }
     pub fn has_xattrs(&self) -> bool {
-        self.u32_at(84) > 0
+        self.mask() & X_XATTRS != 0
     }
     /// Extended attributes as (name, value) byte pairs, sorted by name.
     pub fn xattrs(&self) -> XattrIter<'a> {
-        let start = self.index.xattrs + self.u32_at(80) as usize;
-        let end = start + self.u32_at(84) as usize;
-        XattrIter {
-            data: self.index.bytes().get(start..end).unwrap_or(&[]),
-        }
+        let data = self.extra(X_XATTRS).map_or(&[][..], |x| {
+            let len = rd_u32(x, 0) as usize;
+            x.get(4..).map_or(&[][..], |x| &x[..len.min(x.len())])
+        });
+        XattrIter { data }
     }
     /// Stored extents of a sparse file: (offset in file, length).
     pub fn sparse(&self) -> Vec<(u64, u64)> {
+        let Some(x) = self.extra(X_SPARSE) else {
+            return Vec::new();
+        };
         // Only extents inside the sparse section: a damaged count must not
         // make a read collect billions of them.
         let in_section = (self.index.checkpoints - self.index.sparse) / SPARSE_LEN;
-        let first = (self.u32_at(88) as usize).min(in_section);
-        let n = (self.u32_at(92) as usize).min(in_section - first);
+        let first = (rd_u32(x, 0) as usize).min(in_section);
+        let n = (rd_u32(x, 4) as usize).min(in_section - first);
         (first..first + n)
             .map(|i| {
                 let base = self.index.sparse + i * SPARSE_LEN;
@@ -1769,7 +2387,7 @@ impl<'a> Entry<'a> {
             .collect()
     }
     pub fn is_sparse(&self) -> bool {
-        self.u32_at(92) > 0
+        self.extra_u32(X_SPARSE, 4).is_some_and(|n| n > 0)
     }
     /// The entry's path in the layer, rebuilt from its directory.
     pub fn path(&self) -> Vec<u8> {

@@ -518,7 +518,7 @@ fn parse_stream(
         while let Some(e) = tar.next_entry()? {
             add_entry(&mut builder, e)?;
         }
-        Ok(())
+        builder.prepare()
     })();
     if let Err(e) = parsed {
         let e = match e {

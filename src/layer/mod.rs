@@ -28,6 +28,8 @@ pub use reader::{Layer, ReadError, SpanCache, fetch_whole};
 pub use writer::{LayerSink, LayerWriter, TarMeta, TarWriter};
 
 #[cfg(test)]
+mod index_tests;
+#[cfg(test)]
 mod lazy_tests;
 #[cfg(test)]
 mod read_tests;

@@ -16,7 +16,7 @@ fn checkpoint_out_len_at(index: &[u8], i: usize) -> usize {
     let (entries, dirs, groups, members, sparse, externals) =
         (count(0), count(1), count(2), count(3), count(4), count(6));
     let start =
-        192 + entries * 96 + dirs * 24 + groups * 8 + members * 4 + externals * 4 + sparse * 16;
+        192 + entries * 48 + dirs * 24 + groups * 8 + members * 4 + externals * 4 + sparse * 16;
     start + i * 40 + 24
 }
 
@@ -71,11 +71,21 @@ fn entry_at(f: &IndexFixture, name: &str) -> usize {
     let id = (0..index.len())
         .find(|&i| index.entry(i).name() == name.as_bytes())
         .unwrap_or_else(|| panic!("no entry {name}"));
-    192 + id as usize * 96
+    192 + id as usize * 48
 }
 
 fn seed_digest(index: &[u8]) -> crate::oci::Digest {
     crate::oci::Digest::from_bytes(index[32..64].try_into().unwrap())
+}
+
+/// Where the extras of the entry whose record is at `at` start (the
+/// extras section follows the checkpoints and strings).
+fn extras_at(index: &[u8], at: usize) -> usize {
+    let count = |k: usize| u32::from_le_bytes(index[96 + 4 * k..100 + 4 * k].try_into().unwrap());
+    let strings = u64::from_le_bytes(index[128..136].try_into().unwrap()) as usize;
+    let checkpoints = checkpoint_out_len_at(index, count(5) as usize) - 24;
+    let own = u32::from_le_bytes(index[at + 44..at + 48].try_into().unwrap()) as usize;
+    checkpoints + strings + own
 }
 
 fn set_u32(index: &mut [u8], at: usize, v: u32) {
@@ -89,8 +99,10 @@ fn set_u32(index: &mut [u8], at: usize, v: u32) {
 fn a_sparse_extent_count_past_the_section_is_not_believed() {
     let f = IndexFixture::new();
     let mut index = f.seed();
-    let at = entry_at(&f, "hostname");
-    set_u32(&mut index, at + 92, 0xffff_fff0);
+    // Its extras hold only its extents: (first, count).
+    let at = extras_at(&index, entry_at(&f, "sparse"));
+    assert_eq!(index[at + 4..at + 8], 2u32.to_le_bytes(), "not its count");
+    set_u32(&mut index, at + 4, 0xffff_fff0);
     alloc::reset_peak();
     let _ = f.read(&index, true);
     let peak = alloc::peak();
@@ -106,9 +118,10 @@ fn a_sparse_extent_near_the_end_of_u64_does_not_overflow() {
     let at = entry_at(&f, "sparse");
     let count =
         |k: usize| u32::from_le_bytes(index[96 + 4 * k..100 + 4 * k].try_into().unwrap()) as usize;
-    let first = u32::from_le_bytes(index[at + 88..at + 92].try_into().unwrap()) as usize;
+    let x = extras_at(&index, at);
+    let first = u32::from_le_bytes(index[x..x + 4].try_into().unwrap()) as usize;
     let sparse_section =
-        192 + count(0) * 96 + count(1) * 24 + count(2) * 8 + count(3) * 4 + count(6) * 4;
+        192 + count(0) * 48 + count(1) * 24 + count(2) * 8 + count(3) * 4 + count(6) * 4;
     let ext = sparse_section + first * 16;
     index[ext..ext + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
     let _ = f.read(&index, true);

@@ -17,7 +17,7 @@
 //!      schema) and 3. one made from an eStargz layer's TOC
 //!      (`estargz::EstargzIndex`), listed in `index_sources::all`.
 //!
-//! For whoever publishes or converts an index: it must be index version 3
+//! For whoever publishes or converts an index: it must be index version 5
 //! with span digests (`LayerIndex::span_table`); `layer::index_blob_with_span`
 //! with 1 MiB builds one that lazy reads fetch little through (a read
 //! decodes from the checkpoint before it). An eStargz TOC gives its chunks
