@@ -507,6 +507,10 @@ fn read_span(blob: &File, cp: &Checkpoint) -> Result<Vec<u8>, String> {
 /// Makes a range of a blob held in part local before it is read: (offset, len).
 pub type Ensure<'a> = &'a dyn Fn(u64, u64) -> io::Result<()>;
 
+/// Compressed bytes a lazy decode makes local at a time, past what the
+/// read's first request brought: one span digest's worth.
+const LAZY_FILL: usize = super::index::BLOB_SPAN as usize;
+
 /// Reads compressed input for span decoding, from `offset` on.
 struct BlobCursor<'a> {
     blob: &'a File,
@@ -515,6 +519,8 @@ struct BlobCursor<'a> {
     start: usize,
     end: usize,
     ensure: Option<Ensure<'a>>,
+    /// Compressed bytes the decode expects to read yet (lazy reads only).
+    expect: usize,
 }
 
 impl<'a> BlobCursor<'a> {
@@ -526,14 +532,19 @@ impl<'a> BlobCursor<'a> {
             start: 0,
             end: 0,
             ensure: None,
+            expect: 0,
         }
     }
     fn fill(&mut self) -> io::Result<&[u8]> {
         if self.start == self.end {
+            let mut len = self.buf.len();
             if let Some(ensure) = self.ensure {
-                ensure(self.offset, self.buf.len() as u64)?;
+                // Fetched bytes the inflater does not reach are wasted: ask
+                // for about what the decode expects to read.
+                len = self.expect.clamp(LAZY_FILL, len);
+                ensure(self.offset, len as u64)?;
             }
-            let n = self.blob.read_at(&mut self.buf, self.offset)?;
+            let n = self.blob.read_at(&mut self.buf[..len], self.offset)?;
             self.offset += n as u64;
             self.start = 0;
             self.end = n;
@@ -635,8 +646,15 @@ fn inflate_into(
     mut produced: usize,
     want: usize,
 ) -> Result<(), String> {
+    let (in_from, out_from) = (cursor.position(), produced);
     while produced < want {
         grow_span(out, produced, want);
+        // At the ratio so far, an eighth more: what a lazy read fetches next.
+        let (read, made) = (cursor.position() - in_from, (produced - out_from) as u64);
+        if made > 0 {
+            let left = (want - produced) as u64 * read / made;
+            cursor.expect = usize::try_from(left + left / 8).unwrap_or(usize::MAX);
+        }
         let input = cursor.fill().map_err(|e| e.to_string())?;
         let at_eof = input.is_empty();
         let (c, p, status) = inf.inflate(input, &mut out[produced..], libz_rs_sys::Z_NO_FLUSH)?;

@@ -49,8 +49,10 @@ const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 /// 2: the checksum covers the header and the windows.
 /// 3: the sha256 of each span of the compressed blob (lazy images).
 const VERSION: u32 = 3;
-/// Bytes of compressed blob per span digest: the unit a lazy read fetches.
-pub const BLOB_SPAN: u64 = 128 << 10;
+/// Bytes of compressed blob per span digest: the unit a lazy read fetches
+/// (a read rounds out to it at both ends). The spans are listed with their
+/// offsets and lengths, so indexes made with another size read the same.
+pub const BLOB_SPAN: u64 = 32 << 10;
 const BLOB_SPAN_LEN: usize = 48;
 /// Where the header holds the sha256 of the whole file (these bytes as zeros).
 const HASH_AT: std::ops::Range<usize> = 152..184;
