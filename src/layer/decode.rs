@@ -134,6 +134,14 @@ impl SpanTracker {
         Ok(())
     }
 
+    /// Stores `window` as the open checkpoint's.
+    fn set_window(&mut self, window: &[u8]) -> io::Result<()> {
+        let (offset, len) = self.add_window(window)?;
+        self.open.window_offset = offset;
+        self.open.window_len = len;
+        Ok(())
+    }
+
     fn add_window(&mut self, window: &[u8]) -> io::Result<(u64, u32)> {
         use std::io::Write;
         let off = self.windows.len() as u64;
@@ -192,6 +200,108 @@ fn truncated(kind: &str) -> io::Error {
     )
 }
 
+/// The window of a gzip checkpoint being trimmed: only the bytes that the
+/// span's first 32 KiB of output copy from it are kept, the rest zeroed (a
+/// deflate distance reaches 32 KiB back at most, so nothing later refers to
+/// the window). A stored window of mostly zeros deflates to little, so the
+/// window budget buys denser checkpoints; readers set it as any window.
+///
+/// Which bytes are referred to is found by inflating that output twice more
+/// with made-up windows: byte k of one holds k's low 8 bits, of the other
+/// 0x80 | k's high bits. An output byte copied from window byte k reads
+/// differently in the two and spells k; a literal reads the same. The 128
+/// window bytes whose two made-up values agree are kept always. The trimmed
+/// window is then checked by a third inflate against the real output, and
+/// the whole window kept if it differs.
+struct WindowTrim {
+    window: Vec<u8>,
+    /// The span's output, its first 32 KiB.
+    real: Vec<u8>,
+    /// The compressed bytes from the checkpoint on, for the check.
+    input: Vec<u8>,
+    /// The bit offset and the byte before the checkpoint, to prime each.
+    bits: u8,
+    before: u8,
+}
+
+impl WindowTrim {
+    fn new(window: Vec<u8>, bits: u8, before: u8) -> WindowTrim {
+        WindowTrim {
+            window,
+            real: Vec::with_capacity(zlib::WINDOW),
+            input: Vec::new(),
+            bits,
+            before,
+        }
+    }
+
+    /// The span's first `out.len()` bytes inflated with `window`; None
+    /// when they do not come out (an error, or the input ran short).
+    fn inflate(&self, window: &[u8], out: &mut [u8]) -> Option<()> {
+        let mut inf = Inflater::new(zlib::RAW).ok()?;
+        if self.bits > 0 {
+            let value = self.before >> (8 - self.bits);
+            inf.prime(i32::from(self.bits), i32::from(value)).ok()?;
+        }
+        inf.set_dictionary(window).ok()?;
+        let (mut used, mut made) = (0, 0);
+        while made < out.len() {
+            let (c, p, status) = inf
+                .inflate(&self.input[used..], &mut out[made..], libz_rs_sys::Z_NO_FLUSH)
+                .ok()?;
+            used += c;
+            made += p;
+            if (c == 0 && p == 0) || status == Status::StreamEnd {
+                break;
+            }
+        }
+        (made == out.len()).then_some(())
+    }
+
+    /// Takes the compressed bytes the main inflater consumed and what it
+    /// produced from them; true once the first 32 KiB of output are known.
+    fn feed(&mut self, input: &[u8], output: &[u8]) -> bool {
+        let room = zlib::WINDOW - self.real.len();
+        self.real.extend_from_slice(&output[..output.len().min(room)]);
+        self.input.extend_from_slice(input);
+        self.real.len() == zlib::WINDOW
+    }
+
+    /// The window to store: trimmed when that inflates the same output as
+    /// the whole one did over what is known (`real`), else whole.
+    fn finish(self) -> Vec<u8> {
+        self.trimmed().unwrap_or(self.window)
+    }
+
+    fn trimmed(&self) -> Option<Vec<u8>> {
+        let want = self.real.len();
+        let made_up = |f: fn(usize) -> u8| (0..self.window.len()).map(f).collect::<Vec<u8>>();
+        let mut outs = [vec![0u8; want], vec![0u8; want]];
+        self.inflate(&made_up(|k| k as u8), &mut outs[0])?;
+        self.inflate(&made_up(|k| 0x80 | (k >> 8) as u8), &mut outs[1])?;
+        let mut keep = vec![false; self.window.len()];
+        for high in 0..128usize {
+            if let Some(k) = keep.get_mut(high << 8 | 0x80 | high) {
+                *k = true;
+            }
+        }
+        for (&a, &b) in outs[0].iter().zip(&outs[1]) {
+            if a != b {
+                *keep.get_mut(usize::from(b & 0x7f) << 8 | usize::from(a))? = true;
+            }
+        }
+        let trimmed: Vec<u8> = self
+            .window
+            .iter()
+            .zip(&keep)
+            .map(|(&w, &k)| if k { w } else { 0 })
+            .collect();
+        let mut out = vec![0u8; want];
+        self.inflate(&trimmed, &mut out)?;
+        (out == self.real).then_some(trimmed)
+    }
+}
+
 /// The streaming decoder used by ingest: reads the blob, yields tar bytes.
 pub struct StreamDecoder<R: Read> {
     src: R,
@@ -204,6 +314,10 @@ pub struct StreamDecoder<R: Read> {
     done: bool,
     kind: Kind,
     tracker: SpanTracker,
+    /// The last compressed byte consumed (a checkpoint's bits are in it).
+    last_byte: u8,
+    /// The open gzip checkpoint's window, until its trim is known.
+    trim: Option<WindowTrim>,
 }
 
 enum Kind {
@@ -246,6 +360,8 @@ impl<R: Read> StreamDecoder<R> {
             done: false,
             kind,
             tracker: SpanTracker::new(span),
+            last_byte: 0,
+            trim: None,
         })
     }
 
@@ -258,7 +374,17 @@ impl<R: Read> StreamDecoder<R> {
             self.refill()?;
             self.in_start = self.in_end;
         }
+        self.settle_trim()?;
         Ok((self.tracker.finish()?, self.src))
+    }
+
+    /// Stores the open checkpoint's window, trimmed as far as what followed
+    /// it shows; before any other cut, and at the end.
+    fn settle_trim(&mut self) -> io::Result<()> {
+        match self.trim.take() {
+            Some(t) => self.tracker.set_window(&t.finish()),
+            None => Ok(()),
+        }
     }
 
     fn refill(&mut self) -> io::Result<()> {
@@ -310,25 +436,37 @@ impl<R: Read> StreamDecoder<R> {
             let (c, p, status) = inf
                 .inflate(input, buf, libz_rs_sys::Z_BLOCK)
                 .map_err(|e| corrupt("gzip", e))?;
+            let dt = inf.data_type();
+            let consumed = &self.inbuf[self.in_start..self.in_start + c];
+            if let Some(&b) = consumed.last() {
+                self.last_byte = b;
+            }
+            if let Some(t) = &mut self.trim
+                && t.feed(consumed, &buf[..p])
+            {
+                self.settle_trim()?;
+            }
             self.in_start += c;
             self.in_pos += c as u64;
             self.tracker.feed(&buf[..p], None)?;
             match status {
                 Status::StreamEnd => {
+                    self.settle_trim()?;
                     self.next_gzip_member()?;
                 }
                 _ => {
-                    let dt = inf.data_type();
                     let block_end = dt & 128 != 0 && dt & 64 == 0;
                     if block_end && self.tracker.wants_cut(self.in_pos) {
-                        let window = inf.dictionary();
-                        let (window_offset, window_len) = self.tracker.add_window(&window)?;
+                        self.settle_trim()?;
+                        let Kind::Gzip(inf) = &mut self.kind else {
+                            unreachable!()
+                        };
+                        let bits = (dt & 7) as u8;
+                        self.trim = Some(WindowTrim::new(inf.dictionary(), bits, self.last_byte));
                         let cp = Checkpoint {
                             in_offset: self.in_pos,
-                            bits: (dt & 7) as u8,
+                            bits,
                             restart: true,
-                            window_offset,
-                            window_len,
                             ..continuation()
                         };
                         self.tracker.cut(cp)?;
