@@ -247,7 +247,11 @@ impl WindowTrim {
         let (mut used, mut made) = (0, 0);
         while made < out.len() {
             let (c, p, status) = inf
-                .inflate(&self.input[used..], &mut out[made..], libz_rs_sys::Z_NO_FLUSH)
+                .inflate(
+                    &self.input[used..],
+                    &mut out[made..],
+                    libz_rs_sys::Z_NO_FLUSH,
+                )
                 .ok()?;
             used += c;
             made += p;
@@ -262,7 +266,8 @@ impl WindowTrim {
     /// produced from them; true once the first 32 KiB of output are known.
     fn feed(&mut self, input: &[u8], output: &[u8]) -> bool {
         let room = zlib::WINDOW - self.real.len();
-        self.real.extend_from_slice(&output[..output.len().min(room)]);
+        self.real
+            .extend_from_slice(&output[..output.len().min(room)]);
         self.input.extend_from_slice(input);
         self.real.len() == zlib::WINDOW
     }
