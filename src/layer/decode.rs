@@ -20,6 +20,7 @@ use crate::oci::{Digest, Sha256Writer};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 
 /// Most uncompressed bytes between checkpoints. A gzip span is cut earlier,
 /// down to `MIN_SPAN`, while the stored windows stay within `WINDOW_BUDGET`
@@ -134,25 +135,12 @@ impl SpanTracker {
         Ok(())
     }
 
-    /// Stores `window` as the open checkpoint's.
-    fn set_window(&mut self, window: &[u8]) -> io::Result<()> {
-        let (offset, len) = self.add_window(window)?;
-        self.open.window_offset = offset;
-        self.open.window_len = len;
-        Ok(())
-    }
-
-    fn add_window(&mut self, window: &[u8]) -> io::Result<(u64, u32)> {
-        use std::io::Write;
-        let off = self.windows.len() as u64;
-        // Fast: windows are compressed on the decoding thread of every pull;
-        // best made importing a 222 MB layer 2.6 s instead of 2.0 s, and the
-        // index no smaller (the window budget sets its size either way).
-        let mut enc =
-            flate2::write::DeflateEncoder::new(&mut self.windows, flate2::Compression::fast());
-        enc.write_all(window)?;
-        enc.finish()?;
-        Ok((off, (self.windows.len() as u64 - off) as u32))
+    /// Stores `deflated`, a window as `deflate_window` made it, as the open
+    /// checkpoint's.
+    fn set_window(&mut self, deflated: &[u8]) {
+        self.open.window_offset = self.windows.len() as u64;
+        self.open.window_len = deflated.len() as u32;
+        self.windows.extend_from_slice(deflated);
     }
 
     fn finish(mut self) -> io::Result<Decoded> {
@@ -164,6 +152,16 @@ impl SpanTracker {
             uncompressed_size: self.pos,
         })
     }
+}
+
+/// A window as the index stores it: deflated, fast (windows are made
+/// during every pull; best made importing a 222 MB layer 2.6 s instead of
+/// 2.0 s, and the index no smaller: the window budget sets its size).
+fn deflate_window(window: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(window)?;
+    enc.finish()
 }
 
 fn restart_at(out: u64, input: u64) -> Checkpoint {
@@ -321,8 +319,10 @@ pub struct StreamDecoder<R: Read> {
     tracker: SpanTracker,
     /// The last compressed byte consumed (a checkpoint's bits are in it).
     last_byte: u8,
-    /// The open gzip checkpoint's window, until its trim is known.
+    /// The open gzip checkpoint's window while the output that shows its
+    /// trim comes; then trimmed and deflated on a thread of its own.
     trim: Option<WindowTrim>,
+    trimming: Option<std::thread::JoinHandle<io::Result<Vec<u8>>>>,
 }
 
 enum Kind {
@@ -367,6 +367,7 @@ impl<R: Read> StreamDecoder<R> {
             tracker: SpanTracker::new(span),
             last_byte: 0,
             trim: None,
+            trimming: None,
         })
     }
 
@@ -386,10 +387,39 @@ impl<R: Read> StreamDecoder<R> {
     /// Stores the open checkpoint's window, trimmed as far as what followed
     /// it shows; before any other cut, and at the end.
     fn settle_trim(&mut self) -> io::Result<()> {
-        match self.trim.take() {
-            Some(t) => self.tracker.set_window(&t.finish()),
-            None => Ok(()),
+        let deflated = match (self.trim.take(), self.trimming.take()) {
+            (Some(t), _) => deflate_window(&t.finish())?,
+            (None, Some(h)) => h
+                .join()
+                .map_err(|_| io::Error::other("the window trimming thread failed"))??,
+            (None, None) => return Ok(()),
+        };
+        self.tracker.set_window(&deflated);
+        Ok(())
+    }
+
+    /// Trims and deflates the open checkpoint's window on another core
+    /// (here if no thread can be started).
+    fn start_trim(&mut self) -> io::Result<()> {
+        let Some(t) = self.trim.take() else {
+            return Ok(());
+        };
+        let shared = Arc::new(Mutex::new(Some(t)));
+        let job = {
+            let shared = Arc::clone(&shared);
+            move || {
+                let t = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
+                t.map_or_else(|| Ok(Vec::new()), |t| deflate_window(&t.finish()))
+            }
+        };
+        match std::thread::Builder::new()
+            .name("window-trim".into())
+            .spawn(job)
+        {
+            Ok(h) => self.trimming = Some(h),
+            Err(_) => self.trim = shared.lock().unwrap_or_else(|p| p.into_inner()).take(),
         }
+        Ok(())
     }
 
     fn refill(&mut self) -> io::Result<()> {
@@ -449,7 +479,7 @@ impl<R: Read> StreamDecoder<R> {
             if let Some(t) = &mut self.trim
                 && t.feed(consumed, &buf[..p])
             {
-                self.settle_trim()?;
+                self.start_trim()?;
             }
             self.in_start += c;
             self.in_pos += c as u64;
@@ -461,8 +491,11 @@ impl<R: Read> StreamDecoder<R> {
                 }
                 _ => {
                     let block_end = dt & 128 != 0 && dt & 64 == 0;
-                    if block_end && self.tracker.wants_cut(self.in_pos) {
+                    if block_end && self.tracker.since_open() >= MIN_SPAN.min(self.tracker.span) {
+                        // The budget counts the open checkpoint's window.
                         self.settle_trim()?;
+                    }
+                    if block_end && self.tracker.wants_cut(self.in_pos) {
                         let Kind::Gzip(inf) = &mut self.kind else {
                             unreachable!()
                         };
