@@ -827,9 +827,11 @@ fn inflate_into(
         grow_span(out, produced, want);
         // At the ratio so far, an eighth more: what a lazy read fetches next.
         let (read, made) = (cursor.position() - in_from, (produced - out_from) as u64);
-        if made > 0 {
-            let left = (want - produced) as u64 * read / made;
-            cursor.expect = usize::try_from(left + left / 8).unwrap_or(usize::MAX);
+        if let Some(left) = ((want - produced) as u64)
+            .saturating_mul(read)
+            .checked_div(made)
+        {
+            cursor.expect = usize::try_from(left.saturating_add(left / 8)).unwrap_or(usize::MAX);
         }
         let input = cursor.fill().map_err(|e| e.to_string())?;
         let at_eof = input.is_empty();
