@@ -553,9 +553,10 @@ impl Layer {
         // One request for about the share of the span the read needs; the
         // decode asks for more if that was short, as much as it then expects.
         let cp = self.index.checkpoint(i);
-        let span_in = match i + 1 < self.index.checkpoints() {
-            true => self.index.checkpoint(i + 1).in_offset,
-            false => blob.size(),
+        let span_in = if i + 1 < self.index.checkpoints() {
+            self.index.checkpoint(i + 1).in_offset
+        } else {
+            blob.size()
         };
         let guess = span_in
             .saturating_sub(range.start)
