@@ -19,6 +19,7 @@ use super::zlib::{self, Inflater, Status};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 
 /// Most uncompressed bytes between checkpoints. A gzip span is cut earlier,
 /// down to `MIN_SPAN`, while the stored windows stay within `WINDOW_BUDGET`
@@ -129,17 +130,12 @@ impl SpanTracker {
         Ok(())
     }
 
-    fn add_window(&mut self, window: &[u8]) -> io::Result<(u64, u32)> {
-        use std::io::Write;
-        let off = self.windows.len() as u64;
-        // Fast: windows are compressed on the decoding thread of every pull;
-        // best made importing a 222 MB layer 2.6 s instead of 2.0 s, and the
-        // index no smaller (the window budget sets its size either way).
-        let mut enc =
-            flate2::write::DeflateEncoder::new(&mut self.windows, flate2::Compression::fast());
-        enc.write_all(window)?;
-        enc.finish()?;
-        Ok((off, (self.windows.len() as u64 - off) as u32))
+    /// Stores `deflated`, a window as `deflate_window` made it, as the open
+    /// checkpoint's.
+    fn set_window(&mut self, deflated: &[u8]) {
+        self.open.window_offset = self.windows.len() as u64;
+        self.open.window_len = deflated.len() as u32;
+        self.windows.extend_from_slice(deflated);
     }
 
     fn finish(mut self) -> io::Result<Decoded> {
@@ -150,6 +146,16 @@ impl SpanTracker {
             uncompressed_size: self.pos,
         })
     }
+}
+
+/// A window as the index stores it: deflated, fast (windows are made
+/// during every pull; best made importing a 222 MB layer 2.6 s instead of
+/// 2.0 s, and the index no smaller: the window budget sets its size).
+fn deflate_window(window: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(window)?;
+    enc.finish()
 }
 
 fn restart_at(out: u64, input: u64) -> Checkpoint {
@@ -186,6 +192,113 @@ fn truncated(kind: &str) -> io::Error {
     )
 }
 
+/// The window of a gzip checkpoint being trimmed: only the bytes that the
+/// span's first 32 KiB of output copy from it are kept, the rest zeroed (a
+/// deflate distance reaches 32 KiB back at most, so nothing later refers to
+/// the window). A stored window of mostly zeros deflates to little, so the
+/// window budget buys denser checkpoints; readers set it as any window.
+///
+/// Which bytes are referred to is found by inflating that output twice more
+/// with made-up windows: byte k of one holds k's low 8 bits, of the other
+/// 0x80 | k's high bits. An output byte copied from window byte k reads
+/// differently in the two and spells k; a literal reads the same. The 128
+/// window bytes whose two made-up values agree are kept always. The trimmed
+/// window is then checked by a third inflate against the real output, and
+/// the whole window kept if it differs.
+struct WindowTrim {
+    window: Vec<u8>,
+    /// The span's output, its first 32 KiB.
+    real: Vec<u8>,
+    /// The compressed bytes from the checkpoint on, for the check.
+    input: Vec<u8>,
+    /// The bit offset and the byte before the checkpoint, to prime each.
+    bits: u8,
+    before: u8,
+}
+
+impl WindowTrim {
+    fn new(window: Vec<u8>, bits: u8, before: u8) -> WindowTrim {
+        WindowTrim {
+            window,
+            real: Vec::with_capacity(zlib::WINDOW),
+            input: Vec::new(),
+            bits,
+            before,
+        }
+    }
+
+    /// The span's first `out.len()` bytes inflated with `window`; None
+    /// when they do not come out (an error, or the input ran short).
+    fn inflate(&self, window: &[u8], out: &mut [u8]) -> Option<()> {
+        let mut inf = Inflater::new(zlib::RAW).ok()?;
+        if self.bits > 0 {
+            let value = self.before >> (8 - self.bits);
+            inf.prime(i32::from(self.bits), i32::from(value)).ok()?;
+        }
+        inf.set_dictionary(window).ok()?;
+        let (mut used, mut made) = (0, 0);
+        while made < out.len() {
+            let (c, p, status) = inf
+                .inflate(
+                    &self.input[used..],
+                    &mut out[made..],
+                    libz_rs_sys::Z_NO_FLUSH,
+                )
+                .ok()?;
+            used += c;
+            made += p;
+            if (c == 0 && p == 0) || status == Status::StreamEnd {
+                break;
+            }
+        }
+        (made == out.len()).then_some(())
+    }
+
+    /// Takes the compressed bytes the main inflater consumed and what it
+    /// produced from them; true once the first 32 KiB of output are known.
+    fn feed(&mut self, input: &[u8], output: &[u8]) -> bool {
+        let room = zlib::WINDOW - self.real.len();
+        self.real
+            .extend_from_slice(&output[..output.len().min(room)]);
+        self.input.extend_from_slice(input);
+        self.real.len() == zlib::WINDOW
+    }
+
+    /// The window to store: trimmed when that inflates the same output as
+    /// the whole one did over what is known (`real`), else whole.
+    fn finish(self) -> Vec<u8> {
+        self.trimmed().unwrap_or(self.window)
+    }
+
+    fn trimmed(&self) -> Option<Vec<u8>> {
+        let want = self.real.len();
+        let made_up = |f: fn(usize) -> u8| (0..self.window.len()).map(f).collect::<Vec<u8>>();
+        let mut outs = [vec![0u8; want], vec![0u8; want]];
+        self.inflate(&made_up(|k| k as u8), &mut outs[0])?;
+        self.inflate(&made_up(|k| 0x80 | (k >> 8) as u8), &mut outs[1])?;
+        let mut keep = vec![false; self.window.len()];
+        for high in 0..128usize {
+            if let Some(k) = keep.get_mut(high << 8 | 0x80 | high) {
+                *k = true;
+            }
+        }
+        for (&a, &b) in outs[0].iter().zip(&outs[1]) {
+            if a != b {
+                *keep.get_mut(usize::from(b & 0x7f) << 8 | usize::from(a))? = true;
+            }
+        }
+        let trimmed: Vec<u8> = self
+            .window
+            .iter()
+            .zip(&keep)
+            .map(|(&w, &k)| if k { w } else { 0 })
+            .collect();
+        let mut out = vec![0u8; want];
+        self.inflate(&trimmed, &mut out)?;
+        (out == self.real).then_some(trimmed)
+    }
+}
+
 /// The streaming decoder used by ingest: reads the blob, yields tar bytes.
 pub struct StreamDecoder<R: Read> {
     src: R,
@@ -198,6 +311,12 @@ pub struct StreamDecoder<R: Read> {
     done: bool,
     kind: Kind,
     tracker: SpanTracker,
+    /// The last compressed byte consumed (a checkpoint's bits are in it).
+    last_byte: u8,
+    /// The open gzip checkpoint's window while the output that shows its
+    /// trim comes; then trimmed and deflated on a thread of its own.
+    trim: Option<WindowTrim>,
+    trimming: Option<std::thread::JoinHandle<io::Result<Vec<u8>>>>,
 }
 
 enum Kind {
@@ -240,6 +359,9 @@ impl<R: Read> StreamDecoder<R> {
             done: false,
             kind,
             tracker: SpanTracker::new(span),
+            last_byte: 0,
+            trim: None,
+            trimming: None,
         })
     }
 
@@ -252,7 +374,46 @@ impl<R: Read> StreamDecoder<R> {
             self.refill()?;
             self.in_start = self.in_end;
         }
+        self.settle_trim()?;
         Ok((self.tracker.finish()?, self.src))
+    }
+
+    /// Stores the open checkpoint's window, trimmed as far as what followed
+    /// it shows; before any other cut, and at the end.
+    fn settle_trim(&mut self) -> io::Result<()> {
+        let deflated = match (self.trim.take(), self.trimming.take()) {
+            (Some(t), _) => deflate_window(&t.finish())?,
+            (None, Some(h)) => h
+                .join()
+                .map_err(|_| io::Error::other("the window trimming thread failed"))??,
+            (None, None) => return Ok(()),
+        };
+        self.tracker.set_window(&deflated);
+        Ok(())
+    }
+
+    /// Trims and deflates the open checkpoint's window on another core
+    /// (here if no thread can be started).
+    fn start_trim(&mut self) -> io::Result<()> {
+        let Some(t) = self.trim.take() else {
+            return Ok(());
+        };
+        let shared = Arc::new(Mutex::new(Some(t)));
+        let job = {
+            let shared = Arc::clone(&shared);
+            move || {
+                let t = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
+                t.map_or_else(|| Ok(Vec::new()), |t| deflate_window(&t.finish()))
+            }
+        };
+        match std::thread::Builder::new()
+            .name("window-trim".into())
+            .spawn(job)
+        {
+            Ok(h) => self.trimming = Some(h),
+            Err(_) => self.trim = shared.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        }
+        Ok(())
     }
 
     fn refill(&mut self) -> io::Result<()> {
@@ -304,25 +465,40 @@ impl<R: Read> StreamDecoder<R> {
             let (c, p, status) = inf
                 .inflate(input, buf, libz_rs_sys::Z_BLOCK)
                 .map_err(|e| corrupt("gzip", e))?;
+            let dt = inf.data_type();
+            let consumed = &self.inbuf[self.in_start..self.in_start + c];
+            if let Some(&b) = consumed.last() {
+                self.last_byte = b;
+            }
+            if let Some(t) = &mut self.trim
+                && t.feed(consumed, &buf[..p])
+            {
+                self.start_trim()?;
+            }
             self.in_start += c;
             self.in_pos += c as u64;
             self.tracker.feed(&buf[..p], None)?;
             match status {
                 Status::StreamEnd => {
+                    self.settle_trim()?;
                     self.next_gzip_member()?;
                 }
                 _ => {
-                    let dt = inf.data_type();
                     let block_end = dt & 128 != 0 && dt & 64 == 0;
+                    if block_end && self.tracker.since_open() >= MIN_SPAN.min(self.tracker.span) {
+                        // The budget counts the open checkpoint's window.
+                        self.settle_trim()?;
+                    }
                     if block_end && self.tracker.wants_cut(self.in_pos) {
-                        let window = inf.dictionary();
-                        let (window_offset, window_len) = self.tracker.add_window(&window)?;
+                        let Kind::Gzip(inf) = &mut self.kind else {
+                            unreachable!()
+                        };
+                        let bits = (dt & 7) as u8;
+                        self.trim = Some(WindowTrim::new(inf.dictionary(), bits, self.last_byte));
                         let cp = Checkpoint {
                             in_offset: self.in_pos,
-                            bits: (dt & 7) as u8,
+                            bits,
                             restart: true,
-                            window_offset,
-                            window_len,
                             ..continuation()
                         };
                         self.tracker.cut(cp)?;
@@ -501,6 +677,10 @@ fn read_span(blob: &File, cp: &Checkpoint) -> Result<Vec<u8>, String> {
 /// Makes a range of a blob held in part local before it is read: (offset, len).
 pub type Ensure<'a> = &'a dyn Fn(u64, u64) -> io::Result<()>;
 
+/// Compressed bytes a lazy decode makes local at a time, past what the
+/// read's first request brought: one span digest's worth.
+const LAZY_FILL: usize = super::index::BLOB_SPAN as usize;
+
 /// Reads compressed input for span decoding, from `offset` on.
 struct BlobCursor<'a> {
     blob: &'a File,
@@ -509,6 +689,8 @@ struct BlobCursor<'a> {
     start: usize,
     end: usize,
     ensure: Option<Ensure<'a>>,
+    /// Compressed bytes the decode expects to read yet (lazy reads only).
+    expect: usize,
 }
 
 impl<'a> BlobCursor<'a> {
@@ -520,14 +702,19 @@ impl<'a> BlobCursor<'a> {
             start: 0,
             end: 0,
             ensure: None,
+            expect: 0,
         }
     }
     fn fill(&mut self) -> io::Result<&[u8]> {
         if self.start == self.end {
+            let mut len = self.buf.len();
             if let Some(ensure) = self.ensure {
-                ensure(self.offset, self.buf.len() as u64)?;
+                // Fetched bytes the inflater does not reach are wasted: ask
+                // for about what the decode expects to read.
+                len = self.expect.clamp(LAZY_FILL, len);
+                ensure(self.offset, len as u64)?;
             }
-            let n = self.blob.read_at(&mut self.buf, self.offset)?;
+            let n = self.blob.read_at(&mut self.buf[..len], self.offset)?;
             self.offset += n as u64;
             self.start = 0;
             self.end = n;
@@ -630,8 +817,17 @@ fn inflate_into(
     mut produced: usize,
     want: usize,
 ) -> Result<(), String> {
+    let (in_from, out_from) = (cursor.position(), produced);
     while produced < want {
         grow_span(out, produced, want);
+        // At the ratio so far, an eighth more: what a lazy read fetches next.
+        let (read, made) = (cursor.position() - in_from, (produced - out_from) as u64);
+        if let Some(left) = ((want - produced) as u64)
+            .saturating_mul(read)
+            .checked_div(made)
+        {
+            cursor.expect = usize::try_from(left.saturating_add(left / 8)).unwrap_or(usize::MAX);
+        }
         let input = cursor.fill().map_err(|e| e.to_string())?;
         let at_eof = input.is_empty();
         let (c, p, status) = inf.inflate(input, &mut out[produced..], libz_rs_sys::Z_NO_FLUSH)?;

@@ -62,8 +62,10 @@ const MAGIC: &[u8; 8] = b"LFSIDX\0\x01";
 const VERSION: u32 = 5;
 /// Bytes of the windows section per sha256 in the window sums.
 const WINDOW_BLOCK: usize = 16 << 10;
-/// Bytes of compressed blob per span digest: the unit a lazy read fetches.
-pub const BLOB_SPAN: u64 = 128 << 10;
+/// Bytes of compressed blob per span digest: the unit a lazy read fetches
+/// (a read rounds out to it at both ends). The spans are listed with their
+/// offsets and lengths, so indexes made with another size read the same.
+pub const BLOB_SPAN: u64 = 32 << 10;
 const BLOB_SPAN_LEN: usize = 48;
 /// Where the header holds the sha256 of the file but its windows (these
 /// bytes as zeros).

@@ -262,3 +262,49 @@ fn a_single_frame_zstd_layer_reads_lazily_past_its_first_span() {
     assert_eq!(read(&layer, "etc/small").unwrap(), text(100, 5));
     assert!(read(&layer, "b/last").unwrap() == text(12 << 20, 6));
 }
+
+#[test]
+fn a_small_files_read_fetches_from_its_checkpoint_to_its_end_and_little_more() {
+    // 600 files of 8 KiB noise: compressed as large as they are, so the
+    // compressed bytes between a checkpoint and a file's end are known from
+    // the uncompressed ones.
+    let (_d, store) = temp_store();
+    let mut t = TarBuilder::new();
+    for k in 0..600 {
+        t.file(&format!("./f/{k:04}"), 0o644, &noise(8 << 10, k));
+    }
+    let blob = gzip(&t.finish());
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let fake = make_lazy(&store, info.digest, &blob, "lazy-test-small-bound/repo");
+    for k in [123u64, 301, 555] {
+        let layer = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
+        let name = format!("{k:04}");
+        let e = layer
+            .index
+            .find_dir(b"f")
+            .unwrap()
+            .lookup(name.as_bytes())
+            .0
+            .unwrap();
+        let end = e.data_offset() + e.size();
+        let i = layer.index.checkpoint_for(e.data_offset()).unwrap();
+        let cp = layer.index.checkpoint(i);
+        let next_in = if i + 1 < layer.index.checkpoints() {
+            layer.index.checkpoint(i + 1).in_offset
+        } else {
+            blob.len() as u64
+        };
+        // Compressed bytes from the checkpoint to the file's end.
+        let needed = (end - cp.out_offset) * (next_in - cp.in_offset) / u64::from(cp.out_len) + 1;
+        let before = fake.served.load(Ordering::SeqCst);
+        assert_eq!(
+            read(&layer, &format!("f/{name}")).unwrap(),
+            noise(8 << 10, k)
+        );
+        let fetched = fake.served.load(Ordering::SeqCst) - before;
+        assert!(
+            fetched <= needed + (96 << 10),
+            "file {k}: fetched {fetched} bytes for {needed} from its checkpoint to its end"
+        );
+    }
+}

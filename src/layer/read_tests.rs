@@ -159,3 +159,62 @@ fn damage_past_what_a_read_inflated_is_caught_by_the_span_check_and_fails_later_
     assert!(failed.contains("layer"), "{failed}");
     let _ = cache;
 }
+
+/// 8 KiB of a file: 512 bytes of noise sixteen times, so that deflate's
+/// copies reach back 512 bytes, as most do, not across the whole window.
+fn local_repeats(k: u64) -> Vec<u8> {
+    crate::testutil::noise(512, k).repeat(16)
+}
+
+#[test]
+fn a_cold_small_read_inflates_from_a_nearer_checkpoint_within_the_same_index_budget() {
+    // A checkpoint's stored window keeps only the bytes its span copies
+    // from, so within the same window budget checkpoints are denser.
+    let (_d, store) = crate::testutil::temp_store();
+    let mut t = crate::testutil::TarBuilder::new();
+    for k in 0..2000 {
+        t.file(&format!("./f/{k:04}"), 0o644, &local_repeats(k));
+    }
+    let blob = crate::testutil::gzip(&t.finish());
+    let info = ingest(&store, &blob[..], None).unwrap();
+    let mut inflated = 0;
+    let files: Vec<u64> = (100..2000).step_by(150).collect();
+    for &k in &files {
+        let cache = SpanCache::new(8 << 20);
+        let layer = Layer::open(&store, &info.digest, cache.clone()).unwrap();
+        let e = layer.index.find_dir(b"f").unwrap();
+        let e = e.lookup(format!("{k:04}").as_bytes()).0.unwrap();
+        let mut buf = vec![0u8; 8 << 10];
+        assert_eq!(layer.read_at(&e, 0, &mut buf).unwrap(), buf.len());
+        assert!(buf == local_repeats(k), "{k}");
+        // What the read inflated itself (CRC checks of the rest of the
+        // span run on another thread, and are counted as checked first).
+        inflated += cache.decoded_bytes() - cache.checked_bytes().min(cache.decoded_bytes());
+    }
+    let per_read = inflated / files.len() as u64;
+    assert!(
+        per_read <= 900 << 10,
+        "a cold read of an 8 KiB file inflated {per_read} bytes on average"
+    );
+    // The stored windows stay within their budget: 2.5 % of the layer.
+    let index = LayerIndex::open(&store.layer_index_path(&info.digest), &info.digest).unwrap();
+    let windows: u64 = (0..index.checkpoints())
+        .map(|i| u64::from(index.checkpoint(i).window_len))
+        .sum();
+    assert!(
+        windows <= blob.len() as u64 / 40 + (32 << 10),
+        "windows of {windows} bytes for a blob of {}",
+        blob.len()
+    );
+    // Files all through the layer read right from a cold cache (from
+    // their checkpoints, with trimmed windows).
+    let layer = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
+    let dir = layer.index.find_dir(b"f").unwrap();
+    for k in (0..2000).step_by(7) {
+        let cold = Layer::open(&store, &info.digest, SpanCache::new(1 << 20)).unwrap();
+        let e = dir.lookup(format!("{k:04}").as_bytes()).0.unwrap();
+        let mut buf = vec![0u8; 8 << 10];
+        cold.read_at(&e, 0, &mut buf).unwrap();
+        assert!(buf == local_repeats(k), "{k}");
+    }
+}

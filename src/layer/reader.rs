@@ -557,12 +557,20 @@ impl Layer {
             source: Box::new(source),
         };
         let timeout = partial::fetch_timeout();
-        // One request for about the share of the span the read needs.
+        // One request for about the share of the span the read needs; the
+        // decode asks for more if that was short, as much as it then expects.
         let cp = self.index.checkpoint(i);
-        let guess =
-            (range.end - range.start).saturating_mul(need as u64) / u64::from(cp.out_len.max(1));
+        let span_in = if i + 1 < self.index.checkpoints() {
+            self.index.checkpoint(i + 1).in_offset
+        } else {
+            blob.size()
+        };
+        let guess = span_in
+            .saturating_sub(range.start)
+            .saturating_mul(need as u64)
+            / u64::from(cp.out_len.max(1));
         blob.ensure(
-            clip_to_chunk(spans, range.start..range.start + guess + SPAN_MARGIN),
+            clip_to_chunk(spans, range.start..range.start + guess),
             spans,
             timeout,
         )
