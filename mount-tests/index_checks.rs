@@ -31,7 +31,9 @@ fn a_damaged_index_window_fails_reads_after_mount_and_fsck_mends_it() {
     let idx = env.store.layer_index_path(&info[0].digest);
     let mut bytes = std::fs::read(&idx).unwrap();
     let w = windows(&bytes);
-    assert!(w.len() > 64 << 10, "windows {w:?}");
+    // Windows are trimmed to what their spans copy from, so the section
+    // may be small; any byte of it is covered by a window sum.
+    assert!(w.len() >= 32, "windows {w:?}");
     let mid = w.start + w.len() / 2;
     for b in &mut bytes[mid..mid + 16] {
         *b ^= 0x5a;

@@ -218,8 +218,9 @@ fn an_entry_costs_the_index_48_bytes_and_its_name() {
     let (n1, s1) = index_of(2_000);
     let (n2, s2) = index_of(6_000);
     let per_entry = (s2 - s1) / u64::from(n2 - n1);
-    // 48 bytes of record and 6 of name ("f01234").
-    assert!(per_entry <= 48 + 6, "{per_entry} bytes per entry");
+    // 48 bytes of record and 6 of name ("f01234"), and a byte's share of
+    // the checkpoints the growing tar adds (one window per 256 KiB).
+    assert!(per_entry <= 48 + 6 + 2, "{per_entry} bytes per entry");
 }
 
 /// The most the builder holds at once while it indexes `files` files in
