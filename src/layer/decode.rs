@@ -19,7 +19,7 @@ use super::zlib::{self, Inflater, Status};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 
 /// Most uncompressed bytes between checkpoints. A gzip span is cut earlier,
 /// down to `MIN_SPAN`, while the stored windows stay within `WINDOW_BUDGET`
@@ -314,9 +314,38 @@ pub struct StreamDecoder<R: Read> {
     /// The last compressed byte consumed (a checkpoint's bits are in it).
     last_byte: u8,
     /// The open gzip checkpoint's window while the output that shows its
-    /// trim comes; then trimmed and deflated on a thread of its own.
+    /// trim comes; then trimmed and deflated by `trimmer`.
     trim: Option<WindowTrim>,
-    trimming: Option<std::thread::JoinHandle<io::Result<Vec<u8>>>>,
+    /// A window was handed to `trimmer` and its result is not taken yet.
+    trimming: bool,
+    /// Gzip only; None where no thread could be started (trims run here).
+    trimmer: Option<Trimmer>,
+}
+
+/// The thread that trims and deflates a decoder's checkpoint windows, one
+/// at a time, beside the decoding thread (the longest of a pull). It ends
+/// when its decoder drops.
+struct Trimmer {
+    jobs: mpsc::Sender<WindowTrim>,
+    done: mpsc::Receiver<io::Result<Vec<u8>>>,
+}
+
+impl Trimmer {
+    fn start() -> Option<Trimmer> {
+        let (jobs, todo) = mpsc::channel::<WindowTrim>();
+        let (finished, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("window-trim".into())
+            .spawn(move || {
+                for t in todo {
+                    if finished.send(deflate_window(&t.finish())).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Trimmer { jobs, done })
+    }
 }
 
 enum Kind {
@@ -357,11 +386,12 @@ impl<R: Read> StreamDecoder<R> {
             in_pos: 0,
             eof: false,
             done: false,
-            kind,
             tracker: SpanTracker::new(span),
             last_byte: 0,
+            trimmer: matches!(kind, Kind::Gzip(_)).then(Trimmer::start).flatten(),
+            kind,
             trim: None,
-            trimming: None,
+            trimming: false,
         })
     }
 
@@ -381,39 +411,31 @@ impl<R: Read> StreamDecoder<R> {
     /// Stores the open checkpoint's window, trimmed as far as what followed
     /// it shows; before any other cut, and at the end.
     fn settle_trim(&mut self) -> io::Result<()> {
-        let deflated = match (self.trim.take(), self.trimming.take()) {
-            (Some(t), _) => deflate_window(&t.finish())?,
-            (None, Some(h)) => h
-                .join()
-                .map_err(|_| io::Error::other("the window trimming thread failed"))??,
-            (None, None) => return Ok(()),
+        let deflated = if let Some(t) = self.trim.take() {
+            deflate_window(&t.finish())?
+        } else if std::mem::take(&mut self.trimming) {
+            let trimmed = self.trimmer.as_ref().and_then(|t| t.done.recv().ok());
+            trimmed.ok_or_else(|| io::Error::other("the window trimming thread failed"))??
+        } else {
+            return Ok(());
         };
         self.tracker.set_window(&deflated);
         Ok(())
     }
 
-    /// Trims and deflates the open checkpoint's window on another core
-    /// (here if no thread can be started).
-    fn start_trim(&mut self) -> io::Result<()> {
+    /// Hands the open checkpoint's window to the trimming thread (it stays
+    /// for `settle_trim` to trim here where there is none).
+    fn start_trim(&mut self) {
+        let Some(trimmer) = &self.trimmer else {
+            return;
+        };
         let Some(t) = self.trim.take() else {
-            return Ok(());
+            return;
         };
-        let shared = Arc::new(Mutex::new(Some(t)));
-        let job = {
-            let shared = Arc::clone(&shared);
-            move || {
-                let t = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
-                t.map_or_else(|| Ok(Vec::new()), |t| deflate_window(&t.finish()))
-            }
-        };
-        match std::thread::Builder::new()
-            .name("window-trim".into())
-            .spawn(job)
-        {
-            Ok(h) => self.trimming = Some(h),
-            Err(_) => self.trim = shared.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        match trimmer.jobs.send(t) {
+            Ok(()) => self.trimming = true,
+            Err(mpsc::SendError(t)) => self.trim = Some(t),
         }
-        Ok(())
     }
 
     fn refill(&mut self) -> io::Result<()> {
@@ -473,7 +495,7 @@ impl<R: Read> StreamDecoder<R> {
             if let Some(t) = &mut self.trim
                 && t.feed(consumed, &buf[..p])
             {
-                self.start_trim()?;
+                self.start_trim();
             }
             self.in_start += c;
             self.in_pos += c as u64;
