@@ -976,13 +976,21 @@ impl UpperDir {
         &self.work_fd
     }
 
-    /// Moves work-dir entry `tmp` to `rel` (atomically replacing what is there).
+    /// Moves work-dir entry `tmp`, not a directory, to `rel` (atomically
+    /// replacing what is there). No directory moves, so the kept directory
+    /// descriptors stay right.
     pub fn install(&self, tmp: &[u8], rel: &[u8]) -> io::Result<()> {
         let (dir, base) = split(rel);
         let fd = self.dir_fd(dir)?;
-        let r = nix::fcntl::renameat(&self.work_fd, os(tmp), &fd, os(base));
+        nix::fcntl::renameat(&self.work_fd, os(tmp), &fd, os(base)).map_err(errno)
+    }
+
+    /// `install` of a directory: descriptors kept for `rel` and beneath it
+    /// named what it replaced.
+    pub fn install_dir(&self, tmp: &[u8], rel: &[u8]) -> io::Result<()> {
+        let r = self.install(tmp, rel);
         self.dirs_moved(&[rel]);
-        r.map_err(errno)
+        r
     }
 
     /// Creates a regular file in the work dir.

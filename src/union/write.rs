@@ -175,7 +175,7 @@ impl UnionFs {
                 let tmp = upper.temp_name();
                 upper.mkdir_temp(&tmp)?;
                 upper.set_temp_meta(&tmp, &meta)?;
-                upper.install(&tmp, &child_path)?;
+                upper.install_dir(&tmp, &child_path)?;
                 let mut t = self.lock();
                 Self::mark_upper(&mut t, cur_ino, comp, child.ino, Upper::Full);
                 t.unsynced.insert(cur_ino);
